@@ -1,0 +1,145 @@
+/* cfutures: executors.
+ *
+ * The thread pool and the process pool are the same cf_executor: switching
+ * between them is one line (the constructor). Everything that submits,
+ * waits and reads results stays the same.
+ *
+ * Option structs: a zeroed struct means "all defaults (then environment)";
+ * every field's zero value is its default. An option set in code always
+ * wins over its CFUTURES_* environment variable (see README's table).
+ *
+ * Ownership: cf_executor_free() releases the executor; futures it returned
+ * are owned by the caller and may outlive it. */
+#ifndef CFUTURES_EXECUTOR_H
+#define CFUTURES_EXECUTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "export.h"
+#include "future.h"
+#include "task.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cf_executor cf_executor;
+typedef struct cf_map_iter cf_map_iter;
+
+/* Which cores get workers, and in what order. */
+enum cf_pin_policy {
+    CF_PIN_DEFAULT = 0, /* environment, else CF_PIN_COMPACT */
+    CF_PIN_COMPACT,     /* fill one package / NUMA node before the next */
+    CF_PIN_SCATTER,     /* round-robin across packages / NUMA nodes */
+    CF_PIN_LIST,        /* the cores in cpu_list, in that order */
+    CF_PIN_NONE,        /* do not pin */
+};
+
+/* A tri-state switch whose zero value means "default". */
+enum cf_switch { CF_SWITCH_DEFAULT = 0, CF_SWITCH_ON, CF_SWITCH_OFF };
+
+/* spin_ns value meaning "do not spin before sleeping". */
+#define CF_SPIN_NONE (-1)
+
+/* Runs once in each worker before its first task; non-zero breaks the pool. */
+typedef int cf_init_fn(void *arg);
+
+typedef struct cf_thread_pool_opts {
+    int max_workers;                /* 0: one per allowed core; < 0: CF_EINVAL */
+    cf_init_fn *initializer;        /* NULL: none */
+    void *initializer_arg;
+    const char *thread_name_prefix; /* NULL: "cf"; workers are "<prefix>-<n>" */
+    enum cf_pin_policy pin;
+    const char *cpu_list;           /* for CF_PIN_LIST: e.g. "0-3,8" (OS indexes) */
+    long spin_ns;                   /* idle spin before parking; 0 default, CF_SPIN_NONE */
+    int steal_attempts;             /* remote steal attempts per round; 0 default */
+    size_t map_window;              /* default cf_map window in tasks; 0 default */
+    enum cf_switch numa;            /* NUMA-aware steal order and memory */
+    enum cf_switch stats;           /* per-worker counters printed at shutdown */
+} cf_thread_pool_opts;
+
+typedef struct cf_process_pool_opts {
+    int max_workers;                /* 0: one per allowed core; < 0: CF_EINVAL */
+    cf_init_fn *initializer;        /* runs in each worker process */
+    void *initializer_arg;          /* a fork snapshot in the worker */
+    int max_tasks_per_child;        /* 0: unlimited; < 0: CF_EINVAL */
+    size_t slot_size;               /* inline result bytes per ring slot; 0 default */
+    size_t ring_depth;              /* slots per worker ring; 0 default */
+    long spin_ns;
+    size_t map_window;
+    enum cf_switch stats;
+} cf_process_pool_opts;
+
+/* NULL opts: defaults + environment. Returns NULL and sets *err (if err is
+ * non-NULL) to CF_EINVAL, CF_ENOMEM or CF_ESYS on failure. */
+CF_API cf_executor *cf_thread_pool_new(const cf_thread_pool_opts *opts);
+CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err);
+CF_API cf_executor *cf_process_pool_new(const cf_process_pool_opts *opts);
+CF_API cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err);
+
+/* Schedule fn(copy of arg, arg_len). arg may be NULL only if arg_len is 0.
+ * On success *out gets a new reference. Errors: CF_EINVAL, CF_ENOMEM,
+ * CF_EBROKEN (checked first), CF_ESHUTDOWN; a failed submit never runs fn. */
+CF_API int cf_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t arg_len,
+                     cf_future **out);
+
+typedef struct cf_map_opts {
+    double timeout;   /* one deadline from cf_map(); 0 (zeroed) or negative: none */
+    size_t chunksize; /* items per task; 0: adaptive */
+    size_t window;    /* submitted-but-not-yielded tasks; 0: pool default */
+} cf_map_opts;
+
+/* fn over n items of arg_len bytes each, laid out contiguously at args,
+ * which must stay valid until cf_map_free(). Results come in input order
+ * through cf_map_next. Returns 0, CF_EINVAL, CF_ENOMEM, CF_EBROKEN or
+ * CF_ESHUTDOWN. */
+CF_API int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, size_t n,
+                  const cf_map_opts *opts, cf_map_iter **out);
+
+/* The next result in input order: 0 (data valid until the next call);
+ * CF_ETASK for a failed item (iteration may continue past it);
+ * CF_ECANCELLED / CF_EBROKEN for an item that did not run; CF_ETIMEDOUT
+ * when the deadline passed (every not-yet-yielded item is then cancelled and
+ * later calls return CF_ETIMEDOUT); CF_END after the last item. */
+CF_API int cf_map_next(cf_map_iter *it, const void **data, size_t *len);
+CF_API int cf_map_next_i64(cf_map_iter *it, int64_t *v);
+/* After cf_map_next returned CF_ETASK or CF_EBROKEN: that item's code and
+ * message (valid until the next call). CF_ESTATE otherwise. */
+CF_API int cf_map_exception(cf_map_iter *it, int *code, const char **msg);
+CF_API void cf_map_free(cf_map_iter *it); /* cancels what has not started */
+
+/* Stop taking work. wait: run every queued task and join the workers
+ * (from inside one of the pool's own workers or callbacks it cannot join
+ * itself and acts as wait=false). cancel_futures: cancel what has not
+ * started. Idempotent; safe from several threads. Running tasks may still
+ * submit nested work until the pool has drained. Returns 0 or CF_EINVAL. */
+CF_API int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
+/* shutdown(wait=true) then free. NULL is a no-op. */
+CF_API void cf_executor_free(cf_executor *ex);
+
+/* Number of workers (threads or processes). */
+CF_API int cf_executor_workers(const cf_executor *ex);
+
+/* Process pools: stop now. Sends signo (SIGTERM or SIGKILL) to every
+ * worker; what they held fails with CF_EBROKEN, what had not started is
+ * cancelled; the pool is then shut down. CF_ENOTSUP on a thread pool. */
+CF_API int cf_process_pool_terminate(cf_executor *ex, int signo);
+
+/* Per-worker counters (zero unless statistics are on). */
+typedef struct cf_worker_stats {
+    uint64_t tasks_run;
+    uint64_t steals_tried, steals_ok;
+    uint64_t steals_local, steals_remote; /* successful, by NUMA distance */
+    uint64_t injected_taken;               /* tasks taken from injection queues */
+    uint64_t parks, wakeups;
+    int cpu, numa_node;                    /* where it is pinned; -1 if not */
+} cf_worker_stats;
+
+/* Fill up to cap entries; *n gets the number of workers. 0 or CF_EINVAL. */
+CF_API int cf_executor_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, size_t *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

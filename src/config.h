@@ -1,0 +1,69 @@
+/* Every CFUTURES_* setting, resolved in one place (config.c).
+ *
+ * Resolution order for each setting: built-in default, then the environment
+ * variable (parsed strictly: a bad value prints one line on stderr naming
+ * the variable, the value and the accepted range, and the default stays),
+ * then the option passed in code, which always wins. Each setting remembers
+ * where its value came from, so cfutures-info can print it. */
+#ifndef CF_CONFIG_H
+#define CF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "cfutures.h"
+
+enum cf__source { CF__FROM_DEFAULT = 0, CF__FROM_ENV, CF__FROM_CODE };
+
+enum cf__setting {
+    CF__SET_WORKERS,         /* CFUTURES_WORKERS */
+    CF__SET_PIN,             /* CFUTURES_PIN: compact|scatter|none|list */
+    CF__SET_CPU_LIST,        /* CFUTURES_CPUS: e.g. 0-3,8 (implies pin=list) */
+    CF__SET_SPIN_NS,         /* CFUTURES_SPIN_NS */
+    CF__SET_STEAL_ATTEMPTS,  /* CFUTURES_STEAL_ATTEMPTS */
+    CF__SET_MAP_WINDOW,      /* CFUTURES_MAP_WINDOW */
+    CF__SET_NUMA,            /* CFUTURES_NUMA: 0|1 */
+    CF__SET_STATS,           /* CFUTURES_STATS: 0|1 */
+    CF__SET_SLOT_SIZE,       /* CFUTURES_SLOT_SIZE (process pool) */
+    CF__SET_RING_DEPTH,      /* CFUTURES_RING_DEPTH (process pool) */
+    CF__SET_MAX_TASKS_PER_CHILD, /* CFUTURES_MAX_TASKS_PER_CHILD */
+    CF__SET_TOPOLOGY,        /* CFUTURES_TOPOLOGY: an hwloc XML file */
+    CF__SET_WAIT_SPIN_NS,    /* CFUTURES_WAIT_SPIN_NS: result() spin before futex */
+    CF__SET_COUNT
+};
+
+struct cf__config {
+    int workers;              /* 0 = one per allowed core */
+    enum cf_pin_policy pin;   /* never CF_PIN_DEFAULT once resolved */
+    char cpu_list[256];
+    long spin_ns;             /* 0 = no spin */
+    int steal_attempts;
+    size_t map_window;
+    bool numa;
+    bool stats;
+    size_t slot_size;
+    size_t ring_depth;
+    int max_tasks_per_child;  /* 0 = unlimited */
+    char topology[4096];      /* "" = the machine's own (or HWLOC_* env) */
+    long wait_spin_ns;
+    enum cf__source source[CF__SET_COUNT];
+};
+
+/* Defaults, then the environment (warnings printed at most once per
+ * variable and process). */
+void cf__config_load(struct cf__config *c);
+
+/* Overlay options from code; CF_EINVAL if an option is out of range (the
+ * constructor then fails). NULL opts: nothing to overlay. */
+int cf__config_apply_thread_opts(struct cf__config *c, const cf_thread_pool_opts *o);
+int cf__config_apply_process_opts(struct cf__config *c, const cf_process_pool_opts *o);
+
+/* Names for printing (cfutures-info, stats). */
+const char *cf__setting_env_name(enum cf__setting s);
+const char *cf__source_name(enum cf__source s);
+/* Print "NAME = value (source)" for every setting, one per line. */
+void cf__config_print(const struct cf__config *c, void *FILE_stream);
+
+/* Process-wide cached result() spin budget (from CFUTURES_WAIT_SPIN_NS). */
+long cf__wait_spin_ns(void);
+
+#endif

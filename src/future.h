@@ -1,0 +1,167 @@
+/* Internal view of a future: the record that is at once the task (function
+ * and argument) and its outcome, so a submit costs one allocation.
+ *
+ * The state word (struct cf_future.state):
+ *   bits 0-1  CF__PENDING / CF__RUNNING / CF__CANCELLED / CF__FINISHED
+ *   bit  2    CF__SLEEPERS: someone sleeps (or is about to) in futex_wait on
+ *             this word; completion makes the futex_wake system call only
+ *             when it is set.
+ *   bit  3    CF__LIST_LOCK: guards the listener list (callbacks and
+ *             cf_wait/as_completed waiters); held for O(1) steps (O(k) to
+ *             unlink a waiter among k listeners), never across a callback.
+ *   bit  4    CF__HAS_LISTENERS: the list is not empty, so completion must
+ *             take the lock; the hot path (no listeners) never does.
+ * A future is done when its state is CANCELLED or FINISHED; nothing leaves
+ * those states. The outcome fields (code, msg, result) are written before
+ * the release CAS that publishes the done state and read after an acquire
+ * load that sees it. */
+#ifndef CF_FUTURE_INTERNAL_H
+#define CF_FUTURE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <urcu/wfcqueue.h>
+
+#include "cfutures.h"
+#include "futex.h"
+
+enum {
+    CF__PENDING = 0,
+    CF__RUNNING = 1,
+    CF__CANCELLED = 2,
+    CF__FINISHED = 3,
+};
+#define CF__STATE_MASK 3u
+#define CF__SLEEPERS (1u << 2)
+#define CF__LIST_LOCK (1u << 3)
+#define CF__HAS_LISTENERS (1u << 4)
+
+/* How a FINISHED future ended. */
+enum cf__outcome { CF__OK = 0, CF__TASK_ERROR = 1, CF__BROKEN = 2 };
+
+#define CF__INLINE_ARG 24 /* arguments up to this size live in the record */
+#define CF__INLINE_RES 32 /* results up to this size live in the record */
+
+/* Executor hooks a future may carry (NULL for cf_future_new futures). */
+struct cf__future_ops {
+    /* Called by cf_future_cancel() after the PENDING->CANCELLED CAS
+     * succeeded, before listeners are fired: lets an executor drop its copy
+     * (e.g. the process pool marks the ring slot cancelled). May be NULL. */
+    void (*on_cancel)(cf_future *f);
+    /* Called when the last reference goes, before the record is freed, so an
+     * executor can release what `owner` points to. May be NULL. */
+    void (*on_free)(cf_future *f);
+};
+
+struct cf__listener; /* see future.c */
+
+struct cf_future {
+    _Atomic uint32_t state;
+    _Atomic uint32_t refs;
+    cf_task_fn *fn;                    /* the task; NULL for cf_future_new */
+    const struct cf__future_ops *ops;  /* executor hooks or NULL */
+    void *owner;                       /* executor-private */
+    struct cf__listener *listeners;    /* guarded by CF__LIST_LOCK, newest first */
+    char *msg;                         /* error message (cf__alloc'd) or NULL */
+    int32_t code;                      /* task's code, or CF_EBROKEN */
+    uint32_t arg_len;
+    uint32_t res_len;
+    uint8_t outcome;                   /* enum cf__outcome, valid once FINISHED */
+    uint8_t arg_on_heap, res_on_heap;
+    uint8_t pad_;
+    struct cds_wfcq_node qnode;        /* injection-queue link (thread pool) */
+    union {
+        unsigned char bytes[CF__INLINE_ARG];
+        void *heap;
+    } arg;
+    union {
+        unsigned char bytes[CF__INLINE_RES];
+        void *heap;
+    } res;
+};
+
+/* Where a running task's result is staged; the executor moves it into its
+ * destination (a future, or a process-pool ring slot) after the call. */
+struct cf_out {
+    void *data;    /* the result bytes: small[] or a cf__alloc'd buffer */
+    size_t len;
+    size_t cap;    /* capacity of data when it is a heap buffer */
+    int code;      /* set by cf_out_error */
+    char *msg;     /* set by cf_out_error (cf__alloc'd) */
+    int failed;    /* an allocation inside cf_out_* failed */
+    unsigned char small[CF__INLINE_RES];
+};
+
+void cf__out_init(struct cf_out *o);
+void cf__out_dispose(struct cf_out *o); /* frees what was not taken */
+
+/* A new PENDING task record with refs = 2 (the caller's and the
+ * executor's) and a copy of arg. NULL on ENOMEM or arg_len > UINT32_MAX. */
+cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
+                               const struct cf__future_ops *ops, void *owner);
+static inline const void *cf__future_arg(const cf_future *f)
+{
+    return f->arg_on_heap ? f->arg.heap : f->arg.bytes;
+}
+
+/* Executors run a task with this: PENDING->RUNNING (returns false, doing
+ * nothing, if it was cancelled), run fn, complete the future with its
+ * outcome (waking waiters, running callbacks in this thread). Does not drop
+ * the executor's reference. */
+bool cf__future_run(cf_future *f);
+
+/* PENDING->RUNNING without running anything (process pool: the worker has
+ * begun it). False if it is not PENDING. */
+bool cf__future_mark_running(cf_future *f);
+
+/* Complete from a staged outcome (process pool collector): task_code 0 =
+ * success with o's result (ownership of o's buffer moves to the future).
+ * Returns 0 or CF_ESTATE. */
+int cf__future_complete_from_out(cf_future *f, int task_code, struct cf_out *o);
+
+/* The executor failed it (broken pool, dead worker, bad shared memory):
+ * PENDING or RUNNING -> FINISHED with CF_EBROKEN and a message. Returns 0 or
+ * CF_ESTATE if it was already done. */
+int cf__future_fail_broken(cf_future *f, const char *fmt, ...) CF_PRINTF(2, 3);
+
+static inline uint32_t cf__future_state(const cf_future *f, memory_order mo)
+{
+    return atomic_load_explicit((_Atomic uint32_t *)&f->state, mo) & CF__STATE_MASK;
+}
+static inline bool cf__state_done(uint32_t s)
+{
+    return (s & CF__STATE_MASK) >= CF__CANCELLED;
+}
+
+/* ---- waiting on many futures (cf_wait, cf_as_completed) ----
+ * A waiter owns one node per future. cf__waiter_node_add() links a node
+ * (or returns false if the future is already done); the future's completer
+ * calls waiter->notify(waiter, node) exactly once per linked node, unless
+ * cf__waiter_node_remove() unlinked it first. remove() returns true if it
+ * unlinked the node (no notify will come) and false if the completer owns
+ * it (notify has run or will run). */
+struct cf__waiter;
+struct cf__waiter_node {
+    struct cf__listener *listener_; /* internal */
+    struct cf__waiter *waiter;
+    cf_future *future;
+    size_t index;                   /* the waiter's own bookkeeping */
+};
+struct cf__waiter {
+    void (*notify)(struct cf__waiter *w, struct cf__waiter_node *node);
+};
+bool cf__waiter_node_add(cf_future *f, struct cf__waiter_node *node);
+bool cf__waiter_node_remove(cf_future *f, struct cf__waiter_node *node);
+
+/* A pool worker that waits on a future runs other work meanwhile: the thread
+ * pool installs this per-thread hook in its workers. It returns when f is
+ * done (0) or the deadline passes (CF_ETIMEDOUT). */
+typedef int cf__wait_helper_fn(void *ctx, cf_future *f, cf__deadline deadline);
+extern _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
+extern _Thread_local void *cf__tls_wait_helper_ctx;
+
+/* Wait for done with the usual spin-then-futex discipline (no helping). */
+int cf__future_wait_done(cf_future *f, cf__deadline deadline);
+
+#endif
