@@ -30,7 +30,7 @@ typedef struct cf_future cf_future;
 #define CF_FOREVER (-1.0)
 #define CF_POLL 0.0
 
-/* The result of a successful task: *data/*len (either may be NULL).
+/* The result of a successful task: *data and *len (either may be NULL).
  * Returns 0; CF_ETASK if the task failed (see cf_future_exception);
  * CF_ECANCELLED; CF_ETIMEDOUT; CF_EBROKEN if the executor failed the future
  * (cf_future_exception names the cause); CF_EINVAL. For a zero-length
