@@ -31,12 +31,16 @@ enum cf__setting {
     CF__SET_COUNT
 };
 
+/* Upper bounds shared by the environment parser and the option checks. */
+#define CF__MAX_WORKERS 4096
+#define CF__MAX_CPU 8191 /* highest OS CPU index a cpu list may name */
+
 struct cf__config {
     int workers;              /* 0 = one per allowed core */
     enum cf_pin_policy pin;   /* never CF_PIN_DEFAULT once resolved */
     char cpu_list[256];
     long spin_ns;             /* 0 = no spin */
-    int steal_attempts;
+    int steal_attempts;       /* 0 = auto: see cf__steal_attempts() */
     size_t map_window;
     bool numa;
     bool stats;
@@ -65,5 +69,14 @@ void cf__config_print(const struct cf__config *c, void *FILE_stream);
 
 /* Process-wide cached result() spin budget (from CFUTURES_WAIT_SPIN_NS). */
 long cf__wait_spin_ns(void);
+
+/* Remote steal attempts per round for a pool of n_workers: the setting if
+ * non-zero, else 2 x (n_workers - 1), at least 1. */
+int cf__steal_attempts(const struct cf__config *c, int n_workers);
+
+/* Parse a cpu list ("0-3,8": OS indexes, ranges ascending, no repeats, each
+ * in [0, CF__MAX_CPU]) into cpus[] in the order written. Returns the number
+ * of CPUs (only the first `cap` are stored) or CF_EINVAL. */
+int cf__cpu_list_parse(const char *s, int *cpus, int cap);
 
 #endif
