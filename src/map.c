@@ -1,0 +1,473 @@
+/* cf_map: fn over n items, results in input order, through any executor.
+ *
+ * Contract.
+ * - An iterator belongs to one consumer: calls on the same iterator must not
+ *   run at the same time. Any number of iterators may share an executor, and
+ *   cf_map may be called from inside a task (nested map).
+ * - Items are grouped into chunk tasks (map_chunk_run) submitted through
+ *   ex->ops->submit, so the same code serves the thread pool and the process
+ *   pool. At most `window` chunk tasks are submitted and not yet fully
+ *   yielded (SEMANTICS 25): chunk c + window is submitted only when the
+ *   consumer asks for the item after the last one of chunk c.
+ * - A chunk's result is a run of per-item records, so one item's failure
+ *   stays with that item and iteration continues past it (SEMANTICS 23, 26).
+ * - One deadline, taken at cf_map (SEMANTICS 24). When it passes while we
+ *   wait for a chunk, every chunk not yet yielded is cancelled and the
+ *   iterator keeps answering CF_ETIMEDOUT.
+ * - No atomics here: the futures synchronise. A chunk's result bytes are
+ *   written before its future publishes FINISHED (release) and read after
+ *   cf_future_result observed it (acquire).
+ *
+ * Memory. The iterator holds one reference on each submitted chunk future
+ * until the consumer has moved past that chunk (result pointers handed out
+ * point into the future's result and stay valid until the next call). In
+ * pointer mode (thread pools) a chunk reads the caller's array, so
+ * cf_map_free cancels what has not started and then waits for the chunks
+ * that already run: the caller may free the array when cf_map_free returns.
+ * In copy mode (ex->copy_map_items: process pools, whose workers cannot see
+ * the caller's array) a chunk carries its item bytes, and cf_map_free waits
+ * for nothing. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "executor.h"
+#include "futex.h"
+#include "future.h"
+
+/* Adaptive chunking: about 8 chunks per worker, so stragglers balance, but
+ * no chunk longer than this many items (or, when items are copied into the
+ * chunk, this many bytes), so one chunk stays short and a timeout or an
+ * early free does not wait behind a huge one. */
+#define MAP_CHUNKS_PER_WORKER 8
+#define MAP_CHUNK_MAX_ITEMS 4096
+#define MAP_CHUNK_MAX_BYTES (64 * 1024)
+/* Default window when neither the options nor the executor set one. */
+#define MAP_WINDOW_PER_WORKER 4
+
+/* The argument of a chunk task. In pointer mode `items` points into the
+ * caller's array; in copy mode it is NULL and count * arg_len item bytes
+ * follow the header. 24 bytes, so a thread-pool chunk's argument lives
+ * inline in its task record (no allocation per chunk). */
+struct map_chunk_arg {
+    cf_task_fn *fn;
+    const unsigned char *items;
+    uint32_t arg_len;
+    uint32_t count;
+};
+_Static_assert(sizeof(struct map_chunk_arg) <= CF__INLINE_ARG,
+               "a pointer-mode chunk argument must fit inline in the task record");
+
+/* One record per item in a chunk's result, 8-byte aligned: code 0 and len
+ * result bytes, or the task's non-zero code and len message bytes
+ * (NUL-terminated; len 0 = no message). The body is padded to 8 bytes so
+ * every result the consumer gets is 8-byte aligned. */
+struct map_rec {
+    int32_t code;
+    uint32_t len;
+};
+_Static_assert(sizeof(struct map_rec) == 8, "records are 8-byte aligned");
+
+static inline size_t round8(size_t x)
+{
+    return (x + 7) & ~(size_t)7;
+}
+
+/* Stands in for a NULL array of zero-sized items, so `items` is never NULL
+ * in pointer mode (NULL means copy mode). */
+static const unsigned char map_no_items[1];
+
+/* ---- the chunk task (runs in a worker thread or process) ---- */
+
+struct map_buf {
+    unsigned char *data;
+    size_t len, cap;
+};
+
+static int map_buf_append(struct map_buf *b, int32_t code, const void *body, size_t len)
+{
+    if (len > UINT32_MAX) return CF_ETOOBIG;
+    size_t need = sizeof(struct map_rec) + round8(len);
+    if (b->cap - b->len < need) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < need) {
+            if (cap > SIZE_MAX / 2) return CF_ENOMEM;
+            cap *= 2;
+        }
+        void *p = b->data ? cf__realloc(b->data, b->cap, cap) : cf__alloc(cap);
+        if (!p) return CF_ENOMEM;
+        b->data = p;
+        b->cap = cap;
+    }
+    struct map_rec r = { .code = code, .len = (uint32_t)len };
+    unsigned char *at = b->data + b->len;
+    memcpy(at, &r, sizeof r);
+    if (len) memcpy(at + sizeof r, body, len);
+    /* Zero the padding: the bytes may travel to another process. */
+    memset(at + sizeof r + len, 0, round8(len) - len);
+    b->len += need;
+    return 0;
+}
+
+static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
+{
+    struct map_chunk_arg h;
+    if (arg_len < sizeof h) return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+    memcpy(&h, arg, sizeof h);
+    const unsigned char *items = h.items;
+    if (!items) {
+        if ((arg_len - sizeof h) != (size_t)h.count * h.arg_len)
+            return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+        items = (const unsigned char *)arg + sizeof h;
+    }
+
+    struct map_buf b = { 0 };
+    for (uint32_t i = 0; i < h.count; i++) {
+        struct cf_out o;
+        cf__out_init(&o);
+        int32_t code = h.fn(items + (size_t)i * h.arg_len, h.arg_len, &o);
+        const void *body;
+        size_t len;
+        if (code == 0 && o.failed) {
+            static const char nomem[] = "cf_map: out of memory storing the item's result";
+            code = CF_ENOMEM;
+            body = nomem;
+            len = sizeof nomem;
+        } else if (code == 0) {
+            body = o.data;
+            len = o.len;
+        } else {
+            body = o.msg;
+            len = o.msg ? strlen(o.msg) + 1 : 0;
+        }
+        int rc = map_buf_append(&b, code, body, len);
+        if (rc == CF_ETOOBIG) {
+            static const char big[] = "cf_map: the item's result is larger than 4 GiB";
+            rc = map_buf_append(&b, CF_ETOOBIG, big, sizeof big);
+        }
+        cf__out_dispose(&o);
+        if (rc != 0) {
+            cf__free(b.data, b.cap);
+            return cf_out_error(out, CF_ENOMEM, "cf_map: out of memory building a chunk result");
+        }
+    }
+    int rc = cf_out_set(out, b.len ? b.data : map_no_items, b.len);
+    cf__free(b.data, b.cap);
+    return rc;
+}
+
+/* ---- the iterator (runs in the consumer) ---- */
+
+struct map_slot {
+    cf_future *f; /* NULL if the submit failed */
+    int err;      /* then: why */
+};
+
+struct cf_map_iter {
+    cf_executor *ex;
+    cf_task_fn *fn;
+    const unsigned char *args;
+    size_t arg_len, n;
+    size_t chunk, n_chunks, window;
+    bool copy;
+    bool timed_out;
+    cf__deadline deadline;
+
+    struct map_slot *ring; /* chunk c at ring[c % window] for c in [cur, next_submit) */
+    size_t next_submit;
+    size_t cur;            /* the chunk being yielded */
+    size_t cur_item;       /* index in it of the next item */
+    bool cur_loaded;
+
+    /* The loaded chunk: its records, or one error for all its items. */
+    const unsigned char *res;
+    size_t res_len, res_off;
+    int chunk_err, chunk_code;
+    const char *chunk_msg;
+
+    /* What cf_map_exception reports for the item just yielded. */
+    bool exc_valid;
+    int exc_code;
+    const char *exc_msg;
+};
+
+static size_t chunk_count(const cf_map_iter *it, size_t c)
+{
+    size_t first = c * it->chunk;
+    size_t left = it->n - first;
+    return left < it->chunk ? left : it->chunk;
+}
+
+static int map_submit_chunk(cf_map_iter *it, size_t c, cf_future **f)
+{
+    size_t first = c * it->chunk;
+    size_t count = chunk_count(it, c);
+    struct map_chunk_arg h = { .fn = it->fn, .arg_len = (uint32_t)it->arg_len,
+                               .count = (uint32_t)count };
+    cf_executor *ex = it->ex;
+    if (!it->copy) {
+        h.items = it->args ? it->args + first * it->arg_len : map_no_items;
+        return ex->ops->submit(ex, map_chunk_run, &h, sizeof h, f);
+    }
+    size_t bytes = sizeof h + count * it->arg_len; /* bounded in cf_map */
+    unsigned char stack[256];
+    unsigned char *buf = bytes <= sizeof stack ? stack : cf__alloc(bytes);
+    if (!buf) return CF_ENOMEM;
+    memcpy(buf, &h, sizeof h);
+    if (count * it->arg_len) memcpy(buf + sizeof h, it->args + first * it->arg_len, count * it->arg_len);
+    int rc = ex->ops->submit(ex, map_chunk_run, buf, bytes, f);
+    if (buf != stack) cf__free(buf, bytes);
+    return rc;
+}
+
+/* Keep the window full: submit until `window` chunks are outstanding. */
+static void map_refill(cf_map_iter *it)
+{
+    while (!it->timed_out && it->next_submit < it->n_chunks &&
+           it->next_submit - it->cur < it->window) {
+        struct map_slot *s = &it->ring[it->next_submit % it->window];
+        s->f = NULL;
+        s->err = map_submit_chunk(it, it->next_submit, &s->f);
+        if (s->err != 0) s->f = NULL;
+        it->next_submit++;
+    }
+}
+
+/* Cancel every outstanding chunk that has not started; in pointer mode,
+ * wait for those that have (they read the caller's array). Drops the
+ * references when `release` is set. */
+static void map_cancel_outstanding(cf_map_iter *it, bool release)
+{
+    for (size_t c = it->cur; c < it->next_submit; c++) {
+        cf_future *f = it->ring[c % it->window].f;
+        if (f) cf_future_cancel(f);
+    }
+    for (size_t c = it->cur; c < it->next_submit; c++) {
+        struct map_slot *s = &it->ring[c % it->window];
+        if (!s->f) continue;
+        if (!it->copy && !cf_future_done(s->f)) (void)cf_future_result(s->f, CF_FOREVER, NULL, NULL);
+        if (release) {
+            cf_future_release(s->f);
+            s->f = NULL;
+        }
+    }
+}
+
+static void map_destroy(cf_map_iter *it)
+{
+    map_cancel_outstanding(it, true);
+    cf__free(it->ring, it->window * sizeof *it->ring);
+    cf__free(it, sizeof *it);
+}
+
+/* Seconds left before the deadline, as cf_future_result wants them. */
+static double map_time_left(const cf_map_iter *it)
+{
+    if (it->deadline == CF__NO_DEADLINE) return CF_FOREVER;
+    int64_t left = it->deadline - cf__now_ns();
+    return left > 0 ? (double)left / 1e9 : CF_POLL;
+}
+
+/* Wait for chunk `cur` and make its records current. 0 or CF_ETIMEDOUT. */
+static int map_load_chunk(cf_map_iter *it)
+{
+    struct map_slot *s = &it->ring[it->cur % it->window];
+    it->res = NULL;
+    it->res_len = it->res_off = 0;
+    it->chunk_err = 0;
+    it->chunk_code = 0;
+    it->chunk_msg = NULL;
+    if (!s->f) {
+        it->chunk_err = it->chunk_code = s->err;
+        it->chunk_msg = "cf_map: the chunk holding this item could not be submitted";
+    } else {
+        const void *data = NULL;
+        size_t len = 0;
+        int rc = cf_future_result(s->f, map_time_left(it), &data, &len);
+        if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
+        if (rc == 0) {
+            it->res = data;
+            it->res_len = len;
+        } else {
+            /* The chunk as a whole did not produce records: cancelled
+             * (shutdown with cancel_futures), broken pool, or our own
+             * allocation failure in map_chunk_run. Every item reports it. */
+            int code = rc;
+            const char *msg = NULL;
+            if (rc == CF_ETASK || rc == CF_EBROKEN) (void)cf_future_exception(s->f, CF_POLL, &code, &msg);
+            it->chunk_err = rc;
+            it->chunk_code = code;
+            it->chunk_msg = msg;
+        }
+    }
+    it->cur_item = 0;
+    it->cur_loaded = true;
+    return 0;
+}
+
+/* The consumer has moved past the last item of chunk `cur`: drop it and let
+ * the window admit one more. */
+static void map_advance(cf_map_iter *it)
+{
+    struct map_slot *s = &it->ring[it->cur % it->window];
+    cf_future_release(s->f); /* NULL is a no-op */
+    s->f = NULL;
+    it->cur++;
+    it->cur_loaded = false;
+    map_refill(it);
+}
+
+static int map_item_error(cf_map_iter *it, int rc, int code, const char *msg)
+{
+    if (rc != CF_ECANCELLED) {
+        it->exc_valid = true;
+        it->exc_code = code;
+        it->exc_msg = msg;
+    }
+    return rc;
+}
+
+/* Yield item cur_item of the loaded chunk. A record that does not parse
+ * (a buggy worker process, SEMANTICS 33) fails the rest of its chunk with
+ * CF_EBROKEN instead of reading past the buffer. */
+static int map_take_item(cf_map_iter *it, const void **data, size_t *len)
+{
+    it->cur_item++;
+    if (it->chunk_err) return map_item_error(it, it->chunk_err, it->chunk_code, it->chunk_msg);
+
+    struct map_rec r;
+    size_t left = it->res_len - it->res_off;
+    if (left < sizeof r) goto malformed;
+    memcpy(&r, it->res + it->res_off, sizeof r);
+    if (r.len > left - sizeof r) goto malformed;
+    const unsigned char *body = it->res + it->res_off + sizeof r;
+    size_t step = sizeof r + round8(r.len);
+    it->res_off += step < left ? step : left;
+    if (r.code == 0) {
+        if (data) *data = body;
+        if (len) *len = r.len;
+        return 0;
+    }
+    if (r.len && body[r.len - 1] != '\0') goto malformed;
+    return map_item_error(it, CF_ETASK, r.code, r.len ? (const char *)body : NULL);
+
+malformed:
+    it->chunk_err = it->chunk_code = CF_EBROKEN;
+    it->chunk_msg = "cf_map: a chunk result is malformed";
+    return map_item_error(it, CF_EBROKEN, CF_EBROKEN, it->chunk_msg);
+}
+
+int cf_map_next(cf_map_iter *it, const void **data, size_t *len)
+{
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    if (!it) return CF_EINVAL;
+    it->exc_valid = false;
+    if (it->timed_out) return CF_ETIMEDOUT;
+    if (it->cur_loaded && it->cur_item == chunk_count(it, it->cur)) map_advance(it);
+    if (it->cur >= it->n_chunks) return CF_END;
+    if (!it->cur_loaded && map_load_chunk(it) == CF_ETIMEDOUT) {
+        /* SEMANTICS 24: everything not yet yielded is cancelled; nothing
+         * more is submitted. */
+        it->timed_out = true;
+        map_cancel_outstanding(it, false);
+        return CF_ETIMEDOUT;
+    }
+    return map_take_item(it, data, len);
+}
+
+int cf_map_next_i64(cf_map_iter *it, int64_t *v)
+{
+    const void *data;
+    size_t len;
+    int rc = cf_map_next(it, &data, &len);
+    if (rc != 0) return rc;
+    if (len != sizeof(int64_t)) return CF_EINVAL;
+    if (v) memcpy(v, data, sizeof *v);
+    return 0;
+}
+
+int cf_map_exception(cf_map_iter *it, int *code, const char **msg)
+{
+    if (!it) return CF_EINVAL;
+    if (!it->exc_valid) return CF_ESTATE;
+    if (code) *code = it->exc_code;
+    if (msg) *msg = it->exc_msg;
+    return 0;
+}
+
+void cf_map_free(cf_map_iter *it)
+{
+    if (it) map_destroy(it);
+}
+
+static size_t map_adaptive_chunk(size_t n, size_t workers, size_t arg_len, bool copy)
+{
+    size_t c = n / (MAP_CHUNKS_PER_WORKER * workers);
+    if (c > MAP_CHUNK_MAX_ITEMS) c = MAP_CHUNK_MAX_ITEMS;
+    if (copy && arg_len && c > MAP_CHUNK_MAX_BYTES / arg_len) c = MAP_CHUNK_MAX_BYTES / arg_len;
+    return c ? c : 1;
+}
+
+int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, size_t n,
+           const cf_map_opts *opts, cf_map_iter **out)
+{
+    if (!ex || !ex->ops || !fn || !out) return CF_EINVAL;
+    if (!args && arg_len && n) return CF_EINVAL;
+    if (arg_len > UINT32_MAX) return CF_EINVAL;
+    if (n && arg_len > SIZE_MAX / n) return CF_EINVAL;
+    cf_map_opts o = opts ? *opts : (cf_map_opts){ 0 };
+    if (isnan(o.timeout)) return CF_EINVAL;
+    cf__deadline deadline = CF__NO_DEADLINE;
+    if (o.timeout > 0 && !isinf(o.timeout) && cf__deadline_from_timeout(o.timeout, &deadline) != 0)
+        return CF_EINVAL;
+
+    int w = ex->ops->workers ? ex->ops->workers(ex) : 1;
+    size_t workers = w > 0 ? (size_t)w : 1;
+    bool copy = ex->copy_map_items;
+    size_t chunk = o.chunksize ? o.chunksize : ex->map_chunk;
+    if (!chunk) chunk = map_adaptive_chunk(n, workers, arg_len, copy);
+    /* A chunk's item count is a uint32, and in copy mode its argument
+     * (header + items) must fit a task argument's uint32 length. */
+    if (chunk > UINT32_MAX) chunk = UINT32_MAX;
+    if (copy && arg_len) {
+        size_t max = (UINT32_MAX - sizeof(struct map_chunk_arg)) / arg_len;
+        if (chunk > max) chunk = max ? max : 1;
+    }
+    size_t n_chunks = n / chunk + (n % chunk != 0);
+    size_t window = o.window ? o.window : ex->map_window;
+    if (!window) window = MAP_WINDOW_PER_WORKER * workers;
+    if (window > n_chunks) window = n_chunks ? n_chunks : 1;
+
+    cf_map_iter *it = cf__calloc(sizeof *it);
+    if (!it) return CF_ENOMEM;
+    it->ring = cf__calloc(window * sizeof *it->ring);
+    if (!it->ring) {
+        cf__free(it, sizeof *it);
+        return CF_ENOMEM;
+    }
+    it->ex = ex;
+    it->fn = fn;
+    it->args = args;
+    it->arg_len = arg_len;
+    it->n = n;
+    it->chunk = chunk;
+    it->n_chunks = n_chunks;
+    it->window = window;
+    it->copy = copy;
+    it->deadline = deadline;
+
+    map_refill(it);
+    /* A call that fails changes nothing it can undo: if any of the first
+     * submissions failed, cancel the others and report the first error. */
+    for (size_t c = 0; c < it->next_submit; c++) {
+        int err = it->ring[c % window].err;
+        if (err != 0) {
+            map_destroy(it);
+            return err;
+        }
+    }
+    *out = it;
+    return 0;
+}
