@@ -215,7 +215,8 @@ static int map_submit_chunk(cf_map_iter *it, size_t c, cf_future **f)
     unsigned char *buf = bytes <= sizeof stack ? stack : cf__alloc(bytes);
     if (!buf) return CF_ENOMEM;
     memcpy(buf, &h, sizeof h);
-    if (count * it->arg_len) memcpy(buf + sizeof h, it->args + first * it->arg_len, count * it->arg_len);
+    size_t item_bytes = count * it->arg_len;
+    if (item_bytes != 0) memcpy(buf + sizeof h, it->args + first * it->arg_len, item_bytes);
     int rc = ex->ops->submit(ex, map_chunk_run, buf, bytes, f);
     if (buf != stack) cf__free(buf, bytes);
     return rc;
