@@ -18,12 +18,18 @@ struct cf__worker_place {
     int numa_node; /* hwloc logical index of the NUMA node; -1 if unknown */
     int package;
     int l3;        /* logical index of the L3 cache (or -1) */
+    int node_slot; /* 0..n_numa-1: dense index of its node among the nodes the
+                    * workers span (injection queue index); 0 when NUMA is off */
     hwloc_bitmap_t cpuset; /* what to bind to (NULL when not pinned) */
 };
 
 struct cf__placement {
     int n_workers;
-    int n_numa;                      /* NUMA nodes the workers span (>= 1) */
+    int n_numa;                      /* NUMA nodes the workers span (>= 1); 1 when off */
+    int *slot_numa;                  /* n_numa entries: node_slot -> hwloc logical
+                                      * NUMA index (-1 when unknown or NUMA off) */
+    int n_cpu_slot;                  /* cpu_slot[os cpu] -> node_slot, -1 if none */
+    int *cpu_slot;
     struct cf__worker_place *w;      /* n_workers entries */
     /* steal_order[i] holds n_workers-1 victims for worker i, nearest first;
      * tier_end[i][0..2]: end of the same-L3, same-node, and all tiers. */
@@ -33,13 +39,20 @@ struct cf__placement {
 
 /* Load the topology: CFUTURES_TOPOLOGY (XML) if set in cfg, else hwloc's
  * own rules (HWLOC_XMLFILE / HWLOC_SYNTHETIC env, or this machine),
- * restricted to the process's allowed CPU set. Returns 0 or CF_ESYS. */
+ * restricted to the process's allowed CPU set (its affinity mask, when the
+ * topology is this machine) and to cfg->cpu_list when one is set. Returns 0,
+ * CF_ESYS (hwloc failed, e.g. an unreadable XML file) or CF_EINVAL (no
+ * allowed CPU is left). */
 int cf__topology_load(const struct cf__config *cfg, hwloc_topology_t *out);
 
 /* Compute where `cfg->workers` (0 = one per allowed core) workers go. */
 int cf__placement_compute(hwloc_topology_t topo, const struct cf__config *cfg,
                           struct cf__placement *out);
 void cf__placement_free(struct cf__placement *p);
+
+/* The injection-queue slot for a thread running on OS CPU `cpu` (e.g. from
+ * sched_getcpu()): its node's slot, else 0. */
+int cf__placement_slot_of_cpu(const struct cf__placement *p, int cpu);
 
 /* Pin the calling thread to place->cpuset (no-op when NULL). 0 or CF_ESYS;
  * failure to pin is not fatal to a pool. */

@@ -1,0 +1,53 @@
+/* cfutures-info: the topology a pool would see, the placement it would get
+ * (every worker's cpu, core, node, package, L3 and steal tiers) and every
+ * setting in effect with its source. Reads the same CFUTURES_* and HWLOC_*
+ * variables as the library; binds nothing.
+ *
+ *   HWLOC_SYNTHETIC="pack:2 numa:2 l3:1 core:8 pu:2" CFUTURES_WORKERS=32 cfutures-info */
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "topology.h"
+
+static int usage(FILE *f)
+{
+    fputs("usage: cfutures-info [--help]\n"
+          "Prints the topology, the thread-pool placement and the CFUTURES_* settings.\n"
+          "Try: HWLOC_SYNTHETIC=\"pack:2 numa:2 l3:1 core:8 pu:2\" CFUTURES_WORKERS=32 "
+          "cfutures-info\n",
+          f);
+    return f == stdout ? 0 : 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) return usage(strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? stderr : stdout);
+    printf("cfutures %s\n\n", cf_version());
+
+    struct cf__config cfg;
+    cf__config_load(&cfg);
+    printf("settings (value and source):\n");
+    cf__config_print(&cfg, stdout);
+    printf("  steal attempts in effect: %s\n\n",
+           cfg.steal_attempts ? "as set" : "2 x (workers - 1)");
+
+    hwloc_topology_t topo;
+    int rc = cf__topology_load(&cfg, &topo);
+    if (rc) {
+        fprintf(stderr, "cfutures-info: cannot load the topology: %s\n", cf_strerror(rc));
+        return 1;
+    }
+    struct cf__placement p;
+    rc = cf__placement_compute(topo, &cfg, &p);
+    if (rc) {
+        fprintf(stderr, "cfutures-info: no placement: %s\n", cf_strerror(rc));
+        hwloc_topology_destroy(topo);
+        return 1;
+    }
+    cf__placement_print(topo, &p, stdout);
+    printf("remote steal attempts per round: %d\n", cf__steal_attempts(&cfg, p.n_workers));
+    cf__placement_free(&p);
+    hwloc_topology_destroy(topo);
+    return 0;
+}
