@@ -133,7 +133,8 @@ static void value_text(const struct cf__config *c, enum cf__setting s, char *buf
 }
 
 /* One line on stderr, once per variable per process. The value is quoted
- * with control characters replaced, so the message stays one line. */
+ * with control characters replaced, so the message stays one line; `why`
+ * (may be NULL) adds what the range alone does not say. */
 static void warn_once(enum cf__setting s, const char *value, const char *why, const char *dflt)
 {
     if (atomic_exchange_explicit(&warned[s], 1, memory_order_relaxed)) return;
@@ -146,8 +147,9 @@ static void warn_once(enum cf__setting s, const char *value, const char *why, co
         i += 3;
     }
     shown[i] = '\0';
-    fprintf(stderr, "cfutures: ignoring %s=\"%s\": %s; expected %s; using the default %s\n",
-            env_names[s], shown, why, accepted[s], dflt);
+    fprintf(stderr, "cfutures: ignoring %s=\"%s\"%s%s%s: expected %s; using the default %s\n",
+            env_names[s], shown, why ? " (" : "", why ? why : "", why ? ")" : "", accepted[s],
+            dflt);
 }
 
 /* The whole string is a base-10 integer in [lo, hi]. No sign other than a
@@ -226,7 +228,8 @@ int cf__cpu_list_parse(const char *s, int *cpus, int cap)
     }
 }
 
-/* Integer variable: on success store through `set`; on failure warn. */
+/* Integer variable: true and *out set when present and valid; a present,
+ * invalid value warns (once) and leaves the default. */
 static bool env_long(struct cf__config *c, enum cf__setting s, long lo, long hi, long *out)
 {
     const char *v = getenv(env_names[s]);
@@ -237,7 +240,7 @@ static bool env_long(struct cf__config *c, enum cf__setting s, long lo, long hi,
     }
     char d[64];
     value_text(c, s, d, sizeof d);
-    warn_once(s, v, "not an integer in range", d);
+    warn_once(s, v, NULL, d);
     return false;
 }
 
@@ -253,7 +256,7 @@ static void env_bool(struct cf__config *c, enum cf__setting s, bool *field)
     }
     char d[64];
     value_text(c, s, d, sizeof d);
-    warn_once(s, v, "not a boolean", d);
+    warn_once(s, v, NULL, d);
 }
 
 static void env_cpus(struct cf__config *c)
@@ -268,7 +271,7 @@ static void env_cpus(struct cf__config *c)
         c->source[CF__SET_PIN] = CF__FROM_ENV;
         return;
     }
-    warn_once(CF__SET_CPU_LIST, v, "not a valid cpu list", "\"\" (all allowed CPUs)");
+    warn_once(CF__SET_CPU_LIST, v, NULL, "\"\" (all allowed CPUs)");
 }
 
 static void env_pin(struct cf__config *c)
@@ -277,7 +280,7 @@ static void env_pin(struct cf__config *c)
     if (!v) return;
     enum cf_pin_policy p;
     if (!parse_pin(v, &p)) {
-        warn_once(CF__SET_PIN, v, "unknown policy", pin_name(c->pin));
+        warn_once(CF__SET_PIN, v, NULL, pin_name(c->pin));
         return;
     }
     if (p == CF_PIN_LIST && !c->cpu_list[0]) {
@@ -319,7 +322,7 @@ void cf__config_load(struct cf__config *c)
             c->ring_depth = (size_t)v;
             c->source[CF__SET_RING_DEPTH] = CF__FROM_ENV;
         } else if (r) {
-            warn_once(CF__SET_RING_DEPTH, r, "not a power of two in range", "64");
+            warn_once(CF__SET_RING_DEPTH, r, NULL, "64");
         }
     }
     if (env_long(c, CF__SET_MAX_TASKS_PER_CHILD, 0, INT_MAX, &v)) c->max_tasks_per_child = (int)v;
@@ -470,7 +473,7 @@ long cf__wait_spin_ns(void)
     long parsed;
     if (e) {
         if (parse_long(e, 0, SPIN_MAX, &parsed)) v = parsed;
-        else warn_once(CF__SET_WAIT_SPIN_NS, e, "not an integer in range", "20000");
+        else warn_once(CF__SET_WAIT_SPIN_NS, e, NULL, "20000");
     }
     atomic_store_explicit(&wait_spin_cache, v, memory_order_relaxed);
     return v;
