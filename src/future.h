@@ -11,6 +11,12 @@
  *             unlink a waiter among k listeners), never across a callback.
  *   bit  4    CF__HAS_LISTENERS: the list is not empty, so completion must
  *             take the lock; the hot path (no listeners) never does.
+ *   bit  5    CF__CLAIMED: one completer (cf__future_run, set_result,
+ *             set_exception, complete_from_out, fail_broken) owns the
+ *             outcome fields and will publish FINISHED; every other
+ *             completer gets CF_ESTATE, and cancel() treats the future as
+ *             no longer PENDING. cf__future_run claims in the same CAS that
+ *             starts the task, so its hot path stays two CASes.
  * A future is done when its state is CANCELLED or FINISHED; nothing leaves
  * those states. The outcome fields (code, msg, result) are written before
  * the release CAS that publishes the done state and read after an acquire
@@ -36,6 +42,7 @@ enum {
 #define CF__SLEEPERS (1u << 2)
 #define CF__LIST_LOCK (1u << 3)
 #define CF__HAS_LISTENERS (1u << 4)
+#define CF__CLAIMED (1u << 5)
 
 /* How a FINISHED future ended. */
 enum cf__outcome { CF__OK = 0, CF__TASK_ERROR = 1, CF__BROKEN = 2 };
@@ -54,7 +61,14 @@ struct cf__future_ops {
     void (*on_free)(cf_future *f);
 };
 
-struct cf__listener; /* see future.c */
+/* One entry of a future's listener list: a done-callback (cb != NULL,
+ * cf__alloc'd by add_done_callback) or the link of a waiter node (cb ==
+ * NULL, embedded in struct cf__waiter_node, owned by the waiter). */
+struct cf__listener {
+    struct cf__listener *next;
+    cf_done_fn *cb;
+    void *ud;
+};
 
 struct cf_future {
     _Atomic uint32_t state;
@@ -117,7 +131,8 @@ bool cf__future_mark_running(cf_future *f);
 
 /* Complete from a staged outcome (process pool collector): task_code 0 =
  * success with o's result (ownership of o's buffer moves to the future).
- * Returns 0 or CF_ESTATE. */
+ * Returns 0 (o is then empty, as after cf__out_dispose) or CF_ESTATE (o is
+ * untouched and still the caller's). */
 int cf__future_complete_from_out(cf_future *f, int task_code, struct cf_out *o);
 
 /* The executor failed it (broken pool, dead worker, bad shared memory):
@@ -143,7 +158,7 @@ static inline bool cf__state_done(uint32_t s)
  * it (notify has run or will run). */
 struct cf__waiter;
 struct cf__waiter_node {
-    struct cf__listener *listener_; /* internal */
+    struct cf__listener link_;      /* internal (future.c) */
     struct cf__waiter *waiter;
     cf_future *future;
     size_t index;                   /* the waiter's own bookkeeping */
