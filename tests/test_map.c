@@ -1,0 +1,589 @@
+/* cf_map: input order, per-item errors inside chunks, one deadline that
+ * cancels the rest, the bounded window, early free, bad input (SEMANTICS
+ * 23-26). Runs against the thread pool, directly (pointer mode) and through
+ * a wrapping executor that forwards to it with copy_map_items set (copy
+ * mode, as the process pool uses) and watches every chunk submission. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfutures.h"
+#include "executor.h"
+#include "support/test_env.h"
+
+/* ---- a wrapping executor: forwards to a real pool, observes submits ---- */
+
+#define WRAP_MAX_FUTURES 64
+
+struct wrap_ex {
+    struct cf_executor base; /* first: cf_map sees a cf_executor */
+    cf_executor *inner;
+    /* Window check, done at each submit (in the consumer's thread, since
+     * cf_map submits from cf_map and cf_map_next only): the chunk being
+     * submitted must be fewer than `window` chunks ahead of the consumer. */
+    size_t submitted;          /* chunks submitted so far */
+    const size_t *consumed;    /* items the test has received from cf_map_next */
+    size_t chunk, window;      /* what the test asked for */
+    size_t max_outstanding;
+    size_t violations;
+    cf_future *futures[WRAP_MAX_FUTURES]; /* retained, by submission order */
+};
+
+static int wrap_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t arg_len,
+                       cf_future **out)
+{
+    struct wrap_ex *w = (struct wrap_ex *)ex;
+    if (w->consumed) {
+        size_t done_chunks = *w->consumed / w->chunk;
+        size_t outstanding = w->submitted + 1 - done_chunks;
+        if (outstanding > w->window) w->violations++;
+        if (outstanding > w->max_outstanding) w->max_outstanding = outstanding;
+    }
+    int rc = w->inner->ops->submit(w->inner, fn, arg, arg_len, out);
+    if (rc == 0 && w->submitted < WRAP_MAX_FUTURES) w->futures[w->submitted] = cf_future_retain(*out);
+    if (rc == 0) w->submitted++;
+    return rc;
+}
+
+static int wrap_workers(const cf_executor *ex)
+{
+    const struct wrap_ex *w = (const struct wrap_ex *)ex;
+    return w->inner->ops->workers(w->inner);
+}
+
+static const struct cf__executor_ops wrap_ops = {
+    .kind = "test-wrap",
+    .submit = wrap_submit,
+    .workers = wrap_workers,
+};
+
+static void wrap_init(struct wrap_ex *w, cf_executor *inner, bool copy)
+{
+    memset(w, 0, sizeof *w);
+    w->base.ops = &wrap_ops;
+    w->base.copy_map_items = copy;
+    w->inner = inner;
+}
+
+static void wrap_release(struct wrap_ex *w)
+{
+    for (size_t i = 0; i < WRAP_MAX_FUTURES; i++) cf_future_release(w->futures[i]);
+}
+
+static cf_executor *pool(int workers)
+{
+    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = workers });
+    assert_non_null(ex);
+    return ex;
+}
+
+/* ---- tasks ---- */
+
+static int square(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    if (len != sizeof x) return cf_out_error(out, 99, "bad length %zu", len);
+    memcpy(&x, arg, sizeof x);
+    return cf_out_i64(out, x * x);
+}
+
+/* Fails for x % 5 == 3 with code 100 + x and a message; x % 10 == 8 fails
+ * without a message. */
+static int square_or_fail(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    memcpy(&x, arg, len);
+    if (x % 10 == 8) return (int)(100 + x);
+    if (x % 5 == 3) return cf_out_error(out, (int)(100 + x), "item %lld failed", (long long)x);
+    return cf_out_i64(out, x * x);
+}
+
+/* x bytes of value (uint8_t)x: results of every size, inline or not. */
+static int bytes_of(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    memcpy(&x, arg, len);
+    unsigned char *p = cf_out_alloc(out, (size_t)x);
+    if (!p) return cf_out_error(out, 1, "alloc");
+    memset(p, (int)(uint8_t)x, (size_t)x);
+    return 0;
+}
+
+/* ---- order ---- */
+
+static void check_squares(cf_executor *ex, size_t n, const cf_map_opts *opts)
+{
+    int64_t *xs = malloc(n * sizeof *xs);
+    assert_non_null(xs);
+    for (size_t i = 0; i < n; i++) xs[i] = (int64_t)i - 7;
+    cf_map_iter *it;
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, n, opts, &it), 0);
+    for (size_t i = 0; i < n; i++) {
+        int64_t y;
+        assert_int_equal(cf_map_next_i64(it, &y), 0);
+        assert_int_equal(y, xs[i] * xs[i]);
+        assert_int_equal(cf_map_exception(it, NULL, NULL), CF_ESTATE);
+    }
+    assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
+    assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
+    cf_map_free(it);
+    free(xs);
+}
+
+static void test_order(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    size_t chunks[] = { 0, 1, 3, 7, 64, 1000, 5000 };
+    size_t windows[] = { 0, 1, 2, 5 };
+    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++)
+        for (size_t w = 0; w < sizeof windows / sizeof *windows; w++) {
+            cf_map_opts o = { .chunksize = chunks[c], .window = windows[w] };
+            check_squares(ex, 1000, &o);
+            check_squares(ex, 1, &o);
+        }
+    check_squares(ex, 777, NULL);
+    struct wrap_ex w;
+    wrap_init(&w, ex, true); /* copy mode */
+    check_squares(&w.base, 1000, &(cf_map_opts){ .chunksize = 13 });
+    check_squares(&w.base, 1000, NULL);
+    wrap_release(&w);
+    cf_executor_free(ex);
+}
+
+/* Scaled: many items, adaptive chunks, a checksum. */
+static void test_many(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(0);
+    size_t n = (size_t)(200000 * cf_test_scale());
+    if (n < 1000) n = 1000;
+    check_squares(ex, n, NULL);
+    cf_executor_free(ex);
+}
+
+static void test_result_sizes(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    struct wrap_ex w;
+    wrap_init(&w, ex, true);
+    cf_executor *exs[] = { ex, &w.base };
+    int64_t xs[300];
+    for (int i = 0; i < 300; i++) xs[i] = i;
+    for (int e = 0; e < 2; e++) {
+        cf_map_iter *it;
+        assert_int_equal(cf_map(exs[e], bytes_of, xs, sizeof *xs, 300, &(cf_map_opts){ .chunksize = 17 },
+                                &it), 0);
+        for (int i = 0; i < 300; i++) {
+            const void *data;
+            size_t len;
+            assert_int_equal(cf_map_next(it, &data, &len), 0);
+            assert_non_null(data);
+            assert_int_equal(len, (size_t)i);
+            assert_int_equal((uintptr_t)data % 8, 0);
+            for (int k = 0; k < i; k++) assert_int_equal(((const unsigned char *)data)[k], (uint8_t)i);
+        }
+        assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
+        cf_map_free(it);
+    }
+    wrap_release(&w);
+    cf_executor_free(ex);
+}
+
+/* ---- per-item errors, in the middle of chunks (SEMANTICS 23, 25, 26) ---- */
+
+static void check_errors(cf_executor *ex, size_t chunksize)
+{
+    int64_t xs[100];
+    for (int i = 0; i < 100; i++) xs[i] = i;
+    cf_map_iter *it;
+    assert_int_equal(cf_map(ex, square_or_fail, xs, sizeof *xs, 100, &(cf_map_opts){ .chunksize = chunksize },
+                            &it), 0);
+    for (int i = 0; i < 100; i++) {
+        const void *data = (const void *)1;
+        size_t len = 1;
+        int rc = cf_map_next(it, &data, &len);
+        int code = 0;
+        const char *msg = (const char *)1;
+        if (i % 10 == 8) {
+            assert_int_equal(rc, CF_ETASK);
+            assert_null(data);
+            assert_int_equal(len, 0);
+            assert_int_equal(cf_map_exception(it, &code, &msg), 0);
+            assert_int_equal(code, 100 + i);
+            assert_null(msg);
+        } else if (i % 5 == 3) {
+            assert_int_equal(rc, CF_ETASK);
+            assert_int_equal(cf_map_exception(it, &code, &msg), 0);
+            assert_int_equal(code, 100 + i);
+            char want[64];
+            snprintf(want, sizeof want, "item %d failed", i);
+            assert_string_equal(msg, want);
+            /* Both outputs are optional. */
+            assert_int_equal(cf_map_exception(it, NULL, NULL), 0);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(len, sizeof(int64_t));
+            int64_t y;
+            memcpy(&y, data, sizeof y);
+            assert_int_equal(y, (int64_t)i * i);
+            assert_int_equal(cf_map_exception(it, &code, &msg), CF_ESTATE);
+        }
+    }
+    assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
+    assert_int_equal(cf_map_exception(it, NULL, NULL), CF_ESTATE);
+    cf_map_free(it);
+}
+
+static void test_item_errors(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    struct wrap_ex w;
+    wrap_init(&w, ex, true);
+    size_t chunks[] = { 1, 8, 10, 0, 100, 1000 };
+    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+        check_errors(ex, chunks[c]);
+        check_errors(&w.base, chunks[c]);
+    }
+    wrap_release(&w);
+    cf_executor_free(ex);
+}
+
+/* ---- the window (SEMANTICS 25) ---- */
+
+static atomic_size_t g_consumed; /* items the consumer has received */
+static atomic_size_t g_window_violations;
+static size_t g_window, g_chunk;
+
+/* Checked from inside the task: a chunk only runs after it was submitted,
+ * and it may be submitted only while it is fewer than `window` chunks ahead
+ * of the chunks the consumer has fully received. */
+static int window_task(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    memcpy(&x, arg, len);
+    /* acquire: pairs with the consumer's release increment, so a count we
+     * read is one the consumer had reached before it submitted us. */
+    size_t consumed = atomic_load_explicit(&g_consumed, memory_order_acquire);
+    size_t chunk_index = (size_t)x / g_chunk;
+    if (chunk_index >= consumed / g_chunk + g_window)
+        atomic_fetch_add_explicit(&g_window_violations, 1, memory_order_relaxed);
+    return cf_out_i64(out, x);
+}
+
+static void check_window(cf_executor *inner, size_t n, size_t chunk, size_t window, size_t ex_window,
+                         bool copy)
+{
+    struct wrap_ex w;
+    wrap_init(&w, inner, copy);
+    w.base.map_window = ex_window;
+    size_t consumed = 0;
+    size_t effective = window ? window : ex_window ? ex_window : 4 * (size_t)cf_executor_workers(inner);
+    w.consumed = &consumed;
+    w.chunk = chunk;
+    w.window = effective;
+    g_window = effective;
+    g_chunk = chunk;
+    atomic_store_explicit(&g_consumed, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_window_violations, 0, memory_order_relaxed);
+
+    int64_t *xs = malloc(n * sizeof *xs);
+    assert_non_null(xs);
+    for (size_t i = 0; i < n; i++) xs[i] = (int64_t)i;
+    cf_map_iter *it;
+    assert_int_equal(cf_map(&w.base, window_task, xs, sizeof *xs, n,
+                            &(cf_map_opts){ .chunksize = chunk, .window = window }, &it), 0);
+    for (size_t i = 0; i < n; i++) {
+        int64_t y;
+        assert_int_equal(cf_map_next_i64(it, &y), 0);
+        assert_int_equal(y, (int64_t)i);
+        consumed++;
+        /* release: pairs with the acquire load in window_task. */
+        atomic_fetch_add_explicit(&g_consumed, 1, memory_order_release);
+    }
+    assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
+    cf_map_free(it);
+    free(xs);
+
+    size_t n_chunks = (n + chunk - 1) / chunk;
+    assert_int_equal(w.submitted, n_chunks);
+    assert_int_equal(w.violations, 0);
+    assert_int_equal(atomic_load_explicit(&g_window_violations, memory_order_relaxed), 0);
+    /* The window is used, not just respected. */
+    assert_int_equal(w.max_outstanding, effective < n_chunks ? effective : n_chunks);
+    wrap_release(&w);
+}
+
+static void test_window(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    check_window(ex, 200, 1, 3, 0, false);
+    check_window(ex, 200, 4, 2, 0, false);
+    check_window(ex, 200, 4, 2, 0, true);
+    check_window(ex, 200, 1, 1, 0, false);
+    check_window(ex, 200, 1, 0, 5, false); /* the executor's default */
+    check_window(ex, 200, 1, 0, 0, true);  /* 4 x workers */
+    check_window(ex, 10, 3, 100, 0, false); /* window larger than the input */
+    cf_executor_free(ex);
+}
+
+/* ---- a gate that tasks wait on, and a record of which items ran ---- */
+
+#define GATE_N 16
+static atomic_bool g_gate_open;
+static atomic_bool g_item0_started;
+static atomic_int g_ran[GATE_N];
+
+static void gate_reset(void)
+{
+    atomic_store_explicit(&g_gate_open, false, memory_order_relaxed);
+    atomic_store_explicit(&g_item0_started, false, memory_order_relaxed);
+    for (int i = 0; i < GATE_N; i++) atomic_store_explicit(&g_ran[i], 0, memory_order_relaxed);
+}
+
+/* Item 0 blocks its worker until the gate opens (a plain spin: it must not
+ * help run other tasks, so the rest stays queued on a one-worker pool). */
+static int gated(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    memcpy(&x, arg, len);
+    atomic_fetch_add_explicit(&g_ran[x], 1, memory_order_relaxed);
+    if (x == 0) {
+        /* release/acquire: the test reads g_ran after seeing this flag. */
+        atomic_store_explicit(&g_item0_started, true, memory_order_release);
+        while (!atomic_load_explicit(&g_gate_open, memory_order_acquire)) sched_yield();
+    }
+    return cf_out_i64(out, x);
+}
+
+/* ---- one deadline; on timeout the rest is cancelled (SEMANTICS 24) ---- */
+
+static void test_timeout_cancels(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    struct wrap_ex w;
+    wrap_init(&w, ex, false);
+    gate_reset();
+    int64_t xs[GATE_N];
+    for (int i = 0; i < GATE_N; i++) xs[i] = i;
+    cf_map_iter *it;
+    assert_int_equal(cf_map(&w.base, gated, xs, sizeof *xs, GATE_N,
+                            &(cf_map_opts){ .timeout = 0.05, .chunksize = 1, .window = 4 }, &it), 0);
+    assert_int_equal(w.submitted, 4);
+    /* Item 0 cannot finish before the gate opens, so the deadline passes. */
+    int64_t y;
+    assert_int_equal(cf_map_next_i64(it, &y), CF_ETIMEDOUT);
+    /* Every future not yet yielded is cancelled, unless it already runs or
+     * ran: nothing is left pending. */
+    for (int c = 0; c < 4; c++)
+        assert_true(cf_future_done(w.futures[c]) || cf_future_running(w.futures[c]));
+    /* Later calls keep answering "timed out", and submit nothing more. */
+    assert_int_equal(cf_map_next_i64(it, &y), CF_ETIMEDOUT);
+    assert_int_equal(cf_map_next(it, NULL, NULL), CF_ETIMEDOUT);
+    assert_int_equal(w.submitted, 4);
+
+    atomic_store_explicit(&g_gate_open, true, memory_order_release);
+    cf_map_free(it);
+    cf_executor_shutdown(ex, true, false);
+    for (int c = 1; c < 4; c++) {
+        int ran = atomic_load_explicit(&g_ran[c], memory_order_relaxed);
+        /* A cancelled item never runs; one that ran was not cancelled. */
+        assert_int_equal(ran, cf_future_cancelled(w.futures[c]) ? 0 : 1);
+    }
+    for (int c = 4; c < GATE_N; c++) assert_int_equal(atomic_load_explicit(&g_ran[c], memory_order_relaxed), 0);
+    wrap_release(&w);
+    cf_executor_free(ex);
+}
+
+/* Items already done are yielded even after the deadline: only a wait that
+ * would outlast it times out. */
+static void test_timeout_done_items_still_yield(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    int64_t xs[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+    cf_map_iter *it;
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 8, &(cf_map_opts){ .timeout = 30, .chunksize = 8 }, &it),
+                     0);
+    for (int i = 0; i < 8; i++) {
+        int64_t y;
+        assert_int_equal(cf_map_next_i64(it, &y), 0);
+        assert_int_equal(y, xs[i] * xs[i]);
+    }
+    assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
+    cf_map_free(it);
+    /* Negative and zero timeouts mean none. */
+    check_squares(ex, 100, &(cf_map_opts){ .timeout = -1 });
+    check_squares(ex, 100, &(cf_map_opts){ .timeout = 0 });
+    check_squares(ex, 100, &(cf_map_opts){ .timeout = INFINITY });
+    cf_executor_free(ex);
+}
+
+/* ---- freeing early cancels what has not run (SEMANTICS 25) ---- */
+
+struct opener {
+    struct wrap_ex *w;
+};
+
+/* Opens the gate once chunk 1 is done: cancelled by cf_map_free while chunk
+ * 0 still ran (or finished before it, if the pool ran it first). */
+static void *open_after_cancel(void *arg)
+{
+    struct opener *o = arg;
+    while (!cf_future_done(o->w->futures[1])) sched_yield();
+    atomic_store_explicit(&g_gate_open, true, memory_order_release);
+    return NULL;
+}
+
+static void check_free_early(bool copy)
+{
+    cf_executor *ex = pool(1);
+    struct wrap_ex w;
+    wrap_init(&w, ex, copy);
+    gate_reset();
+    int64_t *xs = malloc(GATE_N * sizeof *xs);
+    assert_non_null(xs);
+    for (int i = 0; i < GATE_N; i++) xs[i] = i;
+    cf_map_iter *it;
+    assert_int_equal(cf_map(&w.base, gated, xs, sizeof *xs, GATE_N,
+                            &(cf_map_opts){ .chunksize = 1, .window = 4 }, &it), 0);
+    while (!atomic_load_explicit(&g_item0_started, memory_order_acquire)) sched_yield();
+
+    pthread_t t;
+    struct opener o = { &w };
+    if (!copy) assert_int_equal(pthread_create(&t, NULL, open_after_cancel, &o), 0);
+    /* Pointer mode: cancels 1..3, then waits for chunk 0, which reads xs.
+     * Copy mode: cancels and returns at once. */
+    cf_map_free(it);
+    free(xs); /* the caller's array may go now (ASan checks no chunk reads it) */
+    if (copy) {
+        /* Nothing queued is left pending; chunk 0 still runs. */
+        assert_false(cf_future_done(w.futures[0]));
+        for (int c = 1; c < 4; c++) assert_true(cf_future_done(w.futures[c]));
+        atomic_store_explicit(&g_gate_open, true, memory_order_release);
+    } else {
+        assert_int_equal(pthread_join(t, NULL), 0);
+        /* The free waited for chunk 0, which reads the caller's array. */
+        assert_true(cf_future_done(w.futures[0]));
+    }
+    cf_executor_shutdown(ex, true, false);
+    assert_int_equal(atomic_load_explicit(&g_ran[0], memory_order_relaxed), 1);
+    for (int c = 1; c < 4; c++) {
+        /* A cancelled chunk never runs; one that ran was not cancelled. */
+        int ran = atomic_load_explicit(&g_ran[c], memory_order_relaxed);
+        assert_int_equal(ran, cf_future_cancelled(w.futures[c]) ? 0 : 1);
+    }
+    for (int c = 4; c < GATE_N; c++) assert_int_equal(atomic_load_explicit(&g_ran[c], memory_order_relaxed), 0);
+    assert_int_equal(w.submitted, 4);
+    wrap_release(&w);
+    cf_executor_free(ex);
+}
+
+static void test_free_early(void **state)
+{
+    (void)state;
+    check_free_early(false);
+    check_free_early(true);
+}
+
+/* Free mid-way and at every point of a short iteration: nothing leaks,
+ * nothing hangs. */
+static void test_free_anywhere(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    int64_t xs[50];
+    for (int i = 0; i < 50; i++) xs[i] = i;
+    for (int stop = 0; stop <= 51; stop++) {
+        cf_map_iter *it;
+        assert_int_equal(cf_map(ex, square_or_fail, xs, sizeof *xs, 50, &(cf_map_opts){ .chunksize = 3 }, &it),
+                         0);
+        for (int i = 0; i < stop; i++) (void)cf_map_next(it, NULL, NULL);
+        cf_map_free(it);
+    }
+    cf_executor_free(ex);
+}
+
+/* ---- bad input ---- */
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    int64_t xs[4] = { 1, 2, 3, 4 };
+    cf_map_iter *it = (cf_map_iter *)&xs; /* must stay untouched on failure */
+    cf_map_iter *const sentinel = it;
+    assert_int_equal(cf_map(NULL, square, xs, sizeof *xs, 4, NULL, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, NULL, xs, sizeof *xs, 4, NULL, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, NULL, NULL), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, NULL, sizeof *xs, 4, NULL, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .timeout = NAN }, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, (size_t)UINT32_MAX + 1, 4, NULL, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, UINT32_MAX, SIZE_MAX / 2, NULL, &it), CF_EINVAL);
+    assert_ptr_equal(it, sentinel);
+
+    assert_int_equal(cf_map_next(NULL, NULL, NULL), CF_EINVAL);
+    assert_int_equal(cf_map_next_i64(NULL, NULL), CF_EINVAL);
+    assert_int_equal(cf_map_exception(NULL, NULL, NULL), CF_EINVAL);
+    cf_map_free(NULL);
+
+    /* An empty input is fine, and so are NULL args for it. */
+    assert_int_equal(cf_map(ex, square, NULL, sizeof *xs, 0, NULL, &it), 0);
+    assert_int_equal(cf_map_exception(it, NULL, NULL), CF_ESTATE);
+    assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
+    cf_map_free(it);
+
+    /* Zero-sized items: the task sees arg_len 0. */
+    assert_int_equal(cf_map(ex, square, NULL, 0, 3, NULL, &it), 0);
+    for (int i = 0; i < 3; i++) {
+        int code;
+        assert_int_equal(cf_map_next(it, NULL, NULL), CF_ETASK);
+        assert_int_equal(cf_map_exception(it, &code, NULL), 0);
+        assert_int_equal(code, 99);
+    }
+    assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
+    cf_map_free(it);
+
+    /* A result of the wrong size for the i64 helper. */
+    assert_int_equal(cf_map(ex, bytes_of, xs, sizeof *xs, 2, NULL, &it), 0);
+    assert_int_equal(cf_map_next_i64(it, NULL), CF_EINVAL); /* 1 byte */
+    cf_map_free(it);
+
+    /* After shutdown: refused, nothing runs. */
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    it = sentinel;
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, NULL, &it), CF_ESHUTDOWN);
+    assert_ptr_equal(it, sentinel);
+    cf_executor_free(ex);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_order),
+        cmocka_unit_test(test_many),
+        cmocka_unit_test(test_result_sizes),
+        cmocka_unit_test(test_item_errors),
+        cmocka_unit_test(test_window),
+        cmocka_unit_test(test_timeout_cancels),
+        cmocka_unit_test(test_timeout_done_items_still_yield),
+        cmocka_unit_test(test_free_early),
+        cmocka_unit_test(test_free_anywhere),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
