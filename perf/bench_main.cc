@@ -1,0 +1,166 @@
+// cfutures-bench: the Google Benchmark harness. It only registers the C
+// workload bodies (perf/wl_*.c), hands their measured wall time to the
+// library as manual time, reports their counters, and at the end prints
+// cfutures' ratio to the baseline measured in the same run. A failed check
+// makes the exit status non-zero; a deliberate skip (baseline/fib, a pool
+// that is not functional yet) does not.
+#include <benchmark/benchmark.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cfb.h"
+
+namespace {
+
+struct Outcome {
+    std::vector<std::pair<std::string, double>> counters;  // means over iterations
+};
+
+int g_failures = 0;
+std::map<std::string, Outcome> g_outcomes;
+std::vector<std::string> g_ran;  // cfutures workloads, in run order
+const char *volatile g_current = "";
+
+void on_alarm(int) {
+    static const char msg[] = "cfutures-bench: a workload exceeded CFB_TIMEOUT; stopping: ";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    ignored = write(2, g_current, strlen(g_current));
+    ignored = write(2, "\n", 1);
+    (void)ignored;
+    _exit(3);
+}
+
+long env_long(const char *var, long def, long min) {
+    const char *s = getenv(var);
+    if (!s || !*s) return def;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*end || v < min) {
+        fprintf(stderr, "cfutures-bench: %s=%s: expected an integer >= %ld\n", var, s, min);
+        exit(2);
+    }
+    return v;
+}
+
+void run(benchmark::State &st, const cfb_workload *w, unsigned timeout) {
+    std::vector<std::pair<std::string, double>> sums;
+    std::string note;
+    int n = 0;
+    bool ok = true;
+    for (auto _ : st) {
+        cfb_result r;
+        memset(&r, 0, sizeof r);
+        g_current = w->name;
+        alarm(timeout);
+        w->body(&r);
+        alarm(0);
+        if (r.status != CFB_OK) {
+            if (r.status == CFB_FAIL) g_failures++;
+            fprintf(stderr, "cfutures-bench: %s: %s%s\n", w->name,
+                    r.status == CFB_FAIL ? "FAILED: " : "", r.msg);
+            st.SkipWithError(r.msg);
+            ok = false;
+            break;
+        }
+        st.SetIterationTime(r.wall_s > 0 ? r.wall_s : 1e-9);
+        for (int i = 0; i < r.n_counters; i++) {
+            if (n == 0)
+                sums.emplace_back(r.counters[i].name, 0.0);
+            for (auto &s : sums)
+                if (s.first == r.counters[i].name) s.second += r.counters[i].value;
+        }
+        if (r.msg[0]) note = r.msg;
+        n++;
+    }
+    if (!ok || n == 0) return;
+    Outcome &o = g_outcomes[w->name];
+    o.counters.clear();
+    for (auto &s : sums) {
+        st.counters[s.first] = benchmark::Counter(s.second / n);
+        o.counters.emplace_back(s.first, s.second / n);
+    }
+    if (!note.empty()) st.SetLabel(note);
+}
+
+bool higher_is_better(const std::string &counter) {
+    return counter == "efficiency" || counter.rfind("speedup", 0) == 0;
+}
+
+void print_ratios() {
+    fprintf(stderr, "\n%-14s %-16s %14s %14s %8s\n", "workload", "counter", "cfutures",
+            "baseline", "ratio");
+    for (const std::string &name : g_ran) {
+        auto c = g_outcomes.find(name);
+        auto b = g_outcomes.find("baseline/" + name);
+        if (c == g_outcomes.end()) continue;
+        for (auto &kv : c->second.counters) {
+            double base = 0;
+            bool have = false;
+            if (b != g_outcomes.end())
+                for (auto &bk : b->second.counters)
+                    if (bk.first == kv.first) base = bk.second, have = true;
+            if (have && base != 0)
+                fprintf(stderr, "%-14s %-16s %14.4g %14.4g %8.3f  (%s is better)\n", name.c_str(),
+                        kv.first.c_str(), kv.second, base, kv.second / base,
+                        higher_is_better(kv.first) ? "higher" : "lower");
+            else
+                fprintf(stderr, "%-14s %-16s %14.4g %14s %8s\n", name.c_str(), kv.first.c_str(),
+                        kv.second, have ? "0" : "-", "-");
+        }
+    }
+}
+
+void add(const cfb_workload *w, long iters, unsigned timeout) {
+    benchmark::RegisterBenchmark(w->name, run, w, timeout)
+        ->Iterations(iters)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+}
+
+const cfb_workload *find(const cfb_workload *table, const std::string &name) {
+    for (; table->name; table++)
+        if (name == table->name) return table;
+    return nullptr;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+    long iters = env_long("CFB_ITERS", 1, 1);
+    unsigned timeout = (unsigned)env_long("CFB_TIMEOUT", 600, 0);
+    signal(SIGALRM, on_alarm);
+    signal(SIGPIPE, SIG_IGN);  // a dead fork+pipes worker must fail a write, not kill us
+
+    // Each cfutures workload, then its baseline.
+    for (const cfb_workload *w = cfb_cf_thread_workloads; w->name; w++) {
+        add(w, iters, timeout);
+        g_ran.push_back(w->name);
+        if (const cfb_workload *b = find(cfb_bl_thread_workloads, std::string("baseline/") + w->name))
+            add(b, iters, timeout);
+    }
+    for (const cfb_workload *w = cfb_proc_workloads; w->name; w++) {
+        add(w, iters, timeout);
+        if (strncmp(w->name, "baseline/", 9) != 0) g_ran.push_back(w->name);
+    }
+    benchmark::AddCustomContext("cfb_workers", std::to_string(cfb_workers()));
+    if (const char *s = getenv("CFB_SCALE")) benchmark::AddCustomContext("cfb_scale", s);
+
+    benchmark::RunSpecifiedBenchmarks();
+    const char *summary = getenv("CFB_SUMMARY");
+    if (!summary || strcmp(summary, "0") != 0) print_ratios();
+    benchmark::Shutdown();
+    if (g_failures)
+        fprintf(stderr, "cfutures-bench: %d workload(s) FAILED their checks\n", g_failures);
+    return g_failures ? 1 : 0;
+}
