@@ -60,15 +60,6 @@ _Static_assert(CF__INLINE_RES >= sizeof(int64_t) && CF__INLINE_RES >= sizeof(voi
 
 #define CF__CONTAINER_OF(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
-/* An acquire fence after the last reference drop. TSan does not model
- * standalone fences (and GCC warns), so there an acquire load of the same
- * counter does the job: it reads the final value of the release sequence
- * made of every holder's release decrement. */
-#ifdef CF_TSAN
-#define CF__ACQUIRE_AFTER(counter) ((void)atomic_load_explicit((counter), memory_order_acquire))
-#else
-#define CF__ACQUIRE_AFTER(counter) atomic_thread_fence(memory_order_acquire)
-#endif
 
 static inline uint32_t load_state(const cf_future *f, memory_order mo)
 {

@@ -166,8 +166,19 @@ struct cf__waiter_node {
 struct cf__waiter {
     void (*notify)(struct cf__waiter *w, struct cf__waiter_node *node);
 };
+/* Both take the list lock, so neither may be called from inside notify. */
 bool cf__waiter_node_add(cf_future *f, struct cf__waiter_node *node);
 bool cf__waiter_node_remove(cf_future *f, struct cf__waiter_node *node);
+
+/* The acquire fence that follows the last release decrement of a reference
+ * count. TSan does not model standalone fences (GCC warns under -Werror),
+ * so there an acquire load of the same counter does the job: it reads the
+ * end of the release sequence formed by every holder's decrement. */
+#ifdef CF_TSAN
+#define CF__ACQUIRE_AFTER(counter) ((void)atomic_load_explicit((counter), memory_order_acquire))
+#else
+#define CF__ACQUIRE_AFTER(counter) atomic_thread_fence(memory_order_acquire)
+#endif
 
 /* A pool worker that waits on a future runs other work meanwhile: the thread
  * pool installs this per-thread hook in its workers. It returns when f is
