@@ -12,6 +12,7 @@
  * Thread safety: everything here may be called from any thread; the
  * preferred node is per thread. */
 #include "alloc.h"
+#include "numa_alloc.h"
 
 #include <string.h>
 
@@ -36,13 +37,12 @@ int cf__alloc_thread_node(void)
 
 /* ---- NUMA hook ----
  * The jemalloc arena that serves `node` (-1: no preference). 0 means "the
- * default arena selection" (jemalloc picks per thread). The NUMA work will
- * create one arena per node here (arenas.create, bound to the node's
- * memory) and return its index. */
+ * default arena selection" (jemalloc picks per thread). numa_alloc.c
+ * creates one arena per node on first use (arenas.create with extent
+ * hooks that bind its memory to the node) and returns its index. */
 static unsigned arena_for_node(int node)
 {
-    (void)node;
-    return 0;
+    return cf__numa_arena(node); /* numa_alloc.c: arenas bound to the node */
 }
 
 #ifndef CF__ALLOC_LIBC
