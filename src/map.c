@@ -110,6 +110,28 @@ static int map_buf_append(struct map_buf *b, int32_t code, const void *body, siz
     return 0;
 }
 
+/* Make b the chunk's result. A small one is copied inline; a larger one is
+ * handed over as the cf_out's heap buffer (out.c's representation: data is
+ * a cf__alloc'd buffer of cap bytes), which the future then adopts without
+ * copying. */
+static int map_out_adopt(cf_out *out, struct map_buf *b)
+{
+    if (b->len <= CF__INLINE_RES || b->len > UINT32_MAX) {
+        int rc = cf_out_set(out, b->len ? b->data : map_no_items, b->len);
+        cf__free(b->data, b->cap);
+        return rc;
+    }
+    if (cf_out_alloc(out, 0) == NULL) { /* drop whatever out held */
+        cf__free(b->data, b->cap);
+        return CF_ENOMEM;
+    }
+    out->data = b->data;
+    out->cap = b->cap;
+    out->len = b->len;
+    out->failed = 0;
+    return 0;
+}
+
 static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
 {
     struct map_chunk_arg h;
@@ -152,9 +174,7 @@ static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
             return cf_out_error(out, CF_ENOMEM, "cf_map: out of memory building a chunk result");
         }
     }
-    int rc = cf_out_set(out, b.len ? b.data : map_no_items, b.len);
-    cf__free(b.data, b.cap);
-    return rc;
+    return map_out_adopt(out, &b);
 }
 
 /* ---- the iterator (runs in the consumer) ---- */
@@ -235,29 +255,33 @@ static void map_refill(cf_map_iter *it)
     }
 }
 
-/* Cancel every outstanding chunk that has not started; in pointer mode,
- * wait for those that have (they read the caller's array). Drops the
- * references when `release` is set. */
-static void map_cancel_outstanding(cf_map_iter *it, bool release)
+/* Cancel every outstanding chunk that has not started (running ones go on:
+ * a running task is never interrupted). */
+static void map_cancel_outstanding(cf_map_iter *it)
 {
     for (size_t c = it->cur; c < it->next_submit; c++) {
         cf_future *f = it->ring[c % it->window].f;
         if (f) cf_future_cancel(f);
     }
+}
+
+/* Drop every outstanding chunk; in pointer mode first wait for those that
+ * already run, since they read the caller's array. */
+static void map_release_outstanding(cf_map_iter *it)
+{
     for (size_t c = it->cur; c < it->next_submit; c++) {
         struct map_slot *s = &it->ring[c % it->window];
         if (!s->f) continue;
         if (!it->copy && !cf_future_done(s->f)) (void)cf_future_result(s->f, CF_FOREVER, NULL, NULL);
-        if (release) {
-            cf_future_release(s->f);
-            s->f = NULL;
-        }
+        cf_future_release(s->f);
+        s->f = NULL;
     }
 }
 
 static void map_destroy(cf_map_iter *it)
 {
-    map_cancel_outstanding(it, true);
+    map_cancel_outstanding(it);
+    map_release_outstanding(it);
     cf__free(it->ring, it->window * sizeof *it->ring);
     cf__free(it, sizeof *it);
 }
@@ -372,7 +396,7 @@ int cf_map_next(cf_map_iter *it, const void **data, size_t *len)
         /* SEMANTICS 24: everything not yet yielded is cancelled; nothing
          * more is submitted. */
         it->timed_out = true;
-        map_cancel_outstanding(it, false);
+        map_cancel_outstanding(it);
         return CF_ETIMEDOUT;
     }
     return map_take_item(it, data, len);
