@@ -35,13 +35,18 @@ int main(int argc, char **argv)
     hwloc_topology_t topo;
     int rc = cf__topology_load(&cfg, &topo);
     if (rc) {
-        fprintf(stderr, "cfutures-info: cannot load the topology: %s\n", cf_strerror(rc));
+        if (rc == CF_EINVAL)
+            fprintf(stderr, "cfutures-info: no CPU left: CFUTURES_CPUS (%s) and the process's "
+                            "affinity mask do not intersect\n", cfg.cpu_list);
+        else
+            fprintf(stderr, "cfutures-info: cannot load the topology: %s\n", cf_strerror(rc));
         return 1;
     }
     struct cf__placement p;
     rc = cf__placement_compute(topo, &cfg, &p);
     if (rc) {
-        fprintf(stderr, "cfutures-info: no placement: %s\n", cf_strerror(rc));
+        fprintf(stderr, "cfutures-info: no placement: %s%s\n", cf_strerror(rc),
+                rc == CF_EINVAL ? " (a listed CPU is not in the allowed topology)" : "");
         hwloc_topology_destroy(topo);
         return 1;
     }
