@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -400,6 +401,28 @@ static void test_one_worker(void **state)
     unload(&s);
 }
 
+/* What cfutures-info prints for the example machine. */
+static void test_print(void **state)
+{
+    (void)state;
+    struct cf__config c = cfg_for(BIG, NULL);
+    c.workers = 32;
+    struct setup s;
+    load(&s, &c);
+    static char buf[16384];
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    assert_non_null(f);
+    cf__placement_print(s.topo, &s.p, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "2 packages, 4 NUMA nodes, 4 L3 caches, 32 cores, 64 PUs"));
+    assert_non_null(strstr(buf, "placement: 32 workers over 4 NUMA node(s)"));
+    /* worker 31: cpu 62, core 31, node 3, slot 3, package 1, L3 3; steals
+     * from its L3 (24-30), then node 2 (same package), then package 0. */
+    assert_non_null(strstr(buf, "    31    62    31     3    3    1    3  24-30"));
+    assert_non_null(strstr(buf, "16-23,0-15\n"));
+    unload(&s);
+}
+
 static void test_bad_topology_file(void **state)
 {
     (void)state;
@@ -451,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_asymmetric),
         cmocka_unit_test(test_none_and_numa_off),
         cmocka_unit_test(test_one_worker),
+        cmocka_unit_test(test_print),
         cmocka_unit_test(test_bad_topology_file),
         cmocka_unit_test(test_this_machine),
     };
