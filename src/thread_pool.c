@@ -1,0 +1,336 @@
+/* The work-stealing thread pool: construction, submit, shutdown, stats.
+ * What a worker does is in worker.c; the objects in thread_pool.h.
+ *
+ * Contract
+ * - A future is the task record: one allocation per submit, refs = 2 (the
+ *   caller's and the pool's); the worker that takes it runs it
+ *   (cf__future_run) and drops the pool's reference. (A per-worker cache of
+ *   records is the next performance step: it belongs in submit_* below.)
+ * - Submit from one of this pool's workers (nested work) pushes onto that
+ *   worker's deque, even after shutdown, so fork-join is never cut in half.
+ *   Submit from any other thread goes to the injection queue of its NUMA
+ *   node; it is refused after shutdown (CF_ESHUTDOWN) and on a broken pool
+ *   (CF_EBROKEN, checked first).
+ * - Shutdown vs. outside submit: a submitter announces itself in
+ *   `outside_inflight` (seq_cst RMW), then reads `flags` (seq_cst); shutdown
+ *   sets SHUTDOWN (seq_cst RMW) and workers read `outside_inflight`
+ *   (seq_cst) before deciding the queues are empty for good. So a submit
+ *   either sees SHUTDOWN and enqueues nothing, or a worker waits for its
+ *   enqueue (which the release decrement makes visible).
+ * - shutdown() is idempotent and safe from several threads; joining is done
+ *   once under `join_lock`; from one of the pool's own workers (a task or a
+ *   callback running there) it never joins (acts as wait=false).
+ * - Broken (SEMANTICS 20): a failing initializer sets BROKEN; from then on
+ *   every queued task is failed with CF_EBROKEN by the worker that takes it
+ *   and submits fail. */
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "probes.h"
+#include "thread_pool.h"
+
+/* ---- aligned allocation through cf__alloc ---- */
+
+static void *alloc_lines(size_t size, void **raw)
+{
+    *raw = cf__calloc(size + CF__CACHE_LINE);
+    if (!*raw)
+        return NULL;
+    uintptr_t a = ((uintptr_t)*raw + CF__CACHE_LINE - 1) & ~(uintptr_t)(CF__CACHE_LINE - 1);
+    return (void *)a;
+}
+
+/* ---- submit ---- */
+
+static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *fn,
+                         const void *arg, size_t len, cf_future **out)
+{
+    /* Relaxed: a task running on a broken pool sees BROKEN soon enough;
+     * only the outside path needs the seq_cst protocol. */
+    if (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_BROKEN)
+        return CF_EBROKEN;
+    cf_future *f = cf__future_new_task(fn, arg, len, NULL, p);
+    if (!f)
+        return CF_ENOMEM;
+    if (cf__deque_push(&w->dq, f) != 0) {
+        cf_future_release(f);
+        cf_future_release(f);
+        return CF_ENOMEM;
+    }
+    CF__PROBE2(submit, p, f);
+    /* Seq_cst fence: the push (release store of bottom) before the loads of
+     * `searching` and `waiters`; pairs with the fence in cf__ec_prepare
+     * (worker.c's contract). */
+    CF__FENCE_SEQ_CST();
+    cf__pool_wake_if_idle(p);
+    *out = f;
+    return 0;
+}
+
+static int slot_of_caller(struct cf__pool *p)
+{
+    if (p->n_inj <= 1)
+        return 0;
+    int cpu = sched_getcpu();
+    int s = cpu >= 0 ? cf__placement_slot_of_cpu(&p->place, cpu) : 0;
+    return s >= 0 && s < p->n_inj ? s : 0;
+}
+
+static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len,
+                     cf_future **out)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    if (len > UINT32_MAX)
+        return CF_ETOOBIG;
+    struct cf__worker *w = cf__tls_worker;
+    if (w && w->pool == p)
+        return submit_nested(p, w, fn, arg, len, out);
+
+    /* Seq_cst RMW then seq_cst load: the submitter's half of the shutdown
+     * protocol (contract above; worker.c may_exit is the other half). */
+    atomic_fetch_add_explicit(&p->outside_inflight, 1, memory_order_seq_cst);
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
+    int rc = 0;
+    cf_future *f = NULL;
+    if (fl & CF__POOL_BROKEN)
+        rc = CF_EBROKEN;
+    else if (fl & CF__POOL_SHUTDOWN)
+        rc = CF_ESHUTDOWN;
+    else if (!(f = cf__future_new_task(fn, arg, len, NULL, p)))
+        rc = CF_ENOMEM;
+    else
+        cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
+    /* Release: a worker that reads the decremented count (may_exit) sees
+     * the enqueue above. */
+    atomic_fetch_sub_explicit(&p->outside_inflight, 1, memory_order_release);
+    if (rc)
+        return rc;
+    CF__PROBE2(submit, p, f);
+    /* No extra fence: the enqueue's exchange is a full barrier (inject.h),
+     * the publish-then-fence half of the event-count protocol. */
+    cf__pool_wake_if_idle(p);
+    *out = f;
+    return 0;
+}
+
+/* ---- shutdown and destroy ---- */
+
+static void print_stats(struct cf__pool *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        struct cf__wstats *s = &p->w[i].st;
+#define L(x) (unsigned long long)atomic_load_explicit(&s->x, memory_order_relaxed)
+        fprintf(stderr,
+                "cfutures: %s-%d cpu %d node %d: tasks %llu, steals %llu/%llu (local %llu, "
+                "remote %llu), injected %llu, parks %llu, wakeups %llu\n",
+                p->prefix, i, p->w[i].cpu, p->w[i].numa_node, L(tasks_run), L(steals_ok),
+                L(steals_tried), L(steals_local), L(steals_remote), L(injected_taken), L(parks),
+                L(wakeups));
+#undef L
+    }
+}
+
+static void join_all(struct cf__pool *p)
+{
+    pthread_mutex_lock(&p->join_lock);
+    if (!p->joined) {
+        for (int i = 0; i < p->n; i++)
+            if (p->w[i].started)
+                pthread_join(p->w[i].thread, NULL);
+        p->joined = true;
+        if (p->stats)
+            print_stats(p);
+    }
+    pthread_mutex_unlock(&p->join_lock);
+}
+
+static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    /* Seq_cst: the shutdown half of the protocol with outside submitters. */
+    atomic_fetch_or_explicit(&p->flags, CF__POOL_SHUTDOWN, memory_order_seq_cst);
+    if (cancel_futures)
+        cf__pool_cancel_queued(p);
+    /* Seq_cst fence: SHUTDOWN before the load of `waiters` in notify; pairs
+     * with the parker's fence in cf__ec_prepare (it re-checks the flags). */
+    CF__FENCE_SEQ_CST();
+    cf__ec_notify(&p->ec, INT32_MAX);
+    struct cf__worker *self = cf__tls_worker;
+    if (wait && !(self && self->pool == p))
+        join_all(p);
+    return 0;
+}
+
+static void pool_free(struct cf__pool *p)
+{
+    if (p->w)
+        for (int i = 0; i < p->n; i++)
+            cf__deque_destroy(&p->w[i].dq);
+    if (p->w_raw)
+        cf__free(p->w_raw, 0);
+    if (p->inj_raw)
+        cf__free(p->inj_raw, 0);
+    if (p->have_place)
+        cf__placement_free(&p->place);
+    if (p->have_topo)
+        hwloc_topology_destroy(p->topo);
+    char *msg = atomic_load_explicit(&p->broken_msg, memory_order_relaxed);
+    if (msg)
+        cf__free_str(msg);
+    pthread_mutex_destroy(&p->join_lock);
+    cf__free(p->raw, 0);
+}
+
+static void tp_destroy(cf_executor *ex)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    struct cf__worker *self = cf__tls_worker;
+    if (self && self->pool == p) {
+        /* Freed from inside its own worker: the pool cannot join that
+         * thread, so it is left running down (shut down, draining) and not
+         * freed. Documented limitation. */
+        return;
+    }
+    join_all(p);
+    pool_free(p);
+}
+
+static int tp_workers(const cf_executor *ex)
+{
+    return ((const struct cf__pool *)ex)->n;
+}
+
+static int tp_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, size_t *n)
+{
+    const struct cf__pool *p = (const struct cf__pool *)ex;
+    for (int i = 0; i < p->n && (size_t)i < cap; i++) {
+        struct cf__wstats *s = &p->w[i].st;
+#define L(x) atomic_load_explicit(&s->x, memory_order_relaxed)
+        out[i] = (cf_worker_stats){
+            .tasks_run = L(tasks_run),
+            .steals_tried = L(steals_tried),
+            .steals_ok = L(steals_ok),
+            .steals_local = L(steals_local),
+            .steals_remote = L(steals_remote),
+            .injected_taken = L(injected_taken),
+            .parks = L(parks),
+            .wakeups = L(wakeups),
+            .cpu = p->w[i].cpu,
+            .numa_node = p->w[i].numa_node,
+        };
+#undef L
+    }
+    *n = (size_t)p->n;
+    return 0;
+}
+
+static const struct cf__executor_ops thread_pool_ops = {
+    .kind = "thread",
+    .submit = tp_submit,
+    .shutdown = tp_shutdown,
+    .destroy = tp_destroy,
+    .workers = tp_workers,
+    .stats = tp_stats,
+    .terminate = NULL,
+};
+
+/* ---- construction ---- */
+
+static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
+{
+    cf__config_load(&p->cfg);
+    int rc = cf__config_apply_thread_opts(&p->cfg, opts);
+    if (rc)
+        return rc;
+    if ((rc = cf__topology_load(&p->cfg, &p->topo)))
+        return rc;
+    p->have_topo = true;
+    if ((rc = cf__placement_compute(p->topo, &p->cfg, &p->place)))
+        return rc;
+    p->have_place = true;
+    p->n = p->place.n_workers;
+    if (p->n < 1)
+        return CF_EINVAL;
+    p->n_inj = p->place.n_numa >= 1 ? p->place.n_numa : 1;
+    p->steal_attempts = cf__steal_attempts(&p->cfg, p->n);
+    p->spin_ns = p->cfg.spin_ns;
+    p->stats = p->cfg.stats;
+    snprintf(p->prefix, sizeof p->prefix, "%s",
+             opts && opts->thread_name_prefix ? opts->thread_name_prefix : "cf");
+    if (opts) {
+        p->init = opts->initializer;
+        p->init_arg = opts->initializer_arg;
+    }
+    p->base.ops = &thread_pool_ops;
+    p->base.map_window = p->cfg.map_window;
+    p->base.map_chunk = 0;
+    p->base.copy_map_items = false;
+
+    p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
+    p->inj = alloc_lines(sizeof(struct cf__inject) * (size_t)p->n_inj, &p->inj_raw);
+    if (!p->w || !p->inj)
+        return CF_ENOMEM;
+    for (int k = 0; k < p->n_inj; k++)
+        cf__inject_init(&p->inj[k]);
+    for (int i = 0; i < p->n; i++) {
+        struct cf__worker *w = &p->w[i];
+        const struct cf__worker_place *pl = &p->place.w[i];
+        w->pool = p;
+        w->id = i;
+        w->slot = pl->node_slot >= 0 && pl->node_slot < p->n_inj ? pl->node_slot : 0;
+        w->cpu = pl->cpu;
+        w->numa_node = pl->numa_node;
+        w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+        if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
+            for (int j = 0; j < i; j++)
+                cf__deque_destroy(&p->w[j].dq);
+            p->n = 0; /* nothing more to destroy */
+            return CF_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err)
+{
+    void *raw;
+    struct cf__pool *p = alloc_lines(sizeof *p, &raw);
+    if (!p) {
+        if (err)
+            *err = CF_ENOMEM;
+        return NULL;
+    }
+    p->raw = raw;
+    atomic_init(&p->flags, 0);
+    atomic_init(&p->broken_msg, NULL);
+    atomic_init(&p->outside_inflight, 0);
+    atomic_init(&p->searching, 0);
+    cf__ec_init(&p->ec);
+    pthread_mutex_init(&p->join_lock, NULL);
+    int rc = pool_setup(p, opts);
+    for (int i = 0; rc == 0 && i < p->n; i++) {
+        if (pthread_create(&p->w[i].thread, NULL, cf__worker_main, &p->w[i]) != 0)
+            rc = CF_ESYS;
+        else
+            p->w[i].started = true;
+    }
+    if (rc) {
+        /* Started workers (if any) see SHUTDOWN with nothing queued and
+         * leave; then everything is freed. */
+        tp_shutdown(&p->base, true, false);
+        pool_free(p);
+        if (err)
+            *err = rc;
+        return NULL;
+    }
+    if (err)
+        *err = 0;
+    return &p->base;
+}
+
+CF_API cf_executor *cf_thread_pool_new(const cf_thread_pool_opts *opts)
+{
+    return cf_thread_pool_new_err(opts, NULL);
+}

@@ -1,0 +1,121 @@
+/* The work-stealing thread pool's internal objects (thread_pool.c: the
+ * executor ops and the pool's life; worker.c: what a worker thread does).
+ *
+ * Who touches what
+ * - struct cf__worker: `dq` (see deque.h for its own layout); the line with
+ *   `pool`..`rng` is written only by the worker thread; `st` is written only
+ *   by the worker and read (relaxed) by cf_executor_stats.
+ * - struct cf__pool: `flags` is read by every submit and every task start
+ *   and written twice in a pool's life (read-mostly line); `outside_inflight`
+ *   is written by outside submitters; `searching` by idle workers; the event
+ *   count by parking workers. Each on its own line (asserted).
+ *
+ * The protocols (no lost wake-up, shutdown drain, broken pool) are written
+ * down where they are implemented, in worker.c and thread_pool.c. */
+#ifndef CF_THREAD_POOL_H
+#define CF_THREAD_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "deque.h"
+#include "eventcount.h"
+#include "executor.h"
+#include "fence.h"
+#include "future.h"
+#include "inject.h"
+#include "topology.h"
+
+#define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
+#define CF__POOL_BROKEN 2u   /* an initializer failed: queued work fails */
+
+/* Per-worker counters: only the worker writes them (relaxed load + store,
+ * no RMW), anyone may read them. One cache line. */
+struct cf__wstats {
+    _Atomic uint64_t tasks_run;
+    _Atomic uint64_t steals_tried, steals_ok;
+    _Atomic uint64_t steals_local, steals_remote;
+    _Atomic uint64_t injected_taken;
+    _Atomic uint64_t parks, wakeups;
+};
+_Static_assert(sizeof(struct cf__wstats) == CF__CACHE_LINE, "one cache line");
+
+struct cf__pool;
+
+struct cf__worker {
+    struct cf__deque dq;
+    /* Owner-private. */
+    _Alignas(CF__CACHE_LINE) struct cf__pool *pool;
+    int id;
+    int slot;            /* its node's injection queue */
+    int cpu, numa_node;  /* placement, for stats */
+    uint64_t rng;        /* victim choice */
+    pthread_t thread;
+    bool started;
+    /* Written by the worker, read by stats readers. */
+    _Alignas(CF__CACHE_LINE) struct cf__wstats st;
+};
+_Static_assert(offsetof(struct cf__worker, pool) % CF__CACHE_LINE == 0, "owner line");
+_Static_assert(offsetof(struct cf__worker, st) % CF__CACHE_LINE == 0, "stats line");
+_Static_assert(sizeof(struct cf__worker) % CF__CACHE_LINE == 0, "whole lines");
+
+struct cf__pool {
+    struct cf_executor base; /* first: the generic entry points see this */
+    /* Read-only after construction. */
+    struct cf__config cfg;
+    hwloc_topology_t topo;
+    bool have_topo, have_place;
+    struct cf__placement place;
+    int n;                   /* workers */
+    struct cf__worker *w;    /* n entries, cache-line aligned */
+    void *w_raw;
+    struct cf__inject *inj;  /* n_inj entries (one per NUMA node slot) */
+    void *inj_raw;
+    int n_inj;
+    int steal_attempts;
+    long spin_ns;
+    bool stats;
+    cf_init_fn *init;
+    void *init_arg;
+    char prefix[16];
+    void *raw;               /* this allocation, before alignment */
+
+    /* Read-mostly: written at shutdown and when broken. */
+    _Alignas(CF__CACHE_LINE) _Atomic uint32_t flags;
+    _Atomic(char *) broken_msg; /* set once, before CF__POOL_BROKEN */
+
+    /* Outside submitters between their flag check and their enqueue. */
+    _Alignas(CF__CACHE_LINE) _Atomic int64_t outside_inflight;
+
+    /* Workers looking for work (spinning), not parked. */
+    _Alignas(CF__CACHE_LINE) _Atomic int searching;
+
+    struct cf__eventcount ec; /* parked workers */
+
+    /* Joining, once, by whichever shutdown(wait=true) gets here first. */
+    _Alignas(CF__CACHE_LINE) pthread_mutex_t join_lock;
+    bool joined;
+};
+_Static_assert(offsetof(struct cf__pool, outside_inflight) / CF__CACHE_LINE
+                   != offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
+               "submitters' counter off the read-mostly line");
+_Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE
+                   != offsetof(struct cf__pool, outside_inflight) / CF__CACHE_LINE,
+               "searching count on its own line");
+
+/* The worker the calling thread is, or NULL (worker.c). */
+extern _Thread_local struct cf__worker *cf__tls_worker;
+
+/* worker.c */
+void *cf__worker_main(void *arg);
+/* Publish-then-wake: after work became visible (the caller fenced, see
+ * worker.c), wake a parked worker if nobody is searching. */
+void cf__pool_wake_if_idle(struct cf__pool *p);
+/* Take every queued, not started task out of the pool's queues and cancel
+ * it (cancel_futures) - called with the pool shut down. */
+void cf__pool_cancel_queued(struct cf__pool *p);
+
+#endif

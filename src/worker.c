@@ -1,0 +1,441 @@
+/* What a thread-pool worker does: find work, run it, park when idle, and
+ * help while a task waits on a future.
+ *
+ * Contract
+ * - Finding work, in order: the worker's own deque (LIFO: the child it just
+ *   pushed is hot in cache), the injection queues (its node's first; one
+ *   worker at a time splices a whole queue and pushes the batch into its own
+ *   deque, where others can steal it), then stealing from the other
+ *   workers in the placement's steal order (same L3, same node, then at
+ *   most `steal_attempts` random remote victims per round).
+ * - Idle: a worker that finds nothing counts itself in `searching` and
+ *   spins (scanning, with exponential back-off) for at most cfg.spin_ns,
+ *   then parks on the pool's event count. Submitters wake a parked worker
+ *   only when nobody is searching; a searcher that finds work while others
+ *   may still be queued and was the last searcher wakes one more (the Go
+ *   scheduler's ramp-up), so work spreads without waking everyone.
+ * - No lost wake-up (the fence pairing):
+ *     submitter: publish (deque release store of bottom, or the injection
+ *                queue's exchange) ; seq_cst fence (the exchange is a full
+ *                barrier) ; load `searching` ; load `waiters` (notify).
+ *     parker:    `searching` - 1 ; `waiters` + 1 ; seq_cst fence (in
+ *                cf__ec_prepare) ; re-check every queue and the flags.
+ *   By the fence-fence rule either the submitter sees the parker (searching
+ *   or waiting, and wakes it or leaves it to the searcher, who re-checks
+ *   before parking in the same way) or the parker's re-check sees the work.
+ * - Exit (shutdown): a worker leaves when the pool is shut down, no outside
+ *   submitter is between its flag check and its enqueue
+ *   (`outside_inflight`, see thread_pool.c), and every queue is empty. Its
+ *   own deque is then empty and stays so (only the owner pushes to it), so
+ *   nested work of tasks still running elsewhere is never stranded.
+ * - Waiting from inside a task (cf__tls_wait_helper): pop the own deque (the
+ *   awaited child is usually at its bottom), else take from the injection
+ *   queues, else steal; when nothing is found, sleep on the awaited future
+ *   for at most HELP_NAP_NS and scan again. So fork-join never deadlocks a
+ *   bounded pool and never idles a worker while work is queued. */
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "probes.h"
+#include "thread_pool.h"
+
+_Thread_local struct cf__worker *cf__tls_worker;
+
+#define HELP_NAP_NS 100000 /* a waiting task re-scans for work this often */
+#define BACKOFF_MAX 6      /* spin back-off: at most 2^6 pauses between scans */
+
+static inline bool stats_on(const struct cf__pool *p)
+{
+    return __builtin_expect(p->stats, 0);
+}
+
+static inline void stat_inc(_Atomic uint64_t *c)
+{
+    /* Relaxed load + store: only the owning worker writes its counters. */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+static inline void stat_add(_Atomic uint64_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t rng_next(struct cf__worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static inline cf_future *node_future(struct cds_wfcq_node *n)
+{
+    return (cf_future *)((char *)n - offsetof(struct cf_future, qnode));
+}
+
+/* ---- running ---- */
+
+static void run_task(struct cf__worker *w, cf_future *f)
+{
+    struct cf__pool *p = w->pool;
+    /* Acquire: pairs with the release fetch_or that set BROKEN after
+     * broken_msg was stored. */
+    if (__builtin_expect(atomic_load_explicit(&p->flags, memory_order_acquire) & CF__POOL_BROKEN,
+                         0)) {
+        char *msg = atomic_load_explicit(&p->broken_msg, memory_order_relaxed);
+        cf__future_fail_broken(f, "%s", msg ? msg : "the thread pool is broken");
+    } else {
+        CF__PROBE2(start, w->id, f);
+        cf__future_run(f);
+        CF__PROBE2(finish, w->id, f);
+    }
+    if (stats_on(p))
+        stat_inc(&w->st.tasks_run);
+    cf_future_release(f); /* the pool's reference */
+}
+
+/* ---- finding work ---- */
+
+/* Splice queue q (whose try-flag we hold) and keep the batch: the first
+ * task is returned, the rest go to our deque for thieves. */
+static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *more)
+{
+    struct cf__inject_batch b;
+    cf__batch_init(&b);
+    if (!cf__inject_splice(q, &b))
+        return NULL;
+    cf_future *first = NULL;
+    uint64_t n = 0;
+    struct cds_wfcq_node *node;
+    while ((node = cf__batch_next(&b)) != NULL) {
+        n++;
+        if (!first) {
+            first = node_future(node);
+            continue;
+        }
+        if (cf__deque_push(&w->dq, node_future(node)) != 0)
+            cf__inject_push(q, node); /* could not grow the deque: put it back */
+        else
+            *more = true;
+    }
+    if (stats_on(w->pool))
+        stat_add(&w->st.injected_taken, n);
+    return first;
+}
+
+static cf_future *take_injected(struct cf__worker *w, bool *more)
+{
+    struct cf__pool *p = w->pool;
+    for (int k = 0; k < p->n_inj; k++) {
+        struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
+        if (cf__inject_empty(q) || !cf__inject_try_lock(q))
+            continue;
+        cf_future *f = take_batch(w, q, more);
+        cf__inject_unlock(q);
+        if (f)
+            return f;
+    }
+    return NULL;
+}
+
+static cf_future *steal_from(struct cf__worker *w, int victim, bool remote, bool *more)
+{
+    struct cf__pool *p = w->pool;
+    struct cf__deque *d = &p->w[victim].dq;
+    for (;;) {
+        if (cf__deque_size_hint(d) == 0)
+            return NULL;
+        void *x;
+        if (stats_on(p))
+            stat_inc(&w->st.steals_tried);
+        enum cf__steal_result r = cf__deque_steal(d, &x);
+        if (r == CF__STEAL_EMPTY)
+            return NULL;
+        if (r == CF__STEAL_OK) {
+            if (stats_on(p)) {
+                stat_inc(&w->st.steals_ok);
+                stat_inc(remote ? &w->st.steals_remote : &w->st.steals_local);
+            }
+            CF__PROBE3(steal, w->id, victim, x);
+            if (cf__deque_size_hint(d) > 0)
+                *more = true;
+            return x;
+        }
+        cf__cpu_relax(); /* lost a race: someone made progress; retry */
+    }
+}
+
+static cf_future *steal_any(struct cf__worker *w, bool *more)
+{
+    struct cf__pool *p = w->pool;
+    if (p->n < 2)
+        return NULL;
+    const int *order = p->place.steal_order[w->id];
+    const int *tier = p->place.tier_end[w->id];
+    /* Near tiers (same L3, same node): every victim, from a random start
+     * so thieves spread out. */
+    int near = tier[1];
+    if (near > 0) {
+        int start = (int)(rng_next(w) % (uint64_t)near);
+        for (int k = 0; k < near; k++) {
+            int v = order[(start + k) % near];
+            cf_future *f = steal_from(w, v, false, more);
+            if (f)
+                return f;
+        }
+    }
+    /* Remote tier: a bounded number of random victims. */
+    int remote = tier[2] - near;
+    for (int k = 0; remote > 0 && k < p->steal_attempts; k++) {
+        int v = order[near + (int)(rng_next(w) % (uint64_t)remote)];
+        cf_future *f = steal_from(w, v, true, more);
+        if (f)
+            return f;
+    }
+    return NULL;
+}
+
+/* One pass over everything but the own deque. *more: evidence that more
+ * work is queued (used for the ramp-up wake). */
+static cf_future *scan(struct cf__worker *w, bool *more)
+{
+    cf_future *f = take_injected(w, more);
+    if (!f)
+        f = steal_any(w, more);
+    return f;
+}
+
+/* Anything queued anywhere? (the parker's re-check; loads ordered by the
+ * event count's fence). */
+static bool any_work(struct cf__pool *p)
+{
+    for (int k = 0; k < p->n_inj; k++)
+        if (!cf__inject_empty(&p->inj[k]))
+            return true;
+    for (int i = 0; i < p->n; i++)
+        if (cf__deque_size_hint(&p->w[i].dq) > 0)
+            return true;
+    return false;
+}
+
+/* Shut down, no outside submit in flight, nothing queued: time to go. */
+static bool may_exit(struct cf__pool *p)
+{
+    /* Seq_cst: pairs with the seq_cst fetch_add/load of an outside
+     * submitter (thread_pool.c): either it saw SHUTDOWN and enqueued
+     * nothing, or we see it in outside_inflight. */
+    if (!(atomic_load_explicit(&p->flags, memory_order_seq_cst) & CF__POOL_SHUTDOWN))
+        return false;
+    /* Seq_cst (and acquire): reading the submitter's release decrement
+     * makes its enqueue visible to any_work below. */
+    if (atomic_load_explicit(&p->outside_inflight, memory_order_seq_cst) != 0)
+        return false;
+    return !any_work(p);
+}
+
+static void wake_one(struct cf__pool *p)
+{
+    if (cf__ec_notify(&p->ec, 1) > 0)
+        CF__PROBE1(wake, 1);
+}
+
+void cf__pool_wake_if_idle(struct cf__pool *p)
+{
+    /* Relaxed: ordered after the caller's publication by its fence (see
+     * the contract at the top). A searcher will find the work. */
+    if (atomic_load_explicit(&p->searching, memory_order_relaxed) == 0)
+        wake_one(p);
+}
+
+static inline bool time_up(int64_t *start, long budget)
+{
+    if (budget <= 0)
+        return true;
+    int64_t now = cf__now_ns();
+    if (*start == 0) {
+        *start = now;
+        return false;
+    }
+    return now - *start >= budget;
+}
+
+/* Search (spin), then park; returns work, or NULL when the worker should
+ * exit. */
+static cf_future *idle(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    for (;;) {
+        /* Relaxed: a hint for submitters; the decrement below is what the
+         * no-lost-wake-up argument needs. */
+        atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
+        int64_t start = 0;
+        unsigned backoff = 0;
+        for (;;) {
+            bool more = false;
+            cf_future *f = scan(w, &more);
+            if (f) {
+                /* Relaxed: the count only steers wake-ups. */
+                int was = atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
+                if (was == 1 && more) {
+                    /* Seq_cst fence: our batch push or the victim's items
+                     * are published before we look for parked workers
+                     * (same pairing as a submitter's). */
+                    CF__FENCE_SEQ_CST();
+                    wake_one(p);
+                }
+                return f;
+            }
+            if (time_up(&start, p->spin_ns))
+                break;
+            for (unsigned i = 0; i < (1u << backoff); i++)
+                cf__cpu_relax();
+            if (backoff < BACKOFF_MAX)
+                backoff++;
+        }
+        /* Relaxed: ordered before the re-check by cf__ec_prepare's fence. */
+        atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
+        uint32_t key = cf__ec_prepare(&p->ec);
+        if (any_work(p)) {
+            cf__ec_cancel(&p->ec);
+            continue;
+        }
+        if (may_exit(p)) {
+            cf__ec_cancel(&p->ec);
+            return NULL;
+        }
+        if (stats_on(p))
+            stat_inc(&w->st.parks);
+        CF__PROBE1(park, w->id);
+        cf__ec_wait(&p->ec, key, CF__NO_DEADLINE);
+        CF__PROBE1(wake, w->id);
+        if (stats_on(p))
+            stat_inc(&w->st.wakeups);
+    }
+}
+
+/* ---- waiting inside a task ---- */
+
+static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
+{
+    struct cf__worker *w = ctx;
+    while (!cf__state_done(cf__future_state(f, memory_order_acquire))) {
+        bool more = false;
+        cf_future *g = cf__deque_pop(&w->dq);
+        if (!g)
+            g = scan(w, &more);
+        if (g) {
+            run_task(w, g);
+            continue;
+        }
+        int64_t now = cf__now_ns();
+        if (now >= deadline)
+            return CF_ETIMEDOUT;
+        cf__deadline nap = now + HELP_NAP_NS;
+        if (cf__future_wait_done(f, nap < deadline ? nap : deadline) == 0)
+            return 0;
+    }
+    return 0;
+}
+
+/* ---- the thread ---- */
+
+static void set_name(struct cf__worker *w)
+{
+    char name[16];
+    snprintf(name, sizeof name, "%.*s-%d", (int)(sizeof name - 8), w->pool->prefix, w->id);
+    pthread_setname_np(pthread_self(), name);
+}
+
+static void mark_broken(struct cf__pool *p, struct cf__worker *w, int code)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "the thread pool is broken: the initializer failed in worker %s-%d with code %d",
+             p->prefix, w->id, code);
+    char *msg = cf__strdup(buf);
+    char *expected = NULL;
+    /* Relaxed CAS: the first message wins; it is published by the release
+     * fetch_or below. */
+    if (msg && !atomic_compare_exchange_strong_explicit(&p->broken_msg, &expected, msg,
+                                                        memory_order_relaxed, memory_order_relaxed))
+        cf__free_str(msg);
+    /* Seq_cst (release): publishes broken_msg to run_task's acquire load,
+     * and orders BROKEN against outside submitters' flag checks. */
+    atomic_fetch_or_explicit(&p->flags, CF__POOL_BROKEN, memory_order_seq_cst);
+    /* Queued work is failed by whoever takes it (run_task); make sure
+     * parked workers come and drain it. */
+    CF__FENCE_SEQ_CST();
+    cf__ec_notify(&p->ec, INT32_MAX);
+}
+
+void *cf__worker_main(void *arg)
+{
+    struct cf__worker *w = arg;
+    struct cf__pool *p = w->pool;
+    set_name(w);
+    if (p->have_place && w->id < p->place.n_workers)
+        cf__pin_self(p->topo, &p->place.w[w->id]); /* not fatal if it fails */
+    cf__alloc_set_thread_node(p->cfg.numa ? w->numa_node : -1);
+    cf__tls_worker = w;
+    cf__tls_wait_helper = wait_helper;
+    cf__tls_wait_helper_ctx = w;
+    if (p->init) {
+        int rc = p->init(p->init_arg);
+        if (rc != 0)
+            mark_broken(p, w, rc);
+    }
+    for (;;) {
+        cf_future *f = cf__deque_pop(&w->dq);
+        if (!f && !(f = idle(w)))
+            break;
+        run_task(w, f);
+    }
+    cf__tls_wait_helper = NULL;
+    cf__tls_wait_helper_ctx = NULL;
+    cf__tls_worker = NULL;
+    return NULL;
+}
+
+/* ---- cancel_futures ---- */
+
+void cf__pool_cancel_queued(struct cf__pool *p)
+{
+    for (int k = 0; k < p->n_inj; k++) {
+        struct cf__inject *q = &p->inj[k];
+        while (!cf__inject_empty(q)) {
+            if (!cf__inject_try_lock(q)) {
+                sched_yield(); /* a worker is splicing: it is quick */
+                continue;
+            }
+            struct cf__inject_batch b;
+            cf__batch_init(&b);
+            bool got = cf__inject_splice(q, &b);
+            cf__inject_unlock(q);
+            if (!got)
+                continue; /* a producer is half-way: its node is coming */
+            struct cds_wfcq_node *node;
+            while ((node = cf__batch_next(&b)) != NULL) {
+                cf_future *f = node_future(node);
+                cf_future_cancel(f);
+                cf_future_release(f);
+            }
+        }
+    }
+    for (int i = 0; i < p->n; i++) {
+        struct cf__deque *d = &p->w[i].dq;
+        for (;;) {
+            void *x;
+            enum cf__steal_result r = cf__deque_steal(d, &x);
+            if (r == CF__STEAL_EMPTY)
+                break;
+            if (r == CF__STEAL_OK) {
+                cf_future_cancel(x);
+                cf_future_release(x);
+            }
+        }
+    }
+}

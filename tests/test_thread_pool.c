@@ -1,0 +1,684 @@
+/* The thread pool: SEMANTICS 17-22 (submit after shutdown / broken,
+ * shutdown's modes, max_workers, initializer, thread names, waiting inside a
+ * worker), per-worker stats, and a rough cost print (no timing asserts). */
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "cfutures.h"
+#include "support/test_env.h"
+
+/* ---- small tasks ---- */
+
+static int ident(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x = 0;
+    memcpy(&x, arg, len < sizeof x ? len : sizeof x);
+    return cf_out_i64(out, x);
+}
+
+static _Atomic long g_count;
+static int count_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    /* Relaxed: read after the futures are done or the pool joined. */
+    atomic_fetch_add_explicit(&g_count, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* A task that holds its worker until the test opens the gate. It spins on a
+ * flag rather than waiting on a future, because a worker waiting on a
+ * future would run the queued tasks meanwhile (SEMANTICS 22). */
+static _Atomic int g_gate;
+static cf_future *g_started; /* set by the blocker when it runs */
+static int blocker(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    cf_future_set_result(g_started, NULL, 0);
+    /* Acquire: pairs with the release store in gate_open. */
+    while (!atomic_load_explicit(&g_gate, memory_order_acquire))
+        sched_yield();
+    return 0;
+}
+static cf_future *start_blocker(cf_executor *ex)
+{
+    atomic_store(&g_gate, 0);
+    g_started = cf_future_new();
+    assert_non_null(g_started);
+    cf_future *b;
+    assert_int_equal(cf_submit(ex, blocker, NULL, 0, &b), 0);
+    assert_int_equal(cf_future_result(g_started, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(g_started);
+    return b;
+}
+static void gate_open(void)
+{
+    atomic_store_explicit(&g_gate, 1, memory_order_release);
+}
+
+static cf_executor *pool(int n)
+{
+    int err = 1;
+    cf_executor *ex = cf_thread_pool_new_err(&(cf_thread_pool_opts){ .max_workers = n }, &err);
+    assert_non_null(ex);
+    assert_int_equal(err, 0);
+    return ex;
+}
+
+/* ---- basics ---- */
+
+static void test_submit_many(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(0);
+    size_t n = (size_t)(20000 * cf_test_scale());
+    cf_future **fs = calloc(n, sizeof *fs);
+    assert_non_null(fs);
+    for (size_t i = 0; i < n; i++) {
+        int64_t x = (int64_t)i;
+        assert_int_equal(cf_submit(ex, ident, &x, sizeof x, &fs[i]), 0);
+    }
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t y;
+        assert_int_equal(cf_future_result_i64(fs[i], CF_FOREVER, &y), 0);
+        sum += y;
+        cf_future_release(fs[i]);
+    }
+    assert_int_equal(sum, (int64_t)(n * (n - 1) / 2));
+    free(fs);
+    cf_executor_free(ex);
+}
+
+/* ---- SEMANTICS 17 ---- */
+
+static void test_submit_after_shutdown(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    cf_future *f = (cf_future *)0x1;
+    assert_int_equal(cf_submit(ex, count_task, NULL, 0, &f), CF_ESHUTDOWN);
+    assert_ptr_equal(f, (cf_future *)0x1); /* a failed call changes nothing */
+    assert_int_equal(cf_executor_shutdown(ex, false, false), 0); /* idempotent */
+    cf_executor_free(ex);
+}
+
+/* ---- SEMANTICS 18 ---- */
+
+static void test_shutdown_wait_runs_queued(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    cf_future *b = start_blocker(ex);
+    atomic_store(&g_count, 0);
+    enum { N = 200 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    gate_open();
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    /* Every queued task ran before shutdown(wait) returned. */
+    assert_int_equal(atomic_load(&g_count), N);
+    for (int i = 0; i < N; i++) {
+        assert_true(cf_future_done(fs[i]));
+        assert_false(cf_future_cancelled(fs[i]));
+        cf_future_release(fs[i]);
+    }
+    cf_future_release(b);
+    cf_executor_free(ex);
+}
+
+static void test_shutdown_nowait(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    cf_future *b = start_blocker(ex);
+    atomic_store(&g_count, 0);
+    enum { N = 50 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    /* Returns while the only worker is still held by the blocker: it did
+     * not wait (if it did, this test would hang here). */
+    assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
+    assert_false(cf_future_done(b));
+    gate_open();
+    /* The queued work still completes. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(fs[i]);
+    }
+    assert_int_equal(atomic_load(&g_count), N);
+    assert_int_equal(cf_future_result(b, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(b);
+    cf_executor_free(ex);
+}
+
+static void test_cancel_futures(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    cf_future *b = start_blocker(ex);
+    atomic_store(&g_count, 0);
+    enum { N = 30 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    assert_int_equal(cf_executor_shutdown(ex, false, true), 0);
+    for (int i = 0; i < N; i++) {
+        assert_true(cf_future_cancelled(fs[i]));
+        assert_int_equal(cf_future_result(fs[i], CF_POLL, NULL, NULL), CF_ECANCELLED);
+    }
+    /* The running one is not interrupted. */
+    assert_false(cf_future_cancelled(b));
+    gate_open();
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    assert_int_equal(cf_future_result(b, CF_POLL, NULL, NULL), 0);
+    assert_int_equal(atomic_load(&g_count), 0);
+    for (int i = 0; i < N; i++)
+        cf_future_release(fs[i]);
+    cf_future_release(b);
+    cf_executor_free(ex);
+}
+
+static cf_executor *g_ex;
+static void *shutdown_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++)
+        if (cf_executor_shutdown(g_ex, true, i == 1) != 0)
+            return (void *)1;
+    return NULL;
+}
+
+static void test_shutdown_concurrent(void **state)
+{
+    (void)state;
+    g_ex = pool(2);
+    atomic_store(&g_count, 0);
+    enum { N = 1000, T = 4 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(g_ex, count_task, NULL, 0, &fs[i]), 0);
+    pthread_t t[T];
+    for (int i = 0; i < T; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, shutdown_thread, NULL), 0);
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    /* Every future ran or was cancelled (cancel_futures in the mix). */
+    long ran = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(cf_future_done(fs[i]));
+        if (!cf_future_cancelled(fs[i]))
+            ran++;
+        cf_future_release(fs[i]);
+    }
+    assert_int_equal(ran, atomic_load(&g_count));
+    cf_executor_free(g_ex);
+}
+
+/* shutdown(wait=true) from inside one of the pool's own tasks acts as
+ * wait=false (it cannot join itself). */
+static int shutdown_self_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len;
+    cf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    int rc = cf_executor_shutdown(ex, true, false);
+    return cf_out_i64(out, rc);
+}
+
+static void test_shutdown_from_task(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, shutdown_self_task, &ex, sizeof ex, &f), 0);
+    int64_t rc = -1;
+    assert_int_equal(cf_future_result_i64(f, CF_FOREVER, &rc), 0);
+    assert_int_equal(rc, 0);
+    cf_future *g;
+    assert_int_equal(cf_submit(ex, count_task, NULL, 0, &g), CF_ESHUTDOWN);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+/* ... and from a done-callback running on a worker. */
+static _Atomic int g_cb_rc = 99;
+static void shutdown_cb(cf_future *f, void *ud)
+{
+    (void)f;
+    atomic_store(&g_cb_rc, cf_executor_shutdown(ud, true, false));
+}
+
+static void test_shutdown_from_callback(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    cf_future *b = start_blocker(ex);
+    /* b is running, so the callback runs in the worker that completes it. */
+    assert_int_equal(cf_future_add_done_callback(b, shutdown_cb, ex), 0);
+    gate_open();
+    assert_int_equal(cf_future_result(b, CF_FOREVER, NULL, NULL), 0);
+    cf_executor_free(ex); /* joins: the callback has returned by then */
+    assert_int_equal(atomic_load(&g_cb_rc), 0);
+    cf_future_release(b);
+}
+
+/* Nested submits from a running task still work after shutdown, so a
+ * fork-join computation is not cut in half; outside submits are refused. */
+static int nested_after_shutdown(const void *arg, size_t len, cf_out *out)
+{
+    (void)len;
+    cf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    cf_future_set_result(g_started, NULL, 0);
+    while (!atomic_load_explicit(&g_gate, memory_order_acquire))
+        sched_yield();
+    enum { K = 20 };
+    cf_future *fs[K];
+    int64_t sum = 0;
+    for (int i = 0; i < K; i++) {
+        int64_t x = i;
+        int rc = cf_submit(ex, ident, &x, sizeof x, &fs[i]);
+        if (rc)
+            return cf_out_error(out, 1, "nested submit %d: %s", i, cf_strerror(rc));
+    }
+    for (int i = 0; i < K; i++) {
+        int64_t y = 0;
+        if (cf_future_result_i64(fs[i], CF_FOREVER, &y) != 0)
+            return 2;
+        sum += y;
+        cf_future_release(fs[i]);
+    }
+    return cf_out_i64(out, sum);
+}
+
+static void test_nested_submit_during_shutdown(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    atomic_store(&g_gate, 0);
+    g_started = cf_future_new();
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, nested_after_shutdown, &ex, sizeof ex, &f), 0);
+    assert_int_equal(cf_future_result(g_started, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(g_started);
+    assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
+    cf_future *g;
+    assert_int_equal(cf_submit(ex, count_task, NULL, 0, &g), CF_ESHUTDOWN);
+    gate_open();
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    int64_t sum = -1;
+    int code = 0;
+    const char *msg = NULL;
+    cf_future_exception(f, CF_POLL, &code, &msg);
+    if (code)
+        print_message("nested task failed: %d %s\n", code, msg ? msg : "");
+    assert_int_equal(cf_future_result_i64(f, CF_POLL, &sum), 0);
+    assert_int_equal(sum, 190);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+/* ---- SEMANTICS 19 ---- */
+
+static void test_max_workers(void **state)
+{
+    (void)state;
+    int err = 0;
+    assert_null(cf_thread_pool_new_err(&(cf_thread_pool_opts){ .max_workers = -1 }, &err));
+    assert_int_equal(err, CF_EINVAL);
+    assert_null(cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = -5 }));
+    /* 0 (a zeroed struct) and NULL: one worker per allowed core. */
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    int cpus = CPU_COUNT(&set);
+    cf_executor *a = cf_thread_pool_new(&(cf_thread_pool_opts){ 0 });
+    cf_executor *b = cf_thread_pool_new(NULL);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_in_range(cf_executor_workers(a), 1, cpus);
+    assert_int_equal(cf_executor_workers(a), cf_executor_workers(b));
+    cf_executor_free(a);
+    cf_executor_free(b);
+    cf_executor *c = pool(3);
+    assert_int_equal(cf_executor_workers(c), 3);
+    cf_executor_free(c);
+}
+
+/* ---- SEMANTICS 20 ---- */
+
+static _Atomic int g_inits;
+static _Thread_local int t_inited;
+static int good_init(void *arg)
+{
+    assert_ptr_equal(arg, &g_inits);
+    atomic_fetch_add(&g_inits, 1);
+    t_inited++;
+    return 0;
+}
+static int check_inited(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    return cf_out_i64(out, t_inited);
+}
+
+static void test_initializer_once_per_worker(void **state)
+{
+    (void)state;
+    atomic_store(&g_inits, 0);
+    cf_executor *ex = cf_thread_pool_new(
+        &(cf_thread_pool_opts){ .max_workers = 3, .initializer = good_init, .initializer_arg = &g_inits });
+    assert_non_null(ex);
+    enum { N = 300 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, check_inited, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        int64_t v = 0;
+        assert_int_equal(cf_future_result_i64(fs[i], CF_FOREVER, &v), 0);
+        assert_int_equal(v, 1); /* ran after its worker's initializer, once */
+        cf_future_release(fs[i]);
+    }
+    cf_executor_free(ex);
+    assert_int_equal(atomic_load(&g_inits), 3);
+}
+
+static int bad_init(void *arg)
+{
+    (void)arg;
+    return 7;
+}
+
+static void test_initializer_failure_breaks(void **state)
+{
+    (void)state;
+    atomic_store(&g_count, 0);
+    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .initializer = bad_init });
+    assert_non_null(ex);
+    enum { N = 20 };
+    cf_future *fs[N];
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        int rc = cf_submit(ex, count_task, NULL, 0, &fs[ok]);
+        assert_true(rc == 0 || rc == CF_EBROKEN);
+        if (rc == 0)
+            ok++;
+    }
+    for (int i = 0; i < ok; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), CF_EBROKEN);
+        int code = 0;
+        const char *msg = NULL;
+        assert_int_equal(cf_future_exception(fs[i], CF_POLL, &code, &msg), 0);
+        assert_int_equal(code, CF_EBROKEN);
+        assert_non_null(msg);
+        assert_non_null(strstr(msg, "initializer"));
+        assert_non_null(strstr(msg, "code 7"));
+        cf_future_release(fs[i]);
+    }
+    /* Broken is visible before any queued future fails, so from here on
+     * (and certainly after one failed) submits fail; broken wins over
+     * shutdown. */
+    cf_future *g;
+    if (ok > 0)
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &g), CF_EBROKEN);
+    assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
+    /* Wait for the pool to have seen the failure, then check the order. */
+    cf_executor_shutdown(ex, true, false);
+    assert_int_equal(cf_submit(ex, count_task, NULL, 0, &g), CF_EBROKEN);
+    assert_int_equal(atomic_load(&g_count), 0); /* nothing ran */
+    cf_executor_free(ex);
+}
+
+/* ---- SEMANTICS 21 ---- */
+
+static int name_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    char name[16] = "";
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    return cf_out_set(out, name, strlen(name) + 1);
+}
+
+static void check_names(cf_executor *ex, const char *prefix, int n)
+{
+    enum { N = 64 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, name_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        const void *d;
+        size_t len;
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, &d, &len), 0);
+        const char *name = d;
+        size_t pl = strlen(prefix);
+        assert_int_equal(strncmp(name, prefix, pl), 0);
+        assert_int_equal(name[pl], '-');
+        int k = atoi(name + pl + 1);
+        assert_in_range(k, 0, n - 1);
+        cf_future_release(fs[i]);
+    }
+}
+
+static void test_thread_names(void **state)
+{
+    (void)state;
+    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .thread_name_prefix = "tp" });
+    assert_non_null(ex);
+    check_names(ex, "tp", 2);
+    cf_executor_free(ex);
+    ex = pool(2);
+    check_names(ex, "cf", 2);
+    cf_executor_free(ex);
+}
+
+/* ---- SEMANTICS 22 ---- */
+
+static int wait_child_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len;
+    cf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    int64_t x = 41, y = 0;
+    cf_future *f;
+    int rc = cf_submit(ex, ident, &x, sizeof x, &f);
+    if (rc)
+        return rc;
+    rc = cf_future_result_i64(f, CF_FOREVER, &y);
+    cf_future_release(f);
+    return rc ? rc : cf_out_i64(out, y + 1);
+}
+
+/* A task that waits on a future submitted from outside after it started:
+ * that one sits in the injection queue, and the waiting worker takes it. */
+static cf_future *g_outside;
+static int wait_outside_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    cf_future_set_result(g_started, NULL, 0);
+    while (!atomic_load_explicit(&g_gate, memory_order_acquire))
+        sched_yield();
+    int64_t y = 0;
+    int rc = cf_future_result_i64(g_outside, CF_FOREVER, &y);
+    return rc ? rc : cf_out_i64(out, y);
+}
+
+static void test_wait_inside_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, wait_child_task, &ex, sizeof ex, &f), 0);
+    int64_t v = 0;
+    assert_int_equal(cf_future_result_i64(f, CF_FOREVER, &v), 0);
+    assert_int_equal(v, 42);
+    cf_future_release(f);
+
+    atomic_store(&g_gate, 0);
+    g_started = cf_future_new();
+    assert_int_equal(cf_submit(ex, wait_outside_task, NULL, 0, &f), 0);
+    assert_int_equal(cf_future_result(g_started, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(g_started);
+    int64_t x = 7;
+    assert_int_equal(cf_submit(ex, ident, &x, sizeof x, &g_outside), 0);
+    gate_open();
+    assert_int_equal(cf_future_result_i64(f, CF_FOREVER, &v), 0);
+    assert_int_equal(v, 7);
+    cf_future_release(f);
+    cf_future_release(g_outside);
+
+    /* A timed wait inside a worker times out like anywhere else. */
+    cf_executor_free(ex);
+}
+
+static int timed_wait_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    cf_future *never = cf_future_new();
+    int rc = cf_future_result(never, 0.01, NULL, NULL);
+    cf_future_release(never);
+    return cf_out_i64(out, rc);
+}
+
+static void test_timed_wait_inside_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, timed_wait_task, NULL, 0, &f), 0);
+    int64_t v = 0;
+    assert_int_equal(cf_future_result_i64(f, CF_FOREVER, &v), 0);
+    assert_int_equal(v, CF_ETIMEDOUT);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+/* ---- stats ---- */
+
+static void test_stats(void **state)
+{
+    (void)state;
+    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON });
+    assert_non_null(ex);
+    enum { N = 500 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(fs[i]);
+    }
+    cf_executor_shutdown(ex, true, false); /* prints the counters */
+    cf_worker_stats st[4];
+    size_t n = 0;
+    assert_int_equal(cf_executor_stats(ex, st, 4, &n), 0);
+    assert_int_equal(n, 2);
+    uint64_t run = 0, inj = 0;
+    for (size_t i = 0; i < n; i++) {
+        run += st[i].tasks_run;
+        inj += st[i].injected_taken;
+    }
+    assert_int_equal(run, N);
+    assert_int_equal(inj, N);
+    assert_int_equal(cf_executor_stats(ex, NULL, 0, &n), 0);
+    assert_int_equal(n, 2);
+    cf_executor_free(ex);
+}
+
+/* ---- rough cost (printed, never asserted) ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void test_rough_cost(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(0);
+    size_t n = (size_t)(100000 * cf_test_scale());
+    cf_future **fs = calloc(n, sizeof *fs);
+    assert_non_null(fs);
+    double t0 = now_s();
+    for (size_t i = 0; i < n; i++) {
+        int64_t x = (int64_t)i;
+        assert_int_equal(cf_submit(ex, ident, &x, sizeof x, &fs[i]), 0);
+    }
+    double t1 = now_s();
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t y;
+        assert_int_equal(cf_future_result_i64(fs[i], CF_FOREVER, &y), 0);
+        sum += y;
+        cf_future_release(fs[i]);
+    }
+    double t2 = now_s();
+    assert_int_equal(sum, (int64_t)(n * (n - 1) / 2));
+    print_message("cost: %zu tasks, %d workers: submit %.0f ns/task, submit+complete+release %.0f ns/task\n",
+                  n, cf_executor_workers(ex), (t1 - t0) * 1e9 / n, (t2 - t0) * 1e9 / n);
+    /* Ping-pong: one task at a time, round trip. */
+    int m = (int)(20000 * cf_test_scale());
+    double p0 = now_s();
+    for (int i = 0; i < m; i++) {
+        cf_future *f;
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &f), 0);
+        assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(f);
+    }
+    double p1 = now_s();
+    print_message("cost: pingpong %d round trips, mean %.0f ns\n", m, (p1 - p0) * 1e9 / m);
+    /* Idle CPU after a burst: measured, not asserted. */
+    double c0 = cpu_s(), w0 = now_s();
+    struct timespec d = { 0, 200 * 1000 * 1000 };
+    nanosleep(&d, NULL);
+    double c1 = cpu_s(), w1 = now_s();
+    print_message("cost: idle pool %.3f ms CPU per s\n", (c1 - c0) * 1e3 / (w1 - w0));
+    free(fs);
+    cf_executor_free(ex);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_submit_many),
+        cmocka_unit_test(test_submit_after_shutdown),
+        cmocka_unit_test(test_shutdown_wait_runs_queued),
+        cmocka_unit_test(test_shutdown_nowait),
+        cmocka_unit_test(test_cancel_futures),
+        cmocka_unit_test(test_shutdown_concurrent),
+        cmocka_unit_test(test_shutdown_from_task),
+        cmocka_unit_test(test_shutdown_from_callback),
+        cmocka_unit_test(test_nested_submit_during_shutdown),
+        cmocka_unit_test(test_max_workers),
+        cmocka_unit_test(test_initializer_once_per_worker),
+        cmocka_unit_test(test_initializer_failure_breaks),
+        cmocka_unit_test(test_thread_names),
+        cmocka_unit_test(test_wait_inside_worker),
+        cmocka_unit_test(test_timed_wait_inside_worker),
+        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_rough_cost),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
