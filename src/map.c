@@ -59,12 +59,19 @@ struct map_chunk_arg {
 _Static_assert(sizeof(struct map_chunk_arg) <= CF__INLINE_ARG,
                "a pointer-mode chunk argument must fit inline in the task record");
 
-/* One record per item in a chunk's result, 8-byte aligned: code 0 and len
- * result bytes, or the task's non-zero code and len message bytes
- * (NUL-terminated; len 0 = no message). The body is padded to 8 bytes so
- * every result the consumer gets is 8-byte aligned. */
+/* A chunk's result starts with this header, then one of two layouts, both
+ * 8-byte aligned so every result handed to the consumer is:
+ * - MAP_UNIFORM: every item succeeded with a result of `len` bytes; item i
+ *   is at offset 8 + i * round8(len). The common case (fixed-size results)
+ *   costs one copy per item and no per-item header.
+ * - MAP_RECORDS: one map_rec per item, then its body padded to 8 bytes:
+ *   code 0 and len result bytes, or the task's non-zero code and len
+ *   message bytes (NUL-terminated; len 0 = no message).
+ * The consumer validates every length (a process-pool worker's bytes are
+ * not trusted, SEMANTICS 33). */
+enum { MAP_UNIFORM = 0x554d4643u, MAP_RECORDS = 0x524d4643u };
 struct map_rec {
-    int32_t code;
+    int32_t code;  /* MAP_UNIFORM / MAP_RECORDS in the header */
     uint32_t len;
 };
 _Static_assert(sizeof(struct map_rec) == 8, "records are 8-byte aligned");
@@ -85,28 +92,57 @@ struct map_buf {
     size_t len, cap;
 };
 
+static int map_buf_reserve(struct map_buf *b, size_t need)
+{
+    if (b->cap - b->len >= need) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < need) {
+        if (cap > SIZE_MAX / 2) return CF_ENOMEM;
+        cap *= 2;
+    }
+    void *p = b->data ? cf__realloc(b->data, b->cap, cap) : cf__alloc(cap);
+    if (!p) return CF_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void map_put_header(unsigned char *at, uint32_t kind, size_t len)
+{
+    struct map_rec r = { .code = (int32_t)kind, .len = (uint32_t)len };
+    memcpy(at, &r, sizeof r);
+}
+
+/* Append one MAP_RECORDS record. */
 static int map_buf_append(struct map_buf *b, int32_t code, const void *body, size_t len)
 {
     if (len > UINT32_MAX) return CF_ETOOBIG;
     size_t need = sizeof(struct map_rec) + round8(len);
-    if (b->cap - b->len < need) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < need) {
-            if (cap > SIZE_MAX / 2) return CF_ENOMEM;
-            cap *= 2;
-        }
-        void *p = b->data ? cf__realloc(b->data, b->cap, cap) : cf__alloc(cap);
-        if (!p) return CF_ENOMEM;
-        b->data = p;
-        b->cap = cap;
-    }
-    struct map_rec r = { .code = code, .len = (uint32_t)len };
+    if (map_buf_reserve(b, need) != 0) return CF_ENOMEM;
     unsigned char *at = b->data + b->len;
-    memcpy(at, &r, sizeof r);
-    if (len) memcpy(at + sizeof r, body, len);
+    map_put_header(at, (uint32_t)code, len);
+    if (len) memcpy(at + sizeof(struct map_rec), body, len);
     /* Zero the padding: the bytes may travel to another process. */
-    memset(at + sizeof r + len, 0, round8(len) - len);
+    memset(at + sizeof(struct map_rec) + len, 0, round8(len) - len);
     b->len += need;
+    return 0;
+}
+
+/* Rewrite the first `done` items of a MAP_UNIFORM buffer as records. */
+static int map_buf_to_records(struct map_buf *b, size_t done, size_t len)
+{
+    size_t stride = round8(len);
+    struct map_buf r = { 0 };
+    if (map_buf_reserve(&r, sizeof(struct map_rec) * (done + 2) + done * stride) != 0) return CF_ENOMEM;
+    map_put_header(r.data, MAP_RECORDS, 0);
+    r.len = sizeof(struct map_rec);
+    for (size_t i = 0; i < done; i++)
+        if (map_buf_append(&r, 0, b->data + sizeof(struct map_rec) + i * stride, len) != 0) {
+            cf__free(r.data, r.cap);
+            return CF_ENOMEM;
+        }
+    cf__free(b->data, b->cap);
+    *b = r;
     return 0;
 }
 
@@ -117,7 +153,7 @@ static int map_buf_append(struct map_buf *b, int32_t code, const void *body, siz
 static int map_out_adopt(cf_out *out, struct map_buf *b)
 {
     if (b->len <= CF__INLINE_RES || b->len > UINT32_MAX) {
-        int rc = cf_out_set(out, b->len ? b->data : map_no_items, b->len);
+        int rc = cf_out_set(out, b->data, b->len);
         cf__free(b->data, b->cap);
         return rc;
     }
@@ -145,36 +181,93 @@ static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
     }
 
     struct map_buf b = { 0 };
+    bool uniform = true; /* so far every item succeeded with ulen bytes */
+    size_t ulen = 0, stride = 0;
+    struct cf_out o;
+    cf__out_init(&o);
     for (uint32_t i = 0; i < h.count; i++) {
-        struct cf_out o;
-        cf__out_init(&o);
         int32_t code = h.fn(items + (size_t)i * h.arg_len, h.arg_len, &o);
-        const void *body;
-        size_t len;
-        if (code == 0 && o.failed) {
-            static const char nomem[] = "cf_map: out of memory storing the item's result";
-            code = CF_ENOMEM;
-            body = nomem;
-            len = sizeof nomem;
-        } else if (code == 0) {
-            body = o.data;
-            len = o.len;
+        if (uniform) {
+            bool ok = code == 0 && !o.failed;
+            if (ok && i == 0) {
+                /* One allocation for the whole chunk, sized by item 0. */
+                ulen = o.len;
+                stride = round8(ulen);
+                if (ulen <= UINT32_MAX && (!stride || h.count <= (SIZE_MAX - 8) / stride) &&
+                    map_buf_reserve(&b, sizeof(struct map_rec) + h.count * stride) == 0) {
+                    map_put_header(b.data, MAP_UNIFORM, ulen);
+                    b.len = sizeof(struct map_rec);
+                } else {
+                    ok = false; /* too big for one buffer: records report it */
+                }
+            }
+            if (ok && o.len == ulen) {
+                unsigned char *at = b.data + b.len;
+                if (ulen == 8) {
+                    memcpy(at, o.data, 8); /* the common case: one 8-byte move */
+                } else {
+                    memcpy(at, o.data, ulen);
+                    memset(at + ulen, 0, stride - ulen);
+                }
+                b.len += stride;
+                goto next;
+            }
+            /* This item breaks the uniform layout: switch to records. */
+            if (b.len == 0) {
+                if (map_buf_reserve(&b, 64) != 0) goto nomem;
+                map_put_header(b.data, MAP_RECORDS, 0);
+                b.len = sizeof(struct map_rec);
+            } else if (map_buf_to_records(&b, i, ulen) != 0) {
+                goto nomem;
+            }
+            uniform = false;
+        }
+        {
+            const void *body;
+            size_t len;
+            if (code == 0 && o.failed) {
+                /* The task ignored a failed cf_out_* call: not a success. */
+                static const char nomem[] = "cf_map: out of memory storing the item's result";
+                static const char big[] = "cf_map: the item's result is larger than 4 GiB";
+                code = o.failed;
+                body = code == CF_ETOOBIG ? big : nomem;
+                len = code == CF_ETOOBIG ? sizeof big : sizeof nomem;
+            } else if (code == 0) {
+                body = o.data;
+                len = o.len;
+            } else {
+                body = o.msg;
+                len = o.msg ? strlen(o.msg) + 1 : 0;
+            }
+            int rc = map_buf_append(&b, code, body, len);
+            if (rc == CF_ETOOBIG) {
+                static const char big[] = "cf_map: the item's result is larger than 4 GiB";
+                rc = map_buf_append(&b, CF_ETOOBIG, big, sizeof big);
+            }
+            if (rc != 0) goto nomem;
+        }
+    next:
+        /* Reuse o: dispose only what an item allocated (rare). */
+        if (o.data != o.small || o.msg) {
+            cf__out_dispose(&o);
         } else {
-            body = o.msg;
-            len = o.msg ? strlen(o.msg) + 1 : 0;
-        }
-        int rc = map_buf_append(&b, code, body, len);
-        if (rc == CF_ETOOBIG) {
-            static const char big[] = "cf_map: the item's result is larger than 4 GiB";
-            rc = map_buf_append(&b, CF_ETOOBIG, big, sizeof big);
-        }
-        cf__out_dispose(&o);
-        if (rc != 0) {
-            cf__free(b.data, b.cap);
-            return cf_out_error(out, CF_ENOMEM, "cf_map: out of memory building a chunk result");
+            o.len = 0;
+            o.code = 0;
+            o.failed = 0;
         }
     }
+    cf__out_dispose(&o);
+    if (!b.data) { /* no items */
+        if (map_buf_reserve(&b, sizeof(struct map_rec)) != 0) goto nomem;
+        map_put_header(b.data, MAP_RECORDS, 0);
+        b.len = sizeof(struct map_rec);
+    }
     return map_out_adopt(out, &b);
+
+nomem:
+    cf__out_dispose(&o);
+    cf__free(b.data, b.cap);
+    return cf_out_error(out, CF_ENOMEM, "cf_map: out of memory building a chunk result");
 }
 
 /* ---- the iterator (runs in the consumer) ---- */
@@ -198,11 +291,15 @@ struct cf_map_iter {
     size_t next_submit;
     size_t cur;            /* the chunk being yielded */
     size_t cur_item;       /* index in it of the next item */
+    size_t cur_count;      /* items in it once loaded; 0 while not loaded */
     bool cur_loaded;
 
-    /* The loaded chunk: its records, or one error for all its items. */
+    /* The loaded chunk: MAP_UNIFORM items (res_stride apart, res_item_len
+     * bytes each), MAP_RECORDS, or one error for all its items. */
     const unsigned char *res;
     size_t res_len, res_off;
+    bool res_uniform;
+    size_t res_stride, res_item_len;
     int chunk_err, chunk_code;
     const char *chunk_msg;
 
@@ -294,39 +391,71 @@ static double map_time_left(const cf_map_iter *it)
     return left > 0 ? (double)left / 1e9 : CF_POLL;
 }
 
-/* Wait for chunk `cur` and make its records current. 0 or CF_ETIMEDOUT. */
+static void map_chunk_failed(cf_map_iter *it, int rc, int code, const char *msg)
+{
+    it->chunk_err = rc;
+    it->chunk_code = code;
+    it->chunk_msg = msg;
+}
+
+/* Check a chunk result's header and layout before reading any item from it
+ * (the bytes may come from a worker process, SEMANTICS 33). */
+static void map_parse_result(cf_map_iter *it, const unsigned char *data, size_t len, size_t count)
+{
+    static const char bad[] = "cf_map: a chunk result is malformed";
+    struct map_rec h;
+    if (len < sizeof h) {
+        map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, bad);
+        return;
+    }
+    memcpy(&h, data, sizeof h);
+    it->res = data;
+    it->res_len = len;
+    it->res_off = sizeof h;
+    if ((uint32_t)h.code == MAP_UNIFORM) {
+        size_t stride = round8(h.len);
+        if (stride && count > (len - sizeof h) / stride) {
+            map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, bad);
+            return;
+        }
+        it->res_uniform = true;
+        it->res_stride = stride;
+        it->res_item_len = h.len;
+    } else if ((uint32_t)h.code != MAP_RECORDS) {
+        map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, bad);
+    }
+}
+
+/* Wait for chunk `cur` and make its items current. 0 or CF_ETIMEDOUT. */
 static int map_load_chunk(cf_map_iter *it)
 {
     struct map_slot *s = &it->ring[it->cur % it->window];
+    size_t count = chunk_count(it, it->cur);
     it->res = NULL;
     it->res_len = it->res_off = 0;
-    it->chunk_err = 0;
-    it->chunk_code = 0;
-    it->chunk_msg = NULL;
+    it->res_uniform = false;
+    map_chunk_failed(it, 0, 0, NULL);
     if (!s->f) {
-        it->chunk_err = it->chunk_code = s->err;
-        it->chunk_msg = "cf_map: the chunk holding this item could not be submitted";
+        map_chunk_failed(it, s->err, s->err, "cf_map: the chunk holding this item could not be submitted");
     } else {
         const void *data = NULL;
         size_t len = 0;
         int rc = cf_future_result(s->f, map_time_left(it), &data, &len);
         if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
         if (rc == 0) {
-            it->res = data;
-            it->res_len = len;
+            map_parse_result(it, data, len, count);
         } else {
-            /* The chunk as a whole did not produce records: cancelled
+            /* The chunk as a whole did not produce results: cancelled
              * (shutdown with cancel_futures), broken pool, or our own
              * allocation failure in map_chunk_run. Every item reports it. */
             int code = rc;
             const char *msg = NULL;
             if (rc == CF_ETASK || rc == CF_EBROKEN) (void)cf_future_exception(s->f, CF_POLL, &code, &msg);
-            it->chunk_err = rc;
-            it->chunk_code = code;
-            it->chunk_msg = msg;
+            map_chunk_failed(it, rc, code, msg);
         }
     }
     it->cur_item = 0;
+    it->cur_count = count;
     it->cur_loaded = true;
     return 0;
 }
@@ -340,6 +469,7 @@ static void map_advance(cf_map_iter *it)
     s->f = NULL;
     it->cur++;
     it->cur_loaded = false;
+    it->cur_count = 0;
     map_refill(it);
 }
 
@@ -353,10 +483,10 @@ static int map_item_error(cf_map_iter *it, int rc, int code, const char *msg)
     return rc;
 }
 
-/* Yield item cur_item of the loaded chunk. A record that does not parse
- * (a buggy worker process, SEMANTICS 33) fails the rest of its chunk with
- * CF_EBROKEN instead of reading past the buffer. */
-static int map_take_item(cf_map_iter *it, const void **data, size_t *len)
+/* Yield item cur_item of a MAP_RECORDS chunk (or of a failed one). A record
+ * that does not parse fails the rest of its chunk with CF_EBROKEN instead
+ * of reading past the buffer. */
+static int map_take_record(cf_map_iter *it, const void **data, size_t *len)
 {
     it->cur_item++;
     if (it->chunk_err) return map_item_error(it, it->chunk_err, it->chunk_code, it->chunk_msg);
@@ -378,28 +508,53 @@ static int map_take_item(cf_map_iter *it, const void **data, size_t *len)
     return map_item_error(it, CF_ETASK, r.code, r.len ? (const char *)body : NULL);
 
 malformed:
-    it->chunk_err = it->chunk_code = CF_EBROKEN;
-    it->chunk_msg = "cf_map: a chunk result is malformed";
+    map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, "cf_map: a chunk result is malformed");
     return map_item_error(it, CF_EBROKEN, CF_EBROKEN, it->chunk_msg);
 }
 
-int cf_map_next(cf_map_iter *it, const void **data, size_t *len)
+/* The slow path: move to the next chunk, waiting for it. */
+static int map_next_chunk(cf_map_iter *it, const void **data, size_t *len)
 {
-    if (data) *data = NULL;
-    if (len) *len = 0;
-    if (!it) return CF_EINVAL;
-    it->exc_valid = false;
     if (it->timed_out) return CF_ETIMEDOUT;
-    if (it->cur_loaded && it->cur_item == chunk_count(it, it->cur)) map_advance(it);
+    if (it->cur_loaded) map_advance(it); /* all its items were yielded */
     if (it->cur >= it->n_chunks) return CF_END;
-    if (!it->cur_loaded && map_load_chunk(it) == CF_ETIMEDOUT) {
+    if (map_load_chunk(it) == CF_ETIMEDOUT) {
         /* SEMANTICS 24: everything not yet yielded is cancelled; nothing
          * more is submitted. */
         it->timed_out = true;
         map_cancel_outstanding(it);
         return CF_ETIMEDOUT;
     }
-    return map_take_item(it, data, len);
+    if (it->cur_count == 0) return CF_END; /* not reached: chunks are never empty */
+    if (it->res_uniform && !it->chunk_err) {
+        it->cur_item = 1;
+        if (data) *data = it->res + it->res_off;
+        if (len) *len = it->res_item_len;
+        return 0;
+    }
+    return map_take_record(it, data, len);
+}
+
+int cf_map_next(cf_map_iter *it, const void **data, size_t *len)
+{
+    if (!it) {
+        if (data) *data = NULL;
+        if (len) *len = 0;
+        return CF_EINVAL;
+    }
+    it->exc_valid = false;
+    size_t i = it->cur_item;
+    if (__builtin_expect(i < it->cur_count && it->res_uniform && !it->chunk_err, 1)) {
+        /* The fast path: the next item of a uniform chunk. */
+        it->cur_item = i + 1;
+        if (data) *data = it->res + it->res_off + i * it->res_stride;
+        if (len) *len = it->res_item_len;
+        return 0;
+    }
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    if (i < it->cur_count) return map_take_record(it, data, len);
+    return map_next_chunk(it, data, len);
 }
 
 int cf_map_next_i64(cf_map_iter *it, int64_t *v)
@@ -464,6 +619,7 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     size_t window = o.window ? o.window : ex->map_window;
     if (!window) window = MAP_WINDOW_PER_WORKER * workers;
     if (window > n_chunks) window = n_chunks ? n_chunks : 1;
+    if (window > SIZE_MAX / sizeof(struct map_slot)) return CF_ENOMEM;
 
     cf_map_iter *it = cf__calloc(sizeof *it);
     if (!it) return CF_ENOMEM;
