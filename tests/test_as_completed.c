@@ -1,0 +1,313 @@
+/* cf_as_completed: SEMANTICS 4, 15, 16 (done ones first, then completion
+ * order; each distinct future once; timeout with the remaining count;
+ * cancel wakes it; its own references; O(n) total; removal on free). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "cfutures.h"
+#include "future.h"
+#include "support/test_env.h"
+
+static uint32_t word(cf_future *f)
+{
+    return atomic_load_explicit(&f->state, memory_order_acquire);
+}
+
+static void assert_no_listeners(cf_future *f)
+{
+    assert_int_equal(word(f) & (CF__HAS_LISTENERS | CF__LIST_LOCK), 0);
+    assert_null(f->listeners);
+}
+
+static pthread_t spawn(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
+    return t;
+}
+
+static void set_i64(cf_future *f, int64_t v)
+{
+    assert_int_equal(cf_future_set_result(f, &v, sizeof v), 0);
+}
+
+static void empty(void **state)
+{
+    (void)state;
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(NULL, 0, CF_FOREVER, &it), 0);
+    cf_future *f = (cf_future *)0x1;
+    assert_int_equal(cf_as_completed_next(it, &f), CF_END);
+    assert_int_equal(cf_as_completed_remaining(it), 0);
+    cf_as_completed_free(it);
+}
+
+/* Done ones first (in input order), then in completion order. */
+static void done_first_then_completion_order(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    cf_future *f[N];
+    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    set_i64(f[4], 4);
+    assert_true(cf_future_cancel(f[1]));
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
+    cf_future *g;
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_ptr_equal(g, f[1]);
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_ptr_equal(g, f[4]);
+    int order[] = { 3, 0, 5, 2 };
+    for (int k = 0; k < 4; k++) {
+        if (k == 1) assert_true(cf_future_cancel(f[order[k]]));
+        else if (k == 2) assert_int_equal(cf_future_set_exception(f[order[k]], 1, "e"), 0);
+        else set_i64(f[order[k]], k);
+    }
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(cf_as_completed_next(it, &g), 0);
+        assert_ptr_equal(g, f[order[k]]);
+    }
+    assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+    assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+    assert_int_equal(cf_as_completed_remaining(it), 0);
+    cf_as_completed_free(it);
+    for (int i = 0; i < N; i++) {
+        assert_no_listeners(f[i]);
+        cf_future_release(f[i]);
+    }
+}
+
+static void duplicates_once_and_own_references(void **state)
+{
+    (void)state;
+    cf_future *a = cf_future_new(), *b = cf_future_new();
+    cf_future *fs[] = { a, b, a, a, b };
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(fs, 5, CF_FOREVER, &it), 0);
+    memset(fs, 0, sizeof fs); /* the snapshot does not need the array */
+    cf_future_retain(a);      /* keep a to complete it */
+    cf_future_retain(b);
+    set_i64(b, 1);
+    set_i64(a, 2);
+    cf_future_release(a); /* the caller's references go; the iterator's stay */
+    cf_future_release(b);
+    cf_future_release(a);
+    cf_future_release(b);
+    cf_future *g;
+    int64_t v;
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_int_equal(cf_future_result_i64(g, CF_POLL, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_int_equal(cf_future_result_i64(g, CF_POLL, &v), 0);
+    assert_int_equal(v, 2);
+    assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+    cf_as_completed_free(it);
+
+    /* the hashed dedup path */
+    enum { N = 100 };
+    cf_future *f[N], *many[3 * N];
+    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    for (int i = 0; i < 3 * N; i++) many[i] = f[(i * 13) % N];
+    assert_int_equal(cf_as_completed_new(many, 3 * N, CF_FOREVER, &it), 0);
+    assert_int_equal(cf_as_completed_remaining(it), N);
+    for (int i = N - 1; i >= 0; i--) set_i64(f[i], i);
+    for (int i = N - 1; i >= 0; i--) {
+        assert_int_equal(cf_as_completed_next(it, &g), 0);
+        assert_ptr_equal(g, f[i]);
+    }
+    assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+    cf_as_completed_free(it);
+    for (int i = 0; i < N; i++) cf_future_release(f[i]);
+}
+
+static void timeout_with_remaining(void **state)
+{
+    (void)state;
+    cf_future *a = cf_future_new(), *b = cf_future_new(), *c = cf_future_new();
+    set_i64(b, 1);
+    cf_future *fs[] = { a, b, c };
+    cf_as_completed *it;
+    int64_t t0 = cf__now_ns();
+    assert_int_equal(cf_as_completed_new(fs, 3, 0.03, &it), 0); /* the deadline starts now */
+    cf_future *g;
+    assert_int_equal(cf_as_completed_next(it, &g), 0); /* done ones before the timeout */
+    assert_ptr_equal(g, b);
+    assert_int_equal(cf_as_completed_next(it, &g), CF_ETIMEDOUT);
+    assert_true(cf__now_ns() - t0 >= 30000000);
+    assert_int_equal(cf_as_completed_remaining(it), 2);
+    /* something completed after the timeout is still handed out */
+    set_i64(c, 3);
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_ptr_equal(g, c);
+    assert_int_equal(cf_as_completed_next(it, &g), CF_ETIMEDOUT);
+    assert_int_equal(cf_as_completed_remaining(it), 1);
+    cf_as_completed_free(it);
+    assert_no_listeners(a);
+
+    /* a poll */
+    assert_int_equal(cf_as_completed_new(fs, 3, CF_POLL, &it), 0);
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_int_equal(cf_as_completed_next(it, &g), CF_ETIMEDOUT);
+    assert_int_equal(cf_as_completed_remaining(it), 1);
+    cf_as_completed_free(it);
+    assert_no_listeners(a);
+    cf_future_release(a);
+    cf_future_release(b);
+    cf_future_release(c);
+}
+
+/* ---- 4: cancel wakes a thread blocked in next() ---- */
+struct next_arg {
+    cf_as_completed *it;
+    cf_future *got;
+    int rc;
+};
+
+static void *next_thread(void *p)
+{
+    struct next_arg *a = p;
+    a->rc = cf_as_completed_next(a->it, &a->got);
+    return NULL;
+}
+
+static void cancel_wakes_next(void **state)
+{
+    (void)state;
+    cf_future *f = cf_future_new();
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(&f, 1, CF_FOREVER, &it), 0);
+    struct next_arg a = { .it = it };
+    pthread_t t = spawn(next_thread, &a);
+    /* Give it a chance to reach its futex sleep. The outcome must not
+     * depend on whether it got there: no wake-up may be lost either way. */
+    for (int i = 0; i < 1000; i++) sched_yield();
+    assert_true(cf_future_cancel(f));
+    pthread_join(t, NULL);
+    assert_int_equal(a.rc, 0);
+    assert_ptr_equal(a.got, f);
+    cf_as_completed_free(it);
+    cf_future_release(f);
+}
+
+/* Free before the end: the iterator leaves no node on the futures, and
+ * later completions do not touch freed memory (ASan). */
+static void free_early(void **state)
+{
+    (void)state;
+    enum { N = 10 };
+    cf_future *f[N];
+    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
+    set_i64(f[0], 0); /* one notified, not yet yielded */
+    cf_as_completed_free(it);
+    for (int i = 0; i < N; i++) {
+        assert_no_listeners(f[i]);
+        if (i) set_i64(f[i], i);
+        cf_future_release(f[i]);
+    }
+}
+
+/* Completers on other threads, racing with the iterator and with its
+ * free: every future seen exactly once. */
+struct completer_arg {
+    cf_future **f;
+    int from, to, step;
+};
+
+static void *completer_thread(void *p)
+{
+    struct completer_arg *a = p;
+    for (int i = a->from; i < a->to; i += a->step) {
+        if (i % 4 == 0) (void)cf_future_cancel(a->f[i]);
+        else set_i64(a->f[i], i);
+    }
+    return NULL;
+}
+
+static void stress_exactly_once(void **state)
+{
+    (void)state;
+    int rounds = (int)(20 * cf_test_scale());
+    enum { N = 500, T = 2 };
+    for (int r = 0; r < rounds; r++) {
+        cf_future *f[N];
+        for (int i = 0; i < N; i++) f[i] = cf_future_new();
+        cf_as_completed *it;
+        assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
+        struct completer_arg ca[T];
+        pthread_t t[T];
+        for (int k = 0; k < T; k++) {
+            ca[k] = (struct completer_arg){ .f = f, .from = k, .to = N, .step = T };
+            t[k] = spawn(completer_thread, &ca[k]);
+        }
+        unsigned char seen[N] = { 0 };
+        int stop = r % 2 ? N / 2 : N; /* odd rounds free mid-way */
+        for (int k = 0; k < stop; k++) {
+            cf_future *g;
+            assert_int_equal(cf_as_completed_next(it, &g), 0);
+            assert_true(cf_future_done(g));
+            int idx = -1;
+            for (int i = 0; i < N; i++)
+                if (f[i] == g) idx = i;
+            assert_true(idx >= 0);
+            assert_int_equal(seen[idx], 0);
+            seen[idx] = 1;
+        }
+        if (stop == N) {
+            cf_future *g;
+            assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+        }
+        cf_as_completed_free(it);
+        for (int k = 0; k < T; k++) pthread_join(t[k], NULL);
+        for (int i = 0; i < N; i++) {
+            assert_no_listeners(f[i]);
+            cf_future_release(f[i]);
+        }
+    }
+}
+
+/* 16: a large set goes through in O(n) (a quadratic iterator would take
+ * minutes here; the ctest timeout is the guard, not a timing assertion). */
+static void large_set(void **state)
+{
+    (void)state;
+    size_t n = (size_t)(100000 * cf_test_scale());
+    cf_future **f = malloc(n * sizeof *f);
+    for (size_t i = 0; i < n; i++) f[i] = cf_future_new();
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(f, n, CF_FOREVER, &it), 0);
+    for (size_t i = 0; i < n; i++) set_i64(f[n - 1 - i], (int64_t)i);
+    for (size_t i = 0; i < n; i++) {
+        cf_future *g;
+        assert_int_equal(cf_as_completed_next(it, &g), 0);
+        if (g != f[n - 1 - i]) fail();
+    }
+    cf_as_completed_free(it);
+    for (size_t i = 0; i < n; i++) cf_future_release(f[i]);
+    free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(empty),
+        cmocka_unit_test(done_first_then_completion_order),
+        cmocka_unit_test(duplicates_once_and_own_references),
+        cmocka_unit_test(timeout_with_remaining),
+        cmocka_unit_test(cancel_wakes_next),
+        cmocka_unit_test(free_early),
+        cmocka_unit_test(stress_exactly_once),
+        cmocka_unit_test(large_set),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
