@@ -256,6 +256,7 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->n_inj = p->place.n_numa >= 1 ? p->place.n_numa : 1;
     p->steal_attempts = cf__steal_attempts(&p->cfg, p->n);
     p->spin_ns = p->cfg.spin_ns;
+    p->max_searching = p->n / 2 > 1 ? p->n / 2 : 1;
     p->stats = p->cfg.stats;
     snprintf(p->prefix, sizeof p->prefix, "%s",
              opts && opts->thread_name_prefix ? opts->thread_name_prefix : "cf");

@@ -76,6 +76,7 @@ struct cf__pool {
     void *inj_raw;
     int n_inj;
     int steal_attempts;
+    int max_searching;       /* workers that may spin at once: max(1, n / 2) */
     long spin_ns;
     bool stats;
     cf_init_fn *init;

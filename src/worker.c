@@ -271,9 +271,12 @@ static cf_future *idle(struct cf__worker *w)
     struct cf__pool *p = w->pool;
     for (;;) {
         /* Relaxed: a hint for submitters; the decrement below is what the
-         * no-lost-wake-up argument needs. */
-        atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
+         * no-lost-wake-up argument needs. At most max_searching spin at
+         * once: the others go straight to the parking re-check, so idle
+         * workers do not take the CPU from threads that have work. */
+        int searchers = atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
         int64_t start = 0;
+        long budget = searchers < p->max_searching ? p->spin_ns : 0;
         unsigned backoff = 0;
         for (;;) {
             bool more = false;
@@ -290,12 +293,17 @@ static cf_future *idle(struct cf__worker *w)
                 }
                 return f;
             }
-            if (time_up(&start, p->spin_ns))
+            if (time_up(&start, budget))
                 break;
-            for (unsigned i = 0; i < (1u << backoff); i++)
-                cf__cpu_relax();
-            if (backoff < BACKOFF_MAX)
+            if (backoff < BACKOFF_MAX) {
+                for (unsigned i = 0; i < (1u << backoff); i++)
+                    cf__cpu_relax();
                 backoff++;
+            } else {
+                /* Let a runnable thread on this CPU (often the submitter,
+                 * when there are more threads than cores) have it. */
+                sched_yield();
+            }
         }
         /* Relaxed: ordered before the re-check by cf__ec_prepare's fence. */
         atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
