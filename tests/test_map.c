@@ -518,6 +518,110 @@ static void test_free_anywhere(void **state)
     cf_executor_free(ex);
 }
 
+/* ---- chunk results are validated before use (SEMANTICS 33) ----
+ * A fake executor answers every chunk with crafted bytes, as a buggy or
+ * hostile worker process could: each item must report CF_EBROKEN (or a
+ * well-formed value), never read past the buffer (ASan checks). */
+
+static const unsigned char *g_fake;
+static size_t g_fake_len;
+
+static int fake_submit_impl(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t arg_len,
+                            cf_future **out)
+{
+    (void)ex, (void)fn, (void)arg, (void)arg_len;
+    cf_future *f = cf_future_new();
+    if (!f) return CF_ENOMEM;
+    assert_int_equal(cf_future_set_result(f, g_fake, g_fake_len), 0);
+    *out = f;
+    return 0;
+}
+
+static int fake_workers(const cf_executor *ex)
+{
+    (void)ex;
+    return 1;
+}
+
+static const struct cf__executor_ops fake_ops = {
+    .kind = "test-fake",
+    .submit = fake_submit_impl,
+    .workers = fake_workers,
+};
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+
+/* Map 3 items in one chunk over the crafted bytes; returns how many items
+ * reported CF_EBROKEN. */
+static int broken_items(const unsigned char *bytes, size_t len)
+{
+    struct cf_executor fake = { .ops = &fake_ops };
+    g_fake = bytes;
+    g_fake_len = len;
+    int64_t xs[3] = { 1, 2, 3 };
+    cf_map_iter *it;
+    assert_int_equal(cf_map(&fake, square, xs, sizeof *xs, 3, &(cf_map_opts){ .chunksize = 3 }, &it), 0);
+    int broken = 0;
+    for (int i = 0; i < 3; i++) {
+        int rc = cf_map_next(it, NULL, NULL);
+        if (rc == CF_EBROKEN) {
+            int code;
+            const char *msg;
+            assert_int_equal(cf_map_exception(it, &code, &msg), 0);
+            assert_int_equal(code, CF_EBROKEN);
+            assert_non_null(msg);
+            broken++;
+        } else {
+            assert_true(rc == 0 || rc == CF_ETASK);
+        }
+    }
+    assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
+    cf_map_free(it);
+    return broken;
+}
+
+static void test_malformed_results(void **state)
+{
+    (void)state;
+    unsigned char b[64];
+    memset(b, 0, sizeof b);
+    /* Too short for a header. */
+    assert_int_equal(broken_items(b, 3), 3);
+    /* An unknown layout. */
+    put32(b, 0x12345678u);
+    assert_int_equal(broken_items(b, 8), 3);
+    /* Uniform (tag "CFMU"), 8-byte items, but room for only two. */
+    memcpy(b, "CFMU", 4);
+    put32(b + 4, 8);
+    assert_int_equal(broken_items(b, 8 + 16), 3);
+    /* Uniform with an absurd item length. */
+    put32(b + 4, UINT32_MAX);
+    assert_int_equal(broken_items(b, 64), 3);
+    /* Records (tag "CFMR"): one good item, then a length past the end. */
+    memset(b, 0, sizeof b);
+    memcpy(b, "CFMR", 4);
+    put32(b + 8, 0);
+    put32(b + 12, 8); /* item 0: code 0, 8 bytes */
+    put32(b + 24, 0);
+    put32(b + 28, 1000); /* item 1: 1000 bytes: past the end */
+    assert_int_equal(broken_items(b, 40), 2);
+    /* Records: item 0 an error whose message lacks its NUL. */
+    memset(b, 0, sizeof b);
+    memcpy(b, "CFMR", 4);
+    put32(b + 8, 7);
+    put32(b + 12, 8);
+    memset(b + 16, 'x', 8);
+    assert_int_equal(broken_items(b, 24), 3);
+    /* Records: the buffer ends after one item. */
+    memset(b, 0, sizeof b);
+    memcpy(b, "CFMR", 4);
+    put32(b + 12, 8);
+    assert_int_equal(broken_items(b, 24), 2);
+}
+
 /* ---- bad input ---- */
 
 static void test_bad_input(void **state)
@@ -583,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_timeout_done_items_still_yield),
         cmocka_unit_test(test_free_early),
         cmocka_unit_test(test_free_anywhere),
+        cmocka_unit_test(test_malformed_results),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
