@@ -41,7 +41,7 @@
 #include "probes.h"
 #include "thread_pool.h"
 
-_Thread_local struct cf__worker *cf__tls_worker;
+CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
 
 #define HELP_NAP_NS 100000 /* a waiting task re-scans for work this often */
 #define BACKOFF_MAX 6      /* spin back-off: at most 2^6 pauses between scans */
@@ -252,10 +252,12 @@ void cf__pool_wake_if_idle(struct cf__pool *p)
         wake_one(p);
 }
 
-static inline bool time_up(int64_t *start, long budget)
+static inline bool time_up(int64_t *start, long budget, unsigned round)
 {
     if (budget <= 0)
         return true;
+    if (*start != 0 && round % 8 != 0)
+        return false; /* the clock is read every 8th round only */
     int64_t now = cf__now_ns();
     if (*start == 0) {
         *start = now;
@@ -277,7 +279,7 @@ static cf_future *idle(struct cf__worker *w)
         int searchers = atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
         int64_t start = 0;
         long budget = searchers < p->max_searching ? p->spin_ns : 0;
-        unsigned backoff = 0;
+        unsigned backoff = 0, round = 0;
         for (;;) {
             bool more = false;
             cf_future *f = scan(w, &more);
@@ -293,7 +295,7 @@ static cf_future *idle(struct cf__worker *w)
                 }
                 return f;
             }
-            if (time_up(&start, budget))
+            if (time_up(&start, budget, ++round))
                 break;
             if (backoff < BACKOFF_MAX) {
                 for (unsigned i = 0; i < (1u << backoff); i++)
@@ -328,9 +330,33 @@ static cf_future *idle(struct cf__worker *w)
 
 /* ---- waiting inside a task ---- */
 
+/* Sleep on f's state word until it is done, woken, or `until` (no spin:
+ * the caller has been scanning for work meanwhile). The protocol is
+ * future.c's (future.h: CF__SLEEPERS): announce the sleeper with a CAS, and
+ * the completer, whose CAS reads the bit, makes the futex_wake call. */
+static void nap_on(cf_future *f, cf__deadline until)
+{
+    /* Acquire: a done state lets the caller read the outcome. */
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (cf__state_done(s))
+        return;
+    if (!(s & CF__SLEEPERS)) {
+        /* Acquire on failure: the word changed (maybe done); the caller
+         * re-checks. */
+        if (!atomic_compare_exchange_strong_explicit(&f->state, &s, s | CF__SLEEPERS,
+                                                     memory_order_acquire, memory_order_acquire))
+            return;
+        s |= CF__SLEEPERS;
+    }
+    cf__futex_wait(&f->state, s, until, false);
+}
+
 static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
 {
     struct cf__worker *w = ctx;
+    struct cf__pool *p = w->pool;
+    int64_t start = 0;
+    unsigned idle = 0;
     while (!cf__state_done(cf__future_state(f, memory_order_acquire))) {
         bool more = false;
         cf_future *g = cf__deque_pop(&w->dq);
@@ -338,14 +364,29 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
             g = scan(w, &more);
         if (g) {
             run_task(w, g);
+            start = 0;
+            idle = 0;
+            continue;
+        }
+        /* Nothing to do: spin a little (the awaited task is usually running
+         * on another worker and about to finish), scanning again between
+         * pauses; then nap on the future and scan again. */
+        if (++idle < 64) {
+            for (unsigned i = 0; i < idle; i++)
+                cf__cpu_relax();
             continue;
         }
         int64_t now = cf__now_ns();
         if (now >= deadline)
             return CF_ETIMEDOUT;
+        if (start == 0)
+            start = now;
+        if (now - start < p->spin_ns) {
+            sched_yield();
+            continue;
+        }
         cf__deadline nap = now + HELP_NAP_NS;
-        if (cf__future_wait_done(f, nap < deadline ? nap : deadline) == 0)
-            return 0;
+        nap_on(f, nap < deadline ? nap : deadline);
     }
     return 0;
 }
