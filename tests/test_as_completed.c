@@ -297,6 +297,34 @@ static void large_set(void **state)
     free(f);
 }
 
+/* SEMANTICS 9 with as_completed: when a callback runs, the iterator has
+ * already been notified (next() with the deadline passed still yields). */
+static cf_as_completed *g_it;
+static _Atomic int g_cb_ok;
+static void check_notified_cb(cf_future *f, void *ud)
+{
+    (void)ud;
+    cf_future *g = NULL;
+    assert_int_equal(cf_as_completed_next(g_it, &g), 0);
+    assert_ptr_equal(g, f);
+    atomic_store_explicit(&g_cb_ok, 1, memory_order_relaxed);
+}
+
+static void callbacks_after_iterator_notified(void **state)
+{
+    (void)state;
+    cf_future *f = cf_future_new();
+    assert_int_equal(cf_future_add_done_callback(f, check_notified_cb, NULL), 0); /* older */
+    assert_int_equal(cf_as_completed_new(&f, 1, CF_POLL, &g_it), 0);
+    cf_future *g;
+    assert_int_equal(cf_as_completed_next(g_it, &g), CF_ETIMEDOUT);
+    set_i64(f, 1);
+    assert_int_equal(atomic_load_explicit(&g_cb_ok, memory_order_relaxed), 1);
+    assert_int_equal(cf_as_completed_next(g_it, &g), CF_END);
+    cf_as_completed_free(g_it);
+    cf_future_release(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +336,7 @@ int main(void)
         cmocka_unit_test(free_early),
         cmocka_unit_test(stress_exactly_once),
         cmocka_unit_test(large_set),
+        cmocka_unit_test(callbacks_after_iterator_notified),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

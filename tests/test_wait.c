@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -415,6 +417,75 @@ static void stress_no_lost_completion(void **state)
     }
 }
 
+/* SEMANTICS 9: callbacks run after every waiter has been released. The
+ * callback blocks until the thread in cf_wait has returned: if waiters were
+ * released after callbacks, this would never finish. */
+static _Atomic int g_wait_returned;
+static void *wait_thread_flag(void *p)
+{
+    wait_thread(p);
+    atomic_store_explicit(&g_wait_returned, 1, memory_order_release);
+    return NULL;
+}
+
+static void block_until_waiter_returned(cf_future *f, void *ud)
+{
+    (void)f, (void)ud;
+    while (!atomic_load_explicit(&g_wait_returned, memory_order_acquire)) sched_yield();
+}
+
+static void callbacks_after_wait_released(void **state)
+{
+    (void)state;
+    for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
+        atomic_store_explicit(&g_wait_returned, 0, memory_order_relaxed);
+        cf_future *f = cf_future_new();
+        cf_future *fs[] = { f };
+        struct wait_arg w = { .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER };
+        pthread_t th = spawn(wait_thread_flag, &w);
+        wait_for_listener(f); /* the waiter node is linked */
+        /* the callback is the newest listener: it still runs after the
+         * waiter is released */
+        assert_int_equal(cf_future_add_done_callback(f, block_until_waiter_returned, NULL), 0);
+        if (when == CF_FIRST_EXCEPTION) assert_int_equal(cf_future_set_exception(f, 1, NULL), 0);
+        else set_i64(f, 1);
+        pthread_join(th, NULL);
+        assert_int_equal(w.n_done, 1);
+        cf_future_release(f);
+    }
+}
+
+/* Signals to a thread sleeping in cf_wait do not end the wait early. */
+static void on_usr1(int sig)
+{
+    (void)sig;
+}
+
+static void signals_do_not_end_wait(void **state)
+{
+    (void)state;
+    struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
+    cf_future *f = cf_future_new();
+    cf_future *fs[] = { f };
+    struct wait_arg w = { .fs = fs, .n = 1, .when = CF_ALL_COMPLETED, .timeout = 0.05 };
+    int64_t t0 = cf__now_ns();
+    atomic_store_explicit(&g_wait_returned, 0, memory_order_relaxed);
+    pthread_t th = spawn(wait_thread_flag, &w);
+    while (!atomic_load_explicit(&g_wait_returned, memory_order_acquire)) {
+        pthread_kill(th, SIGUSR1);
+        usleep(1000); /* pacing of the signal stream, not synchronisation */
+    }
+    pthread_join(th, NULL);
+    assert_true(cf__now_ns() - t0 >= 50000000);
+    assert_int_equal(w.rc, 0);
+    assert_int_equal(w.n_done, 0);
+    assert_no_listeners(f);
+    cf_future_release(f);
+    signal(SIGUSR1, SIG_DFL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +499,8 @@ int main(void)
         cmocka_unit_test(timeout_returns_partition),
         cmocka_unit_test(timeouts_do_not_grow_lists),
         cmocka_unit_test(stress_no_lost_completion),
+        cmocka_unit_test(callbacks_after_wait_released),
+        cmocka_unit_test(signals_do_not_end_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
