@@ -1,0 +1,667 @@
+/* The process pool's collector: one thread in the parent that completes
+ * futures from the result slots (done-callbacks run here, as in CPython),
+ * feeds the overflow list into the rings, watches the zygote's reports and
+ * carries out shutdown, cancellation, termination and breakage.
+ *
+ * Everything read from shared memory is validated before use (SEMANTICS
+ * 33): a slot's state must carry the generation of the position being
+ * collected and a kind that a correct worker could have written there;
+ * result flags must be known; lengths must fit the slot or the spill ring;
+ * a spill position must lie between what the collector has freed and one
+ * ring further, with the record contiguous. Futures come from the parent's
+ * own records (struct cf__prec), never from shared memory. Anything that
+ * fails a check breaks the pool: every future fails with CF_EBROKEN and
+ * the workers are killed. Waits cannot hang on a worker's lie either: the
+ * doorbell word is only a hint (poll() also times out while work is in
+ * flight), and worker deaths come from the zygote's pipe.
+ *
+ * Concurrency: this thread alone removes records (collects) and alone runs
+ * the breakage sweep and the shutdown cancellation; producers only add
+ * records, under the channel lock. No lock is held while a future is
+ * completed or cancelled, so callbacks may call anything. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "futex.h"
+#include "proc_pool.h"
+
+_Thread_local struct cf__ppool *cf__pp_tls_collector;
+
+#define PUNCH_MIN (1u << 20) /* give back the pages of spilled records this big */
+
+struct coll {
+    struct cf__ppool *p;
+    bool zygote_gone, rep_eof;
+    bool term_done, cancel_done, exits_done;
+    int64_t kill_deadline; /* terminate: when to follow up with SIGKILL */
+};
+
+static void describe(char *b, size_t n, int pid, int st)
+{
+    if (st == -1) {
+        snprintf(b, n, "worker %d died (exit status unknown)", pid);
+    } else if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
+        const char *ab = sigabbrev_np(sig);
+        snprintf(b, n, "worker %d killed by signal %d (SIG%s)%s", pid, sig, ab ? ab : "?",
+                 WCOREDUMP(st) ? ", core dumped" : "");
+    } else if (WIFEXITED(st)) {
+        snprintf(b, n, "worker %d exited with status %d", pid, WEXITSTATUS(st));
+    } else {
+        snprintf(b, n, "worker %d died (wait status 0x%x)", pid, (unsigned)st);
+    }
+}
+
+static void punch(unsigned char *base, uint64_t len)
+{
+    if (len < PUNCH_MIN) return;
+    uintptr_t a = ((uintptr_t)base + 4095) & ~(uintptr_t)4095;
+    uintptr_t e = ((uintptr_t)base + len) & ~(uintptr_t)4095;
+    if (e > a) madvise((void *)a, e - a, MADV_REMOVE);
+}
+
+/* ---- failing everything ---- */
+
+static void fail_list(cf_future **fs, size_t n, const char *msg)
+{
+    for (size_t i = 0; i < n; i++) {
+        cf__future_fail_broken(fs[i], "%s", msg); /* CF_ESTATE if already done: fine */
+        cf_future_release(fs[i]);                  /* the executor's reference */
+    }
+}
+
+/* Fail every future in the rings and in the overflow list with msg. */
+static void fail_everything(struct coll *c, const char *msg)
+{
+    struct cf__ppool *p = c->p;
+    for (int i = 0; i < p->n; i++) {
+        struct cf__pchan *ch = &p->ch[i];
+        size_t k = 0;
+        pthread_mutex_lock(&ch->lock);
+        uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
+        for (uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed); pos < h; pos++) {
+            struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
+            if (r->f) p->scratch[k++] = r->f;
+            r->f = NULL;
+        }
+        /* release: producers that see it (acquire) see the records cleared */
+        atomic_store_explicit(&ch->collected, h, memory_order_release);
+        ch->dead = true;
+        pthread_mutex_unlock(&ch->lock);
+        fail_list(p->scratch, k, msg);
+    }
+    for (;;) {
+        pthread_mutex_lock(&p->ov_lock);
+        cf_future *f = p->ov_head;
+        p->ov_head = p->ov_tail = NULL;
+        atomic_store_explicit(&p->ov_count, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&p->ov_lock);
+        if (!f) break;
+        while (f) {
+            cf_future *next = (cf_future *)f->qnode.next;
+            fail_list(&f, 1, msg);
+            f = next;
+        }
+    }
+}
+
+static void break_pool(struct coll *c, const char *desc)
+{
+    struct cf__ppool *p = c->p;
+    if (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__PP_BROKEN) return;
+    char msg[320];
+    snprintf(msg, sizeof msg, "process pool broken: %s", desc);
+    p->broken_msg = cf__strdup(msg);
+    /* seq_cst: set before the sweep takes each lock; submitters re-check it
+     * under those locks, so nothing is added behind the sweep. */
+    atomic_fetch_or_explicit(&p->flags, CF__PP_BROKEN, memory_order_seq_cst);
+    fail_everything(c, msg);
+    if (!c->zygote_gone) {
+        struct cf__zreq q = {.op = CF__ZQ_KILL, .signo = SIGKILL};
+        cf__pp_zreq(p, &q); /* the rest cannot be trusted with the rings any more */
+    }
+}
+
+static void corrupted(struct coll *c, int chan, const char *what, uint64_t pos, uint64_t val)
+{
+    char desc[256];
+    snprintf(desc, sizeof desc, "worker %d corrupted shared memory (%s at position %llu: 0x%llx)",
+             (int)c->p->ch[chan].pid, what, (unsigned long long)pos, (unsigned long long)val);
+    break_pool(c, desc);
+}
+
+/* ---- collecting ---- */
+
+/* Read and check the result of a DONE slot into o. Returns 0, or -1 after
+ * breaking the pool. *code gets the task's code (or CF_ENOMEM). */
+static int take_result(struct coll *c, int chan, uint64_t pos, struct cf__pslot *s,
+                       struct cf_out *o, int *code)
+{
+    struct cf__ppool *p = c->p;
+    struct cf__pchan *ch = &p->ch[chan];
+    /* Each worker-written field is read once (relaxed: ordered after the
+     * acquire load of DONE by that load); checks use these copies only. */
+    int32_t rc = __atomic_load_n(&s->code, __ATOMIC_RELAXED);
+    uint64_t rlen = __atomic_load_n(&s->res_len, __ATOMIC_RELAXED);
+    uint64_t rpos = __atomic_load_n(&s->res_pos, __ATOMIC_RELAXED);
+    uint32_t mlen = __atomic_load_n(&s->msg_len, __ATOMIC_RELAXED);
+    uint32_t rf = __atomic_load_n(&s->rflags, __ATOMIC_RELAXED);
+    if (rf & ~CF__PR_KNOWN) return corrupted(c, chan, "result flags", pos, rf), -1;
+    if (rc == 0 && mlen) return corrupted(c, chan, "message length on success", pos, mlen), -1;
+    if (rc != 0 && rlen) return corrupted(c, chan, "result length on failure", pos, rlen), -1;
+    if (mlen > CF__PMSG_MAX) return corrupted(c, chan, "message length", pos, mlen), -1;
+    if (rlen > UINT32_MAX) return corrupted(c, chan, "result length", pos, rlen), -1;
+    uint64_t total = rlen + mlen, R = p->res_spill, t = ch->res_tail;
+    const unsigned char *src;
+    if (rf & CF__PR_SPILL) {
+        if (total == 0 || total > R || rpos < t || rpos - t > R || rpos % R + total > R ||
+            rpos + total - t > R)
+            return corrupted(c, chan, "result spill position", pos, rpos), -1;
+        src = p->ressp + (size_t)chan * R + rpos % R;
+    } else {
+        if (total > p->slot_size) return corrupted(c, chan, "inline result length", pos, total), -1;
+        src = cf__pp_inline(s);
+    }
+    cf__out_init(o);
+    *code = rc;
+    if (rc == 0) {
+        if (rlen <= CF__INLINE_RES) {
+            memcpy(o->small, src, rlen);
+            o->len = rlen;
+        } else {
+            void *b = cf__alloc(rlen);
+            if (b) {
+                memcpy(b, src, rlen);
+                o->data = b;
+                o->cap = rlen;
+                o->len = rlen;
+            } else {
+                *code = o->code = CF_ENOMEM;
+            }
+        }
+    } else if (mlen) {
+        char *m = cf__alloc((size_t)mlen + 1);
+        if (m) {
+            memcpy(m, src + rlen, mlen);
+            m[mlen] = 0;
+        }
+        o->msg = m;
+        o->code = rc;
+    } else {
+        o->code = rc;
+    }
+    if (rf & CF__PR_SPILL) {
+        struct cf__pchan_ctl *ctl = &p->ctl[chan];
+        punch((unsigned char *)src, total);
+        ch->res_tail = rpos + total;
+        /* seq_cst store, then seq_cst load of res_waiting: Dekker with the
+         * worker's store of res_waiting then load of res_tail (the store is
+         * also the release that lets the worker overwrite the bytes). */
+        atomic_store_explicit(&ctl->res_tail, ch->res_tail, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&ctl->res_seq, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&ctl->res_waiting, memory_order_seq_cst))
+            cf__futex_wake(&ctl->res_seq, 1, true);
+    }
+    return 0;
+}
+
+static bool collect_chan(struct coll *c, int chan)
+{
+    struct cf__ppool *p = c->p;
+    struct cf__pchan *ch = &p->ch[chan];
+    if (ch->dead) return false;
+    bool progress = false;
+    uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed); /* ours */
+    /* acquire: pairs with the producer's release store of head (records). */
+    uint64_t h = atomic_load_explicit(&ch->head, memory_order_acquire);
+    while (pos < h) {
+        struct cf__pslot *s = cf__pp_slot(p, chan, pos);
+        struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
+        /* acquire: pairs with the worker's release CAS to DONE/SKIPPED (and,
+         * through the release sequence, with our producer's exchange). */
+        uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
+        uint32_t k = cf__sk_kind(v);
+        if (cf__sk_gen(v) != cf__pos_gen(pos) || k == CF__SK_FREE || k > CF__SK_EXIT) {
+            corrupted(c, chan, "slot state", pos, v);
+            return true;
+        }
+        if (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT) break;
+        if (k == CF__SK_STARTED) {
+            if (!r->marked) {
+                r->marked = true;
+                if (r->f) cf__future_mark_running(r->f);
+            }
+            break;
+        }
+        struct cf_out o;
+        int code = 0;
+        if (k == CF__SK_DONE) {
+            if (r->is_exit) {
+                corrupted(c, chan, "a result for an exit marker", pos, v);
+                return true;
+            }
+            if (take_result(c, chan, pos, s, &o, &code)) return true;
+        } else { /* SKIPPED */
+            if (r->is_exit) {
+                ch->exit_consumed = true;
+            } else if (!cf_future_done(r->f)) {
+                corrupted(c, chan, "a skipped task that was not cancelled", pos, v);
+                return true;
+            }
+        }
+        if (r->arg_end) {
+            punch(p->argsp + (size_t)chan * p->arg_spill + r->arg_pos % p->arg_spill,
+                  r->arg_end - r->arg_pos);
+            /* release: the producer may reuse the argument bytes below it */
+            atomic_store_explicit(&ch->arg_tail, r->arg_end, memory_order_release);
+        }
+        cf_future *f = r->f;
+        r->f = NULL;
+        /* release: we are done reading the slot; the producer may refill it.
+         * The WAITER bit stays (the worker may sleep on the next lap). */
+        atomic_fetch_and_explicit(&s->state, CF__SK_WAITER, memory_order_release);
+        pos++;
+        /* release: pairs with the producers' acquire load in cf__pp_room */
+        atomic_store_explicit(&ch->collected, pos, memory_order_release);
+        progress = true;
+        if (k == CF__SK_DONE) {
+            ch->inc_done++;
+            atomic_fetch_add_explicit(&ch->tasks_run, 1, memory_order_relaxed);
+            if (cf__future_complete_from_out(f, code, &o) != 0) cf__out_dispose(&o);
+        }
+        if (f) cf_future_release(f);
+        if (ch->dead) break; /* a callback's action broke the pool meanwhile */
+    }
+    return progress;
+}
+
+/* ---- feeding the overflow list ---- */
+
+static bool feed(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    bool progress = false;
+    for (;;) {
+        pthread_mutex_lock(&p->ov_lock);
+        cf_future *f = p->ov_head;
+        if (!f) {
+            pthread_mutex_unlock(&p->ov_lock);
+            break;
+        }
+        bool drop = cf_future_done(f);
+        int placed = -1;
+        if (!drop) {
+            uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
+            for (int k = 0; k < p->n && placed < 0; k++) {
+                int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
+                struct cf__pchan *ch = &p->ch[chan];
+                if (ch->dead || ch->exit_placed) continue;
+                pthread_mutex_lock(&ch->lock);
+                if (cf__pp_room(p, chan, f->arg_len) &&
+                    cf__pp_place(p, chan, f, f->fn, cf__future_arg(f), f->arg_len))
+                    placed = chan;
+                pthread_mutex_unlock(&ch->lock);
+            }
+        }
+        if (drop || placed >= 0) {
+            p->ov_head = (cf_future *)f->qnode.next;
+            if (!p->ov_head) p->ov_tail = NULL;
+            atomic_fetch_sub_explicit(&p->ov_count, 1, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&p->ov_lock);
+        if (drop) {
+            cf_future_release(f);
+        } else if (placed >= 0) {
+            /* seq_cst fence: pairs with pp_on_cancel's (Dekker on owner and
+             * the future's state): a cancel that did not see the owner is
+             * seen here, and the slot is cancelled on its behalf. */
+            atomic_thread_fence(memory_order_seq_cst);
+            if (cf__future_state(f, memory_order_relaxed) == CF__CANCELLED) {
+                uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+                uint64_t pos = (uint64_t)(enc >> 16) - 1;
+                struct cf__pslot *s = cf__pp_slot(p, placed, pos);
+                uint32_t want = cf__sk_make(CF__SK_QUEUED, pos);
+                /* acq_rel: contends with the worker's QUEUED->STARTED */
+                atomic_compare_exchange_strong_explicit(&s->state, &want,
+                                                        cf__sk_make(CF__SK_CANCELLED, pos),
+                                                        memory_order_acq_rel, memory_order_relaxed);
+            }
+        } else {
+            break; /* every ring is full */
+        }
+        progress = true;
+    }
+    return progress;
+}
+
+/* ---- cancellation, exit markers ---- */
+
+static void cancel_all(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    pthread_mutex_lock(&p->ov_lock);
+    cf_future *f = p->ov_head;
+    p->ov_head = p->ov_tail = NULL;
+    atomic_store_explicit(&p->ov_count, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&p->ov_lock);
+    while (f) {
+        cf_future *next = (cf_future *)f->qnode.next;
+        cf_future_cancel(f);
+        cf_future_release(f);
+        f = next;
+    }
+    for (int i = 0; i < p->n; i++) {
+        struct cf__pchan *ch = &p->ch[i];
+        if (ch->dead) continue;
+        size_t k = 0;
+        pthread_mutex_lock(&ch->lock);
+        uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
+        uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed);
+        for (; pos < h; pos++) {
+            struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
+            if (r->f && !r->marked) p->scratch[k++] = cf_future_retain(r->f);
+        }
+        pthread_mutex_unlock(&ch->lock);
+        for (size_t j = 0; j < k; j++) {
+            /* A task its worker has begun is not cancelled (SEMANTICS 5). */
+            uintptr_t enc = __atomic_load_n((uintptr_t *)&p->scratch[j]->owner, __ATOMIC_RELAXED);
+            uint64_t at = (uint64_t)(enc >> 16) - 1;
+            uint32_t v = atomic_load_explicit(&cf__pp_slot(p, i, at)->state, memory_order_acquire);
+            if (cf__sk_kind(v) == CF__SK_STARTED && cf__sk_gen(v) == cf__pos_gen(at))
+                cf__future_mark_running(p->scratch[j]);
+            else
+                cf_future_cancel(p->scratch[j]);
+            cf_future_release(p->scratch[j]);
+        }
+    }
+}
+
+/* Shutdown: once the overflow list is empty, put an EXIT marker at the end
+ * of every ring. Returns true if it placed any. */
+static bool place_exits(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    pthread_mutex_lock(&p->ov_lock);
+    bool empty = p->ov_head == NULL;
+    pthread_mutex_unlock(&p->ov_lock);
+    if (!empty) return false;
+    bool any = false, all = true;
+    for (int i = 0; i < p->n; i++) {
+        struct cf__pchan *ch = &p->ch[i];
+        if (ch->exit_placed || ch->dead) continue;
+        pthread_mutex_lock(&ch->lock);
+        if (cf__pp_room(p, i, 0) && cf__pp_place(p, i, NULL, NULL, NULL, 0)) ch->exit_placed = any = true;
+        else all = false;
+        pthread_mutex_unlock(&ch->lock);
+    }
+    c->exits_done = all;
+    return any;
+}
+
+/* ---- the zygote's reports ---- */
+
+static void respawn(struct coll *c, int chan)
+{
+    struct cf__ppool *p = c->p;
+    struct cf__pchan *ch = &p->ch[chan];
+    struct cf__zreq q = {.op = CF__ZQ_SPAWN,
+                         .chan = chan,
+                         .pos = atomic_load_explicit(&ch->collected, memory_order_relaxed),
+                         .res_pos = ch->res_tail};
+    ch->inc_done = 0;
+    ch->spawning = true;
+    if (cf__pp_zreq(p, &q)) {
+        ch->spawning = false;
+        break_pool(c, "the worker launcher (zygote) is gone");
+    }
+}
+
+static void on_death(struct coll *c, int chan, int pid, int st)
+{
+    struct cf__ppool *p = c->p;
+    struct cf__pchan *ch = &p->ch[chan];
+    char desc[256];
+    describe(desc, sizeof desc, pid, st);
+    ch->alive = false;
+    ch->pid = pid;
+    collect_chan(c, chan); /* what it finished before it died */
+    cf_future *held = NULL;
+    if (!ch->dead) {
+        uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed);
+        if (pos < atomic_load_explicit(&ch->head, memory_order_relaxed)) {
+            uint32_t v = atomic_load_explicit(&cf__pp_slot(p, chan, pos)->state, memory_order_acquire);
+            if (cf__sk_kind(v) == CF__SK_STARTED && cf__sk_gen(v) == cf__pos_gen(pos))
+                held = ch->rec[pos & (p->depth - 1)].f;
+        }
+    }
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
+    if (fl & CF__PP_TERMINATE) {
+        if (held) cf__future_fail_broken(held, "%s: the pool was terminated", desc);
+        return;
+    }
+    if (fl & CF__PP_BROKEN) return;
+    bool clean = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == CF__WEXIT_OK && !held;
+    if (clean && ch->exit_consumed) return; /* shutdown */
+    if (clean && p->max_tasks > 0 && ch->inc_done >= (uint64_t)p->max_tasks) {
+        respawn(c, chan); /* retirement (max_tasks_per_child) */
+        return;
+    }
+    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == CF__WEXIT_INIT && ch->inc_done == 0 && !held)
+        snprintf(desc, sizeof desc, "the initializer failed in worker %d", pid);
+    else if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == CF__WEXIT_CORRUPT)
+        snprintf(desc, sizeof desc, "worker %d found its ring corrupted and exited (status %d)", pid,
+                 CF__WEXIT_CORRUPT);
+    if (held) cf__future_fail_broken(held, "%s", desc);
+    break_pool(c, desc);
+}
+
+static bool read_reports(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    bool any = false;
+    while (!c->rep_eof) {
+        struct cf__zrep buf[32];
+        ssize_t r = read(p->rep_rd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EAGAIN) break;
+        if (r <= 0) {
+            c->rep_eof = true;
+            break;
+        }
+        for (size_t i = 0; i < (size_t)r / sizeof buf[0]; i++) {
+            struct cf__zrep *m = &buf[i];
+            if (m->chan < 0 || m->chan >= p->n) continue;
+            struct cf__pchan *ch = &p->ch[m->chan];
+            any = true;
+            if (m->op == CF__ZR_SPAWNED) {
+                ch->pid = m->pid;
+                ch->alive = true;
+                ch->spawning = false;
+            } else if (m->op == CF__ZR_SPAWN_FAILED) {
+                char desc[200];
+                ch->spawning = false;
+                snprintf(desc, sizeof desc, "could not start a worker: %s", strerror(m->status));
+                break_pool(c, desc);
+            } else if (m->op == CF__ZR_DIED) {
+                on_death(c, m->chan, m->pid, m->status);
+            }
+        }
+    }
+    return any;
+}
+
+static bool poll_events(struct coll *c, int timeout_ms)
+{
+    struct cf__ppool *p = c->p;
+    struct pollfd pf[3] = {
+        {.fd = p->efd, .events = POLLIN},
+        {.fd = c->rep_eof ? -1 : p->rep_rd, .events = POLLIN},
+        {.fd = c->zygote_gone ? -1 : p->zpidfd, .events = POLLIN},
+    };
+    int r = poll(pf, 3, timeout_ms);
+    if (r <= 0) return false;
+    if (pf[0].revents) {
+        uint64_t v;
+        ssize_t n = read(p->efd, &v, sizeof v);
+        (void)n;
+    }
+    bool any = false;
+    if (pf[1].revents) any |= read_reports(c);
+    if (pf[2].revents) {
+        any |= read_reports(c); /* what it said before it went */
+        c->zygote_gone = true;
+        any = true;
+    }
+    return any;
+}
+
+/* ---- the loop ---- */
+
+static bool handle_flags(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
+    bool progress = false;
+    if ((fl & CF__PP_TERMINATE) && !c->term_done) {
+        c->term_done = true;
+        cancel_all(c);
+        int sig = atomic_load_explicit(&p->term_signo, memory_order_relaxed);
+        struct cf__zreq q = {.op = CF__ZQ_KILL, .signo = sig};
+        if (!c->zygote_gone) cf__pp_zreq(p, &q);
+        c->kill_deadline = sig == SIGKILL ? INT64_MAX : cf__now_ns() + 2000000000;
+        progress = true;
+    } else if ((fl & CF__PP_CANCEL) && !c->cancel_done && !(fl & CF__PP_BROKEN)) {
+        c->cancel_done = true;
+        cancel_all(c);
+        progress = true;
+    }
+    if ((fl & CF__PP_SHUTDOWN) && !(fl & (CF__PP_BROKEN | CF__PP_TERMINATE)) && !c->exits_done)
+        progress |= place_exits(c);
+    if (c->term_done && c->kill_deadline != INT64_MAX && cf__now_ns() >= c->kill_deadline) {
+        struct cf__zreq q = {.op = CF__ZQ_KILL, .signo = SIGKILL}; /* it ignored the signal */
+        if (!c->zygote_gone) cf__pp_zreq(p, &q);
+        c->kill_deadline = INT64_MAX;
+    }
+    return progress;
+}
+
+static bool workers_gone(const struct cf__ppool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->ch[i].alive || p->ch[i].spawning) return false;
+    return true;
+}
+
+static bool finished(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
+    if (c->zygote_gone || c->rep_eof) {
+        c->zygote_gone = true;
+        read_reports(c); /* what it said before it went */
+        if (!(fl & (CF__PP_BROKEN | CF__PP_TERMINATE))) {
+            int st = -1;
+            if (waitpid(p->zpid, &st, WNOHANG) <= 0) st = -1;
+            char d1[200], desc[260];
+            describe(d1, sizeof d1, p->zpid, st);
+            snprintf(desc, sizeof desc, "the worker launcher (zygote) died: %s", d1 + 7);
+            break_pool(c, desc);
+        }
+        for (int i = 0; i < p->n; i++) p->ch[i].alive = p->ch[i].spawning = false; /* PDEATHSIG */
+        return true;
+    }
+    if ((fl & (CF__PP_BROKEN | CF__PP_TERMINATE)) && workers_gone(p)) return true;
+    if ((fl & CF__PP_SHUTDOWN) && c->exits_done && workers_gone(p)) {
+        for (int i = 0; i < p->n; i++)
+            if (!p->ch[i].exit_consumed && !p->ch[i].dead) return false;
+        return true;
+    }
+    return false;
+}
+
+static bool in_flight(const struct cf__ppool *p)
+{
+    if (atomic_load_explicit(&p->ov_count, memory_order_relaxed)) return true;
+    for (int i = 0; i < p->n; i++)
+        if (atomic_load_explicit(&p->ch[i].collected, memory_order_relaxed) !=
+            atomic_load_explicit(&p->ch[i].head, memory_order_relaxed))
+            return true;
+    return false;
+}
+
+static bool step(struct coll *c, bool events)
+{
+    struct cf__ppool *p = c->p;
+    bool progress = false;
+    for (int i = 0; i < p->n; i++) progress |= collect_chan(c, i);
+    if (atomic_load_explicit(&p->ov_count, memory_order_relaxed)) progress |= feed(c);
+    if (events) progress |= poll_events(c, 0);
+    progress |= handle_flags(c);
+    return progress;
+}
+
+void *cf__pp_collector_main(void *arg)
+{
+    struct cf__ppool *p = arg;
+    struct coll c = {.p = p, .kill_deadline = INT64_MAX};
+    cf__pp_tls_collector = p;
+    pthread_setname_np(pthread_self(), "cf-proc-coll");
+    int64_t idle_since = 0;
+    unsigned iter = 0;
+    for (;;) {
+        bool progress = step(&c, (++iter & 255) == 0);
+        if (finished(&c)) break;
+        if (progress) {
+            idle_since = 0;
+            continue;
+        }
+        if (p->spin_ns > 0) {
+            int64_t now = cf__now_ns();
+            if (!idle_since) idle_since = now;
+            if (now - idle_since < p->spin_ns) {
+                cf__cpu_relax();
+                continue;
+            }
+        }
+        /* seq_cst stores, then the re-scan in step(): Dekker with the
+         * wakers (cf__pp_wake_collector, the workers' doorbell), which
+         * change something, then read these words. */
+        atomic_store_explicit(&p->coll_sleep, 1, memory_order_seq_cst);
+        atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
+        progress = step(&c, true);
+        if (!progress && !finished(&c)) {
+            int t = in_flight(p) || c.kill_deadline != INT64_MAX ? 100 : -1;
+            poll_events(&c, t);
+        }
+        atomic_store_explicit(&p->coll_sleep, 0, memory_order_relaxed);
+        atomic_store_explicit(&p->hdr->coll_sleeping, 0, memory_order_relaxed);
+        idle_since = 0;
+        if (finished(&c)) break;
+    }
+
+    /* Leave: the zygote goes (it kills and reaps what is left), then
+     * whatever is still in flight fails (nothing, after a clean shutdown). */
+    if (!c.zygote_gone) {
+        struct cf__zreq q = {.op = CF__ZQ_EXIT};
+        cf__pp_zreq(p, &q);
+    }
+    while (waitpid(p->zpid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
+    fail_everything(&c, fl & CF__PP_BROKEN ? p->broken_msg ? p->broken_msg : "process pool broken"
+                        : fl & CF__PP_TERMINATE ? "process pool terminated"
+                                                : "process pool shut down");
+    /* release: everything above is visible to shutdown(wait)/terminate */
+    atomic_store_explicit(&p->coll_done, 1, memory_order_release);
+    cf__futex_wake(&p->coll_done, INT32_MAX, false);
+    cf__pp_tls_collector = NULL;
+    cf__pp_unref(p);
+    return NULL;
+}

@@ -1,0 +1,154 @@
+/* The process pool's parent-side state, shared by process_pool.c (the
+ * executor entry points), proc_collector.c (the collector thread) and
+ * proc_zygote.c (the zygote and the worker loop, which run in children and
+ * see this struct as a fork snapshot). See process_pool.c for the design. */
+#ifndef CF_PROC_POOL_H
+#define CF_PROC_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "executor.h"
+#include "future.h"
+#include "proc_shm.h"
+
+/* Pool flags (parent-private word). */
+#define CF__PP_SHUTDOWN 1u   /* no new submissions */
+#define CF__PP_BROKEN 2u     /* a worker died or misbehaved: everything fails */
+#define CF__PP_TERMINATE 4u  /* cf_process_pool_terminate: kill the workers now */
+#define CF__PP_CANCEL 8u     /* shutdown(cancel_futures): the collector cancels what has not started */
+
+/* What the parent remembers about one filled slot (parent-private: the
+ * collector never takes a future pointer from shared memory). */
+struct cf__prec {
+    cf_future *f;      /* the executor's reference; NULL for an EXIT marker */
+    uint64_t arg_pos;  /* where the argument starts in the arg spill ring */
+    uint64_t arg_end;  /* arg spill ring position after this argument, 0 if inline */
+    bool is_exit;
+    bool marked;       /* cf__future_mark_running done */
+};
+
+struct cf__pchan {
+    /* Producer side (submit threads and the collector's feeder). */
+    pthread_mutex_t lock;        /* guards head, arg_head, rec[] filling */
+    _Atomic uint64_t head;       /* next position to fill */
+    uint64_t arg_head;           /* arg spill ring: next free position */
+    char pad0_[64];
+    /* Collector side. */
+    _Atomic uint64_t collected;  /* next position to collect */
+    _Atomic uint64_t arg_tail;   /* arg spill ring freed up to here */
+    uint64_t res_tail;           /* result spill ring freed up to here (collector-private) */
+    struct cf__prec *rec;        /* depth entries */
+    pid_t pid;                   /* current worker (0 before its SPAWNED report) */
+    bool alive, spawning, exit_placed, exit_consumed, dead;
+    uint64_t inc_done;           /* tasks collected from the current worker */
+    _Atomic uint64_t tasks_run;  /* statistics */
+    /* Zygote-private (meaningful only in the zygote's copy). */
+    pid_t z_pid;
+    int z_pidfd;
+};
+
+struct cf__ppool {
+    struct cf_executor base;     /* must be first */
+    struct cf__future_ops fops;  /* f->ops points here: on_cancel/on_free find the pool */
+    _Atomic uint64_t refs;       /* the executor handle + the collector + every live future */
+
+    /* Configuration. */
+    int n;                       /* workers = channels */
+    uint32_t depth;              /* slots per channel (power of two) */
+    size_t slot_size;            /* inline bytes per slot */
+    size_t stride;               /* bytes per slot: header + inline area */
+    uint64_t arg_spill, res_spill; /* bytes per channel in each spill ring */
+    uint64_t arg_max;            /* largest argument accepted */
+    int max_tasks;               /* 0: unlimited */
+    long spin_ns;
+    bool stats;
+    cf_init_fn *init;
+    void *init_arg;
+
+    /* Shared memory. */
+    unsigned char *map;
+    size_t map_len;
+    struct cf__pshm_hdr *hdr;
+    struct cf__pchan_ctl *ctl;   /* nchan entries */
+    unsigned char *slots;        /* nchan * depth * stride */
+    unsigned char *argsp;        /* nchan * arg_spill */
+    unsigned char *ressp;        /* nchan * res_spill */
+
+    /* Processes and descriptors. */
+    pid_t parent_pid, zpid;
+    int efd;                     /* eventfd: rings the collector awake (workers and parent) */
+    int req_wr, req_rd;          /* parent -> zygote requests */
+    int rep_rd, rep_wr;          /* zygote -> parent reports */
+    int zpidfd;                  /* the zygote's pidfd (parent) */
+
+    /* State. */
+    _Atomic uint32_t flags;      /* CF__PP_* */
+    _Atomic uint32_t coll_sleep; /* parent wakers: the collector is (about to be) asleep */
+    _Atomic uint32_t coll_done;  /* futex: 1 once the collector has finished */
+    _Atomic int term_signo;
+    _Atomic uint64_t rr;         /* round-robin channel choice */
+    char *broken_msg;            /* written by the collector before CF__PP_BROKEN is set */
+    pthread_t coll;
+    bool coll_started;
+
+    /* Overflow: work that found every ring full, fed by the collector. */
+    pthread_mutex_t ov_lock;
+    cf_future *ov_head, *ov_tail; /* linked through f->qnode.next */
+    _Atomic size_t ov_count;
+
+    cf_future **scratch;         /* collector-private: depth entries */
+    struct cf__pchan ch[];       /* n channels */
+};
+
+static inline struct cf__pslot *cf__pp_slot(const struct cf__ppool *p, int chan, uint64_t pos)
+{
+    size_t i = (size_t)chan * p->depth + (size_t)(pos & (p->depth - 1));
+    return (struct cf__pslot *)(p->slots + i * p->stride);
+}
+static inline unsigned char *cf__pp_inline(struct cf__pslot *s)
+{
+    return (unsigned char *)(s + 1);
+}
+
+/* process_pool.c */
+void cf__pp_unref(struct cf__ppool *p);
+void cf__pp_wake_collector(struct cf__ppool *p);
+bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
+                  size_t len);
+bool cf__pp_room(struct cf__ppool *p, int chan, size_t len);
+int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
+
+/* proc_collector.c */
+void *cf__pp_collector_main(void *pool);
+extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
+
+/* proc_zygote.c: runs in the child of the first fork; never returns. */
+_Noreturn void cf__pp_zygote_main(struct cf__ppool *p);
+/* In a worker, put back the signal settings the zygote changed. */
+void cf__pp_restore_signals(void);
+/* proc_worker.c: a worker's life; never returns. */
+_Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, uint64_t res_pos,
+                                  pid_t zygote);
+/* Descriptors of every live pool, closed by a new zygote (they belong to
+ * other pools; a zygote holding them would hide their EOFs). */
+void cf__pp_fd_register(int fd);
+void cf__pp_fd_unregister(int fd);
+
+/* Set in worker processes: the pool objects there are fork snapshots. */
+extern bool cf__pp_in_worker;
+
+/* Test hooks: inside a worker, the shared mapping (NULL elsewhere); and a
+ * spill ring size override for new pools (0: the default). */
+void *cf__proc_test_shm(size_t *len);
+extern size_t cf__proc_test_spill_size;
+/* Inside a worker: its channel and the position of the task it runs. */
+void cf__proc_test_current(int *chan, uint64_t *pos);
+/* Called in the worker after a result is written, before DONE (tests
+ * corrupt the header here). Set before the pool is created. */
+extern void (*cf__proc_test_after_result)(void *slot);
+
+#endif

@@ -1,0 +1,145 @@
+/* The process pool's shared memory: what parent and workers both see.
+ *
+ * One anonymous MAP_SHARED mapping, made before the zygote is forked, so it
+ * has no name another user could open and only the pool's own processes
+ * (parent, zygote, workers) map it. Layout, every part page aligned:
+ *
+ *   [hdr: one page]  [channel control: nchan cache lines]
+ *   [slots: nchan x depth x stride]  [arg spill: nchan x arg_spill]
+ *   [result spill: nchan x res_spill]
+ *
+ * A channel is one worker's pair of SPSC queues, both made of the same
+ * `depth` slots: the parent fills slot pos % depth in order (QUEUED) and the
+ * worker takes them in order; the worker writes the result into the same
+ * slot (DONE) and the parent's collector takes them back in order (FREE).
+ * Each slot is a 64-byte header plus slot_size inline bytes (the argument on
+ * the way in, the result and message on the way out). Larger arguments go
+ * to the channel's argument spill ring, larger results to its result spill
+ * ring: byte rings with monotonically increasing 64-bit positions, records
+ * contiguous (a record that would straddle the end starts again at 0).
+ *
+ * Trust: the parent never reads a pointer from here, and validates every
+ * value a worker could have written (state kind and generation, lengths,
+ * spill positions) before using it; see proc_collector.c. */
+#ifndef CF_PROC_SHM_H
+#define CF_PROC_SHM_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* ---- the slot state word ----
+ *   bits 0-2  kind (below)
+ *   bit  3    WAITER: the worker sleeps in futex_wait on this word; whoever
+ *             fills the slot (parent) wakes it
+ *   bits 4-31 generation: the low 28 bits of the position the state belongs
+ *             to, so a stale or misplaced state is recognised (ABA guard for
+ *             a late cancel, and a check on what a worker wrote). */
+enum {
+    CF__SK_FREE = 0,      /* collected; the producer may fill it */
+    CF__SK_QUEUED = 1,    /* parent: a task waits here (not begun) */
+    CF__SK_STARTED = 2,   /* worker: CAS QUEUED->STARTED, it has begun (SEMANTICS 31b) */
+    CF__SK_DONE = 3,      /* worker: CAS STARTED->DONE, result in the slot */
+    CF__SK_CANCELLED = 4, /* parent: CAS QUEUED->CANCELLED, it will never run */
+    CF__SK_SKIPPED = 5,   /* worker: CAS CANCELLED/EXIT->SKIPPED, passed over */
+    CF__SK_EXIT = 6,      /* parent: the worker exits when it reaches this */
+};
+#define CF__SK_KIND 7u
+#define CF__SK_WAITER 8u
+#define CF__SK_GEN_SHIFT 4
+#define CF__SK_GEN_MASK 0x0fffffffu
+
+static inline uint32_t cf__sk_make(uint32_t kind, uint64_t pos)
+{
+    return kind | ((uint32_t)(pos & CF__SK_GEN_MASK) << CF__SK_GEN_SHIFT);
+}
+static inline uint32_t cf__sk_kind(uint32_t s)
+{
+    return s & CF__SK_KIND;
+}
+static inline uint32_t cf__sk_gen(uint32_t s)
+{
+    return s >> CF__SK_GEN_SHIFT;
+}
+static inline uint32_t cf__pos_gen(uint64_t pos)
+{
+    return (uint32_t)(pos & CF__SK_GEN_MASK);
+}
+
+/* Argument flags (parent-written). */
+#define CF__PA_SPILL 1u
+/* Result flags (worker-written). */
+#define CF__PR_SPILL 1u
+#define CF__PR_KNOWN CF__PR_SPILL
+
+/* The longest task error message carried back (bytes, without NUL). */
+#define CF__PMSG_MAX 4096u
+
+/* A slot header. Parent-written fields are set before the release exchange
+ * that makes the slot QUEUED; worker-written fields before the release CAS
+ * that makes it DONE. The parent reads each worker field exactly once
+ * (relaxed atomic loads), then validates. */
+struct cf__pslot {
+    _Atomic uint32_t state;
+    uint32_t aflags;   /* parent: CF__PA_* */
+    uint64_t fn;       /* parent: the task function's address (same in a fork) */
+    uint64_t arg_len;  /* parent */
+    uint64_t arg_pos;  /* parent: position in the arg spill ring if CF__PA_SPILL */
+    uint64_t res_len;  /* worker: result bytes (0 when code != 0) */
+    uint64_t res_pos;  /* worker: position in the result spill ring if CF__PR_SPILL */
+    int32_t code;      /* worker: the task's return value */
+    uint32_t msg_len;  /* worker: message bytes after the result (code != 0) */
+    uint32_t rflags;   /* worker: CF__PR_* */
+    uint32_t pad_;
+};
+_Static_assert(sizeof(struct cf__pslot) == 64, "a slot header is one cache line");
+
+/* Per-channel control words, one cache line per channel, written by the
+ * parent (res_tail, res_seq) and by the worker (res_waiting). */
+struct cf__pchan_ctl {
+    _Atomic uint64_t res_tail;    /* parent: result spill freed up to here */
+    _Atomic uint32_t res_seq;     /* parent: bumped after freeing; worker futex-waits on it */
+    _Atomic uint32_t res_waiting; /* worker: 1 while it waits for result spill space */
+    char pad_[48];
+};
+_Static_assert(sizeof(struct cf__pchan_ctl) == 64, "one line per channel");
+
+/* The mapping's first page. */
+struct cf__pshm_hdr {
+    uint64_t magic;
+    char pad0_[56];
+    /* Doorbell: the collector stores 1 before it sleeps in poll(); a worker
+     * that completes a slot and finds 1 swaps it to 0 and writes the
+     * eventfd. On its own line: workers write it, the collector writes it. */
+    _Atomic uint32_t coll_sleeping;
+    char pad1_[60];
+};
+_Static_assert(sizeof(struct cf__pshm_hdr) == 128, "two lines");
+#define CF__PSHM_MAGIC 0x6366707368617265ull /* "cfpshare" */
+
+/* ---- parent <-> zygote messages (pipes; each message <= PIPE_BUF, so a
+ * write is atomic) ---- */
+enum { CF__ZQ_SPAWN = 1, CF__ZQ_KILL = 2, CF__ZQ_EXIT = 3 };
+struct cf__zreq {
+    int32_t op;
+    int32_t chan;     /* SPAWN */
+    int32_t signo;    /* KILL */
+    int32_t pad_;
+    uint64_t pos;     /* SPAWN: the first slot position the worker takes */
+    uint64_t res_pos; /* SPAWN: where its result spill ring starts */
+};
+enum { CF__ZR_SPAWNED = 1, CF__ZR_SPAWN_FAILED = 2, CF__ZR_DIED = 3 };
+struct cf__zrep {
+    int32_t op;
+    int32_t chan;
+    int32_t pid;
+    int32_t status; /* DIED: the wait status; SPAWN_FAILED: errno */
+};
+
+/* Worker exit statuses the parent recognises (a task calling _exit with one
+ * of them is still a crash: see proc_collector.c for how retirement is told
+ * apart). */
+#define CF__WEXIT_OK 0
+#define CF__WEXIT_INIT 111    /* the initializer returned non-zero */
+#define CF__WEXIT_CORRUPT 112 /* the worker found its ring corrupted */
+
+#endif

@@ -1,0 +1,591 @@
+/* The process pool: cf_process_pool_new, and the executor operations.
+ *
+ * Design (SEMANTICS 27-33).
+ *
+ * Processes. cf_process_pool_new maps the shared memory (proc_shm.h), then
+ * forks ONE child, the zygote, and every worker is forked by the zygote,
+ * replacements included. A worker therefore sees the parent's memory as it
+ * was when the pool was created (27): globals are that snapshot, and a
+ * MAP_SHARED mapping made before the pool is shared; replacements for
+ * max_tasks_per_child or crashes see the very same snapshot. A task
+ * function is named by its address, which is the same in a fork; workers
+ * that do not share the parent's layout do not exist (we never exec).
+ *
+ * Why starting workers is safe when the parent runs threads that hold locks
+ * (32, CPython gh-90622): the zygote is single-threaded, so each fork it
+ * makes copies a process in which no other thread can hold anything. Only
+ * the very first fork (parent -> zygote) copies a multi-threaded process.
+ * It relies on: glibc's fork, which takes its malloc and stdio-list locks
+ * around the fork; jemalloc's pthread_atfork handlers, which do the same
+ * for its arenas (cfutures' records come from jemalloc); cfutures having no
+ * global lock at all (the per-pool locks of other pools are never touched
+ * by a zygote or a worker); and the zygote calling nothing but system
+ * calls (poll, read, write, fork, waitpid, kill, close, prctl, _exit). What
+ * it cannot fix: a lock of the application's own (or a FILE's) held by
+ * another thread at that one instant stays held in every worker; create
+ * the pool before starting threads that hold locks across it, as with any
+ * fork. stdio is flushed before that fork so that no buffered output is
+ * written twice, and workers and the zygote leave with _exit (no atexit
+ * handlers, no stdio flush of the parent's buffers).
+ *
+ * The parent talks to the zygote through two pipes (requests: spawn worker
+ * i at position p, kill all with signal s, exit; reports: spawned pid,
+ * spawn failed, died with wait status), so worker pids and exit statuses
+ * come from a process that runs only our code, never from shared memory a
+ * worker could scribble on. The zygote reaps its workers (pidfds + waitpid),
+ * so a pid is never signalled after it could have been reused. The parent
+ * watches the zygote through a pidfd (and the report pipe's EOF). Workers
+ * die with the zygote (PR_SET_PDEATHSIG), the zygote with the parent (the
+ * request pipe's EOF, and a getppid() check once a second).
+ *
+ * Shared memory and waiting. One channel per worker: SPSC rings of slots
+ * (proc_shm.h), filled by submitters under the channel's mutex (a short
+ * critical section: copy the argument, publish the state), taken in order
+ * by the worker, collected in order by the parent's collector thread.
+ * Whether a task has started is decided by the slot's state word in shared
+ * memory (31b): the worker CASes QUEUED->STARTED, on_cancel CASes
+ * QUEUED->CANCELLED; the generation bits in the word make a late cancel
+ * harmless. Workers spin cfg.spin_ns on the slot, then set the WAITER bit
+ * and futex-wait on it (shared futex); a submitter makes the futex_wake
+ * call only when that bit was set. The collector spins, then stores 1 in
+ * the shared doorbell word and sleeps in poll() on an eventfd, the report
+ * pipe and the zygote's pidfd; a worker writes the eventfd only if it finds
+ * the doorbell set. A full ring loses nothing: the submission waits in the
+ * parent's overflow list and the collector feeds it as slots free up.
+ *
+ * Crashes (28): a DIED report makes the collector first collect what the
+ * worker finished, then look at the slot it was on: STARTED means it held
+ * that task. A clean exit (status 0) holding nothing after exactly
+ * max_tasks_per_child tasks is a retirement: a replacement is forked at the
+ * same ring position, so a long backlog never hangs (30). Anything else
+ * breaks the pool: every future in flight and in the overflow list fails
+ * with CF_EBROKEN and a message naming the pid and status or signal; the
+ * remaining workers are killed; later submits fail with CF_EBROKEN. A
+ * result() or shutdown(wait) already asleep wakes because its future (or
+ * the collector's end) completes. A task that returns an error code is an
+ * ordinary task error (29).
+ *
+ * Lifetime: the pool struct and the mapping live while the executor handle,
+ * the collector thread or any future the pool made is alive (a cancel may
+ * come late), counted in p->refs; the last one frees them.
+ *
+ * What is not lock-free here, and why: submitters to one channel serialise
+ * on its mutex (the rings are SPSC; the critical section is a copy and a
+ * store), and the overflow list is a mutex-protected list (a slow path).
+ * Callbacks never run under either. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "futex.h"
+#include "proc_pool.h"
+
+#define ARG_SPILL_DEFAULT (256ull << 20) /* per channel, virtual (MAP_NORESERVE) */
+#define RES_SPILL_DEFAULT (1ull << 30)
+#define PAGE 4096u
+
+size_t cf__proc_test_spill_size;
+
+static size_t round_up(size_t x, size_t a)
+{
+    return (x + a - 1) / a * a;
+}
+
+static struct cf__ppool *pool_of(cf_executor *ex)
+{
+    return (struct cf__ppool *)ex;
+}
+
+static struct cf__ppool *pool_of_future(cf_future *f)
+{
+    return (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
+}
+
+/* ---- lifetime ---- */
+
+static void pool_free(struct cf__ppool *p)
+{
+    int fds[] = {p->efd, p->req_wr, p->rep_rd, p->zpidfd};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (fds[i] >= 0) {
+            cf__pp_fd_unregister(fds[i]);
+            close(fds[i]);
+        }
+    }
+    if (p->map && p->map != MAP_FAILED) munmap(p->map, p->map_len);
+    for (int i = 0; i < p->n; i++) {
+        pthread_mutex_destroy(&p->ch[i].lock);
+        cf__free(p->ch[i].rec, sizeof(struct cf__prec) * p->depth);
+    }
+    pthread_mutex_destroy(&p->ov_lock);
+    cf__free(p->scratch, sizeof(cf_future *) * p->depth);
+    cf__free_str(p->broken_msg);
+    cf__free(p, sizeof *p + sizeof(struct cf__pchan) * (size_t)p->n);
+}
+
+void cf__pp_unref(struct cf__ppool *p)
+{
+    /* acq_rel: every use of the pool by the dropping party happens before
+     * the last dropper frees it. */
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) pool_free(p);
+}
+
+static void pp_on_free(cf_future *f)
+{
+    cf__pp_unref(pool_of_future(f));
+}
+
+/* owner encodes where the future sits in a ring: ((pos + 1) << 16) | chan;
+ * 0 while it is not in a ring (overflow list). */
+static inline uintptr_t owner_encode(int chan, uint64_t pos)
+{
+    return ((uintptr_t)(pos + 1) << 16) | (uintptr_t)chan;
+}
+
+/* Called by cf_future_cancel() after its PENDING->CANCELLED CAS. */
+static void pp_on_cancel(cf_future *f)
+{
+    struct cf__ppool *p = pool_of_future(f);
+    /* seq_cst fence: pairs with the fence in feed (collector) between
+     * publishing owner and re-reading the future's state: either we see
+     * the owner, or the feeder sees CANCELLED and cancels the slot itself. */
+    atomic_thread_fence(memory_order_seq_cst);
+    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    if (!enc) return; /* still in the overflow list: the feeder drops it */
+    int chan = (int)(enc & 0xffff);
+    uint64_t pos = (uint64_t)(enc >> 16) - 1;
+    struct cf__pslot *s = cf__pp_slot(p, chan, pos);
+    uint32_t want = cf__sk_make(CF__SK_QUEUED, pos);
+    /* acq_rel CAS on the shared word: the worker's QUEUED->STARTED CAS is
+     * the other contender; exactly one wins. A stale generation (slot
+     * reused) makes this fail harmlessly. */
+    atomic_compare_exchange_strong_explicit(&s->state, &want, cf__sk_make(CF__SK_CANCELLED, pos),
+                                            memory_order_acq_rel, memory_order_relaxed);
+}
+
+void cf__pp_wake_collector(struct cf__ppool *p)
+{
+    /* seq_cst: pairs with the collector's seq_cst store of coll_sleep = 1
+     * followed by its re-scan: either it sees our change, or we see 1. */
+    if (atomic_load_explicit(&p->coll_sleep, memory_order_seq_cst) &&
+        atomic_exchange_explicit(&p->coll_sleep, 0, memory_order_seq_cst)) {
+        uint64_t one = 1;
+        ssize_t w = write(p->efd, &one, sizeof one);
+        (void)w; /* EAGAIN: the counter is already non-zero, it is awake */
+    }
+}
+
+/* ---- producing into a channel (caller holds ch->lock) ---- */
+
+static bool arg_spill_fit(struct cf__ppool *p, struct cf__pchan *ch, size_t len, uint64_t *pos)
+{
+    uint64_t h = ch->arg_head, off = h % p->arg_spill;
+    if (off + len > p->arg_spill) h += p->arg_spill - off; /* records never straddle the end */
+    /* acquire: the worker is done with the bytes below arg_tail (the
+     * collector stored it with release after collecting their slot). */
+    uint64_t t = atomic_load_explicit(&ch->arg_tail, memory_order_acquire);
+    if (h + len - t > p->arg_spill) return false;
+    *pos = h;
+    return true;
+}
+
+bool cf__pp_room(struct cf__ppool *p, int chan, size_t len)
+{
+    struct cf__pchan *ch = &p->ch[chan];
+    uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed); /* ours, under the lock */
+    /* acquire: pairs with the collector's release store of collected, after
+     * it finished reading the slots and records below it. */
+    uint64_t c = atomic_load_explicit(&ch->collected, memory_order_acquire);
+    if (h - c >= p->depth) return false;
+    uint64_t pos;
+    return len <= p->slot_size || arg_spill_fit(p, ch, len, &pos);
+}
+
+/* Fill the next slot of `chan` with f (or an EXIT marker when f is NULL).
+ * The caller checked cf__pp_room(). */
+bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
+                  size_t len)
+{
+    struct cf__pchan *ch = &p->ch[chan];
+    uint64_t pos = atomic_load_explicit(&ch->head, memory_order_relaxed);
+    struct cf__pslot *s = cf__pp_slot(p, chan, pos);
+    struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
+    uint32_t kind = f ? CF__SK_QUEUED : CF__SK_EXIT;
+    r->f = f;
+    r->is_exit = !f;
+    r->marked = false;
+    r->arg_end = 0;
+    s->aflags = 0;
+    s->fn = (uint64_t)(uintptr_t)fn;
+    s->arg_len = len;
+    s->arg_pos = 0;
+    if (len > p->slot_size) {
+        uint64_t apos;
+        if (!arg_spill_fit(p, ch, len, &apos)) return false;
+        memcpy(p->argsp + (size_t)chan * p->arg_spill + apos % p->arg_spill, arg, len);
+        s->aflags = CF__PA_SPILL;
+        s->arg_pos = apos;
+        ch->arg_head = apos + len;
+        r->arg_pos = apos;
+        r->arg_end = apos + len;
+    } else if (len) {
+        memcpy(cf__pp_inline(s), arg, len);
+    }
+    if (f) __atomic_store_n((uintptr_t *)&f->owner, owner_encode(chan, pos), __ATOMIC_RELAXED);
+    /* release: the record and the head bump are ordered before anyone
+     * reads them through head (collector, under the lock anyway). */
+    atomic_store_explicit(&ch->head, pos + 1, memory_order_release);
+    /* release: the slot's fields and inline bytes (and r, for the
+     * collector: it reads them after an acquire load of this word, whose
+     * later values come from the worker's RMWs in this release sequence)
+     * are visible before the state says QUEUED. */
+    uint32_t old = atomic_exchange_explicit(&s->state, cf__sk_make(kind, pos), memory_order_release);
+    if (old & CF__SK_WAITER) cf__futex_wake(&s->state, 1, true);
+    return true;
+}
+
+/* ---- submit ---- */
+
+static int flags_error(uint32_t fl)
+{
+    if (fl & CF__PP_BROKEN) return CF_EBROKEN; /* broken is checked first (SEMANTICS 17) */
+    if (fl & (CF__PP_SHUTDOWN | CF__PP_TERMINATE)) return CF_ESHUTDOWN;
+    return 0;
+}
+
+static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
+{
+    struct cf__ppool *p = pool_of(ex);
+    if (cf__pp_in_worker) return CF_ENOTSUP; /* a fork snapshot of a pool, inside a worker */
+    int rc = flags_error(atomic_load_explicit(&p->flags, memory_order_acquire));
+    if (rc) return rc;
+    if (len > p->arg_max) return CF_ETOOBIG;
+
+    /* Fast path: straight into a ring with room, unless older work waits
+     * in the overflow list (it goes first). */
+    if (atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0) {
+        uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
+        for (int k = 0; k < p->n; k++) {
+            int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
+            struct cf__pchan *ch = &p->ch[chan];
+            pthread_mutex_lock(&ch->lock);
+            /* Re-checked under the lock: the collector sets the flag, then
+             * takes each lock to sweep or to place EXIT markers, so nothing
+             * lands behind them. acquire pairs with that release. */
+            rc = flags_error(atomic_load_explicit(&p->flags, memory_order_acquire));
+            if (rc) {
+                pthread_mutex_unlock(&ch->lock);
+                return rc;
+            }
+            if (!cf__pp_room(p, chan, len)) {
+                pthread_mutex_unlock(&ch->lock);
+                continue;
+            }
+            cf_future *f = cf__future_new_task(fn, NULL, 0, &p->fops, NULL);
+            if (!f) {
+                pthread_mutex_unlock(&ch->lock);
+                return CF_ENOMEM;
+            }
+            /* relaxed: a reference taken by a holder of another reference */
+            atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+            cf__pp_place(p, chan, f, fn, arg, len);
+            pthread_mutex_unlock(&ch->lock);
+            *out = f;
+            return 0;
+        }
+    }
+
+    /* Every ring is full: keep a copy of the argument in the future and
+     * queue it; the collector feeds it as slots free up. */
+    cf_future *f = cf__future_new_task(fn, arg, len, &p->fops, NULL);
+    if (!f) return CF_ENOMEM;
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); /* dropped by on_free */
+    pthread_mutex_lock(&p->ov_lock);
+    rc = flags_error(atomic_load_explicit(&p->flags, memory_order_acquire));
+    if (rc) {
+        pthread_mutex_unlock(&p->ov_lock);
+        /* Nobody saw f: drop both references; nothing ran, no callback. */
+        cf_future_release(f);
+        cf_future_release(f);
+        return rc;
+    }
+    f->qnode.next = NULL;
+    if (p->ov_tail) p->ov_tail->qnode.next = (struct cds_wfcq_node *)f;
+    else p->ov_head = f;
+    p->ov_tail = f;
+    atomic_fetch_add_explicit(&p->ov_count, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&p->ov_lock);
+    cf__pp_wake_collector(p);
+    *out = f;
+    return 0;
+}
+
+/* ---- shutdown, terminate, destroy ---- */
+
+static void wait_collector(struct cf__ppool *p)
+{
+    /* acquire: pairs with the collector's release store of coll_done, so
+     * everything it did (futures completed) is visible. */
+    while (!atomic_load_explicit(&p->coll_done, memory_order_acquire))
+        cf__futex_wait(&p->coll_done, 0, CF__NO_DEADLINE, false);
+}
+
+static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
+{
+    struct cf__ppool *p = pool_of(ex);
+    if (cf__pp_in_worker) return CF_ENOTSUP;
+    uint32_t set = CF__PP_SHUTDOWN | (cancel_futures ? CF__PP_CANCEL : 0);
+    /* seq_cst: submitters re-check the flag under the channel and overflow
+     * locks, which the collector takes after seeing it. */
+    atomic_fetch_or_explicit(&p->flags, set, memory_order_seq_cst);
+    cf__pp_wake_collector(p);
+    /* From the collector thread (a done-callback) we cannot wait for
+     * ourselves: wait=false there (documented, SEMANTICS 18). */
+    if (wait && cf__pp_tls_collector != p) wait_collector(p);
+    return 0;
+}
+
+static int pp_terminate(cf_executor *ex, int signo)
+{
+    struct cf__ppool *p = pool_of(ex);
+    if (cf__pp_in_worker) return CF_ENOTSUP;
+    if (signo <= 0 || signo >= NSIG) return CF_EINVAL;
+    int zero = 0;
+    atomic_compare_exchange_strong_explicit(&p->term_signo, &zero, signo, memory_order_relaxed,
+                                            memory_order_relaxed);
+    /* seq_cst: as in shutdown; term_signo is read by the collector after
+     * it sees the flag (the RMW orders the relaxed store before it). */
+    atomic_fetch_or_explicit(&p->flags, CF__PP_SHUTDOWN | CF__PP_TERMINATE, memory_order_seq_cst);
+    cf__pp_wake_collector(p);
+    if (cf__pp_tls_collector != p) wait_collector(p);
+    return 0;
+}
+
+static void pp_destroy(cf_executor *ex)
+{
+    struct cf__ppool *p = pool_of(ex);
+    if (cf__pp_in_worker) return;
+    if (p->coll_started) {
+        if (cf__pp_tls_collector == p) pthread_detach(p->coll); /* it ends by itself */
+        else pthread_join(p->coll, NULL);
+    }
+    cf__pp_unref(p);
+}
+
+static int pp_workers(const cf_executor *ex)
+{
+    return ((const struct cf__ppool *)ex)->n;
+}
+
+static int pp_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, size_t *n)
+{
+    const struct cf__ppool *p = (const struct cf__ppool *)ex;
+    if (n) *n = (size_t)p->n;
+    for (size_t i = 0; i < cap && i < (size_t)p->n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].tasks_run = atomic_load_explicit(&p->ch[i].tasks_run, memory_order_relaxed);
+        out[i].cpu = -1;
+        out[i].numa_node = -1;
+    }
+    return 0;
+}
+
+static const struct cf__executor_ops pp_ops = {
+    .kind = "process",
+    .submit = pp_submit,
+    .shutdown = pp_shutdown,
+    .destroy = pp_destroy,
+    .workers = pp_workers,
+    .stats = pp_stats,
+    .terminate = pp_terminate,
+};
+
+/* ---- construction ---- */
+
+static int allowed_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q)
+{
+    for (;;) {
+        ssize_t w = write(p->req_wr, q, sizeof *q);
+        if (w == (ssize_t)sizeof *q) return 0;
+        if (w < 0 && errno == EINTR) continue;
+        return CF_ESYS; /* EPIPE: the zygote is gone; the collector notices */
+    }
+}
+
+static int layout(struct cf__ppool *p)
+{
+    size_t hdr = PAGE;
+    size_t ctl = round_up(sizeof(struct cf__pchan_ctl) * (size_t)p->n, PAGE);
+    size_t slots = round_up(p->stride * p->depth * (size_t)p->n, PAGE);
+    size_t a = (size_t)p->arg_spill * (size_t)p->n, r = (size_t)p->res_spill * (size_t)p->n;
+    p->map_len = hdr + ctl + slots + a + r;
+    /* MAP_SHARED | MAP_ANONYMOUS: no name, inherited only by our forks.
+     * MAP_NORESERVE: the spill rings are address space; pages exist only
+     * once touched and are punched out again after big transfers. */
+    void *m = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) {
+        p->map = NULL;
+        return errno == ENOMEM ? CF_ENOMEM : CF_ESYS;
+    }
+    p->map = m;
+    p->hdr = m;
+    p->hdr->magic = CF__PSHM_MAGIC;
+    p->ctl = (struct cf__pchan_ctl *)(p->map + hdr);
+    p->slots = p->map + hdr + ctl;
+    p->argsp = p->slots + slots;
+    p->ressp = p->argsp + a;
+    return 0;
+}
+
+static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_process_pool_opts *o,
+                                    int *err)
+{
+    int n = cfg->workers > 0 ? cfg->workers : allowed_cpus();
+    struct cf__ppool *p = cf__calloc(sizeof *p + sizeof(struct cf__pchan) * (size_t)n);
+    if (!p) {
+        *err = CF_ENOMEM;
+        return NULL;
+    }
+    p->n = n;
+    p->base.ops = &pp_ops;
+    p->base.map_window = cfg->map_window;
+    p->base.map_chunk = 0;
+    p->base.copy_map_items = true;
+    p->fops.on_cancel = pp_on_cancel;
+    p->fops.on_free = pp_on_free;
+    atomic_init(&p->refs, 1);
+    p->depth = (uint32_t)cfg->ring_depth;
+    p->slot_size = cfg->slot_size;
+    p->stride = sizeof(struct cf__pslot) + round_up(p->slot_size, 64);
+    p->arg_spill = cf__proc_test_spill_size ? round_up(cf__proc_test_spill_size, PAGE) : ARG_SPILL_DEFAULT;
+    p->res_spill = cf__proc_test_spill_size ? round_up(cf__proc_test_spill_size, PAGE) : RES_SPILL_DEFAULT;
+    p->arg_max = p->arg_spill < UINT32_MAX ? p->arg_spill : UINT32_MAX;
+    p->max_tasks = cfg->max_tasks_per_child;
+    p->spin_ns = cfg->spin_ns;
+    p->stats = cfg->stats;
+    p->init = o ? o->initializer : NULL;
+    p->init_arg = o ? o->initializer_arg : NULL;
+    p->efd = p->req_wr = p->req_rd = p->rep_rd = p->rep_wr = p->zpidfd = -1;
+    pthread_mutex_init(&p->ov_lock, NULL);
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_init(&p->ch[i].lock, NULL);
+        p->ch[i].z_pidfd = -1;
+    }
+    for (int i = 0; i < n; i++) {
+        p->ch[i].rec = cf__calloc(sizeof(struct cf__prec) * p->depth);
+        if (!p->ch[i].rec) {
+            *err = CF_ENOMEM;
+            return p;
+        }
+    }
+    p->scratch = cf__alloc(sizeof(cf_future *) * p->depth);
+    *err = p->scratch ? layout(p) : CF_ENOMEM;
+    return p;
+}
+
+static void close_if(int *fd)
+{
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
+{
+    int e = 0;
+    if (!err) err = &e;
+    struct cf__config cfg;
+    cf__config_load(&cfg);
+    int rc = cf__config_apply_process_opts(&cfg, opts);
+    if (rc) {
+        *err = rc;
+        return NULL;
+    }
+    struct cf__ppool *p = pool_alloc(&cfg, opts, &rc);
+    if (!p || rc) goto fail;
+
+    int req[2], rep[2];
+    p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->efd < 0) goto fail_sys;
+    if (pipe2(req, O_CLOEXEC)) goto fail_sys;
+    p->req_rd = req[0];
+    p->req_wr = req[1];
+    if (pipe2(rep, O_CLOEXEC)) goto fail_sys;
+    p->rep_rd = rep[0];
+    p->rep_wr = rep[1];
+    p->parent_pid = getpid();
+
+    fflush(NULL); /* no buffered output is written twice by a child */
+    pid_t z = fork();
+    if (z < 0) goto fail_sys;
+    if (z == 0) cf__pp_zygote_main(p); /* never returns */
+    p->zpid = z;
+    close_if(&p->req_rd);
+    close_if(&p->rep_wr);
+    p->zpidfd = (int)syscall(SYS_pidfd_open, z, 0);
+    if (p->zpidfd < 0) {
+        kill(z, SIGKILL);
+        waitpid(z, NULL, 0);
+        goto fail_sys;
+    }
+    fcntl(p->zpidfd, F_SETFD, FD_CLOEXEC);
+    fcntl(p->rep_rd, F_SETFL, fcntl(p->rep_rd, F_GETFL) | O_NONBLOCK);
+    cf__pp_fd_register(p->efd);
+    cf__pp_fd_register(p->req_wr);
+    cf__pp_fd_register(p->rep_rd);
+    cf__pp_fd_register(p->zpidfd);
+
+    for (int i = 0; i < p->n; i++) {
+        struct cf__zreq q = {.op = CF__ZQ_SPAWN, .chan = i, .pos = 0, .res_pos = 0};
+        p->ch[i].spawning = true;
+        cf__pp_zreq(p, &q); /* a dead zygote is noticed by the collector */
+    }
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); /* the collector's */
+    if (pthread_create(&p->coll, NULL, cf__pp_collector_main, p)) {
+        atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
+        kill(z, SIGKILL);
+        waitpid(z, NULL, 0);
+        goto fail_sys;
+    }
+    p->coll_started = true;
+    *err = 0;
+    return &p->base;
+
+fail_sys:
+    rc = errno == ENOMEM || errno == EAGAIN ? CF_ENOMEM : CF_ESYS;
+fail:
+    *err = rc ? rc : CF_ENOMEM;
+    if (p) {
+        close_if(&p->req_rd);
+        close_if(&p->rep_wr);
+        pool_free(p);
+    }
+    return NULL;
+}
+
+cf_executor *cf_process_pool_new(const cf_process_pool_opts *opts)
+{
+    return cf_process_pool_new_err(opts, NULL);
+}
