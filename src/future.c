@@ -170,7 +170,7 @@ static void finish(cf_future *f)
          * reader whose acquire load (or acquire RMW) sees a done state. */
     } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, n, memory_order_release,
                                                     memory_order_relaxed));
-    CF__PROBE1(finish, f);
+    CF__PROBE1(future_done, f);
     fire(f, s);
 }
 
@@ -470,7 +470,7 @@ bool cf__future_run(cf_future *f)
     if (!f || !f->fn) return false;
     /* Start and claim in one CAS: the hot path is this CAS and finish()'s. */
     if (start_running(f, CF__CLAIMED) != 0) return false;
-    CF__PROBE1(start, f);
+    CF__PROBE1(future_run, f);
     struct cf_out o;
     cf__out_init(&o);
     int code = f->fn(cf__future_arg(f), f->arg_len, &o);

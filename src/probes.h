@@ -1,6 +1,9 @@
 /* USDT probes (provider "cfutures"): a nop in the code and a note in the
  * ELF file (readelf -n), free when nobody listens. perf sees them as
- * sdt_cfutures:NAME after `perf buildid-cache --add libcfutures.so`. */
+ * sdt_cfutures:NAME after `perf buildid-cache --add libcfutures.so`.
+ * One name, one argument list: perf probe refuses a name whose sites
+ * differ in their arguments ("File exists"), so a probe placed twice must
+ * pass the same kinds of values at both sites. */
 #ifndef CF_PROBES_H
 #define CF_PROBES_H
 

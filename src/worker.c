@@ -240,8 +240,11 @@ static bool may_exit(struct cf__pool *p)
 
 static void wake_one(struct cf__pool *p)
 {
-    if (cf__ec_notify(&p->ec, 1) > 0)
-        CF__PROBE1(wake, 1);
+    /* "notify" (how many were woken), not "wake": one probe name keeps
+     * one argument list, and a constant argument would break perf probe. */
+    int n = cf__ec_notify(&p->ec, 1);
+    if (n > 0)
+        CF__PROBE1(notify, n);
 }
 
 void cf__pool_wake_if_idle(struct cf__pool *p)
