@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "fence.h"
 #include "futex.h"
 #include "proc_pool.h"
 
@@ -322,7 +323,7 @@ static bool feed(struct coll *c)
             /* seq_cst fence: pairs with pp_on_cancel's (Dekker on owner and
              * the future's state): a cancel that did not see the owner is
              * seen here, and the slot is cancelled on its behalf. */
-            atomic_thread_fence(memory_order_seq_cst);
+            CF__FENCE_SEQ_CST();
             if (cf__future_state(f, memory_order_relaxed) == CF__CANCELLED) {
                 uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
                 uint64_t pos = (uint64_t)(enc >> 16) - 1;

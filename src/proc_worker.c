@@ -22,6 +22,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "fence.h"
 #include "futex.h"
 #include "proc_pool.h"
 
@@ -54,7 +55,7 @@ static void doorbell(struct cf__ppool *p)
     /* seq_cst fence: pairs with the collector's seq_cst store of
      * coll_sleeping = 1 followed by its re-scan of the slots: either it
      * sees our DONE, or we see its 1 and wake it. */
-    atomic_thread_fence(memory_order_seq_cst);
+    CF__FENCE_SEQ_CST();
     if (atomic_load_explicit(&p->hdr->coll_sleeping, memory_order_relaxed) &&
         atomic_exchange_explicit(&p->hdr->coll_sleeping, 0, memory_order_relaxed)) {
         uint64_t one = 1;

@@ -88,6 +88,7 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "fence.h"
 #include "futex.h"
 #include "proc_pool.h"
 
@@ -160,7 +161,7 @@ static void pp_on_cancel(cf_future *f)
     /* seq_cst fence: pairs with the fence in feed (collector) between
      * publishing owner and re-reading the future's state: either we see
      * the owner, or the feeder sees CANCELLED and cancels the slot itself. */
-    atomic_thread_fence(memory_order_seq_cst);
+    CF__FENCE_SEQ_CST();
     uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
     if (!enc) return; /* still in the overflow list: the feeder drops it */
     int chan = (int)(enc & 0xffff);
