@@ -25,6 +25,7 @@
  * worker 0). With NUMA off there is one flat tier. */
 #include "topology.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,16 +56,72 @@ static hwloc_bitmap_t cpu_list_bitmap(const char *list)
     return b;
 }
 
-int cf__topology_load(const struct cf__config *cfg, hwloc_topology_t *out)
+/* hwloc reads these itself and then describes another machine. */
+static bool env_redirects(void)
+{
+    static const char *const vars[] = {"HWLOC_XMLFILE", "HWLOC_SYNTHETIC", "HWLOC_FSROOT",
+                                       "HWLOC_CPUID_PATH", "HWLOC_COMPONENTS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return true;
+    return false;
+}
+
+/* This machine's topology, discovered once per process (a few ms from
+ * sysfs) and never freed; each pool gets a copy (tens of us) that it may
+ * restrict. Lock-free: racers each load one, one CAS wins, the others
+ * destroy theirs. Changes to the machine after the first pool (CPU
+ * hotplug, a new cgroup cpuset) are not seen; the affinity mask is read
+ * again for every pool. */
+static _Atomic(hwloc_topology_t) g_machine;
+
+static hwloc_topology_t machine_base(void)
+{
+    /* Acquire pairs with the release of the winning CAS: a topology seen
+     * here is completely built. */
+    hwloc_topology_t t = atomic_load_explicit(&g_machine, memory_order_acquire);
+    if (t) return t;
+    if (hwloc_topology_init(&t) < 0) return NULL;
+    if (hwloc_topology_load(t) < 0 || !hwloc_topology_is_thissystem(t)) {
+        hwloc_topology_destroy(t);
+        return NULL;
+    }
+    hwloc_topology_refresh(t); /* hwloc's step before concurrent reads (dup) */
+    hwloc_topology_t expected = NULL;
+    /* Release publishes the built topology; on failure, acquire reads the
+     * winner's. */
+    if (!atomic_compare_exchange_strong_explicit(&g_machine, &expected, t, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        hwloc_topology_destroy(t);
+        return expected;
+    }
+    return t;
+}
+
+static int load_fresh(const struct cf__config *cfg, hwloc_topology_t *out)
 {
     hwloc_topology_t t;
-    if (!out) return CF_EINVAL;
-    *out = NULL;
     if (hwloc_topology_init(&t) < 0) return CF_ESYS;
-    if (cfg && cfg->topology[0] && hwloc_topology_set_xml(t, cfg->topology) < 0) goto fail;
     /* Without set_xml, hwloc_topology_load honours HWLOC_XMLFILE and
      * HWLOC_SYNTHETIC from the environment itself. */
-    if (hwloc_topology_load(t) < 0) goto fail;
+    if ((cfg && cfg->topology[0] && hwloc_topology_set_xml(t, cfg->topology) < 0) ||
+        hwloc_topology_load(t) < 0) {
+        hwloc_topology_destroy(t);
+        return CF_ESYS;
+    }
+    *out = t;
+    return 0;
+}
+
+int cf__topology_load(const struct cf__config *cfg, hwloc_topology_t *out)
+{
+    hwloc_topology_t t, base;
+    if (!out) return CF_EINVAL;
+    *out = NULL;
+    if ((cfg && cfg->topology[0]) || env_redirects() || !(base = machine_base()) ||
+        hwloc_topology_dup(&t, base) < 0) {
+        int rc = load_fresh(cfg, &t);
+        if (rc) return rc;
+    }
 
     hwloc_bitmap_t allowed = hwloc_bitmap_dup(hwloc_topology_get_topology_cpuset(t));
     if (!allowed) goto fail;

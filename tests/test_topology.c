@@ -456,6 +456,12 @@ static void test_this_machine(void **state)
     assert_int_equal(pthread_create(&th, NULL, pin_thread, &s), 0);
     assert_int_equal(pthread_join(th, &ok), 0);
     assert_true(ok != NULL);
+    /* A second pool gets a copy of the same (cached) machine. */
+    struct setup s2;
+    load(&s2, &c);
+    assert_int_equal(s2.p.n_workers, s.p.n_workers);
+    for (int i = 0; i < s.p.n_workers; i++) assert_int_equal(s2.p.w[i].cpu, s.p.w[i].cpu);
+    unload(&s2);
     unload(&s);
 }
 
