@@ -19,7 +19,13 @@
  *   stack, and sleeps only on a 2 it set itself; a producer pushes, then
  *   exchanges the word to 1 and wakes only if it replaced a 2. The
  *   clear/re-check on one side and push/exchange on the other form a
- *   store-buffering pattern, hence seq_cst on those four operations. */
+ *   store-buffering pattern, hence seq_cst on those four operations.
+ * - A pool worker (cf__tls_wait_helper set) does not sleep: for each wait
+ *   it makes a private "trigger" future, parks it in it->trigger, sets the
+ *   word to 3 instead of 2, and waits on the trigger through the pool's
+ *   helper (which runs other tasks: SEMANTICS 22). The producer that
+ *   replaces a 3 takes the trigger out of the slot (exchange, so only one
+ *   owner) and completes it. The slot holds its own reference. */
 #include <math.h>
 #include <string.h>
 
@@ -31,7 +37,8 @@
 struct cf_as_completed {
     struct cf__waiter w;                        /* first: notify gets &w */
     _Atomic size_t refs;
-    _Atomic uint32_t word;                      /* 0, 1 signalled, 2 consumer sleeps */
+    _Atomic uint32_t word;                      /* 0, 1 signalled, 2 sleeps, 3 helps */
+    cf_future *_Atomic trigger;                 /* helper mode: see the contract */
     struct cf__listener *_Atomic done_stack;    /* notified nodes' links, newest first */
     cf__deadline deadline;
     size_t n;                                   /* distinct futures */
@@ -64,8 +71,19 @@ static void as_notify(struct cf__waiter *w, struct cf__waiter_node *node)
     } while (!atomic_compare_exchange_weak_explicit(&it->done_stack, &head, &node->link_,
                                                     memory_order_seq_cst, memory_order_relaxed));
     /* seq_cst: see the contract (pairs with the consumer's clear + take). */
-    if (atomic_exchange_explicit(&it->word, 1, memory_order_seq_cst) == 2)
+    uint32_t old = atomic_exchange_explicit(&it->word, 1, memory_order_seq_cst);
+    if (old == 2) {
         cf__futex_wake(&it->word, 1, false);
+    } else if (old == 3) {
+        /* acquire: the consumer stored the trigger before its seq_cst CAS
+         * to 3, which our exchange read; acq_rel keeps the slot's hand-over
+         * ordered against the consumer's own exchange. */
+        cf_future *t = atomic_exchange_explicit(&it->trigger, NULL, memory_order_acq_rel);
+        if (t) {
+            (void)cf_future_set_result(t, NULL, 0);
+            cf_future_release(t);
+        }
+    }
     as_unref(it); /* last access to it */
 }
 
@@ -117,6 +135,7 @@ int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_complete
     atomic_init(&it->refs, 1);
     atomic_init(&it->word, 0);
     atomic_init(&it->done_stack, NULL);
+    atomic_init(&it->trigger, NULL);
     it->deadline = deadline;
     it->n = u;
     it->yielded = 0;
@@ -171,7 +190,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         if (it->yielded == it->n) return CF_END;
         if (as_drain(it)) continue;
 
-        if (spin < 0) { /* a bounded spin before the first sleep */
+        if (spin < 0 && !cf__tls_wait_helper) { /* a bounded spin before the first sleep */
             spin = cf__wait_spin_ns();
             int64_t end = cf__now_ns() + (spin > 0 ? spin : 0);
             if (end > it->deadline) end = it->deadline;
@@ -191,6 +210,27 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         /* Clear the signal, then re-check (seq_cst: see the contract). */
         atomic_exchange_explicit(&it->word, 0, memory_order_seq_cst);
         if (as_drain(it)) continue;
+        cf__wait_helper_fn *help = cf__tls_wait_helper;
+        cf_future *t = help ? cf_future_new() : NULL; /* NULL: sleep instead */
+        if (t) {
+            int rc = 0;
+            /* release: published before the word says 3 (see as_notify). */
+            atomic_store_explicit(&it->trigger, cf_future_retain(t), memory_order_release);
+            uint32_t z = 0;
+            /* seq_cst: the same pattern as the sleeping path below. */
+            if (atomic_compare_exchange_strong_explicit(&it->word, &z, 3, memory_order_seq_cst,
+                                                        memory_order_seq_cst))
+                rc = help(cf__tls_wait_helper_ctx, t, it->deadline);
+            /* Take the slot back unless a producer took it (acq_rel: pairs
+             * with the producer's exchange). */
+            cf_future *back = atomic_exchange_explicit(&it->trigger, NULL, memory_order_acq_rel);
+            cf_future_release(back);
+            cf_future_release(t);
+            /* (A producer that saw 3 pushed its node before, so the drain
+             * finds it even if the trigger fired at the deadline.) */
+            if (rc == CF_ETIMEDOUT && !as_drain(it)) return CF_ETIMEDOUT;
+            continue;
+        }
         uint32_t z = 0;
         /* seq_cst: part of the same pattern; a failure means a producer
          * stored 1 after our clear, so its node is there: loop. */

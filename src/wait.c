@@ -17,7 +17,11 @@
  *   node, so a loop of timed-out waits never grows a future's list.
  * - No lost wake-up: the caller sleeps only on word == 2, set by its own
  *   CAS from 0; a signal stores 1 (exchange) and wakes only if it replaced
- *   a 2, so no system call happens when nobody sleeps. */
+ *   a 2, so no system call happens when nobody sleeps.
+ * - A pool worker (cf__tls_wait_helper set) does not sleep: it waits on a
+ *   private "trigger" future through the pool's helper, which runs other
+ *   tasks meanwhile (SEMANTICS 22), and the first signal completes the
+ *   trigger. A task that cf_waits on its children never idles its worker. */
 #include <math.h>
 #include <string.h>
 
@@ -33,6 +37,7 @@ struct wait_ctx {
     _Atomic size_t events;     /* registered futures seen done */
     size_t need;               /* events that make ALL_COMPLETED true */
     enum cf_return_when when;
+    cf_future *trigger;        /* helper mode: completed by the first signal */
     size_t bytes;
     struct cf__waiter_node nodes[];
 };
@@ -53,6 +58,7 @@ static void ctx_unref(struct wait_ctx *c)
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_release) != 1) return;
     /* acquire: pairs with the other holders' release decrements. */
     CF__ACQUIRE_AFTER(&c->refs);
+    cf_future_release(c->trigger);
     cf__free(c, c->bytes);
 }
 
@@ -60,8 +66,11 @@ static void ctx_signal(struct wait_ctx *c)
 {
     /* release: the caller's acquire load of word == 1 then sees every
      * state change that led to this signal (the futures it re-reads). */
-    if (atomic_exchange_explicit(&c->word, 1, memory_order_release) == 2)
+    uint32_t old = atomic_exchange_explicit(&c->word, 1, memory_order_release);
+    if (old == 2)
         cf__futex_wake(&c->word, 1, false);
+    else if (old == 0 && c->trigger) /* the first signal, in helper mode */
+        (void)cf_future_set_result(c->trigger, NULL, 0);
 }
 
 /* `count` registered futures were seen done; `err`: one of them holds an
@@ -106,6 +115,12 @@ static bool satisfied(cf_future **uniq, size_t u, enum cf_return_when when, size
 /* Sleep until signalled or the deadline. */
 static void ctx_wait(struct wait_ctx *c, cf__deadline deadline)
 {
+    if (c->trigger) { /* a pool worker: help until signalled or timed out */
+        cf__wait_helper_fn *help = cf__tls_wait_helper;
+        if (help) (void)help(cf__tls_wait_helper_ctx, c->trigger, deadline);
+        else (void)cf__future_wait_done(c->trigger, deadline);
+        return;
+    }
     long spin = cf__wait_spin_ns();
     if (spin > 0) {
         int64_t end = cf__now_ns() + spin;
@@ -170,6 +185,8 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
         c->need = m;
         c->when = when;
         c->bytes = bytes;
+        /* No trigger (out of memory): sleep as anybody else would. */
+        c->trigger = cf__tls_wait_helper ? cf_future_new() : NULL;
 
         /* Register on every future that is not done. Each of the m
          * futures not done at the scan yields exactly one event: its

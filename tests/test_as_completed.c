@@ -297,6 +297,106 @@ static void large_set(void **state)
     free(f);
 }
 
+
+/* ---- SEMANTICS 22: a pool worker waiting here runs other work ----
+ * A fake "worker": its helper completes queued futures (as if running
+ * their tasks) while the awaited one is not done. Nobody else completes
+ * them, so a waiter that slept instead of helping would hang. */
+struct fake_queue {
+    cf_future **q;
+    size_t n, next;
+    int calls;
+};
+
+static int fake_helper(void *ctx, cf_future *f, cf__deadline deadline)
+{
+    struct fake_queue *fq = ctx;
+    fq->calls++;
+    while (!cf_future_done(f)) {
+        if (fq->next == fq->n) return cf__future_wait_done(f, deadline);
+        cf_future *g = fq->q[fq->next++];
+        int64_t v = (int64_t)fq->next;
+        assert_int_equal(cf_future_set_result(g, &v, sizeof v), 0);
+    }
+    return 0;
+}
+
+static void worker_helps_while_iterating(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    cf_future *f[N];
+    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    struct fake_queue fq = { .q = f, .n = N };
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
+    cf__tls_wait_helper = fake_helper;
+    cf__tls_wait_helper_ctx = &fq;
+    for (int i = 0; i < N; i++) {
+        cf_future *g;
+        assert_int_equal(cf_as_completed_next(it, &g), 0);
+        assert_ptr_equal(g, f[i]); /* completion order = queue order */
+    }
+    cf_future *g;
+    assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+    cf_as_completed_free(it);
+    assert_true(fq.calls >= 1);
+
+    /* timing out while helping */
+    cf_future *h = cf_future_new();
+    struct fake_queue empty = { 0 };
+    cf__tls_wait_helper_ctx = &empty;
+    assert_int_equal(cf_as_completed_new(&h, 1, 0.01, &it), 0);
+    assert_int_equal(cf_as_completed_next(it, &g), CF_ETIMEDOUT);
+    assert_int_equal(cf_as_completed_remaining(it), 1);
+    cf_as_completed_free(it);
+    cf__tls_wait_helper = NULL;
+    cf__tls_wait_helper_ctx = NULL;
+    assert_no_listeners(h);
+    cf_future_release(h);
+    for (int i = 0; i < N; i++) cf_future_release(f[i]);
+}
+
+/* A producer on another thread completes what a helping consumer waits
+ * for (the trigger hand-over races with the consumer). */
+static void *late_completer(void *p)
+{
+    cf_future **f = p;
+    for (int i = 0; i < 200; i++) {
+        int64_t v = i;
+        assert_int_equal(cf_future_set_result(f[i], &v, sizeof v), 0);
+        if (i % 16 == 0) sched_yield();
+    }
+    return NULL;
+}
+
+static void helping_consumer_races_producer(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    int rounds = (int)(10 * cf_test_scale());
+    for (int r = 0; r < rounds; r++) {
+        cf_future *f[N];
+        for (int i = 0; i < N; i++) f[i] = cf_future_new();
+        struct fake_queue empty = { 0 };
+        cf_as_completed *it;
+        assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
+        pthread_t t = spawn(late_completer, f);
+        cf__tls_wait_helper = fake_helper;
+        cf__tls_wait_helper_ctx = &empty;
+        for (int i = 0; i < N; i++) {
+            cf_future *g;
+            assert_int_equal(cf_as_completed_next(it, &g), 0);
+            assert_ptr_equal(g, f[i]);
+        }
+        cf__tls_wait_helper = NULL;
+        cf__tls_wait_helper_ctx = NULL;
+        cf_as_completed_free(it);
+        pthread_join(t, NULL);
+        for (int i = 0; i < N; i++) cf_future_release(f[i]);
+    }
+}
+
 /* SEMANTICS 9 with as_completed: when a callback runs, the iterator has
  * already been notified (next() with the deadline passed still yields). */
 static cf_as_completed *g_it;
@@ -337,6 +437,8 @@ int main(void)
         cmocka_unit_test(stress_exactly_once),
         cmocka_unit_test(large_set),
         cmocka_unit_test(callbacks_after_iterator_notified),
+        cmocka_unit_test(worker_helps_while_iterating),
+        cmocka_unit_test(helping_consumer_races_producer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -417,6 +417,67 @@ static void stress_no_lost_completion(void **state)
     }
 }
 
+
+/* ---- SEMANTICS 22: a pool worker waiting here runs other work ----
+ * A fake "worker": its helper completes queued futures (as if running
+ * their tasks) while the awaited one is not done. Nobody else completes
+ * them, so a waiter that slept instead of helping would hang. */
+struct fake_queue {
+    cf_future **q;
+    size_t n, next;
+    int calls;
+};
+
+static int fake_helper(void *ctx, cf_future *f, cf__deadline deadline)
+{
+    struct fake_queue *fq = ctx;
+    fq->calls++;
+    while (!cf_future_done(f)) {
+        if (fq->next == fq->n) return cf__future_wait_done(f, deadline);
+        cf_future *g = fq->q[fq->next++];
+        int64_t v = (int64_t)fq->next;
+        assert_int_equal(cf_future_set_result(g, &v, sizeof v), 0);
+    }
+    return 0;
+}
+
+static void worker_helps_while_waiting(void **state)
+{
+    (void)state;
+    enum { N = 5 };
+    for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
+        cf_future *f[N], *fs[N];
+        for (int i = 0; i < N; i++) fs[i] = f[i] = cf_future_new();
+        struct fake_queue fq = { .q = f, .n = N };
+        cf__tls_wait_helper = fake_helper;
+        cf__tls_wait_helper_ctx = &fq;
+        size_t n_done;
+        assert_int_equal(cf_wait(fs, N, (enum cf_return_when)when, CF_FOREVER, &n_done), 0);
+        cf__tls_wait_helper = NULL;
+        cf__tls_wait_helper_ctx = NULL;
+        assert_int_equal(fq.calls, 1);
+        if (when == CF_FIRST_COMPLETED) assert_true(n_done >= 1);
+        else assert_int_equal(n_done, N);
+        for (int i = 0; i < N; i++) {
+            if (!cf_future_done(f[i])) assert_true(cf_future_cancel(f[i]));
+            assert_no_listeners(f[i]);
+            cf_future_release(f[i]);
+        }
+    }
+    /* a helping wait still times out */
+    cf_future *g = cf_future_new();
+    struct fake_queue empty = { 0 };
+    cf__tls_wait_helper = fake_helper;
+    cf__tls_wait_helper_ctx = &empty;
+    size_t n_done = 9;
+    assert_int_equal(cf_wait(&g, 1, CF_ALL_COMPLETED, 0.01, &n_done), 0);
+    cf__tls_wait_helper = NULL;
+    cf__tls_wait_helper_ctx = NULL;
+    assert_int_equal(n_done, 0);
+    assert_no_listeners(g);
+    cf_future_release(g);
+}
+
 /* SEMANTICS 9: callbacks run after every waiter has been released. The
  * callback blocks until the thread in cf_wait has returned: if waiters were
  * released after callbacks, this would never finish. */
@@ -500,6 +561,7 @@ int main(void)
         cmocka_unit_test(timeouts_do_not_grow_lists),
         cmocka_unit_test(stress_no_lost_completion),
         cmocka_unit_test(callbacks_after_wait_released),
+        cmocka_unit_test(worker_helps_while_waiting),
         cmocka_unit_test(signals_do_not_end_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
