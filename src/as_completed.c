@@ -253,7 +253,9 @@ void cf_as_completed_free(cf_as_completed *it)
     size_t u = it->n;
     for (size_t i = 0; i < u; i++) {
         struct cf__waiter_node *node = &it->nodes[i];
-        if (node->index == 1 && cf__waiter_node_remove(node->future, node))
+        /* done: the completer owns the node (no need for the lock) */
+        if (node->index == 1 && !cf_future_done(node->future) &&
+            cf__waiter_node_remove(node->future, node))
             atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed); /* not the last */
     }
     /* A pending notify does not touch the future (its completer holds its

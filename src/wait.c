@@ -2,8 +2,8 @@
  * any mix of futures.
  *
  * Contract.
- * - One waiter object per call, holding one node per distinct future that
- *   was not done when we looked. Completers call wait_notify() (from
+ * - FIRST_COMPLETED / FIRST_EXCEPTION: one waiter object per call, holding
+ *   one node per distinct future that was not done when we looked. Completers call wait_notify() (from
  *   future.c's fire(), no lock held); it counts the event and, when the
  *   condition holds, signals the caller through a futex word. Cost: O(n)
  *   to register, O(1) per completion, O(n) to unregister.
@@ -18,6 +18,13 @@
  * - No lost wake-up: the caller sleeps only on word == 2, set by its own
  *   CAS from 0; a signal stores 1 (exchange) and wakes only if it replaced
  *   a 2, so no system call happens when nobody sleeps.
+ * - ALL_COMPLETED registers nothing: it waits for each unfinished future in
+ *   turn, last first, like result() does (spin, then futex on the future's
+ *   own word, or the pool's helper). It cannot return before every one is
+ *   done anyway, completions cost their completers nothing extra (no
+ *   listener, so no lock and no notify on a shared waiter), and with the
+ *   usual FIFO-ish completion the last one is the only one slept on. Still
+ *   O(n) in total.
  * - A pool worker (cf__tls_wait_helper set) does not sleep: it waits on a
  *   private "trigger" future through the pool's helper, which runs other
  *   tasks meanwhile (SEMANTICS 22), and the first signal completes the
@@ -35,7 +42,7 @@ struct wait_ctx {
     _Atomic size_t refs;
     _Atomic uint32_t word;     /* 0 waiting, 1 signalled, 2 the caller sleeps */
     _Atomic size_t events;     /* registered futures seen done */
-    size_t need;               /* events that make ALL_COMPLETED true */
+    size_t need;               /* events that mean "all done" (FIRST_EXCEPTION) */
     enum cf_return_when when;
     cf_future *trigger;        /* helper mode: completed by the first signal */
     size_t bytes;
@@ -170,7 +177,17 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
     int rc = cf__dedup(fs, n, uniq, dups, &u);
     if (rc) goto out;
 
-    if (!satisfied(uniq, u, when, &done) && timeout != 0) {
+    if (satisfied(uniq, u, when, &done) || timeout == 0) {
+        /* nothing to wait for */
+    } else if (when == CF_ALL_COMPLETED) {
+        for (size_t i = u; i-- > 0;) {
+            if (cf_future_done(uniq[i])) continue;
+            cf__wait_helper_fn *help = cf__tls_wait_helper;
+            int r = help ? help(cf__tls_wait_helper_ctx, uniq[i], deadline) : 0;
+            if (r != CF_ETIMEDOUT) r = cf__future_wait_done(uniq[i], deadline);
+            if (r == CF_ETIMEDOUT) break;
+        }
+    } else {
         size_t m = u - done;
         size_t bytes = sizeof(struct wait_ctx) + m * sizeof(struct cf__waiter_node);
         struct wait_ctx *c = cf__alloc(bytes);
@@ -225,10 +242,12 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
             ctx_events(c, done_now - done, late_err);
         ctx_wait(c, deadline);
 
-        /* Unregister on every way out. */
+        /* Unregister on every way out. A done future's completer owns the
+         * node (remove would say so under the lock): skip the lock. */
         for (size_t j = 0; j < k; j++) {
             struct cf__waiter_node *node = &c->nodes[j];
-            if (node->index == 1 && cf__waiter_node_remove(node->future, node))
+            if (node->index == 1 && !cf_future_done(node->future) &&
+                cf__waiter_node_remove(node->future, node))
                 atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed); /* not the last */
         }
         ctx_unref(c);

@@ -29,10 +29,17 @@ static void assert_no_listeners(cf_future *f)
     assert_null(f->listeners);
 }
 
-/* Until some waiter has registered on f. */
+/* Until some waiter has registered on f (FIRST_*: a waiter node). */
 static void wait_for_listener(cf_future *f)
 {
     while (!(word(f) & CF__HAS_LISTENERS)) sched_yield();
+}
+
+/* Until some waiter waits on f: a node (FIRST_*) or, for ALL_COMPLETED,
+ * which waits for one future at a time, a sleeper on its word. */
+static void wait_for_waiter(cf_future *f)
+{
+    while (!(word(f) & (CF__HAS_LISTENERS | CF__SLEEPERS))) sched_yield();
 }
 
 static pthread_t spawn(void *(*fn)(void *), void *arg)
@@ -114,7 +121,7 @@ static void duplicates_and_mixed_sources(void **state)
     cf_future *gs[] = { b, b, b, a };
     struct wait_arg w = { .fs = gs, .n = 4, .when = CF_ALL_COMPLETED, .timeout = CF_FOREVER };
     pthread_t th = spawn(wait_thread, &w);
-    wait_for_listener(b);
+    wait_for_waiter(b);
     set_i64(b, 2);
     pthread_join(th, NULL);
     assert_int_equal(w.rc, 0);
@@ -168,9 +175,12 @@ static void all_completed(void **state)
     memcpy(fs, f, sizeof fs);
     struct wait_arg w = { .fs = fs, .n = N, .when = CF_ALL_COMPLETED, .timeout = CF_FOREVER };
     pthread_t th = spawn(wait_thread, &w);
+    for (bool waiting = false; !waiting; sched_yield()) /* it waits on one of them */
+        for (int i = 0; i < N; i++)
+            if (word(f[i]) & (CF__HAS_LISTENERS | CF__SLEEPERS)) waiting = true;
     for (int i = 0; i < N; i++) {
         if (i == 2) continue;
-        wait_for_listener(f[i]);
+        sched_yield();
         if (i == 3) assert_true(cf_future_cancel(f[i])); /* cancelled counts as done */
         else if (i == 4) assert_int_equal(cf_future_set_exception(f[i], 1, "x"), 0);
         else set_i64(f[i], i);
@@ -310,7 +320,7 @@ static void cancel_wakes_wait(void **state)
         cf_future *fs[] = { f };
         struct wait_arg w = { .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER };
         pthread_t th = spawn(wait_thread, &w);
-        wait_for_listener(f);
+        wait_for_waiter(f);
         assert_true(cf_future_cancel(f));
         pthread_join(th, NULL); /* a lost wake-up would hang here */
         assert_int_equal(w.rc, 0);
@@ -504,7 +514,7 @@ static void callbacks_after_wait_released(void **state)
         cf_future *fs[] = { f };
         struct wait_arg w = { .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER };
         pthread_t th = spawn(wait_thread_flag, &w);
-        wait_for_listener(f); /* the waiter node is linked */
+        wait_for_waiter(f); /* the waiter node is linked, or it sleeps on f */
         /* the callback is the newest listener: it still runs after the
          * waiter is released */
         assert_int_equal(cf_future_add_done_callback(f, block_until_waiter_returned, NULL), 0);
