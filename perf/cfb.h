@@ -53,6 +53,8 @@ extern const struct cfb_workload cfb_proc_workloads[];
  * a bad value prints a message and exits with status 2), else def scaled by
  * CFB_SCALE (a positive real, default 1), at least min. */
 long cfb_size(const char *var, long def, long min);
+/* An integer setting that is not a size: like cfb_size, not scaled. */
+long cfb_param(const char *var, long def, long min);
 /* A real from the environment (strict), else def (not scaled). */
 double cfb_real(const char *var, double def);
 /* Workers for every pool: CFB_WORKERS, else the number of CPUs this process

@@ -56,6 +56,11 @@ long cfb_size(const char *var, long def, long min)
     return v < (double)min ? min : (long)v;
 }
 
+long cfb_param(const char *var, long def, long min)
+{
+    return getenv(var) && *getenv(var) ? cfb_size(var, def, min) : def;
+}
+
 double cfb_real(const char *var, double def)
 {
     const char *s = getenv(var);
@@ -84,14 +89,14 @@ int cfb_workers(void)
         if (n <= 0)
             n = 1;
         /* CFB_SCALE does not scale the worker count */
-        workers = getenv("CFB_WORKERS") ? (int)cfb_size("CFB_WORKERS", n, 1) : n;
+        workers = (int)cfb_param("CFB_WORKERS", n, 1);
     }
     return workers;
 }
 
 uint64_t cfb_seed(void)
 {
-    return getenv("CFB_SEED") ? (uint64_t)cfb_size("CFB_SEED", 42, 0) : 42;
+    return (uint64_t)cfb_param("CFB_SEED", 42, 0);
 }
 
 double cfb_now(void)

@@ -166,7 +166,7 @@ static void pingpong(struct cfb_result *r)
 static void pingpong_cold(struct cfb_result *r)
 {
     pingpong_run(r, cfb_size("CFB_PINGPONG_COLD_M", 2000, 1),
-                 (long)cfb_size("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false);
+                 (long)cfb_param("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false);
 }
 
 /* ---- map: what a pool without map does (and CPython's map does):

@@ -8,7 +8,7 @@ struct cfb_spin_arg *cfb_spin_args(long n, uint64_t *total_ns)
     struct cfb_spin_arg *a = malloc((size_t)n * sizeof *a);
     if (!a)
         return NULL;
-    uint64_t max = (uint64_t)cfb_size("CFB_SPIN_MAX_NS", 20000, 0);
+    uint64_t max = (uint64_t)cfb_param("CFB_SPIN_MAX_NS", 20000, 0);
     uint64_t s = cfb_seed(), total = 0;
     for (long i = 0; i < n; i++) {
         a[i].idx = i;

@@ -140,7 +140,7 @@ static void fib_bench(struct cfb_result *r)
 {
     if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_future_result_i64)))
         return;
-    int64_t n = cfb_size("CFB_FIB_N", 30, 1);
+    int64_t n = cfb_param("CFB_FIB_N", 30, 1);
     if (n > 45)
         return cfb_fail(r, "CFB_FIB_N=%ld: at most 45", (long)n);
     if (!(fib_ex = cfb_thread_pool(r, 0)))
@@ -225,7 +225,7 @@ static void pingpong(struct cfb_result *r)
 static void pingpong_cold(struct cfb_result *r)
 {
     pingpong_run(r, cfb_size("CFB_PINGPONG_COLD_M", 2000, 1),
-                 (long)cfb_size("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false);
+                 (long)cfb_param("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false);
 }
 
 /* ---- map ---- */
