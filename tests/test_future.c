@@ -326,6 +326,56 @@ static void running_task_not_interrupted(void **state)
     cf_future_release(f);
 }
 
+/* cancel() racing with the executor's start: either the task ran and
+ * cancel said false, or it never ran and cancel said true. */
+static _Atomic int ran_count;
+static int count_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    atomic_fetch_add_explicit(&ran_count, 1, memory_order_relaxed);
+    return cf_out_i64(out, 1);
+}
+
+struct cancel_arg {
+    cf_future *f;
+    _Atomic int *go;
+    bool cancelled;
+};
+
+static void *cancel_thread(void *p)
+{
+    struct cancel_arg *a = p;
+    while (!atomic_load_explicit(a->go, memory_order_acquire)) cf__cpu_relax();
+    a->cancelled = cf_future_cancel(a->f);
+    return NULL;
+}
+
+static void cancel_races_start(void **state)
+{
+    (void)state;
+    int rounds = (int)(300 * cf_test_scale());
+    int ran_total = 0, cancelled_total = 0;
+    for (int r = 0; r < rounds; r++) {
+        atomic_store_explicit(&ran_count, 0, memory_order_relaxed);
+        cf_future *f = cf__future_new_task(count_task, NULL, 0, NULL, NULL);
+        _Atomic int go = 0;
+        struct cancel_arg a = { .f = f, .go = &go };
+        pthread_t t = spawn(cancel_thread, &a);
+        atomic_store_explicit(&go, 1, memory_order_release);
+        bool ran = cf__future_run(f);
+        pthread_join(t, NULL);
+        assert_true(ran != a.cancelled);
+        assert_int_equal(atomic_load_explicit(&ran_count, memory_order_relaxed), ran ? 1 : 0);
+        int64_t v;
+        assert_int_equal(cf_future_result_i64(f, CF_POLL, &v), ran ? 0 : CF_ECANCELLED);
+        ran_total += ran;
+        cancelled_total += a.cancelled;
+        cf_future_release(f);
+        cf_future_release(f);
+    }
+    assert_int_equal(ran_total + cancelled_total, rounds);
+}
+
 /* ---- 6. result() and timeouts ---- */
 
 static void result_timeouts(void **state)
@@ -1050,6 +1100,7 @@ int main(void)
         cmocka_unit_test(cancel_wakes_result_and_runs_callbacks_once),
         cmocka_unit_test(executor_hooks),
         cmocka_unit_test(running_task_not_interrupted),
+        cmocka_unit_test(cancel_races_start),
         cmocka_unit_test(result_timeouts),
         cmocka_unit_test(deadline_math),
         cmocka_unit_test(signals_and_spurious_wakeups),
