@@ -4,6 +4,7 @@
  * variables as the library; binds nothing.
  *
  *   HWLOC_SYNTHETIC="pack:2 numa:2 l3:1 core:8 pu:2" CFUTURES_WORKERS=32 cfutures-info */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,6 +52,13 @@ int main(int argc, char **argv)
         return 1;
     }
     cf__placement_print(topo, &p, stdout);
+    const struct hwloc_topology_support *sup = hwloc_topology_get_support(topo);
+    bool this_machine = hwloc_topology_is_thissystem(topo);
+    printf("binding: threads to CPUs %s, memory to NUMA nodes %s%s\n",
+           this_machine && sup->cpubind->set_thisthread_cpubind ? "yes" : "no",
+           this_machine && sup->membind->set_area_membind && sup->membind->bind_membind ? "yes"
+                                                                                        : "no",
+           this_machine ? "" : " (the topology is not this machine: nothing is bound)");
     printf("remote steal attempts per round: %d\n", cf__steal_attempts(&cfg, p.n_workers));
     cf__placement_free(&p);
     hwloc_topology_destroy(topo);
