@@ -265,6 +265,13 @@ unsigned cf__numa_arena(int node)
     return mine == ARENA_FAILED ? 0 : mine;
 }
 
+unsigned cf__numa_bind_thread(int node)
+{
+    unsigned a = cf__numa_arena(node);
+    if (a && mallctl("thread.arena", NULL, NULL, &a, sizeof a) != 0) return 0;
+    return a;
+}
+
 int cf__numa_node_of(const void *p, size_t len)
 {
     hwloc_topology_t t = machine();

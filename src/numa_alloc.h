@@ -21,6 +21,14 @@
  * buffers) should add MALLOCX_TCACHE_NONE. */
 unsigned cf__numa_arena(int node);
 
+/* Make `node`'s arena the calling thread's own (jemalloc "thread.arena"),
+ * so its plain mallocx(size, 0) calls use it: jemalloc's fast path, about
+ * as cheap as the default arena, where MALLOCX_ARENA(a) costs a few ns more
+ * per call. For threads that stay on one node (pool workers). Returns the
+ * arena, or 0 (nothing changed) when the node has none. There is no way
+ * back to automatic arena selection for the thread. */
+unsigned cf__numa_bind_thread(int node);
+
 /* The hwloc logical index of the NUMA node holding the (touched) pages of
  * [p, p+len), or -1 when unknown or spread over several nodes. */
 int cf__numa_node_of(const void *p, size_t len);

@@ -110,6 +110,36 @@ static void test_library_alloc_on_node(void **state)
     cf__alloc_set_thread_node(-1);
 }
 
+/* A thread bound to the node arena allocates from it without flags. */
+static void *bound_thread(void *arg)
+{
+    (void)arg;
+    unsigned a = cf__numa_bind_thread(0);
+    if (!a) return NULL;
+    unsigned now;
+    size_t len = sizeof now;
+    if (mallctl("thread.arena", &now, &len, NULL, 0) != 0 || now != a) return NULL;
+    const size_t sz = (size_t)4 << 20;
+    char *p = mallocx(sz, MALLOCX_TCACHE_NONE);
+    if (!p) return NULL;
+    memset(p, 1, sz);
+    int node = cf__numa_node_of(p, sz);
+    dallocx(p, MALLOCX_TCACHE_NONE);
+    return node == 0 ? arg : NULL;
+}
+
+static void test_bind_thread(void **state)
+{
+    (void)state;
+    pthread_t th;
+    void *ok;
+    int token;
+    assert_int_equal(pthread_create(&th, NULL, bound_thread, &token), 0);
+    assert_int_equal(pthread_join(th, &ok), 0);
+    assert_ptr_equal(ok, &token);
+    assert_int_equal(cf__numa_bind_thread(-1), 0);
+}
+
 static void *first_use(void *arg)
 {
     (void)arg;
@@ -134,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_no_arena_for_bad_nodes),
         cmocka_unit_test(test_node0_memory_lands_on_node0),
         cmocka_unit_test(test_library_alloc_on_node),
+        cmocka_unit_test(test_bind_thread),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
