@@ -132,18 +132,35 @@ static void print_stats(struct cf__pool *p)
     }
 }
 
+static void pool_free(struct cf__pool *p);
+
+/* Join every worker, once; concurrent callers wait for the one joining.
+ * The joins run without the lock: exiting workers take it. */
 static void join_all(struct cf__pool *p)
 {
     pthread_mutex_lock(&p->join_lock);
-    if (!p->joined) {
-        for (int i = 0; i < p->n; i++)
-            if (p->w[i].started)
-                pthread_join(p->w[i].thread, NULL);
-        p->joined = true;
-        if (p->stats)
-            print_stats(p);
+    while (p->joining)
+        pthread_cond_wait(&p->join_cv, &p->join_lock);
+    if (p->joined || p->orphaned) {
+        pthread_mutex_unlock(&p->join_lock);
+        return;
     }
+    p->joining = true;
     pthread_mutex_unlock(&p->join_lock);
+    for (int i = 0; i < p->n; i++)
+        if (p->w[i].started)
+            pthread_join(p->w[i].thread, NULL);
+    if (p->stats)
+        print_stats(p);
+    pthread_mutex_lock(&p->join_lock);
+    p->joining = false;
+    p->joined = true;
+    /* Freed from inside a worker while we were joining: we free it. */
+    bool free_it = p->orphaned;
+    pthread_cond_broadcast(&p->join_cv);
+    pthread_mutex_unlock(&p->join_lock);
+    if (free_it)
+        pool_free(p);
 }
 
 static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
@@ -179,8 +196,45 @@ static void pool_free(struct cf__pool *p)
     char *msg = atomic_load_explicit(&p->broken_msg, memory_order_relaxed);
     if (msg)
         cf__free_str(msg);
+    pthread_cond_destroy(&p->join_cv);
     pthread_mutex_destroy(&p->join_lock);
     cf__free(p->raw, 0);
+}
+
+/* Freed from inside one of its own workers (a task or a callback running
+ * there): that thread cannot be joined by itself, so every worker thread is
+ * detached (or joined, if it has already left) and the last worker to
+ * leave frees the pool (cf__pool_worker_exit). The pool is shut down
+ * already, so they all leave once the queues drain. */
+static void destroy_from_worker(struct cf__pool *p, struct cf__worker *self)
+{
+    pthread_mutex_lock(&p->join_lock);
+    p->orphaned = true;
+    if (!p->joining) { /* else the joiner frees the pool when done */
+        for (int i = 0; i < p->n; i++) {
+            struct cf__worker *w = &p->w[i];
+            if (!w->started || w == self)
+                continue;
+            if (w->exited)
+                pthread_join(w->thread, NULL); /* it has left: this is brief */
+            else
+                pthread_detach(w->thread);
+        }
+        pthread_detach(self->thread);
+    }
+    pthread_mutex_unlock(&p->join_lock);
+}
+
+void cf__pool_worker_exit(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    pthread_mutex_lock(&p->join_lock);
+    w->exited = true;
+    p->exited++;
+    bool free_it = p->orphaned && !p->joining && p->exited == p->started;
+    pthread_mutex_unlock(&p->join_lock);
+    if (free_it)
+        pool_free(p); /* every worker has left, and the user let go */
 }
 
 static void tp_destroy(cf_executor *ex)
@@ -188,9 +242,7 @@ static void tp_destroy(cf_executor *ex)
     struct cf__pool *p = (struct cf__pool *)ex;
     struct cf__worker *self = cf__tls_worker;
     if (self && self->pool == p) {
-        /* Freed from inside its own worker: the pool cannot join that
-         * thread, so it is left running down (shut down, draining) and not
-         * freed. Documented limitation. */
+        destroy_from_worker(p, self);
         return;
     }
     join_all(p);
@@ -310,12 +362,17 @@ CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int 
     atomic_init(&p->searching, 0);
     cf__ec_init(&p->ec);
     pthread_mutex_init(&p->join_lock, NULL);
+    pthread_cond_init(&p->join_cv, NULL);
     int rc = pool_setup(p, opts);
     for (int i = 0; rc == 0 && i < p->n; i++) {
         if (pthread_create(&p->w[i].thread, NULL, cf__worker_main, &p->w[i]) != 0)
             rc = CF_ESYS;
-        else
+        else {
+            pthread_mutex_lock(&p->join_lock);
             p->w[i].started = true;
+            p->started++;
+            pthread_mutex_unlock(&p->join_lock);
+        }
     }
     if (rc) {
         /* Started workers (if any) see SHUTDOWN with nothing queued and

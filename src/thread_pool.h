@@ -55,6 +55,7 @@ struct cf__worker {
     uint64_t rng;        /* victim choice */
     pthread_t thread;
     bool started;
+    bool exited;         /* under the pool's join_lock */
     /* Written by the worker, read by stats readers. */
     _Alignas(CF__CACHE_LINE) struct cf__wstats st;
 };
@@ -98,7 +99,11 @@ struct cf__pool {
 
     /* Joining, once, by whichever shutdown(wait=true) gets here first. */
     _Alignas(CF__CACHE_LINE) pthread_mutex_t join_lock;
-    bool joined;
+    pthread_cond_t join_cv;  /* signalled when a joiner is done */
+    bool joining, joined;    /* a joiner works without the lock (workers
+                                need it on their way out) */
+    bool orphaned;           /* freed from inside a worker: the last one out frees */
+    int started, exited;     /* worker threads, under join_lock */
 };
 _Static_assert(offsetof(struct cf__pool, outside_inflight) / CF__CACHE_LINE
                    != offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
@@ -117,6 +122,9 @@ void *cf__worker_main(void *arg);
 /* Publish-then-wake: after work became visible (the caller fenced, see
  * worker.c), wake a parked worker if nobody is searching. */
 void cf__pool_wake_if_idle(struct cf__pool *p);
+/* Called by a worker thread as it leaves (thread_pool.c): frees the pool if
+ * it was freed from inside one of its workers and this is the last one. */
+void cf__pool_worker_exit(struct cf__worker *w);
 /* Take every queued, not started task out of the pool's queues and cancel
  * it (cancel_futures) - called with the pool shut down. */
 void cf__pool_cancel_queued(struct cf__pool *p);

@@ -101,8 +101,11 @@ static void run_task(struct cf__worker *w, cf_future *f)
 
 /* ---- finding work ---- */
 
-/* Splice queue q (whose try-flag we hold) and keep the batch: the first
- * task is returned, the rest go to our deque for thieves. */
+/* Splice queue q (whose try-flag we hold) and keep the batch: the oldest
+ * task is returned, the rest go to our deque for thieves. They are pushed
+ * newest first, so that our own pops take them in submission order (FIFO
+ * for outside work, as users expect from an executor) and thieves take
+ * from the newest end. */
 static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *more)
 {
     struct cf__inject_batch b;
@@ -111,13 +114,21 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
         return NULL;
     cf_future *first = NULL;
     uint64_t n = 0;
-    struct cds_wfcq_node *node;
+    struct cds_wfcq_node *node, *rev = NULL;
+    /* A node handed out by cf__batch_next is ours: no producer links to
+     * it any more (inject.h), so its link can be reused to reverse. */
     while ((node = cf__batch_next(&b)) != NULL) {
         n++;
         if (!first) {
             first = node_future(node);
             continue;
         }
+        node->next = rev;
+        rev = node;
+    }
+    while (rev) {
+        node = rev;
+        rev = rev->next;
         if (cf__deque_push(&w->dq, node_future(node)) != 0)
             cf__inject_push(q, node); /* could not grow the deque: put it back */
         else
@@ -449,6 +460,7 @@ void *cf__worker_main(void *arg)
     cf__tls_wait_helper = NULL;
     cf__tls_wait_helper_ctx = NULL;
     cf__tls_worker = NULL;
+    cf__pool_worker_exit(w); /* may free the pool: touch nothing after */
     return NULL;
 }
 

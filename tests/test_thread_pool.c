@@ -99,6 +99,39 @@ static void test_submit_many(void **state)
     cf_executor_free(ex);
 }
 
+/* One worker runs outside submissions in submission order (the injected
+ * batch is pushed so that the owner's pops are FIFO). */
+static _Atomic int g_seq;
+static int g_order[256];
+static int order_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len, (void)out;
+    int i;
+    memcpy(&i, arg, sizeof i);
+    g_order[i] = atomic_fetch_add(&g_seq, 1);
+    return 0;
+}
+
+static void test_fifo_one_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    cf_future *b = start_blocker(ex);
+    atomic_store(&g_seq, 0);
+    cf_future *fs[256];
+    for (int i = 0; i < 256; i++)
+        assert_int_equal(cf_submit(ex, order_task, &i, sizeof i, &fs[i]), 0);
+    gate_open();
+    for (int i = 0; i < 256; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(fs[i]);
+    }
+    for (int i = 0; i < 256; i++)
+        assert_int_equal(g_order[i], i);
+    cf_future_release(b);
+    cf_executor_free(ex);
+}
+
 /* ---- SEMANTICS 17 ---- */
 
 static void test_submit_after_shutdown(void **state)
@@ -276,6 +309,60 @@ static void test_shutdown_from_callback(void **state)
     cf_executor_free(ex); /* joins: the callback has returned by then */
     assert_int_equal(atomic_load(&g_cb_rc), 0);
     cf_future_release(b);
+}
+
+/* cf_executor_free from inside one of the pool's own tasks: it cannot join
+ * itself; the pool drains, its threads leave and the last one frees it
+ * (ASan's leak check would see it otherwise). */
+static int free_self_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len, (void)out;
+    cf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    cf_executor_free(ex);
+    return 0;
+}
+
+static int thread_count(void)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    assert_non_null(f);
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    assert_non_null(p);
+    int field = 2, threads = -1;
+    for (const char *q = p + 1; *q; q++)
+        if (*q == ' ' && ++field == 20) {
+            threads = atoi(q + 1);
+            break;
+        }
+    return threads;
+}
+
+static void test_free_from_task(void **state)
+{
+    (void)state;
+    int before = thread_count();
+    cf_executor *ex = pool(2);
+    atomic_store(&g_count, 0);
+    cf_future *fs[50];
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, free_self_task, &ex, sizeof ex, &f), 0);
+    assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(f);
+    /* Queued work still completes. */
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(fs[i]);
+    }
+    /* The workers leave on their own (detached); wait until they have. */
+    while (thread_count() > before)
+        sched_yield();
 }
 
 /* Nested submits from a running task still work after shutdown, so a
@@ -663,6 +750,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_many),
+        cmocka_unit_test(test_fifo_one_worker),
         cmocka_unit_test(test_submit_after_shutdown),
         cmocka_unit_test(test_shutdown_wait_runs_queued),
         cmocka_unit_test(test_shutdown_nowait),
@@ -671,6 +759,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_from_task),
         cmocka_unit_test(test_shutdown_from_callback),
         cmocka_unit_test(test_nested_submit_during_shutdown),
+        cmocka_unit_test(test_free_from_task),
         cmocka_unit_test(test_max_workers),
         cmocka_unit_test(test_initializer_once_per_worker),
         cmocka_unit_test(test_initializer_failure_breaks),
