@@ -384,7 +384,8 @@ int cf__config_apply_thread_opts(struct cf__config *c, const cf_thread_pool_opts
     if ((rc = opt_workers(&t, o->max_workers))) return rc;
     if (o->pin < CF_PIN_DEFAULT || o->pin > CF_PIN_NONE) return CF_EINVAL;
     if (o->cpu_list) {
-        if (strlen(o->cpu_list) >= sizeof t.cpu_list || cf__cpu_list_parse(o->cpu_list, NULL, 0) <= 0)
+        if (strlen(o->cpu_list) >= sizeof t.cpu_list ||
+            cf__cpu_list_parse(o->cpu_list, NULL, 0) <= 0)
             return CF_EINVAL;
         strcpy(t.cpu_list, o->cpu_list);
         t.source[CF__SET_CPU_LIST] = CF__FROM_CODE;

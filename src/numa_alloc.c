@@ -10,20 +10,23 @@
  * container without mbind) is counted and otherwise ignored: the memory is
  * still valid, just not placed.
  *
- * Contract: cf__numa_arena may be called from any thread at any time; it is
- * lock-free (first use of a node may race: every racer creates an arena,
- * one wins a CAS, the others destroy theirs). The hwloc topology used for
- * binding is this machine's, loaded once the same way and never freed (it
- * lives as long as the arenas, which jemalloc never frees either). Hooks are
+ * Contract: cf__numa_arena may be called from any thread at any time. Once
+ * a node's arena exists it is one atomic load (lock-free); creating it,
+ * once per node, takes a mutex: a one-time slow path where racing creators
+ * would waste arenas, and where TSan cannot see jemalloc's own
+ * synchronisation of a new arena without it. The hwloc topology used for
+ * binding is this machine's, loaded once (racers each load one, a CAS keeps
+ * one) and never freed: it lives as long as the arenas, which jemalloc
+ * never frees either. Hooks are
  * called by jemalloc from any thread, concurrently: they touch only their
  * arguments, the read-only topology and relaxed counters. */
 #include "numa_alloc.h"
 
 #include <hwloc.h>
+#include <pthread.h>
 #include <jemalloc/jemalloc.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -229,8 +232,10 @@ static struct node_hooks g_hooks[CF__NUMA_MAX_NODES] = {
 
 #define ARENA_FAILED UINT32_MAX
 
-/* 0: not created yet; ARENA_FAILED: jemalloc refused (do not retry). */
+/* 0: not created yet; ARENA_FAILED: jemalloc refused (do not retry).
+ * Written once per node, under g_create_lock; read lock-free. */
 static _Atomic unsigned g_arena[CF__NUMA_MAX_NODES];
+static pthread_mutex_t g_create_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static unsigned create_arena(int node)
 {
@@ -245,24 +250,24 @@ static unsigned create_arena(int node)
 unsigned cf__numa_arena(int node)
 {
     if (node < 0 || node >= CF__NUMA_MAX_NODES) return 0;
-    /* The index carries no data of ours (jemalloc publishes its arena
-     * itself); acquire/release keep the reasoning simple and cost nothing
-     * on the fast path of x86. Pairs with the release CAS below. */
+    /* Acquire pairs with the release store below: a thread that sees the
+     * index also sees (for TSan too) everything jemalloc did to create the
+     * arena. */
     unsigned a = atomic_load_explicit(&g_arena[node], memory_order_acquire);
     if (a) return a == ARENA_FAILED ? 0 : a;
     if (!node_obj(node)) return 0; /* not a node of this machine */
-    unsigned mine = create_arena(node), expected = 0;
-    if (!atomic_compare_exchange_strong_explicit(&g_arena[node], &expected, mine,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
-        /* Lost the race: our arena has no allocations; give it back. */
-        if (mine != ARENA_FAILED) {
-            char name[64];
-            snprintf(name, sizeof name, "arena.%u.destroy", mine);
-            mallctl(name, NULL, NULL, NULL, 0);
-        }
-        mine = expected;
+    /* Creation, once per node: serialised, so no arena is created twice
+     * and jemalloc's own (uninstrumented) synchronisation of a new arena is
+     * backed by one TSan can see. */
+    pthread_mutex_lock(&g_create_lock);
+    a = atomic_load_explicit(&g_arena[node], memory_order_relaxed); /* under the lock */
+    if (!a) {
+        a = create_arena(node);
+        /* Release: publishes the created arena to the acquire load above. */
+        atomic_store_explicit(&g_arena[node], a, memory_order_release);
     }
-    return mine == ARENA_FAILED ? 0 : mine;
+    pthread_mutex_unlock(&g_create_lock);
+    return a == ARENA_FAILED ? 0 : a;
 }
 
 unsigned cf__numa_bind_thread(int node)

@@ -10,9 +10,9 @@
 #define CF__NUMA_MAX_NODES 64
 
 /* The jemalloc arena index for hwloc logical NUMA node `node` of this
- * machine, created on first use (any thread, lock-free). 0 means "no node
- * arena" (node < 0, no such node on this machine, or jemalloc refused):
- * the caller then uses jemalloc's default arena selection.
+ * machine, created on first use (any thread; lock-free once created).
+ * 0 means "no node arena" (node < 0, no such node on this machine, or
+ * jemalloc refused): the caller then uses jemalloc's default selection.
  *
  * jemalloc's thread cache is shared by all arenas: an allocation with
  * MALLOCX_ARENA(a) may reuse a small region the thread freed earlier from

@@ -98,7 +98,8 @@ static void test_workers_where_placed(void **state)
         total++;
         if ((v % 2) && !placed) fail_msg("pinned task ran on cpu %d, not a placed one", cpu);
     }
-    if (pinned < total) print_message("pinning refused for %d of %d tasks\n", total - pinned, total);
+    if (pinned < total)
+        print_message("pinning refused for %d of %d tasks\n", total - pinned, total);
     cf__placement_free(&p);
     hwloc_topology_destroy(t);
     cf_executor_free(ex);

@@ -125,7 +125,8 @@ static void check_big_compact(const struct cf__placement *p)
         /* Remote: the other node of its package first (by package when
          * there is no matrix; 12 vs 32 in the XML's matrix). */
         int sibling = (i / 8) ^ 1;
-        for (int k = 7; k < 15; k++) assert_int_equal(p->w[p->steal_order[i][k]].numa_node, sibling);
+        for (int k = 7; k < 15; k++)
+            assert_int_equal(p->w[p->steal_order[i][k]].numa_node, sibling);
     }
     for (int k = 0; k < 4; k++) assert_int_equal(p->slot_numa[k], k);
 }
@@ -450,7 +451,8 @@ static void test_this_machine(void **state)
     load(&s, &c);
     assert_true(hwloc_topology_is_thissystem(s.topo));
     int cores = hwloc_get_nbobjs_by_type(s.topo, HWLOC_OBJ_CORE);
-    assert_int_equal(s.p.n_workers, cores > 0 ? cores : hwloc_get_nbobjs_by_type(s.topo, HWLOC_OBJ_PU));
+    if (cores <= 0) cores = hwloc_get_nbobjs_by_type(s.topo, HWLOC_OBJ_PU);
+    assert_int_equal(s.p.n_workers, cores);
     pthread_t th;
     void *ok;
     assert_int_equal(pthread_create(&th, NULL, pin_thread, &s), 0);

@@ -23,7 +23,8 @@ static int usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) return usage(strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? stderr : stdout);
+    if (argc > 1)
+        return usage(strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? stderr : stdout);
     printf("cfutures %s\n\n", cf_version());
 
     struct cf__config cfg;
