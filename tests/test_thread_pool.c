@@ -132,6 +132,95 @@ static void test_fifo_one_worker(void **state)
     cf_executor_free(ex);
 }
 
+/* Several outside threads submit at once while tasks also submit nested
+ * work and submitters cancel some: every task runs exactly once unless it
+ * was cancelled before it started. */
+enum { MS_THREADS = 4 };
+static _Atomic uint8_t *g_ran;
+static size_t g_ms_n;
+static cf_executor *g_ms_ex;
+
+static int ms_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len;
+    uint64_t id;
+    memcpy(&id, arg, sizeof id);
+    atomic_fetch_add_explicit(&g_ran[id], 1, memory_order_relaxed);
+    if (id % 7 == 0 && id + 1 < g_ms_n * MS_THREADS * 2 && (id & 1) == 0) {
+        /* Nested child with the odd id next to ours. */
+        uint64_t child = id + 1;
+        cf_future *f;
+        int rc = cf_submit(g_ms_ex, ms_task, &child, sizeof child, &f);
+        if (rc)
+            return rc;
+        rc = cf_future_result(f, CF_FOREVER, NULL, NULL);
+        cf_future_release(f);
+        if (rc)
+            return rc;
+    }
+    return cf_out_i64(out, (int64_t)id);
+}
+
+struct ms_ctx {
+    int t;
+    cf_future **fs;
+};
+
+static void *ms_submitter(void *arg)
+{
+    struct ms_ctx *c = arg;
+    uint64_t rng = 1234 + (uint64_t)c->t;
+    for (size_t i = 0; i < g_ms_n; i++) {
+        uint64_t id = 2 * ((uint64_t)c->t * g_ms_n + i); /* even: outside */
+        if (cf_submit(g_ms_ex, ms_task, &id, sizeof id, &c->fs[i]) != 0)
+            return (void *)1;
+        if (cf_test_rand(&rng) % 16 == 0)
+            cf_future_cancel(c->fs[i]);
+    }
+    return NULL;
+}
+
+static void test_many_submitters(void **state)
+{
+    (void)state;
+    g_ms_n = (size_t)(20000 * cf_test_scale());
+    g_ran = calloc(g_ms_n * MS_THREADS * 2, sizeof *g_ran);
+    assert_non_null(g_ran);
+    g_ms_ex = pool(0);
+    pthread_t t[MS_THREADS];
+    struct ms_ctx c[MS_THREADS];
+    for (int i = 0; i < MS_THREADS; i++) {
+        c[i].t = i;
+        c[i].fs = calloc(g_ms_n, sizeof(cf_future *));
+        assert_non_null(c[i].fs);
+        assert_int_equal(pthread_create(&t[i], NULL, ms_submitter, &c[i]), 0);
+    }
+    for (int i = 0; i < MS_THREADS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    for (int i = 0; i < MS_THREADS; i++) {
+        for (size_t k = 0; k < g_ms_n; k++) {
+            cf_future *f = c[i].fs[k];
+            uint64_t id = 2 * ((uint64_t)i * g_ms_n + k);
+            int rc = cf_future_result(f, CF_FOREVER, NULL, NULL);
+            if (rc == CF_ECANCELLED) {
+                assert_int_equal(atomic_load(&g_ran[id]), 0);
+            } else {
+                assert_int_equal(rc, 0);
+                assert_int_equal(atomic_load(&g_ran[id]), 1);
+                if (id % 7 == 0)
+                    assert_int_equal(atomic_load(&g_ran[id + 1]), 1);
+            }
+            cf_future_release(f);
+        }
+        free(c[i].fs);
+    }
+    cf_executor_free(g_ms_ex);
+    free(g_ran);
+}
+
 /* ---- SEMANTICS 17 ---- */
 
 static void test_submit_after_shutdown(void **state)
@@ -751,6 +840,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_many),
         cmocka_unit_test(test_fifo_one_worker),
+        cmocka_unit_test(test_many_submitters),
         cmocka_unit_test(test_submit_after_shutdown),
         cmocka_unit_test(test_shutdown_wait_runs_queued),
         cmocka_unit_test(test_shutdown_nowait),
