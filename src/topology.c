@@ -25,19 +25,24 @@
  * worker 0). With NUMA off there is one flat tier. */
 #include "topology.h"
 
+#include "alloc.h"
+
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Setup-time arrays, freed by cf__placement_free. */
+/* Setup-time arrays (freed by cf__placement_free), from the library's
+ * allocator like every record; zeroed; at least one element. */
 static void *t_calloc(long long n, size_t size)
 {
-    return calloc(n > 0 ? (size_t)n : 1, size);
+    size_t k = n > 0 ? (size_t)n : 1;
+    if (size && k > SIZE_MAX / size) return NULL;
+    return cf__calloc(k * size);
 }
 #define T_CALLOC(n, type) ((type *)t_calloc((long long)(n), sizeof(type)))
-#define T_FREE(p) free(p)
+#define T_FREE(p) cf__free((p), 0)
 
 static hwloc_bitmap_t cpu_list_bitmap(const char *list)
 {
@@ -259,8 +264,15 @@ static int scatter(hwloc_topology_t t, hwloc_obj_t *u, int n)
     memcpy(u, res, (size_t)n * sizeof *u);
     rc = 0;
 out:
-    T_FREE(grp), T_FREE(pkg), T_FREE(node), T_FREE(res), T_FREE(gid), T_FREE(gpkg);
-    T_FREE(grank), T_FREE(gorder), T_FREE(gnext);
+    T_FREE(grp);
+    T_FREE(pkg);
+    T_FREE(node);
+    T_FREE(res);
+    T_FREE(gid);
+    T_FREE(gpkg);
+    T_FREE(grank);
+    T_FREE(gorder);
+    T_FREE(gnext);
     return rc;
 }
 
@@ -444,7 +456,7 @@ int cf__placement_compute(hwloc_topology_t topo, const struct cf__config *cfg,
     if (rc) goto fail;
     int n = out->n_workers;
     out->steal_order = T_CALLOC(n, int *);
-    out->tier_end = calloc((size_t)n, sizeof *out->tier_end);
+    out->tier_end = t_calloc(n, sizeof *out->tier_end);
     size_t nv = n > 1 ? (size_t)n * (size_t)(n - 1) : 1;
     int *victims = T_CALLOC(nv, int);
     uint64_t *keys = T_CALLOC(n, uint64_t);
