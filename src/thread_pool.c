@@ -11,12 +11,19 @@
  *   Submit from any other thread goes to the injection queue of its NUMA
  *   node; it is refused after shutdown (CF_ESHUTDOWN) and on a broken pool
  *   (CF_EBROKEN, checked first).
- * - Shutdown vs. outside submit: a submitter announces itself in
- *   `outside_inflight` (seq_cst RMW), then reads `flags` (seq_cst); shutdown
- *   sets SHUTDOWN (seq_cst RMW) and workers read `outside_inflight`
- *   (seq_cst) before deciding the queues are empty for good. So a submit
- *   either sees SHUTDOWN and enqueues nothing, or a worker waits for its
- *   enqueue (which the release decrement makes visible).
+ * - Shutdown vs. outside submit (no read-modify-write on the submit path):
+ *     submitter: enqueue (its exchange is a full barrier) ; load `flags`
+ *                (seq_cst); if SHUTDOWN or BROKEN is set, withdraw: cancel
+ *                the future (it then never runs) and fail the submit - or,
+ *                if a worker already started it, keep it and succeed.
+ *     shutdown:  set SHUTDOWN (seq_cst RMW).
+ *     worker:    load `flags` (seq_cst), seq_cst fence, then look at the
+ *                queues before it decides they are empty for good.
+ *   If the submitter's flag load missed SHUTDOWN, its barrier precedes the
+ *   shutdown RMW, which precedes the worker's fence in the single total
+ *   order, so the worker's look sees the enqueue (fence-fence rule): an
+ *   accepted task is never stranded. A withdrawn node may be left in a
+ *   queue after the workers have gone; pool_free drops it.
  * - shutdown() is idempotent and safe from several threads; joining is done
  *   once under `join_lock`; from one of the pool's own workers (a task or a
  *   callback running there) it never joins (acts as wait=false).
@@ -88,25 +95,27 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     if (w && w->pool == p)
         return submit_nested(p, w, fn, arg, len, out);
 
-    /* Seq_cst RMW then seq_cst load: the submitter's half of the shutdown
-     * protocol (contract above; worker.c may_exit is the other half). */
-    atomic_fetch_add_explicit(&p->outside_inflight, 1, memory_order_seq_cst);
-    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
-    int rc = 0;
-    cf_future *f = NULL;
+    /* Relaxed pre-check: fail fast (no allocation) when the pool is
+     * plainly closed; the seq_cst load after the enqueue is the real test. */
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_relaxed);
     if (fl & CF__POOL_BROKEN)
-        rc = CF_EBROKEN;
-    else if (fl & CF__POOL_SHUTDOWN)
-        rc = CF_ESHUTDOWN;
-    else if (!(f = cf__future_new_task(fn, arg, len, NULL, p)))
-        rc = CF_ENOMEM;
-    else
-        cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
-    /* Release: a worker that reads the decremented count (may_exit) sees
-     * the enqueue above. */
-    atomic_fetch_sub_explicit(&p->outside_inflight, 1, memory_order_release);
-    if (rc)
-        return rc;
+        return CF_EBROKEN;
+    if (fl & CF__POOL_SHUTDOWN)
+        return CF_ESHUTDOWN;
+    /* Here is where a per-thread cache of records would plug in. */
+    cf_future *f = cf__future_new_task(fn, arg, len, NULL, p);
+    if (!f)
+        return CF_ENOMEM;
+    cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
+    /* Seq_cst, after the enqueue's full barrier: the submitter's half of
+     * the shutdown protocol (contract above). */
+    fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
+    if (__builtin_expect(fl & (CF__POOL_BROKEN | CF__POOL_SHUTDOWN), 0) && cf_future_cancel(f)) {
+        /* Raced with shutdown or breakage: withdrawn before it started.
+         * The queue keeps the pool's reference until someone drops it. */
+        cf_future_release(f);
+        return fl & CF__POOL_BROKEN ? CF_EBROKEN : CF_ESHUTDOWN;
+    }
     CF__PROBE2(submit, p, f);
     /* No extra fence: the enqueue's exchange is a full barrier (inject.h),
      * the publish-then-fence half of the event-count protocol. */
@@ -180,8 +189,28 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     return 0;
 }
 
+/* After the joins: drop what submitters withdrew (cancelled futures still
+ * in a queue) - nothing else can be left (worker.c, exit rule). */
+static void drain_withdrawn(struct cf__pool *p)
+{
+    for (int k = 0; k < p->n_inj; k++) {
+        struct cf__inject_batch b;
+        cf__batch_init(&b);
+        if (!cf__inject_splice(&p->inj[k], &b))
+            continue;
+        struct cds_wfcq_node *node;
+        while ((node = cf__batch_next(&b)) != NULL) {
+            cf_future *f = (cf_future *)((char *)node - offsetof(struct cf_future, qnode));
+            cf_future_cancel(f);
+            cf_future_release(f);
+        }
+    }
+}
+
 static void pool_free(struct cf__pool *p)
 {
+    if (p->inj)
+        drain_withdrawn(p);
     if (p->w)
         for (int i = 0; i < p->n; i++)
             cf__deque_destroy(&p->w[i].dq);
@@ -321,12 +350,14 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->base.map_chunk = 0;
     p->base.copy_map_items = false;
 
-    p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
     p->inj = alloc_lines(sizeof(struct cf__inject) * (size_t)p->n_inj, &p->inj_raw);
-    if (!p->w || !p->inj)
+    if (!p->inj)
         return CF_ENOMEM;
     for (int k = 0; k < p->n_inj; k++)
         cf__inject_init(&p->inj[k]);
+    p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
+    if (!p->w)
+        return CF_ENOMEM;
     for (int i = 0; i < p->n; i++) {
         struct cf__worker *w = &p->w[i];
         const struct cf__worker_place *pl = &p->place.w[i];
@@ -358,7 +389,6 @@ CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int 
     p->raw = raw;
     atomic_init(&p->flags, 0);
     atomic_init(&p->broken_msg, NULL);
-    atomic_init(&p->outside_inflight, 0);
     atomic_init(&p->searching, 0);
     cf__ec_init(&p->ec);
     pthread_mutex_init(&p->join_lock, NULL);

@@ -6,9 +6,9 @@
  *   `pool`..`rng` is written only by the worker thread; `st` is written only
  *   by the worker and read (relaxed) by cf_executor_stats.
  * - struct cf__pool: `flags` is read by every submit and every task start
- *   and written twice in a pool's life (read-mostly line); `outside_inflight`
- *   is written by outside submitters; `searching` by idle workers; the event
- *   count by parking workers. Each on its own line (asserted).
+ *   and written twice in a pool's life (read-mostly line); `searching` by
+ *   idle workers; the event count by parking workers. Each on its own line
+ *   (asserted).
  *
  * The protocols (no lost wake-up, shutdown drain, broken pool) are written
  * down where they are implemented, in worker.c and thread_pool.c. */
@@ -89,9 +89,6 @@ struct cf__pool {
     _Alignas(CF__CACHE_LINE) _Atomic uint32_t flags;
     _Atomic(char *) broken_msg; /* set once, before CF__POOL_BROKEN */
 
-    /* Outside submitters between their flag check and their enqueue. */
-    _Alignas(CF__CACHE_LINE) _Atomic int64_t outside_inflight;
-
     /* Workers looking for work (spinning), not parked. */
     _Alignas(CF__CACHE_LINE) _Atomic int searching;
 
@@ -105,12 +102,9 @@ struct cf__pool {
     bool orphaned;           /* freed from inside a worker: the last one out frees */
     int started, exited;     /* worker threads, under join_lock */
 };
-_Static_assert(offsetof(struct cf__pool, outside_inflight) / CF__CACHE_LINE
-                   != offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
-               "submitters' counter off the read-mostly line");
 _Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE
-                   != offsetof(struct cf__pool, outside_inflight) / CF__CACHE_LINE,
-               "searching count on its own line");
+                   != offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
+               "searching count off the read-mostly line");
 
 /* The worker the calling thread is, or NULL (worker.c). Initial-exec TLS:
  * one %fs-relative load instead of a __tls_get_addr call per submit. */

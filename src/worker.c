@@ -23,11 +23,11 @@
  *   By the fence-fence rule either the submitter sees the parker (searching
  *   or waiting, and wakes it or leaves it to the searcher, who re-checks
  *   before parking in the same way) or the parker's re-check sees the work.
- * - Exit (shutdown): a worker leaves when the pool is shut down, no outside
- *   submitter is between its flag check and its enqueue
- *   (`outside_inflight`, see thread_pool.c), and every queue is empty. Its
- *   own deque is then empty and stays so (only the owner pushes to it), so
- *   nested work of tasks still running elsewhere is never stranded.
+ * - Exit (shutdown): a worker leaves when the pool is shut down and, after
+ *   a seq_cst fence, every queue is empty (thread_pool.c explains why an
+ *   outside submit that was accepted is then visible). Its own deque is
+ *   then empty and stays so (only the owner pushes to it), so nested work
+ *   of tasks still running elsewhere is never stranded.
  * - Waiting from inside a task (cf__tls_wait_helper): pop the own deque (the
  *   awaited child is usually at its bottom), else take from the injection
  *   queues, else steal; when nothing is found, sleep on the awaited future
@@ -234,18 +234,16 @@ static bool any_work(struct cf__pool *p)
     return false;
 }
 
-/* Shut down, no outside submit in flight, nothing queued: time to go. */
+/* Shut down and nothing queued: time to go. */
 static bool may_exit(struct cf__pool *p)
 {
-    /* Seq_cst: pairs with the seq_cst fetch_add/load of an outside
-     * submitter (thread_pool.c): either it saw SHUTDOWN and enqueued
-     * nothing, or we see it in outside_inflight. */
+    /* Seq_cst: reads the shutdown RMW; with the fence below, the worker's
+     * half of the protocol with outside submitters (thread_pool.c). */
     if (!(atomic_load_explicit(&p->flags, memory_order_seq_cst) & CF__POOL_SHUTDOWN))
         return false;
-    /* Seq_cst (and acquire): reading the submitter's release decrement
-     * makes its enqueue visible to any_work below. */
-    if (atomic_load_explicit(&p->outside_inflight, memory_order_seq_cst) != 0)
-        return false;
+    /* Seq_cst fence: orders the flag load before the queue loads; pairs
+     * with the full barrier of a submitter's enqueue. */
+    CF__FENCE_SEQ_CST();
     return !any_work(p);
 }
 

@@ -352,6 +352,66 @@ static void test_shutdown_concurrent(void **state)
     cf_executor_free(g_ex);
 }
 
+/* Outside submits racing shutdown: each one either fails with
+ * CF_ESHUTDOWN (and never runs) or is accepted and has run by the time
+ * shutdown(wait=true) returns - none is stranded in a queue. */
+enum { RACE_T = 3, RACE_MAX = 200000 };
+static _Atomic long g_race_submitted;
+struct race_ctx {
+    cf_future **fs;
+    size_t n;
+};
+static void *race_submitter(void *arg)
+{
+    struct race_ctx *c = arg;
+    for (c->n = 0; c->n < RACE_MAX; c->n++) {
+        int rc = cf_submit(g_ex, count_task, NULL, 0, &c->fs[c->n]);
+        if (rc == CF_ESHUTDOWN)
+            break;
+        if (rc != 0)
+            return (void *)1;
+        atomic_fetch_add(&g_race_submitted, 1);
+    }
+    return NULL;
+}
+
+static void test_submit_races_shutdown(void **state)
+{
+    (void)state;
+    int rounds = (int)(10 * cf_test_scale());
+    for (int r = 0; r < rounds; r++) {
+        g_ex = pool(2);
+        atomic_store(&g_count, 0);
+        atomic_store(&g_race_submitted, 0);
+        pthread_t t[RACE_T];
+        struct race_ctx c[RACE_T];
+        for (int i = 0; i < RACE_T; i++) {
+            c[i].fs = calloc(RACE_MAX, sizeof(cf_future *));
+            assert_non_null(c[i].fs);
+            assert_int_equal(pthread_create(&t[i], NULL, race_submitter, &c[i]), 0);
+        }
+        while (atomic_load(&g_race_submitted) < 100 * (r + 1))
+            sched_yield();
+        assert_int_equal(cf_executor_shutdown(g_ex, true, false), 0);
+        long accepted = 0;
+        for (int i = 0; i < RACE_T; i++) {
+            void *ret;
+            pthread_join(t[i], &ret);
+            assert_null(ret);
+            assert_true(c[i].n < RACE_MAX);
+            for (size_t k = 0; k < c[i].n; k++) {
+                assert_true(cf_future_done(c[i].fs[k]));
+                assert_false(cf_future_cancelled(c[i].fs[k]));
+                cf_future_release(c[i].fs[k]);
+            }
+            accepted += (long)c[i].n;
+            free(c[i].fs);
+        }
+        assert_int_equal(atomic_load(&g_count), accepted);
+        cf_executor_free(g_ex);
+    }
+}
+
 /* shutdown(wait=true) from inside one of the pool's own tasks acts as
  * wait=false (it cannot join itself). */
 static int shutdown_self_task(const void *arg, size_t len, cf_out *out)
@@ -846,6 +906,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_nowait),
         cmocka_unit_test(test_cancel_futures),
         cmocka_unit_test(test_shutdown_concurrent),
+        cmocka_unit_test(test_submit_races_shutdown),
         cmocka_unit_test(test_shutdown_from_task),
         cmocka_unit_test(test_shutdown_from_callback),
         cmocka_unit_test(test_nested_submit_during_shutdown),
