@@ -1,7 +1,8 @@
 // cfutures-bench: the Google Benchmark harness. It only registers the C
 // workload bodies (perf/wl_*.c), hands their measured wall time to the
 // library as manual time, reports their counters, and at the end prints
-// cfutures' ratio to the baseline measured in the same run. A failed check
+// cfutures' ratio to the baseline measured in the same run (with
+// CFB_REPS > 1, the medians of the repetitions). A failed check
 // makes the exit status non-zero; a deliberate skip (baseline/fib, a pool
 // that is not functional yet) does not.
 #include <benchmark/benchmark.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -22,7 +24,8 @@
 namespace {
 
 struct Outcome {
-    std::vector<std::pair<std::string, double>> counters;  // means over iterations
+    // per counter: one value (the mean over iterations) per repetition
+    std::vector<std::pair<std::string, std::vector<double>>> counters;
 };
 
 int g_failures = 0;
@@ -83,12 +86,20 @@ void run(benchmark::State &st, const cfb_workload *w, unsigned timeout) {
     }
     if (!ok || n == 0) return;
     Outcome &o = g_outcomes[w->name];
-    o.counters.clear();
     for (auto &s : sums) {
         st.counters[s.first] = benchmark::Counter(s.second / n);
-        o.counters.emplace_back(s.first, s.second / n);
+        bool found = false;
+        for (auto &c : o.counters)
+            if (c.first == s.first) c.second.push_back(s.second / n), found = true;
+        if (!found) o.counters.emplace_back(s.first, std::vector<double>{s.second / n});
     }
     if (!note.empty()) st.SetLabel(note);
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 bool higher_is_better(const std::string &counter) {
@@ -103,27 +114,28 @@ void print_ratios() {
         auto b = g_outcomes.find("baseline/" + name);
         if (c == g_outcomes.end()) continue;
         for (auto &kv : c->second.counters) {
-            double base = 0;
+            double mine = median(kv.second), base = 0;
             bool have = false;
             if (b != g_outcomes.end())
                 for (auto &bk : b->second.counters)
-                    if (bk.first == kv.first) base = bk.second, have = true;
+                    if (bk.first == kv.first) base = median(bk.second), have = true;
             if (have && base != 0)
                 fprintf(stderr, "%-14s %-16s %14.4g %14.4g %8.3f  (%s is better)\n", name.c_str(),
-                        kv.first.c_str(), kv.second, base, kv.second / base,
+                        kv.first.c_str(), mine, base, mine / base,
                         higher_is_better(kv.first) ? "higher" : "lower");
             else
                 fprintf(stderr, "%-14s %-16s %14.4g %14s %8s\n", name.c_str(), kv.first.c_str(),
-                        kv.second, have ? "0" : "-", "-");
+                        mine, have ? "0" : "-", "-");
         }
     }
 }
 
-void add(const cfb_workload *w, long iters, unsigned timeout) {
-    benchmark::RegisterBenchmark(w->name, run, w, timeout)
-        ->Iterations(iters)
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond);
+void add(const cfb_workload *w, long iters, long reps, unsigned timeout) {
+    auto *b = benchmark::RegisterBenchmark(w->name, run, w, timeout)
+                  ->Iterations(iters)
+                  ->UseManualTime()
+                  ->Unit(benchmark::kMillisecond);
+    if (reps > 1) b->Repetitions((int)reps);
 }
 
 const cfb_workload *find(const cfb_workload *table, const std::string &name) {
@@ -138,23 +150,25 @@ int main(int argc, char **argv) {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
     long iters = env_long("CFB_ITERS", 1, 1);
+    long reps = env_long("CFB_REPS", 1, 1);
     unsigned timeout = (unsigned)env_long("CFB_TIMEOUT", 600, 0);
     signal(SIGALRM, on_alarm);
     signal(SIGPIPE, SIG_IGN);  // a dead fork+pipes worker must fail a write, not kill us
 
     // Each cfutures workload, then its baseline.
     for (const cfb_workload *w = cfb_cf_thread_workloads; w->name; w++) {
-        add(w, iters, timeout);
+        add(w, iters, reps, timeout);
         g_ran.push_back(w->name);
         if (const cfb_workload *b = find(cfb_bl_thread_workloads, std::string("baseline/") + w->name))
-            add(b, iters, timeout);
+            add(b, iters, reps, timeout);
     }
     for (const cfb_workload *w = cfb_proc_workloads; w->name; w++) {
-        add(w, iters, timeout);
+        add(w, iters, reps, timeout);
         if (strncmp(w->name, "baseline/", 9) != 0) g_ran.push_back(w->name);
     }
     benchmark::AddCustomContext("cfb_workers", std::to_string(cfb_workers()));
     if (const char *s = getenv("CFB_SCALE")) benchmark::AddCustomContext("cfb_scale", s);
+    benchmark::AddCustomContext("cfb_reps", std::to_string(reps));
 
     benchmark::RunSpecifiedBenchmarks();
     const char *summary = getenv("CFB_SUMMARY");
