@@ -596,6 +596,34 @@ static void test_max_workers(void **state)
     cf_executor_free(c);
 }
 
+/* The environment sets defaults; an option set in code wins (16b). */
+static void test_options_override_env(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("CFUTURES_WORKERS", "3", 1), 0);
+    assert_int_equal(setenv("CFUTURES_STATS", "0", 1), 0);
+    cf_executor *a = cf_thread_pool_new(NULL);
+    cf_executor *b = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON });
+    unsetenv("CFUTURES_WORKERS");
+    unsetenv("CFUTURES_STATS");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(cf_executor_workers(a), 3);
+    assert_int_equal(cf_executor_workers(b), 2);
+    /* stats on in code (the environment said off): counters move. */
+    cf_future *f;
+    assert_int_equal(cf_submit(b, count_task, NULL, 0, &f), 0);
+    assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(f);
+    cf_executor_shutdown(b, true, false);
+    cf_worker_stats st[2];
+    size_t n;
+    assert_int_equal(cf_executor_stats(b, st, 2, &n), 0);
+    assert_int_equal(st[0].tasks_run + st[1].tasks_run, 1);
+    cf_executor_free(a);
+    cf_executor_free(b);
+}
+
 /* ---- SEMANTICS 20 ---- */
 
 static _Atomic int g_inits;
@@ -912,6 +940,7 @@ int main(void)
         cmocka_unit_test(test_nested_submit_during_shutdown),
         cmocka_unit_test(test_free_from_task),
         cmocka_unit_test(test_max_workers),
+        cmocka_unit_test(test_options_override_env),
         cmocka_unit_test(test_initializer_once_per_worker),
         cmocka_unit_test(test_initializer_failure_breaks),
         cmocka_unit_test(test_thread_names),
