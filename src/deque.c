@@ -97,7 +97,8 @@ int cf__deque_push(struct cf__deque *d, void *x)
     /* Release: publishes the slot (and everything the pusher wrote into the
      * item) to a thief whose acquire load of bottom sees b + 1. */
     atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
-    return 0;
+    int64_t before = b - t; /* t may be stale (older): then an over-estimate */
+    return before > INT32_MAX ? INT32_MAX : (int)(before > 0 ? before : 0);
 }
 
 void *cf__deque_pop(struct cf__deque *d)

@@ -66,8 +66,9 @@ enum cf__steal_result { CF__STEAL_OK = 0, CF__STEAL_EMPTY = 1, CF__STEAL_ABORT =
 int cf__deque_init(struct cf__deque *d, size_t capacity, int node);
 void cf__deque_destroy(struct cf__deque *d); /* frees the arrays, not the items */
 
-/* Owner: push x (non-NULL) at the bottom. 0, or CF_ENOMEM if it had to grow
- * and could not (the deque is unchanged then). */
+/* Owner: push x (non-NULL) at the bottom. Returns the number of items it
+ * held just before (>= 0; 0 means this push made it non-empty), or
+ * CF_ENOMEM if it had to grow and could not (the deque is unchanged then). */
 int cf__deque_push(struct cf__deque *d, void *x);
 /* Owner: take the most recently pushed item, or NULL if empty. */
 void *cf__deque_pop(struct cf__deque *d);

@@ -64,11 +64,13 @@ static inline bool cf__inject_empty(struct cf__inject *q)
 {
     return _cds_wfcq_empty(&q->head, &q->tail);
 }
-/* Push n (its next need not be initialised). */
-static inline void cf__inject_push(struct cf__inject *q, struct cds_wfcq_node *n)
+/* Push n (its next need not be initialised). True if the queue was empty
+ * just before (decided by the tail exchange, so exact: a take that
+ * spliced the queue before it sees "empty"). */
+static inline bool cf__inject_push(struct cf__inject *q, struct cds_wfcq_node *n)
 {
     _cds_wfcq_node_init(n);
-    _cds_wfcq_enqueue(&q->head, &q->tail, n);
+    return !_cds_wfcq_enqueue(&q->head, &q->tail, n);
 }
 static inline void cf__batch_init(struct cf__inject_batch *b)
 {
@@ -100,7 +102,7 @@ static inline bool cf__inject_empty(struct cf__inject *q)
     return __atomic_load_n(&q->head.node.next, __ATOMIC_ACQUIRE) == NULL &&
            __atomic_load_n(&q->tail.p, __ATOMIC_ACQUIRE) == &q->head.node;
 }
-static inline void cf__inject_push(struct cf__inject *q, struct cds_wfcq_node *n)
+static inline bool cf__inject_push(struct cf__inject *q, struct cds_wfcq_node *n)
 {
     __atomic_store_n(&n->next, NULL, __ATOMIC_RELAXED);
     /* Seq_cst exchange: publishes the node's contents (release) and is the
@@ -110,6 +112,7 @@ static inline void cf__inject_push(struct cf__inject *q, struct cds_wfcq_node *n
     __atomic_store_n(&old->next, n, __ATOMIC_RELEASE);
     /* The full barrier of the contract, in a form TSan sees (fence.h). */
     CF__FENCE_SEQ_CST();
+    return old == &q->head.node;
 }
 static inline void cf__batch_init(struct cf__inject_batch *b)
 {

@@ -61,17 +61,28 @@ static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *f
     cf_future *f = cf__future_new_task(fn, arg, len, NULL, p);
     if (!f)
         return CF_ENOMEM;
-    if (cf__deque_push(&w->dq, f) != 0) {
+    int before = cf__deque_push(&w->dq, f);
+    if (before < 0) {
         cf_future_release(f);
         cf_future_release(f);
         return CF_ENOMEM;
     }
     CF__PROBE2(submit, p, f);
-    /* Seq_cst fence: the push (release store of bottom) before the loads of
-     * `searching` and `waiters`; pairs with the fence in cf__ec_prepare
-     * (worker.c's contract). */
-    CF__FENCE_SEQ_CST();
-    cf__pool_wake_if_idle(p);
+    /* Wake-up check only when this push (probably) made the deque
+     * non-empty: items already queued have a searcher or a ramp-up wake
+     * responsible for them (worker.c), and skipping the fence matters for
+     * fork-join. `before` may over-count by the steals that raced the push
+     * (push reads top before it publishes), so "<= 1" also catches the
+     * usual single racing thief. A rarer miss cannot strand work: the
+     * owner runs its own deque (also while it waits in the helper); it
+     * only delays parallelism until the next search. */
+    if (before <= 1) {
+        /* Seq_cst fence: the push (release store of bottom) before the
+         * loads of `searching` and `waiters`; pairs with the fence in
+         * cf__ec_prepare (worker.c's contract). */
+        CF__FENCE_SEQ_CST();
+        cf__pool_wake_if_idle(p);
+    }
     *out = f;
     return 0;
 }
@@ -106,7 +117,7 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     cf_future *f = cf__future_new_task(fn, arg, len, NULL, p);
     if (!f)
         return CF_ENOMEM;
-    cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
+    bool was_empty = cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
     /* Seq_cst, after the enqueue's full barrier: the submitter's half of
      * the shutdown protocol (contract above). */
     fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
@@ -117,9 +128,14 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         return fl & CF__POOL_BROKEN ? CF_EBROKEN : CF_ESHUTDOWN;
     }
     CF__PROBE2(submit, p, f);
-    /* No extra fence: the enqueue's exchange is a full barrier (inject.h),
-     * the publish-then-fence half of the event-count protocol. */
-    cf__pool_wake_if_idle(p);
+    /* Wake-up check only when the queue was empty: a batch take splices the
+     * whole queue, so a non-empty queue already has a taker coming (the one
+     * woken or searching when it became non-empty; inject.h's exchange
+     * decides this exactly). No extra fence: the enqueue's exchange is a
+     * full barrier (inject.h), the publish-then-fence half of the event
+     * count protocol. */
+    if (was_empty)
+        cf__pool_wake_if_idle(p);
     *out = f;
     return 0;
 }

@@ -11,7 +11,8 @@
  * - Idle: a worker that finds nothing counts itself in `searching` and
  *   spins (scanning, with exponential back-off) for at most cfg.spin_ns,
  *   then parks on the pool's event count. Submitters wake a parked worker
- *   only when nobody is searching; a searcher that finds work while others
+ *   only when their push made a queue non-empty and nobody is searching
+ *   (thread_pool.c); a searcher that finds work while others
  *   may still be queued and was the last searcher wakes one more (the Go
  *   scheduler's ramp-up), so work spreads without waking everyone.
  * - No lost wake-up (the fence pairing):
@@ -129,7 +130,7 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     while (rev) {
         node = rev;
         rev = rev->next;
-        if (cf__deque_push(&w->dq, node_future(node)) != 0)
+        if (cf__deque_push(&w->dq, node_future(node)) < 0)
             cf__inject_push(q, node); /* could not grow the deque: put it back */
         else
             *more = true;

@@ -863,6 +863,67 @@ static void test_stats(void **state)
     cf_executor_free(ex);
 }
 
+/* Wake-ups: submit when every worker is parked (or about to): the work is
+ * run (a lost wake-up hangs here). Then nested work from a task that busy
+ * waits (not through a future, so it cannot run the child itself) must wake
+ * the parked second worker. */
+static void wait_all_parked(cf_executor *ex)
+{
+    for (;;) {
+        cf_worker_stats st[2];
+        size_t n;
+        assert_int_equal(cf_executor_stats(ex, st, 2, &n), 0);
+        if (st[0].parks > st[0].wakeups && st[1].parks > st[1].wakeups)
+            return;
+        sched_yield();
+    }
+}
+
+static _Atomic int g_child_ran;
+static int child_flag(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    atomic_store_explicit(&g_child_ran, 1, memory_order_release);
+    return 0;
+}
+static int parent_spins(const void *arg, size_t len, cf_out *out)
+{
+    (void)len, (void)out;
+    cf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    cf_future *f;
+    int rc = cf_submit(ex, child_flag, NULL, 0, &f);
+    if (rc)
+        return rc;
+    while (!atomic_load_explicit(&g_child_ran, memory_order_acquire))
+        sched_yield();
+    cf_future_release(f);
+    return 0;
+}
+
+static void test_wakeups_after_park(void **state)
+{
+    (void)state;
+    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON,
+                                                                  .spin_ns = 1000 });
+    assert_non_null(ex);
+    int rounds = (int)(30 * cf_test_scale());
+    for (int r = 0; r < rounds; r++) {
+        wait_all_parked(ex);
+        cf_future *f;
+        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &f), 0);
+        assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(f);
+
+        wait_all_parked(ex);
+        atomic_store(&g_child_ran, 0);
+        assert_int_equal(cf_submit(ex, parent_spins, &ex, sizeof ex, &f), 0);
+        assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(f);
+    }
+    cf_executor_free(ex);
+}
+
 /* ---- rough cost (printed, never asserted) ---- */
 
 static double now_s(void)
@@ -947,6 +1008,7 @@ int main(void)
         cmocka_unit_test(test_wait_inside_worker),
         cmocka_unit_test(test_timed_wait_inside_worker),
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_wakeups_after_park),
         cmocka_unit_test(test_rough_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
