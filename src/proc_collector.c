@@ -229,11 +229,11 @@ static bool collect_chan(struct coll *c, int chan)
          * through the release sequence, with our producer's exchange). */
         uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
         uint32_t k = cf__sk_kind(v);
-        if (cf__sk_gen(v) != cf__pos_gen(pos) || k == CF__SK_FREE || k > CF__SK_EXIT) {
+        if (cf__sk_gen(v) != cf__pos_gen(pos) || k == CF__SK_FREE) {
             corrupted(c, chan, "slot state", pos, v);
             return true;
         }
-        if (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT) break;
+        if (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT || k == CF__SK_HELD) break;
         if (k == CF__SK_STARTED) {
             if (!r->marked) {
                 r->marked = true;
@@ -306,7 +306,7 @@ static bool feed(struct coll *c)
                 if (ch->dead || ch->exit_placed) continue;
                 pthread_mutex_lock(&ch->lock);
                 if (cf__pp_room(p, chan, f->arg_len) &&
-                    cf__pp_place(p, chan, f, f->fn, cf__future_arg(f), f->arg_len))
+                    cf__pp_place(p, chan, f, f->fn, cf__future_arg(f), f->arg_len, true))
                     placed = chan;
                 pthread_mutex_unlock(&ch->lock);
             }
@@ -320,20 +320,7 @@ static bool feed(struct coll *c)
         if (drop) {
             cf_future_release(f);
         } else if (placed >= 0) {
-            /* seq_cst fence: pairs with pp_on_cancel's (Dekker on owner and
-             * the future's state): a cancel that did not see the owner is
-             * seen here, and the slot is cancelled on its behalf. */
-            CF__FENCE_SEQ_CST();
-            if (cf__future_state(f, memory_order_relaxed) == CF__CANCELLED) {
-                uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
-                uint64_t pos = (uint64_t)(enc >> 16) - 1;
-                struct cf__pslot *s = cf__pp_slot(p, placed, pos);
-                uint32_t want = cf__sk_make(CF__SK_QUEUED, pos);
-                /* acq_rel: contends with the worker's QUEUED->STARTED */
-                atomic_compare_exchange_strong_explicit(&s->state, &want,
-                                                        cf__sk_make(CF__SK_CANCELLED, pos),
-                                                        memory_order_acq_rel, memory_order_relaxed);
-            }
+            cf__pp_release_held(p, placed, f);
         } else {
             break; /* every ring is full */
         }
@@ -398,7 +385,8 @@ static bool place_exits(struct coll *c)
         struct cf__pchan *ch = &p->ch[i];
         if (ch->exit_placed || ch->dead) continue;
         pthread_mutex_lock(&ch->lock);
-        if (cf__pp_room(p, i, 0) && cf__pp_place(p, i, NULL, NULL, NULL, 0)) ch->exit_placed = any = true;
+        if (cf__pp_room(p, i, 0) && cf__pp_place(p, i, NULL, NULL, NULL, 0, false))
+            ch->exit_placed = any = true;
         else all = false;
         pthread_mutex_unlock(&ch->lock);
     }

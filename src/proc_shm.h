@@ -42,6 +42,8 @@ enum {
     CF__SK_CANCELLED = 4, /* parent: CAS QUEUED->CANCELLED, it will never run */
     CF__SK_SKIPPED = 5,   /* worker: CAS CANCELLED/EXIT->SKIPPED, passed over */
     CF__SK_EXIT = 6,      /* parent: the worker exits when it reaches this */
+    CF__SK_HELD = 7,      /* parent: filled from the overflow list, not yet released
+                           * (the feeder first checks the future was not cancelled) */
 };
 #define CF__SK_KIND 7u
 #define CF__SK_WAITER 8u

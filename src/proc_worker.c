@@ -76,7 +76,8 @@ static uint32_t wait_work(struct cf__ppool *p, struct cf__pslot *s, uint64_t pos
         uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
         uint32_t k = cf__sk_kind(v), vg = cf__sk_gen(v);
         if (vg == g && (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT)) return v;
-        bool not_yet = k == CF__SK_FREE || (vg == gprev && (k == CF__SK_DONE || k == CF__SK_SKIPPED));
+        bool not_yet = k == CF__SK_FREE || (vg == g && k == CF__SK_HELD) ||
+                       (vg == gprev && (k == CF__SK_DONE || k == CF__SK_SKIPPED));
         if (!not_yet) corrupt();
         if (p->spin_ns > 0) {
             if ((++n & 63) != 0) {
@@ -235,6 +236,7 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
         if (!atomic_compare_exchange_strong_explicit(&s->state, &v, cf__sk_make(CF__SK_STARTED, pos),
                                                      memory_order_acq_rel, memory_order_relaxed))
             continue;
+        doorbell(p); /* a sleeping collector marks the future running soon */
         run_one(p, chan, s, pos, &res_head);
         pos++;
         if (p->max_tasks > 0 && ++tasks >= p->max_tasks) _exit(CF__WEXIT_OK); /* retire */

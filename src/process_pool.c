@@ -158,21 +158,35 @@ static inline uintptr_t owner_encode(int chan, uint64_t pos)
 static void pp_on_cancel(cf_future *f)
 {
     struct cf__ppool *p = pool_of_future(f);
-    /* seq_cst fence: pairs with the fence in feed (collector) between
-     * publishing owner and re-reading the future's state: either we see
-     * the owner, or the feeder sees CANCELLED and cancels the slot itself. */
+    /* seq_cst fence: pairs with the one in cf__pp_release_held, between
+     * publishing owner (and the HELD slot) and re-reading the future's
+     * state: either we see the owner and the HELD or QUEUED slot, or the
+     * feeder sees CANCELLED and publishes the slot as CANCELLED itself. */
     CF__FENCE_SEQ_CST();
     uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
     if (!enc) return; /* still in the overflow list: the feeder drops it */
     int chan = (int)(enc & 0xffff);
     uint64_t pos = (uint64_t)(enc >> 16) - 1;
     struct cf__pslot *s = cf__pp_slot(p, chan, pos);
-    uint32_t want = cf__sk_make(CF__SK_QUEUED, pos);
-    /* acq_rel CAS on the shared word: the worker's QUEUED->STARTED CAS is
-     * the other contender; exactly one wins. A stale generation (slot
-     * reused) makes this fail harmlessly. */
-    atomic_compare_exchange_strong_explicit(&s->state, &want, cf__sk_make(CF__SK_CANCELLED, pos),
-                                            memory_order_acq_rel, memory_order_relaxed);
+    cf__pp_cancel_slot(s, pos);
+}
+
+/* QUEUED or HELD (for pos) -> CANCELLED; false if it was neither. */
+bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos)
+{
+    uint32_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
+    for (;;) {
+        uint32_t k = cf__sk_kind(v);
+        if (cf__sk_gen(v) != cf__pos_gen(pos) || (k != CF__SK_QUEUED && k != CF__SK_HELD)) return false;
+        /* acq_rel CAS on the shared word: the worker's QUEUED->STARTED CAS
+         * (or the feeder's HELD->QUEUED) is the other contender; exactly
+         * one wins. A stale generation (slot reused) fails the check. */
+        if (atomic_compare_exchange_weak_explicit(&s->state, &v, cf__sk_make(CF__SK_CANCELLED, pos),
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+            if (v & CF__SK_WAITER) cf__futex_wake(&s->state, 1, true);
+            return true;
+        }
+    }
 }
 
 void cf__pp_wake_collector(struct cf__ppool *p)
@@ -214,15 +228,16 @@ bool cf__pp_room(struct cf__ppool *p, int chan, size_t len)
 }
 
 /* Fill the next slot of `chan` with f (or an EXIT marker when f is NULL).
- * The caller checked cf__pp_room(). */
+ * The caller checked cf__pp_room(). With `held`, the slot is published as
+ * HELD (the worker waits) and cf__pp_release_held() must follow. */
 bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
-                  size_t len)
+                  size_t len, bool held)
 {
     struct cf__pchan *ch = &p->ch[chan];
     uint64_t pos = atomic_load_explicit(&ch->head, memory_order_relaxed);
     struct cf__pslot *s = cf__pp_slot(p, chan, pos);
     struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
-    uint32_t kind = f ? CF__SK_QUEUED : CF__SK_EXIT;
+    uint32_t kind = !f ? CF__SK_EXIT : held ? CF__SK_HELD : CF__SK_QUEUED;
     r->f = f;
     r->is_exit = !f;
     r->marked = false;
@@ -252,8 +267,33 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
      * later values come from the worker's RMWs in this release sequence)
      * are visible before the state says QUEUED. */
     uint32_t old = atomic_exchange_explicit(&s->state, cf__sk_make(kind, pos), memory_order_release);
-    if (old & CF__SK_WAITER) cf__futex_wake(&s->state, 1, true);
+    if (old & CF__SK_WAITER) cf__futex_wake(&s->state, 1, true); /* HELD: it sleeps again */
     return true;
+}
+
+/* A HELD slot becomes QUEUED, or CANCELLED if f was cancelled meanwhile
+ * (SEMANTICS 31b for work that waited in the overflow list). */
+void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f)
+{
+    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    uint64_t pos = (uint64_t)(enc >> 16) - 1;
+    struct cf__pslot *s = cf__pp_slot(p, chan, pos);
+    /* seq_cst fence: pairs with pp_on_cancel's. The owner was published
+     * before it; either on_cancel sees the owner (and CASes HELD or QUEUED
+     * to CANCELLED itself), or we see the CANCELLED state here. */
+    CF__FENCE_SEQ_CST();
+    bool cancelled = cf__future_state(f, memory_order_relaxed) == CF__CANCELLED;
+    uint32_t to = cf__sk_make(cancelled ? CF__SK_CANCELLED : CF__SK_QUEUED, pos);
+    uint32_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
+    while (cf__sk_kind(v) == CF__SK_HELD && cf__sk_gen(v) == cf__pos_gen(pos)) {
+        /* release: the slot contents stay published. Failing for good
+         * means on_cancel made it CANCELLED (and woke the worker). */
+        if (atomic_compare_exchange_weak_explicit(&s->state, &v, to, memory_order_release,
+                                                  memory_order_relaxed)) {
+            if (v & CF__SK_WAITER) cf__futex_wake(&s->state, 1, true);
+            break;
+        }
+    }
 }
 
 /* ---- submit ---- */
@@ -300,7 +340,7 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
             }
             /* relaxed: a reference taken by a holder of another reference */
             atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-            cf__pp_place(p, chan, f, fn, arg, len);
+            cf__pp_place(p, chan, f, fn, arg, len, false);
             pthread_mutex_unlock(&ch->lock);
             *out = f;
             return 0;
