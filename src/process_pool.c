@@ -259,14 +259,14 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
         memcpy(cf__pp_inline(s), arg, len);
     }
     if (f) __atomic_store_n((uintptr_t *)&f->owner, owner_encode(chan, pos), __ATOMIC_RELAXED);
-    /* release: the record and the head bump are ordered before anyone
-     * reads them through head (collector, under the lock anyway). */
-    atomic_store_explicit(&ch->head, pos + 1, memory_order_release);
     /* release: the slot's fields and inline bytes (and r, for the
      * collector: it reads them after an acquire load of this word, whose
      * later values come from the worker's RMWs in this release sequence)
      * are visible before the state says QUEUED. */
     uint32_t old = atomic_exchange_explicit(&s->state, cf__sk_make(kind, pos), memory_order_release);
+    /* release, after the exchange: the collector reads head (acquire) and
+     * then expects every slot below it to be published. */
+    atomic_store_explicit(&ch->head, pos + 1, memory_order_release);
     if (old & CF__SK_WAITER) cf__futex_wake(&s->state, 1, true); /* HELD: it sleeps again */
     return true;
 }

@@ -195,7 +195,13 @@ static void *race_thread(void *p)
         }
         if (rc != 0) abort();
         /* accepted before shutdown: it runs to completion */
-        if (cf_future_result(f, CF_FOREVER, NULL, NULL) != 0) abort();
+        if (cf_future_result(f, CF_FOREVER, NULL, NULL) != 0) {
+            int code;
+            const char *msg = NULL;
+            cf_future_exception(f, 0, &code, &msg);
+            fprintf(stderr, "race_thread: task failed: %d %s\n", code, msg ? msg : "");
+            abort();
+        }
         cf_future_release(f);
         r->ok++;
     }
