@@ -24,9 +24,16 @@
  *   order, so the worker's look sees the enqueue (fence-fence rule): an
  *   accepted task is never stranded. A withdrawn node may be left in a
  *   queue after the workers have gone; pool_free drops it.
- * - shutdown() is idempotent and safe from several threads; joining is done
- *   once under `join_lock`; from one of the pool's own workers (a task or a
- *   callback running there) it never joins (acts as wait=false).
+ * - shutdown() is idempotent and safe from several threads; the workers are
+ *   joined once (`join_lock` guards who joins; the joins themselves run
+ *   outside it, since exiting workers take it); from one of the pool's own
+ *   workers (a task or a callback running there) it never joins (acts as
+ *   wait=false). cf_executor_free from there detaches the threads and the
+ *   last worker to leave frees the pool.
+ * - cancel_futures drains the injection queues and steals every deque empty,
+ *   cancelling what it takes. A batch that a worker is moving from an
+ *   injection queue into its deque at that instant may escape and run: it
+ *   was, in effect, already taken by that worker.
  * - Broken (SEMANTICS 20): a failing initializer sets BROKEN; from then on
  *   every queued task is failed with CF_EBROKEN by the worker that takes it
  *   and submits fail. */

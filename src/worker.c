@@ -9,8 +9,9 @@
  *   workers in the placement's steal order (same L3, same node, then at
  *   most `steal_attempts` random remote victims per round).
  * - Idle: a worker that finds nothing counts itself in `searching` and
- *   spins (scanning, with exponential back-off) for at most cfg.spin_ns,
- *   then parks on the pool's event count. Submitters wake a parked worker
+ *   spins (scanning, with exponential back-off, then sched_yield) for at
+ *   most cfg.spin_ns - at most max(1, n/2) workers spin at once, the others
+ *   go straight to parking - then parks on the pool's event count. Submitters wake a parked worker
  *   only when their push made a queue non-empty and nobody is searching
  *   (thread_pool.c); a searcher that finds work while others
  *   may still be queued and was the last searcher wakes one more (the Go
@@ -371,6 +372,9 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
     int64_t start = 0;
     unsigned idle = 0;
     while (!cf__state_done(cf__future_state(f, memory_order_acquire))) {
+        /* A timed wait does not start more work once its deadline passed. */
+        if (deadline != CF__NO_DEADLINE && cf__now_ns() >= deadline)
+            return CF_ETIMEDOUT;
         bool more = false;
         cf_future *g = cf__deque_pop(&w->dq);
         if (!g)
@@ -390,8 +394,6 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
             continue;
         }
         int64_t now = cf__now_ns();
-        if (now >= deadline)
-            return CF_ETIMEDOUT;
         if (start == 0)
             start = now;
         if (now - start < p->spin_ns) {
@@ -406,6 +408,8 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
 
 /* ---- the thread ---- */
 
+/* "<prefix>-<n>": Linux allows 15 characters, so the prefix keeps at most
+ * 8 of them, leaving room for the worker number. */
 static void set_name(struct cf__worker *w)
 {
     char name[16];
