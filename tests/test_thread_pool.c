@@ -624,6 +624,70 @@ static void test_options_override_env(void **state)
     cf_executor_free(b);
 }
 
+/* A (synthetic) machine with two NUMA nodes: two injection queues, steal
+ * tiers with remote victims. Pinning fails on CPUs this machine lacks,
+ * which is not fatal: the logic runs all the same. */
+static int nested_sum_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len;
+    cf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    enum { K = 16 };
+    cf_future *fs[K];
+    int64_t sum = 0;
+    for (int64_t i = 0; i < K; i++)
+        if (cf_submit(ex, ident, &i, sizeof i, &fs[i]) != 0)
+            return 1;
+    for (int i = 0; i < K; i++) {
+        int64_t y = 0;
+        if (cf_future_result_i64(fs[i], CF_FOREVER, &y) != 0)
+            return 2;
+        sum += y;
+        cf_future_release(fs[i]);
+    }
+    return cf_out_i64(out, sum);
+}
+
+static void test_two_numa_nodes(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("HWLOC_SYNTHETIC", "pack:2 numa:1 l3:1 core:2 pu:1", 1), 0);
+    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .stats = CF_SWITCH_ON, .numa = CF_SWITCH_ON });
+    unsetenv("HWLOC_SYNTHETIC");
+    assert_non_null(ex);
+    assert_int_equal(cf_executor_workers(ex), 4);
+    enum { N = 2000 };
+    cf_future **fs = calloc(N, sizeof *fs);
+    assert_non_null(fs);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, nested_sum_task, &ex, sizeof ex, &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        int64_t v = 0;
+        assert_int_equal(cf_future_result_i64(fs[i], CF_FOREVER, &v), 0);
+        assert_int_equal(v, 120);
+        cf_future_release(fs[i]);
+    }
+    free(fs);
+    cf_executor_shutdown(ex, true, false);
+    cf_worker_stats st[4];
+    size_t n = 0;
+    assert_int_equal(cf_executor_stats(ex, st, 4, &n), 0);
+    assert_int_equal(n, 4);
+    uint64_t run = 0, inj = 0;
+    int nodes[2] = { 0, 0 };
+    for (size_t i = 0; i < n; i++) {
+        run += st[i].tasks_run;
+        inj += st[i].injected_taken;
+        assert_in_range(st[i].numa_node, 0, 1);
+        nodes[st[i].numa_node]++;
+    }
+    assert_int_equal(nodes[0], 2);
+    assert_int_equal(nodes[1], 2);
+    assert_int_equal(inj, N);
+    assert_int_equal(run, N * 17);
+    cf_executor_free(ex);
+}
+
 /* ---- SEMANTICS 20 ---- */
 
 static _Atomic int g_inits;
@@ -1002,6 +1066,7 @@ int main(void)
         cmocka_unit_test(test_free_from_task),
         cmocka_unit_test(test_max_workers),
         cmocka_unit_test(test_options_override_env),
+        cmocka_unit_test(test_two_numa_nodes),
         cmocka_unit_test(test_initializer_once_per_worker),
         cmocka_unit_test(test_initializer_failure_breaks),
         cmocka_unit_test(test_thread_names),
