@@ -103,16 +103,20 @@ static void run_task(struct cf__worker *w, cf_future *f)
 
 /* ---- finding work ---- */
 
-/* Splice queue q (whose try-flag we hold) and keep the batch: the oldest
- * task is returned, the rest go to our deque for thieves. They are pushed
- * newest first, so that our own pops take them in submission order (FIFO
- * for outside work, as users expect from an executor) and thieves take
- * from the newest end. */
+/* Splice queue q (whose try-flag we hold; released here) and keep the
+ * batch: the oldest task is returned, the rest go to our deque for
+ * thieves. They are pushed newest first, so that our own pops take them in
+ * submission order (FIFO for outside work, as users expect from an
+ * executor) and thieves take from the newest end. */
 static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *more)
 {
     struct cf__inject_batch b;
     cf__batch_init(&b);
-    if (!cf__inject_splice(q, &b))
+    bool got = cf__inject_splice(q, &b);
+    /* The batch is ours now: let the next taker in before we walk it (the
+     * walk may wait for a producer half-way through its enqueue). */
+    cf__inject_unlock(q);
+    if (!got)
         return NULL;
     cf_future *first = NULL;
     uint64_t n = 0;
@@ -148,8 +152,7 @@ static cf_future *take_injected(struct cf__worker *w, bool *more)
         struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
         if (cf__inject_empty(q) || !cf__inject_try_lock(q))
             continue;
-        cf_future *f = take_batch(w, q, more);
-        cf__inject_unlock(q);
+        cf_future *f = take_batch(w, q, more); /* unlocks q */
         if (f)
             return f;
     }
@@ -420,7 +423,8 @@ static void set_name(struct cf__worker *w)
 static void mark_broken(struct cf__pool *p, struct cf__worker *w, int code)
 {
     char buf[128];
-    snprintf(buf, sizeof buf, "the thread pool is broken: the initializer failed in worker %s-%d with code %d",
+    snprintf(buf, sizeof buf,
+             "the thread pool is broken: the initializer failed in worker %s-%d with code %d",
              p->prefix, w->id, code);
     char *msg = cf__strdup(buf);
     char *expected = NULL;

@@ -86,7 +86,8 @@ static void test_constructor_bad(void **state)
     expect_einval(&(cf_thread_pool_opts){ .steal_attempts = -2 });
     /* Good values still work. */
     int err = 1;
-    cf_executor *ex = cf_thread_pool_new_err(&(cf_thread_pool_opts){ .max_workers = 1, .spin_ns = CF_SPIN_NONE }, &err);
+    cf_executor *ex = cf_thread_pool_new_err(
+        &(cf_thread_pool_opts){ .max_workers = 1, .spin_ns = CF_SPIN_NONE }, &err);
     assert_non_null(ex);
     assert_int_equal(err, 0);
     cf_executor_free(ex);

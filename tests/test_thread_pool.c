@@ -652,7 +652,8 @@ static void test_two_numa_nodes(void **state)
 {
     (void)state;
     assert_int_equal(setenv("HWLOC_SYNTHETIC", "pack:2 numa:1 l3:1 core:2 pu:1", 1), 0);
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .stats = CF_SWITCH_ON, .numa = CF_SWITCH_ON });
+    cf_executor *ex =
+        cf_thread_pool_new(&(cf_thread_pool_opts){ .stats = CF_SWITCH_ON, .numa = CF_SWITCH_ON });
     unsetenv("HWLOC_SYNTHETIC");
     assert_non_null(ex);
     assert_int_equal(cf_executor_workers(ex), 4);
@@ -805,7 +806,8 @@ static void check_names(cf_executor *ex, const char *prefix, int n)
 static void test_thread_names(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .thread_name_prefix = "tp" });
+    cf_executor *ex =
+        cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .thread_name_prefix = "tp" });
     assert_non_null(ex);
     check_names(ex, "tp", 2);
     cf_executor_free(ex);
