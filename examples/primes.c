@@ -25,10 +25,6 @@ static const int64_t PRIMES[] = {
 };
 #define N_PRIMES (sizeof PRIMES / sizeof PRIMES[0])
 
-/* The process pool lands in the library separately; until it does, this
- * weak reference keeps the example linking (and --process says so). */
-#pragma weak cf_process_pool_new_err
-
 /* As written in the article: no test for even n, odd k from 3 while
  * k < int(n**0.5 + 1.5). */
 static bool is_prime(int64_t n)
@@ -58,12 +54,9 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    int err = CF_ENOTSUP;
-    cf_executor *exe = NULL;
-    if (!process)
-        exe = cf_thread_pool_new_err(NULL, &err); /* ThreadPoolExecutor() */
-    else if (cf_process_pool_new_err)
-        exe = cf_process_pool_new_err(NULL, &err); /* ProcessPoolExecutor() */
+    int err = 0;
+    cf_executor *exe = process ? cf_process_pool_new_err(NULL, &err) /* ProcessPoolExecutor() */
+                               : cf_thread_pool_new_err(NULL, &err); /* ThreadPoolExecutor() */
     if (!exe) {
         fprintf(stderr, "primes: cannot create the %s pool: %s\n", process ? "process" : "thread",
                 cf_strerror(err));
