@@ -622,6 +622,41 @@ static void test_malformed_results(void **state)
     assert_int_equal(broken_items(b, 24), 2);
 }
 
+/* ---- the same behaviour through the process pool (copy mode for real:
+ * items travel in the chunk argument, results through shared memory) ---- */
+
+static void test_process_pool(void **state)
+{
+    (void)state;
+    int err = 0;
+    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){ .max_workers = 2 }, &err);
+    if (!ex && err == CF_ENOTSUP) skip();
+    assert_non_null(ex);
+    check_squares(ex, 1000, NULL);
+    check_squares(ex, 1000, &(cf_map_opts){ .chunksize = 1, .window = 3 });
+    check_squares(ex, 300, &(cf_map_opts){ .chunksize = 64 });
+    check_errors(ex, 8);
+    check_errors(ex, 1);
+    int64_t xs[100];
+    for (int i = 0; i < 100; i++) xs[i] = i;
+    cf_map_iter *it;
+    assert_int_equal(cf_map(ex, bytes_of, xs, sizeof *xs, 100, &(cf_map_opts){ .chunksize = 7 }, &it), 0);
+    for (int i = 0; i < 100; i++) {
+        const void *data;
+        size_t len;
+        assert_int_equal(cf_map_next(it, &data, &len), 0);
+        assert_int_equal(len, (size_t)i);
+        for (int k = 0; k < i; k++) assert_int_equal(((const unsigned char *)data)[k], (uint8_t)i);
+    }
+    assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
+    cf_map_free(it);
+    /* Freeing early waits for nothing and leaves nothing behind. */
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 100, &(cf_map_opts){ .chunksize = 1 }, &it), 0);
+    assert_int_equal(cf_map_next(it, NULL, NULL), 0);
+    cf_map_free(it);
+    cf_executor_free(ex);
+}
+
 /* ---- bad input ---- */
 
 static void test_bad_input(void **state)
@@ -688,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_free_early),
         cmocka_unit_test(test_free_anywhere),
         cmocka_unit_test(test_malformed_results),
+        cmocka_unit_test(test_process_pool),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
