@@ -713,6 +713,11 @@ static void test_bad_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* First: forking the process pool's workers while few threads and
+         * allocator arenas exist keeps TSan's fork handling within its
+         * 64-lock deadlock-detector limit (jemalloc locks every arena at
+         * fork). */
+        cmocka_unit_test(test_process_pool),
         cmocka_unit_test(test_order),
         cmocka_unit_test(test_many),
         cmocka_unit_test(test_result_sizes),
@@ -723,7 +728,6 @@ int main(void)
         cmocka_unit_test(test_free_early),
         cmocka_unit_test(test_free_anywhere),
         cmocka_unit_test(test_malformed_results),
-        cmocka_unit_test(test_process_pool),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
