@@ -9,8 +9,14 @@
  *   pool. At most `window` chunk tasks are submitted and not yet fully
  *   yielded (SEMANTICS 25): chunk c + window is submitted only when the
  *   consumer asks for the item after the last one of chunk c.
- * - A chunk's result is a run of per-item records, so one item's failure
- *   stays with that item and iteration continues past it (SEMANTICS 23, 26).
+ * - A chunk's result keeps every item's outcome apart, so one item's
+ *   failure stays with that item and iteration continues past it
+ *   (SEMANTICS 23, 26): a packed array when every item succeeded with a
+ *   result of one size (the common case, one copy per item), else one
+ *   record per item (code, length, result or message).
+ * - Chunk size: opts.chunksize, else the executor's, else about
+ *   n / (8 x workers), capped so a chunk stays short. Window:
+ *   opts.window, else ex->map_window, else 4 x workers.
  * - One deadline, taken at cf_map (SEMANTICS 24). When it passes while we
  *   wait for a chunk, every chunk not yet yielded is cancelled and the
  *   iterator keeps answering CF_ETIMEDOUT.
