@@ -21,6 +21,7 @@
  * completed or cancelled, so callbacks may call anything. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "config.h"
 #include "fence.h"
 #include "futex.h"
 #include "proc_pool.h"
@@ -140,12 +142,18 @@ static void corrupted(struct coll *c, int chan, const char *what, uint64_t pos, 
 
 /* ---- collecting ---- */
 
-/* Read and check the result of a DONE slot into o. Returns 0, or -1 after
- * breaking the pool. *code gets the task's code (or CF_ENOMEM). */
-static int take_result(struct coll *c, int chan, uint64_t pos, struct cf__pslot *s,
-                       struct cf_out *o, int *code)
+/* What was wrong with a slot (for the message). */
+struct bad {
+    const char *what;
+    uint64_t val;
+};
+
+/* Read and check the result of a DONE slot into o. Returns 0, or -1 with
+ * *bad set and nothing changed. *code gets the task's code (or CF_ENOMEM).
+ * Caller holds the collect lock. */
+static int take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf_out *o,
+                       int *code, struct bad *bad)
 {
-    struct cf__ppool *p = c->p;
     struct cf__pchan *ch = &p->ch[chan];
     /* Each worker-written field is read once (relaxed: ordered after the
      * acquire load of DONE by that load); checks use these copies only. */
@@ -154,20 +162,22 @@ static int take_result(struct coll *c, int chan, uint64_t pos, struct cf__pslot 
     uint64_t rpos = __atomic_load_n(&s->res_pos, __ATOMIC_RELAXED);
     uint32_t mlen = __atomic_load_n(&s->msg_len, __ATOMIC_RELAXED);
     uint32_t rf = __atomic_load_n(&s->rflags, __ATOMIC_RELAXED);
-    if (rf & ~CF__PR_KNOWN) return corrupted(c, chan, "result flags", pos, rf), -1;
-    if (rc == 0 && mlen) return corrupted(c, chan, "message length on success", pos, mlen), -1;
-    if (rc != 0 && rlen) return corrupted(c, chan, "result length on failure", pos, rlen), -1;
-    if (mlen > CF__PMSG_MAX) return corrupted(c, chan, "message length", pos, mlen), -1;
-    if (rlen > UINT32_MAX) return corrupted(c, chan, "result length", pos, rlen), -1;
+#define BAD(w, v) return (*bad = (struct bad){(w), (v)}), -1
+    if (rf & ~CF__PR_KNOWN) BAD("result flags", rf);
+    if (rc == 0 && mlen) BAD("message length on success", mlen);
+    if (rc != 0 && rlen) BAD("result length on failure", rlen);
+    if (mlen > CF__PMSG_MAX) BAD("message length", mlen);
+    if (rlen > UINT32_MAX) BAD("result length", rlen);
     uint64_t total = rlen + mlen, R = p->res_spill, t = ch->res_tail;
     const unsigned char *src;
     if (rf & CF__PR_SPILL) {
         if (total == 0 || total > R || rpos < t || rpos - t > R || rpos % R + total > R ||
             rpos + total - t > R)
-            return corrupted(c, chan, "result spill position", pos, rpos), -1;
+            BAD("result spill position", rpos);
         src = p->ressp + (size_t)chan * R + rpos % R;
     } else {
-        if (total > p->slot_size) return corrupted(c, chan, "inline result length", pos, total), -1;
+        if (total > p->slot_size) BAD("inline result length", total);
+#undef BAD
         src = cf__pp_inline(s);
     }
     cf__out_init(o);
@@ -213,6 +223,33 @@ static int take_result(struct coll *c, int chan, uint64_t pos, struct cf__pslot 
     return 0;
 }
 
+/* Give slot `pos` (DONE or SKIPPED, its result taken) back to the
+ * producers; returns the future, whose executor reference the caller now
+ * owns. Caller holds the collect lock. */
+static cf_future *free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
+                            uint64_t pos, bool done)
+{
+    struct cf__pchan *ch = &p->ch[chan];
+    if (r->arg_end) {
+        punch(p->argsp + (size_t)chan * p->arg_spill + r->arg_pos % p->arg_spill,
+              r->arg_end - r->arg_pos);
+        /* release: the producer may reuse the argument bytes below it */
+        atomic_store_explicit(&ch->arg_tail, r->arg_end, memory_order_release);
+    }
+    cf_future *f = r->f;
+    r->f = NULL;
+    if (done) {
+        ch->inc_done++;
+        atomic_fetch_add_explicit(&ch->tasks_run, 1, memory_order_relaxed);
+    }
+    /* release: we are done reading the slot; the producer may refill it.
+     * The WAITER bit stays (the worker may sleep on the next lap). */
+    atomic_fetch_and_explicit(&s->state, CF__SK_WAITER, memory_order_release);
+    /* release: pairs with the producers' acquire load in cf__pp_room */
+    atomic_store_explicit(&ch->collected, pos + 1, memory_order_release);
+    return f;
+}
+
 static bool collect_chan(struct coll *c, int chan)
 {
     struct cf__ppool *p = c->p;
@@ -248,7 +285,11 @@ static bool collect_chan(struct coll *c, int chan)
                 corrupted(c, chan, "a result for an exit marker", pos, v);
                 return true;
             }
-            if (take_result(c, chan, pos, s, &o, &code)) return true;
+            struct bad bad;
+            if (take_result(p, chan, s, &o, &code, &bad)) {
+                corrupted(c, chan, bad.what, pos, bad.val);
+                return true;
+            }
         } else { /* SKIPPED */
             if (r->is_exit) {
                 ch->exit_consumed = true;
@@ -257,30 +298,132 @@ static bool collect_chan(struct coll *c, int chan)
                 return true;
             }
         }
-        if (r->arg_end) {
-            punch(p->argsp + (size_t)chan * p->arg_spill + r->arg_pos % p->arg_spill,
-                  r->arg_end - r->arg_pos);
-            /* release: the producer may reuse the argument bytes below it */
-            atomic_store_explicit(&ch->arg_tail, r->arg_end, memory_order_release);
-        }
-        cf_future *f = r->f;
-        r->f = NULL;
-        /* release: we are done reading the slot; the producer may refill it.
-         * The WAITER bit stays (the worker may sleep on the next lap). */
-        atomic_fetch_and_explicit(&s->state, CF__SK_WAITER, memory_order_release);
-        pos++;
-        /* release: pairs with the producers' acquire load in cf__pp_room */
-        atomic_store_explicit(&ch->collected, pos, memory_order_release);
+        cf_future *f = free_slot(p, chan, s, r, pos++, k == CF__SK_DONE);
         progress = true;
-        if (k == CF__SK_DONE) {
-            ch->inc_done++;
-            atomic_fetch_add_explicit(&ch->tasks_run, 1, memory_order_relaxed);
-            if (cf__future_complete_from_out(f, code, &o) != 0) cf__out_dispose(&o);
-        }
+        if (k == CF__SK_DONE && cf__future_complete_from_out(f, code, &o) != 0) cf__out_dispose(&o);
         if (f) cf_future_release(f);
         if (ch->dead) break; /* a callback's action broke the pool meanwhile */
     }
     return progress;
+}
+
+/* ---- the collect lock, and helping from result() ----
+ * Collecting (reading result slots, freeing them) is single-consumer per
+ * channel; whoever holds p->coll_lock does it: the collector thread for its
+ * whole step (it may run callbacks under it: they run in the collector,
+ * which never waits for a helper), or a thread waiting in result() on one
+ * of the pool's futures, which harvests only plainly DONE, valid slots
+ * under the lock and completes the futures after releasing it (callbacks
+ * then run in that thread, which SEMANTICS 9 allows: the completing
+ * thread). Anything unusual is left to the collector thread. */
+
+static inline bool coll_trylock(struct cf__ppool *p)
+{
+    uint32_t z = 0;
+    /* acquire: pairs with the release in coll_unlock (the previous
+     * collector's writes to records, counters and `collected`). */
+    return atomic_compare_exchange_strong_explicit(&p->coll_lock, &z, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+static inline void coll_lock(struct cf__ppool *p)
+{
+    /* Helpers hold it for a few slots at most, never across a callback. */
+    for (unsigned n = 0; !coll_trylock(p); n++) {
+        if (n < 64) cf__cpu_relax();
+        else sched_yield();
+    }
+}
+
+static inline void coll_unlock(struct cf__ppool *p)
+{
+    atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
+}
+
+#define HARVEST_MAX 16
+
+/* Harvest up to HARVEST_MAX DONE slots. Returns how many (futures, outs and
+ * codes filled in); sets *odd when a slot needs the collector's care. */
+static int harvest(struct cf__ppool *p, cf_future **fs, struct cf_out *outs, int *codes, bool *odd)
+{
+    int n = 0;
+    for (int chan = 0; chan < p->n && n < HARVEST_MAX; chan++) {
+        struct cf__pchan *ch = &p->ch[chan];
+        if (ch->dead) continue;
+        uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed);
+        /* acquire: pairs with the producer's release store of head. */
+        uint64_t h = atomic_load_explicit(&ch->head, memory_order_acquire);
+        for (; pos < h && n < HARVEST_MAX; pos++) {
+            struct cf__pslot *s = cf__pp_slot(p, chan, pos);
+            struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
+            /* acquire: as in collect_chan */
+            uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
+            uint32_t k = cf__sk_kind(v);
+            if (k != CF__SK_DONE || cf__sk_gen(v) != cf__pos_gen(pos) || r->is_exit) {
+                if (k != CF__SK_QUEUED && k != CF__SK_STARTED && k != CF__SK_HELD) *odd = true;
+                break;
+            }
+            struct bad bad;
+            if (take_result(p, chan, s, &outs[n], &codes[n], &bad)) {
+                *odd = true;
+                break;
+            }
+            fs[n++] = free_slot(p, chan, s, r, pos, true);
+        }
+    }
+    return n;
+}
+
+/* One round of helping: 0 if the lock was busy or nothing was ready. */
+int cf__pp_help_once(struct cf__ppool *p)
+{
+    cf_future *fs[HARVEST_MAX];
+    struct cf_out outs[HARVEST_MAX];
+    int codes[HARVEST_MAX];
+    bool odd = false;
+    if (!coll_trylock(p)) return 0;
+    int n = harvest(p, fs, outs, codes, &odd);
+    coll_unlock(p);
+    if (odd) cf__pp_wake_collector(p);
+    for (int i = 0; i < n; i++) {
+        if (cf__future_complete_from_out(fs[i], codes[i], &outs[i]) != 0) cf__out_dispose(&outs[i]);
+        cf_future_release(fs[i]);
+    }
+    return n;
+}
+
+int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
+{
+    (void)ctx;
+    if (!f->ops || f->ops->on_cancel != cf__pp_on_cancel) return cf__future_wait_done(f, deadline);
+    /* f holds a reference on its pool (on_free drops it): p is alive. */
+    struct cf__ppool *p = (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
+    if (cf__pp_tls_collector == p) return cf__future_wait_done(f, deadline);
+    long spin = p->spin_ns > cf__wait_spin_ns() ? p->spin_ns : cf__wait_spin_ns();
+    /* relaxed: only tells the collector thread it need not spin now */
+    atomic_fetch_add_explicit(&p->helpers, 1, memory_order_relaxed);
+    int64_t end = cf__now_ns() + spin;
+    if (end > deadline) end = deadline;
+    unsigned idle = 0;
+    for (;;) {
+        /* acquire: pairs with the completer's release (future.c) */
+        if (cf__state_done(cf__future_state(f, memory_order_acquire))) break;
+        if (cf__pp_help_once(p)) {
+            idle = 0;
+            continue;
+        }
+        cf__cpu_relax();
+        if ((++idle & 63) == 0) {
+            if (cf__now_ns() >= end) break;
+            sched_yield(); /* a loaded machine: let the worker run */
+        }
+    }
+    atomic_fetch_sub_explicit(&p->helpers, 1, memory_order_relaxed);
+    if (cf__state_done(cf__future_state(f, memory_order_acquire))) return 0;
+    /* Going to sleep: the collector thread completes f. It may be napping
+     * (helper mode, no doorbell): wake it so it watches the doorbell again. */
+    cf__pp_wake_collector(p);
+    return cf__future_wait_done(f, deadline);
 }
 
 /* ---- feeding the overflow list ---- */
@@ -486,7 +629,10 @@ static bool read_reports(struct coll *c)
     return any;
 }
 
-static bool poll_events(struct coll *c, int timeout_ms)
+/* Wait up to timeout_ms for the eventfd, the zygote's reports or its
+ * death, then handle what came (under the collect lock: taken here unless
+ * the caller holds it). */
+static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
 {
     struct cf__ppool *p = c->p;
     struct pollfd pf[3] = {
@@ -501,6 +647,8 @@ static bool poll_events(struct coll *c, int timeout_ms)
         ssize_t n = read(p->efd, &v, sizeof v);
         (void)n;
     }
+    if (!pf[1].revents && !pf[2].revents) return false;
+    if (!have_lock) coll_lock(p);
     bool any = false;
     if (pf[1].revents) any |= read_reports(c);
     if (pf[2].revents) {
@@ -508,6 +656,7 @@ static bool poll_events(struct coll *c, int timeout_ms)
         c->zygote_gone = true;
         any = true;
     }
+    if (!have_lock) coll_unlock(p);
     return any;
 }
 
@@ -591,7 +740,7 @@ static bool step(struct coll *c, bool events)
     bool progress = false;
     for (int i = 0; i < p->n; i++) progress |= collect_chan(c, i);
     if (atomic_load_explicit(&p->ov_count, memory_order_relaxed)) progress |= feed(c);
-    if (events) progress |= poll_events(c, 0);
+    if (events) progress |= poll_events(c, 0, true);
     progress |= handle_flags(c);
     return progress;
 }
@@ -605,13 +754,18 @@ void *cf__pp_collector_main(void *arg)
     int64_t idle_since = 0;
     unsigned iter = 0;
     for (;;) {
+        coll_lock(p);
         bool progress = step(&c, (++iter & 255) == 0);
-        if (finished(&c)) break;
+        bool fin = finished(&c);
+        coll_unlock(p);
+        if (fin) break;
         if (progress) {
             idle_since = 0;
             continue;
         }
-        if (p->spin_ns > 0) {
+        /* relaxed: a hint; a helper that leaves wakes us (coll_sleep) */
+        bool helped = atomic_load_explicit(&p->helpers, memory_order_relaxed) != 0;
+        if (!helped && p->spin_ns > 0) {
             int64_t now = cf__now_ns();
             if (!idle_since) idle_since = now;
             if (now - idle_since < p->spin_ns) {
@@ -621,18 +775,22 @@ void *cf__pp_collector_main(void *arg)
         }
         /* seq_cst stores, then the re-scan in step(): Dekker with the
          * wakers (cf__pp_wake_collector, the workers' doorbell), which
-         * change something, then read these words. */
+         * change something, then read these words. While a result()
+         * helper collects, the workers need not ring: we nap instead. */
         atomic_store_explicit(&p->coll_sleep, 1, memory_order_seq_cst);
-        atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
+        if (!helped) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
+        coll_lock(p);
         progress = step(&c, true);
-        if (!progress && !finished(&c)) {
-            int t = in_flight(p) || c.kill_deadline != INT64_MAX ? 100 : -1;
-            poll_events(&c, t);
+        fin = finished(&c);
+        coll_unlock(p);
+        if (!progress && !fin) {
+            int t = helped ? 1 : in_flight(p) || c.kill_deadline != INT64_MAX ? 100 : -1;
+            poll_events(&c, t, false);
         }
         atomic_store_explicit(&p->coll_sleep, 0, memory_order_relaxed);
         atomic_store_explicit(&p->hdr->coll_sleeping, 0, memory_order_relaxed);
         idle_since = 0;
-        if (finished(&c)) break;
+        if (fin) break;
     }
 
     /* Leave: the zygote goes (it kills and reaps what is left), then
@@ -644,9 +802,11 @@ void *cf__pp_collector_main(void *arg)
     while (waitpid(p->zpid, NULL, 0) < 0 && errno == EINTR) {
     }
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
+    coll_lock(p);
     fail_everything(&c, fl & CF__PP_BROKEN ? p->broken_msg ? p->broken_msg : "process pool broken"
                         : fl & CF__PP_TERMINATE ? "process pool terminated"
                                                 : "process pool shut down");
+    coll_unlock(p);
     /* release: everything above is visible to shutdown(wait)/terminate */
     atomic_store_explicit(&p->coll_done, 1, memory_order_release);
     cf__futex_wake(&p->coll_done, INT32_MAX, false);

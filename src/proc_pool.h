@@ -89,6 +89,8 @@ struct cf__ppool {
     _Atomic uint32_t flags;      /* CF__PP_* */
     _Atomic uint32_t coll_sleep; /* parent wakers: the collector is (about to be) asleep */
     _Atomic uint32_t coll_done;  /* futex: 1 once the collector has finished */
+    _Atomic uint32_t coll_lock;  /* who collects: the collector thread, or a result() helper */
+    _Atomic uint32_t helpers;    /* threads helping in result() right now */
     _Atomic int term_signo;
     _Atomic uint64_t rr;         /* round-robin channel choice */
     char *broken_msg;            /* written by the collector before CF__PP_BROKEN is set */
@@ -126,6 +128,13 @@ int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
 
 /* proc_collector.c */
 void *cf__pp_collector_main(void *pool);
+/* result() from a thread that submitted to a process pool: collect ready
+ * results (any channel) while waiting, instead of waiting for the
+ * collector thread to wake (cf__tls_wait_helper). */
+int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline);
+/* Collect ready results once, if nobody else is; returns how many. */
+int cf__pp_help_once(struct cf__ppool *p);
+void cf__pp_on_cancel(cf_future *f);
 extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
 
 /* proc_zygote.c: runs in the child of the first fork; never returns. */

@@ -16,6 +16,7 @@
  * write the result inline or into the result spill ring; CAS
  * STARTED->DONE; ring the doorbell if the collector sleeps. */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -86,7 +87,10 @@ static uint32_t wait_work(struct cf__ppool *p, struct cf__pslot *s, uint64_t pos
             }
             int64_t now = cf__now_ns();
             if (!spin_until) spin_until = now + p->spin_ns;
-            if (now < spin_until) continue;
+            if (now < spin_until) {
+                sched_yield(); /* a loaded machine: let whoever we wait for run */
+                continue;
+            }
         }
         if (!(v & CF__SK_WAITER)) {
             /* relaxed: only announces the sleep; the futex re-checks. */

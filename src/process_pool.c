@@ -155,7 +155,7 @@ static inline uintptr_t owner_encode(int chan, uint64_t pos)
 }
 
 /* Called by cf_future_cancel() after its PENDING->CANCELLED CAS. */
-static void pp_on_cancel(cf_future *f)
+void cf__pp_on_cancel(cf_future *f)
 {
     struct cf__ppool *p = pool_of_future(f);
     /* seq_cst fence: pairs with the one in cf__pp_release_held, between
@@ -298,6 +298,18 @@ void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f)
 
 /* ---- submit ---- */
 
+/* A thread that submits to a process pool collects results itself while it
+ * waits in result() (proc_collector.c), saving the hop through the
+ * collector thread. Not in threads that have a helper already (thread-pool
+ * workers run tasks while they wait) nor in a collector thread. */
+static inline void install_helper(void)
+{
+    if (!cf__tls_wait_helper && !cf__pp_tls_collector) {
+        cf__tls_wait_helper = cf__pp_wait_helper;
+        cf__tls_wait_helper_ctx = NULL;
+    }
+}
+
 static int flags_error(uint32_t fl)
 {
     if (fl & CF__PP_BROKEN) return CF_EBROKEN; /* broken is checked first (SEMANTICS 17) */
@@ -314,8 +326,13 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     if (len > p->arg_max) return CF_ETOOBIG;
 
     /* Fast path: straight into a ring with room, unless older work waits
-     * in the overflow list (it goes first). */
-    if (atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0) {
+     * in the overflow list (it goes first). When every ring is full, first
+     * collect finished results ourselves (that frees slots) and retry: a
+     * fast submitter then keeps the rings full without the double copy and
+     * the collector's feeding that the overflow list costs. */
+    for (int round = 0; round < 3 && atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0;
+         round++) {
+        if (round && !cf__pp_help_once(p)) break; /* (fails in the collector: it holds the lock) */
         uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
         for (int k = 0; k < p->n; k++) {
             int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
@@ -342,6 +359,7 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
             atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
             cf__pp_place(p, chan, f, fn, arg, len, false);
             pthread_mutex_unlock(&ch->lock);
+            install_helper();
             *out = f;
             return 0;
         }
@@ -368,6 +386,7 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     atomic_fetch_add_explicit(&p->ov_count, 1, memory_order_relaxed);
     pthread_mutex_unlock(&p->ov_lock);
     cf__pp_wake_collector(p);
+    install_helper();
     *out = f;
     return 0;
 }
@@ -515,7 +534,7 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     p->base.map_window = cfg->map_window;
     p->base.map_chunk = 0;
     p->base.copy_map_items = true;
-    p->fops.on_cancel = pp_on_cancel;
+    p->fops.on_cancel = cf__pp_on_cancel;
     p->fops.on_free = pp_on_free;
     atomic_init(&p->refs, 1);
     p->depth = (uint32_t)cfg->ring_depth;
