@@ -340,6 +340,52 @@ static void test_window(void **state)
     cf_executor_free(ex);
 }
 
+/* ---- a map inside a task of the same pool (nested map): the inner
+ * waits run other work, so a small pool never deadlocks (SEMANTICS 22) ---- */
+
+struct nested_arg {
+    cf_executor *ex;
+    int64_t k;
+};
+
+static int nested_sum(const void *arg, size_t len, cf_out *out)
+{
+    struct nested_arg a;
+    assert_int_equal(len, sizeof a);
+    memcpy(&a, arg, sizeof a);
+    int64_t xs[64];
+    for (int i = 0; i < 64; i++) xs[i] = a.k * 100 + i;
+    cf_map_iter *it;
+    int rc = cf_map(a.ex, square, xs, sizeof *xs, 64, &(cf_map_opts){ .chunksize = 4, .window = 2 }, &it);
+    if (rc != 0) return cf_out_error(out, 1, "inner cf_map: %d", rc);
+    int64_t sum = 0, y;
+    while ((rc = cf_map_next_i64(it, &y)) == 0) sum += y;
+    cf_map_free(it);
+    if (rc != CF_END) return cf_out_error(out, 2, "inner cf_map_next: %d", rc);
+    return cf_out_i64(out, sum);
+}
+
+static void test_nested(void **state)
+{
+    (void)state;
+    for (int workers = 1; workers <= 2; workers++) {
+        cf_executor *ex = pool(workers);
+        struct nested_arg args[6];
+        for (int k = 0; k < 6; k++) args[k] = (struct nested_arg){ ex, k };
+        cf_map_iter *it;
+        assert_int_equal(cf_map(ex, nested_sum, args, sizeof *args, 6, &(cf_map_opts){ .chunksize = 1 }, &it), 0);
+        for (int k = 0; k < 6; k++) {
+            int64_t want = 0, got;
+            for (int i = 0; i < 64; i++) want += (int64_t)(k * 100 + i) * (k * 100 + i);
+            assert_int_equal(cf_map_next_i64(it, &got), 0);
+            assert_int_equal(got, want);
+        }
+        assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
+        cf_map_free(it);
+        cf_executor_free(ex);
+    }
+}
+
 /* ---- a gate that tasks wait on, and a record of which items ran ---- */
 
 #define GATE_N 16
@@ -723,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_result_sizes),
         cmocka_unit_test(test_item_errors),
         cmocka_unit_test(test_window),
+        cmocka_unit_test(test_nested),
         cmocka_unit_test(test_timeout_cancels),
         cmocka_unit_test(test_timeout_done_items_still_yield),
         cmocka_unit_test(test_free_early),
