@@ -15,10 +15,16 @@
  * doorbell word is only a hint (poll() also times out while work is in
  * flight), and worker deaths come from the zygote's pipe.
  *
- * Concurrency: this thread alone removes records (collects) and alone runs
- * the breakage sweep and the shutdown cancellation; producers only add
- * records, under the channel lock. No lock is held while a future is
- * completed or cancelled, so callbacks may call anything. */
+ * Concurrency: records are removed (collected) only under the collect lock
+ * (p->coll_lock), held by this thread for each step of its loop, or briefly
+ * by a thread helping from result() (below); the breakage sweep, the
+ * shutdown cancellation and the zygote's reports are this thread's alone,
+ * under the same lock. Producers only add records, under the channel lock.
+ * Channel and overflow locks are never held while a future is completed or
+ * cancelled; the collect lock is held across callbacks only in this thread,
+ * which never waits for a helper, so callbacks may call anything (a
+ * callback that blocks in result() on this pool's future blocks this
+ * thread, as in CPython). */
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
