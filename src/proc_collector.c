@@ -42,6 +42,7 @@
 #include "proc_pool.h"
 
 _Thread_local struct cf__ppool *cf__pp_tls_collector;
+_Thread_local struct cf__ppool *cf__pp_tls_completing;
 
 #define PUNCH_MIN (1u << 20) /* give back the pages of spilled records this big */
 
@@ -389,12 +390,24 @@ int cf__pp_help_once(struct cf__ppool *p)
     bool odd = false;
     if (!coll_trylock(p)) return 0;
     int n = harvest(p, fs, outs, codes, &odd);
+    /* relaxed: ordered by the lock release below and read by the
+     * collector under the lock or after (see its leaving) */
+    if (n) atomic_fetch_add_explicit(&p->batches, 1, memory_order_relaxed);
     coll_unlock(p);
     if (odd) cf__pp_wake_collector(p);
+    if (!n) return 0;
+    /* A callback here that shuts the pool down (or frees it) cannot wait
+     * for the collector, which waits for this batch: it acts as wait=false. */
+    struct cf__ppool *outer = cf__pp_tls_completing;
+    cf__pp_tls_completing = p;
     for (int i = 0; i < n; i++) {
         if (cf__future_complete_from_out(fs[i], codes[i], &outs[i]) != 0) cf__out_dispose(&outs[i]);
         cf_future_release(fs[i]);
     }
+    cf__pp_tls_completing = outer;
+    /* release: the completions are visible to whoever sees the count drop
+     * (the collector before it reports the pool finished) */
+    atomic_fetch_sub_explicit(&p->batches, 1, memory_order_release);
     return n;
 }
 
@@ -813,6 +826,10 @@ void *cf__pp_collector_main(void *arg)
                         : fl & CF__PP_TERMINATE ? "process pool terminated"
                                                 : "process pool shut down");
     coll_unlock(p);
+    /* A helper may still be completing futures it collected: shutdown(wait)
+     * returns only once every future is done. acquire: pairs with the
+     * helper's release decrement. */
+    while (atomic_load_explicit(&p->batches, memory_order_acquire)) sched_yield();
     /* release: everything above is visible to shutdown(wait)/terminate */
     atomic_store_explicit(&p->coll_done, 1, memory_order_release);
     cf__futex_wake(&p->coll_done, INT32_MAX, false);

@@ -91,6 +91,7 @@ struct cf__ppool {
     _Atomic uint32_t coll_done;  /* futex: 1 once the collector has finished */
     _Atomic uint32_t coll_lock;  /* who collects: the collector thread, or a result() helper */
     _Atomic uint32_t helpers;    /* threads helping in result() right now */
+    _Atomic uint32_t batches;    /* helpers' harvested batches not yet completed */
     _Atomic int term_signo;
     _Atomic uint64_t rr;         /* round-robin channel choice */
     char *broken_msg;            /* written by the collector before CF__PP_BROKEN is set */
@@ -136,6 +137,8 @@ int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline);
 int cf__pp_help_once(struct cf__ppool *p);
 void cf__pp_on_cancel(cf_future *f);
 extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
+/* Set while a helper completes futures it collected (callbacks run). */
+extern _Thread_local struct cf__ppool *cf__pp_tls_completing;
 
 /* proc_zygote.c: runs in the child of the first fork; never returns. */
 _Noreturn void cf__pp_zygote_main(struct cf__ppool *p);

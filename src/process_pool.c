@@ -410,6 +410,13 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
 
 /* ---- shutdown, terminate, destroy ---- */
 
+/* In one of the pool's own callbacks: the collector thread, or a helper
+ * completing a batch. */
+static bool own_thread(const struct cf__ppool *p)
+{
+    return cf__pp_tls_collector == p || cf__pp_tls_completing == p;
+}
+
 static void wait_collector(struct cf__ppool *p)
 {
     /* acquire: pairs with the collector's release store of coll_done, so
@@ -427,9 +434,10 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
      * locks, which the collector takes after seeing it. */
     atomic_fetch_or_explicit(&p->flags, set, memory_order_seq_cst);
     cf__pp_wake_collector(p);
-    /* From the collector thread (a done-callback) we cannot wait for
-     * ourselves: wait=false there (documented, SEMANTICS 18). */
-    if (wait && cf__pp_tls_collector != p) wait_collector(p);
+    /* From a done-callback run by the collector thread, or by a thread
+     * completing what it collected while helping, we cannot wait for the
+     * collector: wait=false there (documented, SEMANTICS 18). */
+    if (wait && !own_thread(p)) wait_collector(p);
     return 0;
 }
 
@@ -445,7 +453,7 @@ static int pp_terminate(cf_executor *ex, int signo)
      * it sees the flag (the RMW orders the relaxed store before it). */
     atomic_fetch_or_explicit(&p->flags, CF__PP_SHUTDOWN | CF__PP_TERMINATE, memory_order_seq_cst);
     cf__pp_wake_collector(p);
-    if (cf__pp_tls_collector != p) wait_collector(p);
+    if (!own_thread(p)) wait_collector(p);
     return 0;
 }
 
@@ -454,7 +462,7 @@ static void pp_destroy(cf_executor *ex)
     struct cf__ppool *p = pool_of(ex);
     if (cf__pp_in_worker) return;
     if (p->coll_started) {
-        if (cf__pp_tls_collector == p) pthread_detach(p->coll); /* it ends by itself */
+        if (own_thread(p)) pthread_detach(p->coll); /* it ends by itself */
         else pthread_join(p->coll, NULL);
     }
     cf__pp_unref(p);

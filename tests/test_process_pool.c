@@ -9,6 +9,8 @@
  * Tasks run in other processes, so the tests coordinate through one
  * MAP_SHARED page mapped before any pool exists (which SEMANTICS 27 says
  * workers share). Gates are spun on (or futex-waited) there, never slept. */
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -452,6 +454,61 @@ static void test_callbacks(void **state)
     cf_executor_free(ex);
 }
 
+/* The thread waiting in result() may complete the future itself (it
+ * collects while it waits); a callback it runs that shuts the pool down
+ * with wait=true must not deadlock (it acts as wait=false there). */
+static void test_callback_shutdown_while_helping(void **state)
+{
+    (void)state;
+    atomic_store(&cb_runs, 0);
+    for (int round = 0; round < 20; round++) {
+        cf_executor *ex = pool(1);
+        cf_future *f;
+        int64_t x = round;
+        assert_int_equal(cf_submit(ex, double_task, &x, sizeof x, &f), 0);
+        assert_int_equal(cf_future_add_done_callback(f, cb_shutdown, ex), 0);
+        assert_int_equal(result_i64(f), 2 * round);
+        cf_future_release(f);
+        cf_executor_free(ex);
+    }
+    assert_int_equal(atomic_load(&cb_runs), 20);
+}
+
+struct waiter_arg {
+    cf_future **fs;
+    int n;
+};
+static void *result_waiter(void *a)
+{
+    struct waiter_arg *w = a;
+    for (int i = 0; i < w->n; i++) cf_future_result(w->fs[i], CF_FOREVER, NULL, NULL);
+    return NULL;
+}
+
+/* shutdown(wait=true) returns with every future done, even while another
+ * thread collects results in result(). */
+static void test_shutdown_wait_with_helper(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 10; round++) {
+        cf_executor *ex = pool(2);
+        enum { N = 400 };
+        cf_future *fs[N];
+        for (int64_t i = 0; i < N; i++) assert_int_equal(cf_submit(ex, double_task, &i, sizeof i, &fs[i]), 0);
+        struct waiter_arg w = {fs, N};
+        pthread_t t;
+        pthread_create(&t, NULL, result_waiter, &w);
+        assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+        for (int i = 0; i < N; i++) assert_true(cf_future_done(fs[i]));
+        pthread_join(t, NULL);
+        for (int64_t i = 0; i < N; i++) {
+            assert_int_equal(result_i64(fs[i]), 2 * i);
+            cf_future_release(fs[i]);
+        }
+        cf_executor_free(ex);
+    }
+}
+
 static void test_wait_as_completed_map(void **state)
 {
     (void)state;
@@ -689,6 +746,8 @@ int main(void)
         cmocka_unit_test(test_cancel_queued_in_ring),
         cmocka_unit_test(test_overflow_and_cancel),
         cmocka_unit_test(test_callbacks),
+        cmocka_unit_test(test_callback_shutdown_while_helping),
+        cmocka_unit_test(test_shutdown_wait_with_helper),
         cmocka_unit_test(test_wait_as_completed_map),
         cmocka_unit_test(test_shutdown_modes),
         cmocka_unit_test(test_shutdown_concurrent),
