@@ -13,7 +13,7 @@
  * fails a check breaks the pool: every future fails with CF_EBROKEN and
  * the workers are killed. Waits cannot hang on a worker's lie either: the
  * doorbell word is only a hint (poll() also times out while work is in
- * flight), and worker deaths come from the zygote's pipe.
+ * flight), and worker deaths come from the zygote's report socket.
  *
  * Concurrency: records are removed (collected) only under the collect lock
  * (p->coll_lock), held by this thread for each step of its loop, or briefly
@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -618,31 +619,28 @@ static bool read_reports(struct coll *c)
     struct cf__ppool *p = c->p;
     bool any = false;
     while (!c->rep_eof) {
-        struct cf__zrep buf[32];
-        ssize_t r = read(p->rep_rd, buf, sizeof buf);
+        struct cf__zrep m;
+        ssize_t r = recv(p->rep_rd, &m, sizeof m, MSG_DONTWAIT); /* one message each */
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno == EAGAIN) break;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (r <= 0) {
             c->rep_eof = true;
             break;
         }
-        for (size_t i = 0; i < (size_t)r / sizeof buf[0]; i++) {
-            struct cf__zrep *m = &buf[i];
-            if (m->chan < 0 || m->chan >= p->n) continue;
-            struct cf__pchan *ch = &p->ch[m->chan];
-            any = true;
-            if (m->op == CF__ZR_SPAWNED) {
-                ch->pid = m->pid;
-                ch->alive = true;
-                ch->spawning = false;
-            } else if (m->op == CF__ZR_SPAWN_FAILED) {
-                char desc[200];
-                ch->spawning = false;
-                snprintf(desc, sizeof desc, "could not start a worker: %s", strerror(m->status));
-                break_pool(c, desc);
-            } else if (m->op == CF__ZR_DIED) {
-                on_death(c, m->chan, m->pid, m->status);
-            }
+        if (r != (ssize_t)sizeof m || m.chan < 0 || m.chan >= p->n) continue;
+        struct cf__pchan *ch = &p->ch[m.chan];
+        any = true;
+        if (m.op == CF__ZR_SPAWNED) {
+            ch->pid = m.pid;
+            ch->alive = true;
+            ch->spawning = false;
+        } else if (m.op == CF__ZR_SPAWN_FAILED) {
+            char desc[200];
+            ch->spawning = false;
+            snprintf(desc, sizeof desc, "could not start a worker: %s", strerror(m.status));
+            break_pool(c, desc);
+        } else if (m.op == CF__ZR_DIED) {
+            on_death(c, m.chan, m.pid, m.status);
         }
     }
     return any;

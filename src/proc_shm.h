@@ -118,8 +118,8 @@ struct cf__pshm_hdr {
 _Static_assert(sizeof(struct cf__pshm_hdr) == 128, "two lines");
 #define CF__PSHM_MAGIC 0x6366707368617265ull /* "cfpshare" */
 
-/* ---- parent <-> zygote messages (pipes; each message <= PIPE_BUF, so a
- * write is atomic) ---- */
+/* ---- parent <-> zygote messages (SOCK_SEQPACKET socket pairs: one
+ * message per send and recv) ---- */
 enum { CF__ZQ_SPAWN = 1, CF__ZQ_KILL = 2, CF__ZQ_EXIT = 3 };
 struct cf__zreq {
     int32_t op;

@@ -2,21 +2,22 @@
  * pool creation, which forks every worker (process_pool.c explains why).
  *
  * It calls only system calls: no allocation, no stdio, no locks. It serves
- * requests from the parent's pipe (spawn worker i at a ring position, kill
- * all workers with a signal, exit) and reports on the other pipe (spawned
+ * requests from the parent's socket (spawn worker i at a ring position, kill
+ * all workers with a signal, exit) and reports on the other socket (spawned
  * pid, spawn failed, died with wait status). It reaps its workers through
  * pidfds, so it never signals a pid that could have been reused. It leaves
- * with _exit when asked, when the request pipe reaches EOF, or when its
+ * with _exit when asked, when the request socket reaches EOF, or when its
  * parent is gone (getppid() changes; checked at least once a second), and
  * kills its workers first. Workers die with it (PR_SET_PDEATHSIG).
  *
  * Also here: the registry of descriptors that belong to live pools, which a
- * new zygote closes so that it does not keep another pool's pipes open. */
+ * new zygote closes so that it does not keep another pool's sockets open. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -75,7 +76,7 @@ static void report(struct cf__ppool *p, int op, int chan, int pid, int status)
 {
     struct cf__zrep r = {.op = op, .chan = chan, .pid = pid, .status = status};
     for (;;) {
-        ssize_t w = write(p->rep_wr, &r, sizeof r);
+        ssize_t w = send(p->rep_wr, &r, sizeof r, MSG_NOSIGNAL);
         if (w == (ssize_t)sizeof r || (w < 0 && errno != EINTR)) return;
     }
 }
@@ -138,7 +139,7 @@ _Noreturn void cf__pp_zygote_main(struct cf__ppool *p)
     prctl(PR_SET_NAME, "cf-zygote", 0, 0, 0);
     /* Our children must stay reapable whatever the parent did with
      * SIGCHLD; Ctrl-C in a terminal is for the parent (we follow it when
-     * the request pipe closes). Workers get the parent's settings back. */
+     * the request socket closes). Workers get the parent's settings back. */
     struct sigaction dfl = {.sa_handler = SIG_DFL}, ign = {.sa_handler = SIG_IGN};
     sigaction(SIGCHLD, &dfl, &saved_chld);
     sigaction(SIGINT, &ign, &saved_int);
@@ -165,7 +166,7 @@ _Noreturn void cf__pp_zygote_main(struct cf__ppool *p)
             if (pfd[j].revents) reap(p, who[j]);
         if (!pfd[0].revents) continue;
         struct cf__zreq q;
-        ssize_t got = read(p->req_rd, &q, sizeof q);
+        ssize_t got = recv(p->req_rd, &q, sizeof q, 0);
         if (got < 0 && errno == EINTR) continue;
         if (got != (ssize_t)sizeof q) leave(p); /* EOF: the parent is gone */
         switch (q.op) {

@@ -28,15 +28,17 @@
  * written twice, and workers and the zygote leave with _exit (no atexit
  * handlers, no stdio flush of the parent's buffers).
  *
- * The parent talks to the zygote through two pipes (requests: spawn worker
+ * The parent talks to the zygote through two socket pairs (SOCK_SEQPACKET:
+ * whole messages, EOF when the peer goes, MSG_NOSIGNAL so a dead zygote is
+ * an error code and not a SIGPIPE) (requests: spawn worker
  * i at position p, kill all with signal s, exit; reports: spawned pid,
  * spawn failed, died with wait status), so worker pids and exit statuses
  * come from a process that runs only our code, never from shared memory a
  * worker could scribble on. The zygote reaps its workers (pidfds + waitpid),
  * so a pid is never signalled after it could have been reused. The parent
- * watches the zygote through a pidfd (and the report pipe's EOF). Workers
+ * watches the zygote through a pidfd (and the report socket's EOF). Workers
  * die with the zygote (PR_SET_PDEATHSIG), the zygote with the parent (the
- * request pipe's EOF, and a getppid() check once a second).
+ * request socket's EOF, and a getppid() check once a second).
  *
  * Shared memory and waiting. One channel per worker: SPSC rings of slots
  * (proc_shm.h), filled by submitters under the channel's mutex (a short
@@ -49,7 +51,7 @@
  * and futex-wait on it (shared futex); a submitter makes the futex_wake
  * call only when that bit was set. The collector spins, then stores 1 in
  * the shared doorbell word and sleeps in poll() on an eventfd, the report
- * pipe and the zygote's pidfd; a worker writes the eventfd only if it finds
+ * socket and the zygote's pidfd; a worker writes the eventfd only if it finds
  * the doorbell set. A full ring loses nothing: the submitter first collects
  * finished results itself (freeing slots), and if the rings are still full
  * the submission waits in the parent's overflow list, which the collector
@@ -98,6 +100,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -512,7 +515,9 @@ static int allowed_cpus(void)
 int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q)
 {
     for (;;) {
-        ssize_t w = write(p->req_wr, q, sizeof *q);
+        /* MSG_NOSIGNAL: a dead zygote is EPIPE here, never a SIGPIPE that
+         * would kill the application. */
+        ssize_t w = send(p->req_wr, q, sizeof *q, MSG_NOSIGNAL);
         if (w == (ssize_t)sizeof *q) return 0;
         if (w < 0 && errno == EINTR) continue;
         return CF_ESYS; /* EPIPE: the zygote is gone; the collector notices */
@@ -620,10 +625,12 @@ cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
     int req[2], rep[2];
     p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->efd < 0) goto fail_sys;
-    if (pipe2(req, O_CLOEXEC)) goto fail_sys;
+    /* Sequenced-packet socket pairs: one message per send/recv, EOF when
+     * the other side has gone, and sends that cannot raise SIGPIPE. */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, req)) goto fail_sys;
     p->req_rd = req[0];
     p->req_wr = req[1];
-    if (pipe2(rep, O_CLOEXEC)) goto fail_sys;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rep)) goto fail_sys;
     p->rep_rd = rep[0];
     p->rep_wr = rep[1];
     p->parent_pid = getpid();
