@@ -770,6 +770,11 @@ void *cf__pp_collector_main(void *arg)
     pthread_setname_np(pthread_self(), "cf-proc-coll");
     int64_t idle_since = 0;
     unsigned iter = 0;
+    if (p->early_death.op == CF__ZR_DIED) { /* read by the constructor */
+        coll_lock(p);
+        on_death(&c, p->early_death.chan, p->early_death.pid, p->early_death.status);
+        coll_unlock(p);
+    }
     for (;;) {
         coll_lock(p);
         bool progress = step(&c, (++iter & 255) == 0);

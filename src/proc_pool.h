@@ -97,6 +97,7 @@ struct cf__ppool {
     char *broken_msg;            /* written by the collector before CF__PP_BROKEN is set */
     pthread_t coll;
     bool coll_started;
+    struct cf__zrep early_death; /* a DIED report read by the constructor (op 0: none) */
 
     /* Overflow: work that found every ring full, fed by the collector. */
     pthread_mutex_t ov_lock;

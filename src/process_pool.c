@@ -94,6 +94,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -608,6 +609,41 @@ static void close_if(int *fd)
     *fd = -1;
 }
 
+/* Read the zygote's SPAWNED reports for the first workers (the collector
+ * is not running yet). 0, or CF_ESYS if it failed or died. */
+static int await_spawned(struct cf__ppool *p)
+{
+    int pending = p->n;
+    while (pending > 0) {
+        struct pollfd pf[2] = {{.fd = p->rep_rd, .events = POLLIN}, {.fd = p->zpidfd, .events = POLLIN}};
+        int r = poll(pf, 2, 30000);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || (!pf[0].revents && pf[1].revents)) return CF_ESYS; /* hung or dead */
+        struct cf__zrep m;
+        ssize_t got = recv(p->rep_rd, &m, sizeof m, MSG_DONTWAIT);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+        if (got != (ssize_t)sizeof m || m.chan < 0 || m.chan >= p->n) return CF_ESYS;
+        if (m.op == CF__ZR_SPAWN_FAILED) {
+            errno = m.status;
+            return m.status == EAGAIN || m.status == ENOMEM ? CF_ENOMEM : CF_ESYS;
+        }
+        if (m.op == CF__ZR_SPAWNED) {
+            p->ch[m.chan].pid = m.pid;
+            p->ch[m.chan].alive = true;
+            p->ch[m.chan].spawning = false;
+            pending--;
+        } else if (m.op == CF__ZR_DIED) {
+            /* Died at once (an initializer that failed, say): leave it to
+             * the collector, which breaks the pool with the reason. Push
+             * nothing back: record it and stop waiting for this one. */
+            p->early_death = m;
+            p->ch[m.chan].alive = false;
+            return 0;
+        }
+    }
+    return 0;
+}
+
 cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
 {
     int e = 0;
@@ -658,7 +694,16 @@ cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
     for (int i = 0; i < p->n; i++) {
         struct cf__zreq q = {.op = CF__ZQ_SPAWN, .chan = i, .pos = 0, .res_pos = 0};
         p->ch[i].spawning = true;
-        cf__pp_zreq(p, &q); /* a dead zygote is noticed by the collector */
+        if (cf__pp_zreq(p, &q)) break; /* a dead zygote: caught just below */
+    }
+    /* The pool is ready when the constructor returns: every worker has been
+     * forked (its initializer may still run). A first map then does not
+     * pay for the forks, one after the other, inside its own time. */
+    rc = await_spawned(p);
+    if (rc) {
+        kill(z, SIGKILL);
+        waitpid(z, NULL, 0);
+        goto fail;
     }
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); /* the collector's */
     if (pthread_create(&p->coll, NULL, cf__pp_collector_main, p)) {
