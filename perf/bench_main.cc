@@ -169,6 +169,13 @@ int main(int argc, char **argv) {
     benchmark::AddCustomContext("cfb_workers", std::to_string(cfb_workers()));
     if (const char *s = getenv("CFB_SCALE")) benchmark::AddCustomContext("cfb_scale", s);
     benchmark::AddCustomContext("cfb_reps", std::to_string(reps));
+    // What the machine gives right now: W on an idle machine, 1 when a
+    // shared host lets us run on one CPU only (then no pool can scale).
+    {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%.2f", cfb_parallel_capacity(cfb_workers()));
+        benchmark::AddCustomContext("cfb_cpu_capacity", buf);
+    }
 
     benchmark::RunSpecifiedBenchmarks();
     const char *summary = getenv("CFB_SUMMARY");

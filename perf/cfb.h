@@ -73,6 +73,11 @@ void cfb_sleep_ns(long ns);
 /* Busy-spin until ns nanoseconds of CLOCK_MONOTONIC have passed. */
 void cfb_spin_ns(uint64_t ns);
 
+/* Run the same CPU-bound kernel on 1 thread, then on w threads at once,
+ * and return w * t1 / tw: about w when w CPUs are really available, about 1
+ * when a shared host gives this process one. Takes a few tens of ms. */
+double cfb_parallel_capacity(int w);
+
 /* splitmix64: the seeded generator of the as_completed durations. */
 uint64_t cfb_rand_next(uint64_t *state);
 
