@@ -58,6 +58,7 @@ struct cf__ppool {
 
     /* Configuration. */
     int n;                       /* workers = channels */
+    unsigned gen;                /* the process that made it (process_pool.c) */
     uint32_t depth;              /* slots per channel (power of two) */
     size_t slot_size;            /* inline bytes per slot */
     size_t stride;               /* bytes per slot: header + inline area */
@@ -153,8 +154,6 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
 void cf__pp_fd_register(int fd);
 void cf__pp_fd_unregister(int fd);
 
-/* Set in worker processes: the pool objects there are fork snapshots. */
-extern bool cf__pp_in_worker;
 
 /* Test hooks: inside a worker, the shared mapping (NULL elsewhere); and a
  * spill ring size override for new pools (0: the default). */

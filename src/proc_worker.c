@@ -27,7 +27,6 @@
 #include "futex.h"
 #include "proc_pool.h"
 
-bool cf__pp_in_worker;
 static void *test_shm;
 static size_t test_shm_len;
 static int cur_chan = -1;
@@ -199,7 +198,6 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
 _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, uint64_t res_pos,
                                   pid_t zygote)
 {
-    cf__pp_in_worker = true;
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (getppid() != zygote) _exit(0); /* the zygote died before the line above */
     close(p->req_rd);

@@ -129,6 +129,25 @@ static struct cf__ppool *pool_of(cf_executor *ex)
     return (struct cf__ppool *)ex;
 }
 
+/* Which process this is: bumped in every child of fork() (ours: zygote and
+ * workers; or the application's), so a pool object seen in a child is a
+ * snapshot, and using it there is refused instead of corrupting the
+ * parent's rings. A pool created in a worker belongs to that worker. */
+static _Atomic unsigned proc_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void atfork_child(void)
+{
+    atomic_fetch_add_explicit(&proc_gen, 1, memory_order_relaxed); /* single-threaded child */
+}
+static void atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+static inline bool foreign(const struct cf__ppool *p)
+{
+    return p->gen != atomic_load_explicit(&proc_gen, memory_order_relaxed);
+}
+
 static struct cf__ppool *pool_of_future(cf_future *f)
 {
     return (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
@@ -341,7 +360,7 @@ static int flags_error(uint32_t fl)
 static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
 {
     struct cf__ppool *p = pool_of(ex);
-    if (cf__pp_in_worker) return CF_ENOTSUP; /* a fork snapshot of a pool, inside a worker */
+    if (foreign(p)) return CF_ENOTSUP; /* a fork snapshot of a pool (in a worker, say) */
     int rc = flags_error(atomic_load_explicit(&p->flags, memory_order_acquire));
     if (rc) return rc;
     if (len > p->arg_max) return CF_ETOOBIG;
@@ -432,7 +451,7 @@ static void wait_collector(struct cf__ppool *p)
 static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     struct cf__ppool *p = pool_of(ex);
-    if (cf__pp_in_worker) return CF_ENOTSUP;
+    if (foreign(p)) return CF_ENOTSUP;
     uint32_t set = CF__PP_SHUTDOWN | (cancel_futures ? CF__PP_CANCEL : 0);
     /* seq_cst: submitters re-check the flag under the channel and overflow
      * locks, which the collector takes after seeing it. */
@@ -448,7 +467,7 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 static int pp_terminate(cf_executor *ex, int signo)
 {
     struct cf__ppool *p = pool_of(ex);
-    if (cf__pp_in_worker) return CF_ENOTSUP;
+    if (foreign(p)) return CF_ENOTSUP;
     if (signo <= 0 || signo >= NSIG) return CF_EINVAL;
     int zero = 0;
     atomic_compare_exchange_strong_explicit(&p->term_signo, &zero, signo, memory_order_relaxed,
@@ -464,7 +483,7 @@ static int pp_terminate(cf_executor *ex, int signo)
 static void pp_destroy(cf_executor *ex)
 {
     struct cf__ppool *p = pool_of(ex);
-    if (cf__pp_in_worker) return;
+    if (foreign(p)) return; /* a fork snapshot: the parent owns the pool */
     if (p->coll_started) {
         if (own_thread(p)) pthread_detach(p->coll); /* it ends by itself */
         else pthread_join(p->coll, NULL);
@@ -561,6 +580,8 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
         return NULL;
     }
     p->n = n;
+    pthread_once(&atfork_once, atfork_register);
+    p->gen = atomic_load_explicit(&proc_gen, memory_order_relaxed);
     p->base.ops = &pp_ops;
     p->base.map_window = cfg->map_window;
     p->base.map_chunk = 0;
