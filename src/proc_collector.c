@@ -368,7 +368,12 @@ static int harvest(struct cf__ppool *p, cf_future **fs, struct cf_out *outs, int
             uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
             uint32_t k = cf__sk_kind(v);
             if (k != CF__SK_DONE || cf__sk_gen(v) != cf__pos_gen(pos) || r->is_exit) {
-                if (k != CF__SK_QUEUED && k != CF__SK_STARTED && k != CF__SK_HELD) *odd = true;
+                bool gen_ok = cf__sk_gen(v) == cf__pos_gen(pos);
+                if (k == CF__SK_STARTED && gen_ok && !r->marked) {
+                    r->marked = true; /* no callbacks: a state CAS only */
+                    if (r->f) cf__future_mark_running(r->f);
+                }
+                if (!gen_ok || (k != CF__SK_QUEUED && k != CF__SK_STARTED && k != CF__SK_HELD)) *odd = true;
                 break;
             }
             struct bad bad;

@@ -47,7 +47,13 @@
  * Whether a task has started is decided by the slot's state word in shared
  * memory (31b): the worker CASes QUEUED->STARTED, on_cancel CASes
  * QUEUED->CANCELLED; the generation bits in the word make a late cancel
- * harmless. Workers spin cfg.spin_ns on the slot, then set the WAITER bit
+ * harmless. Known gap: cf_future_cancel() makes its own PENDING->CANCELLED
+ * CAS before it calls on_cancel, so between a worker's STARTED and the
+ * parent marking the future RUNNING (the collector or a helper, usually
+ * within microseconds; the worker rings the doorbell on STARTED) a cancel
+ * can still return true while the task runs; its result is then dropped.
+ * Closing it needs a hook that future.c calls before its CAS (try_cancel:
+ * CAS the slot first, refuse when it is STARTED). Workers spin cfg.spin_ns on the slot, then set the WAITER bit
  * and futex-wait on it (shared futex); a submitter makes the futex_wake
  * call only when that bit was set. The collector spins, then stores 1 in
  * the shared doorbell word and sleeps in poll() on an eventfd, the report
