@@ -834,6 +834,11 @@ void *cf__pp_collector_main(void *arg)
                         : fl & CF__PP_TERMINATE ? "process pool terminated"
                                                 : "process pool shut down");
     coll_unlock(p);
+    if (p->stats)
+        for (int i = 0; i < p->n; i++)
+            fprintf(stderr, "cfutures: process worker %d (last pid %d): tasks %llu\n", i,
+                    (int)p->ch[i].pid,
+                    (unsigned long long)atomic_load_explicit(&p->ch[i].tasks_run, memory_order_relaxed));
     /* A helper may still be completing futures it collected: shutdown(wait)
      * returns only once every future is done. acquire: pairs with the
      * helper's release decrement. */

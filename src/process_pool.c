@@ -564,6 +564,15 @@ static int layout(struct cf__ppool *p)
                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) {
         p->map = NULL;
+        /* Strict overcommit (vm.overcommit_memory=2) charges all of it:
+         * retry with smaller spill rings (the largest argument and result
+         * shrink with them; CF_ETOOBIG says so). */
+        if (errno == ENOMEM && p->res_spill > (1u << 20)) {
+            p->arg_spill = p->arg_spill / 8 < (1u << 20) ? (1u << 20) : p->arg_spill / 8;
+            p->res_spill /= 8;
+            p->arg_max = p->arg_spill < UINT32_MAX ? p->arg_spill : UINT32_MAX;
+            return layout(p);
+        }
         return errno == ENOMEM ? CF_ENOMEM : CF_ESYS;
     }
     p->map = m;
