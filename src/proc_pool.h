@@ -6,6 +6,7 @@
 #define CF_PROC_POOL_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -33,12 +34,11 @@ struct cf__prec {
 
 struct cf__pchan {
     /* Producer side (submit threads and the collector's feeder). */
-    pthread_mutex_t lock;        /* guards head, arg_head, rec[] filling */
+    _Alignas(64) pthread_mutex_t lock;        /* guards head, arg_head, rec[] filling */
     _Atomic uint64_t head;       /* next position to fill */
     uint64_t arg_head;           /* arg spill ring: next free position */
-    char pad0_[64];
     /* Collector side. */
-    _Atomic uint64_t collected;  /* next position to collect */
+    _Alignas(64) _Atomic uint64_t collected; /* next position to collect */
     _Atomic uint64_t arg_tail;   /* arg spill ring freed up to here */
     uint64_t res_tail;           /* result spill ring freed up to here (collector-private) */
     struct cf__prec *rec;        /* depth entries */
@@ -55,6 +55,7 @@ struct cf__ppool {
     struct cf_executor base;     /* must be first */
     struct cf__future_ops fops;  /* f->ops points here: on_cancel/on_free find the pool */
     _Atomic uint64_t refs;       /* the executor handle + the collector + every live future */
+    void *raw;                   /* what was allocated (the struct is aligned inside it) */
 
     /* Configuration. */
     int n;                       /* workers = channels */
@@ -86,15 +87,19 @@ struct cf__ppool {
     int rep_rd, rep_wr;          /* zygote -> parent reports */
     int zpidfd;                  /* the zygote's pidfd (parent) */
 
-    /* State. */
-    _Atomic uint32_t flags;      /* CF__PP_* */
+    /* State, in three cache lines: what submitters read or write on every
+     * submit; what the collector writes on every step; the rest. */
+    _Alignas(64) _Atomic uint32_t flags; /* CF__PP_* (read by every submit) */
+    _Atomic size_t ov_count;     /* overflow length (read by every submit) */
+    _Atomic uint64_t rr;         /* round-robin channel choice */
+
+    _Alignas(64) _Atomic uint32_t coll_lock; /* who collects: the collector thread, or a helper */
     _Atomic uint32_t coll_sleep; /* parent wakers: the collector is (about to be) asleep */
-    _Atomic uint32_t coll_done;  /* futex: 1 once the collector has finished */
-    _Atomic uint32_t coll_lock;  /* who collects: the collector thread, or a result() helper */
     _Atomic uint32_t helpers;    /* threads helping in result() right now */
     _Atomic uint32_t batches;    /* helpers' harvested batches not yet completed */
+
+    _Alignas(64) _Atomic uint32_t coll_done; /* futex: 1 once the collector has finished */
     _Atomic int term_signo;
-    _Atomic uint64_t rr;         /* round-robin channel choice */
     char *broken_msg;            /* written by the collector before CF__PP_BROKEN is set */
     pthread_t coll;
     bool coll_started;
@@ -103,11 +108,12 @@ struct cf__ppool {
     /* Overflow: work that found every ring full, fed by the collector. */
     pthread_mutex_t ov_lock;
     cf_future *ov_head, *ov_tail; /* linked through f->qnode.next */
-    _Atomic size_t ov_count;
 
     cf_future **scratch;         /* collector-private: depth entries */
     struct cf__pchan ch[];       /* n channels */
 };
+_Static_assert(offsetof(struct cf__ppool, coll_lock) - offsetof(struct cf__ppool, flags) >= 64,
+               "submitters' and the collector's hot words on separate lines");
 
 static inline struct cf__pslot *cf__pp_slot(const struct cf__ppool *p, int chan, uint64_t pos)
 {

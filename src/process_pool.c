@@ -161,6 +161,11 @@ static struct cf__ppool *pool_of_future(cf_future *f)
 
 /* ---- lifetime ---- */
 
+static size_t pool_bytes(int n)
+{
+    return sizeof(struct cf__ppool) + sizeof(struct cf__pchan) * (size_t)n + 64;
+}
+
 static void pool_free(struct cf__ppool *p)
 {
     int fds[] = {p->efd, p->req_wr, p->rep_rd, p->zpidfd};
@@ -178,7 +183,7 @@ static void pool_free(struct cf__ppool *p)
     pthread_mutex_destroy(&p->ov_lock);
     cf__free(p->scratch, sizeof(cf_future *) * p->depth);
     cf__free_str(p->broken_msg);
-    cf__free(p, sizeof *p + sizeof(struct cf__pchan) * (size_t)p->n);
+    cf__free(p->raw, pool_bytes(p->n));
 }
 
 void cf__pp_unref(struct cf__ppool *p)
@@ -589,11 +594,14 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
                                     int *err)
 {
     int n = cfg->workers > 0 ? cfg->workers : allowed_cpus();
-    struct cf__ppool *p = cf__calloc(sizeof *p + sizeof(struct cf__pchan) * (size_t)n);
-    if (!p) {
+    /* Cache-line aligned by hand: cf__calloc promises no 64-byte alignment. */
+    void *raw = cf__calloc(pool_bytes(n));
+    if (!raw) {
         *err = CF_ENOMEM;
         return NULL;
     }
+    struct cf__ppool *p = (struct cf__ppool *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    p->raw = raw;
     p->n = n;
     pthread_once(&atfork_once, atfork_register);
     p->gen = atomic_load_explicit(&proc_gen, memory_order_relaxed);
