@@ -171,7 +171,7 @@ int main(int argc, char **argv) {
     benchmark::AddCustomContext("cfb_reps", std::to_string(reps));
     // What the machine gives right now: W on an idle machine, 1 when a
     // shared host lets us run on one CPU only (then no pool can scale).
-    {
+    if (env_long("CFB_CAPACITY", 1, 0)) {  // 0: skip (e.g. under perf record)
         char buf[32];
         snprintf(buf, sizeof buf, "%.2f", cfb_parallel_capacity(cfb_workers()));
         benchmark::AddCustomContext("cfb_cpu_capacity", buf);
