@@ -37,6 +37,7 @@ struct cf__pchan {
     _Alignas(64) pthread_mutex_t lock;        /* guards head, arg_head, rec[] filling */
     _Atomic uint64_t head;       /* next position to fill */
     uint64_t arg_head;           /* arg spill ring: next free position */
+    uint64_t coll_cache;         /* the last `collected` a producer read */
     /* Collector side. */
     _Alignas(64) _Atomic uint64_t collected; /* next position to collect */
     _Atomic uint64_t arg_tail;   /* arg spill ring freed up to here */

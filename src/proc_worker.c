@@ -238,7 +238,10 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
         if (!atomic_compare_exchange_strong_explicit(&s->state, &v, cf__sk_make(CF__SK_STARTED, pos),
                                                      memory_order_acq_rel, memory_order_relaxed))
             continue;
-        doorbell(p); /* a sleeping collector marks the future running soon */
+        /* A sleeping collector marks the future running soon. Only a hint
+         * (no fence: a missed ring costs latency for running(), nothing
+         * else; the DONE ring below is the one that must not be lost). */
+        if (atomic_load_explicit(&p->hdr->coll_sleeping, memory_order_relaxed)) doorbell(p);
         run_one(p, chan, s, pos, &res_head);
         pos++;
         if (p->max_tasks > 0 && ++tasks >= p->max_tasks) _exit(CF__WEXIT_OK); /* retire */

@@ -270,10 +270,13 @@ bool cf__pp_room(struct cf__ppool *p, int chan, size_t len)
 {
     struct cf__pchan *ch = &p->ch[chan];
     uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed); /* ours, under the lock */
-    /* acquire: pairs with the collector's release store of collected, after
-     * it finished reading the slots and records below it. */
-    uint64_t c = atomic_load_explicit(&ch->collected, memory_order_acquire);
-    if (h - c >= p->depth) return false;
+    /* The collector's line is read only when our cached copy says full
+     * (the usual SPSC trick: no cache miss per submit). acquire: pairs with
+     * the collector's release store of collected, after it finished
+     * reading the slots and records below it. */
+    if (h - ch->coll_cache >= p->depth)
+        ch->coll_cache = atomic_load_explicit(&ch->collected, memory_order_acquire);
+    if (h - ch->coll_cache >= p->depth) return false;
     uint64_t pos;
     return len <= p->slot_size || arg_spill_fit(p, ch, len, &pos);
 }
