@@ -399,6 +399,7 @@ static double map_time_left(const cf_map_iter *it)
 
 static void map_chunk_failed(cf_map_iter *it, int rc, int code, const char *msg)
 {
+    if (rc) it->res_uniform = false; /* the fast path must not yield from it */
     it->chunk_err = rc;
     it->chunk_code = code;
     it->chunk_msg = msg;
@@ -541,33 +542,52 @@ static int map_next_chunk(cf_map_iter *it, const void **data, size_t *len)
     return map_take_record(it, data, len);
 }
 
+/* Everything but the next item of a loaded uniform chunk: kept out of line
+ * so the fast path below needs no stack frame. */
+static __attribute__((noinline)) int map_next_slow(cf_map_iter *it, const void **data, size_t *len)
+{
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    if (it->cur_item < it->cur_count) return map_take_record(it, data, len);
+    return map_next_chunk(it, data, len);
+}
+
+/* The fast path: the next item of a loaded uniform chunk (res_uniform is
+ * false whenever the chunk failed as a whole). */
+static inline int map_next(cf_map_iter *it, const void **data, size_t *len)
+{
+    size_t i = it->cur_item;
+    it->exc_valid = false;
+    if (__builtin_expect(i < it->cur_count && it->res_uniform, 1)) {
+        it->cur_item = i + 1;
+        *data = it->res + it->res_off + i * it->res_stride;
+        *len = it->res_item_len;
+        return 0;
+    }
+    return map_next_slow(it, data, len);
+}
+
 int cf_map_next(cf_map_iter *it, const void **data, size_t *len)
 {
+    const void *d;
+    size_t l;
     if (!it) {
         if (data) *data = NULL;
         if (len) *len = 0;
         return CF_EINVAL;
     }
-    it->exc_valid = false;
-    size_t i = it->cur_item;
-    if (__builtin_expect(i < it->cur_count && it->res_uniform && !it->chunk_err, 1)) {
-        /* The fast path: the next item of a uniform chunk. */
-        it->cur_item = i + 1;
-        if (data) *data = it->res + it->res_off + i * it->res_stride;
-        if (len) *len = it->res_item_len;
-        return 0;
-    }
-    if (data) *data = NULL;
-    if (len) *len = 0;
-    if (i < it->cur_count) return map_take_record(it, data, len);
-    return map_next_chunk(it, data, len);
+    int rc = map_next(it, &d, &l);
+    if (data) *data = d;
+    if (len) *len = l;
+    return rc;
 }
 
 int cf_map_next_i64(cf_map_iter *it, int64_t *v)
 {
+    if (!it) return CF_EINVAL;
     const void *data;
     size_t len;
-    int rc = cf_map_next(it, &data, &len);
+    int rc = map_next(it, &data, &len);
     if (rc != 0) return rc;
     if (len != sizeof(int64_t)) return CF_EINVAL;
     if (v) memcpy(v, data, sizeof *v);
