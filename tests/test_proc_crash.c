@@ -174,11 +174,13 @@ static void test_segv_in_task(void **state)
 {
     (void)state;
     cf_executor *ex = pool(1);
-    cf_future *f, *g;
+    cf_future *f, *g = NULL;
     assert_int_equal(cf_submit(ex, segv_task, NULL, 0, &f), 0);
-    assert_int_equal(cf_submit(ex, quick_task, NULL, 0, &g), 0);
+    /* The pool may already be broken: then the submit says so. */
+    int rc = cf_submit(ex, quick_task, NULL, 0, &g);
+    assert_true(rc == 0 || rc == CF_EBROKEN);
     expect_broken(f, "killed by signal 11 (SIGSEGV)", "worker ");
-    expect_broken(g, "SIGSEGV", NULL);
+    if (rc == 0) expect_broken(g, "SIGSEGV", NULL);
     expect_submit_broken(ex);
     cf_future_release(f);
     cf_future_release(g);
@@ -192,13 +194,14 @@ static void test_exit_in_task(void **state)
     for (int k = 0; k < 2; k++) {
         /* _exit(0) inside a task is a crash too, even with retirement on. */
         cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 100});
-        cf_future *f, *g;
+        cf_future *f, *g = NULL;
         assert_int_equal(cf_submit(ex, exit_task, &codes[k], sizeof codes[k], &f), 0);
-        assert_int_equal(cf_submit(ex, quick_task, NULL, 0, &g), 0);
+        int rc = cf_submit(ex, quick_task, NULL, 0, &g); /* may find it broken already */
+        assert_true(rc == 0 || rc == CF_EBROKEN);
         char want[40];
         snprintf(want, sizeof want, "exited with status %d", codes[k]);
         expect_broken(f, want, "worker ");
-        expect_broken(g, want, NULL);
+        if (rc == 0) expect_broken(g, want, NULL);
         expect_submit_broken(ex);
         cf_future_release(f);
         cf_future_release(g);
