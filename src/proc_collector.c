@@ -806,6 +806,7 @@ void *cf__pp_collector_main(void *arg)
          * helper collects, the workers need not ring: we nap instead. */
         atomic_store_explicit(&p->coll_sleep, 1, memory_order_seq_cst);
         if (!helped) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
+        CF__FENCE_SEQ_CST(); /* the stores above, before every load of the re-scan */
         coll_lock(p);
         progress = step(&c, true);
         fin = finished(&c);

@@ -209,6 +209,7 @@ static inline uintptr_t owner_encode(int chan, uint64_t pos)
 void cf__pp_on_cancel(cf_future *f)
 {
     struct cf__ppool *p = pool_of_future(f);
+    if (foreign(p)) return; /* a fork child's snapshot must not touch the parent's rings */
     /* seq_cst fence: pairs with the one in cf__pp_release_held, between
      * publishing owner (and the HELD slot) and re-reading the future's
      * state: either we see the owner and the HELD or QUEUED slot, or the
@@ -242,8 +243,11 @@ bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos)
 
 void cf__pp_wake_collector(struct cf__ppool *p)
 {
-    /* seq_cst: pairs with the collector's seq_cst store of coll_sleep = 1
-     * followed by its re-scan: either it sees our change, or we see 1. */
+    /* seq_cst fence, then the load: pairs with the collector's store of
+     * coll_sleep = 1 and fence before its re-scan (Dekker): either it sees
+     * the change our caller made (flags, the overflow list, a helper
+     * leaving), or we see 1 and wake it. */
+    CF__FENCE_SEQ_CST();
     if (atomic_load_explicit(&p->coll_sleep, memory_order_seq_cst) &&
         atomic_exchange_explicit(&p->coll_sleep, 0, memory_order_seq_cst)) {
         uint64_t one = 1;
