@@ -555,6 +555,42 @@ static void test_wait_as_completed_map(void **state)
     cf_executor_free(ex);
 }
 
+/* result() with a timeout on a task that does not finish: "timed out",
+ * also for the thread that collects while it waits (SEMANTICS 6); map's
+ * one deadline cancels the rest, and freeing a map early cancels what has
+ * not started (24, 25), with tasks queued in the rings. */
+static void test_timeouts_and_map_cancel(void **state)
+{
+    (void)state;
+    reset_shared();
+    cf_executor *ex = pool(1);
+    cf_future *g;
+    assert_int_equal(cf_submit(ex, gate_task, NULL, 0, &g), 0);
+    assert_int_equal(cf_future_result(g, 0.0, NULL, NULL), CF_ETIMEDOUT);
+    assert_int_equal(cf_future_result(g, 0.02, NULL, NULL), CF_ETIMEDOUT);
+    int code;
+    assert_int_equal(cf_future_exception(g, 0.01, &code, NULL), CF_ETIMEDOUT);
+    wait_started(1);
+
+    int64_t items[50];
+    for (int i = 0; i < 50; i++) items[i] = i;
+    cf_map_iter *mi;
+    assert_int_equal(cf_map(ex, double_task, items, sizeof items[0], 50,
+                            &(cf_map_opts){.timeout = 0.05, .chunksize = 1}, &mi), 0);
+    int64_t v;
+    assert_int_equal(cf_map_next_i64(mi, &v), CF_ETIMEDOUT); /* the worker is held */
+    assert_int_equal(cf_map_next_i64(mi, &v), CF_ETIMEDOUT);
+    cf_map_free(mi);
+    assert_int_equal(cf_map(ex, count_task, items, sizeof items[0], 50, NULL, &mi), 0);
+    cf_map_free(mi); /* nothing has started: all cancelled */
+    open_gate();
+    assert_int_equal(result_i64(g), 1);
+    cf_future_release(g);
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    assert_int_equal(atomic_load(&sh->ran), 0); /* no count_task ran */
+    cf_executor_free(ex);
+}
+
 static void test_shutdown_modes(void **state)
 {
     (void)state;
@@ -809,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_callback_shutdown_while_helping),
         cmocka_unit_test(test_shutdown_wait_with_helper),
         cmocka_unit_test(test_wait_as_completed_map),
+        cmocka_unit_test(test_timeouts_and_map_cancel),
         cmocka_unit_test(test_shutdown_modes),
         cmocka_unit_test(test_shutdown_concurrent),
         cmocka_unit_test(test_initializer),
