@@ -453,9 +453,11 @@ int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
 
 /* ---- feeding the overflow list ---- */
 
-static bool feed(struct coll *c)
+/* Move overflow work into rings with room, oldest first. Any thread may
+ * call it (the collector, or a submitter that found the rings full): it
+ * takes only the overflow and channel locks. */
+bool cf__pp_feed(struct cf__ppool *p)
 {
-    struct cf__ppool *p = c->p;
     bool progress = false;
     for (;;) {
         pthread_mutex_lock(&p->ov_lock);
@@ -471,9 +473,8 @@ static bool feed(struct coll *c)
             for (int k = 0; k < p->n && placed < 0; k++) {
                 int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
                 struct cf__pchan *ch = &p->ch[chan];
-                if (ch->dead || ch->exit_placed) continue;
-                pthread_mutex_lock(&ch->lock);
-                if (cf__pp_room(p, chan, f->arg_len) &&
+                pthread_mutex_lock(&ch->lock); /* dead and exit_placed change under it */
+                if (!ch->dead && !ch->exit_placed && cf__pp_room(p, chan, f->arg_len) &&
                     cf__pp_place(p, chan, f, f->fn, cf__future_arg(f), f->arg_len, true))
                     placed = chan;
                 pthread_mutex_unlock(&ch->lock);
@@ -761,7 +762,7 @@ static bool step(struct coll *c, bool events)
     struct cf__ppool *p = c->p;
     bool progress = false;
     for (int i = 0; i < p->n; i++) progress |= collect_chan(c, i);
-    if (atomic_load_explicit(&p->ov_count, memory_order_relaxed)) progress |= feed(c);
+    if (atomic_load_explicit(&p->ov_count, memory_order_relaxed)) progress |= cf__pp_feed(p);
     if (events) progress |= poll_events(c, 0, true);
     progress |= handle_flags(c);
     return progress;

@@ -144,6 +144,7 @@ void *cf__pp_collector_main(void *pool);
 int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline);
 /* Collect ready results once, if nobody else is; returns how many. */
 int cf__pp_help_once(struct cf__ppool *p);
+bool cf__pp_feed(struct cf__ppool *p);
 void cf__pp_on_cancel(cf_future *f);
 extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
 /* Set while a helper completes futures it collected (callbacks run). */

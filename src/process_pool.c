@@ -388,9 +388,16 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
      * collect finished results ourselves (that frees slots) and retry: a
      * fast submitter then keeps the rings full without the double copy and
      * the collector's feeding that the overflow list costs. */
-    for (int round = 0; round < 3 && atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0;
+    for (int round = 0; round < 64 && atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0;
          round++) {
-        if (round && !cf__pp_help_once(p)) break; /* (fails in the collector: it holds the lock) */
+        /* Full: collect ourselves, or (the collector holds the lock, so it
+         * is collecting) give it a moment; a few microseconds at most, and
+         * only until the overflow list has work, which later submits join
+         * at once. In the collector thread itself it goes straight there. */
+        if (round && !cf__pp_help_once(p)) {
+            if (cf__pp_tls_collector == p) break;
+            cf__cpu_relax();
+        }
         uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
         for (int k = 0; k < p->n; k++) {
             int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
@@ -443,6 +450,11 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     p->ov_tail = f;
     atomic_fetch_add_explicit(&p->ov_count, 1, memory_order_relaxed);
     pthread_mutex_unlock(&p->ov_lock);
+    /* Share the collector's work: collect what is done, feed what fits. */
+    if (cf__pp_tls_collector != p) {
+        cf__pp_help_once(p);
+        cf__pp_feed(p);
+    }
     cf__pp_wake_collector(p);
     install_helper();
     *out = f;
