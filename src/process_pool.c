@@ -59,10 +59,11 @@
  * the shared doorbell word and sleeps in poll() on an eventfd, the report
  * socket and the zygote's pidfd; a worker writes the eventfd only if it finds
  * the doorbell set. A full ring loses nothing: the submitter first collects
- * finished results itself (freeing slots), and if the rings are still full
- * the submission waits in the parent's overflow list, which the collector
- * feeds into the rings as slots free up (HELD, then QUEUED, so a cancel in
- * between is never lost).
+ * finished results itself (freeing slots) or waits a few microseconds for
+ * the collector, and if the rings are still full the submission waits in
+ * the parent's overflow list; the collector, and every submitter that adds
+ * to the list, feed it into the rings as slots free up (HELD, then QUEUED,
+ * so a cancel in between is never lost), oldest first.
  *
  * Helping. A thread that submitted to the pool and then waits in result()
  * on one of its futures does the collector's job meanwhile (through
