@@ -14,7 +14,6 @@
 #include "alloc.h"
 #include "numa_alloc.h"
 
-#include <stdbool.h>
 #include <string.h>
 
 #if defined(CF_ASAN) || defined(CF_TSAN)
@@ -25,17 +24,10 @@
 #endif
 
 static _Thread_local int cf__tls_node = -1;
-/* The thread's own jemalloc arena is cf__tls_node's (cf__numa_bind_thread):
- * plain mallocx(size, 0) then lands on the node through jemalloc's fast
- * path, a few ns cheaper per call than passing MALLOCX_ARENA each time. */
-static _Thread_local bool cf__tls_node_bound;
 
 void cf__alloc_set_thread_node(int node)
 {
     cf__tls_node = node < 0 ? -1 : node;
-#ifndef CF__ALLOC_LIBC
-    cf__tls_node_bound = node >= 0 && cf__numa_bind_thread(node) != 0;
-#endif
 }
 
 int cf__alloc_thread_node(void)
@@ -59,12 +51,6 @@ static inline int flags_for_node(int node)
     unsigned a = arena_for_node(node);
     return a ? (int)MALLOCX_ARENA(a) : 0;
 }
-
-/* Flags for the calling thread's own allocations. */
-static inline int thread_flags(void)
-{
-    return cf__tls_node_bound ? 0 : flags_for_node(cf__tls_node);
-}
 #endif
 
 /* mallocx(0) is undefined: every size is at least 1, on both sides. */
@@ -79,20 +65,13 @@ void *cf__alloc_on_node(size_t size, int node)
     (void)arena_for_node(node);
     return malloc(nz(size));
 #else
-    /* The thread cache is shared by every arena and could hand back a region
-     * of another node: memory that must be on the node bypasses it. */
-    int flags = flags_for_node(node);
-    return mallocx(nz(size), flags ? flags | MALLOCX_TCACHE_NONE : 0);
+    return mallocx(nz(size), flags_for_node(node));
 #endif
 }
 
 void *cf__alloc(size_t size)
 {
-#ifdef CF__ALLOC_LIBC
-    return malloc(nz(size));
-#else
-    return mallocx(nz(size), thread_flags());
-#endif
+    return cf__alloc_on_node(size, cf__tls_node);
 }
 
 void *cf__calloc(size_t size)
@@ -100,7 +79,7 @@ void *cf__calloc(size_t size)
 #ifdef CF__ALLOC_LIBC
     return calloc(1, nz(size));
 #else
-    return mallocx(nz(size), thread_flags() | MALLOCX_ZERO);
+    return mallocx(nz(size), flags_for_node(cf__tls_node) | MALLOCX_ZERO);
 #endif
 }
 
@@ -111,7 +90,7 @@ void *cf__realloc(void *p, size_t old_size, size_t new_size)
 #ifdef CF__ALLOC_LIBC
     return realloc(p, nz(new_size));
 #else
-    return rallocx(p, nz(new_size), thread_flags());
+    return rallocx(p, nz(new_size), flags_for_node(cf__tls_node));
 #endif
 }
 
