@@ -17,8 +17,8 @@
  *
  * Concurrency: records are removed (collected) only under the collect lock
  * (p->coll_lock), held by this thread for each step of its loop, or briefly
- * by a thread helping from result() (below); the breakage sweep, the
- * shutdown cancellation and the zygote's reports are this thread's alone,
+ * by a thread helping from result() (proc_collect.c); the breakage sweep,
+ * the shutdown cancellation and the zygote's reports are this thread's alone,
  * under the same lock. Producers only add records, under the channel lock.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
@@ -43,9 +43,6 @@
 #include "proc_pool.h"
 
 _Thread_local struct cf__ppool *cf__pp_tls_collector;
-_Thread_local struct cf__ppool *cf__pp_tls_completing;
-
-#define PUNCH_MIN (1u << 20) /* give back the pages of spilled records this big */
 
 struct coll {
     struct cf__ppool *p;
@@ -68,14 +65,6 @@ static void describe(char *b, size_t n, int pid, int st)
     } else {
         snprintf(b, n, "worker %d died (wait status 0x%x)", pid, (unsigned)st);
     }
-}
-
-static void punch(unsigned char *base, uint64_t len)
-{
-    if (len < PUNCH_MIN) return;
-    uintptr_t a = ((uintptr_t)base + 4095) & ~(uintptr_t)4095;
-    uintptr_t e = ((uintptr_t)base + len) & ~(uintptr_t)4095;
-    if (e > a) madvise((void *)a, e - a, MADV_REMOVE);
 }
 
 /* ---- failing everything ---- */
@@ -150,114 +139,6 @@ static void corrupted(struct coll *c, int chan, const char *what, uint64_t pos, 
 
 /* ---- collecting ---- */
 
-/* What was wrong with a slot (for the message). */
-struct bad {
-    const char *what;
-    uint64_t val;
-};
-
-/* Read and check the result of a DONE slot into o. Returns 0, or -1 with
- * *bad set and nothing changed. *code gets the task's code (or CF_ENOMEM).
- * Caller holds the collect lock. */
-static int take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf_out *o,
-                       int *code, struct bad *bad)
-{
-    struct cf__pchan *ch = &p->ch[chan];
-    /* Each worker-written field is read once (relaxed: ordered after the
-     * acquire load of DONE by that load); checks use these copies only. */
-    int32_t rc = __atomic_load_n(&s->code, __ATOMIC_RELAXED);
-    uint64_t rlen = __atomic_load_n(&s->res_len, __ATOMIC_RELAXED);
-    uint64_t rpos = __atomic_load_n(&s->res_pos, __ATOMIC_RELAXED);
-    uint32_t mlen = __atomic_load_n(&s->msg_len, __ATOMIC_RELAXED);
-    uint32_t rf = __atomic_load_n(&s->rflags, __ATOMIC_RELAXED);
-#define BAD(w, v) return (*bad = (struct bad){(w), (v)}), -1
-    if (rf & ~CF__PR_KNOWN) BAD("result flags", rf);
-    if (rc == 0 && mlen) BAD("message length on success", mlen);
-    if (rc != 0 && rlen) BAD("result length on failure", rlen);
-    if (mlen > CF__PMSG_MAX) BAD("message length", mlen);
-    if (rlen > UINT32_MAX) BAD("result length", rlen);
-    uint64_t total = rlen + mlen, R = p->res_spill, t = ch->res_tail;
-    const unsigned char *src;
-    if (rf & CF__PR_SPILL) {
-        if (total == 0 || total > R || rpos < t || rpos - t > R || rpos % R + total > R ||
-            rpos + total - t > R)
-            BAD("result spill position", rpos);
-        src = p->ressp + (size_t)chan * R + rpos % R;
-    } else {
-        if (total > p->slot_size) BAD("inline result length", total);
-#undef BAD
-        src = cf__pp_inline(s);
-    }
-    cf__out_init(o);
-    *code = rc;
-    if (rc == 0) {
-        if (rlen <= CF__INLINE_RES) {
-            memcpy(o->small, src, rlen);
-            o->len = rlen;
-        } else {
-            void *b = cf__alloc(rlen);
-            if (b) {
-                memcpy(b, src, rlen);
-                o->data = b;
-                o->cap = rlen;
-                o->len = rlen;
-            } else {
-                *code = o->code = CF_ENOMEM;
-            }
-        }
-    } else if (mlen) {
-        char *m = cf__alloc((size_t)mlen + 1);
-        if (m) {
-            memcpy(m, src + rlen, mlen);
-            m[mlen] = 0;
-        }
-        o->msg = m;
-        o->code = rc;
-    } else {
-        o->code = rc;
-    }
-    if (rf & CF__PR_SPILL) {
-        struct cf__pchan_ctl *ctl = &p->ctl[chan];
-        punch((unsigned char *)src, total);
-        ch->res_tail = rpos + total;
-        /* seq_cst store, then seq_cst load of res_waiting: Dekker with the
-         * worker's store of res_waiting then load of res_tail (the store is
-         * also the release that lets the worker overwrite the bytes). */
-        atomic_store_explicit(&ctl->res_tail, ch->res_tail, memory_order_seq_cst);
-        atomic_fetch_add_explicit(&ctl->res_seq, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&ctl->res_waiting, memory_order_seq_cst))
-            cf__futex_wake(&ctl->res_seq, 1, true);
-    }
-    return 0;
-}
-
-/* Give slot `pos` (DONE or SKIPPED, its result taken) back to the
- * producers; returns the future, whose executor reference the caller now
- * owns. Caller holds the collect lock. */
-static cf_future *free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
-                            uint64_t pos, bool done)
-{
-    struct cf__pchan *ch = &p->ch[chan];
-    if (r->arg_end) {
-        punch(p->argsp + (size_t)chan * p->arg_spill + r->arg_pos % p->arg_spill,
-              r->arg_end - r->arg_pos);
-        /* release: the producer may reuse the argument bytes below it */
-        atomic_store_explicit(&ch->arg_tail, r->arg_end, memory_order_release);
-    }
-    cf_future *f = r->f;
-    r->f = NULL;
-    if (done) {
-        ch->inc_done++;
-        atomic_fetch_add_explicit(&ch->tasks_run, 1, memory_order_relaxed);
-    }
-    /* release: we are done reading the slot; the producer may refill it.
-     * The WAITER bit stays (the worker may sleep on the next lap). */
-    atomic_fetch_and_explicit(&s->state, CF__SK_WAITER, memory_order_release);
-    /* release: pairs with the producers' acquire load in cf__pp_room */
-    atomic_store_explicit(&ch->collected, pos + 1, memory_order_release);
-    return f;
-}
-
 static bool collect_chan(struct coll *c, int chan)
 {
     struct cf__ppool *p = c->p;
@@ -293,8 +174,8 @@ static bool collect_chan(struct coll *c, int chan)
                 corrupted(c, chan, "a result for an exit marker", pos, v);
                 return true;
             }
-            struct bad bad;
-            if (take_result(p, chan, s, &o, &code, &bad)) {
+            struct cf__pbad bad;
+            if (cf__pp_take_result(p, chan, s, &o, &code, &bad)) {
                 corrupted(c, chan, bad.what, pos, bad.val);
                 return true;
             }
@@ -306,194 +187,11 @@ static bool collect_chan(struct coll *c, int chan)
                 return true;
             }
         }
-        cf_future *f = free_slot(p, chan, s, r, pos++, k == CF__SK_DONE);
+        cf_future *f = cf__pp_free_slot(p, chan, s, r, pos++, k == CF__SK_DONE);
         progress = true;
         if (k == CF__SK_DONE && cf__future_complete_from_out(f, code, &o) != 0) cf__out_dispose(&o);
         if (f) cf_future_release(f);
         if (ch->dead) break; /* a callback's action broke the pool meanwhile */
-    }
-    return progress;
-}
-
-/* ---- the collect lock, and helping from result() ----
- * Collecting (reading result slots, freeing them) is single-consumer per
- * channel; whoever holds p->coll_lock does it: the collector thread for its
- * whole step (it may run callbacks under it: they run in the collector,
- * which never waits for a helper), or a thread waiting in result() on one
- * of the pool's futures, which harvests only plainly DONE, valid slots
- * under the lock and completes the futures after releasing it (callbacks
- * then run in that thread, which SEMANTICS 9 allows: the completing
- * thread). Anything unusual is left to the collector thread. */
-
-static inline bool coll_trylock(struct cf__ppool *p)
-{
-    uint32_t z = 0;
-    /* acquire: pairs with the release in coll_unlock (the previous
-     * collector's writes to records, counters and `collected`). */
-    return atomic_compare_exchange_strong_explicit(&p->coll_lock, &z, 1, memory_order_acquire,
-                                                   memory_order_relaxed);
-}
-
-static inline void coll_lock(struct cf__ppool *p)
-{
-    /* Helpers hold it for a few slots at most, never across a callback. */
-    for (unsigned n = 0; !coll_trylock(p); n++) {
-        if (n < 64) cf__cpu_relax();
-        else sched_yield();
-    }
-}
-
-static inline void coll_unlock(struct cf__ppool *p)
-{
-    atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
-}
-
-#define HARVEST_MAX 16
-
-/* Harvest up to HARVEST_MAX DONE slots. Returns how many (futures, outs and
- * codes filled in); sets *odd when a slot needs the collector's care. */
-static int harvest(struct cf__ppool *p, cf_future **fs, struct cf_out *outs, int *codes, bool *odd)
-{
-    int n = 0;
-    for (int chan = 0; chan < p->n && n < HARVEST_MAX; chan++) {
-        struct cf__pchan *ch = &p->ch[chan];
-        if (ch->dead) continue;
-        uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed);
-        /* acquire: pairs with the producer's release store of head. */
-        uint64_t h = atomic_load_explicit(&ch->head, memory_order_acquire);
-        for (; pos < h && n < HARVEST_MAX; pos++) {
-            struct cf__pslot *s = cf__pp_slot(p, chan, pos);
-            struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
-            /* acquire: as in collect_chan */
-            uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
-            uint32_t k = cf__sk_kind(v);
-            if (k != CF__SK_DONE || cf__sk_gen(v) != cf__pos_gen(pos) || r->is_exit) {
-                bool gen_ok = cf__sk_gen(v) == cf__pos_gen(pos);
-                if (k == CF__SK_STARTED && gen_ok && !r->marked) {
-                    r->marked = true; /* no callbacks: a state CAS only */
-                    if (r->f) cf__future_mark_running(r->f);
-                }
-                if (!gen_ok || (k != CF__SK_QUEUED && k != CF__SK_STARTED && k != CF__SK_HELD)) *odd = true;
-                break;
-            }
-            struct bad bad;
-            if (take_result(p, chan, s, &outs[n], &codes[n], &bad)) {
-                *odd = true;
-                break;
-            }
-            fs[n++] = free_slot(p, chan, s, r, pos, true);
-        }
-    }
-    return n;
-}
-
-/* One round of helping: 0 if the lock was busy or nothing was ready. */
-int cf__pp_help_once(struct cf__ppool *p)
-{
-    cf_future *fs[HARVEST_MAX];
-    struct cf_out outs[HARVEST_MAX];
-    int codes[HARVEST_MAX];
-    bool odd = false;
-    if (!coll_trylock(p)) return 0;
-    int n = harvest(p, fs, outs, codes, &odd);
-    /* relaxed: ordered by the lock release below and read by the
-     * collector under the lock or after (see its leaving) */
-    if (n) atomic_fetch_add_explicit(&p->batches, 1, memory_order_relaxed);
-    coll_unlock(p);
-    if (odd) cf__pp_wake_collector(p);
-    if (!n) return 0;
-    /* A callback here that shuts the pool down (or frees it) cannot wait
-     * for the collector, which waits for this batch: it acts as wait=false. */
-    struct cf__ppool *outer = cf__pp_tls_completing;
-    cf__pp_tls_completing = p;
-    for (int i = 0; i < n; i++) {
-        if (cf__future_complete_from_out(fs[i], codes[i], &outs[i]) != 0) cf__out_dispose(&outs[i]);
-        cf_future_release(fs[i]);
-    }
-    cf__pp_tls_completing = outer;
-    /* release: the completions are visible to whoever sees the count drop
-     * (the collector before it reports the pool finished) */
-    atomic_fetch_sub_explicit(&p->batches, 1, memory_order_release);
-    return n;
-}
-
-int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
-{
-    (void)ctx;
-    if (!f->ops || f->ops->on_cancel != cf__pp_on_cancel) return cf__future_wait_done(f, deadline);
-    /* f holds a reference on its pool (on_free drops it): p is alive. */
-    struct cf__ppool *p = (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
-    if (cf__pp_tls_collector == p) return cf__future_wait_done(f, deadline);
-    long spin = p->spin_ns > cf__wait_spin_ns() ? p->spin_ns : cf__wait_spin_ns();
-    /* relaxed: only tells the collector thread it need not spin now */
-    atomic_fetch_add_explicit(&p->helpers, 1, memory_order_relaxed);
-    int64_t end = cf__now_ns() + spin;
-    if (end > deadline) end = deadline;
-    unsigned idle = 0;
-    for (;;) {
-        /* acquire: pairs with the completer's release (future.c) */
-        if (cf__state_done(cf__future_state(f, memory_order_acquire))) break;
-        if (cf__pp_help_once(p)) {
-            idle = 0;
-            continue;
-        }
-        cf__cpu_relax();
-        if ((++idle & 63) == 0) {
-            if (cf__now_ns() >= end) break;
-            sched_yield(); /* a loaded machine: let the worker run */
-        }
-    }
-    atomic_fetch_sub_explicit(&p->helpers, 1, memory_order_relaxed);
-    if (cf__state_done(cf__future_state(f, memory_order_acquire))) return 0;
-    /* Going to sleep: the collector thread completes f. It may be napping
-     * (helper mode, no doorbell): wake it so it watches the doorbell again. */
-    cf__pp_wake_collector(p);
-    return cf__future_wait_done(f, deadline);
-}
-
-/* ---- feeding the overflow list ---- */
-
-/* Move overflow work into rings with room, oldest first. Any thread may
- * call it (the collector, or a submitter that found the rings full): it
- * takes only the overflow and channel locks. */
-bool cf__pp_feed(struct cf__ppool *p)
-{
-    bool progress = false;
-    for (;;) {
-        pthread_mutex_lock(&p->ov_lock);
-        cf_future *f = p->ov_head;
-        if (!f) {
-            pthread_mutex_unlock(&p->ov_lock);
-            break;
-        }
-        bool drop = cf_future_done(f);
-        int placed = -1;
-        if (!drop) {
-            uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
-            for (int k = 0; k < p->n && placed < 0; k++) {
-                int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
-                struct cf__pchan *ch = &p->ch[chan];
-                pthread_mutex_lock(&ch->lock); /* dead and exit_placed change under it */
-                if (!ch->dead && !ch->exit_placed && cf__pp_room(p, chan, f->arg_len) &&
-                    cf__pp_place(p, chan, f, f->fn, cf__future_arg(f), f->arg_len, true))
-                    placed = chan;
-                pthread_mutex_unlock(&ch->lock);
-            }
-        }
-        if (drop || placed >= 0) {
-            p->ov_head = (cf_future *)f->qnode.next;
-            if (!p->ov_head) p->ov_tail = NULL;
-            atomic_fetch_sub_explicit(&p->ov_count, 1, memory_order_relaxed);
-        }
-        pthread_mutex_unlock(&p->ov_lock);
-        if (drop) {
-            cf_future_release(f);
-        } else if (placed >= 0) {
-            cf__pp_release_held(p, placed, f);
-        } else {
-            break; /* every ring is full */
-        }
-        progress = true;
     }
     return progress;
 }
@@ -671,7 +369,7 @@ static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
         (void)n;
     }
     if (!pf[1].revents && !pf[2].revents) return false;
-    if (!have_lock) coll_lock(p);
+    if (!have_lock) cf__pp_coll_lock(p);
     bool any = false;
     if (pf[1].revents) any |= read_reports(c);
     if (pf[2].revents) {
@@ -679,7 +377,7 @@ static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
         c->zygote_gone = true;
         any = true;
     }
-    if (!have_lock) coll_unlock(p);
+    if (!have_lock) cf__pp_coll_unlock(p);
     return any;
 }
 
@@ -777,15 +475,15 @@ void *cf__pp_collector_main(void *arg)
     int64_t idle_since = 0;
     unsigned iter = 0;
     if (p->early_death.op == CF__ZR_DIED) { /* read by the constructor */
-        coll_lock(p);
+        cf__pp_coll_lock(p);
         on_death(&c, p->early_death.chan, p->early_death.pid, p->early_death.status);
-        coll_unlock(p);
+        cf__pp_coll_unlock(p);
     }
     for (;;) {
-        coll_lock(p);
+        cf__pp_coll_lock(p);
         bool progress = step(&c, (++iter & 255) == 0);
         bool fin = finished(&c);
-        coll_unlock(p);
+        cf__pp_coll_unlock(p);
         if (fin) break;
         if (progress) {
             idle_since = 0;
@@ -808,10 +506,10 @@ void *cf__pp_collector_main(void *arg)
         atomic_store_explicit(&p->coll_sleep, 1, memory_order_seq_cst);
         if (!helped) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
         CF__FENCE_SEQ_CST(); /* the stores above, before every load of the re-scan */
-        coll_lock(p);
+        cf__pp_coll_lock(p);
         progress = step(&c, true);
         fin = finished(&c);
-        coll_unlock(p);
+        cf__pp_coll_unlock(p);
         if (!progress && !fin) {
             int t = helped ? 1 : in_flight(p) || c.kill_deadline != INT64_MAX ? 100 : -1;
             poll_events(&c, t, false);
@@ -831,11 +529,11 @@ void *cf__pp_collector_main(void *arg)
     while (waitpid(p->zpid, NULL, 0) < 0 && errno == EINTR) {
     }
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
-    coll_lock(p);
+    cf__pp_coll_lock(p);
     fail_everything(&c, fl & CF__PP_BROKEN ? p->broken_msg ? p->broken_msg : "process pool broken"
                         : fl & CF__PP_TERMINATE ? "process pool terminated"
                                                 : "process pool shut down");
-    coll_unlock(p);
+    cf__pp_coll_unlock(p);
     if (p->stats)
         for (int i = 0; i < p->n; i++)
             fprintf(stderr, "cfutures: process worker %d (last pid %d): tasks %llu\n", i,

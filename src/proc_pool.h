@@ -11,9 +11,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sched.h>
 
 #include "executor.h"
 #include "future.h"
+#include "futex.h"
 #include "proc_shm.h"
 
 /* Pool flags (parent-private word). */
@@ -149,6 +151,42 @@ void cf__pp_on_cancel(cf_future *f);
 extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
 /* Set while a helper completes futures it collected (callbacks run). */
 extern _Thread_local struct cf__ppool *cf__pp_tls_completing;
+
+/* proc_collect.c: collecting, by whoever holds the collect lock. */
+struct cf__pbad { /* what was wrong with a slot (for the message) */
+    const char *what;
+    uint64_t val;
+};
+int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf_out *o,
+                       int *code, struct cf__pbad *bad);
+cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
+                            uint64_t pos, bool done);
+void cf__pp_punch(unsigned char *base, uint64_t len);
+
+/* The collect lock (p->coll_lock): the collector thread holds it for each
+ * step of its loop, a helper for a few slots (never across a callback). */
+static inline bool cf__pp_coll_trylock(struct cf__ppool *p)
+{
+    uint32_t z = 0;
+    /* acquire: pairs with the release in coll_unlock (the previous
+     * collector's writes to records, counters and `collected`). */
+    return atomic_compare_exchange_strong_explicit(&p->coll_lock, &z, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+static inline void cf__pp_coll_lock(struct cf__ppool *p)
+{
+    /* Helpers hold it for a few slots at most, never across a callback. */
+    for (unsigned n = 0; !cf__pp_coll_trylock(p); n++) {
+        if (n < 64) cf__cpu_relax();
+        else sched_yield();
+    }
+}
+
+static inline void cf__pp_coll_unlock(struct cf__ppool *p)
+{
+    atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
+}
 
 /* proc_zygote.c: runs in the child of the first fork; never returns. */
 _Noreturn void cf__pp_zygote_main(struct cf__ppool *p);
