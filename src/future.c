@@ -415,9 +415,25 @@ int cf_future_exception(cf_future *f, double timeout, int *code, const char **ms
 
 /* ---- transitions ---- */
 
+static bool cancel_core(cf_future *f, bool hooks);
+
 bool cf_future_cancel(cf_future *f)
 {
     if (!f) return false;
+    uint32_t s = load_state(f, memory_order_relaxed);
+    if ((s & CF__STATE_MASK) == CF__PENDING && !(s & CF__CLAIMED) && f->ops && f->ops->try_cancel &&
+        !f->ops->try_cancel(f))
+        return (load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED;
+    return cancel_core(f, true);
+}
+
+bool cf__future_cancel_quiet(cf_future *f)
+{
+    return cancel_core(f, false);
+}
+
+static bool cancel_core(cf_future *f, bool hooks)
+{
     uint32_t s = load_state(f, memory_order_relaxed);
     for (;;) {
         uint32_t st = s & CF__STATE_MASK;
@@ -431,7 +447,7 @@ bool cf_future_cancel(cf_future *f)
             break;
     }
     CF__PROBE1(cancel, f);
-    if (f->ops && f->ops->on_cancel) f->ops->on_cancel(f);
+    if (hooks && f->ops && f->ops->on_cancel) f->ops->on_cancel(f);
     fire(f, s);
     return true;
 }

@@ -59,6 +59,12 @@ struct cf__future_ops {
     /* Called when the last reference goes, before the record is freed, so an
      * executor can release what `owner` points to. May be NULL. */
     void (*on_free)(cf_future *f);
+    /* Called by cf_future_cancel() on a PENDING future before its CAS: the
+     * executor cancels its own copy first (the process pool's ring slot,
+     * whose state word decides "started", SEMANTICS 31b) and returns false
+     * if the task has already begun there; cancel() then returns false.
+     * May be NULL. on_cancel still runs after a successful CAS. */
+    bool (*try_cancel)(cf_future *f);
 };
 
 /* One entry of a future's listener list: a done-callback (cb != NULL,
@@ -124,6 +130,12 @@ static inline const void *cf__future_arg(const cf_future *f)
  * outcome (waking waiters, running callbacks in this thread). Does not drop
  * the executor's reference. */
 bool cf__future_run(cf_future *f);
+
+/* PENDING->CANCELLED without asking the executor (no try_cancel /
+ * on_cancel): for an executor that already knows its copy was cancelled
+ * (the process pool's collector seeing a skipped slot). Fires listeners.
+ * Returns true if it is (now) cancelled. */
+bool cf__future_cancel_quiet(cf_future *f);
 
 /* PENDING->RUNNING without running anything (process pool: the worker has
  * begun it). False if it is not PENDING. */

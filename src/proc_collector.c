@@ -183,8 +183,10 @@ static bool collect_chan(struct coll *c, int chan)
             if (r->is_exit) {
                 ch->exit_consumed = true;
             } else if (!cf_future_done(r->f)) {
-                corrupted(c, chan, "a skipped task that was not cancelled", pos, v);
-                return true;
+                /* A canceller won the slot (try_cancel) and has not yet made
+                 * its CAS on the future; a worker that skips a slot nobody
+                 * cancelled can only cancel its own task this way. */
+                cf__future_cancel_quiet(r->f);
             }
         }
         cf_future *f = cf__pp_free_slot(p, chan, s, r, pos++, k == CF__SK_DONE);

@@ -135,6 +135,7 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
                   size_t len, bool held);
 void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f);
 bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos);
+bool cf__pp_try_cancel(cf_future *f);
 bool cf__pp_room(struct cf__ppool *p, int chan, size_t len);
 int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
 

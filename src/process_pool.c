@@ -45,15 +45,15 @@
  * critical section: copy the argument, publish the state), taken in order
  * by the worker, collected in order by the parent's collector thread.
  * Whether a task has started is decided by the slot's state word in shared
- * memory (31b): the worker CASes QUEUED->STARTED, on_cancel CASes
- * QUEUED->CANCELLED; the generation bits in the word make a late cancel
- * harmless. Known gap: cf_future_cancel() makes its own PENDING->CANCELLED
- * CAS before it calls on_cancel, so between a worker's STARTED and the
- * parent marking the future RUNNING (the collector or a helper, usually
- * within microseconds; the worker rings the doorbell on STARTED) a cancel
- * can still return true while the task runs; its result is then dropped.
- * Closing it needs a hook that future.c calls before its CAS (try_cancel:
- * CAS the slot first, refuse when it is STARTED). Workers spin cfg.spin_ns on the slot, then set the WAITER bit
+ * memory (31b): the worker CASes QUEUED->STARTED, try_cancel CASes
+ * QUEUED->CANCELLED before cf_future_cancel() touches the future, so
+ * whoever wins the slot decides: a started task makes cancel() return
+ * false. The generation bits in the word make a late cancel harmless. The
+ * collector, seeing a slot the worker SKIPPED while the future is not yet
+ * cancelled (a canceller between the two CASes), cancels the future itself
+ * (cf__future_cancel_quiet). One narrow window stays: a task fed from the
+ * overflow list at the very moment it is cancelled (on_cancel, after the
+ * future's CAS, then cancels the slot unless the worker already began). Workers spin cfg.spin_ns on the slot, then set the WAITER bit
  * and futex-wait on it (shared futex); a submitter makes the futex_wake
  * call only when that bit was set. The collector spins, then stores 1 in
  * the shared doorbell word and sleeps in poll() on an eventfd, the report
@@ -222,6 +222,31 @@ void cf__pp_on_cancel(cf_future *f)
     uint64_t pos = (uint64_t)(enc >> 16) - 1;
     struct cf__pslot *s = cf__pp_slot(p, chan, pos);
     cf__pp_cancel_slot(s, pos);
+}
+
+/* try_cancel (31b), called before the future's own PENDING->CANCELLED CAS:
+ * cancel the ring slot first, so a task a worker has STARTED is never
+ * reported cancelled. True when the slot is (now) cancelled or the task is
+ * still in the overflow list (the feeder re-checks the future's state, and
+ * on_cancel runs after the CAS to catch a slot published meanwhile); false
+ * when a worker has begun it or finished it. */
+bool cf__pp_try_cancel(cf_future *f)
+{
+    struct cf__ppool *p = pool_of_future(f);
+    if (foreign(p)) return true; /* a fork child's snapshot: future-level only */
+    /* seq_cst fence: as in cf__pp_on_cancel, pairs with cf__pp_release_held. */
+    CF__FENCE_SEQ_CST();
+    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    if (!enc) return true;
+    int chan = (int)(enc & 0xffff);
+    uint64_t pos = (uint64_t)(enc >> 16) - 1;
+    struct cf__pslot *s = cf__pp_slot(p, chan, pos);
+    if (cf__pp_cancel_slot(s, pos)) return true;
+    /* Already cancelled by a concurrent cancel() (CANCELLED, or SKIPPED by the
+     * worker since): that cancel wins the future's CAS, ours agrees. */
+    uint32_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
+    uint32_t k = cf__sk_kind(v);
+    return cf__sk_gen(v) == cf__pos_gen(pos) && (k == CF__SK_CANCELLED || k == CF__SK_SKIPPED);
 }
 
 /* QUEUED or HELD (for pos) -> CANCELLED; false if it was neither. */
@@ -630,6 +655,7 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     p->base.map_chunk = 0;
     p->base.copy_map_items = true;
     p->fops.on_cancel = cf__pp_on_cancel;
+    p->fops.try_cancel = cf__pp_try_cancel;
     p->fops.on_free = pp_on_free;
     atomic_init(&p->refs, 1);
     /* A process pool's ring is its worker's whole queue: with the shared

@@ -378,6 +378,45 @@ static void test_cancel_queued_in_ring(void **state)
     cf_executor_free(ex);
 }
 
+/* 31b, the other side: once a worker has begun a task, cancel() refuses
+ * it, even before the parent has noticed and marked it RUNNING (the slot's
+ * state word decides, not the parent's view). The collector thread is held
+ * inside a done-callback meanwhile, so it cannot mark anything running. */
+static _Atomic int collector_held, collector_release;
+
+static void hold_collector_cb(cf_future *f, void *ud)
+{
+    (void)f, (void)ud;
+    atomic_store_explicit(&collector_held, 1, memory_order_release);
+    while (!atomic_load_explicit(&collector_release, memory_order_acquire)) sched_yield();
+}
+
+static void test_cancel_after_worker_started(void **state)
+{
+    (void)state;
+    reset_shared();
+    atomic_store(&collector_held, 0);
+    atomic_store(&collector_release, 0);
+    cf_executor *ex = pool(1);
+    cf_future *q, *g;
+    int64_t x = 1;
+    assert_int_equal(cf_submit(ex, double_task, &x, sizeof x, &q), 0);
+    assert_int_equal(cf_future_add_done_callback(q, hold_collector_cb, NULL), 0);
+    /* Not result(): this thread must not collect (and so run the callback). */
+    while (!atomic_load_explicit(&collector_held, memory_order_acquire)) sched_yield();
+    assert_int_equal(cf_submit(ex, gate_task, NULL, 0, &g), 0);
+    wait_started(1); /* the worker is inside the task; nobody marked it running */
+    assert_false(cf_future_cancel(g));
+    assert_false(cf_future_cancelled(g));
+    atomic_store_explicit(&collector_release, 1, memory_order_release);
+    open_gate();
+    assert_int_equal(result_i64(g), 1);
+    assert_int_equal(result_i64(q), 2);
+    cf_future_release(g);
+    cf_future_release(q);
+    cf_executor_free(ex);
+}
+
 static void test_overflow_and_cancel(void **state)
 {
     (void)state;
@@ -841,6 +880,7 @@ int main(void)
         cmocka_unit_test(test_max_tasks_per_child),
         cmocka_unit_test(test_cancel_queued_in_ring),
         cmocka_unit_test(test_overflow_and_cancel),
+        cmocka_unit_test(test_cancel_after_worker_started),
         cmocka_unit_test(test_callbacks),
         cmocka_unit_test(test_callback_shutdown_while_helping),
         cmocka_unit_test(test_shutdown_wait_with_helper),
