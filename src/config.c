@@ -105,7 +105,7 @@ static void defaults(struct cf__config *c)
     c->numa = true;
     c->stats = false;
     c->slot_size = 256;
-    c->ring_depth = 64;
+    c->ring_depth = 1024; /* a worker's ring is its whole queue: 64 sent fast submitters to the overflow list */
     c->max_tasks_per_child = 0;
     c->wait_spin_ns = WAIT_SPIN_DEFAULT;
     for (int i = 0; i < CF__SET_COUNT; i++) c->source[i] = CF__FROM_DEFAULT;
@@ -322,7 +322,7 @@ void cf__config_load(struct cf__config *c)
             c->ring_depth = (size_t)v;
             c->source[CF__SET_RING_DEPTH] = CF__FROM_ENV;
         } else if (r) {
-            warn_once(CF__SET_RING_DEPTH, r, NULL, "64");
+            warn_once(CF__SET_RING_DEPTH, r, NULL, "1024");
         }
     }
     if (env_long(c, CF__SET_MAX_TASKS_PER_CHILD, 0, INT_MAX, &v)) c->max_tasks_per_child = (int)v;

@@ -122,7 +122,6 @@
 #define ARG_SPILL_DEFAULT (256ull << 20) /* per channel, virtual (MAP_NORESERVE) */
 #define RES_SPILL_DEFAULT (1ull << 30)
 #define PAGE 4096u
-#define PP_RING_DEFAULT 1024u
 
 size_t cf__proc_test_spill_size;
 
@@ -658,13 +657,7 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     p->fops.try_cancel = cf__pp_try_cancel;
     p->fops.on_free = pp_on_free;
     atomic_init(&p->refs, 1);
-    /* A process pool's ring is its worker's whole queue: with the shared
-     * default (64) a fast submitter spills into the overflow list most of
-     * the time (proc_submit: ~940 ns/task at 64, ~580 at 1024 on 2 cores).
-     * Unless set by environment or code, use 1024 (320 KiB per worker). */
-    p->depth = cfg->source[CF__SET_RING_DEPTH] == CF__FROM_DEFAULT && cfg->ring_depth < PP_RING_DEFAULT
-                   ? PP_RING_DEFAULT
-                   : (uint32_t)cfg->ring_depth;
+    p->depth = (uint32_t)cfg->ring_depth; /* default 1024: see config.c */
     p->slot_size = cfg->slot_size;
     p->stride = sizeof(struct cf__pslot) + round_up(p->slot_size, 64);
     p->arg_spill = cf__proc_test_spill_size ? round_up(cf__proc_test_spill_size, PAGE) : ARG_SPILL_DEFAULT;

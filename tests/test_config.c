@@ -65,7 +65,7 @@ static void test_defaults(void **state)
     assert_true(c.numa);
     assert_false(c.stats);
     assert_int_equal(c.slot_size, 256);
-    assert_int_equal(c.ring_depth, 64);
+    assert_int_equal(c.ring_depth, 1024);
     assert_int_equal(c.max_tasks_per_child, 0);
     assert_string_equal(c.topology, "");
     assert_int_equal(c.wait_spin_ns, 20000);
@@ -194,7 +194,7 @@ static void test_strict_integers(void **state)
     assert_int_equal(c.ring_depth, 65536);
     setenv("CFUTURES_RING_DEPTH", "131072", 1);
     load_captured(&c);
-    assert_int_equal(c.ring_depth, 64);
+    assert_int_equal(c.ring_depth, 1024);
     clear_env();
 }
 
