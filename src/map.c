@@ -4,9 +4,9 @@
  * - An iterator belongs to one consumer: calls on the same iterator must not
  *   run at the same time. Any number of iterators may share an executor, and
  *   cf_map may be called from inside a task (nested map).
- * - Items are grouped into chunk tasks (map_chunk_run) submitted through
- *   ex->ops->submit, so the same code serves the thread pool and the process
- *   pool. At most `window` chunk tasks are submitted and not yet fully
+ * - Items are grouped into chunk tasks submitted through ex->ops->submit,
+ *   so the same code serves the thread pool (map_job_run) and the process
+ *   pool (map_chunk_run). At most `window` chunk tasks are submitted and not yet fully
  *   yielded (SEMANTICS 25): chunk c + window is submitted only when the
  *   consumer asks for the item after the last one of chunk c.
  * - A chunk's result keeps every item's outcome apart, so one item's
@@ -23,13 +23,18 @@
  * - No atomics here: the futures synchronise. A chunk's result bytes are
  *   written before its future publishes FINISHED (release) and read after
  *   cf_future_result observed it (acquire).
+ * - Progress: blocking. The consumer waits for chunks in order; a chunk
+ *   waits only where the user's fn does.
  *
  * Memory. The iterator holds one reference on each submitted chunk future
  * until the consumer has moved past that chunk (result pointers handed out
- * point into the future's result and stay valid until the next call). In
- * pointer mode (thread pools) a chunk reads the caller's array, so
- * cf_map_free cancels what has not started and then waits for the chunks
- * that already run: the caller may free the array when cf_map_free returns.
+ * point into the chunk's result and stay valid until the next call). In
+ * pointer mode (thread pools) a chunk reads the caller's array and the
+ * iterator's ring slot (struct map_job), and a uniform chunk leaves its
+ * results in the slot's buffer, reused by every chunk that passes through
+ * the slot and freed with the iterator; so cf_map_free cancels what has not
+ * started and then waits for the chunks that already run: the caller may
+ * free the array when cf_map_free returns.
  * In copy mode (ex->copy_map_items: process pools, whose workers cannot see
  * the caller's array) a chunk carries its item bytes, and cf_map_free waits
  * for nothing. */
@@ -91,6 +96,22 @@ static inline size_t round8(size_t x)
  * in pointer mode (NULL means copy mode). */
 static const unsigned char map_no_items[1];
 
+/* A pointer-mode chunk: its argument is a pointer to this, which lives in
+ * the iterator's ring slot. The consumer writes the first four fields
+ * before submitting the chunk (the executor's queue publishes them); the
+ * runner writes buf, cap and len, which the consumer reads only after the
+ * chunk's future is done (its release CAS publishes them), and the slot is
+ * reused only after the consumer has moved past the chunk. */
+struct map_job {
+    cf_task_fn *fn;
+    const unsigned char *items;
+    uint32_t arg_len;
+    uint32_t count;
+    unsigned char *buf; /* the slot's result buffer, kept from chunk to chunk */
+    size_t cap;
+    size_t len;         /* bytes of a uniform result in buf; 0 = none */
+};
+
 /* ---- the chunk task (runs in a worker thread or process) ---- */
 
 struct map_buf {
@@ -134,21 +155,16 @@ static int map_buf_append(struct map_buf *b, int32_t code, const void *body, siz
     return 0;
 }
 
-/* Rewrite the first `done` items of a MAP_UNIFORM buffer as records. */
-static int map_buf_to_records(struct map_buf *b, size_t done, size_t len)
+/* Start the records buffer r with the first `done` items of the MAP_UNIFORM
+ * buffer u (u stays as it is). */
+static int map_records_from_uniform(struct map_buf *r, const struct map_buf *u, size_t done, size_t len)
 {
     size_t stride = round8(len);
-    struct map_buf r = { 0 };
-    if (map_buf_reserve(&r, sizeof(struct map_rec) * (done + 2) + done * stride) != 0) return CF_ENOMEM;
-    map_put_header(r.data, MAP_RECORDS, 0);
-    r.len = sizeof(struct map_rec);
+    if (map_buf_reserve(r, sizeof(struct map_rec) * (done + 2) + done * stride) != 0) return CF_ENOMEM;
+    map_put_header(r->data, MAP_RECORDS, 0);
+    r->len = sizeof(struct map_rec);
     for (size_t i = 0; i < done; i++)
-        if (map_buf_append(&r, 0, b->data + sizeof(struct map_rec) + i * stride, len) != 0) {
-            cf__free(r.data, r.cap);
-            return CF_ENOMEM;
-        }
-    cf__free(b->data, b->cap);
-    *b = r;
+        if (map_buf_append(r, 0, u->data + sizeof(struct map_rec) + i * stride, len) != 0) return CF_ENOMEM;
     return 0;
 }
 
@@ -174,59 +190,50 @@ static int map_out_adopt(cf_out *out, struct map_buf *b)
     return 0;
 }
 
-static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
+/* Run fn over `count` items. While every item succeeds with a result of
+ * one size, results go to u in the MAP_UNIFORM layout (u's buffer is
+ * reused if it is large enough); from the first item that breaks that,
+ * everything goes to r as MAP_RECORDS. *uniform says which one holds the
+ * chunk. 0, or CF_ENOMEM (u and r then hold whatever was built; the caller
+ * frees them). */
+static int map_run_items(cf_task_fn *fn, const unsigned char *items, uint32_t arg_len, uint32_t count,
+                         struct map_buf *u, struct map_buf *r, bool *uniform)
 {
-    struct map_chunk_arg h;
-    if (arg_len < sizeof h) return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
-    memcpy(&h, arg, sizeof h);
-    const unsigned char *items = h.items;
-    if (!items) {
-        if ((arg_len - sizeof h) != (size_t)h.count * h.arg_len)
-            return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
-        items = (const unsigned char *)arg + sizeof h;
-    }
-
-    struct map_buf b = { 0 };
-    bool uniform = true; /* so far every item succeeded with ulen bytes */
     size_t ulen = 0, stride = 0;
     struct cf_out o;
     cf__out_init(&o);
-    for (uint32_t i = 0; i < h.count; i++) {
-        int32_t code = h.fn(items + (size_t)i * h.arg_len, h.arg_len, &o);
-        if (uniform) {
+    *uniform = true; /* so far every item succeeded with ulen bytes */
+    u->len = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int32_t code = fn(items + (size_t)i * arg_len, arg_len, &o);
+        if (*uniform) {
             bool ok = code == 0 && !o.failed;
             if (ok && i == 0) {
-                /* One allocation for the whole chunk, sized by item 0. */
+                /* One buffer for the whole chunk, sized by item 0. */
                 ulen = o.len;
                 stride = round8(ulen);
-                if (ulen <= UINT32_MAX && (!stride || h.count <= (SIZE_MAX - 8) / stride) &&
-                    map_buf_reserve(&b, sizeof(struct map_rec) + h.count * stride) == 0) {
-                    map_put_header(b.data, MAP_UNIFORM, ulen);
-                    b.len = sizeof(struct map_rec);
+                if (ulen <= UINT32_MAX && (!stride || count <= (SIZE_MAX - 8) / stride) &&
+                    map_buf_reserve(u, sizeof(struct map_rec) + count * stride) == 0) {
+                    map_put_header(u->data, MAP_UNIFORM, ulen);
+                    u->len = sizeof(struct map_rec);
                 } else {
                     ok = false; /* too big for one buffer: records report it */
                 }
             }
             if (ok && o.len == ulen) {
-                unsigned char *at = b.data + b.len;
+                unsigned char *at = u->data + u->len;
                 if (ulen == 8) {
                     memcpy(at, o.data, 8); /* the common case: one 8-byte move */
                 } else {
                     memcpy(at, o.data, ulen);
                     memset(at + ulen, 0, stride - ulen);
                 }
-                b.len += stride;
+                u->len += stride;
                 goto next;
             }
             /* This item breaks the uniform layout: switch to records. */
-            if (b.len == 0) {
-                if (map_buf_reserve(&b, 64) != 0) goto nomem;
-                map_put_header(b.data, MAP_RECORDS, 0);
-                b.len = sizeof(struct map_rec);
-            } else if (map_buf_to_records(&b, i, ulen) != 0) {
-                goto nomem;
-            }
-            uniform = false;
+            if (map_records_from_uniform(r, u, i, ulen) != 0) goto nomem;
+            *uniform = false;
         }
         {
             const void *body;
@@ -245,10 +252,10 @@ static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
                 body = o.msg;
                 len = o.msg ? strlen(o.msg) + 1 : 0;
             }
-            int rc = map_buf_append(&b, code, body, len);
+            int rc = map_buf_append(r, code, body, len);
             if (rc == CF_ETOOBIG) {
                 static const char big[] = "cf_map: the item's result is larger than 4 GiB";
-                rc = map_buf_append(&b, CF_ETOOBIG, big, sizeof big);
+                rc = map_buf_append(r, CF_ETOOBIG, big, sizeof big);
             }
             if (rc != 0) goto nomem;
         }
@@ -263,17 +270,70 @@ static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
         }
     }
     cf__out_dispose(&o);
-    if (!b.data) { /* no items */
-        if (map_buf_reserve(&b, sizeof(struct map_rec)) != 0) goto nomem;
-        map_put_header(b.data, MAP_RECORDS, 0);
-        b.len = sizeof(struct map_rec);
+    if (*uniform && u->len == 0) { /* no items: an empty records chunk */
+        if (map_records_from_uniform(r, u, 0, 0) != 0) return CF_ENOMEM;
+        *uniform = false;
     }
-    return map_out_adopt(out, &b);
+    return 0;
 
 nomem:
     cf__out_dispose(&o);
-    cf__free(b.data, b.cap);
+    return CF_ENOMEM;
+}
+
+static int map_chunk_nomem(cf_out *out)
+{
     return cf_out_error(out, CF_ENOMEM, "cf_map: out of memory building a chunk result");
+}
+
+/* Copy mode (process pools): the items follow the header in the argument
+ * and the result carries every item's outcome. */
+static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
+{
+    struct map_chunk_arg h;
+    if (arg_len < sizeof h) return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+    memcpy(&h, arg, sizeof h);
+    const unsigned char *items = h.items;
+    if (!items) {
+        if ((arg_len - sizeof h) != (size_t)h.count * h.arg_len)
+            return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+        items = (const unsigned char *)arg + sizeof h;
+    }
+    struct map_buf u = { 0 }, r = { 0 };
+    bool uniform;
+    int rc = map_run_items(h.fn, items, h.arg_len, h.count, &u, &r, &uniform);
+    if (rc != 0) {
+        cf__free(u.data, u.cap);
+        cf__free(r.data, r.cap);
+        return map_chunk_nomem(out);
+    }
+    if (uniform) return map_out_adopt(out, &u);
+    cf__free(u.data, u.cap);
+    return map_out_adopt(out, &r);
+}
+
+/* Pointer mode (thread pools): the argument is a struct map_job * in the
+ * iterator's ring. A uniform chunk leaves its results in the job's buffer,
+ * which the ring slot keeps from chunk to chunk (no allocation, no page
+ * faults, warm lines), and returns an empty result meaning "in the job";
+ * any other chunk returns its records as in copy mode. */
+static int map_job_run(const void *arg, size_t arg_len, cf_out *out)
+{
+    struct map_job *job;
+    if (arg_len != sizeof job) return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+    memcpy(&job, arg, sizeof job);
+    struct map_buf u = { .data = job->buf, .cap = job->cap }, r = { 0 };
+    bool uniform;
+    int rc = map_run_items(job->fn, job->items, job->arg_len, job->count, &u, &r, &uniform);
+    /* The buffer stays the slot's, grown or not. */
+    job->buf = u.data;
+    job->cap = u.cap;
+    job->len = rc == 0 && uniform ? u.len : 0;
+    if (rc != 0) {
+        cf__free(r.data, r.cap);
+        return map_chunk_nomem(out);
+    }
+    return uniform ? 0 : map_out_adopt(out, &r);
 }
 
 /* ---- the iterator (runs in the consumer) ---- */
@@ -281,6 +341,7 @@ nomem:
 struct map_slot {
     cf_future *f; /* NULL if the submit failed */
     int err;      /* then: why */
+    struct map_job job; /* pointer mode */
 };
 
 struct cf_map_iter {
@@ -330,8 +391,13 @@ static int map_submit_chunk(cf_map_iter *it, size_t c, cf_future **f)
                                .count = (uint32_t)count };
     cf_executor *ex = it->ex;
     if (!it->copy) {
-        h.items = it->args ? it->args + first * it->arg_len : map_no_items;
-        return ex->ops->submit(ex, map_chunk_run, &h, sizeof h, f);
+        struct map_job *job = &it->ring[c % it->window].job;
+        job->fn = it->fn;
+        job->items = it->args ? it->args + first * it->arg_len : map_no_items;
+        job->arg_len = (uint32_t)it->arg_len;
+        job->count = (uint32_t)count;
+        job->len = 0;
+        return ex->ops->submit(ex, map_job_run, &job, sizeof job, f);
     }
     size_t bytes = sizeof h + count * it->arg_len; /* bounded in cf_map */
     unsigned char stack[256];
@@ -385,6 +451,8 @@ static void map_destroy(cf_map_iter *it)
 {
     map_cancel_outstanding(it);
     map_release_outstanding(it);
+    /* Nothing runs any more: the job buffers are ours. */
+    for (size_t i = 0; i < it->window; i++) cf__free(it->ring[i].job.buf, it->ring[i].job.cap);
     cf__free(it->ring, it->window * sizeof *it->ring);
     cf__free(it, sizeof *it);
 }
@@ -450,6 +518,10 @@ static int map_load_chunk(cf_map_iter *it)
         int rc = cf_future_result(s->f, map_time_left(it), &data, &len);
         if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
         if (rc == 0) {
+            if (len == 0 && !it->copy) { /* a uniform result left in the job */
+                data = s->job.buf;
+                len = s->job.len;
+            }
             map_parse_result(it, data, len, count);
         } else {
             /* The chunk as a whole did not produce results: cancelled
