@@ -20,11 +20,17 @@
  * - One deadline, taken at cf_map (SEMANTICS 24). When it passes while we
  *   wait for a chunk, every chunk not yet yielded is cancelled and the
  *   iterator keeps answering CF_ETIMEDOUT.
- * - No atomics here: the futures synchronise. A chunk's result bytes are
- *   written before its future publishes FINISHED (release) and read after
- *   cf_future_result observed it (acquire).
- * - Progress: blocking. The consumer waits for chunks in order; a chunk
- *   waits only where the user's fn does.
+ * - The consumer helps (map_help): on a thread pool without an initializer
+ *   and with no deadline, rather than sleep on a chunk that is not done, it
+ *   runs chunks no worker has started, claiming each with the same CAS a
+ *   worker's run uses (cf__future_run), so a chunk runs once and never
+ *   after a cancel.
+ * - No atomics of our own (one relaxed peek at a future's state, a hint):
+ *   the futures synchronise. A chunk's result bytes are written before its
+ *   future publishes FINISHED (release) and read after cf_future_result
+ *   observed it (acquire).
+ * - Progress: blocking. The consumer waits for chunks in order (helping
+ *   where it may); a chunk waits only where the user's fn does.
  *
  * Memory. The iterator holds one reference on each submitted chunk future
  * until the consumer has moved past that chunk (result pointers handed out
@@ -46,6 +52,7 @@
 #include "executor.h"
 #include "futex.h"
 #include "future.h"
+#include "thread_pool.h"
 
 /* Adaptive chunking: about 8 chunks per worker, so stragglers balance, but
  * no chunk longer than this many items (or, when items are copied into the
@@ -370,6 +377,7 @@ struct cf_map_iter {
     size_t arg_len, n;
     size_t chunk, n_chunks, window;
     bool copy;
+    bool help;             /* the consumer may run chunks itself (map_help) */
     bool timed_out;
     cf__deadline deadline;
 
@@ -520,6 +528,36 @@ static void map_parse_result(cf_map_iter *it, const unsigned char *data, size_t 
     }
 }
 
+/* May the consumer run chunks itself? Only where that is indistinguishable
+ * from a worker running them: pointer mode (a process pool's tasks must run
+ * in its processes), no deadline (a running chunk is never interrupted, so
+ * the consumer could not keep it), and a thread pool without an initializer
+ * (SEMANTICS 20: tasks may rely on what it set up in each worker; and only
+ * an initializer can break a pool, which must fail queued work). */
+static bool map_may_help(const cf_executor *ex, bool copy, cf__deadline deadline)
+{
+    if (copy || deadline != CF__NO_DEADLINE) return false;
+    if (!ex->ops->kind || strcmp(ex->ops->kind, "thread") != 0) return false;
+    return ((const struct cf__pool *)ex)->init == NULL;
+}
+
+/* Chunk `cur` is not done: rather than sleep, run chunks that no worker has
+ * started, `cur` itself first, else the newest (workers take the oldest
+ * first). cf__future_run claims a chunk with the CAS a worker's run uses,
+ * so a chunk runs once, and never after a cancel; the worker that later
+ * takes it from its queue finds it done and only drops its reference. */
+static void map_help(cf_map_iter *it)
+{
+    cf_future *f = it->ring[it->cur % it->window].f;
+    if (cf__future_run(f)) return;
+    for (size_t c = it->next_submit; c-- > it->cur + 1 && !cf_future_done(f);) {
+        cf_future *g = it->ring[c % it->window].f;
+        /* relaxed: a hint that skips started chunks; the CAS in
+         * cf__future_run decides. */
+        if (g && cf__future_state(g, memory_order_relaxed) == CF__PENDING) cf__future_run(g);
+    }
+}
+
 /* Wait for chunk `cur` and make its items current. 0 or CF_ETIMEDOUT. */
 static int map_load_chunk(cf_map_iter *it)
 {
@@ -534,6 +572,7 @@ static int map_load_chunk(cf_map_iter *it)
     } else {
         const void *data = NULL;
         size_t len = 0;
+        if (it->help && !cf_future_done(s->f)) map_help(it);
         int rc = cf_future_result(s->f, map_time_left(it), &data, &len);
         if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
         if (rc == 0) {
@@ -754,6 +793,7 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     it->n_chunks = n_chunks;
     it->window = window;
     it->copy = copy;
+    it->help = map_may_help(ex, copy, deadline);
     it->deadline = deadline;
 
     map_refill(it);

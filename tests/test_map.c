@@ -756,6 +756,82 @@ static void test_bad_input(void **state)
     cf_executor_free(ex);
 }
 
+/* ---- the consumer helps: it may run chunks itself, each exactly once ---- */
+
+#define HELP_N 20000
+static atomic_int g_runs[HELP_N];
+static pthread_t g_consumer;
+static atomic_int g_on_consumer;
+static _Thread_local bool tls_initialized;
+
+static int init_worker(void *arg)
+{
+    (void)arg;
+    tls_initialized = true;
+    return 0;
+}
+
+/* Squares x, counting its runs and whether the consumer ran it; with
+ * `need_init`, fails unless the pool's initializer ran in this thread. */
+static int counted_square(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    memcpy(&x, arg, len);
+    atomic_fetch_add_explicit(&g_runs[x % HELP_N], 1, memory_order_relaxed);
+    if (pthread_equal(pthread_self(), g_consumer)) atomic_fetch_add_explicit(&g_on_consumer, 1, memory_order_relaxed);
+    return cf_out_i64(out, x * x);
+}
+
+static int square_if_initialized(const void *arg, size_t len, cf_out *out)
+{
+    if (!tls_initialized) return cf_out_error(out, 7, "ran outside a worker");
+    return counted_square(arg, len, out);
+}
+
+/* Map HELP_N items; every one must run exactly once and come back in
+ * order. Returns how many ran in the consumer's thread. */
+static int map_counted(cf_executor *ex, cf_task_fn *fn, const cf_map_opts *opts)
+{
+    static int64_t xs[HELP_N];
+    for (int i = 0; i < HELP_N; i++) {
+        xs[i] = i;
+        atomic_store_explicit(&g_runs[i], 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&g_on_consumer, 0, memory_order_relaxed);
+    g_consumer = pthread_self();
+    cf_map_iter *it;
+    assert_int_equal(cf_map(ex, fn, xs, sizeof *xs, HELP_N, opts, &it), 0);
+    for (int64_t i = 0; i < HELP_N; i++) {
+        int64_t y;
+        assert_int_equal(cf_map_next_i64(it, &y), 0);
+        assert_int_equal(y, i * i);
+    }
+    assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
+    cf_map_free(it);
+    for (int i = 0; i < HELP_N; i++) assert_int_equal(atomic_load_explicit(&g_runs[i], memory_order_relaxed), 1);
+    return atomic_load_explicit(&g_on_consumer, memory_order_relaxed);
+}
+
+static void test_consumer_helps(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    /* Small chunks: many chances for the consumer and the workers to race
+     * for the same chunk. */
+    (void)map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 7 });
+    (void)map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 1, .window = 3 });
+    (void)map_counted(ex, counted_square, NULL);
+    /* With a deadline the consumer never runs a chunk (it could not keep
+     * the deadline while running one). */
+    assert_int_equal(map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 7, .timeout = 60 }), 0);
+    cf_executor_free(ex);
+    /* Nor on a pool with an initializer (tasks may rely on it). */
+    ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .initializer = init_worker });
+    assert_non_null(ex);
+    assert_int_equal(map_counted(ex, square_if_initialized, &(cf_map_opts){ .chunksize = 7 }), 0);
+    cf_executor_free(ex);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -776,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_free_anywhere),
         cmocka_unit_test(test_malformed_results),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_consumer_helps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
