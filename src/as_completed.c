@@ -25,7 +25,12 @@
  *   word to 3 instead of 2, and waits on the trigger through the pool's
  *   helper (which runs other tasks: SEMANTICS 22). The producer that
  *   replaces a 3 takes the trigger out of the slot (exchange, so only one
- *   owner) and completes it. The slot holds its own reference. */
+ *   owner) and completes it. The slot holds its own reference.
+ * Design: CPython's as_completed (a waiter installed on every future) with
+ * the completed futures handed over on a Treiber stack (R. K. Treiber,
+ * "Systems Programming: Coping with Parallelism", IBM RJ 5118, 1986) that
+ * the one consumer empties whole, and a futex word in place of its
+ * condition variable. */
 #include <math.h>
 #include <string.h>
 
@@ -48,6 +53,14 @@ struct cf_as_completed {
     size_t bytes;
     struct cf__waiter_node nodes[];             /* n: node i holds future i (our ref) */
 };
+/* Layout: refs, word, trigger and done_stack are written by every
+ * completer; they sit together in the first 48 bytes so a completion
+ * dirties one line (two at worst: cf__alloc aligns to 16 bytes, not 64).
+ * The consumer's own fields follow, possibly on that line: the consumer
+ * exchanges done_stack and word anyway, so it owns the line when it
+ * writes them. */
+_Static_assert(offsetof(struct cf_as_completed, done_stack) + sizeof(void *) <= 48,
+               "the completers' words within the first 48 bytes");
 
 #define CF__CONTAINER_OF(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
@@ -167,7 +180,8 @@ int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_complete
         if (cf__waiter_node_add(node->future, node)) {
             node->index = 1;
         } else {
-            /* Done meanwhile: no notify will come; not the last ref. */
+            /* Done meanwhile: no notify will come. relaxed: not the last
+             * reference (ours is dropped with release by as_unref). */
             atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
             ready[it->tail++] = node->future;
             node->index = 2;
@@ -256,7 +270,9 @@ void cf_as_completed_free(cf_as_completed *it)
         /* done: the completer owns the node (no need for the lock) */
         if (node->index == 1 && !cf_future_done(node->future) &&
             cf__waiter_node_remove(node->future, node))
-            atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed); /* not the last */
+            /* relaxed: not the last reference (ours goes in as_unref,
+             * with release). */
+            atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
     }
     /* A pending notify does not touch the future (its completer holds its
      * own reference), so ours can go now. */

@@ -7,7 +7,12 @@
  * accepted, and the built-in default stays: nothing is silently clamped.
  * Each variable warns at most once per process (pools may be created many
  * times). Options passed in code are checked by the same ranges and win;
- * an out-of-range option fails the constructor with CF_EINVAL. */
+ * an out-of-range option fails the constructor with CF_EINVAL.
+ *
+ * Concurrency: every function may run from any thread at any time. A
+ * struct cf__config belongs to its caller; the only shared state is the
+ * per-variable warned[] flags and the cached wait spin, both relaxed
+ * atomics that guard no other data (wait-free; see each). */
 #include "config.h"
 
 #include <ctype.h>

@@ -7,7 +7,11 @@
  * a loop. Deadlines are absolute CLOCK_MONOTONIC nanoseconds, handed to
  * FUTEX_WAIT_BITSET as an absolute time (plain FUTEX_WAIT takes a relative
  * one, which would drift across the retries of a loop). No memory order is
- * implied by these calls: callers publish with their own atomics. */
+ * implied by these calls: callers publish with their own atomics.
+ * Progress: a wait blocks (that is its job); a wake never blocks and is one
+ * system call, which callers skip when their word says nobody sleeps.
+ * Any number of threads may wait and wake on one word at once; the words
+ * belong to the callers. Design: Drepper, "Futexes Are Tricky" (2011). */
 #include "futex.h"
 
 #include <errno.h>

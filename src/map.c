@@ -364,11 +364,16 @@ static int map_job_run(const void *arg, size_t arg_len, cf_out *out)
 
 /* ---- the iterator (runs in the consumer) ---- */
 
+/* A ring slot is written by the consumer (at submit and when it moves on)
+ * and by the runner of its chunk (job.buf/cap/len, once at the chunk's
+ * end): once per chunk each, not per item, so slots are not padded apart;
+ * a slot fits one line's worth of bytes. */
 struct map_slot {
     cf_future *f; /* NULL if the submit failed */
     int err;      /* then: why */
     struct map_job job; /* pointer mode */
 };
+_Static_assert(sizeof(struct map_slot) <= 64, "a ring slot fits 64 bytes");
 
 struct cf_map_iter {
     cf_executor *ex;

@@ -17,9 +17,10 @@
  * synchronisation of a new arena without it. The hwloc topology used for
  * binding is this machine's, loaded once (racers each load one, a CAS keeps
  * one) and never freed: it lives as long as the arenas, which jemalloc
- * never frees either. Hooks are
- * called by jemalloc from any thread, concurrently: they touch only their
- * arguments, the read-only topology and relaxed counters. */
+ * never frees either. Hooks are called by jemalloc from any thread,
+ * concurrently: they touch only their arguments, the read-only topology
+ * and relaxed counters. Design: jemalloc's extent hooks (its manual,
+ * "arena.<i>.extent_hooks"), one arena per NUMA node. */
 #include "numa_alloc.h"
 
 #include <hwloc.h>
@@ -40,6 +41,7 @@ static hwloc_topology_t machine(void)
     /* Acquire pairs with the release of the winning CAS below: the
      * topology hwloc built is complete before we read it. */
     hwloc_topology_t t = atomic_load_explicit(&g_topo, memory_order_acquire);
+    /* relaxed: the flag only stops retries; it publishes no data. */
     if (t || atomic_load_explicit(&g_topo_failed, memory_order_relaxed)) return t;
     hwloc_topology_t mine;
     if (hwloc_topology_init(&mine) < 0) goto failed;

@@ -2,6 +2,9 @@
  *
  * Not concurrent: a pool computes its placement once, before its workers
  * start, and frees it after they are joined; the result is then read-only.
+ * The one shared object is this machine's topology (machine_base), built
+ * once per process by whichever pool gets there first, published by a CAS
+ * (lock-free), read-only afterwards and never freed.
  * Nothing here binds anything except cf__pin_self, so placements can be
  * computed for machines we do not have (HWLOC_SYNTHETIC, HWLOC_XMLFILE,
  * CFUTURES_TOPOLOGY).

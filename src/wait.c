@@ -2,11 +2,16 @@
  * any mix of futures.
  *
  * Contract.
+ * - Progress: the caller blocks (that is the point); a completer's part
+ *   (wait_notify) is wait-free: one fetch_add, at most one exchange and one
+ *   futex wake, one fetch_sub. Any number of completers may notify at once,
+ *   while the caller registers, waits or unregisters.
  * - FIRST_COMPLETED / FIRST_EXCEPTION: one waiter object per call, holding
- *   one node per distinct future that was not done when we looked. Completers call wait_notify() (from
- *   future.c's fire(), no lock held); it counts the event and, when the
- *   condition holds, signals the caller through a futex word. Cost: O(n)
- *   to register, O(1) per completion, O(n) to unregister.
+ *   one node per distinct future that was not done when we looked.
+ *   Completers call wait_notify() (from future.c's fire(), no lock held);
+ *   it counts the event and, when the condition holds, signals the caller
+ *   through a futex word. Cost: O(n) to register, O(1) per completion,
+ *   O(n) to unregister.
  * - Lifetime: the object is reference counted by "the caller + every node
  *   that is linked and whose notify has not finished". A node's reference
  *   is dropped by its notify (as its very last access) or by the caller
@@ -28,7 +33,11 @@
  * - A pool worker (cf__tls_wait_helper set) does not sleep: it waits on a
  *   private "trigger" future through the pool's helper, which runs other
  *   tasks meanwhile (SEMANTICS 22), and the first signal completes the
- *   trigger. A task that cf_waits on its children never idles its worker. */
+ *   trigger. A task that cf_waits on its children never idles its worker.
+ * Design: CPython's concurrent.futures.wait (a waiter object installed on
+ * every future, counting completions), with a futex word in place of its
+ * condition variable, as in the one-shot events of Drepper, "Futexes Are
+ * Tricky" (2011). */
 #include <math.h>
 #include <string.h>
 
@@ -48,6 +57,12 @@ struct wait_ctx {
     size_t bytes;
     struct cf__waiter_node nodes[];
 };
+/* refs, word and events are written by every completer and by the caller.
+ * They sit together on purpose: a completion touches all three, so one
+ * line moves instead of three (two at worst: cf__alloc aligns to 16 bytes,
+ * not 64). */
+_Static_assert(offsetof(struct wait_ctx, events) + sizeof(size_t) - offsetof(struct wait_ctx, refs) <= 64,
+               "a completion's counters on one cache line");
 
 /* A done future holding a task error or a broken-pool failure
  * (cancellation is not an exception). */
@@ -230,14 +245,18 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
             if (cf__waiter_node_add(uniq[i], node)) {
                 node->index = 1; /* linked */
             } else {
-                /* Done meanwhile: no notify will come. Not the last ref. */
+                /* Done meanwhile: no notify will come. relaxed: not the
+                 * last reference (we hold ours, dropped with release by
+                 * ctx_unref, which orders our accesses). */
                 atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
                 ctx_events(c, 1, when == CF_FIRST_EXCEPTION && has_error(uniq[i]));
             }
-            /* Already decided (FIRST_*): stop registering. */
+            /* Already decided (FIRST_*): stop registering. relaxed: a hint;
+             * ctx_wait's acquire load reads the signal that matters. */
             if (atomic_load_explicit(&c->word, memory_order_relaxed) == 1) break;
             if (k == m) break; /* the rest were done at the scan */
         }
+        /* relaxed: as above, only saves a redundant signal. */
         if (atomic_load_explicit(&c->word, memory_order_relaxed) != 1 && done_now > done)
             ctx_events(c, done_now - done, late_err);
         ctx_wait(c, deadline);
@@ -248,7 +267,9 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
             struct cf__waiter_node *node = &c->nodes[j];
             if (node->index == 1 && !cf_future_done(node->future) &&
                 cf__waiter_node_remove(node->future, node))
-                atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed); /* not the last */
+                /* relaxed: not the last reference (ours goes in ctx_unref,
+                 * with release). */
+                atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
         }
         ctx_unref(c);
     }
