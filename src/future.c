@@ -420,9 +420,13 @@ static bool cancel_core(cf_future *f, bool hooks);
 bool cf_future_cancel(cf_future *f)
 {
     if (!f) return false;
+    /* relaxed: only decides whether to ask the executor first; the CAS in
+     * cancel_core decides the state. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if ((s & CF__STATE_MASK) == CF__PENDING && !(s & CF__CLAIMED) && f->ops && f->ops->try_cancel &&
         !f->ops->try_cancel(f))
+        /* relaxed: only the answer is reported; a caller that then reads
+         * the outcome acquires it through result()/exception(). */
         return (load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED;
     return cancel_core(f, true);
 }
@@ -513,6 +517,7 @@ int cf__future_complete_from_out(cf_future *f, int task_code, struct cf_out *o)
 int cf__future_fail_broken(cf_future *f, const char *fmt, ...)
 {
     if (!f) return CF_EINVAL;
+    /* relaxed: an early way out that saves formatting; claim() decides. */
     if (cf__state_done(load_state(f, memory_order_relaxed))) return CF_ESTATE;
     char *msg = NULL;
     if (fmt) {
@@ -539,6 +544,7 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
 {
     if (!f || (!data && len)) return CF_EINVAL;
     if (len > UINT32_MAX) return CF_ETOOBIG;
+    /* relaxed: an early way out that saves the allocation; claim() decides. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if (cf__state_done(s) || (s & CF__CLAIMED)) return CF_ESTATE;
     void *heap = NULL;
@@ -565,6 +571,7 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
 int cf_future_set_exception(cf_future *f, int code, const char *msg)
 {
     if (!f || code == 0) return CF_EINVAL;
+    /* relaxed: an early way out that saves the copy; claim() decides. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if (cf__state_done(s) || (s & CF__CLAIMED)) return CF_ESTATE;
     char *copy = NULL;
@@ -585,6 +592,8 @@ int cf_future_set_exception(cf_future *f, int code, const char *msg)
 int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
 {
     if (!f || !cb) return CF_EINVAL;
+    /* acquire: cb may read the outcome (pairs with finish()'s and cancel's
+     * release CAS). */
     if (cf__state_done(load_state(f, memory_order_acquire))) {
         cb(f, ud);
         return 0;
@@ -611,6 +620,8 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
 
 bool cf__waiter_node_add(cf_future *f, struct cf__waiter_node *node)
 {
+    /* acquire: a waiter told "already done" may read the outcome (pairs
+     * with finish()'s and cancel's release CAS). */
     if (cf__state_done(load_state(f, memory_order_acquire))) return false;
     node->future = f;
     node->link_.cb = NULL;
