@@ -21,12 +21,11 @@
  *   wait for a chunk, every chunk not yet yielded is cancelled and the
  *   iterator keeps answering CF_ETIMEDOUT.
  * - The consumer helps (map_help): on a thread pool without an initializer
- *   and with no deadline, rather than sleep on a chunk that is not done, it
- *   runs chunks no worker has started, claiming each with the same CAS a
- *   worker's run uses (cf__future_run), so a chunk runs once and never
- *   after a cancel.
- * - No atomics of our own (one relaxed peek at a future's state, a hint):
- *   the futures synchronise. A chunk's result bytes are written before its
+ *   and with no deadline, rather than sleep on the chunk it needs next
+ *   while no worker has started it, it runs that chunk, claiming it with
+ *   the same CAS a worker's run uses (cf__future_run), so a chunk runs
+ *   once and never after a cancel.
+ * - No atomics here: the futures synchronise. A chunk's result bytes are written before its
  *   future publishes FINISHED (release) and read after cf_future_result
  *   observed it (acquire).
  * - Progress: blocking. The consumer waits for chunks in order (helping
@@ -293,6 +292,7 @@ static int map_run_items(cf_task_fn *fn, const unsigned char *items, uint32_t ar
                 o.len = 0;
             }
             u->len = (size_t)(at - u->data);
+            break; /* every item done (and i + 1 could wrap at UINT32_MAX) */
         }
     }
     cf__out_dispose(&o);
@@ -546,21 +546,16 @@ static bool map_may_help(const cf_executor *ex, bool copy, cf__deadline deadline
     return ((const struct cf__pool *)ex)->init == NULL;
 }
 
-/* Chunk `cur` is not done: rather than sleep, run chunks that no worker has
- * started, `cur` itself first, else the newest (workers take the oldest
- * first). cf__future_run claims a chunk with the CAS a worker's run uses,
- * so a chunk runs once, and never after a cancel; the worker that later
- * takes it from its queue finds it done and only drops its reference. */
+/* Chunk `cur` is not done: if no worker has started it, run it here rather
+ * than sleep until one does. cf__future_run claims it with the CAS a
+ * worker's run uses, so it runs once, and never after a cancel; the worker
+ * that later takes it from its queue finds it done and only drops its
+ * reference. Only `cur`, the chunk we would block on anyway: running a
+ * later one could block the consumer on an item that waits for the
+ * consumer to move on (a pipeline), which no worker would. */
 static void map_help(cf_map_iter *it)
 {
-    cf_future *f = it->ring[it->cur % it->window].f;
-    if (cf__future_run(f)) return;
-    for (size_t c = it->next_submit; c-- > it->cur + 1 && !cf_future_done(f);) {
-        cf_future *g = it->ring[c % it->window].f;
-        /* relaxed: a hint that skips started chunks; the CAS in
-         * cf__future_run decides. */
-        if (g && cf__future_state(g, memory_order_relaxed) == CF__PENDING) cf__future_run(g);
-    }
+    (void)cf__future_run(it->ring[it->cur % it->window].f);
 }
 
 /* Wait for chunk `cur` and make its items current. 0 or CF_ETIMEDOUT. */

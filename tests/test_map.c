@@ -832,6 +832,56 @@ static void test_consumer_helps(void **state)
     cf_executor_free(ex);
 }
 
+/* A pipeline: the last item waits until the consumer has received item 0.
+ * Workers run it without trouble; a consumer that ran it while waiting for
+ * item 0 would wait for itself. The consumer asks for item 0 only once a
+ * worker has started it, and item 0 takes a moment (busy, about 1 ms), so
+ * the consumer usually finds it running, not done: the moment a consumer
+ * that helped with later chunks would pick item 3. */
+static atomic_bool g_item0_seen, g_item0_running;
+
+static int waits_for_consumer(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    memcpy(&x, arg, len);
+    if (x == 0) {
+        /* release: pairs with the test's acquire load. */
+        atomic_store_explicit(&g_item0_running, true, memory_order_release);
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do clock_gettime(CLOCK_MONOTONIC, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 1000000L);
+    }
+    if (x == 3)
+        while (!atomic_load_explicit(&g_item0_seen, memory_order_acquire)) sched_yield();
+    return cf_out_i64(out, x);
+}
+
+static void test_consumer_helps_only_with_what_it_needs(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    int64_t xs[4] = { 0, 1, 2, 3 };
+    for (int round = 0; round < 20; round++) {
+        atomic_store_explicit(&g_item0_seen, false, memory_order_relaxed);
+        atomic_store_explicit(&g_item0_running, false, memory_order_relaxed);
+        cf_map_iter *it;
+        assert_int_equal(cf_map(ex, waits_for_consumer, xs, sizeof *xs, 4,
+                                &(cf_map_opts){ .chunksize = 1, .window = 4 }, &it), 0);
+        /* acquire: pairs with the release store in waits_for_consumer. */
+        while (!atomic_load_explicit(&g_item0_running, memory_order_acquire)) sched_yield();
+        for (int64_t i = 0; i < 4; i++) {
+            int64_t y;
+            assert_int_equal(cf_map_next_i64(it, &y), 0);
+            assert_int_equal(y, i);
+            /* release: pairs with the acquire load in waits_for_consumer. */
+            if (i == 0) atomic_store_explicit(&g_item0_seen, true, memory_order_release);
+        }
+        cf_map_free(it);
+    }
+    cf_executor_free(ex);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -853,6 +903,7 @@ int main(void)
         cmocka_unit_test(test_malformed_results),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_consumer_helps),
+        cmocka_unit_test(test_consumer_helps_only_with_what_it_needs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
