@@ -76,6 +76,7 @@ static void as_unref(cf_as_completed *it)
 static void as_notify(struct cf__waiter *w, struct cf__waiter_node *node)
 {
     cf_as_completed *it = (cf_as_completed *)w;
+    /* relaxed: a first guess for the CAS, which re-reads it on failure. */
     struct cf__listener *head = atomic_load_explicit(&it->done_stack, memory_order_relaxed);
     do {
         node->link_.next = head;
