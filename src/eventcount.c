@@ -1,5 +1,5 @@
-/* Event count on a futex: see eventcount.h for the contract and the fence
- * pairing that rules out lost wake-ups. */
+/* Event count with per-waiter futex words: see eventcount.h for the
+ * contract and the fence pairing that rules out lost wake-ups. */
 #include "eventcount.h"
 
 #include "fence.h"
@@ -12,47 +12,67 @@ _Atomic unsigned cf__tsan_fence_word;
 
 void cf__ec_init(struct cf__eventcount *ec)
 {
-    atomic_init(&ec->epoch, 0);
     atomic_init(&ec->waiters, 0);
 }
 
-uint32_t cf__ec_prepare(struct cf__eventcount *ec)
+void cf__ec_slot_init(struct cf__ec_slot *s)
 {
+    atomic_init(&s->word, CF__EC_AWAKE);
+}
+
+void cf__ec_prepare(struct cf__eventcount *ec, struct cf__ec_slot *s)
+{
+    /* Relaxed, both: ordered before the caller's re-check (and made visible
+     * to notifiers that fenced after it) by the fence below. */
+    atomic_store_explicit(&s->word, CF__EC_PARKED, memory_order_relaxed);
     atomic_fetch_add_explicit(&ec->waiters, 1, memory_order_relaxed);
-    /* Seq_cst fence: orders our announcement (waiters + 1) before both the
-     * epoch load below and the caller's re-check of its condition. Pairs
-     * with the notifier's fence between publishing work and loading
-     * `waiters` (contract in eventcount.h). */
+    /* Seq_cst fence: orders our announcement (slot PARKED, waiters + 1)
+     * before the caller's re-check of its condition. Pairs with the
+     * notifier's fence between publishing work and loading `waiters` and
+     * the slots (contract in eventcount.h). */
     CF__FENCE_SEQ_CST();
-    /* Relaxed: ordered by the fence above; a notify that bumps the epoch
-     * after this load makes the futex wait return at once. */
-    return atomic_load_explicit(&ec->epoch, memory_order_relaxed);
 }
 
-void cf__ec_cancel(struct cf__eventcount *ec)
+/* Leave the parked state; acquire: if a notifier's release CAS made it
+ * NOTIFIED, what it published is visible to the caller's next look. */
+static uint32_t unpark(struct cf__eventcount *ec, struct cf__ec_slot *s)
 {
-    /* Relaxed: only a hint for notifiers (a stale non-zero costs one
-     * unnecessary wake). */
+    uint32_t was = atomic_exchange_explicit(&s->word, CF__EC_AWAKE, memory_order_acquire);
+    /* Relaxed: only a hint for notifiers (a stale non-zero costs a scan). */
     atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
+    return was;
 }
 
-int cf__ec_wait(struct cf__eventcount *ec, uint32_t key, cf__deadline deadline)
+void cf__ec_cancel(struct cf__eventcount *ec, struct cf__ec_slot *s)
+{
+    (void)unpark(ec, s);
+}
+
+int cf__ec_wait(struct cf__eventcount *ec, struct cf__ec_slot *s, cf__deadline deadline,
+                uint32_t *tag)
 {
     int rc = 0;
-    /* Acquire: pairs with the release increment in notify, so what the
-     * notifier published is visible when we see the new epoch. */
-    if (atomic_load_explicit(&ec->epoch, memory_order_acquire) == key)
-        rc = cf__futex_wait(&ec->epoch, key, deadline, false);
-    atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
+    /* Relaxed: the futex compares the word again in the kernel; unpark's
+     * exchange carries the order. */
+    if (atomic_load_explicit(&s->word, memory_order_relaxed) == CF__EC_PARKED)
+        rc = cf__futex_wait(&s->word, CF__EC_PARKED, deadline, false);
+    uint32_t was = unpark(ec, s);
+    if (tag)
+        *tag = was;
     return rc == CF_ETIMEDOUT ? CF_ETIMEDOUT : 0;
 }
 
-int cf__ec_notify(struct cf__eventcount *ec, int n)
+bool cf__ec_notify_slot(struct cf__ec_slot *s, uint32_t tag)
 {
-    if (cf__ec_waiters(ec) == 0)
-        return 0;
-    /* Release: pairs with the acquire load in wait; a waiter whose key is
-     * older now fails its futex compare and returns. */
-    atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
-    return cf__futex_wake(&ec->epoch, n, false);
+    uint32_t v = CF__EC_PARKED;
+    /* Relaxed pre-check: most slots are not parked; no RMW on their line. */
+    if (atomic_load_explicit(&s->word, memory_order_relaxed) != CF__EC_PARKED)
+        return false;
+    /* Release: pairs with the acquire exchange in unpark, so the woken
+     * thread sees what we published before notifying. One notifier wins. */
+    if (!atomic_compare_exchange_strong_explicit(&s->word, &v, tag,
+                                                 memory_order_release, memory_order_relaxed))
+        return false;
+    cf__futex_wake(&s->word, 1, false);
+    return true;
 }

@@ -302,22 +302,41 @@ bool cf_future_done(const cf_future *f)
 
 /* ---- waiting ---- */
 
-int cf__future_wait_done(cf_future *f, cf__deadline deadline)
+#define WAIT_PURE_SPIN_NS 2000 /* then: sleep if not started, else spin yielding */
+
+/* Spin for up to `spin` ns, then sleep on the futex. Plain futures and
+ * executors without an on_wait hook: a pure spin. With the hook (the thread
+ * pool): the hook may tell us to sleep at once; else the spin is pure for
+ * its first WAIT_PURE_SPIN_NS (a hot round trip is well under that), and
+ * past that a task nobody has started is probably not coming soon (workers
+ * asleep, or the one that would take it shares our CPU): we sleep, which
+ * also lets the scheduler move us to an idle CPU when we are woken. A task
+ * that is running is awaited with sched_yield between looks, in case it
+ * runs on our own CPU. */
+static int wait_done_spin(cf_future *f, cf__deadline deadline, long spin,
+                          bool (*on_wait)(cf_future *))
 {
     /* acquire loads throughout: returning 0 lets the caller read the
      * outcome (pairs with finish()'s and cancel's release CAS). */
     if (cf__state_done(load_state(f, memory_order_acquire))) return 0;
+    if (on_wait && on_wait(f)) spin = 0;
 
-    long spin = cf__wait_spin_ns();
     if (spin > 0) {
-        int64_t end = cf__now_ns() + spin;
+        int64_t start = cf__now_ns();
+        int64_t end = start + spin;
         if (end > deadline) end = deadline;
+        int64_t pure_end = on_wait ? start + WAIT_PURE_SPIN_NS : INT64_MAX;
         for (;;) {
             for (int i = 0; i < 64; i++) {
                 cf__cpu_relax();
                 if (cf__state_done(load_state(f, memory_order_acquire))) return 0;
             }
-            if (cf__now_ns() >= end) break;
+            int64_t now = cf__now_ns();
+            if (now >= end) break;
+            if (now >= pure_end) {
+                if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__PENDING) break;
+                sched_yield();
+            }
         }
     }
 
@@ -340,6 +359,11 @@ int cf__future_wait_done(cf_future *f, cf__deadline deadline)
     }
 }
 
+int cf__future_wait_done(cf_future *f, cf__deadline deadline)
+{
+    return wait_done_spin(f, deadline, cf__wait_spin_ns(), NULL);
+}
+
 /* 0 once f is done, CF_ETIMEDOUT, or CF_EINVAL. */
 static int wait_for(cf_future *f, double timeout)
 {
@@ -354,8 +378,10 @@ static int wait_for(cf_future *f, double timeout)
         int rc = help(cf__tls_wait_helper_ctx, f, dl);
         if (cf__state_done(load_state(f, memory_order_acquire))) return 0;
         if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
+        return cf__future_wait_done(f, dl);
     }
-    return cf__future_wait_done(f, dl);
+    /* The executor may ask us to stop spinning (see cf__future_ops). */
+    return wait_done_spin(f, dl, cf__wait_spin_ns(), f->ops ? f->ops->on_wait : NULL);
 }
 
 int cf_future_result(cf_future *f, double timeout, const void **data, size_t *len)
@@ -420,13 +446,9 @@ static bool cancel_core(cf_future *f, bool hooks);
 bool cf_future_cancel(cf_future *f)
 {
     if (!f) return false;
-    /* relaxed: only decides whether to ask the executor first; the CAS in
-     * cancel_core decides the state. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if ((s & CF__STATE_MASK) == CF__PENDING && !(s & CF__CLAIMED) && f->ops && f->ops->try_cancel &&
         !f->ops->try_cancel(f))
-        /* relaxed: only the answer is reported; a caller that then reads
-         * the outcome acquires it through result()/exception(). */
         return (load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED;
     return cancel_core(f, true);
 }
@@ -517,7 +539,6 @@ int cf__future_complete_from_out(cf_future *f, int task_code, struct cf_out *o)
 int cf__future_fail_broken(cf_future *f, const char *fmt, ...)
 {
     if (!f) return CF_EINVAL;
-    /* relaxed: an early way out that saves formatting; claim() decides. */
     if (cf__state_done(load_state(f, memory_order_relaxed))) return CF_ESTATE;
     char *msg = NULL;
     if (fmt) {
@@ -544,7 +565,6 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
 {
     if (!f || (!data && len)) return CF_EINVAL;
     if (len > UINT32_MAX) return CF_ETOOBIG;
-    /* relaxed: an early way out that saves the allocation; claim() decides. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if (cf__state_done(s) || (s & CF__CLAIMED)) return CF_ESTATE;
     void *heap = NULL;
@@ -571,7 +591,6 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
 int cf_future_set_exception(cf_future *f, int code, const char *msg)
 {
     if (!f || code == 0) return CF_EINVAL;
-    /* relaxed: an early way out that saves the copy; claim() decides. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if (cf__state_done(s) || (s & CF__CLAIMED)) return CF_ESTATE;
     char *copy = NULL;
@@ -592,8 +611,6 @@ int cf_future_set_exception(cf_future *f, int code, const char *msg)
 int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
 {
     if (!f || !cb) return CF_EINVAL;
-    /* acquire: cb may read the outcome (pairs with finish()'s and cancel's
-     * release CAS). */
     if (cf__state_done(load_state(f, memory_order_acquire))) {
         cb(f, ud);
         return 0;
@@ -620,8 +637,6 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
 
 bool cf__waiter_node_add(cf_future *f, struct cf__waiter_node *node)
 {
-    /* acquire: a waiter told "already done" may read the outcome (pairs
-     * with finish()'s and cancel's release CAS). */
     if (cf__state_done(load_state(f, memory_order_acquire))) return false;
     node->future = f;
     node->link_.cb = NULL;

@@ -59,6 +59,12 @@ struct cf__future_ops {
     /* Called when the last reference goes, before the record is freed, so an
      * executor can release what `owner` points to. May be NULL. */
     void (*on_free)(cf_future *f);
+    /* Called (once per wait) by result()/exception() in a thread about to
+     * wait for f, not done (not a pool worker with a wait helper). Returns
+     * true if the caller should sleep at once rather than spin first (e.g.
+     * the executor woke a worker on the caller's CPU, which gets the CPU
+     * only when the caller sleeps). May be NULL. */
+    bool (*on_wait)(cf_future *f);
     /* Called by cf_future_cancel() on a PENDING future before its CAS: the
      * executor cancels its own copy first (the process pool's ring slot,
      * whose state word decides "started", SEMANTICS 31b) and returns false

@@ -56,6 +56,44 @@ static void *alloc_lines(size_t size, void **raw)
     return (void *)a;
 }
 
+/* ---- the futures' hook: an outside thread about to block ---- */
+
+/* Hooks running right now, in any pool. pool_free waits for zero before it
+ * frees: a hook reads the pool through f->owner, and the pool may be freed
+ * by another thread as soon as f has started (the workers then may finish,
+ * be joined and the pool freed). */
+static _Atomic int hooks_running;
+
+/* The last task this thread submitted from outside whose submit had to
+ * wake a parked worker (a cold start), and whether that worker is pinned
+ * to the submitter's CPU. Only such a wait does more than spin: in a hot
+ * round trip the hook costs one TLS compare. */
+static CF__TLS_IE _Thread_local cf_future *tls_cold_submit;
+static CF__TLS_IE _Thread_local bool tls_cold_local;
+
+static bool tp_on_wait(cf_future *f)
+{
+    if (tls_cold_submit != f)
+        return false;
+    tls_cold_submit = NULL;
+    /* Seq_cst RMW then seq_cst load of the state: pairs with pool_free's
+     * fence and load of hooks_running. f's start (a CAS on its state)
+     * happens before the workers are joined and so before pool_free's
+     * fence; if that fence precedes our RMW in the single total order, our
+     * load sees f no longer PENDING and we leave p alone; otherwise
+     * pool_free's load sees our increment and waits for us. */
+    atomic_fetch_add_explicit(&hooks_running, 1, memory_order_seq_cst);
+    bool woke = false;
+    if ((atomic_load_explicit(&f->state, memory_order_seq_cst) & CF__STATE_MASK) == CF__PENDING)
+        woke = cf__pool_wake_for_waiter(f->owner, tls_cold_local);
+    /* Release: our reads of the pool happen before pool_free's acquire
+     * load that sees the count drop. */
+    atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
+    return woke;
+}
+
+static const struct cf__future_ops tp_fops = { .on_wait = tp_on_wait };
+
 /* ---- submit ---- */
 
 static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *fn,
@@ -65,7 +103,7 @@ static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *f
      * only the outside path needs the seq_cst protocol. */
     if (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_BROKEN)
         return CF_EBROKEN;
-    cf_future *f = cf__future_new_task(fn, arg, len, NULL, p);
+    cf_future *f = cf__future_new_task(fn, arg, len, &tp_fops, p);
     if (!f)
         return CF_ENOMEM;
     int before = cf__deque_push(&w->dq, f);
@@ -88,7 +126,7 @@ static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *f
          * loads of `searching` and `waiters`; pairs with the fence in
          * cf__ec_prepare (worker.c's contract). */
         CF__FENCE_SEQ_CST();
-        cf__pool_wake_if_idle(p);
+        (void)cf__pool_wake_if_idle(p);
     }
     *out = f;
     return 0;
@@ -121,7 +159,7 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     if (fl & CF__POOL_SHUTDOWN)
         return CF_ESHUTDOWN;
     /* Here is where a per-thread cache of records would plug in. */
-    cf_future *f = cf__future_new_task(fn, arg, len, NULL, p);
+    cf_future *f = cf__future_new_task(fn, arg, len, &tp_fops, p);
     if (!f)
         return CF_ENOMEM;
     bool was_empty = cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
@@ -141,8 +179,13 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
      * decides this exactly). No extra fence: the enqueue's exchange is a
      * full barrier (inject.h), the publish-then-fence half of the event
      * count protocol. */
-    if (was_empty)
-        cf__pool_wake_if_idle(p);
+    if (was_empty) {
+        int woke = cf__pool_wake_if_idle(p);
+        if (woke >= 0) {
+            tls_cold_submit = f;
+            tls_cold_local = cf__pool_is_callers_cpu(p, woke);
+        }
+    }
     *out = f;
     return 0;
 }
@@ -205,7 +248,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     /* Seq_cst fence: SHUTDOWN before the load of `waiters` in notify; pairs
      * with the parker's fence in cf__ec_prepare (it re-checks the flags). */
     CF__FENCE_SEQ_CST();
-    cf__ec_notify(&p->ec, INT32_MAX);
+    cf__pool_wake_all(p);
     struct cf__worker *self = cf__tls_worker;
     if (wait && !(self && self->pool == p))
         join_all(p);
@@ -232,6 +275,11 @@ static void drain_withdrawn(struct cf__pool *p)
 
 static void pool_free(struct cf__pool *p)
 {
+    /* Seq_cst fence, then acquire loads: no tp_on_wait still reads this
+     * pool (the pairing is explained there). */
+    CF__FENCE_SEQ_CST();
+    while (atomic_load_explicit(&hooks_running, memory_order_acquire) != 0)
+        sched_yield();
     if (p->inj)
         drain_withdrawn(p);
     if (p->w)
@@ -241,6 +289,8 @@ static void pool_free(struct cf__pool *p)
         cf__free(p->w_raw, 0);
     if (p->inj_raw)
         cf__free(p->inj_raw, 0);
+    if (p->cpu_worker)
+        cf__free(p->cpu_worker, sizeof(int) * (size_t)p->n_cpu_worker);
     if (p->have_place)
         cf__placement_free(&p->place);
     if (p->have_topo)
@@ -381,6 +431,22 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
     if (!p->w)
         return CF_ENOMEM;
+    /* Which worker is pinned to which OS CPU (the first, if several). */
+    int max_cpu = -1;
+    for (int i = 0; i < p->n; i++)
+        if (p->place.w[i].cpu > max_cpu)
+            max_cpu = p->place.w[i].cpu;
+    if (max_cpu >= 0) {
+        p->cpu_worker = cf__alloc(sizeof(int) * (size_t)(max_cpu + 1));
+        if (!p->cpu_worker)
+            return CF_ENOMEM;
+        p->n_cpu_worker = max_cpu + 1;
+        for (int c = 0; c <= max_cpu; c++)
+            p->cpu_worker[c] = -1;
+        for (int i = p->n - 1; i >= 0; i--)
+            if (p->place.w[i].cpu >= 0)
+                p->cpu_worker[p->place.w[i].cpu] = i;
+    }
     for (int i = 0; i < p->n; i++) {
         struct cf__worker *w = &p->w[i];
         const struct cf__worker_place *pl = &p->place.w[i];
@@ -390,6 +456,7 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
         w->cpu = pl->cpu;
         w->numa_node = pl->numa_node;
         w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+        cf__ec_slot_init(&w->park);
         if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
             for (int j = 0; j < i; j++)
                 cf__deque_destroy(&p->w[j].dq);
@@ -414,6 +481,7 @@ CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int 
     atomic_init(&p->broken_msg, NULL);
     atomic_init(&p->searching, 0);
     cf__ec_init(&p->ec);
+    atomic_init(&p->last_parked, -1);
     pthread_mutex_init(&p->join_lock, NULL);
     pthread_cond_init(&p->join_cv, NULL);
     int rc = pool_setup(p, opts);

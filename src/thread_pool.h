@@ -53,14 +53,19 @@ struct cf__worker {
     int slot;            /* its node's injection queue */
     int cpu, numa_node;  /* placement, for stats */
     uint64_t rng;        /* victim choice */
+    bool handoff;        /* woken by a submitter on its own CPU: hand the
+                            searching role to a worker elsewhere (worker.c) */
     pthread_t thread;
     bool started;
     bool exited;         /* under the pool's join_lock */
     /* Written by the worker, read by stats readers. */
     _Alignas(CF__CACHE_LINE) struct cf__wstats st;
+    /* Its parking word (eventcount.h): written by notifiers. */
+    struct cf__ec_slot park;
 };
 _Static_assert(offsetof(struct cf__worker, pool) % CF__CACHE_LINE == 0, "owner line");
 _Static_assert(offsetof(struct cf__worker, st) % CF__CACHE_LINE == 0, "stats line");
+_Static_assert(offsetof(struct cf__worker, park) % CF__CACHE_LINE == 0, "park line");
 _Static_assert(sizeof(struct cf__worker) % CF__CACHE_LINE == 0, "whole lines");
 
 struct cf__pool {
@@ -78,6 +83,8 @@ struct cf__pool {
     int n_inj;
     int steal_attempts;
     int max_searching;       /* workers that may spin at once: max(1, n / 2) */
+    int n_cpu_worker;        /* cpu_worker[os cpu]: the worker pinned there, or -1 */
+    int *cpu_worker;
     long spin_ns;
     bool stats;
     cf_init_fn *init;
@@ -92,7 +99,9 @@ struct cf__pool {
     /* Workers looking for work (spinning), not parked. */
     _Alignas(CF__CACHE_LINE) _Atomic int searching;
 
-    struct cf__eventcount ec; /* parked workers */
+    struct cf__eventcount ec; /* parked workers (each on its own slot) */
+    /* The worker that parked last (warmest): tried first by wakes. */
+    _Alignas(CF__CACHE_LINE) _Atomic int last_parked;
 
     /* Joining, once, by whichever shutdown(wait=true) gets here first. */
     _Alignas(CF__CACHE_LINE) pthread_mutex_t join_lock;
@@ -114,8 +123,19 @@ extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
 /* worker.c */
 void *cf__worker_main(void *arg);
 /* Publish-then-wake: after work became visible (the caller fenced, see
- * worker.c), wake a parked worker if nobody is searching. */
-void cf__pool_wake_if_idle(struct cf__pool *p);
+ * worker.c), wake a parked worker if nobody is searching. Returns the
+ * worker woken, or -1. */
+int cf__pool_wake_if_idle(struct cf__pool *p);
+/* Wake every parked worker (shutdown, broken); the caller has fenced. */
+void cf__pool_wake_all(struct cf__pool *p);
+/* An outside thread is about to block on a task of p that is still PENDING
+ * and whose submit had to wake a parked worker (woke_local: the one pinned
+ * to the caller's CPU). True if the caller should sleep at once instead of
+ * spinning: nobody is searching, and the worker on the caller's CPU was
+ * woken (by the submit, or now), so it runs as soon as the caller sleeps. */
+bool cf__pool_wake_for_waiter(struct cf__pool *p, bool woke_local);
+/* Is `worker` the one pinned to the calling thread's CPU? */
+bool cf__pool_is_callers_cpu(struct cf__pool *p, int worker);
 /* Called by a worker thread as it leaves (thread_pool.c): frees the pool if
  * it was freed from inside one of its workers and this is the last one. */
 void cf__pool_worker_exit(struct cf__worker *w);

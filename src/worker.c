@@ -19,12 +19,29 @@
  * - No lost wake-up (the fence pairing):
  *     submitter: publish (deque release store of bottom, or the injection
  *                queue's exchange) ; seq_cst fence (the exchange is a full
- *                barrier) ; load `searching` ; load `waiters` (notify).
- *     parker:    `searching` - 1 ; `waiters` + 1 ; seq_cst fence (in
- *                cf__ec_prepare) ; re-check every queue and the flags.
- *   By the fence-fence rule either the submitter sees the parker (searching
- *   or waiting, and wakes it or leaves it to the searcher, who re-checks
- *   before parking in the same way) or the parker's re-check sees the work.
+ *                barrier) ; load `searching` ; load `waiters` and then the
+ *                parked workers' slots (wake_one tries every slot).
+ *     parker:    `searching` - 1 ; slot = PARKED, `waiters` + 1 ; seq_cst
+ *                fence (in cf__ec_prepare) ; re-check every queue and the
+ *                flags.
+ *   By the fence-fence rule either the submitter sees the parker (searching,
+ *   and leaves the work to it - it re-checks before parking in the same
+ *   way - or parked, and its CAS on the slot, or a competing notifier's,
+ *   wakes it) or the parker's re-check sees the work.
+ * - Whom to wake: each worker parks on a futex word of its own, so a waker
+ *   chooses. wake_one prefers the worker pinned to the waker's own CPU:
+ *   an outside thread that submits and then blocks on the result hands it
+ *   that CPU at once, while a worker on an idle CPU starts tens of
+ *   microseconds later in a VM (its CPU must be woken, and the waker pays
+ *   for the cross-CPU wake-up). Next the worker that parked last (warm),
+ *   then any. The price: one task submitted by a thread that keeps
+ *   computing shares that thread's CPU (more tasks spread: the woken
+ *   worker's batch take wakes another). When the submitter then blocks on
+ *   that task while it is still PENDING and nobody is searching
+ *   (cf__pool_wake_for_waiter, from the futures' on_wait hook), it sleeps
+ *   at once instead of spinning (the woken worker needs its CPU); if the
+ *   worker woken was elsewhere, it also wakes its own CPU's worker if that
+ *   one is parked. Latency choices, not part of the argument above.
  * - Exit (shutdown): a worker leaves when the pool is shut down and, after
  *   a seq_cst fence, every queue is empty (thread_pool.c explains why an
  *   outside submit that was accepted is then visible). Its own deque is
@@ -252,21 +269,79 @@ static bool may_exit(struct cf__pool *p)
     return !any_work(p);
 }
 
-static void wake_one(struct cf__pool *p)
+/* The worker pinned to OS CPU `cpu`, or -1. */
+static int worker_on_cpu(const struct cf__pool *p, int cpu)
 {
-    /* "notify" (how many were woken), not "wake": one probe name keeps
-     * one argument list, and a constant argument would break perf probe. */
-    int n = cf__ec_notify(&p->ec, 1);
-    if (n > 0)
-        CF__PROBE1(notify, n);
+    return cpu >= 0 && cpu < p->n_cpu_worker ? p->cpu_worker[cpu] : -1;
 }
 
-void cf__pool_wake_if_idle(struct cf__pool *p)
+/* Wake one parked worker (the caller fenced after publishing; the event
+ * count's contract); returns which (-1: none). Preference: the worker
+ * pinned to the caller's CPU - a thread outside the pool that submits and
+ * then blocks on the result hands it that CPU at once, while a worker
+ * whose idle CPU must be woken first starts tens of microseconds later in
+ * a VM (and the waker pays for the cross-CPU wake-up) - then the one that
+ * parked last (warmest), then any. Every slot is tried before giving up,
+ * which is what the no-lost-wake-up argument needs. */
+/* The tag of a wake by a thread running on the woken worker's own CPU. */
+#define WAKE_LOCAL (CF__EC_NOTIFIED + 1)
+
+static int wake_one(struct cf__pool *p)
+{
+    if (cf__ec_waiters(&p->ec) == 0)
+        return -1;
+    int mine = worker_on_cpu(p, sched_getcpu());
+    /* Relaxed: a hint. */
+    int last = atomic_load_explicit(&p->last_parked, memory_order_relaxed);
+    int woke = -1;
+    if (mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, WAKE_LOCAL))
+        woke = mine;
+    else if (last >= 0 && last < p->n && last != mine &&
+             cf__ec_notify_slot(&p->w[last].park, CF__EC_NOTIFIED))
+        woke = last;
+    for (int i = 0; woke < 0 && i < p->n; i++)
+        if (i != mine && i != last && cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED))
+            woke = i;
+    /* "notify" (how many were woken), not "wake": one probe name keeps
+     * one argument list, and a constant argument would break perf probe. */
+    if (woke >= 0)
+        CF__PROBE1(notify, 1);
+    return woke;
+}
+
+void cf__pool_wake_all(struct cf__pool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED);
+}
+
+int cf__pool_wake_if_idle(struct cf__pool *p)
 {
     /* Relaxed: ordered after the caller's publication by its fence (see
      * the contract at the top). A searcher will find the work. */
-    if (atomic_load_explicit(&p->searching, memory_order_relaxed) == 0)
-        wake_one(p);
+    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0)
+        return -1;
+    return wake_one(p);
+}
+
+bool cf__pool_wake_for_waiter(struct cf__pool *p, bool woke_local)
+{
+    /* Relaxed, both: a latency hint, not part of any correctness argument
+     * (the submit already woke a worker). Someone searching will take the
+     * task soon: spin, as in a hot round trip. */
+    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0)
+        return false;
+    if (woke_local)
+        return true;
+    if (cf__ec_waiters(&p->ec) == 0)
+        return false;
+    int mine = worker_on_cpu(p, sched_getcpu());
+    return mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, WAKE_LOCAL);
+}
+
+bool cf__pool_is_callers_cpu(struct cf__pool *p, int worker)
+{
+    return worker >= 0 && worker == worker_on_cpu(p, sched_getcpu());
 }
 
 static inline bool time_up(int64_t *start, long budget, unsigned round)
@@ -288,6 +363,17 @@ static inline bool time_up(int64_t *start, long budget, unsigned round)
 static cf_future *idle(struct cf__worker *w)
 {
     struct cf__pool *p = w->pool;
+    bool handed_off = false;
+    if (w->handoff) {
+        /* We were woken by a submitter on our own CPU and have run what we
+         * were woken for; the submitter will want its CPU back. If another
+         * worker is parked, make that one the searcher (on a CPU of its
+         * own) and park after one scan rather than spin beside the
+         * submitter. A hint: no fence needed, our parking re-check covers
+         * the queues. */
+        w->handoff = false;
+        handed_off = cf__ec_waiters(&p->ec) > 0 && wake_one(p) >= 0;
+    }
     for (;;) {
         /* Relaxed: a hint for submitters; the decrement below is what the
          * no-lost-wake-up argument needs. At most max_searching spin at
@@ -295,7 +381,8 @@ static cf_future *idle(struct cf__worker *w)
          * workers do not take the CPU from threads that have work. */
         int searchers = atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
         int64_t start = 0;
-        long budget = searchers < p->max_searching ? p->spin_ns : 0;
+        long budget = searchers < p->max_searching && !handed_off ? p->spin_ns : 0;
+        handed_off = false;
         unsigned backoff = 0, round = 0;
         for (;;) {
             bool more = false;
@@ -308,7 +395,7 @@ static cf_future *idle(struct cf__worker *w)
                      * are published before we look for parked workers
                      * (same pairing as a submitter's). */
                     CF__FENCE_SEQ_CST();
-                    wake_one(p);
+                    (void)wake_one(p);
                 }
                 return f;
             }
@@ -326,19 +413,23 @@ static cf_future *idle(struct cf__worker *w)
         }
         /* Relaxed: ordered before the re-check by cf__ec_prepare's fence. */
         atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
-        uint32_t key = cf__ec_prepare(&p->ec);
+        cf__ec_prepare(&p->ec, &w->park);
         if (any_work(p)) {
-            cf__ec_cancel(&p->ec);
+            cf__ec_cancel(&p->ec, &w->park);
             continue;
         }
         if (may_exit(p)) {
-            cf__ec_cancel(&p->ec);
+            cf__ec_cancel(&p->ec, &w->park);
             return NULL;
         }
         if (stats_on(p))
             stat_inc(&w->st.parks);
         CF__PROBE1(park, w->id);
-        cf__ec_wait(&p->ec, key, CF__NO_DEADLINE);
+        /* Relaxed: a hint for wake_one (the warmest sleeper). */
+        atomic_store_explicit(&p->last_parked, w->id, memory_order_relaxed);
+        uint32_t tag;
+        cf__ec_wait(&p->ec, &w->park, CF__NO_DEADLINE, &tag);
+        w->handoff = tag == WAKE_LOCAL;
         CF__PROBE1(wake, w->id);
         if (stats_on(p))
             stat_inc(&w->st.wakeups);
@@ -439,7 +530,7 @@ static void mark_broken(struct cf__pool *p, struct cf__worker *w, int code)
     /* Queued work is failed by whoever takes it (run_task); make sure
      * parked workers come and drain it. */
     CF__FENCE_SEQ_CST();
-    cf__ec_notify(&p->ec, INT32_MAX);
+    cf__pool_wake_all(p);
 }
 
 void *cf__worker_main(void *arg)
