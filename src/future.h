@@ -205,6 +205,12 @@ typedef int cf__wait_helper_fn(void *ctx, cf_future *f, cf__deadline deadline);
 extern _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
 extern _Thread_local void *cf__tls_wait_helper_ctx;
 
+/* The calling thread's cache of free records (future.c): a pool worker
+ * enables it when it starts and drains it (back to the allocator) before
+ * it exits. Off by default: other threads use the allocator directly. */
+void cf__future_cache_enable(void);
+void cf__future_cache_drain(void);
+
 /* Wait for done with the usual spin-then-futex discipline (no helping). */
 int cf__future_wait_done(cf_future *f, cf__deadline deadline);
 

@@ -102,19 +102,33 @@ int cf_out_set(cf_out *o, const void *data, size_t len)
     return 0;
 }
 
+/* Scalars: when no heap result is held (the usual case) this is exactly
+ * what cf_out_set does - drop nothing, copy into small[], clear failed -
+ * without its checks and calls. */
+#define OUT_SCALAR(o, v)                                          \
+    do {                                                          \
+        if ((o) && (o)->data == (o)->small) {                     \
+            memcpy((o)->small, &(v), sizeof(v));                  \
+            (o)->len = sizeof(v);                                 \
+            (o)->failed = 0;                                      \
+            return 0;                                             \
+        }                                                         \
+        return cf_out_set((o), &(v), sizeof(v));                  \
+    } while (0)
+
 int cf_out_i64(cf_out *o, int64_t v)
 {
-    return cf_out_set(o, &v, sizeof v);
+    OUT_SCALAR(o, v);
 }
 
 int cf_out_f64(cf_out *o, double v)
 {
-    return cf_out_set(o, &v, sizeof v);
+    OUT_SCALAR(o, v);
 }
 
 int cf_out_ptr(cf_out *o, const void *p)
 {
-    return cf_out_set(o, &p, sizeof p);
+    OUT_SCALAR(o, p);
 }
 
 int cf_out_error(cf_out *o, int code, const char *fmt, ...)

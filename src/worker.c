@@ -541,6 +541,7 @@ void *cf__worker_main(void *arg)
     if (p->have_place && w->id < p->place.n_workers)
         cf__pin_self(p->topo, &p->place.w[w->id]); /* not fatal if it fails */
     cf__alloc_set_thread_node(p->cfg.numa ? w->numa_node : -1);
+    cf__future_cache_enable(); /* records: no allocator call on the hot path */
     cf__tls_worker = w;
     cf__tls_wait_helper = wait_helper;
     cf__tls_wait_helper_ctx = w;
@@ -558,6 +559,7 @@ void *cf__worker_main(void *arg)
     cf__tls_wait_helper = NULL;
     cf__tls_wait_helper_ctx = NULL;
     cf__tls_worker = NULL;
+    cf__future_cache_drain();
     cf__pool_worker_exit(w); /* may free the pool: touch nothing after */
     return NULL;
 }
