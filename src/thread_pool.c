@@ -2,10 +2,11 @@
  * What a worker does is in worker.c; the objects in thread_pool.h.
  *
  * Contract
- * - A future is the task record: one allocation per submit, refs = 2 (the
+ * - A future is the task record: one record per submit, refs = 2 (the
  *   caller's and the pool's); the worker that takes it runs it
- *   (cf__future_run) and drops the pool's reference. (A per-worker cache of
- *   records is the next performance step: it belongs in submit_* below.)
+ *   (cf__future_run) and drops the pool's reference. Workers keep a cache
+ *   of free records (future.c), so nested submits make no allocator call;
+ *   an outside submitter allocates from jemalloc.
  * - Submit from one of this pool's workers (nested work) pushes onto that
  *   worker's deque, even after shutdown, so fork-join is never cut in half.
  *   Submit from any other thread goes to the injection queue of its NUMA
@@ -158,7 +159,6 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         return CF_EBROKEN;
     if (fl & CF__POOL_SHUTDOWN)
         return CF_ESHUTDOWN;
-    /* Here is where a per-thread cache of records would plug in. */
     cf_future *f = cf__future_new_task(fn, arg, len, &tp_fops, p);
     if (!f)
         return CF_ENOMEM;
