@@ -407,7 +407,8 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->n = p->place.n_workers;
     if (p->n < 1)
         return CF_EINVAL;
-    p->n_inj = p->place.n_numa >= 1 ? p->place.n_numa : 1;
+    /* One injection queue per NUMA node; with NUMA-awareness off, one. */
+    p->n_inj = p->cfg.numa && p->place.n_numa >= 1 ? p->place.n_numa : 1;
     p->steal_attempts = cf__steal_attempts(&p->cfg, p->n);
     p->spin_ns = p->cfg.spin_ns;
     p->max_searching = p->n / 2 > 1 ? p->n / 2 : 1;

@@ -7,7 +7,7 @@
  *   worker at a time splices a whole queue and pushes the batch into its own
  *   deque, where others can steal it), then stealing from the other
  *   workers in the placement's steal order (same L3, same node, then at
- *   most `steal_attempts` random remote victims per round).
+ *   most `steal_attempts` remote victims per round, nearest node first).
  * - Idle: a worker that finds nothing counts itself in `searching` and
  *   spins (scanning, with exponential back-off, then sched_yield) for at
  *   most cfg.spin_ns - at most max(1, n/2) workers spin at once, the others
@@ -210,23 +210,39 @@ static cf_future *steal_any(struct cf__worker *w, bool *more)
         return NULL;
     const int *order = p->place.steal_order[w->id];
     const int *tier = p->place.tier_end[w->id];
-    /* Near tiers (same L3, same node): every victim, from a random start
-     * so thieves spread out. */
-    int near = tier[1];
-    if (near > 0) {
-        int start = (int)(rng_next(w) % (uint64_t)near);
-        for (int k = 0; k < near; k++) {
-            int v = order[(start + k) % near];
-            cf_future *f = steal_from(w, v, false, more);
+    if (!p->cfg.numa) {
+        /* NUMA-awareness off: one flat tier, every victim, random start. */
+        int all = tier[2];
+        int start = (int)(rng_next(w) % (uint64_t)all);
+        for (int k = 0; k < all; k++) {
+            cf_future *f = steal_from(w, order[(start + k) % all], false, more);
             if (f)
                 return f;
         }
+        return NULL;
     }
-    /* Remote tier: a bounded number of random victims. */
-    int remote = tier[2] - near;
-    for (int k = 0; remote > 0 && k < p->steal_attempts; k++) {
-        int v = order[near + (int)(rng_next(w) % (uint64_t)remote)];
-        cf_future *f = steal_from(w, v, true, more);
+    /* Near tiers, nearest first: the workers sharing our L3 (tier 0), then
+     * the rest of our NUMA node (tier 1). Every victim of a tier, from a
+     * random start so thieves of one tier spread out. */
+    int begin = 0;
+    for (int t = 0; t < 2; t++) {
+        int end = tier[t], size = end - begin;
+        if (size > 0) {
+            int start = (int)(rng_next(w) % (uint64_t)size);
+            for (int k = 0; k < size; k++) {
+                cf_future *f = steal_from(w, order[begin + (start + k) % size], false, more);
+                if (f)
+                    return f;
+            }
+        }
+        begin = end;
+    }
+    /* Other nodes: at most steal_attempts victims, in the placement's
+     * order (nearer nodes by hwloc distance first), so remote traffic is
+     * bounded and goes to the closest node that has work. */
+    int remote = tier[2] - begin;
+    for (int k = 0; k < remote && k < p->steal_attempts; k++) {
+        cf_future *f = steal_from(w, order[begin + k], true, more);
         if (f)
             return f;
     }
