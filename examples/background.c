@@ -15,16 +15,7 @@
 
 #include "local_http.h"
 
-/* As written in the article. */
-static bool is_prime(int64_t n)
-{
-    if (n < 2) return false;
-    if (n == 2 || n == 3) return true;
-    int64_t end = (int64_t)(sqrt((double)n) + 1.5);
-    for (int64_t k = 3; k < end; k += 2)
-        if (n % k == 0) return false;
-    return true;
-}
+#include "seed_is_prime.h"
 
 int main(void)
 {

@@ -25,17 +25,7 @@ static const int64_t PRIMES[] = {
 };
 #define N_PRIMES (sizeof PRIMES / sizeof PRIMES[0])
 
-/* As written in the article: no test for even n, odd k from 3 while
- * k < int(n**0.5 + 1.5). */
-static bool is_prime(int64_t n)
-{
-    if (n < 2) return false;
-    if (n == 2 || n == 3) return true;
-    int64_t end = (int64_t)(sqrt((double)n) + 1.5);
-    for (int64_t k = 3; k < end; k += 2)
-        if (n % k == 0) return false;
-    return true;
-}
+#include "seed_is_prime.h"
 
 /* The task: one int64 in, 0 or 1 out. */
 static int is_prime_task(const void *arg, size_t len, cf_out *out)

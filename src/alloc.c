@@ -14,6 +14,7 @@
 #include "alloc.h"
 #include "numa_alloc.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #if defined(CF_ASAN) || defined(CF_TSAN)
@@ -115,6 +116,17 @@ char *cf__strdup(const char *s)
     char *d = cf__alloc(n);
     if (d) memcpy(d, s, n);
     return d;
+}
+
+char *cf__vformat(const char *fmt, va_list ap)
+{
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *msg = n >= 0 ? cf__alloc((size_t)n + 1) : NULL;
+    if (msg) vsnprintf(msg, (size_t)n + 1, fmt, again);
+    va_end(again);
+    return msg;
 }
 
 void cf__free_str(char *s)

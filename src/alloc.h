@@ -14,6 +14,10 @@ void *cf__calloc(size_t size);
 void *cf__realloc(void *p, size_t old_size, size_t new_size);
 void cf__free(void *p, size_t size); /* size: what was asked for, or 0 if unknown */
 char *cf__strdup(const char *s);
+/* printf into a new cf__alloc'd string (free with cf__free_str); NULL on
+ * out of memory or a bad format. */
+#include <stdarg.h>
+char *cf__vformat(const char *fmt, va_list ap);
 void cf__free_str(char *s);
 
 /* Bind the calling thread's allocations to NUMA node `node` (an hwloc

@@ -645,13 +645,10 @@ int cf__future_fail_broken(cf_future *f, const char *fmt, ...)
     if (cf__state_done(load_state(f, memory_order_relaxed))) return CF_ESTATE;
     char *msg = NULL;
     if (fmt) {
-        va_list ap, ap2;
+        va_list ap;
         va_start(ap, fmt);
-        va_copy(ap2, ap);
-        int n = vsnprintf(NULL, 0, fmt, ap);
+        msg = cf__vformat(fmt, ap);
         va_end(ap);
-        if (n >= 0 && (msg = cf__alloc((size_t)n + 1)) != NULL) vsnprintf(msg, (size_t)n + 1, fmt, ap2);
-        va_end(ap2);
     }
     if (!claim(f)) {
         cf__free_str(msg);

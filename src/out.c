@@ -137,15 +137,10 @@ int cf_out_error(cf_out *o, int code, const char *fmt, ...)
     if (!o) return code;
     char *msg = NULL;
     if (fmt) {
-        va_list ap, ap2;
+        va_list ap;
         va_start(ap, fmt);
-        va_copy(ap2, ap);
-        int n = vsnprintf(NULL, 0, fmt, ap);
+        msg = cf__vformat(fmt, ap); /* out of memory: the code still goes through */
         va_end(ap);
-        if (n >= 0 && (msg = cf__alloc((size_t)n + 1)) != NULL)
-            vsnprintf(msg, (size_t)n + 1, fmt, ap2);
-        va_end(ap2);
-        /* Out of memory for the message: the code still goes through. */
     }
     cf__free_str(o->msg);
     o->msg = msg;
