@@ -36,6 +36,7 @@ struct shared {
     _Atomic uint32_t inits;    /* initializer runs */
     _Atomic int32_t pids[64];
     _Atomic uint32_t npids;
+    _Atomic uint32_t gate2;    /* gate2_task waits until it is non-zero */
 };
 static struct shared *sh;
 
@@ -80,6 +81,14 @@ static int gate_task(const void *arg, size_t len, cf_out *out)
     while (!atomic_load_explicit(&sh->gate, memory_order_acquire))
         cf__futex_wait(&sh->gate, 0, cf__now_ns() + 50000000, true);
     return cf_out_i64(out, 1);
+}
+
+static int gate2_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    while (!atomic_load_explicit(&sh->gate2, memory_order_acquire))
+        cf__futex_wait(&sh->gate2, 0, cf__now_ns() + 50000000, true);
+    return cf_out_i64(out, 2);
 }
 
 static int count_task(const void *arg, size_t len, cf_out *out)
@@ -399,9 +408,12 @@ static void test_cancel_after_worker_started(void **state)
     atomic_store(&collector_release, 0);
     cf_executor *ex = pool(1);
     cf_future *q, *g;
-    int64_t x = 1;
-    assert_int_equal(cf_submit(ex, double_task, &x, sizeof x, &q), 0);
+    /* q cannot finish before its callback is registered (it waits on gate2),
+     * so the callback runs where q completes: in the collector thread. */
+    assert_int_equal(cf_submit(ex, gate2_task, NULL, 0, &q), 0);
     assert_int_equal(cf_future_add_done_callback(q, hold_collector_cb, NULL), 0);
+    atomic_store_explicit(&sh->gate2, 1, memory_order_release);
+    cf__futex_wake(&sh->gate2, INT32_MAX, true);
     /* Not result(): this thread must not collect (and so run the callback). */
     while (!atomic_load_explicit(&collector_held, memory_order_acquire)) sched_yield();
     assert_int_equal(cf_submit(ex, gate_task, NULL, 0, &g), 0);
