@@ -62,6 +62,9 @@ static inline void cf__inject_init(struct cf__inject *q)
 }
 static inline bool cf__inject_empty(struct cf__inject *q)
 {
+    /* acquire: a worker that sees a task linked may then read it (pairs
+     * with the enqueuer's link store, which follows its writes of the
+     * record); a stale "empty" is corrected by the parker's re-check. */
     return _cds_wfcq_empty(&q->head, &q->tail);
 }
 /* Push n (its next need not be initialised). True if the queue was empty

@@ -299,6 +299,9 @@ static void on_death(struct coll *c, int chan, int pid, int st)
                 held = ch->rec[pos & (p->depth - 1)].f;
         }
     }
+    /* acquire: pairs with the seq_cst fetch_or (process_pool.c) that set a
+     * flag after the fields it announces (terminate signal, shutdown mode)
+     * were stored. */
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
     if (fl & CF__PP_TERMINATE) {
         if (held) cf__future_fail_broken(held, "%s: the pool was terminated", desc);
@@ -388,6 +391,9 @@ static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
 static bool handle_flags(struct coll *c)
 {
     struct cf__ppool *p = c->p;
+    /* acquire: pairs with the seq_cst fetch_or (process_pool.c) that set a
+     * flag after the fields it announces (terminate signal, shutdown mode)
+     * were stored. */
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
     bool progress = false;
     if ((fl & CF__PP_TERMINATE) && !c->term_done) {
@@ -423,6 +429,9 @@ static bool workers_gone(const struct cf__ppool *p)
 static bool finished(struct coll *c)
 {
     struct cf__ppool *p = c->p;
+    /* acquire: pairs with the seq_cst fetch_or (process_pool.c) that set a
+     * flag after the fields it announces (terminate signal, shutdown mode)
+     * were stored. */
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
     if (c->zygote_gone || c->rep_eof) {
         c->zygote_gone = true;
@@ -530,6 +539,9 @@ void *cf__pp_collector_main(void *arg)
     }
     while (waitpid(p->zpid, NULL, 0) < 0 && errno == EINTR) {
     }
+    /* acquire: pairs with the seq_cst fetch_or (process_pool.c) that set a
+     * flag after the fields it announces (terminate signal, shutdown mode)
+     * were stored. */
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
     cf__pp_coll_lock(p);
     fail_everything(&c, fl & CF__PP_BROKEN ? p->broken_msg ? p->broken_msg : "process pool broken"

@@ -186,6 +186,8 @@ static inline void cf__pp_coll_lock(struct cf__ppool *p)
 
 static inline void cf__pp_coll_unlock(struct cf__ppool *p)
 {
+    /* release: what we collected under the lock is visible to the next
+     * holder (pairs with the acquire of cf__pp_coll_trylock). */
     atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
 }
 

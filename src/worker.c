@@ -481,6 +481,8 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
     struct cf__pool *p = w->pool;
     int64_t start = 0;
     unsigned idle = 0;
+    /* acquire: once done, the caller reads the outcome (pairs with the
+     * completer's release CAS). */
     while (!cf__state_done(cf__future_state(f, memory_order_acquire))) {
         /* A timed wait does not start more work once its deadline passed. */
         if (deadline != CF__NO_DEADLINE && cf__now_ns() >= deadline)
