@@ -3,8 +3,8 @@
 // library as manual time, reports their counters, and at the end prints
 // cfutures' ratio to the baseline measured in the same run (with
 // CFB_REPS > 1, the medians of the repetitions). A failed check
-// makes the exit status non-zero; a deliberate skip (baseline/fib, a pool
-// that is not functional yet) does not.
+// makes the exit status non-zero; the one deliberate skip (baseline/fib)
+// does not.
 #include <benchmark/benchmark.h>
 
 #include <signal.h>

@@ -82,8 +82,6 @@ static unsigned char *blob_args(long n)
 
 static void proc_submit(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_wait) && CFB_NEED(r, cf_future_result)))
-        return;
     long n = cfb_size("CFB_PROC_SUBMIT_N", 200000, 1);
     unsigned char *args = blob_args(n);
     cf_future **fs = calloc((size_t)n, sizeof *fs), **ws = calloc((size_t)n, sizeof *ws);
@@ -175,8 +173,6 @@ static void bl_proc_submit(struct cfb_result *r)
 
 static void proc_pingpong(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_future_result_i64)))
-        return;
     long m = cfb_size("CFB_PROC_PINGPONG_M", 100000, 1);
     uint64_t *ns = malloc((size_t)m * sizeof *ns);
     if (!ns)
@@ -251,14 +247,12 @@ static void bl_proc_pingpong(struct cfb_result *r)
 enum pool_kind { CF_THREADS, CF_PROCS, BL_THREADS, BL_PROCS };
 
 /* One map of is_prime over the six PRIMES; returns the wall seconds, or a
- * negative value with r skipped or failed. */
+ * negative value with r failed. */
 static double primes_once(struct cfb_result *r, enum pool_kind kind, int workers)
 {
     bool got[6];
     double t0 = 0, wall = -1;
     if (kind == CF_THREADS || kind == CF_PROCS) {
-        if (!(CFB_NEED(r, cf_map) && CFB_NEED(r, cf_map_next_i64) && CFB_NEED(r, cf_map_free)))
-            return -1;
         cf_executor *ex = kind == CF_THREADS ? cfb_thread_pool(r, workers)
                                              : cfb_process_pool(r, workers);
         if (!ex)
@@ -359,14 +353,9 @@ static void primes_run(struct cfb_result *r, enum pool_kind threads, enum pool_k
     r->wall_s = tw;
     cfb_counter(r, "wall_thread_ms", tw * 1e3);
     cfb_counter(r, "speedup_thread", t1 / tw);
-    /* The process half: a pool that is not there yet skips only this half. */
     struct cfb_result pr = {0};
-    if (!primes_best(&pr, procs, w, rounds, &p1, &pw)) {
-        if (pr.status == CFB_FAIL)
-            return cfb_fail(r, "%s", pr.msg);
-        cfb_note(r, "threads only; processes %s", pr.msg);
-        return;
-    }
+    if (!primes_best(&pr, procs, w, rounds, &p1, &pw))
+        return cfb_fail(r, "process pool: %s", pr.msg);
     r->wall_s += pw;
     cfb_counter(r, "wall_process_ms", pw * 1e3);
     cfb_counter(r, "speedup_process", p1 / pw);

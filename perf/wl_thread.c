@@ -56,8 +56,6 @@ static int task_hold(const void *arg, size_t len, cf_out *out)
 
 static void submit_flat(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_wait) && CFB_NEED(r, cf_future_result_i64)))
-        return;
     long n = cfb_size("CFB_SUBMIT_FLAT_N", 1000000, 1);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     if (!fs)
@@ -138,8 +136,6 @@ static int task_fib(const void *arg, size_t len, cf_out *out)
 
 static void fib_bench(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_future_result_i64)))
-        return;
     int64_t n = cfb_param("CFB_FIB_N", 30, 1);
     if (n > 45)
         return cfb_fail(r, "CFB_FIB_N=%ld: at most 45", (long)n);
@@ -181,8 +177,6 @@ static void fib_bench(struct cfb_result *r)
 
 static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_future_result)))
-        return;
     uint64_t *ns = malloc((size_t)m * sizeof *ns);
     if (!ns)
         return cfb_fail(r, "out of memory");
@@ -232,8 +226,6 @@ static void pingpong_cold(struct cfb_result *r)
 
 static void map_bench(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_map) && CFB_NEED(r, cf_map_next_i64) && CFB_NEED(r, cf_map_free)))
-        return;
     long n = cfb_size("CFB_MAP_N", 1000000, 1);
     int64_t *args = cfb_iota(n);
     if (!args)
@@ -283,9 +275,6 @@ static void map_bench(struct cfb_result *r)
 
 static void as_completed(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_as_completed_new) &&
-          CFB_NEED(r, cf_as_completed_next) && CFB_NEED(r, cf_future_result_i64)))
-        return;
     long n = cfb_size("CFB_AS_COMPLETED_N", 100000, 1);
     uint64_t total_ns;
     struct cfb_spin_arg *args = cfb_spin_args(n, &total_ns);
@@ -334,7 +323,7 @@ static void as_completed(struct cfb_result *r)
         cfb_call_failed(r, "cf_as_completed_new", rc);
     }
     double wall = cfb_now() - t0;
-    if (r->status != CFB_OK && cf_wait)
+    if (r->status != CFB_OK)
         cf_wait(fs, (size_t)got, CF_ALL_COMPLETED, CF_FOREVER, NULL);
     for (long i = 0; i < got; i++)
         cf_future_release(fs[i]);
@@ -352,8 +341,6 @@ static void as_completed(struct cfb_result *r)
 
 static void future_bytes(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_wait) && CFB_NEED(r, cf_future_result_i64)))
-        return;
     long n = cfb_size("CFB_FUTURE_BYTES_N", 1000000, 1);
     int w = cfb_workers();
     static struct cfb_hold hold;
@@ -426,8 +413,6 @@ static void future_bytes(struct cfb_result *r)
 
 static void idle_cpu(struct cfb_result *r)
 {
-    if (!(CFB_NEED(r, cf_submit) && CFB_NEED(r, cf_wait) && CFB_NEED(r, cf_future_result_i64)))
-        return;
     long burst = cfb_size("CFB_IDLE_BURST", 10000, 1);
     double secs = cfb_real("CFB_IDLE_S", 1.0);
     cf_future **fs = calloc((size_t)burst, sizeof *fs);

@@ -56,7 +56,7 @@ static int fib_task(const void *arg, size_t len, cf_out *out)
     if (len != sizeof a)
         return 99;
     memcpy(&a, arg, sizeof a);
-    int64_t r;
+    int64_t r = 0; /* set by fib() on success; -O3 cannot see that */
     int rc = fib(a.ex, a.n, &r);
     if (rc)
         return cf_out_error(out, 98, "fib(%lld): %s", (long long)a.n, cf_strerror(rc));
