@@ -19,14 +19,24 @@
 
 _Thread_local struct cf__ppool *cf__pp_tls_completing;
 
-#define PUNCH_MIN (1u << 20) /* give back the pages of spilled records this big */
-
-void cf__pp_punch(unsigned char *base, uint64_t len)
+void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_t tail)
 {
-    if (len < PUNCH_MIN) return;
-    uintptr_t a = ((uintptr_t)base + 4095) & ~(uintptr_t)4095;
-    uintptr_t e = ((uintptr_t)base + len) & ~(uintptr_t)4095;
-    if (e > a) madvise((void *)a, e - a, MADV_REMOVE);
+    /* The producer writes below (published tail) + size - guard, so on its
+     * next lap it cannot reach the pages of [*punched, tail) as long as the
+     * published tail stays within a guard of *punched: punch once that
+     * would no longer hold, before the new tail is published. */
+    if (tail - *punched <= cf__pp_spill_guard(size)) return;
+    uint64_t from = *punched, to = tail & ~(uint64_t)4095;
+    if (to - from > size) from = to - size; /* more than a lap behind: the whole ring */
+    while (from < to) {
+        uint64_t off = from % size, n = to - from;
+        if (n > size - off) n = size - off;
+        /* MADV_REMOVE frees shared memory pages (MADV_DONTNEED would only
+         * unmap them from this process); they come back zeroed on touch. */
+        madvise(ring + off, n, MADV_REMOVE);
+        from += n;
+    }
+    *punched = to;
 }
 
 /* Read and check the result of a DONE slot into o. Returns 0, or -1 with
@@ -53,7 +63,7 @@ int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struc
     const unsigned char *src;
     if (rf & CF__PR_SPILL) {
         if (total == 0 || total > R || rpos < t || rpos - t > R || rpos % R + total > R ||
-            rpos + total - t > R)
+            rpos + total - t > cf__pp_spill_room(R))
             BAD("result spill position", rpos);
         src = p->ressp + (size_t)chan * R + rpos % R;
     } else {
@@ -91,7 +101,7 @@ int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struc
     }
     if (rf & CF__PR_SPILL) {
         struct cf__pchan_ctl *ctl = &p->ctl[chan];
-        cf__pp_punch((unsigned char *)src, total);
+        cf__pp_punch(p->ressp + (size_t)chan * R, R, &ch->res_punched, rpos + total);
         ch->res_tail = rpos + total;
         /* seq_cst store, then seq_cst load of res_waiting: Dekker with the
          * worker's store of res_waiting then load of res_tail (the store is
@@ -112,8 +122,8 @@ cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, 
 {
     struct cf__pchan *ch = &p->ch[chan];
     if (r->arg_end) {
-        cf__pp_punch(p->argsp + (size_t)chan * p->arg_spill + r->arg_pos % p->arg_spill,
-              r->arg_end - r->arg_pos);
+        cf__pp_punch(p->argsp + (size_t)chan * p->arg_spill, p->arg_spill, &ch->arg_punched,
+                     r->arg_end);
         /* release: the producer may reuse the argument bytes below it */
         atomic_store_explicit(&ch->arg_tail, r->arg_end, memory_order_release);
     }

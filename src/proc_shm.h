@@ -4,9 +4,18 @@
  * has no name another user could open and only the pool's own processes
  * (parent, zygote, workers) map it. Layout, every part page aligned:
  *
- *   [hdr: one page]  [channel control: nchan cache lines]
- *   [slots: nchan x depth x stride]  [arg spill: nchan x arg_spill]
+ *   [hdr: one page]  [channel control: nchan pages]
+ *   [slots: nchan x chan_slots]  [arg spill: nchan x arg_spill]
  *   [result spill: nchan x res_spill]
+ *
+ * Every channel's part of each region is page aligned (its control page,
+ * its slot block rounded up to pages, its two spill rings), so that a
+ * worker can unmap every part that is not its own (cf__pp_shm_isolate):
+ * a worker maps only the header page and its own channel. The parent marks
+ * the whole mapping MADV_DONTFORK once the zygote is forked, so no later
+ * fork (another pool's zygote, the application's own fork()) inherits it;
+ * a worker does the same for what it keeps, so a task that forks does not
+ * pass it on either.
  *
  * A channel is one worker's pair of SPSC queues, both made of the same
  * `depth` slots: the parent fills slot pos % depth in order (QUEUED) and the
@@ -17,6 +26,14 @@
  * to the channel's argument spill ring, larger results to its result spill
  * ring: byte rings with monotonically increasing 64-bit positions, records
  * contiguous (a record that would straddle the end starts again at 0).
+ *
+ * Spill ring pages are given back as the consumer (the parent's collector,
+ * for both rings) passes them: pages wholly behind the freed position are
+ * punched out with MADV_REMOVE, in batches of at least cf__pp_spill_guard()
+ * bytes. The producer never uses the last guard bytes of the ring, so it
+ * never writes, on its next lap, into pages still waiting to be punched.
+ * A ring's resident part is therefore at most the bytes of its records in
+ * flight + the guard + one page (see cf__pp_punch in proc_collect.c).
  *
  * Trust: the parent never reads a pointer from here, and validates every
  * value a worker could have written (state kind and generation, lengths,
@@ -67,6 +84,22 @@ static inline uint32_t cf__pos_gen(uint64_t pos)
     return (uint32_t)(pos & CF__SK_GEN_MASK);
 }
 
+/* The spill rings' guard (bytes): the producer keeps this much of the
+ * ring unused, the consumer punches out freed pages once this many have
+ * accumulated behind it. A multiple of the page size, at most 256 KiB and
+ * at most an eighth of the ring. */
+static inline uint64_t cf__pp_spill_guard(uint64_t ring)
+{
+    uint64_t g = ring / 8 < (256u << 10) ? ring / 8 : (256u << 10);
+    g &= ~(uint64_t)4095;
+    return g ? g : 4096;
+}
+/* The longest record a spill ring of `ring` bytes takes. */
+static inline uint64_t cf__pp_spill_room(uint64_t ring)
+{
+    return ring - cf__pp_spill_guard(ring);
+}
+
 /* Argument flags (parent-written). */
 #define CF__PA_SPILL 1u
 /* Result flags (worker-written). */
@@ -95,15 +128,16 @@ struct cf__pslot {
 };
 _Static_assert(sizeof(struct cf__pslot) == 64, "a slot header is one cache line");
 
-/* Per-channel control words, one cache line per channel, written by the
- * parent (res_tail, res_seq) and by the worker (res_waiting). */
+/* Per-channel control words, one page per channel (so that only the
+ * channel's own worker maps them), written by the parent (res_tail,
+ * res_seq) and by the worker (res_waiting). */
 struct cf__pchan_ctl {
     _Atomic uint64_t res_tail;    /* parent: result spill freed up to here */
     _Atomic uint32_t res_seq;     /* parent: bumped after freeing; worker futex-waits on it */
     _Atomic uint32_t res_waiting; /* worker: 1 while it waits for result spill space */
-    char pad_[48];
+    char pad_[4096 - 16];
 };
-_Static_assert(sizeof(struct cf__pchan_ctl) == 64, "one line per channel");
+_Static_assert(sizeof(struct cf__pchan_ctl) == 4096, "one page per channel");
 
 /* The mapping's first page. */
 struct cf__pshm_hdr {

@@ -108,20 +108,20 @@ static uint32_t wait_work(struct cf__ppool *p, struct cf__pslot *s, uint64_t pos
 static uint64_t res_alloc(struct cf__ppool *p, int chan, uint64_t head, uint64_t total)
 {
     struct cf__pchan_ctl *c = &p->ctl[chan];
-    uint64_t R = p->res_spill, h = head, off = h % R;
+    uint64_t R = p->res_spill, room = cf__pp_spill_room(R), h = head, off = h % R;
     if (off + total > R) h += R - off; /* contiguous records */
     for (;;) {
         /* acquire: pairs with the collector's release store of res_tail
          * after it copied the bytes out: we may overwrite them. */
         uint64_t t = atomic_load_explicit(&c->res_tail, memory_order_acquire);
         if (t > head || head - t > R) corrupt(); /* the tail never passes us */
-        if (h + total - t <= R) return h;
+        if (h + total - t <= room) return h; /* the guard stays unused: see proc_shm.h */
         uint32_t seq = atomic_load_explicit(&c->res_seq, memory_order_acquire);
         /* seq_cst store then seq_cst load: Dekker with the collector's
          * seq_cst store of res_tail then load of res_waiting. */
         atomic_store_explicit(&c->res_waiting, 1, memory_order_seq_cst);
         t = atomic_load_explicit(&c->res_tail, memory_order_seq_cst);
-        if (h + total - t > R) cf__futex_wait(&c->res_seq, seq, cf__now_ns() + 100000000, true);
+        if (h + total - t > room) cf__futex_wait(&c->res_seq, seq, cf__now_ns() + 100000000, true);
         atomic_store_explicit(&c->res_waiting, 0, memory_order_relaxed);
     }
 }
@@ -137,10 +137,10 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, int
     uint64_t total = (uint64_t)rlen + mlen, rpos = 0;
     uint32_t rf = 0;
     unsigned char *dst = cf__pp_inline(s);
-    if (total > p->res_spill) {
+    if (total > cf__pp_spill_room(p->res_spill)) {
         int n = snprintf(big, sizeof big,
                          "result of %zu bytes exceeds the process pool's limit of %llu bytes", rlen,
-                         (unsigned long long)p->res_spill);
+                         (unsigned long long)cf__pp_spill_room(p->res_spill));
         rc = CF_ETOOBIG;
         msg = big;
         mlen = n < 0 ? 0 : (size_t)n;
