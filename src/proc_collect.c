@@ -226,7 +226,8 @@ int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
     if (!f->ops || f->ops->on_cancel != cf__pp_on_cancel) return cf__future_wait_done(f, deadline);
     /* f holds a reference on its pool (on_free drops it): p is alive. */
     struct cf__ppool *p = (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
-    if (cf__pp_tls_collector == p) return cf__future_wait_done(f, deadline);
+    /* A fork child's snapshot of the pool has no rings to collect from. */
+    if (cf__pp_tls_collector == p || cf__pp_foreign(p)) return cf__future_wait_done(f, deadline);
     long spin = p->spin_ns > cf__wait_spin_ns() ? p->spin_ns : cf__wait_spin_ns();
     /* relaxed: only tells the collector thread it need not spin now */
     atomic_fetch_add_explicit(&p->helpers, 1, memory_order_relaxed);

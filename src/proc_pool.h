@@ -132,6 +132,9 @@ static inline unsigned char *cf__pp_inline(struct cf__pslot *s)
 
 /* process_pool.c */
 void cf__pp_unref(struct cf__ppool *p);
+/* True in a fork child of the pool's process (a snapshot: its shared
+ * mapping is not there, MADV_DONTFORK). */
+bool cf__pp_foreign(const struct cf__ppool *p);
 void cf__pp_wake_collector(struct cf__ppool *p);
 bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
                   size_t len, bool held);

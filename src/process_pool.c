@@ -39,6 +39,17 @@
  * watches the zygote through a pidfd (and the report socket's EOF). Workers
  * die with the zygote (PR_SET_PDEATHSIG), the zygote with the parent (the
  * request socket's EOF, and a getppid() check once a second).
+ * Invariant against deadlock on the two sockets: the parent's sends may
+ * block, the zygote never blocks on a socket (non-blocking ends, its own
+ * report queue flushed by its poll() loop, requests read as they come), and
+ * that queue is bounded by two reports per channel because the parent asks
+ * for a worker on a channel only at creation or after reading its death
+ * (proc_zygote.c).
+ *
+ * Isolation: each channel's parts of the mapping are page aligned; a new
+ * worker unmaps every other channel's (cf__pp_shm_isolate), and the parent
+ * marks the mapping MADV_DONTFORK once the zygote has its copy, so later
+ * forks (other pools' zygotes, the application's) do not inherit it.
  *
  * Shared memory and waiting. One channel per worker: SPSC rings of slots
  * (proc_shm.h), filled by submitters under the channel's mutex (a short
@@ -152,6 +163,11 @@ static void atfork_register(void)
 static inline bool foreign(const struct cf__ppool *p)
 {
     return p->gen != atomic_load_explicit(&proc_gen, memory_order_relaxed);
+}
+
+bool cf__pp_foreign(const struct cf__ppool *p)
+{
+    return foreign(p);
 }
 
 static struct cf__ppool *pool_of_future(cf_future *f)
