@@ -47,7 +47,7 @@ _Thread_local struct cf__ppool *cf__pp_tls_collector;
 struct coll {
     struct cf__ppool *p;
     bool zygote_gone, rep_eof;
-    bool term_done, cancel_done, exits_done;
+    bool term_done, exits_done;
     int64_t kill_deadline; /* terminate: when to follow up with SIGKILL */
 };
 
@@ -237,7 +237,7 @@ static bool collect_chan(struct coll *c, int chan)
  * instant either wins (the task runs; its future is marked running) or
  * finds the slot CANCELLED and skips it. Called by shutdown(cancel_futures)
  * in the caller's thread, so nothing that was queued when shutdown returns
- * is still pending; and by the collector (terminate, the CANCEL flag).
+ * is still pending; and by the collector when it terminates the pool.
  *
  * Records are read under the collect lock (the collector and helpers
  * remove them only under it), taken here unless `have_lock` (the collector
@@ -479,10 +479,6 @@ static bool handle_flags(struct coll *c)
         struct cf__zreq q = {.op = CF__ZQ_KILL, .signo = sig};
         if (!c->zygote_gone) cf__pp_zreq(p, &q);
         c->kill_deadline = sig == SIGKILL ? INT64_MAX : cf__now_ns() + 2000000000;
-        progress = true;
-    } else if ((fl & CF__PP_CANCEL) && !c->cancel_done && !(fl & CF__PP_BROKEN)) {
-        c->cancel_done = true;
-        cancel_all(c);
         progress = true;
     }
     if ((fl & CF__PP_SHUTDOWN) && !(fl & (CF__PP_BROKEN | CF__PP_TERMINATE)) && !c->exits_done)

@@ -22,8 +22,6 @@
 #define CF__PP_SHUTDOWN 1u   /* no new submissions */
 #define CF__PP_BROKEN 2u     /* a worker died or misbehaved: everything fails */
 #define CF__PP_TERMINATE 4u  /* cf_process_pool_terminate: kill the workers now */
-#define CF__PP_CANCEL 8u     /* shutdown(cancel_futures): cancelled by the caller already; the
-                              * collector sweeps once more (cheap, and marks begun tasks running) */
 
 /* What the parent remembers about one filled slot (parent-private: the
  * collector never takes a future pointer from shared memory). */
@@ -215,6 +213,8 @@ void *cf__proc_test_shm(size_t *len);
 extern size_t cf__proc_test_spill_size;
 /* Inside a worker: its channel and the position of the task it runs. */
 void cf__proc_test_current(int *chan, uint64_t *pos);
+/* Inside a worker: the slot header of the task it runs (NULL elsewhere). */
+void *cf__proc_test_current_slot(void);
 /* Called in the worker after a result is written, before DONE (tests
  * corrupt the header here). Set before the pool is created. */
 extern void (*cf__proc_test_after_result)(void *slot);

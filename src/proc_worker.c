@@ -31,6 +31,7 @@
 static void *test_shm;
 static size_t test_shm_len;
 static int cur_chan = -1;
+static struct cf__ppool *test_pool; /* this worker's snapshot of its pool */
 static uint64_t cur_pos;
 void (*cf__proc_test_after_result)(void *slot);
 
@@ -38,6 +39,11 @@ void cf__proc_test_current(int *chan, uint64_t *pos)
 {
     *chan = cur_chan;
     *pos = cur_pos;
+}
+
+void *cf__proc_test_current_slot(void)
+{
+    return cur_chan < 0 ? NULL : cf__pp_slot(test_pool, cur_chan, cur_pos);
 }
 
 void *cf__proc_test_shm(size_t *len)
@@ -229,6 +235,7 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
     snprintf(name, sizeof name, "cf-proc-%d", chan);
     prctl(PR_SET_NAME, name, 0, 0, 0);
     test_shm = p->map;
+    test_pool = p;
     test_shm_len = p->map_len;
     cur_chan = chan;
 

@@ -529,15 +529,16 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     struct cf__ppool *p = pool_of(ex);
     if (foreign(p)) return CF_ENOTSUP;
-    uint32_t set = CF__PP_SHUTDOWN | (cancel_futures ? CF__PP_CANCEL : 0);
     /* seq_cst: submitters re-check the flag under the channel and overflow
-     * locks, which the collector takes after seeing it. */
-    atomic_fetch_or_explicit(&p->flags, set, memory_order_seq_cst);
+     * locks, which the collector (and the cancel sweep below) take after
+     * setting or seeing it. */
+    atomic_fetch_or_explicit(&p->flags, CF__PP_SHUTDOWN, memory_order_seq_cst);
     /* Synchronous, as in the thread pool: every task no worker has begun is
-     * cancelled before we return (or start waiting), in this thread. The
-     * collector thread (in one of its callbacks) already holds the collect
-     * lock; everyone else takes it, waiting for a callback the collector
-     * is running, if any. */
+     * cancelled before we return (or start waiting), in this thread (the
+     * collector does not do it for us: it could take the overflow list and
+     * still be cancelling it when we return). The collector thread, in one
+     * of its callbacks, already holds the collect lock; everyone else takes
+     * it, waiting for a callback the collector is running, if any. */
     if (cancel_futures) cf__pp_cancel_unstarted(p, cf__pp_tls_collector == p);
     cf__pp_wake_collector(p);
     /* From a done-callback run by the collector thread, or by a thread
