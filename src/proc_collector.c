@@ -1,11 +1,13 @@
 /* The process pool's collector: one thread in the parent that completes
  * futures from the result slots (done-callbacks run here, as in CPython),
  * feeds the overflow list into the rings, watches the zygote's reports and
- * carries out shutdown, cancellation, termination and breakage.
+ * carries out shutdown, termination and breakage.
  *
  * Everything read from shared memory is validated before use (SEMANTICS
  * 33): a slot's state must carry the generation of the position being
- * collected and a kind that a correct worker could have written there;
+ * collected and a kind that a correct worker could have written there,
+ * after what the parent wrote or last saw in it (illegal_successor: a
+ * task seen begun may only be done next, never skipped or sent back);
  * result flags must be known; lengths must fit the slot or the spill ring;
  * a spill position must lie between what the collector has freed and one
  * ring further, with the record contiguous. Futures come from the parent's
@@ -17,9 +19,10 @@
  *
  * Concurrency: records are removed (collected) only under the collect lock
  * (p->coll_lock), held by this thread for each step of its loop, or briefly
- * by a thread helping from result() (proc_collect.c); the breakage sweep,
- * the shutdown cancellation and the zygote's reports are this thread's alone,
- * under the same lock. Producers only add records, under the channel lock.
+ * by a thread helping from result() (proc_collect.c), or by a thread in
+ * shutdown(cancel_futures) while it cancels what has not begun
+ * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
+ * are this thread's alone, under the same lock. Producers only add records, under the channel lock.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
  * which never waits for a helper, so callbacks may call anything (a

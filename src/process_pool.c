@@ -26,7 +26,8 @@
  * the pool before starting threads that hold locks across it, as with any
  * fork. stdio is flushed before that fork so that no buffered output is
  * written twice, and workers and the zygote leave with _exit (no atexit
- * handlers, no stdio flush of the parent's buffers).
+ * handlers, no stdio flush of the parent's buffers); a task that calls
+ * exit() is turned into _exit with its status (proc_worker.c).
  *
  * The parent talks to the zygote through two socket pairs (SOCK_SEQPACKET:
  * whole messages, EOF when the peer goes, MSG_NOSIGNAL so a dead zygote is
@@ -74,7 +75,11 @@
  * instead of spinning and workers do not ring the doorbell, so a round trip
  * costs no system call and no third thread: on 2 cores the submitter and
  * the worker are the only spinners. Everything unusual (corruption, deaths,
- * skipped slots, shutdown, cancellation) stays with the collector thread.
+ * skipped slots, shutdown, termination) stays with the collector thread,
+ * except two things done in the caller's thread: shutdown(cancel_futures)
+ * cancels everything not begun before it returns (cf__pp_cancel_unstarted,
+ * under the collect lock), and running() publishes RUNNING as soon as the
+ * slot says a worker began (cf__pp_sync_running).
  * Spins call sched_yield() every 64 rounds: on a loaded 2-core machine a
  * pure spin starves the very process it waits for.
  *
