@@ -318,6 +318,25 @@ static void test_shutdown_cancel_map(void **state)
     cf_map_free(it);
     cf_executor_free(ex);
     assert_int_equal(atomic_load(&sh->ran), 0);
+
+    /* A window smaller than the input: the submitted chunks are cancelled;
+     * those the iterator had not submitted yet cannot be any more. */
+    reset_shared();
+    ex = pool_opts((cf_process_pool_opts){.max_workers = 1, .ring_depth = 2});
+    assert_int_equal(cf_submit(ex, gate_task, NULL, 0, &g[0]), 0);
+    wait_started(1);
+    assert_int_equal(cf_map(ex, count_task, items, sizeof items[0], N,
+                            &(cf_map_opts){.chunksize = 1, .window = 8}, &it),
+                     0);
+    assert_int_equal(cf_executor_shutdown(ex, false, true), 0);
+    open_word(&sh->gate);
+    assert_int_equal(cf_future_result(g[0], CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(g[0]);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_map_next(it, NULL, NULL), i < 8 ? CF_ECANCELLED : CF_ESHUTDOWN);
+    cf_map_free(it);
+    cf_executor_free(ex);
+    assert_int_equal(atomic_load(&sh->ran), 0);
 }
 
 /* ---- running() ---- */
@@ -454,7 +473,9 @@ static void test_exit_skips_parent_atexit(void **state)
 static int become_limited_user(void)
 {
     if (geteuid() != 0) return -1;
-    if (setgroups(0, NULL) || setgid(54321) || setuid(54321)) _exit(90);
+    /* Root that cannot change its uid (a restricted container) keeps its
+     * exemption: nothing can be tested here. */
+    if (setgroups(0, NULL) || setgid(54321) || setuid(54321)) _exit(77);
     FILE *s = fopen("/proc/self/status", "r");
     if (!s) _exit(91);
     char line[256];
@@ -531,6 +552,10 @@ static void test_fork_refused_by_rlimit_nproc(void **state)
     if (c == 0) _exit(nproc_child());
     int st = 0;
     assert_int_equal(waitpid(c, &st, 0), c);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        fprintf(stderr, "root here cannot drop to another uid: RLIMIT_NPROC does not apply\n");
+        skip();
+    }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail_msg("the limited child failed: wait status 0x%x (exit %d)", (unsigned)st,
                  WIFEXITED(st) ? WEXITSTATUS(st) : -1);
