@@ -22,7 +22,8 @@
  * by a thread helping from result() (proc_collect.c), or by a thread in
  * shutdown(cancel_futures) while it cancels what has not begun
  * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
- * are this thread's alone, under the same lock. Producers only add records, under the channel lock.
+ * are this thread's alone, under the same lock. Producers only add
+ * records, under the channel lock.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
  * which never waits for a helper, so callbacks may call anything (a

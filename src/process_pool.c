@@ -802,8 +802,10 @@ cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
     close_if(&p->rep_wr);
     p->zpidfd = (int)syscall(SYS_pidfd_open, z, 0);
     if (p->zpidfd < 0) {
+        int e = errno;
         kill(z, SIGKILL);
         waitpid(z, NULL, 0);
+        errno = e;
         goto fail_sys;
     }
     fcntl(p->zpidfd, F_SETFD, FD_CLOEXEC);
@@ -830,10 +832,10 @@ cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); /* the collector's */
     int tc = pthread_create(&p->coll, NULL, cf__pp_collector_main, p);
     if (tc) {
-        errno = tc; /* pthread_create returns its error, errno is untouched */
         atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
         kill(z, SIGKILL);
         waitpid(z, NULL, 0);
+        errno = tc; /* pthread_create returns its error (EAGAIN: a task limit too) */
         goto fail_sys;
     }
     p->coll_started = true;
