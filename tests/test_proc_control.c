@@ -527,7 +527,11 @@ static int nproc_child(void)
     if (!ex) return 30;
     set_nproc(pp(ex)->zpid, 0); /* the zygote may fork no more */
     cf_future *a, *b;
-    if (cf_submit(ex, count_task, NULL, 0, &a) || cf_submit(ex, count_task, NULL, 0, &b)) return 31;
+    /* a holds the worker until b is queued behind it: b needs the
+     * replacement that the zygote may not fork. */
+    reset_shared();
+    if (cf_submit(ex, gate_task, NULL, 0, &a) || cf_submit(ex, count_task, NULL, 0, &b)) return 31;
+    open_word(&sh->gate);
     if (cf_future_result(a, CF_FOREVER, NULL, NULL) != 0) return 32; /* the first worker ran it */
     if (cf_future_result(b, CF_FOREVER, NULL, NULL) != CF_EBROKEN) return 33;
     const char *msg = NULL;
