@@ -385,7 +385,14 @@ bool cf_future_cancelled(const cf_future *f)
 
 bool cf_future_running(const cf_future *f)
 {
-    return f && (load_state(f, memory_order_acquire) & CF__STATE_MASK) == CF__RUNNING;
+    if (!f) return false;
+    uint32_t st = load_state(f, memory_order_acquire) & CF__STATE_MASK;
+    if (st == CF__PENDING && f->ops && f->ops->sync_running) {
+        /* The executor may know better (a ring slot a worker has begun). */
+        f->ops->sync_running((cf_future *)f);
+        st = load_state(f, memory_order_acquire) & CF__STATE_MASK;
+    }
+    return st == CF__RUNNING;
 }
 
 bool cf_future_done(const cf_future *f)

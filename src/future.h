@@ -71,6 +71,12 @@ struct cf__future_ops {
      * if the task has already begun there; cancel() then returns false.
      * May be NULL. on_cancel still runs after a successful CAS. */
     bool (*try_cancel)(cf_future *f);
+    /* Called by cf_future_running() on a future that reads PENDING: an
+     * executor whose copy of the task lives elsewhere (the process pool's
+     * ring slot) publishes RUNNING (cf__future_mark_running) if a worker
+     * has begun it there, so running() answers what that copy knows. Must
+     * be cheap (a few loads). May be NULL. */
+    void (*sync_running)(cf_future *f);
 };
 
 /* One entry of a future's listener list: a done-callback (cb != NULL,

@@ -1,11 +1,13 @@
 /* The process pool's collector: one thread in the parent that completes
  * futures from the result slots (done-callbacks run here, as in CPython),
  * feeds the overflow list into the rings, watches the zygote's reports and
- * carries out shutdown, cancellation, termination and breakage.
+ * carries out shutdown, termination and breakage.
  *
  * Everything read from shared memory is validated before use (SEMANTICS
  * 33): a slot's state must carry the generation of the position being
- * collected and a kind that a correct worker could have written there;
+ * collected and a kind that a correct worker could have written there,
+ * after what the parent wrote or last saw in it (illegal_successor: a
+ * task seen begun may only be done next, never skipped or sent back);
  * result flags must be known; lengths must fit the slot or the spill ring;
  * a spill position must lie between what the collector has freed and one
  * ring further, with the record contiguous. Futures come from the parent's
@@ -17,9 +19,11 @@
  *
  * Concurrency: records are removed (collected) only under the collect lock
  * (p->coll_lock), held by this thread for each step of its loop, or briefly
- * by a thread helping from result() (proc_collect.c); the breakage sweep,
- * the shutdown cancellation and the zygote's reports are this thread's alone,
- * under the same lock. Producers only add records, under the channel lock.
+ * by a thread helping from result() (proc_collect.c), or by a thread in
+ * shutdown(cancel_futures) while it cancels what has not begun
+ * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
+ * are this thread's alone, under the same lock. Producers only add
+ * records, under the channel lock.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
  * which never waits for a helper, so callbacks may call anything (a
@@ -47,7 +51,7 @@ _Thread_local struct cf__ppool *cf__pp_tls_collector;
 struct coll {
     struct cf__ppool *p;
     bool zygote_gone, rep_eof;
-    bool term_done, cancel_done, exits_done;
+    bool term_done, exits_done;
     int64_t kill_deadline; /* terminate: when to follow up with SIGKILL */
 };
 
@@ -139,6 +143,25 @@ static void corrupted(struct coll *c, int chan, const char *what, uint64_t pos, 
 
 /* ---- collecting ---- */
 
+/* The parent knows which states may follow what it wrote or last saw in a
+ * slot of the right generation. An exit marker (EXIT) may only become
+ * SKIPPED; a task slot never holds EXIT, and once the parent has seen its
+ * task STARTED (r->marked) only STARTED or DONE may follow: a slot that
+ * goes back to QUEUED, HELD or CANCELLED, or is SKIPPED, would leave a
+ * RUNNING future that never completes. Returns what is wrong, or NULL.
+ * (A SKIPPED task slot the parent has not seen begin is judged by the
+ * future's state, in collect_chan.) */
+static const char *illegal_successor(const struct cf__prec *r, uint32_t k)
+{
+    if (r->is_exit)
+        return k == CF__SK_EXIT || k == CF__SK_SKIPPED || k == CF__SK_DONE ? NULL
+                                                                          : "slot state (an exit marker's)";
+    if (k == CF__SK_EXIT) return "slot state (exit on a task)";
+    if (r->marked && k != CF__SK_STARTED && k != CF__SK_DONE)
+        return "slot state (went back after its task began)";
+    return NULL;
+}
+
 static bool collect_chan(struct coll *c, int chan)
 {
     struct cf__ppool *p = c->p;
@@ -157,6 +180,11 @@ static bool collect_chan(struct coll *c, int chan)
         uint32_t k = cf__sk_kind(v);
         if (cf__sk_gen(v) != cf__pos_gen(pos) || k == CF__SK_FREE) {
             corrupted(c, chan, "slot state", pos, v);
+            return true;
+        }
+        const char *illegal = illegal_successor(r, k);
+        if (illegal) {
+            corrupted(c, chan, illegal, pos, v);
             return true;
         }
         if (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT || k == CF__SK_HELD) break;
@@ -182,12 +210,19 @@ static bool collect_chan(struct coll *c, int chan)
         } else { /* SKIPPED */
             if (r->is_exit) {
                 ch->exit_consumed = true;
-            } else if (!cf_future_done(r->f)) {
-                /* A canceller won the slot (try_cancel) and has not yet made
-                 * its CAS on the future; a worker that skips a slot nobody
-                 * cancelled can only cancel its own task this way. */
-                cf__future_cancel_quiet(r->f);
+            } else if (!cf__future_cancel_quiet(r->f) && !cf_future_done(r->f)) {
+                /* Skipped, but the future is RUNNING: someone saw the task
+                 * begin (the collector, a helper or running()), so no
+                 * cancel can have won the slot. Left alone, the future
+                 * would never complete; the break fails it with the rest. */
+                corrupted(c, chan, "slot state (skipped after its task began)", pos, v);
+                return true;
             }
+            /* Else a canceller won the slot (try_cancel, or shutdown's
+             * sweep) and had not yet made its CAS on the future: cancelled
+             * now. A worker that skips a slot nobody cancelled can only
+             * cancel its own task this way, which it could also do by
+             * returning an error. */
         }
         cf_future *f = cf__pp_free_slot(p, chan, s, r, pos++, k == CF__SK_DONE);
         progress = true;
@@ -200,9 +235,26 @@ static bool collect_chan(struct coll *c, int chan)
 
 /* ---- cancellation, exit markers ---- */
 
-static void cancel_all(struct coll *c)
+/* Cancel every task no worker has begun: first the overflow list, then
+ * every ring slot still QUEUED or HELD, each with the same QUEUED->CANCELLED
+ * CAS that cancel() uses, so a worker that begins the task at the same
+ * instant either wins (the task runs; its future is marked running) or
+ * finds the slot CANCELLED and skips it. Called by shutdown(cancel_futures)
+ * in the caller's thread, so nothing that was queued when shutdown returns
+ * is still pending; and by the collector when it terminates the pool.
+ *
+ * Records are read under the collect lock (the collector and helpers
+ * remove them only under it), taken here unless `have_lock` (the collector
+ * thread, or one of its callbacks). Without it, the lock is held for at
+ * most CANCEL_BATCH slots at a time and released before the futures are
+ * cancelled, so their callbacks never run under it. Each channel lock is
+ * taken once before head is read: a submitter that passed the flag check
+ * before shutdown set the flag has finished placing by then, and any later
+ * one sees the flag (it re-checks under that lock). */
+#define CANCEL_BATCH 32
+
+void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock)
 {
-    struct cf__ppool *p = c->p;
     pthread_mutex_lock(&p->ov_lock);
     cf_future *f = p->ov_head;
     p->ov_head = p->ov_tail = NULL;
@@ -210,34 +262,57 @@ static void cancel_all(struct coll *c)
     pthread_mutex_unlock(&p->ov_lock);
     while (f) {
         cf_future *next = (cf_future *)f->qnode.next;
-        cf_future_cancel(f);
+        cf_future_cancel(f); /* never in a ring: the future's own CAS decides */
         cf_future_release(f);
         f = next;
     }
     for (int i = 0; i < p->n; i++) {
         struct cf__pchan *ch = &p->ch[i];
-        if (ch->dead) continue;
-        size_t k = 0;
         pthread_mutex_lock(&ch->lock);
-        uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
-        uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed);
-        for (; pos < h; pos++) {
-            struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
-            if (r->f && !r->marked) p->scratch[k++] = cf_future_retain(r->f);
-        }
+        uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed); /* under its lock */
+        bool dead = ch->dead;
         pthread_mutex_unlock(&ch->lock);
-        for (size_t j = 0; j < k; j++) {
-            /* A task its worker has begun is not cancelled (SEMANTICS 5). */
-            uintptr_t enc = __atomic_load_n((uintptr_t *)&p->scratch[j]->owner, __ATOMIC_RELAXED);
-            uint64_t at = (uint64_t)(enc >> 16) - 1;
-            uint32_t v = atomic_load_explicit(&cf__pp_slot(p, i, at)->state, memory_order_acquire);
-            if (cf__sk_kind(v) == CF__SK_STARTED && cf__sk_gen(v) == cf__pos_gen(at))
-                cf__future_mark_running(p->scratch[j]);
-            else
-                cf_future_cancel(p->scratch[j]);
-            cf_future_release(p->scratch[j]);
+        if (dead) continue;
+        uint64_t pos = 0;
+        for (;;) {
+            cf_future *batch[CANCEL_BATCH];
+            size_t k = 0;
+            if (!have_lock) cf__pp_coll_lock(p);
+            uint64_t col = atomic_load_explicit(&ch->collected, memory_order_relaxed);
+            if (pos < col) pos = col; /* collected meanwhile: not ours to look at */
+            for (; pos < h && k < CANCEL_BATCH && !ch->dead; pos++) {
+                struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
+                if (!r->f) continue; /* an EXIT marker */
+                struct cf__pslot *s = cf__pp_slot(p, i, pos);
+                if (cf__pp_cancel_slot(s, pos)) {
+                    batch[k++] = cf_future_retain(r->f);
+                    continue;
+                }
+                /* acquire: pairs with the worker's CAS to STARTED */
+                uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
+                if (cf__sk_kind(v) == CF__SK_STARTED && cf__sk_gen(v) == cf__pos_gen(pos) &&
+                    !r->marked) {
+                    r->marked = true; /* a worker has begun it: running, never cancelled */
+                    cf__future_mark_running(r->f);
+                }
+            }
+            bool more = pos < h && !ch->dead;
+            if (!have_lock) cf__pp_coll_unlock(p);
+            /* The slot is ours (CANCELLED): the worker will only skip it,
+             * and the collector cancels the future too if it gets there
+             * first; either way it ends cancelled. */
+            for (size_t j = 0; j < k; j++) {
+                cf__future_cancel_quiet(batch[j]);
+                cf_future_release(batch[j]);
+            }
+            if (!more) break;
         }
     }
+}
+
+static void cancel_all(struct coll *c)
+{
+    cf__pp_cancel_unstarted(c->p, true);
 }
 
 /* Shutdown: once the overflow list is empty, put an EXIT marker at the end
@@ -346,7 +421,12 @@ static bool read_reports(struct coll *c)
         } else if (m.op == CF__ZR_SPAWN_FAILED) {
             char desc[200];
             ch->spawning = false;
-            snprintf(desc, sizeof desc, "could not start a worker: %s", strerror(m.status));
+            if (m.status == EAGAIN)
+                snprintf(desc, sizeof desc,
+                         "could not start a worker: fork refused: resource limit (EAGAIN: RLIMIT_NPROC "
+                         "or the system's task limit)");
+            else
+                snprintf(desc, sizeof desc, "could not start a worker: %s", strerror(m.status));
             break_pool(c, desc);
         } else if (m.op == CF__ZR_DIED) {
             on_death(c, m.chan, m.pid, m.status);
@@ -403,10 +483,6 @@ static bool handle_flags(struct coll *c)
         struct cf__zreq q = {.op = CF__ZQ_KILL, .signo = sig};
         if (!c->zygote_gone) cf__pp_zreq(p, &q);
         c->kill_deadline = sig == SIGKILL ? INT64_MAX : cf__now_ns() + 2000000000;
-        progress = true;
-    } else if ((fl & CF__PP_CANCEL) && !c->cancel_done && !(fl & CF__PP_BROKEN)) {
-        c->cancel_done = true;
-        cancel_all(c);
         progress = true;
     }
     if ((fl & CF__PP_SHUTDOWN) && !(fl & (CF__PP_BROKEN | CF__PP_TERMINATE)) && !c->exits_done)

@@ -22,7 +22,6 @@
 #define CF__PP_SHUTDOWN 1u   /* no new submissions */
 #define CF__PP_BROKEN 2u     /* a worker died or misbehaved: everything fails */
 #define CF__PP_TERMINATE 4u  /* cf_process_pool_terminate: kill the workers now */
-#define CF__PP_CANCEL 8u     /* shutdown(cancel_futures): the collector cancels what has not started */
 
 /* What the parent remembers about one filled slot (parent-private: the
  * collector never takes a future pointer from shared memory). */
@@ -141,6 +140,7 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
 void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f);
 bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos);
 bool cf__pp_try_cancel(cf_future *f);
+void cf__pp_sync_running(cf_future *f);
 bool cf__pp_room(struct cf__ppool *p, int chan, size_t len);
 int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
 
@@ -153,6 +153,9 @@ int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline);
 /* Collect ready results once, if nobody else is; returns how many. */
 int cf__pp_help_once(struct cf__ppool *p);
 bool cf__pp_feed(struct cf__ppool *p);
+/* Cancel every task no worker has begun (overflow list and QUEUED/HELD
+ * slots), in the calling thread; have_lock: it holds the collect lock. */
+void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock);
 void cf__pp_on_cancel(cf_future *f);
 extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
 /* Set while a helper completes futures it collected (callbacks run). */
@@ -223,6 +226,8 @@ void *cf__proc_test_shm(size_t *len);
 extern size_t cf__proc_test_spill_size;
 /* Inside a worker: its channel and the position of the task it runs. */
 void cf__proc_test_current(int *chan, uint64_t *pos);
+/* Inside a worker: the slot header of the task it runs (NULL elsewhere). */
+void *cf__proc_test_current_slot(void);
 /* Called in the worker after a result is written, before DONE (tests
  * corrupt the header here). Set before the pool is created. */
 extern void (*cf__proc_test_after_result)(void *slot);

@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@
 static void *test_shm;
 static size_t test_shm_len;
 static int cur_chan = -1;
+static struct cf__ppool *test_pool; /* this worker's snapshot of its pool */
 static uint64_t cur_pos;
 void (*cf__proc_test_after_result)(void *slot);
 
@@ -39,10 +41,31 @@ void cf__proc_test_current(int *chan, uint64_t *pos)
     *pos = cur_pos;
 }
 
+void *cf__proc_test_current_slot(void)
+{
+    return cur_chan < 0 ? NULL : cf__pp_slot(test_pool, cur_chan, cur_pos);
+}
+
 void *cf__proc_test_shm(size_t *len)
 {
     if (len) *len = test_shm_len;
     return test_shm;
+}
+
+/* A task that calls exit() would run, in this worker, every atexit (and
+ * on_exit, C++ static destructor) handler the parent registered before the
+ * pool was made: the worker is its fork. Handlers run last registered
+ * first, so this one, registered in the worker after all of them, runs
+ * first: it flushes the worker's own stdio (the parent's buffers were
+ * flushed before the first fork, so only the worker's output is there) and
+ * leaves at once with the status the task gave exit(). The parent then
+ * sees an ordinary worker death with that status and breaks the pool, as
+ * for _exit(). The worker's own ways out use _exit and never come here. */
+static void exit_from_task(int status, void *arg)
+{
+    (void)arg;
+    fflush(NULL);
+    _exit(status & 0xff);
 }
 
 static _Noreturn void corrupt(void)
@@ -205,10 +228,14 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
     for (int i = 0; i < p->n; i++)
         if (p->ch[i].z_pidfd >= 0) close(p->ch[i].z_pidfd);
     cf__pp_restore_signals();
+    /* Fails only without memory for one more handler (glibc keeps the
+     * first 32 in a static block); exit() from a task is then as before. */
+    (void)on_exit(exit_from_task, NULL);
     char name[16];
     snprintf(name, sizeof name, "cf-proc-%d", chan);
     prctl(PR_SET_NAME, name, 0, 0, 0);
     test_shm = p->map;
+    test_pool = p;
     test_shm_len = p->map_len;
     cur_chan = chan;
 

@@ -26,7 +26,8 @@
  * the pool before starting threads that hold locks across it, as with any
  * fork. stdio is flushed before that fork so that no buffered output is
  * written twice, and workers and the zygote leave with _exit (no atexit
- * handlers, no stdio flush of the parent's buffers).
+ * handlers, no stdio flush of the parent's buffers); a task that calls
+ * exit() is turned into _exit with its status (proc_worker.c).
  *
  * The parent talks to the zygote through two socket pairs (SOCK_SEQPACKET:
  * whole messages, EOF when the peer goes, MSG_NOSIGNAL so a dead zygote is
@@ -85,7 +86,11 @@
  * instead of spinning and workers do not ring the doorbell, so a round trip
  * costs no system call and no third thread: on 2 cores the submitter and
  * the worker are the only spinners. Everything unusual (corruption, deaths,
- * skipped slots, shutdown, cancellation) stays with the collector thread.
+ * skipped slots, shutdown, termination) stays with the collector thread,
+ * except two things done in the caller's thread: shutdown(cancel_futures)
+ * cancels everything not begun before it returns (cf__pp_cancel_unstarted,
+ * under the collect lock), and running() publishes RUNNING as soon as the
+ * slot says a worker began (cf__pp_sync_running).
  * Spins call sched_yield() every 64 rounds: on a loaded 2-core machine a
  * pure spin starves the very process it waits for.
  *
@@ -262,6 +267,28 @@ bool cf__pp_try_cancel(cf_future *f)
     uint32_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
     uint32_t k = cf__sk_kind(v);
     return cf__sk_gen(v) == cf__pos_gen(pos) && (k == CF__SK_CANCELLED || k == CF__SK_SKIPPED);
+}
+
+/* sync_running, called by cf_future_running() on a PENDING future: the
+ * slot's state word says whether a worker has begun the task (STARTED, or
+ * DONE and not yet collected); then RUNNING is published here instead of
+ * when the collector or a helper next scans the ring. A few loads; the
+ * same CAS the collector makes, so whoever comes first publishes it. */
+void cf__pp_sync_running(cf_future *f)
+{
+    struct cf__ppool *p = pool_of_future(f);
+    if (foreign(p)) return;
+    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    if (!enc) return; /* in the overflow list: not begun */
+    int chan = (int)(enc & 0xffff);
+    uint64_t pos = (uint64_t)(enc >> 16) - 1;
+    /* acquire: pairs with the worker's acq_rel CAS to STARTED (a caller
+     * that learnt through shared memory that the task began sees it). A
+     * slot reused for a later position fails the generation check. */
+    uint32_t v = atomic_load_explicit(&cf__pp_slot(p, chan, pos)->state, memory_order_acquire);
+    uint32_t k = cf__sk_kind(v);
+    if ((k == CF__SK_STARTED || k == CF__SK_DONE) && cf__sk_gen(v) == cf__pos_gen(pos))
+        cf__future_mark_running(f);
 }
 
 /* QUEUED or HELD (for pos) -> CANCELLED; false if it was neither. */
@@ -523,10 +550,17 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     struct cf__ppool *p = pool_of(ex);
     if (foreign(p)) return CF_ENOTSUP;
-    uint32_t set = CF__PP_SHUTDOWN | (cancel_futures ? CF__PP_CANCEL : 0);
     /* seq_cst: submitters re-check the flag under the channel and overflow
-     * locks, which the collector takes after seeing it. */
-    atomic_fetch_or_explicit(&p->flags, set, memory_order_seq_cst);
+     * locks, which the collector (and the cancel sweep below) take after
+     * setting or seeing it. */
+    atomic_fetch_or_explicit(&p->flags, CF__PP_SHUTDOWN, memory_order_seq_cst);
+    /* Synchronous, as in the thread pool: every task no worker has begun is
+     * cancelled before we return (or start waiting), in this thread (the
+     * collector does not do it for us: it could take the overflow list and
+     * still be cancelling it when we return). The collector thread, in one
+     * of its callbacks, already holds the collect lock; everyone else takes
+     * it, waiting for a callback the collector is running, if any. */
+    if (cancel_futures) cf__pp_cancel_unstarted(p, cf__pp_tls_collector == p);
     cf__pp_wake_collector(p);
     /* From a done-callback run by the collector thread, or by a thread
      * completing what it collected while helping, we cannot wait for the
@@ -711,6 +745,7 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     p->base.copy_map_items = true;
     p->fops.on_cancel = cf__pp_on_cancel;
     p->fops.try_cancel = cf__pp_try_cancel;
+    p->fops.sync_running = cf__pp_sync_running;
     p->fops.on_free = pp_on_free;
     atomic_init(&p->refs, 1);
     p->depth = (uint32_t)cfg->ring_depth; /* default 1024: see config.c */
@@ -763,8 +798,12 @@ static int await_spawned(struct cf__ppool *p)
         if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
         if (got != (ssize_t)sizeof m || m.chan < 0 || m.chan >= p->n) return CF_ESYS;
         if (m.op == CF__ZR_SPAWN_FAILED) {
+            /* The zygote's fork (or pidfd) failed: out of memory only for
+             * ENOMEM; anything else, EAGAIN from RLIMIT_NPROC or the
+             * kernel's task limits included, is CF_ESYS with errno saying
+             * what the system refused. */
             errno = m.status;
-            return m.status == EAGAIN || m.status == ENOMEM ? CF_ENOMEM : CF_ESYS;
+            return m.status == ENOMEM ? CF_ENOMEM : CF_ESYS;
         }
         if (m.op == CF__ZR_SPAWNED) {
             p->ch[m.chan].pid = m.pid;
@@ -824,8 +863,10 @@ cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
     close_if(&p->rep_wr);
     p->zpidfd = (int)syscall(SYS_pidfd_open, z, 0);
     if (p->zpidfd < 0) {
+        int e = errno;
         kill(z, SIGKILL);
         waitpid(z, NULL, 0);
+        errno = e;
         goto fail_sys;
     }
     fcntl(p->zpidfd, F_SETFD, FD_CLOEXEC);
@@ -850,10 +891,12 @@ cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
         goto fail;
     }
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); /* the collector's */
-    if (pthread_create(&p->coll, NULL, cf__pp_collector_main, p)) {
+    int tc = pthread_create(&p->coll, NULL, cf__pp_collector_main, p);
+    if (tc) {
         atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
         kill(z, SIGKILL);
         waitpid(z, NULL, 0);
+        errno = tc; /* pthread_create returns its error (EAGAIN: a task limit too) */
         goto fail_sys;
     }
     p->coll_started = true;
@@ -861,14 +904,19 @@ cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
     return &p->base;
 
 fail_sys:
-    rc = errno == ENOMEM || errno == EAGAIN ? CF_ENOMEM : CF_ESYS;
-fail:
+    /* Out of memory only when the system said ENOMEM: a fork refused with
+     * EAGAIN (RLIMIT_NPROC, the kernel's task limits) is CF_ESYS, and
+     * errno, kept through the clean-up below, names it. */
+    rc = errno == ENOMEM ? CF_ENOMEM : CF_ESYS;
+fail:;
+    int saved = errno;
     *err = rc ? rc : CF_ENOMEM;
     if (p) {
         close_if(&p->req_rd);
         close_if(&p->rep_wr);
         pool_free(p);
     }
+    errno = saved;
     return NULL;
 }
 
