@@ -68,9 +68,14 @@ int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struc
         src = p->ressp + (size_t)chan * R + rpos % R;
     } else {
         if (total > p->slot_size) BAD("inline result length", total);
-#undef BAD
         src = cf__pp_inline(s);
     }
+    /* A correct worker sends the message up to its NUL (strnlen). One with
+     * a NUL inside would be freed later as a string of another length (the
+     * allocator is told the size on free), so it is refused like any other
+     * impossible value. */
+    if (mlen && memchr(src + rlen, 0, mlen)) BAD("NUL byte in the message", mlen);
+#undef BAD
     cf__out_init(o);
     *code = rc;
     if (rc == 0) {

@@ -39,6 +39,7 @@ enum mode {
     M_STATE_GARBAGE,  /* the slot's state word overwritten */
     M_STATE_GEN,      /* DONE with another position's generation */
     M_LEN_ON_FAIL,    /* a failure that also claims result bytes */
+    M_MSG_NUL,        /* a failure message with a NUL byte inside */
 };
 
 struct shared {
@@ -68,6 +69,13 @@ static void after_result(void *slot)
     case M_STATE_GARBAGE: atomic_store(&s->state, 0xdeadbeefu); break;
     case M_STATE_GEN: atomic_store(&s->state, cf__sk_make(CF__SK_DONE, pos + 5)); break;
     case M_LEN_ON_FAIL: s->code = 4; s->res_len = 8; break;
+    case M_MSG_NUL: /* the parent would free it as a 2-byte string */
+        s->code = 5;
+        s->res_len = 0;
+        s->rflags = 0;
+        s->msg_len = 40;
+        memcpy(cf__pp_inline(s), "ab\0cdefghijklmnopqrstuvwxyz0123456789ABC", 40);
+        break;
     default: break;
     }
     atomic_fetch_add(&sh->fired, 1);
@@ -237,6 +245,7 @@ static void test_bad_lengths(void **state)
     run_hook_mode(M_RES_LEN_SLOT);
     run_hook_mode(M_MSG_LEN);
     run_hook_mode(M_LEN_ON_FAIL);
+    run_hook_mode(M_MSG_NUL);
 }
 
 static void test_bad_flags_and_spill_positions(void **state)
