@@ -124,7 +124,7 @@ static void test_1024_workers(void **state)
 static void test_retirement_storm(void **state)
 {
     (void)state;
-    int tasks = (int)(3000 * cf_test_scale());
+    int tasks = (int)(1500 * cf_test_scale());
     if (tasks < 600) tasks = 600;
     cf_executor *ex = cf_process_pool_new(
         &(cf_process_pool_opts){.max_workers = 300, .max_tasks_per_child = 1, .ring_depth = 64});
@@ -183,7 +183,7 @@ static void test_spill_resident_bounded(void **state)
         size_t size;
         int total, window;
     } loads[] = {
-        {2048, (int)(12000 * cf_test_scale()), 64},
+        {2048, (int)(6000 * cf_test_scale()), 64},
         {200 << 10, (int)(400 * cf_test_scale()), 8},
     };
     for (size_t l = 0; l < sizeof loads / sizeof loads[0]; l++) {
