@@ -51,7 +51,7 @@ struct cf__pchan {
     _Atomic uint64_t tasks_run;  /* statistics */
     /* Zygote-private (meaningful only in the zygote's copy). */
     pid_t z_pid;
-    int z_pidfd;
+    int z_pidfd;                 /* unused (-1): the zygote reaps through SIGCHLD */
 };
 
 struct cf__ppool {

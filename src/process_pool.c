@@ -35,7 +35,7 @@
  * i at position p, kill all with signal s, exit; reports: spawned pid,
  * spawn failed, died with wait status), so worker pids and exit statuses
  * come from a process that runs only our code, never from shared memory a
- * worker could scribble on. The zygote reaps its workers (pidfds + waitpid),
+ * worker could scribble on. The zygote reaps its workers (SIGCHLD + waitpid),
  * so a pid is never signalled after it could have been reused. The parent
  * watches the zygote through a pidfd (and the report socket's EOF). Workers
  * die with the zygote (PR_SET_PDEATHSIG), the zygote with the parent (the
