@@ -61,6 +61,7 @@
 #include "thread_pool.h"
 
 CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
+_Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
 
 #define HELP_NAP_NS 100000 /* a waiting task re-scans for work this often */
 #define BACKOFF_MAX 6      /* spin back-off: at most 2^6 pauses between scans */
@@ -99,6 +100,29 @@ static inline cf_future *node_future(struct cds_wfcq_node *n)
 
 /* ---- running ---- */
 
+/* Test points (thread_pool.h): one relaxed load when no test hooks in. */
+static inline void test_point(struct cf__worker *w, int point)
+{
+    /* Relaxed: the hook is installed before the interleaving it forces,
+     * and the test synchronises with the worker through the hook itself. */
+    cf__test_tp_hook_fn *h = atomic_load_explicit(&cf__test_tp_hook, memory_order_relaxed);
+    if (__builtin_expect(h != NULL, 0))
+        h(w, point);
+}
+
+/* Run f on this stack, one level deeper: remember where our own deque
+ * ended when it started (its mark: what lies above was pushed by f or by
+ * what f ran) for the bounded helper below. */
+static void run_nested(struct cf__worker *w, cf_future *f)
+{
+    int64_t mark = w->mark;
+    w->mark = cf__deque_bottom(&w->dq);
+    w->depth++;
+    cf__future_run(f); /* false if cancelled or started elsewhere: skipped */
+    w->depth--;
+    w->mark = mark;
+}
+
 static void run_task(struct cf__worker *w, cf_future *f)
 {
     struct cf__pool *p = w->pool;
@@ -110,7 +134,7 @@ static void run_task(struct cf__worker *w, cf_future *f)
         cf__future_fail_broken(f, "%s", msg ? msg : "the thread pool is broken");
     } else {
         CF__PROBE2(start, w->id, f);
-        cf__future_run(f);
+        run_nested(w, f);
         CF__PROBE2(finish, w->id, f);
     }
     if (stats_on(p))
@@ -360,6 +384,31 @@ bool cf__pool_is_callers_cpu(struct cf__pool *p, int worker)
     return worker >= 0 && worker == worker_on_cpu(p, sched_getcpu());
 }
 
+/* A searcher found work and stops searching. Submitters that saw it
+ * searching woke nobody, so the last searcher to leave re-checks every
+ * queue after a fence and wakes a parked worker if anything is queued (the
+ * contract at the top: the hand-off of the searching role). Costs no
+ * system call unless work is queued and someone is parked. */
+static void stop_searching(struct cf__worker *w, bool more)
+{
+    struct cf__pool *p = w->pool;
+    /* Relaxed RMW: ordered before the re-check by the fence below; its
+     * place in the modification order of `searching` is what the argument
+     * uses. */
+    int was = atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
+    if (was != 1)
+        return; /* a later leaver (this path or parking) re-checks after us */
+    /* Seq_cst fence: our decrement before the loads of `waiters` and of
+     * the queues; pairs with a submitter's fence between its publication
+     * and its load of `searching` (contract at the top). Also publishes
+     * our own batch push (more) before we look for parked workers. */
+    CF__FENCE_SEQ_CST();
+    if (cf__ec_waiters(&p->ec) == 0)
+        return; /* anyone parking later re-checks the queues itself */
+    if (more || any_work(p))
+        (void)wake_one(p);
+}
+
 static inline bool time_up(int64_t *start, long budget, unsigned round)
 {
     if (budget <= 0)
@@ -404,15 +453,8 @@ static cf_future *idle(struct cf__worker *w)
             bool more = false;
             cf_future *f = scan(w, &more);
             if (f) {
-                /* Relaxed: the count only steers wake-ups. */
-                int was = atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
-                if (was == 1 && more) {
-                    /* Seq_cst fence: our batch push or the victim's items
-                     * are published before we look for parked workers
-                     * (same pairing as a submitter's). */
-                    CF__FENCE_SEQ_CST();
-                    (void)wake_one(p);
-                }
+                test_point(w, CF__TEST_TP_FOUND_WORK);
+                stop_searching(w, more);
                 return f;
             }
             if (time_up(&start, budget, ++round))
@@ -475,10 +517,49 @@ static void nap_on(cf_future *f, cf__deadline until)
     cf__futex_wait(&f->state, s, until, false);
 }
 
+/* Is there room on this stack to run another task from inside a wait?
+ * The frame address, not a local's (a sanitizer may put locals elsewhere). */
+static inline bool stack_has_room(const struct cf__worker *w)
+{
+    return (uintptr_t)__builtin_frame_address(0) > w->help_floor;
+}
+
+/* Own work of the waiting task: what it (or something it ran) pushed onto
+ * our deque since it started, newest first. Nothing older: that belongs to
+ * the tasks below us on this stack or to whoever steals it. */
+static cf_future *pop_own(struct cf__worker *w)
+{
+    if (cf__deque_bottom(&w->dq) <= w->mark)
+        return NULL;
+    return cf__deque_pop(&w->dq);
+}
+
+/* Run the awaited task itself, here, if it is this pool's and nobody has
+ * started it (it may sit in another worker's deque or an injection queue;
+ * whoever takes that record later finds it started and skips it). */
+static bool run_awaited(struct cf__worker *w, cf_future *f)
+{
+    /* Relaxed: a pre-check; cf__future_run's CAS decides. */
+    if ((atomic_load_explicit(&f->state, memory_order_relaxed) & CF__STATE_MASK) != CF__PENDING)
+        return false;
+    struct cf__pool *p = w->pool;
+    /* Acquire: as in run_task (pairs with mark_broken's release). */
+    if (atomic_load_explicit(&p->flags, memory_order_acquire) & CF__POOL_BROKEN)
+        return false; /* the worker that takes the record fails it */
+    run_nested(w, f);
+    return true;
+}
+
+/* cf__tls_wait_helper: wait for f while running other tasks on this stack,
+ * within the bound described in the contract at the top. */
 static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
 {
     struct cf__worker *w = ctx;
     struct cf__pool *p = w->pool;
+    /* Fixed for this call: our frame does not move while we wait. */
+    bool room = stack_has_room(w) && !cf__pool_foreign(p);
+    bool wide = room && w->depth < CF__HELP_DEPTH_MAX; /* may run unrelated work */
+    bool mine = room && cf__pool_owns_task(p, f);
     int64_t start = 0;
     unsigned idle = 0;
     /* acquire: once done, the caller reads the outcome (pairs with the
@@ -487,19 +568,43 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
         /* A timed wait does not start more work once its deadline passed. */
         if (deadline != CF__NO_DEADLINE && cf__now_ns() >= deadline)
             return CF_ETIMEDOUT;
-        bool more = false;
-        cf_future *g = cf__deque_pop(&w->dq);
-        if (!g)
-            g = scan(w, &more);
-        if (g) {
-            run_task(w, g);
-            start = 0;
-            idle = 0;
-            continue;
+        if (room) {
+            cf_future *g = wide ? cf__deque_pop(&w->dq) : pop_own(w);
+            bool ran = false;
+            if (g) {
+                test_point(w, CF__TEST_TP_HELP);
+                run_task(w, g);
+                ran = true;
+            } else if (mine && run_awaited(w, f)) {
+                ran = true;
+            } else if (wide) {
+                bool more = false;
+                if ((g = scan(w, &more)) != NULL) {
+                    if (more) {
+                        /* Seq_cst fence: our batch push before the loads
+                         * of `searching` and `waiters` (a submitter's
+                         * half of the protocol): the batch in our deque
+                         * gets a thief while we are busy here. */
+                        CF__FENCE_SEQ_CST();
+                        (void)cf__pool_wake_if_idle(p);
+                    }
+                    test_point(w, CF__TEST_TP_HELP);
+                    run_task(w, g);
+                    ran = true;
+                }
+            }
+            if (ran) {
+                start = 0;
+                idle = 0;
+                continue;
+            }
         }
         /* Nothing to do: spin a little (the awaited task is usually running
          * on another worker and about to finish), scanning again between
-         * pauses; then nap on the future and scan again. */
+         * pauses; then nap on the future and scan again. Past the bound
+         * nothing new can turn up for us (only we push above our mark, and
+         * a started task does not become pending again): sleep until done,
+         * as a thread outside the pool would. */
         if (++idle < 64) {
             for (unsigned i = 0; i < idle; i++)
                 cf__cpu_relax();
@@ -512,7 +617,7 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
             sched_yield();
             continue;
         }
-        cf__deadline nap = now + HELP_NAP_NS;
+        cf__deadline nap = wide ? now + HELP_NAP_NS : deadline;
         nap_on(f, nap < deadline ? nap : deadline);
     }
     return 0;
@@ -551,6 +656,23 @@ static void mark_broken(struct cf__pool *p, struct cf__worker *w, int code)
     cf__pool_wake_all(p);
 }
 
+/* The lowest frame address from which a wait may still run a task: the
+ * thread's real stack (its base and size, from the thread's attributes)
+ * plus the reserve. If the stack cannot be found, waits do not help. */
+static uintptr_t help_floor_of_this_thread(void)
+{
+    pthread_attr_t a;
+    void *lo = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return UINTPTR_MAX;
+    int rc = pthread_attr_getstack(&a, &lo, &size);
+    pthread_attr_destroy(&a);
+    if (rc != 0 || !lo || size == 0)
+        return UINTPTR_MAX;
+    return (uintptr_t)lo + CF__HELP_STACK_RESERVE(size);
+}
+
 void *cf__worker_main(void *arg)
 {
     struct cf__worker *w = arg;
@@ -560,6 +682,7 @@ void *cf__worker_main(void *arg)
         cf__pin_self(p->topo, &p->place.w[w->id]); /* not fatal if it fails */
     cf__alloc_set_thread_node(p->cfg.numa ? w->numa_node : -1);
     cf__future_cache_enable(); /* records: no allocator call on the hot path */
+    w->help_floor = help_floor_of_this_thread();
     cf__tls_worker = w;
     cf__tls_wait_helper = wait_helper;
     cf__tls_wait_helper_ctx = w;
