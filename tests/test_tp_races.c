@@ -232,8 +232,10 @@ static void test_pairs_on_idle_pool(void **state)
     cf_executor_free(ex);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]); /* run one case: test_x <name> */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handoff_injected),
         cmocka_unit_test(test_handoff_nested),
