@@ -11,23 +11,52 @@
  * - Idle: a worker that finds nothing counts itself in `searching` and
  *   spins (scanning, with exponential back-off, then sched_yield) for at
  *   most cfg.spin_ns - at most max(1, n/2) workers spin at once, the others
- *   go straight to parking - then parks on the pool's event count. Submitters wake a parked worker
- *   only when their push made a queue non-empty and nobody is searching
- *   (thread_pool.c); a searcher that finds work while others
- *   may still be queued and was the last searcher wakes one more (the Go
- *   scheduler's ramp-up), so work spreads without waking everyone.
- * - No lost wake-up (the fence pairing):
+ *   go straight to parking - then parks on the pool's event count.
+ *   Submitters wake a parked worker only when their push made a queue
+ *   non-empty and nobody is searching (thread_pool.c); the last searcher to
+ *   stop searching because it found work looks again and wakes one more if
+ *   anything is still queued (stop_searching: the Go scheduler's "the last
+ *   spinning thread that finds work wakes another"), so work spreads
+ *   without waking everyone.
+ * - No lost wake-up. A submitter wakes nobody while it sees a searcher; so
+ *   whoever leaves the searching role must look at the queues after it
+ *   left, and there are exactly two ways to leave:
  *     submitter: publish (deque release store of bottom, or the injection
  *                queue's exchange) ; seq_cst fence (the exchange is a full
- *                barrier) ; load `searching` ; load `waiters` and then the
- *                parked workers' slots (wake_one tries every slot).
+ *                barrier) ; load `searching` ; if 0: load `waiters`, then
+ *                the parked workers' slots (wake_one tries every slot).
  *     parker:    `searching` - 1 ; slot = PARKED, `waiters` + 1 ; seq_cst
  *                fence (in cf__ec_prepare) ; re-check every queue and the
- *                flags.
- *   By the fence-fence rule either the submitter sees the parker (searching,
- *   and leaves the work to it - it re-checks before parking in the same
- *   way - or parked, and its CAS on the slot, or a competing notifier's,
- *   wakes it) or the parker's re-check sees the work.
+ *                flags; work seen: search again instead of sleeping.
+ *     finder:    `searching` - 1 (read 1: it was the last) ; seq_cst fence ;
+ *                load `waiters`; if > 0, re-check every queue; work seen:
+ *                wake one parked worker (stop_searching).
+ *   Proof. Let X be the submitter's load of `searching`, D any leaver's
+ *   decrement that comes after the value X read in the modification order
+ *   of `searching`, F_s and F_d their fences. If F_d preceded F_s in the
+ *   single total order of seq_cst operations, X (after F_s) would read D
+ *   or later (fence rule for a modification before a fence): so F_s
+ *   precedes F_d, and every load after F_d - the leaver's re-check - sees
+ *   the publication made before F_s. Now either X read 0: the submitter
+ *   runs the event-count protocol (eventcount.h) with every worker that is
+ *   not searching, and each is either seen parked (and woken) or sees the
+ *   work itself. Or X read k > 0: each of those k searchers decrements
+ *   after X, so the decrement that next brings `searching` to 0 comes
+ *   after X; it is a parker's (who saw the work, so it searches again:
+ *   its next scan sees the queue non-empty too - a later load of the same
+ *   word in one thread never reads an older value - and its next leave
+ *   is after X again) or a finder's that read 1 (who sees the work and
+ *   wakes a parked worker - if it saw `waiters` = 0 instead, any worker
+ *   parking later fences after F_d, which follows F_s, and its own
+ *   re-check sees the work). Were `searching` never to return to 0,
+ *   someone would be scanning every queue at all times. A
+ *   finder that read more than 1 leaves the re-check to the later leaver:
+ *   no fence, no scan on that path. The hole this closes: a finder that
+ *   left without looking while a task was published in its window, with
+ *   every other worker parked.
+ *   Cost: the finder's fence and scan happen only when it was the last
+ *   searcher, and the wake (a system call) only when work is queued and a
+ *   worker is parked - never when a searcher will take the work.
  * - Whom to wake: each worker parks on a futex word of its own, so a waker
  *   chooses. wake_one prefers the worker pinned to the waker's own CPU:
  *   an outside thread that submits and then blocks on the result hands it
@@ -47,11 +76,32 @@
  *   outside submit that was accepted is then visible). Its own deque is
  *   then empty and stays so (only the owner pushes to it), so nested work
  *   of tasks still running elsewhere is never stranded.
- * - Waiting from inside a task (cf__tls_wait_helper): pop the own deque (the
- *   awaited child is usually at its bottom), else take from the injection
- *   queues, else steal; when nothing is found, sleep on the awaited future
- *   for at most HELP_NAP_NS and scan again. So fork-join never deadlocks a
- *   bounded pool and never idles a worker while work is queued. */
+ * - Waiting from inside a task (cf__tls_wait_helper): the waiting task's
+ *   frame stays on the stack, so whatever the wait runs nests on top of
+ *   it, and the waiting task cannot return before that finishes. Helping
+ *   is therefore bounded (the bound is in thread_pool.h):
+ *     depth < CF__HELP_DEPTH_MAX and stack to spare: pop the own deque
+ *       (the awaited child is usually at its bottom), else run the awaited
+ *       task itself if it is this pool's and not started, else take from
+ *       the injection queues, else steal (and wake a parked worker when a
+ *       batch was taken, so it gets a thief); when nothing is found, sleep
+ *       on the awaited future for at most HELP_NAP_NS and look again.
+ *     deeper: only the waiting task's own work - what was pushed onto our
+ *       deque since it started (above its mark: its children, newest
+ *       first) and the awaited task itself. Running those is what a
+ *       sequential program would do on its stack anyway.
+ *     less than CF__HELP_STACK_RESERVE of the thread's real stack
+ *       (pthread_getattr_np) left below the waiting frame, or in a fork
+ *       child: nothing; sleep on the future until it is done, as a thread
+ *       outside the pool does.
+ *   So unrelated waits nest at most CF__HELP_DEPTH_MAX deep per worker,
+ *   the stack never overflows through helping, and fork-join (a task
+ *   waiting on its own children) never deadlocks a bounded pool, even one
+ *   worker deep past the cap - until its recursion needs more stack than
+ *   the reserve leaves, where a sequential program would overflow. A task
+ *   that waits for something only an unrelated queued task will produce
+ *   may then wait for another worker to take that task, as in any bounded
+ *   pool whose workers block. */
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
