@@ -35,9 +35,20 @@
  *   cancelling what it takes. A batch that a worker is moving from an
  *   injection queue into its deque at that instant may escape and run: it
  *   was, in effect, already taken by that worker.
- * - Broken (SEMANTICS 20): a failing initializer sets BROKEN; from then on
+ * - Broken: a failing initializer sets BROKEN; from then on
  *   every queued task is failed with CF_EBROKEN by the worker that takes it
- *   and submits fail. */
+ *   and submits fail.
+ * - Fork: a child of fork() has only the thread that forked, so a pool
+ *   made before the fork has no workers there. The pool remembers the
+ *   process generation it was made in (a pthread_atfork child handler
+ *   bumps it; no getpid() system call on the submit path), and in any
+ *   other generation submit (and so map) and shutdown return CF_ENOTSUP
+ *   without touching the queues, and destroy forgets the pool: it frees
+ *   nothing and joins nothing (the threads to join are not in the child,
+ *   and the forking thread may be one of the pool's workers, still running
+ *   a task on records the pool owns). Read-only calls (workers, stats)
+ *   still answer. A future submitted before the fork stays as the fork
+ *   found it: if it was not done, nothing in the child will finish it. */
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>

@@ -154,7 +154,6 @@ bool cf__pool_owns_task(const struct cf__pool *p, const cf_future *f);
  * each point costs one relaxed load. */
 enum {
     CF__TEST_TP_FOUND_WORK = 1, /* a searcher found work, before it stops searching */
-    CF__TEST_TP_HELP = 2,       /* a waiting task is about to run another task */
 };
 typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
 extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;

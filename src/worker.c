@@ -597,6 +597,8 @@ static bool run_awaited(struct cf__worker *w, cf_future *f)
     if (atomic_load_explicit(&p->flags, memory_order_acquire) & CF__POOL_BROKEN)
         return false; /* the worker that takes the record fails it */
     run_nested(w, f);
+    if (stats_on(p))
+        stat_inc(&w->st.tasks_run);
     return true;
 }
 
@@ -622,7 +624,6 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
             cf_future *g = wide ? cf__deque_pop(&w->dq) : pop_own(w);
             bool ran = false;
             if (g) {
-                test_point(w, CF__TEST_TP_HELP);
                 run_task(w, g);
                 ran = true;
             } else if (mine && run_awaited(w, f)) {
@@ -638,7 +639,6 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
                         CF__FENCE_SEQ_CST();
                         (void)cf__pool_wake_if_idle(p);
                     }
-                    test_point(w, CF__TEST_TP_HELP);
                     run_task(w, g);
                     ran = true;
                 }
