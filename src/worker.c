@@ -20,7 +20,7 @@
  *   without waking everyone.
  * - No lost wake-up. A submitter wakes nobody while it sees a searcher; so
  *   whoever leaves the searching role must look at the queues after it
- *   left, and there are exactly two ways to leave:
+ *   left. There are exactly two ways to leave (parker, finder):
  *     submitter: publish (deque release store of bottom, or the injection
  *                queue's exchange) ; seq_cst fence (the exchange is a full
  *                barrier) ; load `searching` ; if 0: load `waiters`, then
