@@ -597,9 +597,7 @@ static bool run_awaited(struct cf__worker *w, cf_future *f)
     if (atomic_load_explicit(&p->flags, memory_order_acquire) & CF__POOL_BROKEN)
         return false; /* the worker that takes the record fails it */
     run_nested(w, f);
-    if (stats_on(p))
-        stat_inc(&w->st.tasks_run);
-    return true;
+    return true; /* counted in tasks_run when its record is taken */
 }
 
 /* cf__tls_wait_helper: wait for f while running other tasks on this stack,

@@ -153,6 +153,73 @@ static void test_many_queued_waiters(void **state)
     cf_executor_free(ex);
 }
 
+/* Thread-pool requests that each wait on a process-pool task: the waits
+ * nest within the bound too, and everything completes. */
+static int pp_square(const void *arg, size_t len, cf_out *out)
+{
+    int64_t x;
+    if (len != sizeof x)
+        return 1;
+    memcpy(&x, arg, sizeof x);
+    return cf_out_i64(out, x * x);
+}
+
+struct pp_req {
+    cf_executor *pp;
+    int64_t x;
+};
+
+static int pp_request(const void *arg, size_t len, cf_out *out)
+{
+    struct pp_req r;
+    if (len != sizeof r)
+        return 1;
+    memcpy(&r, arg, sizeof r);
+    enter();
+    cf_future *f;
+    int64_t v = -1;
+    int rc = cf_submit(r.pp, pp_square, &r.x, sizeof r.x, &f);
+    if (!rc) {
+        rc = cf_future_result_i64(f, CF_FOREVER, &v);
+        cf_future_release(f);
+    }
+    depth--;
+    return rc ? 1 : cf_out_i64(out, v);
+}
+
+static void test_requests_waiting_on_process_pool(void **state)
+{
+    (void)state;
+    long n = (long)(20000 * cf_test_scale());
+    if (n < 500)
+        n = 500;
+    cf_executor *pp = cf_process_pool_new(&(cf_process_pool_opts){ .max_workers = 1 });
+    assert_non_null(pp);
+    cf_executor *ex = pool_n(2);
+    cf_future *blk[2];
+    block_workers(ex, 2, blk); /* queue every request before any runs */
+    cf_future **fs = malloc(sizeof *fs * (size_t)n);
+    assert_non_null(fs);
+    for (long i = 0; i < n; i++) {
+        struct pp_req r = { pp, i % 1000 };
+        assert_int_equal(cf_submit(ex, pp_request, &r, sizeof r, &fs[i]), 0);
+    }
+    reset_counts();
+    release_workers(2, blk);
+    for (long i = 0; i < n; i++) {
+        int64_t v = -1;
+        assert_int_equal(cf_future_result_i64(fs[i], CF_FOREVER, &v), 0);
+        assert_int_equal(v, (i % 1000) * (i % 1000));
+        cf_future_release(fs[i]);
+    }
+    free(fs);
+    print_message("%ld requests, max nesting depth %d (cap %d)\n", n, atomic_load(&max_depth),
+                  CF__HELP_DEPTH_MAX);
+    assert_true(atomic_load(&max_depth) <= CF__HELP_DEPTH_MAX);
+    cf_executor_free(ex);
+    cf_executor_free(pp);
+}
+
 /* (c) The depth cap holds exactly: one worker, more waiters than the cap.
  * It nests unrelated waiting tasks up to the cap, then sleeps. */
 static void test_depth_cap(void **state)
@@ -314,6 +381,7 @@ int main(int argc, char **argv)
         cmocka_set_test_filter(argv[1]); /* run one case: test_x <name> */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_queued_waiters),
+        cmocka_unit_test(test_requests_waiting_on_process_pool),
         cmocka_unit_test(test_depth_cap),
         cmocka_unit_test(test_stack_reserve),
         cmocka_unit_test(test_fib_two_workers),
