@@ -51,9 +51,9 @@
  *   re-check sees the work). Were `searching` never to return to 0,
  *   someone would be scanning every queue at all times. A
  *   finder that read more than 1 leaves the re-check to the later leaver:
- *   no fence, no scan on that path. The hole this closes: a finder that
- *   left without looking while a task was published in its window, with
- *   every other worker parked.
+ *   no fence, no scan on that path. Without the finder's look, a task
+ *   published in its window (the publisher saw it searching) would stay
+ *   queued while every other worker slept.
  *   Cost: the finder's fence and scan happen only when it was the last
  *   searcher, and the wake (a system call) only when work is queued and a
  *   worker is parked - never when a searcher will take the work.
