@@ -138,7 +138,8 @@ extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
 
 /* Fork detection: bumped in the child of every fork() (a pthread_atfork
  * handler, thread_pool.c). A pool made under another value is the parent's:
- * in a child it has no worker threads, and every call on it is refused. */
+ * in a child it has no worker threads, and every call that would need them
+ * is refused. */
 extern _Atomic unsigned cf__tp_proc_gen;
 static inline bool cf__pool_foreign(const struct cf__pool *p)
 {
