@@ -45,6 +45,7 @@
 #include "probes.h"
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
+void (*cf__test_after_publish)(cf_future *f);
 _Thread_local void *cf__tls_wait_helper_ctx;
 
 /* Two cache lines, no more (WORKLOADS future_bytes: <= 128 B per task). */
@@ -110,6 +111,7 @@ static void fire(cf_future *f, uint32_t old)
 {
     if (old & CF__SLEEPERS) cf__futex_wake(&f->state, INT32_MAX, false);
     if (!(old & (CF__LIST_LOCK | CF__HAS_LISTENERS))) return;
+    if (cf__test_after_publish) cf__test_after_publish(f);
 
     list_lock(f);
     struct cf__listener *l = f->listeners;

@@ -211,6 +211,12 @@ extern _Thread_local void *cf__tls_wait_helper_ctx;
 void cf__future_cache_enable(void);
 void cf__future_cache_drain(void);
 
+/* Test hook, NULL in production: called by a completer (or canceller)
+ * whose CAS made f done while f had listeners, before it notifies them.
+ * A test parks the completer there to hold that window open. Set it before
+ * the threads that complete futures start. */
+extern void (*cf__test_after_publish)(cf_future *f);
+
 /* Wait for done with the usual spin-then-futex discipline (no helping). */
 int cf__future_wait_done(cf_future *f, cf__deadline deadline);
 
