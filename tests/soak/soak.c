@@ -46,6 +46,18 @@
 
 #include "cfutures.h"
 
+#ifdef CF_TSAN
+/* Once many threads have allocated, jemalloc's fork handler takes more
+ * locks at once than TSan's deadlock detector can track (64), and TSan
+ * aborts inside fork(). Lock-order checking is off here; races are still
+ * reported. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "detect_deadlocks=0";
+}
+#endif
+
 /* ---- options ---- */
 
 struct opts {
@@ -132,7 +144,9 @@ static void *watchdog(void *arg)
         nanosleep(&ts, NULL);
         double dl = atomic_load_explicit(&wd_deadline, memory_order_relaxed);
         if (dl == 0 || now_s() < dl) continue;
-        printf("WATCHDOG: round %ld is still running after %.0f s, in stage \"%s\"\n",
+        /* The main thread is stuck (or the limit is too short: then it may
+         * release the batch under us, but we exit right after). */
+        printf("WATCHDOG: round %ld is still running after %.1f s, in stage \"%s\"\n",
                atomic_load_explicit(&wd_round, memory_order_relaxed), O.round_timeout,
                atomic_load_explicit(&wd_stage, memory_order_relaxed));
         /* acquire: pairs with wd_watch's release. */
@@ -358,7 +372,7 @@ static int thread_task(const void *arg, size_t len, cf_out *out)
 struct shared {
     _Atomic uint64_t pids[64];   /* (generation << 32) | worker pid */
     _Atomic uint64_t zygote;     /* (generation << 32) | zygote pid */
-    _Atomic uint64_t hostile_done;
+    _Atomic uint64_t hostile_maps; /* mappings scribbled over */
     _Atomic unsigned char runs[]; /* per process-task id */
 };
 static struct shared *sh;
@@ -393,8 +407,12 @@ static void scribble(uint32_t id)
         if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[1] == 'w' && perms[3] == 's' &&
             (hi <= mine_lo || lo >= mine_hi)) {
             size_t words = (hi - lo) / 8;
+            atomic_fetch_add_explicit(&sh->hostile_maps, 1, memory_order_relaxed);
             if (id % 4 == 0) { /* sometimes all of it */
                 for (size_t i = 0; i < words; i++) ((volatile uint64_t *)lo)[i] = rnd(&r);
+            } else if (id % 4 == 1) { /* small numbers: they look like states and lengths */
+                for (int i = 0; i < 4096; i++)
+                    ((volatile uint32_t *)lo)[rnd(&r) % (2 * words)] = (uint32_t)(rnd(&r) % 16);
             } else {
                 for (int i = 0; i < 4096; i++) ((volatile uint64_t *)lo)[rnd(&r) % words] = rnd(&r);
             }
@@ -420,7 +438,6 @@ static int proc_task(const void *arg, size_t len, cf_out *out)
         return cf_out_error(out, TASK_ERR, "soak: task %u fails on purpose", a.id);
     case K_HOSTILE:
         scribble(a.id);
-        atomic_fetch_add_explicit(&sh->hostile_done, 1, memory_order_relaxed);
         break;
     default:
         break;
@@ -432,7 +449,7 @@ static int proc_task(const void *arg, size_t len, cf_out *out)
 
 struct counts {
     uint64_t submitted, ok, cancelled, task_err, broken, timeouts, children, callbacks;
-    uint64_t pools, worker_kills, zygote_kills, hostile;
+    uint64_t pools, worker_kills, zygote_kills, hostile, hostile_maps;
 };
 
 static size_t n_thread, n_proc;  /* futures per round */
@@ -678,6 +695,7 @@ static bool kill_one(bool zygote, uint64_t *rs)
 static void proc_part(struct counts *c, uint64_t *rs)
 {
     memset((void *)sh->runs, 0, n_proc);
+    atomic_store_explicit(&sh->hostile_maps, 0, memory_order_relaxed);
     memset((void *)p_cbs, 0, n_proc);
     memset(p_cb_added, 0, n_proc);
     cf_executor *ex = new_proc_pool(c);
@@ -691,7 +709,8 @@ static void proc_part(struct counts *c, uint64_t *rs)
             uint32_t id = (uint32_t)(base + i);
             uint64_t r = rnd(rs) % 10000;
             unsigned kind = r < 8800 ? K_PLAIN : r < 9300 ? K_SLOW : r < 9800 ? K_ERROR : K_PLAIN;
-            if (O.hostile && r >= 9800 && r < 9805) kind = K_HOSTILE; /* 0.05% */
+            /* 0.05%, and at least one in every third batch */
+            if (O.hostile && ((r >= 9800 && r < 9805) || (i == n / 2 && b % 3 == 1))) kind = K_HOSTILE;
             p_kind[id] = (unsigned char)kind;
             struct targ a = { id, (uint16_t)kind, p_gen };
             int rc;
@@ -738,6 +757,7 @@ static void proc_part(struct counts *c, uint64_t *rs)
     free(fs);
     atomic_store_explicit(&wd_stage, "process pool: shutdown", memory_order_relaxed);
     cf_executor_free(ex); /* the collector has run every callback */
+    c->hostile_maps = atomic_load_explicit(&sh->hostile_maps, memory_order_relaxed);
     for (size_t id = 0; id < n_proc; id++) {
         unsigned got = atomic_load_explicit(&p_cbs[id], memory_order_relaxed);
         if (got != p_cb_added[id])
@@ -792,7 +812,7 @@ int main(int argc, char **argv)
     n_proc = (size_t)(1e5 * O.scale);
     if (n_thread < 100) n_thread = 100;
     if (n_proc < 50) n_proc = 50;
-    if (O.round_timeout == 0) O.round_timeout = 120 + 600 * O.scale;
+    if (O.round_timeout == 0) O.round_timeout = 60 + 120 * O.scale;
 
     /* Before any pool: the shared counters every worker inherits. */
     sh_bytes = (sizeof(struct shared) + n_proc + 4095) & ~(size_t)4095;
@@ -850,11 +870,11 @@ int main(int argc, char **argv)
                " cancelled %" PRIu64 " failed %" PRIu64 " timeouts %" PRIu64 " callbacks %" PRIu64
                " | processes: %" PRIu64 " ok %" PRIu64 " cancelled %" PRIu64 " failed %" PRIu64
                " broken %" PRIu64 " timeouts %" PRIu64 " callbacks %" PRIu64 " pools %" PRIu64
-               " kills %" PRIu64 "+%" PRIu64 "z hostile %" PRIu64
+               " kills %" PRIu64 "+%" PRIu64 "z hostile %" PRIu64 " (%" PRIu64 " maps)"
                " | rss %.1f MiB fds %ld maps %ld children %ld%s\n",
                round, secs, (double)futs / secs, tc.submitted, tc.children, tc.ok, tc.cancelled, tc.task_err,
                tc.timeouts, tc.callbacks, pc.submitted, pc.ok, pc.cancelled, pc.task_err, pc.broken,
-               pc.timeouts, pc.callbacks, pc.pools, pc.worker_kills, pc.zygote_kills, pc.hostile,
+               pc.timeouts, pc.callbacks, pc.pools, pc.worker_kills, pc.zygote_kills, pc.hostile, pc.hostile_maps,
                (double)fg.rss_kib / 1024, fg.fds, fg.maps, fg.kids, round == 1 ? " (warm-up)" : "");
         if (round == 1) {
             base = lo = hi = fg;
