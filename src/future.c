@@ -29,9 +29,10 @@
  *   atomic step that makes the state done, so either the sleeper's CAS fails
  *   (it sees done) or the finisher sees the bit and wakes it; the kernel
  *   re-checks the word before sleeping. While DELIVERING, the bit stays
- *   set and the RMW that clears DELIVERING reads and clears it too. A listener is pushed only under the
- *   lock while the state is not done; a finisher whose CAS saw LOCK or
- *   HAS_LISTENERS takes the lock and detaches the whole list afterwards.
+ *   set and the RMW that clears DELIVERING reads and clears it too. A
+ *   listener is pushed only under the lock while the state is not done; a
+ *   finisher whose CAS saw LOCK or HAS_LISTENERS takes the lock and
+ *   detaches the whole list afterwards.
  * - Memory: the record and its result/message live until the last
  *   reference goes (refs), so pointers from result()/exception() stay valid
  *   while a reference is held. Callback nodes are cf__alloc'd by
@@ -56,8 +57,8 @@
 #include "probes.h"
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
-void (*cf__test_after_publish)(cf_future *f);
 _Thread_local void *cf__tls_wait_helper_ctx;
+void (*cf__test_after_publish)(cf_future *f); /* NULL in production */
 
 /* Two cache lines, no more (WORKLOADS future_bytes: <= 128 B per task). */
 _Static_assert(sizeof(struct cf_future) == 128, "struct cf_future must stay 128 bytes");
@@ -627,7 +628,9 @@ static bool cancel_core(cf_future *f, bool hooks)
     for (;;) {
         uint32_t st = s & CF__STATE_MASK;
         if (st == CF__CANCELLED) {
-            if (s & CF__DELIVERING) settle(f); /* another canceller is delivering */
+            /* Reporting "cancelled": acquire, and wait out another
+             * canceller's delivery (query_state). */
+            (void)query_state(f);
             return true;
         }
         if (st != CF__PENDING || (s & CF__CLAIMED)) return false;

@@ -69,6 +69,7 @@ struct opts {
     int threads, procs;   /* pool sizes (0: the library's default) */
     double round_timeout; /* the watchdog's limit per round, seconds */
     uint64_t seed;
+    const char *dump_maps; /* copy /proc/self/maps to PREFIX.<round> */
 };
 static struct opts O = { .seconds = 0, .rounds = 0, .scale = 1, .kills = true, .round_timeout = 0,
                          .seed = 0x50a4 };
@@ -766,6 +767,17 @@ static void proc_part(struct counts *c, uint64_t *rs)
     }
 }
 
+/* --dump-maps: a copy of our mappings after each round, to see what grew. */
+static void dump_maps(long round)
+{
+    char path[4096], line[512];
+    snprintf(path, sizeof path, "%s.%ld", O.dump_maps, round);
+    FILE *in = fopen("/proc/self/maps", "r"), *out = fopen(path, "w");
+    while (in && out && fgets(line, sizeof line, in)) fputs(line, out);
+    if (in) fclose(in);
+    if (out) fclose(out);
+}
+
 /* ---- main ---- */
 
 static void usage(void)
@@ -773,6 +785,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: cfutures-soak [--seconds N | --minutes N] [--rounds N] [--scale X] [--hostile]\n"
             "                     [--no-kill] [--threads N] [--procs N] [--round-timeout S] [--seed N]\n"
+            "                     [--dump-maps PREFIX]\n"
             "A round: 10^6 x scale thread-pool futures and 10^5 x scale process-pool futures\n"
             "(CFUTURES_STRESS_SCALE multiplies the scale). Without --seconds/--minutes/--rounds:\n"
             "one warm-up round and one checked round.\n");
@@ -802,6 +815,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--procs")) O.procs = (int)num_arg(argc, argv, &i);
         else if (!strcmp(a, "--round-timeout")) O.round_timeout = num_arg(argc, argv, &i);
         else if (!strcmp(a, "--seed")) O.seed = (uint64_t)num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--dump-maps") && i + 1 < argc) O.dump_maps = argv[++i];
         else usage();
     }
     const char *env = getenv("CFUTURES_STRESS_SCALE");
@@ -864,6 +878,7 @@ int main(int argc, char **argv)
         atomic_store_explicit(&wd_deadline, 0, memory_order_relaxed);
         double secs = now_s() - rt;
         struct figures fg = measure();
+        if (O.dump_maps) dump_maps(round);
         uint64_t futs = tc.submitted + tc.children + pc.submitted;
         total += futs;
         printf("round %ld: %.1f s, %.0f futures/s | threads: %" PRIu64 " (+%" PRIu64 " nested) ok %" PRIu64
