@@ -433,16 +433,18 @@ static void callbacks_after_iterator_notified(void **state)
  * completes f1; only then is f0's completer let go. */
 static cf_future *g_park_target;
 static _Atomic int g_parked, g_gate;
+static _Atomic uint32_t g_word_at_park;
 
 static void park_after_publish(cf_future *f)
 {
     if (f != g_park_target) return;
+    atomic_store_explicit(&g_word_at_park, word(f), memory_order_relaxed);
     atomic_store_explicit(&g_parked, 1, memory_order_release);
     while (!atomic_load_explicit(&g_gate, memory_order_acquire)) sched_yield();
 }
 
 enum how { BY_RESULT, BY_CANCEL };
-enum look { LOOK_DONE, LOOK_RESULT, LOOK_WAIT, LOOK_CANCELLED };
+enum look { LOOK_DONE, LOOK_RESULT, LOOK_WAIT, LOOK_CANCELLED, LOOK_RESULT_TIMEOUT };
 
 static void complete_by(cf_future *f, enum how how)
 {
@@ -489,6 +491,11 @@ static void *observe_f0_then_complete_f1(void *p)
         while (!(a->how0 == BY_CANCEL ? cf_future_cancel(a->f0) : cf_future_done(a->f0)))
             sched_yield();
         break;
+    case LOOK_RESULT_TIMEOUT: { /* done (its CAS happened): no "timed out" */
+        int rc = cf_future_result(a->f0, 1e-3, NULL, NULL);
+        assert_true(rc == 0 || rc == CF_ECANCELLED);
+        break;
+    }
     }
     complete_by(a->f1, a->how1);
     atomic_store_explicit(&a->finished, 1, memory_order_release);
@@ -500,7 +507,7 @@ static void order_seen_by_observer(void **state)
     (void)state;
     cf__test_after_publish = park_after_publish;
     int bad = 0, runs = 0;
-    for (int look = LOOK_DONE; look <= LOOK_CANCELLED; look++) {
+    for (int look = LOOK_DONE; look <= LOOK_RESULT_TIMEOUT; look++) {
         for (int how = 0; how < 4; how++) {
             struct order_arg a = { .f0 = cf_future_new(), .f1 = cf_future_new(),
                                    .how0 = how & 1 ? BY_CANCEL : BY_RESULT,
@@ -516,6 +523,7 @@ static void order_seen_by_observer(void **state)
             pthread_t c = spawn(complete_f0, &a);
             while (!atomic_load_explicit(&g_parked, memory_order_acquire)) sched_yield();
             /* f0 is done (its CAS happened) and its completer is parked. */
+            assert_true(cf__state_done(atomic_load_explicit(&g_word_at_park, memory_order_relaxed)));
             pthread_t o = spawn(observe_f0_then_complete_f1, &a);
             /* Let the observer run until it has completed f1, or until it
              * sleeps on f0's word waiting for f0 to be fully done. */
@@ -537,6 +545,7 @@ static void order_seen_by_observer(void **state)
             cf_as_completed_free(it);
             assert_no_listeners(a.f0);
             assert_no_listeners(a.f1);
+            assert_int_equal(word(a.f0) & (CF__DELIVERING | CF__SLEEPERS), 0);
             cf_future_release(a.f0);
             cf_future_release(a.f1);
         }
@@ -544,6 +553,42 @@ static void order_seen_by_observer(void **state)
     g_park_target = NULL;
     cf__test_after_publish = NULL;
     if (bad) fail_msg("f1 yielded before f0 in %d of %d forced interleavings", bad, runs);
+}
+
+/* DELIVERING is set only when there are listeners (never on the hot
+ * path), and is set while the completer has not yet notified them. */
+static void delivering_only_with_listeners(void **state)
+{
+    (void)state;
+    cf_future *f = cf_future_new();
+    set_i64(f, 1);
+    assert_int_equal(word(f), CF__FINISHED);
+    cf_future_release(f);
+    f = cf_future_new();
+    assert_true(cf_future_cancel(f));
+    assert_int_equal(word(f), CF__CANCELLED);
+    cf_future_release(f);
+
+    f = cf_future_new();
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(&f, 1, CF_FOREVER, &it), 0);
+    cf__test_after_publish = park_after_publish;
+    g_park_target = f;
+    atomic_store_explicit(&g_parked, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_gate, 1, memory_order_relaxed); /* record, do not park */
+    set_i64(f, 2);
+    assert_true(atomic_load_explicit(&g_parked, memory_order_acquire));
+    uint32_t w = atomic_load_explicit(&g_word_at_park, memory_order_relaxed);
+    assert_int_equal(w & CF__STATE_MASK, CF__FINISHED);
+    assert_true(w & CF__DELIVERING);
+    assert_int_equal(word(f), CF__FINISHED); /* delivered */
+    cf__test_after_publish = NULL;
+    g_park_target = NULL;
+    cf_future *g;
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_ptr_equal(g, f);
+    cf_as_completed_free(it);
+    cf_future_release(f);
 }
 
 /* The same without the hook, in a tight loop: another thread completes f0
@@ -615,6 +660,7 @@ int main(void)
         cmocka_unit_test(worker_helps_while_iterating),
         cmocka_unit_test(helping_consumer_races_producer),
         cmocka_unit_test(order_seen_by_observer),
+        cmocka_unit_test(delivering_only_with_listeners),
         cmocka_unit_test(order_tight_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
