@@ -21,13 +21,14 @@
  *   clear/re-check on one side and push/exchange on the other form a
  *   store-buffering pattern, hence seq_cst on those four operations.
  * - Order. Invariant: if any thread learns that f0 is done (done(),
- *   cancelled(), result(), exception(), cancel() saying true, an
- *   immediate callback, cf_wait, this or another iterator yielding it)
+ *   cancelled(), result(), exception(), cancel() saying true, a done
+ *   callback of f0, cf_wait, this or another iterator yielding it)
  *   before f1 becomes done (its completing or cancelling CAS), the
  *   iterator yields f0 before f1. Proof, for two futures linked here:
  *   (1) future.c reports a future done only after the completer has
  *   notified every waiter node (CF__DELIVERING: the notifies, then a
- *   release clear that every report acquires), so push(f0) happens before
+ *   release clear that every report acquires; callbacks run after the
+ *   clear, in the completer's thread), so push(f0) happens before
  *   the learning, which happens before CAS(f1); (2) f1's completer pushes
  *   only after its CAS, in program order; so push(f0) happens before
  *   push(f1). Both pushes are RMWs on done_stack, so by coherence push(f0)
