@@ -20,6 +20,25 @@
  *   exchanges the word to 1 and wakes only if it replaced a 2. The
  *   clear/re-check on one side and push/exchange on the other form a
  *   store-buffering pattern, hence seq_cst on those four operations.
+ * - Order. Invariant: if any thread learns that f0 is done (done(),
+ *   cancelled(), result(), exception(), cancel() saying true, a done
+ *   callback of f0, cf_wait, this or another iterator yielding it)
+ *   before f1 becomes done (its completing or cancelling CAS), the
+ *   iterator yields f0 before f1. Proof, for two futures linked here:
+ *   (1) future.c reports a future done only after the completer has
+ *   notified every waiter node (CF__DELIVERING: the notifies, then a
+ *   release clear that every report acquires; callbacks run after the
+ *   clear, in the completer's thread), so push(f0) happens before
+ *   the learning, which happens before CAS(f1); (2) f1's completer pushes
+ *   only after its CAS, in program order; so push(f0) happens before
+ *   push(f1). Both pushes are RMWs on done_stack, so by coherence push(f0)
+ *   precedes push(f1) in its modification order, and the consumer yields
+ *   in that order (each exchange takes a prefix of it, reversed into push
+ *   order). (3) next() yields a future only after cf_future_done() said
+ *   so, so a thread that learns "done" from this iterator is covered by
+ *   (1) too. Futures found done while the iterator is being made come
+ *   first, in input order: no order among them is promised (they were
+ *   done before anything watched them).
  * - A pool worker (cf__tls_wait_helper set) does not sleep: for each wait
  *   it makes a private "trigger" future, parks it in it->trigger, sets the
  *   word to 3 instead of 2, and waits on the trigger through the pool's
@@ -200,6 +219,8 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         if (it->head < it->tail) {
             *f = it->ready[it->head++];
             it->yielded++;
+            /* Waits out the end of its delivery (rare, short): see Order. */
+            (void)cf_future_done(*f);
             return 0;
         }
         if (it->yielded == it->n) return CF_END;

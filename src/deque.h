@@ -5,10 +5,11 @@
  *   (SPAA 2005), with the C11 memory orders of Le, Pop, Cohen and Zappa
  *   Nardelli, "Correct and Efficient Work-Stealing for Weak Memory Models"
  *   (PPoPP 2013). Indices are signed 64-bit and never wrap in practice.
- * - Concurrency: cf__deque_push and cf__deque_pop are called by the owner
- *   thread only, never concurrently with each other. cf__deque_steal may be
- *   called by any number of threads at any time, concurrently with the
- *   owner. cf__deque_size_hint may be called by anyone (a racy estimate).
+ * - Concurrency: cf__deque_push, cf__deque_pop and cf__deque_bottom are
+ *   called by the owner thread only, never concurrently with each other.
+ *   cf__deque_steal may be called by any number of threads at any time,
+ *   concurrently with the owner. cf__deque_size_hint may be called by
+ *   anyone (a racy estimate).
  *   cf__deque_init / cf__deque_destroy run with no concurrent operation.
  * - Progress: push and pop are wait-free except when push grows the array
  *   (one allocation, O(n) copy); steal is lock-free (it fails with
@@ -72,6 +73,14 @@ void cf__deque_destroy(struct cf__deque *d); /* frees the arrays, not the items 
 int cf__deque_push(struct cf__deque *d, void *x);
 /* Owner: take the most recently pushed item, or NULL if empty. */
 void *cf__deque_pop(struct cf__deque *d);
+/* Owner: the index one past the newest item. Items pushed later sit at
+ * this index or above until popped or stolen (a caller can tell its own
+ * pushes from older ones by it). */
+static inline int64_t cf__deque_bottom(struct cf__deque *d)
+{
+    /* Relaxed: only the owner writes bottom, and only the owner calls this. */
+    return atomic_load_explicit(&d->bottom, memory_order_relaxed);
+}
 /* Anyone: take the oldest item into *out. */
 enum cf__steal_result cf__deque_steal(struct cf__deque *d, void **out);
 

@@ -24,6 +24,14 @@
  *   notifier's did (that one wakes it) - or the waiter's re-check sees the
  *   work. A notifier that scans only some slots (a preference) is a hint,
  *   not part of this argument.
+ * - What this does not cover: a notifier that skips the notify because
+ *   it sees some other thread still looking for work (the thread pool's
+ *   `searching` count) hands the duty to that thread, which is outside
+ *   the event count. The pool closes that gap itself: every thread that
+ *   stops looking decrements the count, fences, and looks at the work
+ *   again - a parker through prepare's fence and re-check above, a thread
+ *   that found work and was the last one looking through a fence of its
+ *   own and a notify if work is queued (worker.c, "No lost wake-up").
  * - Any number of waiters (each on its own slot) and notifiers may run
  *   concurrently. Wait-free except the futex sleep itself. Spurious returns
  *   from wait are possible; callers loop.

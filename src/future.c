@@ -14,13 +14,25 @@
  *   msg, res, res_len); it publishes them with the release CAS that makes
  *   the state FINISHED, and readers read them only after an acquire load
  *   that saw a done state. Nothing leaves CANCELLED or FINISHED.
+ * - Delivery before report: a future that has listeners when it becomes
+ *   done is made done together with CF__DELIVERING, and fire() clears that
+ *   bit (release) only after notifying every waiter node. No query reports
+ *   done (done, cancelled, running, result, exception, cancel, an immediate
+ *   callback, cf_wait, as_completed) before it has seen the bit clear
+ *   (acquire); one that meets it waits, which costs at most the
+ *   completer's few remaining steps. So a thread that learns "f is done"
+ *   has every waiter's notify of f behind it (happens-before), which is
+ *   what as_completed's order rests on (as_completed.c). Without listeners
+ *   the bit is never set and nothing changes on the hot path.
  * - Lost wake-ups: a sleeper sets CF__SLEEPERS by CAS before sleeping on
  *   the word, and the finishing CAS reads (and clears) that bit in the same
  *   atomic step that makes the state done, so either the sleeper's CAS fails
  *   (it sees done) or the finisher sees the bit and wakes it; the kernel
- *   re-checks the word before sleeping. A listener is pushed only under the
- *   lock while the state is not done; a finisher whose CAS saw LOCK or
- *   HAS_LISTENERS takes the lock and detaches the whole list afterwards.
+ *   re-checks the word before sleeping. While DELIVERING, the bit stays
+ *   set and the RMW that clears DELIVERING reads and clears it too. A
+ *   listener is pushed only under the lock while the state is not done; a
+ *   finisher whose CAS saw LOCK or HAS_LISTENERS takes the lock and
+ *   detaches the whole list afterwards.
  * - Memory: the record and its result/message live until the last
  *   reference goes (refs), so pointers from result()/exception() stay valid
  *   while a reference is held. Callback nodes are cf__alloc'd by
@@ -46,6 +58,7 @@
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
 _Thread_local void *cf__tls_wait_helper_ctx;
+void (*cf__test_after_publish)(cf_future *f); /* NULL in production */
 
 /* Two cache lines, no more (WORKLOADS future_bytes: <= 128 B per task). */
 _Static_assert(sizeof(struct cf_future) == 128, "struct cf_future must stay 128 bytes");
@@ -103,13 +116,28 @@ static void list_unlock(cf_future *f, bool has_listeners)
 
 /* ---- completion ---- */
 
-/* After the CAS that made f done (old = the word it replaced): wake
- * sleepers, then notify waiter nodes, then run callbacks in registration
- * order, all in this thread and with no lock held. */
+/* The word that makes a future done in state `st`, replacing the word s.
+ * With listeners (or an adder holding the lock, who may still link one)
+ * the future is DELIVERING until fire() has notified them, and SLEEPERS
+ * stays until then; without, fire() wakes the sleepers at once and the bit
+ * goes. CLAIMED goes either way. */
+static inline uint32_t done_word(uint32_t s, uint32_t st)
+{
+    uint32_t lst = s & (CF__LIST_LOCK | CF__HAS_LISTENERS);
+    if (!lst) return st;
+    return lst | st | CF__DELIVERING | (s & CF__SLEEPERS);
+}
+
+/* After the CAS that made f done (old = the word it replaced): notify the
+ * waiter nodes, end the delivery (waking sleepers), then run callbacks in
+ * registration order, all in this thread and with no lock held. */
 static void fire(cf_future *f, uint32_t old)
 {
-    if (old & CF__SLEEPERS) cf__futex_wake(&f->state, INT32_MAX, false);
-    if (!(old & (CF__LIST_LOCK | CF__HAS_LISTENERS))) return;
+    if (!(old & (CF__LIST_LOCK | CF__HAS_LISTENERS))) {
+        if (old & CF__SLEEPERS) cf__futex_wake(&f->state, INT32_MAX, false);
+        return;
+    }
+    if (cf__test_after_publish) cf__test_after_publish(f);
 
     list_lock(f);
     struct cf__listener *l = f->listeners;
@@ -137,6 +165,13 @@ static void fire(cf_future *f, uint32_t old)
         node->waiter->notify(node->waiter, node);
         waiters = next;
     }
+    /* release: every notify above happens before any query that sees
+     * DELIVERING clear (their acquire loads). Sleepers that came during
+     * the delivery left SLEEPERS set; this RMW reads and clears it in the
+     * same step, so none is missed. */
+    uint32_t was = atomic_fetch_and_explicit(&f->state, ~(CF__DELIVERING | CF__SLEEPERS),
+                                             memory_order_release);
+    if (was & CF__SLEEPERS) cf__futex_wake(&f->state, INT32_MAX, false);
     while (cbs) {
         struct cf__listener *next = cbs->next;
         cbs->cb(f, cbs->ud);
@@ -159,13 +194,14 @@ static bool claim(cf_future *f)
 }
 
 /* The claimer publishes FINISHED: only the LOCK/HAS_LISTENERS/SLEEPERS
- * bits can change under us. SLEEPERS and CLAIMED are cleared: fire() wakes
- * every sleeper and nobody sleeps on a done future. */
+ * bits can change under us. CLAIMED is cleared, and SLEEPERS too unless
+ * the future is now DELIVERING (see done_word): fire() wakes every sleeper
+ * and nobody sleeps on a delivered future. */
 static void finish(cf_future *f)
 {
     uint32_t s = load_state(f, memory_order_relaxed), n;
     do {
-        n = (s & (CF__LIST_LOCK | CF__HAS_LISTENERS)) | CF__FINISHED;
+        n = done_word(s, CF__FINISHED);
         /* release: publishes the outcome fields written above to every
          * reader whose acquire load (or acquire RMW) sees a done state. */
     } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, n, memory_order_release,
@@ -376,28 +412,51 @@ void cf_future_release(cf_future *f)
 
 /* ---- queries ---- */
 
-/* acquire on every query: a caller that sees done may read what the
- * completer wrote before completing (pairs with finish()'s release). */
+static int wait_done_spin(cf_future *f, cf__deadline deadline, long spin,
+                          bool (*on_wait)(cf_future *));
+
+/* Wait out a done future's delivery (CF__DELIVERING): a few steps of its
+ * completer, so no deadline applies. */
+static void settle(cf_future *f)
+{
+    (void)wait_done_spin(f, CF__NO_DEADLINE, cf__wait_spin_ns(), NULL);
+}
+
+/* The word as a query may report it: a done future still delivering is
+ * waited for first. acquire on every query: a caller that sees done may
+ * read what the completer wrote before completing (pairs with finish()'s
+ * release), and everything its delivery did (pairs with fire()'s release
+ * clear of DELIVERING). */
+static uint32_t query_state(const cf_future *f)
+{
+    uint32_t s = load_state(f, memory_order_acquire);
+    if (__builtin_expect(s & CF__DELIVERING, 0)) {
+        settle((cf_future *)f); /* never a const object: futures are heap records */
+        s = load_state(f, memory_order_acquire);
+    }
+    return s;
+}
+
 bool cf_future_cancelled(const cf_future *f)
 {
-    return f && (load_state(f, memory_order_acquire) & CF__STATE_MASK) == CF__CANCELLED;
+    return f && (query_state(f) & CF__STATE_MASK) == CF__CANCELLED;
 }
 
 bool cf_future_running(const cf_future *f)
 {
     if (!f) return false;
-    uint32_t st = load_state(f, memory_order_acquire) & CF__STATE_MASK;
+    uint32_t st = query_state(f) & CF__STATE_MASK;
     if (st == CF__PENDING && f->ops && f->ops->sync_running) {
         /* The executor may know better (a ring slot a worker has begun). */
         f->ops->sync_running((cf_future *)f);
-        st = load_state(f, memory_order_acquire) & CF__STATE_MASK;
+        st = query_state(f) & CF__STATE_MASK;
     }
     return st == CF__RUNNING;
 }
 
 bool cf_future_done(const cf_future *f)
 {
-    return f && cf__state_done(load_state(f, memory_order_acquire));
+    return f && cf__state_done(query_state(f));
 }
 
 /* ---- waiting ---- */
@@ -417,9 +476,11 @@ static int wait_done_spin(cf_future *f, cf__deadline deadline, long spin,
                           bool (*on_wait)(cf_future *))
 {
     /* acquire loads throughout: returning 0 lets the caller read the
-     * outcome (pairs with finish()'s and cancel's release CAS). */
-    if (cf__state_done(load_state(f, memory_order_acquire))) return 0;
-    if (on_wait && on_wait(f)) spin = 0;
+     * outcome (pairs with finish()'s and cancel's release CAS, and with
+     * fire()'s release clear of DELIVERING). */
+    uint32_t s = load_state(f, memory_order_acquire);
+    if (cf__state_settled(s)) return 0;
+    if (on_wait && !cf__state_done(s) && on_wait(f)) spin = 0;
 
     if (spin > 0) {
         int64_t start = cf__now_ns();
@@ -429,7 +490,7 @@ static int wait_done_spin(cf_future *f, cf__deadline deadline, long spin,
         for (;;) {
             for (int i = 0; i < 64; i++) {
                 cf__cpu_relax();
-                if (cf__state_done(load_state(f, memory_order_acquire))) return 0;
+                if (cf__state_settled(load_state(f, memory_order_acquire))) return 0;
             }
             int64_t now = cf__now_ns();
             if (now >= end) break;
@@ -440,20 +501,22 @@ static int wait_done_spin(cf_future *f, cf__deadline deadline, long spin,
         }
     }
 
-    uint32_t s = load_state(f, memory_order_acquire);
+    s = load_state(f, memory_order_acquire);
     for (;;) {
-        if (cf__state_done(s)) return 0;
+        if (cf__state_settled(s)) return 0;
         if (!(s & CF__SLEEPERS)) {
             /* acquire on both outcomes: a failed CAS hands back the current
              * word, which we test for done (pairs with the release CAS that
-             * made it done). Success publishes nothing: the completer's CAS
-             * reads the bit atomically, and the kernel re-checks the word. */
+             * made it done, or cleared DELIVERING). Success publishes
+             * nothing: the completer's RMW reads the bit atomically, and the
+             * kernel re-checks the word. */
             if (!atomic_compare_exchange_strong_explicit(&f->state, &s, s | CF__SLEEPERS,
                                                          memory_order_acquire, memory_order_acquire))
                 continue;
             s |= CF__SLEEPERS;
         }
-        int rc = cf__futex_wait(&f->state, s, deadline, false);
+        /* Done but delivering: no deadline (see cf__future_wait_done). */
+        int rc = cf__futex_wait(&f->state, s, cf__state_done(s) ? CF__NO_DEADLINE : deadline, false);
         s = load_state(f, memory_order_acquire);
         if (rc == CF_ETIMEDOUT && !cf__state_done(s)) return CF_ETIMEDOUT;
     }
@@ -468,7 +531,10 @@ int cf__future_wait_done(cf_future *f, cf__deadline deadline)
 static int wait_for(cf_future *f, double timeout)
 {
     if (!f || isnan(timeout)) return CF_EINVAL;
-    if (cf__state_done(load_state(f, memory_order_acquire))) return 0;
+    /* acquire: as in query_state. */
+    uint32_t s = load_state(f, memory_order_acquire);
+    if (cf__state_settled(s)) return 0;
+    if (cf__state_done(s)) return cf__future_wait_done(f, CF__NO_DEADLINE); /* delivering */
     if (timeout == 0) return CF_ETIMEDOUT; /* poll */
     cf__deadline dl;
     (void)cf__deadline_from_timeout(timeout, &dl); /* cannot fail: not NaN */
@@ -476,9 +542,10 @@ static int wait_for(cf_future *f, double timeout)
     if (help) {
         /* A pool worker: run other tasks while f is not done. */
         int rc = help(cf__tls_wait_helper_ctx, f, dl);
-        if (cf__state_done(load_state(f, memory_order_acquire))) return 0;
-        if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
-        return cf__future_wait_done(f, dl);
+        /* relaxed: only picks the way out; the wait below acquires. */
+        if (rc == CF_ETIMEDOUT && !cf__state_done(load_state(f, memory_order_relaxed)))
+            return CF_ETIMEDOUT;
+        return cf__future_wait_done(f, dl); /* at once if done and delivered */
     }
     /* The executor may ask us to stop spinning (see cf__future_ops). */
     return wait_done_spin(f, dl, cf__wait_spin_ns(), f->ops ? f->ops->on_wait : NULL);
@@ -551,9 +618,9 @@ bool cf_future_cancel(cf_future *f)
     uint32_t s = load_state(f, memory_order_relaxed);
     if ((s & CF__STATE_MASK) == CF__PENDING && !(s & CF__CLAIMED) && f->ops && f->ops->try_cancel &&
         !f->ops->try_cancel(f))
-        /* relaxed: only the answer is reported; a caller that then reads
-         * the outcome acquires it through result()/exception(). */
-        return (load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED;
+        /* Someone else may have cancelled it meanwhile: report that only
+         * once delivered (query_state). */
+        return cf_future_cancelled(f);
     return cancel_core(f, true);
 }
 
@@ -567,12 +634,16 @@ static bool cancel_core(cf_future *f, bool hooks)
     uint32_t s = load_state(f, memory_order_relaxed);
     for (;;) {
         uint32_t st = s & CF__STATE_MASK;
-        if (st == CF__CANCELLED) return true;
+        if (st == CF__CANCELLED) {
+            /* Reporting "cancelled": acquire, and wait out another
+             * canceller's delivery (query_state). */
+            (void)query_state(f);
+            return true;
+        }
         if (st != CF__PENDING || (s & CF__CLAIMED)) return false;
         /* release: what the canceller did before cancelling is visible to
          * whoever sees the cancelled state (as for a result). */
-        if (atomic_compare_exchange_weak_explicit(&f->state, &s,
-                                                  (s & (CF__LIST_LOCK | CF__HAS_LISTENERS)) | CF__CANCELLED,
+        if (atomic_compare_exchange_weak_explicit(&f->state, &s, done_word(s, CF__CANCELLED),
                                                   memory_order_release, memory_order_relaxed))
             break;
     }
@@ -720,9 +791,9 @@ int cf_future_set_exception(cf_future *f, int code, const char *msg)
 int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
 {
     if (!f || !cb) return CF_EINVAL;
-    /* acquire: cb may read the outcome (pairs with finish()'s and cancel's
-     * release CAS). */
-    if (cf__state_done(load_state(f, memory_order_acquire))) {
+    /* cb may read the outcome: cf_future_done acquires (and waits out a
+     * delivery). */
+    if (cf_future_done(f)) {
         cb(f, ud);
         return 0;
     }
@@ -737,6 +808,7 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
     if (cf__state_done(s)) {
         list_unlock(f, f->listeners != NULL);
         cf__free(l, sizeof *l);
+        (void)cf_future_done(f); /* waits out a delivery */
         cb(f, ud);
         return 0;
     }

@@ -17,6 +17,13 @@
  *             completer gets CF_ESTATE, and cancel() treats the future as
  *             no longer PENDING. cf__future_run claims in the same CAS that
  *             starts the task, so its hot path stays two CASes.
+ *   bit  6    CF__DELIVERING: set by the CAS that makes a future with
+ *             listeners done, cleared (release) once every waiter node has
+ *             been notified. Until then the done state is not reported to
+ *             anyone: queries that meet it wait for the clear (a few steps
+ *             of the completer), so whoever learns "done" learns it after
+ *             every as_completed iterator has the future in its done list.
+ *             Never set without listeners: the hot path does not see it.
  * A future is done when its state is CANCELLED or FINISHED; nothing leaves
  * those states. The outcome fields (code, msg, result) are written before
  * the release CAS that publishes the done state and read after an acquire
@@ -43,6 +50,7 @@ enum {
 #define CF__LIST_LOCK (1u << 3)
 #define CF__HAS_LISTENERS (1u << 4)
 #define CF__CLAIMED (1u << 5)
+#define CF__DELIVERING (1u << 6)
 
 /* How a FINISHED future ended. */
 enum cf__outcome { CF__OK = 0, CF__TASK_ERROR = 1, CF__BROKEN = 2 };
@@ -172,10 +180,17 @@ static inline bool cf__state_done(uint32_t s)
 {
     return (s & CF__STATE_MASK) >= CF__CANCELLED;
 }
+/* Done and delivered: what a query may report as done (see DELIVERING). */
+static inline bool cf__state_settled(uint32_t s)
+{
+    return cf__state_done(s) && !(s & CF__DELIVERING);
+}
 
 /* ---- waiting on many futures (cf_wait, cf_as_completed) ----
  * A waiter owns one node per future. cf__waiter_node_add() links a node
- * (or returns false if the future is already done); the future's completer
+ * (or returns false if the future is already done, perhaps still
+ * delivering: report it through a query such as cf_future_done, which
+ * waits that out); the future's completer
  * calls waiter->notify(waiter, node) exactly once per linked node, unless
  * cf__waiter_node_remove() unlinked it first. remove() returns true if it
  * unlinked the node (no notify will come) and false if the completer owns
@@ -217,7 +232,16 @@ extern _Thread_local void *cf__tls_wait_helper_ctx;
 void cf__future_cache_enable(void);
 void cf__future_cache_drain(void);
 
-/* Wait for done with the usual spin-then-futex discipline (no helping). */
+/* Test hook, NULL in production: called by a completer (or canceller)
+ * whose CAS made f done while f had listeners, before it notifies them.
+ * A test parks the completer there to hold that window open. Set it before
+ * the threads that complete futures start. */
+extern void (*cf__test_after_publish)(cf_future *f);
+
+/* Wait for done and delivered (cf__state_settled) with the usual
+ * spin-then-futex discipline (no helping). A future that is done but still
+ * delivering is waited for whatever the deadline: that wait is bounded by
+ * its completer's few remaining steps. */
 int cf__future_wait_done(cf_future *f, cf__deadline deadline);
 
 #endif

@@ -35,9 +35,20 @@
  *   cancelling what it takes. A batch that a worker is moving from an
  *   injection queue into its deque at that instant may escape and run: it
  *   was, in effect, already taken by that worker.
- * - Broken (SEMANTICS 20): a failing initializer sets BROKEN; from then on
+ * - Broken: a failing initializer sets BROKEN; from then on
  *   every queued task is failed with CF_EBROKEN by the worker that takes it
- *   and submits fail. */
+ *   and submits fail.
+ * - Fork: a child of fork() has only the thread that forked, so a pool
+ *   made before the fork has no workers there. The pool remembers the
+ *   process generation it was made in (a pthread_atfork child handler
+ *   bumps it; no getpid() system call on the submit path), and in any
+ *   other generation submit (and so map) and shutdown return CF_ENOTSUP
+ *   without touching the queues, and destroy forgets the pool: it frees
+ *   nothing and joins nothing (the threads to join are not in the child,
+ *   and the forking thread may be one of the pool's workers, still running
+ *   a task on records the pool owns). Read-only calls (workers, stats)
+ *   still answer. A future submitted before the fork stays as the fork
+ *   found it: if it was not done, nothing in the child will finish it. */
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,7 +96,9 @@ static bool tp_on_wait(cf_future *f)
      * pool_free's load sees our increment and waits for us. */
     atomic_fetch_add_explicit(&hooks_running, 1, memory_order_seq_cst);
     bool woke = false;
-    if ((atomic_load_explicit(&f->state, memory_order_seq_cst) & CF__STATE_MASK) == CF__PENDING)
+    /* (In a fork child the parent's workers are not there to wake.) */
+    if ((atomic_load_explicit(&f->state, memory_order_seq_cst) & CF__STATE_MASK) == CF__PENDING &&
+        !cf__pool_foreign(f->owner))
         woke = cf__pool_wake_for_waiter(f->owner, tls_cold_local);
     /* Release: our reads of the pool happen before pool_free's acquire
      * load that sees the count drop. */
@@ -94,6 +107,27 @@ static bool tp_on_wait(cf_future *f)
 }
 
 static const struct cf__future_ops tp_fops = { .on_wait = tp_on_wait };
+
+bool cf__pool_owns_task(const struct cf__pool *p, const cf_future *f)
+{
+    return f->ops == &tp_fops && f->owner == p && f->fn != NULL;
+}
+
+/* ---- fork ---- */
+
+_Atomic unsigned cf__tp_proc_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+    /* Relaxed: the child has one thread when this runs. */
+    atomic_fetch_add_explicit(&cf__tp_proc_gen, 1, memory_order_relaxed);
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
 
 /* ---- submit ---- */
 
@@ -146,6 +180,8 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
                      cf_future **out)
 {
     struct cf__pool *p = (struct cf__pool *)ex;
+    if (cf__pool_foreign(p))
+        return CF_ENOTSUP; /* the parent's pool, in a fork child: no workers here */
     if (len > UINT32_MAX)
         return CF_ETOOBIG;
     struct cf__worker *w = cf__tls_worker;
@@ -241,6 +277,8 @@ static void join_all(struct cf__pool *p)
 static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     struct cf__pool *p = (struct cf__pool *)ex;
+    if (cf__pool_foreign(p))
+        return CF_ENOTSUP; /* a fork child: the parent owns the pool */
     /* Seq_cst: the shutdown half of the protocol with outside submitters. */
     atomic_fetch_or_explicit(&p->flags, CF__POOL_SHUTDOWN, memory_order_seq_cst);
     if (cancel_futures)
@@ -342,6 +380,11 @@ void cf__pool_worker_exit(struct cf__worker *w)
 static void tp_destroy(cf_executor *ex)
 {
     struct cf__pool *p = (struct cf__pool *)ex;
+    /* A fork child: the worker threads do not exist here (joining them
+     * would never return) and the thread that forked may be one of them,
+     * running on its record: forget the pool, free nothing. */
+    if (cf__pool_foreign(p))
+        return;
     struct cf__worker *self = cf__tls_worker;
     if (self && self->pool == p) {
         destroy_from_worker(p, self);
@@ -468,8 +511,24 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     return 0;
 }
 
+/* Worker threads: the process's default stack, but at least
+ * CF__WORKER_STACK_MIN (waits run tasks on it, within a bound: worker.c). */
+static int worker_attr(pthread_attr_t *attr)
+{
+    if (pthread_attr_init(attr) != 0)
+        return -1;
+    size_t size = 0;
+    if (pthread_attr_getstacksize(attr, &size) == 0 && size < CF__WORKER_STACK_MIN &&
+        pthread_attr_setstacksize(attr, CF__WORKER_STACK_MIN) != 0) {
+        pthread_attr_destroy(attr);
+        return -1;
+    }
+    return 0;
+}
+
 CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err)
 {
+    pthread_once(&atfork_once, atfork_register);
     void *raw;
     struct cf__pool *p = alloc_lines(sizeof *p, &raw);
     if (!p) {
@@ -478,6 +537,8 @@ CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int 
         return NULL;
     }
     p->raw = raw;
+    /* Relaxed: a fork cannot run in this thread meanwhile. */
+    p->gen = atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
     atomic_init(&p->flags, 0);
     atomic_init(&p->broken_msg, NULL);
     atomic_init(&p->searching, 0);
@@ -486,8 +547,11 @@ CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int 
     pthread_mutex_init(&p->join_lock, NULL);
     pthread_cond_init(&p->join_cv, NULL);
     int rc = pool_setup(p, opts);
+    pthread_attr_t attr;
+    bool have_attr = rc == 0 && worker_attr(&attr) == 0;
     for (int i = 0; rc == 0 && i < p->n; i++) {
-        if (pthread_create(&p->w[i].thread, NULL, cf__worker_main, &p->w[i]) != 0)
+        if (pthread_create(&p->w[i].thread, have_attr ? &attr : NULL, cf__worker_main,
+                           &p->w[i]) != 0)
             rc = CF_ESYS;
         else {
             pthread_mutex_lock(&p->join_lock);
@@ -496,6 +560,8 @@ CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int 
             pthread_mutex_unlock(&p->join_lock);
         }
     }
+    if (have_attr)
+        pthread_attr_destroy(&attr);
     if (rc) {
         /* Started workers (if any) see SHUTDOWN with nothing queued and
          * leave; then everything is freed. */

@@ -32,6 +32,17 @@
 #define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
 #define CF__POOL_BROKEN 2u   /* an initializer failed: queued work fails */
 
+/* The bound on helping (worker.c): a task waiting at this nesting depth or
+ * deeper runs only its own work (its children, or the awaited task); with
+ * less than CF__HELP_STACK_RESERVE(stack size) bytes of stack left below
+ * the waiting frame it runs nothing and sleeps. */
+#define CF__HELP_DEPTH_MAX 64
+#define CF__HELP_STACK_RESERVE(size) \
+    ((size) / 4 > (size_t)256 * 1024 ? (size) / 4 : (size_t)256 * 1024)
+/* Worker threads get at least this much stack (more if the process's
+ * default is larger). */
+#define CF__WORKER_STACK_MIN ((size_t)8 * 1024 * 1024)
+
 /* Per-worker counters: only the worker writes them (relaxed load + store,
  * no RMW), anyone may read them. One cache line. */
 struct cf__wstats {
@@ -55,6 +66,9 @@ struct cf__worker {
     uint64_t rng;        /* victim choice */
     bool handoff;        /* woken by a submitter on its own CPU: hand the
                             searching role to a worker elsewhere (worker.c) */
+    int depth;           /* tasks running on this thread's stack (nested by waits) */
+    int64_t mark;        /* own deque's bottom when the innermost one started */
+    uintptr_t help_floor; /* a wait runs no task with its frame below this */
     pthread_t thread;
     bool started;
     bool exited;         /* under the pool's join_lock */
@@ -92,6 +106,8 @@ struct cf__pool {
     char prefix[16];
     void *raw;               /* this allocation, before alignment */
 
+    unsigned gen;            /* cf__tp_proc_gen when made (fork detection) */
+
     /* Read-mostly: written at shutdown and when broken. */
     _Alignas(CF__CACHE_LINE) _Atomic uint32_t flags;
     _Atomic(char *) broken_msg; /* set once, before CF__POOL_BROKEN */
@@ -119,6 +135,29 @@ _Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE
  * one %fs-relative load instead of a __tls_get_addr call per submit. */
 #define CF__TLS_IE __attribute__((tls_model("initial-exec")))
 extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
+
+/* Fork detection: bumped in the child of every fork() (a pthread_atfork
+ * handler, thread_pool.c). A pool made under another value is the parent's:
+ * in a child it has no worker threads, and every call that would need them
+ * is refused. */
+extern _Atomic unsigned cf__tp_proc_gen;
+static inline bool cf__pool_foreign(const struct cf__pool *p)
+{
+    /* Relaxed: written only by the single thread of a fresh child. */
+    return p->gen != atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
+}
+
+/* Is f a task of pool p (so one of p's workers may run it)? */
+bool cf__pool_owns_task(const struct cf__pool *p, const cf_future *f);
+
+/* Test points: a test may install a hook that a worker calls at these
+ * places (to hold it there and force an interleaving). NULL in production:
+ * each point costs one relaxed load. */
+enum {
+    CF__TEST_TP_FOUND_WORK = 1, /* a searcher found work, before it stops searching */
+};
+typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
+extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
 
 /* worker.c */
 void *cf__worker_main(void *arg);

@@ -11,23 +11,52 @@
  * - Idle: a worker that finds nothing counts itself in `searching` and
  *   spins (scanning, with exponential back-off, then sched_yield) for at
  *   most cfg.spin_ns - at most max(1, n/2) workers spin at once, the others
- *   go straight to parking - then parks on the pool's event count. Submitters wake a parked worker
- *   only when their push made a queue non-empty and nobody is searching
- *   (thread_pool.c); a searcher that finds work while others
- *   may still be queued and was the last searcher wakes one more (the Go
- *   scheduler's ramp-up), so work spreads without waking everyone.
- * - No lost wake-up (the fence pairing):
+ *   go straight to parking - then parks on the pool's event count.
+ *   Submitters wake a parked worker only when their push made a queue
+ *   non-empty and nobody is searching (thread_pool.c); the last searcher to
+ *   stop searching because it found work looks again and wakes one more if
+ *   anything is still queued (stop_searching: the Go scheduler's "the last
+ *   spinning thread that finds work wakes another"), so work spreads
+ *   without waking everyone.
+ * - No lost wake-up. A submitter wakes nobody while it sees a searcher; so
+ *   whoever leaves the searching role must look at the queues after it
+ *   left. There are exactly two ways to leave (parker, finder):
  *     submitter: publish (deque release store of bottom, or the injection
  *                queue's exchange) ; seq_cst fence (the exchange is a full
- *                barrier) ; load `searching` ; load `waiters` and then the
- *                parked workers' slots (wake_one tries every slot).
+ *                barrier) ; load `searching` ; if 0: load `waiters`, then
+ *                the parked workers' slots (wake_one tries every slot).
  *     parker:    `searching` - 1 ; slot = PARKED, `waiters` + 1 ; seq_cst
  *                fence (in cf__ec_prepare) ; re-check every queue and the
- *                flags.
- *   By the fence-fence rule either the submitter sees the parker (searching,
- *   and leaves the work to it - it re-checks before parking in the same
- *   way - or parked, and its CAS on the slot, or a competing notifier's,
- *   wakes it) or the parker's re-check sees the work.
+ *                flags; work seen: search again instead of sleeping.
+ *     finder:    `searching` - 1 (read 1: it was the last) ; seq_cst fence ;
+ *                load `waiters`; if > 0, re-check every queue; work seen:
+ *                wake one parked worker (stop_searching).
+ *   Proof. Let X be the submitter's load of `searching`, D any leaver's
+ *   decrement that comes after the value X read in the modification order
+ *   of `searching`, F_s and F_d their fences. If F_d preceded F_s in the
+ *   single total order of seq_cst operations, X (after F_s) would read D
+ *   or later (fence rule for a modification before a fence): so F_s
+ *   precedes F_d, and every load after F_d - the leaver's re-check - sees
+ *   the publication made before F_s. Now either X read 0: the submitter
+ *   runs the event-count protocol (eventcount.h) with every worker that is
+ *   not searching, and each is either seen parked (and woken) or sees the
+ *   work itself. Or X read k > 0: each of those k searchers decrements
+ *   after X, so the decrement that next brings `searching` to 0 comes
+ *   after X; it is a parker's (who saw the work, so it searches again:
+ *   its next scan sees the queue non-empty too - a later load of the same
+ *   word in one thread never reads an older value - and its next leave
+ *   is after X again) or a finder's that read 1 (who sees the work and
+ *   wakes a parked worker - if it saw `waiters` = 0 instead, any worker
+ *   parking later fences after F_d, which follows F_s, and its own
+ *   re-check sees the work). Were `searching` never to return to 0,
+ *   someone would be scanning every queue at all times. A
+ *   finder that read more than 1 leaves the re-check to the later leaver:
+ *   no fence, no scan on that path. Without the finder's look, a task
+ *   published in its window (the publisher saw it searching) would stay
+ *   queued while every other worker slept.
+ *   Cost: the finder's fence and scan happen only when it was the last
+ *   searcher, and the wake (a system call) only when work is queued and a
+ *   worker is parked - never when a searcher will take the work.
  * - Whom to wake: each worker parks on a futex word of its own, so a waker
  *   chooses. wake_one prefers the worker pinned to the waker's own CPU:
  *   an outside thread that submits and then blocks on the result hands it
@@ -47,11 +76,32 @@
  *   outside submit that was accepted is then visible). Its own deque is
  *   then empty and stays so (only the owner pushes to it), so nested work
  *   of tasks still running elsewhere is never stranded.
- * - Waiting from inside a task (cf__tls_wait_helper): pop the own deque (the
- *   awaited child is usually at its bottom), else take from the injection
- *   queues, else steal; when nothing is found, sleep on the awaited future
- *   for at most HELP_NAP_NS and scan again. So fork-join never deadlocks a
- *   bounded pool and never idles a worker while work is queued. */
+ * - Waiting from inside a task (cf__tls_wait_helper): the waiting task's
+ *   frame stays on the stack, so whatever the wait runs nests on top of
+ *   it, and the waiting task cannot return before that finishes. Helping
+ *   is therefore bounded (the bound is in thread_pool.h):
+ *     depth < CF__HELP_DEPTH_MAX and stack to spare: pop the own deque
+ *       (the awaited child is usually at its bottom), else run the awaited
+ *       task itself if it is this pool's and not started, else take from
+ *       the injection queues, else steal (and wake a parked worker when a
+ *       batch was taken, so it gets a thief); when nothing is found, sleep
+ *       on the awaited future for at most HELP_NAP_NS and look again.
+ *     deeper: only the waiting task's own work - what was pushed onto our
+ *       deque since it started (above its mark: its children, newest
+ *       first) and the awaited task itself. Running those is what a
+ *       sequential program would do on its stack anyway.
+ *     less than CF__HELP_STACK_RESERVE of the thread's real stack
+ *       (pthread_getattr_np) left below the waiting frame, or in a fork
+ *       child: nothing; sleep on the future until it is done, as a thread
+ *       outside the pool does.
+ *   So unrelated waits nest at most CF__HELP_DEPTH_MAX deep per worker,
+ *   the stack never overflows through helping, and fork-join (a task
+ *   waiting on its own children) never deadlocks a bounded pool, even one
+ *   worker deep past the cap - until its recursion needs more stack than
+ *   the reserve leaves, where a sequential program would overflow. A task
+ *   that waits for something only an unrelated queued task will produce
+ *   may then wait for another worker to take that task, as in any bounded
+ *   pool whose workers block. */
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,6 +111,7 @@
 #include "thread_pool.h"
 
 CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
+_Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
 
 #define HELP_NAP_NS 100000 /* a waiting task re-scans for work this often */
 #define BACKOFF_MAX 6      /* spin back-off: at most 2^6 pauses between scans */
@@ -99,6 +150,29 @@ static inline cf_future *node_future(struct cds_wfcq_node *n)
 
 /* ---- running ---- */
 
+/* Test points (thread_pool.h): one relaxed load when no test hooks in. */
+static inline void test_point(struct cf__worker *w, int point)
+{
+    /* Relaxed: the hook is installed before the interleaving it forces,
+     * and the test synchronises with the worker through the hook itself. */
+    cf__test_tp_hook_fn *h = atomic_load_explicit(&cf__test_tp_hook, memory_order_relaxed);
+    if (__builtin_expect(h != NULL, 0))
+        h(w, point);
+}
+
+/* Run f on this stack, one level deeper: remember where our own deque
+ * ended when it started (its mark: what lies above was pushed by f or by
+ * what f ran) for the bounded helper below. */
+static void run_nested(struct cf__worker *w, cf_future *f)
+{
+    int64_t mark = w->mark;
+    w->mark = cf__deque_bottom(&w->dq);
+    w->depth++;
+    cf__future_run(f); /* false if cancelled or started elsewhere: skipped */
+    w->depth--;
+    w->mark = mark;
+}
+
 static void run_task(struct cf__worker *w, cf_future *f)
 {
     struct cf__pool *p = w->pool;
@@ -110,7 +184,7 @@ static void run_task(struct cf__worker *w, cf_future *f)
         cf__future_fail_broken(f, "%s", msg ? msg : "the thread pool is broken");
     } else {
         CF__PROBE2(start, w->id, f);
-        cf__future_run(f);
+        run_nested(w, f);
         CF__PROBE2(finish, w->id, f);
     }
     if (stats_on(p))
@@ -360,6 +434,31 @@ bool cf__pool_is_callers_cpu(struct cf__pool *p, int worker)
     return worker >= 0 && worker == worker_on_cpu(p, sched_getcpu());
 }
 
+/* A searcher found work and stops searching. Submitters that saw it
+ * searching woke nobody, so the last searcher to leave re-checks every
+ * queue after a fence and wakes a parked worker if anything is queued (the
+ * contract at the top: the hand-off of the searching role). Costs no
+ * system call unless work is queued and someone is parked. */
+static void stop_searching(struct cf__worker *w, bool more)
+{
+    struct cf__pool *p = w->pool;
+    /* Relaxed RMW: ordered before the re-check by the fence below; its
+     * place in the modification order of `searching` is what the argument
+     * uses. */
+    int was = atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
+    if (was != 1)
+        return; /* a later leaver (this path or parking) re-checks after us */
+    /* Seq_cst fence: our decrement before the loads of `waiters` and of
+     * the queues; pairs with a submitter's fence between its publication
+     * and its load of `searching` (contract at the top). Also publishes
+     * our own batch push (more) before we look for parked workers. */
+    CF__FENCE_SEQ_CST();
+    if (cf__ec_waiters(&p->ec) == 0)
+        return; /* anyone parking later re-checks the queues itself */
+    if (more || any_work(p))
+        (void)wake_one(p);
+}
+
 static inline bool time_up(int64_t *start, long budget, unsigned round)
 {
     if (budget <= 0)
@@ -404,15 +503,8 @@ static cf_future *idle(struct cf__worker *w)
             bool more = false;
             cf_future *f = scan(w, &more);
             if (f) {
-                /* Relaxed: the count only steers wake-ups. */
-                int was = atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
-                if (was == 1 && more) {
-                    /* Seq_cst fence: our batch push or the victim's items
-                     * are published before we look for parked workers
-                     * (same pairing as a submitter's). */
-                    CF__FENCE_SEQ_CST();
-                    (void)wake_one(p);
-                }
+                test_point(w, CF__TEST_TP_FOUND_WORK);
+                stop_searching(w, more);
                 return f;
             }
             if (time_up(&start, budget, ++round))
@@ -475,10 +567,49 @@ static void nap_on(cf_future *f, cf__deadline until)
     cf__futex_wait(&f->state, s, until, false);
 }
 
+/* Is there room on this stack to run another task from inside a wait?
+ * The frame address, not a local's (a sanitizer may put locals elsewhere). */
+static inline bool stack_has_room(const struct cf__worker *w)
+{
+    return (uintptr_t)__builtin_frame_address(0) > w->help_floor;
+}
+
+/* Own work of the waiting task: what it (or something it ran) pushed onto
+ * our deque since it started, newest first. Nothing older: that belongs to
+ * the tasks below us on this stack or to whoever steals it. */
+static cf_future *pop_own(struct cf__worker *w)
+{
+    if (cf__deque_bottom(&w->dq) <= w->mark)
+        return NULL;
+    return cf__deque_pop(&w->dq);
+}
+
+/* Run the awaited task itself, here, if it is this pool's and nobody has
+ * started it (it may sit in another worker's deque or an injection queue;
+ * whoever takes that record later finds it started and skips it). */
+static bool run_awaited(struct cf__worker *w, cf_future *f)
+{
+    /* Relaxed: a pre-check; cf__future_run's CAS decides. */
+    if ((atomic_load_explicit(&f->state, memory_order_relaxed) & CF__STATE_MASK) != CF__PENDING)
+        return false;
+    struct cf__pool *p = w->pool;
+    /* Acquire: as in run_task (pairs with mark_broken's release). */
+    if (atomic_load_explicit(&p->flags, memory_order_acquire) & CF__POOL_BROKEN)
+        return false; /* the worker that takes the record fails it */
+    run_nested(w, f);
+    return true; /* counted in tasks_run when its record is taken */
+}
+
+/* cf__tls_wait_helper: wait for f while running other tasks on this stack,
+ * within the bound described in the contract at the top. */
 static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
 {
     struct cf__worker *w = ctx;
     struct cf__pool *p = w->pool;
+    /* Fixed for this call: our frame does not move while we wait. */
+    bool room = stack_has_room(w) && !cf__pool_foreign(p);
+    bool wide = room && w->depth < CF__HELP_DEPTH_MAX; /* may run unrelated work */
+    bool mine = room && cf__pool_owns_task(p, f);
     int64_t start = 0;
     unsigned idle = 0;
     /* acquire: once done, the caller reads the outcome (pairs with the
@@ -487,19 +618,41 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
         /* A timed wait does not start more work once its deadline passed. */
         if (deadline != CF__NO_DEADLINE && cf__now_ns() >= deadline)
             return CF_ETIMEDOUT;
-        bool more = false;
-        cf_future *g = cf__deque_pop(&w->dq);
-        if (!g)
-            g = scan(w, &more);
-        if (g) {
-            run_task(w, g);
-            start = 0;
-            idle = 0;
-            continue;
+        if (room) {
+            cf_future *g = wide ? cf__deque_pop(&w->dq) : pop_own(w);
+            bool ran = false;
+            if (g) {
+                run_task(w, g);
+                ran = true;
+            } else if (mine && run_awaited(w, f)) {
+                ran = true;
+            } else if (wide) {
+                bool more = false;
+                if ((g = scan(w, &more)) != NULL) {
+                    if (more) {
+                        /* Seq_cst fence: our batch push before the loads
+                         * of `searching` and `waiters` (a submitter's
+                         * half of the protocol): the batch in our deque
+                         * gets a thief while we are busy here. */
+                        CF__FENCE_SEQ_CST();
+                        (void)cf__pool_wake_if_idle(p);
+                    }
+                    run_task(w, g);
+                    ran = true;
+                }
+            }
+            if (ran) {
+                start = 0;
+                idle = 0;
+                continue;
+            }
         }
         /* Nothing to do: spin a little (the awaited task is usually running
          * on another worker and about to finish), scanning again between
-         * pauses; then nap on the future and scan again. */
+         * pauses; then nap on the future and scan again. Past the bound
+         * nothing new can turn up for us (only we push above our mark, and
+         * a started task does not become pending again): sleep until done,
+         * as a thread outside the pool would. */
         if (++idle < 64) {
             for (unsigned i = 0; i < idle; i++)
                 cf__cpu_relax();
@@ -512,7 +665,7 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
             sched_yield();
             continue;
         }
-        cf__deadline nap = now + HELP_NAP_NS;
+        cf__deadline nap = wide ? now + HELP_NAP_NS : deadline;
         nap_on(f, nap < deadline ? nap : deadline);
     }
     return 0;
@@ -551,6 +704,23 @@ static void mark_broken(struct cf__pool *p, struct cf__worker *w, int code)
     cf__pool_wake_all(p);
 }
 
+/* The lowest frame address from which a wait may still run a task: the
+ * thread's real stack (its base and size, from the thread's attributes)
+ * plus the reserve. If the stack cannot be found, waits do not help. */
+static uintptr_t help_floor_of_this_thread(void)
+{
+    pthread_attr_t a;
+    void *lo = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return UINTPTR_MAX;
+    int rc = pthread_attr_getstack(&a, &lo, &size);
+    pthread_attr_destroy(&a);
+    if (rc != 0 || !lo || size == 0)
+        return UINTPTR_MAX;
+    return (uintptr_t)lo + CF__HELP_STACK_RESERVE(size);
+}
+
 void *cf__worker_main(void *arg)
 {
     struct cf__worker *w = arg;
@@ -560,6 +730,7 @@ void *cf__worker_main(void *arg)
         cf__pin_self(p->topo, &p->place.w[w->id]); /* not fatal if it fails */
     cf__alloc_set_thread_node(p->cfg.numa ? w->numa_node : -1);
     cf__future_cache_enable(); /* records: no allocator call on the hot path */
+    w->help_floor = help_floor_of_this_thread();
     cf__tls_worker = w;
     cf__tls_wait_helper = wait_helper;
     cf__tls_wait_helper_ctx = w;

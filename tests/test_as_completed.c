@@ -425,6 +425,226 @@ static void callbacks_after_iterator_notified(void **state)
     cf_future_release(f);
 }
 
+/* ---- completion order as any thread observes it ----
+ * If a thread sees f0 done and then makes f1 done, as_completed yields f0
+ * before f1, however the completer of f0 is delayed. The hook parks f0's
+ * completer right after its CAS made f0 done, before it notifies the
+ * iterator; an observer thread then looks at f0 and, once it sees f0 done,
+ * completes f1; only then is f0's completer let go. */
+static cf_future *g_park_target;
+static _Atomic int g_parked, g_gate;
+static _Atomic uint32_t g_word_at_park;
+
+static void park_after_publish(cf_future *f)
+{
+    if (f != g_park_target) return;
+    atomic_store_explicit(&g_word_at_park, word(f), memory_order_relaxed);
+    atomic_store_explicit(&g_parked, 1, memory_order_release);
+    while (!atomic_load_explicit(&g_gate, memory_order_acquire)) sched_yield();
+}
+
+enum how { BY_RESULT, BY_CANCEL };
+enum look { LOOK_DONE, LOOK_RESULT, LOOK_WAIT, LOOK_CANCELLED, LOOK_RESULT_TIMEOUT };
+
+static void complete_by(cf_future *f, enum how how)
+{
+    if (how == BY_CANCEL) assert_true(cf_future_cancel(f));
+    else set_i64(f, 7);
+}
+
+struct order_arg {
+    cf_future *f0, *f1;
+    enum how how0, how1;
+    enum look look;
+    _Atomic int finished;
+};
+
+static void *complete_f0(void *p)
+{
+    struct order_arg *a = p;
+    complete_by(a->f0, a->how0);
+    return NULL;
+}
+
+/* Observe f0 done (each way returns only once it is done), then make f1
+ * done. */
+static void *observe_f0_then_complete_f1(void *p)
+{
+    struct order_arg *a = p;
+    switch (a->look) {
+    case LOOK_DONE:
+        while (!cf_future_done(a->f0)) sched_yield();
+        break;
+    case LOOK_RESULT: {
+        int rc = cf_future_result(a->f0, CF_FOREVER, NULL, NULL);
+        assert_true(rc == 0 || rc == CF_ECANCELLED);
+        break;
+    }
+    case LOOK_WAIT: {
+        cf_future *fs[1] = { a->f0 };
+        size_t nd = 0;
+        assert_int_equal(cf_wait(fs, 1, CF_FIRST_COMPLETED, CF_FOREVER, &nd), 0);
+        assert_int_equal(nd, 1);
+        break;
+    }
+    case LOOK_CANCELLED: /* cancel() on a cancelled future says true */
+        while (!(a->how0 == BY_CANCEL ? cf_future_cancel(a->f0) : cf_future_done(a->f0)))
+            sched_yield();
+        break;
+    case LOOK_RESULT_TIMEOUT: { /* done (its CAS happened): no "timed out" */
+        int rc = cf_future_result(a->f0, 1e-3, NULL, NULL);
+        assert_true(rc == 0 || rc == CF_ECANCELLED);
+        break;
+    }
+    }
+    complete_by(a->f1, a->how1);
+    atomic_store_explicit(&a->finished, 1, memory_order_release);
+    return NULL;
+}
+
+static void order_seen_by_observer(void **state)
+{
+    (void)state;
+    cf__test_after_publish = park_after_publish;
+    int bad = 0, runs = 0;
+    for (int look = LOOK_DONE; look <= LOOK_RESULT_TIMEOUT; look++) {
+        for (int how = 0; how < 4; how++) {
+            struct order_arg a = { .f0 = cf_future_new(), .f1 = cf_future_new(),
+                                   .how0 = how & 1 ? BY_CANCEL : BY_RESULT,
+                                   .how1 = how & 2 ? BY_CANCEL : BY_RESULT,
+                                   .look = look };
+            /* f1 first in the input: input order must not be the answer. */
+            cf_future *fs[2] = { a.f1, a.f0 };
+            cf_as_completed *it;
+            assert_int_equal(cf_as_completed_new(fs, 2, CF_FOREVER, &it), 0);
+            g_park_target = a.f0;
+            atomic_store_explicit(&g_parked, 0, memory_order_relaxed);
+            atomic_store_explicit(&g_gate, 0, memory_order_relaxed);
+            pthread_t c = spawn(complete_f0, &a);
+            while (!atomic_load_explicit(&g_parked, memory_order_acquire)) sched_yield();
+            /* f0 is done (its CAS happened) and its completer is parked. */
+            assert_true(cf__state_done(atomic_load_explicit(&g_word_at_park, memory_order_relaxed)));
+            pthread_t o = spawn(observe_f0_then_complete_f1, &a);
+            /* Let the observer run until it has completed f1, or until it
+             * sleeps on f0's word waiting for f0 to be fully done. */
+            while (!atomic_load_explicit(&a.finished, memory_order_acquire) &&
+                   !(word(a.f0) & CF__SLEEPERS))
+                sched_yield();
+            atomic_store_explicit(&g_gate, 1, memory_order_release);
+            pthread_join(c, NULL);
+            pthread_join(o, NULL);
+            cf_future *g, *h;
+            assert_int_equal(cf_as_completed_next(it, &g), 0);
+            assert_int_equal(cf_as_completed_next(it, &h), 0);
+            runs++;
+            if (g != a.f0 || h != a.f1) {
+                print_message("look %d how %d: f1 yielded before f0\n", look, how);
+                bad++;
+            }
+            assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+            cf_as_completed_free(it);
+            assert_no_listeners(a.f0);
+            assert_no_listeners(a.f1);
+            assert_int_equal(word(a.f0) & (CF__DELIVERING | CF__SLEEPERS), 0);
+            cf_future_release(a.f0);
+            cf_future_release(a.f1);
+        }
+    }
+    g_park_target = NULL;
+    cf__test_after_publish = NULL;
+    if (bad) fail_msg("f1 yielded before f0 in %d of %d forced interleavings", bad, runs);
+}
+
+/* DELIVERING is set only when there are listeners (never on the hot
+ * path), and is set while the completer has not yet notified them. */
+static void delivering_only_with_listeners(void **state)
+{
+    (void)state;
+    cf_future *f = cf_future_new();
+    set_i64(f, 1);
+    assert_int_equal(word(f), CF__FINISHED);
+    cf_future_release(f);
+    f = cf_future_new();
+    assert_true(cf_future_cancel(f));
+    assert_int_equal(word(f), CF__CANCELLED);
+    cf_future_release(f);
+
+    f = cf_future_new();
+    cf_as_completed *it;
+    assert_int_equal(cf_as_completed_new(&f, 1, CF_FOREVER, &it), 0);
+    cf__test_after_publish = park_after_publish;
+    g_park_target = f;
+    atomic_store_explicit(&g_parked, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_gate, 1, memory_order_relaxed); /* record, do not park */
+    set_i64(f, 2);
+    assert_true(atomic_load_explicit(&g_parked, memory_order_acquire));
+    uint32_t w = atomic_load_explicit(&g_word_at_park, memory_order_relaxed);
+    assert_int_equal(w & CF__STATE_MASK, CF__FINISHED);
+    assert_true(w & CF__DELIVERING);
+    assert_int_equal(word(f), CF__FINISHED); /* delivered */
+    cf__test_after_publish = NULL;
+    g_park_target = NULL;
+    cf_future *g;
+    assert_int_equal(cf_as_completed_next(it, &g), 0);
+    assert_ptr_equal(g, f);
+    cf_as_completed_free(it);
+    cf_future_release(f);
+}
+
+/* The same without the hook, in a tight loop: another thread completes f0
+ * (or cancels it); this thread spins until it sees f0 done and completes
+ * f1 at once. */
+struct loop_arg {
+    cf_future *_Atomic f0;
+    _Atomic int round, acked;
+};
+
+static void *loop_completer(void *p)
+{
+    struct loop_arg *a = p;
+    for (int r = 1;; r++) {
+        int got;
+        while ((got = atomic_load_explicit(&a->round, memory_order_acquire)) < r && got >= 0)
+            sched_yield();
+        if (got < 0) return NULL;
+        cf_future *f0 = atomic_load_explicit(&a->f0, memory_order_relaxed);
+        if (r % 3 == 0) assert_true(cf_future_cancel(f0));
+        else set_i64(f0, r);
+        atomic_store_explicit(&a->acked, r, memory_order_release);
+    }
+}
+
+static void order_tight_loop(void **state)
+{
+    (void)state;
+    int rounds = (int)(2000 * cf_test_scale());
+    struct loop_arg a = { 0 };
+    pthread_t t = spawn(loop_completer, &a);
+    int bad = 0;
+    for (int r = 1; r <= rounds; r++) {
+        cf_future *f0 = cf_future_new(), *f1 = cf_future_new();
+        cf_future *fs[2] = { f1, f0 };
+        cf_as_completed *it;
+        assert_int_equal(cf_as_completed_new(fs, 2, CF_FOREVER, &it), 0);
+        atomic_store_explicit(&a.f0, f0, memory_order_relaxed);
+        atomic_store_explicit(&a.round, r, memory_order_release);
+        while (!cf_future_done(f0)) cf__cpu_relax();
+        set_i64(f1, r);
+        cf_future *g;
+        assert_int_equal(cf_as_completed_next(it, &g), 0);
+        if (g != f0) bad++;
+        assert_int_equal(cf_as_completed_next(it, &g), 0);
+        assert_int_equal(cf_as_completed_next(it, &g), CF_END);
+        while (atomic_load_explicit(&a.acked, memory_order_acquire) < r) sched_yield();
+        cf_as_completed_free(it);
+        cf_future_release(f0);
+        cf_future_release(f1);
+    }
+    atomic_store_explicit(&a.round, -1, memory_order_release);
+    pthread_join(t, NULL);
+    if (bad) fail_msg("f1 yielded before f0 in %d of %d rounds", bad, rounds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -439,6 +659,9 @@ int main(void)
         cmocka_unit_test(callbacks_after_iterator_notified),
         cmocka_unit_test(worker_helps_while_iterating),
         cmocka_unit_test(helping_consumer_races_producer),
+        cmocka_unit_test(order_seen_by_observer),
+        cmocka_unit_test(delivering_only_with_listeners),
+        cmocka_unit_test(order_tight_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

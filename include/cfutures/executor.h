@@ -80,7 +80,8 @@ CF_API cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, in
 
 /* Schedule fn(copy of arg, arg_len). arg may be NULL only if arg_len is 0.
  * On success *out gets a new reference. Errors: CF_EINVAL, CF_ENOMEM,
- * CF_EBROKEN (checked first), CF_ESHUTDOWN; a failed submit never runs fn. */
+ * CF_EBROKEN (checked first), CF_ESHUTDOWN, CF_ENOTSUP (the executor was
+ * made before a fork() and this is the child); a failed submit never runs fn. */
 CF_API int cf_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t arg_len,
                      cf_future **out);
 
@@ -92,8 +93,8 @@ typedef struct cf_map_opts {
 
 /* fn over n items of arg_len bytes each, laid out contiguously at args,
  * which must stay valid until cf_map_free(). Results come in input order
- * through cf_map_next. Returns 0, CF_EINVAL, CF_ENOMEM, CF_EBROKEN or
- * CF_ESHUTDOWN. */
+ * through cf_map_next. Returns 0, CF_EINVAL, CF_ENOMEM, CF_EBROKEN,
+ * CF_ESHUTDOWN or CF_ENOTSUP (as cf_submit). */
 CF_API int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, size_t n,
                   const cf_map_opts *opts, cf_map_iter **out);
 
@@ -113,9 +114,11 @@ CF_API void cf_map_free(cf_map_iter *it); /* cancels what has not started */
  * (from inside one of the pool's own workers or callbacks it cannot join
  * itself and acts as wait=false). cancel_futures: cancel what has not
  * started. Idempotent; safe from several threads. Running tasks may still
- * submit nested work until the pool has drained. Returns 0 or CF_EINVAL. */
+ * submit nested work until the pool has drained. Returns 0 or CF_EINVAL;
+ * CF_ENOTSUP in the child of a fork() made after the executor. */
 CF_API int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
-/* shutdown(wait=true) then free. NULL is a no-op. */
+/* shutdown(wait=true) then free. NULL is a no-op. In the child of a fork()
+ * made after the executor it only forgets it (its workers are not there). */
 CF_API void cf_executor_free(cf_executor *ex);
 
 /* Number of workers (threads or processes). */

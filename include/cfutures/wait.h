@@ -28,7 +28,9 @@ typedef struct cf_as_completed cf_as_completed;
  * iterator takes its own references. */
 CF_API int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_completed **out);
 /* 0 and *f (borrowed: valid while the iterator lives) in completion order,
- * those already done first; CF_ETIMEDOUT when the deadline passes (then
+ * those already done first (in input order). Completion order is as any
+ * thread saw it: if a thread learned that f0 was done before f1 became
+ * done, f0 comes first; CF_ETIMEDOUT when the deadline passes (then
  * cf_as_completed_remaining says how many are unfinished); CF_END. */
 CF_API int cf_as_completed_next(cf_as_completed *it, cf_future **f);
 CF_API size_t cf_as_completed_remaining(const cf_as_completed *it);

@@ -1,0 +1,245 @@
+/* Forced interleavings of the thread pool's wake-up protocol.
+ *
+ * The searching hand-off: a searcher that has just found a task is held
+ * (through the pool's test hook) before it stops searching, while every
+ * other worker is parked. A second task is published meanwhile - from
+ * outside (the injection queue) or as nested work of a running task (its
+ * worker's deque). The publisher sees a searcher and wakes nobody; the
+ * searcher is then released and runs a task that blocks until the second
+ * task has started. Nothing else is submitted, so the second task starts
+ * only if the searcher, as it stops searching, notices the queued work and
+ * wakes a parked worker. A 10 s limit on each blocking wait is a hang
+ * detector, not a timing assertion: without the hand-off check the task
+ * never starts at all. */
+#include <errno.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "cfutures.h"
+#include "thread_pool.h"
+
+#define HANG_S 10 /* a hang detector */
+
+static sem_t hook_entered, hook_release;
+static _Atomic int hook_armed;
+
+/* Holds the first worker that finds work after arming. */
+static void hold_searcher(struct cf__worker *w, int point)
+{
+    (void)w;
+    if (point != CF__TEST_TP_FOUND_WORK)
+        return;
+    int one = 1;
+    if (!atomic_compare_exchange_strong(&hook_armed, &one, 0))
+        return;
+    sem_post(&hook_entered);
+    sem_wait(&hook_release);
+}
+
+/* sem_wait with a hang limit: 0, or -1 after HANG_S seconds. */
+static int sem_wait_limited(sem_t *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HANG_S;
+    int rc;
+    while ((rc = sem_timedwait(s, &ts)) != 0 && errno == EINTR)
+        ;
+    return rc == 0 ? 0 : -1;
+}
+
+/* Every worker is between prepare and the end of its wait, with nothing
+ * queued: all parked (the event count's waiter count). */
+static void wait_all_parked(cf_executor *ex)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    for (int i = 0; i < HANG_S * 1000; i++) {
+        if ((int)atomic_load(&p->ec.waiters) == p->n)
+            return;
+        usleep(1000);
+    }
+    fail_msg("the workers never all parked");
+}
+
+static sem_t second_started, second_go, nested_submitted, first_done;
+
+static int second_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    sem_post(&second_started);
+    return 0;
+}
+
+/* Held by the released searcher: blocks its worker (not through a
+ * future, so it runs nothing else) until the second task starts. */
+static int first_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    int rc = sem_wait_limited(&second_started);
+    sem_post(&second_started); /* the nesting task may wait for it too */
+    sem_post(&first_done);
+    return rc == 0 ? 0 : 1;
+}
+
+static cf_executor *pool3(void)
+{
+    cf_thread_pool_opts o = { .max_workers = 3, .pin = CF_PIN_NONE };
+    cf_executor *ex = cf_thread_pool_new(&o);
+    assert_non_null(ex);
+    return ex;
+}
+
+static void setup_sems(void)
+{
+    sem_init(&hook_entered, 0, 0);
+    sem_init(&hook_release, 0, 0);
+    sem_init(&second_started, 0, 0);
+    sem_init(&second_go, 0, 0);
+    sem_init(&nested_submitted, 0, 0);
+    sem_init(&first_done, 0, 0);
+    atomic_store(&cf__test_tp_hook, hold_searcher);
+}
+
+static void teardown_sems(void)
+{
+    atomic_store(&cf__test_tp_hook, NULL);
+    sem_destroy(&hook_entered);
+    sem_destroy(&hook_release);
+    sem_destroy(&second_started);
+    sem_destroy(&second_go);
+    sem_destroy(&nested_submitted);
+    sem_destroy(&first_done);
+}
+
+/* The second task comes from outside, into the injection queue. */
+static void test_handoff_injected(void **state)
+{
+    (void)state;
+    setup_sems();
+    cf_executor *ex = pool3();
+    wait_all_parked(ex);
+
+    atomic_store(&hook_armed, 1);
+    cf_future *first, *second;
+    assert_int_equal(cf_submit(ex, first_task, NULL, 0, &first), 0);
+    assert_int_equal(sem_wait_limited(&hook_entered), 0); /* the searcher holds `first` */
+    assert_int_equal(cf_submit(ex, second_task, NULL, 0, &second), 0);
+    sem_post(&hook_release);
+
+    /* first returns 0 only if second started while first was blocking. */
+    assert_int_equal(cf_future_result(first, CF_FOREVER, NULL, NULL), 0);
+    assert_int_equal(cf_future_result(second, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(first);
+    cf_future_release(second);
+    cf_executor_free(ex);
+    teardown_sems();
+}
+
+/* Runs on its own worker; submits the second task as nested work (onto
+ * its own deque) when the test says so, then blocks (not through a
+ * future) until that task has started on some other worker. */
+static int nesting_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len, (void)out;
+    cf_executor *ex = *(cf_executor *const *)arg;
+    if (sem_wait_limited(&second_go))
+        return 2;
+    cf_future *second;
+    int rc = cf_submit(ex, second_task, NULL, 0, &second);
+    sem_post(&nested_submitted);
+    if (rc)
+        return 3;
+    rc = sem_wait_limited(&second_started);
+    sem_post(&second_started); /* first_task waits for it too */
+    cf_future_release(second);
+    return rc == 0 ? 0 : 1;
+}
+
+/* The second task is nested work of a running task (its worker's deque). */
+static void test_handoff_nested(void **state)
+{
+    (void)state;
+    setup_sems();
+    cf_executor *ex = pool3();
+    wait_all_parked(ex);
+
+    cf_future *nester, *first;
+    assert_int_equal(cf_submit(ex, nesting_task, &ex, sizeof ex, &nester), 0);
+    /* One worker runs nester; wait for the other two to park again. */
+    struct cf__pool *p = (struct cf__pool *)ex;
+    for (int i = 0; i < HANG_S * 1000 && (int)atomic_load(&p->ec.waiters) != p->n - 1; i++)
+        usleep(1000);
+    assert_int_equal((int)atomic_load(&p->ec.waiters), p->n - 1);
+
+    atomic_store(&hook_armed, 1);
+    assert_int_equal(cf_submit(ex, first_task, NULL, 0, &first), 0);
+    assert_int_equal(sem_wait_limited(&hook_entered), 0); /* the searcher holds `first` */
+    sem_post(&second_go);
+    assert_int_equal(sem_wait_limited(&nested_submitted), 0);
+    sem_post(&hook_release);
+
+    assert_int_equal(cf_future_result(nester, CF_FOREVER, NULL, NULL), 0);
+    assert_int_equal(cf_future_result(first, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(nester);
+    cf_future_release(first);
+    cf_executor_free(ex);
+    teardown_sems();
+}
+
+/* Many rounds of "two tasks at once on an idle pool": every task must
+ * start without another submit (each round's tasks wait for each other,
+ * not through futures, so a stranded one fails the round). */
+static _Atomic int round_arrived;
+
+static int pair_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    atomic_fetch_add(&round_arrived, 1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (atomic_load(&round_arrived) < 2) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec > HANG_S)
+            return 1;
+        sched_yield();
+    }
+    return 0;
+}
+
+static void test_pairs_on_idle_pool(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool3();
+    for (int r = 0; r < 200; r++) {
+        wait_all_parked(ex);
+        atomic_store(&round_arrived, 0);
+        cf_future *a, *b;
+        assert_int_equal(cf_submit(ex, pair_task, NULL, 0, &a), 0);
+        assert_int_equal(cf_submit(ex, pair_task, NULL, 0, &b), 0);
+        assert_int_equal(cf_future_result(a, CF_FOREVER, NULL, NULL), 0);
+        assert_int_equal(cf_future_result(b, CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(a);
+        cf_future_release(b);
+    }
+    cf_executor_free(ex);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]); /* run one case: test_x <name> */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handoff_injected),
+        cmocka_unit_test(test_handoff_nested),
+        cmocka_unit_test(test_pairs_on_idle_pool),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
