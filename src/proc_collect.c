@@ -42,8 +42,8 @@ void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_
 /* Read and check the result of a DONE slot into o. Returns 0, or -1 with
  * *bad set and nothing changed. *code gets the task's code (or CF_ENOMEM).
  * Caller holds the collect lock. */
-int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf_out *o,
-                       int *code, struct cf__pbad *bad)
+int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
+                       struct cf_out *o, int *code, struct cf__pbad *bad)
 {
     struct cf__pchan *ch = &p->ch[chan];
     /* Each worker-written field is read once (relaxed: ordered after the
@@ -75,6 +75,11 @@ int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struc
      * allocator is told the size on free), so it is refused like any other
      * impossible value. */
     if (mlen && memchr(src + rlen, 0, mlen)) BAD("NUL byte in the message", mlen);
+    /* Last, the worker's check over all of it (a stray write into a result
+     * the worker left for us, see proc_shm.h). */
+    uint32_t check = __atomic_load_n(&s->res_check, __ATOMIC_RELAXED);
+    if (check != cf__pp_res_check(pos, rlen, rpos, rc, mlen, rf, src, src + rlen))
+        BAD("result check", check);
 #undef BAD
     cf__out_init(o);
     *code = rc;
@@ -185,7 +190,7 @@ static int harvest(struct cf__ppool *p, cf_future **fs, struct cf_out *outs, int
                 break;
             }
             struct cf__pbad bad;
-            if (cf__pp_take_result(p, chan, s, &outs[n], &codes[n], &bad)) {
+            if (cf__pp_take_result(p, chan, s, pos, &outs[n], &codes[n], &bad)) {
                 *odd = true;
                 break;
             }

@@ -166,8 +166,8 @@ struct cf__pbad { /* what was wrong with a slot (for the message) */
     const char *what;
     uint64_t val;
 };
-int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf_out *o,
-                       int *code, struct cf__pbad *bad);
+int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
+                       struct cf_out *o, int *code, struct cf__pbad *bad);
 cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
                             uint64_t pos, bool done);
 /* The consumer of a spill ring (`ring`, `size` bytes) has freed it up to

@@ -115,7 +115,7 @@ static inline uint64_t cf__pp_spill_room(uint64_t ring)
  * (relaxed atomic loads), then validates. */
 struct cf__pslot {
     _Atomic uint32_t state;
-    uint32_t aflags;   /* parent: CF__PA_* */
+    uint32_t arg_check; /* parent: cf__pp_arg_check() of the task */
     uint64_t fn;       /* parent: the task function's address (same in a fork) */
     uint64_t arg_len;  /* parent */
     uint64_t arg_pos;  /* parent: position in the arg spill ring if CF__PA_SPILL */
@@ -123,10 +123,64 @@ struct cf__pslot {
     uint64_t res_pos;  /* worker: position in the result spill ring if CF__PR_SPILL */
     int32_t code;      /* worker: the task's return value */
     uint32_t msg_len;  /* worker: message bytes after the result (code != 0) */
-    uint32_t rflags;   /* worker: CF__PR_* */
-    uint32_t pad_;
+    uint16_t rflags;   /* worker: CF__PR_* */
+    uint16_t aflags;   /* parent: CF__PA_* */
+    uint32_t res_check; /* worker: cf__pp_res_check() of the result */
 };
 _Static_assert(sizeof(struct cf__pslot) == 64, "a slot header is one cache line");
+
+/* Checks on what one side leaves for the other in a slot: the parent's
+ * over a task (position, fields, argument bytes), the worker's over a
+ * result (position, fields, result and message bytes); each side refuses a
+ * slot whose check does not match (the worker exits as corrupted, the
+ * parent breaks the pool). They catch stray writes into a channel (a task
+ * that scribbles over the queued tasks or uncollected results of its own
+ * worker); they are no defence against a task that means harm, which runs
+ * in the worker and can compute them too. Bytes beyond the first
+ * CF__PCHECK_BYTES of a record are not covered (hashing them would cost
+ * as much as copying them). */
+#define CF__PCHECK_BYTES (64u << 10)
+
+static inline uint64_t cf__pp_mix(uint64_t h, uint64_t v)
+{
+    h ^= v;
+    h *= 0x100000001b3ull;
+    return h ^ (h >> 29);
+}
+
+static inline uint64_t cf__pp_mix_bytes(uint64_t h, const unsigned char *b, uint64_t len)
+{
+    uint64_t n = len < CF__PCHECK_BYTES ? len : CF__PCHECK_BYTES, i = 0, w;
+    for (; i + 8 <= n; i += 8) {
+        __builtin_memcpy(&w, b + i, 8);
+        h = cf__pp_mix(h, w);
+    }
+    if (i < n) {
+        w = 0;
+        __builtin_memcpy(&w, b + i, (size_t)(n - i));
+        h = cf__pp_mix(h, w);
+    }
+    return cf__pp_mix(h, len);
+}
+
+static inline uint32_t cf__pp_arg_check(uint64_t pos, uint64_t fn, uint64_t len, uint64_t apos,
+                                        uint32_t aflags, const unsigned char *bytes)
+{
+    uint64_t h = cf__pp_mix(0xcbf29ce484222325ull, pos);
+    h = cf__pp_mix(cf__pp_mix(cf__pp_mix(h, fn), apos), aflags);
+    h = cf__pp_mix_bytes(h, bytes, len);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static inline uint32_t cf__pp_res_check(uint64_t pos, uint64_t rlen, uint64_t rpos, int32_t code,
+                                        uint32_t mlen, uint32_t rflags, const unsigned char *res,
+                                        const unsigned char *msg)
+{
+    uint64_t h = cf__pp_mix(0x84222325cbf29ce4ull, pos);
+    h = cf__pp_mix(cf__pp_mix(cf__pp_mix(h, rpos), (uint32_t)code), rflags);
+    h = cf__pp_mix_bytes(cf__pp_mix_bytes(h, res, rlen), msg, mlen);
+    return (uint32_t)(h ^ (h >> 32));
+}
 
 /* Per-channel control words, one page per channel (so that only the
  * channel's own worker maps them), written by the parent (res_tail,

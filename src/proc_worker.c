@@ -149,7 +149,7 @@ static uint64_t res_alloc(struct cf__ppool *p, int chan, uint64_t head, uint64_t
     }
 }
 
-static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, int rc,
+static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos, int rc,
                          const struct cf_out *o, uint64_t *res_head)
 {
     char big[160];
@@ -182,17 +182,20 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, int
     s->res_pos = rpos;
     s->code = rc;
     s->msg_len = (uint32_t)mlen;
-    s->rflags = rf;
+    s->rflags = (uint16_t)rf;
+    s->res_check = cf__pp_res_check(pos, rlen, rpos, rc, (uint32_t)mlen, rf, (const unsigned char *)rdata,
+                                    (const unsigned char *)msg);
 }
 
 static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
                     uint64_t *res_head)
 {
-    cf_task_fn *fn = (cf_task_fn *)(uintptr_t)s->fn;
-    uint64_t len = s->arg_len;
+    uint64_t fnv = s->fn, len = s->arg_len, apos = s->arg_pos;
+    uint32_t af = s->aflags;
+    cf_task_fn *fn = (cf_task_fn *)(uintptr_t)fnv;
     const void *arg;
-    if (s->aflags & CF__PA_SPILL) {
-        uint64_t A = p->arg_spill, off = s->arg_pos % A;
+    if (af & CF__PA_SPILL) {
+        uint64_t A = p->arg_spill, off = apos % A;
         if (len > A || off + len > A) corrupt();
         arg = p->argsp + (size_t)chan * A + off;
     } else {
@@ -200,11 +203,14 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
         arg = cf__pp_inline(s);
     }
     if (!fn) corrupt();
+    /* The task as the parent queued it (a stray write, by the task before
+     * this one say, would run the wrong task or the wrong argument). */
+    if (s->arg_check != cf__pp_arg_check(pos, fnv, len, apos, af, arg)) corrupt();
     struct cf_out o;
     cf__out_init(&o);
     int rc = fn(arg, (size_t)len, &o);
     if (rc == 0 && o.failed) rc = o.failed; /* a result that could not be stored */
-    write_result(p, chan, s, rc, &o, res_head);
+    write_result(p, chan, s, pos, rc, &o, res_head);
     cf__out_dispose(&o);
     if (cf__proc_test_after_result) cf__proc_test_after_result(s);
     uint32_t want = cf__sk_make(CF__SK_STARTED, pos);

@@ -384,6 +384,8 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
     } else if (len) {
         memcpy(cf__pp_inline(s), arg, len);
     }
+    /* Over our own copy of the bytes: the worker checks what it finds. */
+    s->arg_check = cf__pp_arg_check(pos, s->fn, len, s->arg_pos, s->aflags, arg);
     if (f) __atomic_store_n((uintptr_t *)&f->owner, owner_encode(chan, pos), __ATOMIC_RELAXED);
     /* release: the slot's fields and inline bytes (and r, for the
      * collector: it reads them after an acquire load of this word, whose
