@@ -1,7 +1,8 @@
 /* The process pool's resources: many workers (the zygote's sockets must not
  * deadlock), a retirement storm, resident shared memory under steady load
- * (spill rings give pages back), and isolation (a worker maps only its own
- * channel; a pool's mapping is not inherited by later pools' processes). */
+ * (spill rings give pages back), isolation (a worker maps only its own
+ * channel; a pool's mapping is not inherited by later pools' processes),
+ * and the checks that catch a task's stray writes into its own channel. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -367,14 +368,151 @@ static void test_pools_isolated(void **state)
     munmap((void *)gate, 4096);
 }
 
+
+/* ---- stray writes into a task's own channel ---- */
+
+/* Shared between the test and the workers (mapped before the pools). */
+struct stray {
+    _Atomic uint32_t gate1, gate2, scribbled;
+    _Atomic uint32_t runs[16];
+};
+static struct stray *st;
+
+static void wait_gate(_Atomic uint32_t *g)
+{
+    while (!atomic_load_explicit(g, memory_order_acquire)) cf__futex_wait(g, 0, cf__now_ns() + 50000000, true);
+}
+
+static void open_gate(_Atomic uint32_t *g)
+{
+    atomic_store_explicit(g, 1, memory_order_release);
+    cf__futex_wake(g, INT32_MAX, true);
+}
+
+static int gated_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    wait_gate(&st->gate1);
+    return cf_out_i64(out, -1);
+}
+
+/* Counts its run and returns its id times 10. */
+static int id_task(const void *arg, size_t len, cf_out *out)
+{
+    uint32_t id;
+    if (len != sizeof id) return 1;
+    memcpy(&id, arg, sizeof id);
+    if (id < 16) atomic_fetch_add_explicit(&st->runs[id], 1, memory_order_relaxed);
+    return cf_out_i64(out, (int64_t)id * 10);
+}
+
+struct scribble_slots {
+    uintptr_t slot[8];
+    int n;
+    bool results; /* over the results (else over the arguments) */
+};
+
+/* Overwrites bytes in other slots of its own channel: the arguments of the
+ * tasks queued behind it, or the results its worker left uncollected. */
+static int scribble_task(const void *arg, size_t len, cf_out *out)
+{
+    struct scribble_slots a;
+    if (len != sizeof a) return 1;
+    memcpy(&a, arg, sizeof a);
+    for (int i = 0; i < a.n; i++) {
+        struct cf__pslot *s = (void *)a.slot[i];
+        uint32_t id = 7; /* a valid argument for another task, or a plausible result */
+        if (a.results) {
+            int64_t v = 70;
+            memcpy(cf__pp_inline(s), &v, sizeof v);
+        } else {
+            memcpy(cf__pp_inline(s), &id, sizeof id);
+        }
+    }
+    open_gate(&st->scribbled);
+    return cf_out_i64(out, 0);
+}
+
+static void hold_collector(cf_future *f, void *ud)
+{
+    (void)f, (void)ud;
+    wait_gate(&st->gate2);
+}
+
+/* A task rewrites the arguments of the five tasks queued behind it on its
+ * worker: none of them may run with a rewritten argument; the worker finds
+ * the parent's check broken and the pool breaks. */
+static void test_stray_write_over_queued_arguments(void **state)
+{
+    (void)state;
+    memset(st, 0, sizeof *st);
+    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .ring_depth = 64});
+    assert_non_null(ex);
+    struct cf__ppool *p = (struct cf__ppool *)ex;
+    /* A fresh pool: the gated task takes position 0, the scribbler 1, the
+     * tasks 2..6. */
+    struct scribble_slots a = {.n = 5, .results = false};
+    for (int i = 0; i < 5; i++) a.slot[i] = (uintptr_t)cf__pp_slot(p, 0, 2 + (uint64_t)i);
+    cf_future *g, *h, *fs[5];
+    assert_int_equal(cf_submit(ex, gated_task, NULL, 0, &g), 0);
+    assert_int_equal(cf_submit(ex, scribble_task, &a, sizeof a, &h), 0);
+    for (uint32_t i = 0; i < 5; i++) assert_int_equal(cf_submit(ex, id_task, &i, sizeof i, &fs[i]), 0);
+    open_gate(&st->gate1);
+    assert_int_equal(result_i64(g), -1);
+    assert_int_equal(result_i64(h), 0);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), CF_EBROKEN);
+        cf_future_release(fs[i]);
+    }
+    for (int i = 0; i < 16; i++) assert_int_equal(atomic_load(&st->runs[i]), 0);
+    cf_future_release(g);
+    cf_future_release(h);
+    cf_executor_free(ex);
+}
+
+/* The collector is held (in a done-callback) while a task overwrites the
+ * results of the five tasks before it, done but not yet collected: none of
+ * those values may be returned; the parent finds the worker's check broken
+ * and the pool breaks. */
+static void test_stray_write_over_uncollected_results(void **state)
+{
+    (void)state;
+    memset(st, 0, sizeof *st);
+    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .ring_depth = 64});
+    assert_non_null(ex);
+    struct cf__ppool *p = (struct cf__ppool *)ex;
+    struct scribble_slots a = {.n = 5, .results = true};
+    for (int i = 0; i < 5; i++) a.slot[i] = (uintptr_t)cf__pp_slot(p, 0, 1 + (uint64_t)i);
+    cf_future *g, *h, *fs[5];
+    assert_int_equal(cf_submit(ex, gated_task, NULL, 0, &g), 0);
+    assert_int_equal(cf_future_add_done_callback(g, hold_collector, NULL), 0);
+    for (uint32_t i = 0; i < 5; i++) assert_int_equal(cf_submit(ex, id_task, &i, sizeof i, &fs[i]), 0);
+    assert_int_equal(cf_submit(ex, scribble_task, &a, sizeof a, &h), 0);
+    open_gate(&st->gate1);
+    wait_gate(&st->scribbled); /* the five are done, and overwritten, before any is collected */
+    open_gate(&st->gate2);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), CF_EBROKEN);
+        cf_future_release(fs[i]);
+    }
+    assert_int_equal(result_i64(g), -1);
+    cf_future_release(g);
+    cf_future_release(h);
+    cf_executor_free(ex);
+}
+
 int main(void)
 {
+    st = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(st != MAP_FAILED);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_1024_workers),
         cmocka_unit_test(test_retirement_storm),
         cmocka_unit_test(test_spill_resident_bounded),
         cmocka_unit_test(test_worker_maps_only_its_channel),
         cmocka_unit_test(test_pools_isolated),
+        cmocka_unit_test(test_stray_write_over_queued_arguments),
+        cmocka_unit_test(test_stray_write_over_uncollected_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,10 @@
  * Input layout (short inputs are padded with zeros):
  *   byte 0      number of queued slots (1..4)
  *   byte 1      bit 0: keep the state words as given (else the generation
- *               is set to the slot's own position, to reach deeper code)
+ *               is set to the slot's own position, to reach deeper code);
+ *               bit 1: keep the result checks as given (else each is set
+ *               to what a worker would compute over the fields and bytes
+ *               as they end up, so that results can be accepted)
  *   bytes 2-9   the first queued position (collected)
  *   bytes 10-17 the result ring's tail (where the parent has freed up to)
  *   then 4 x (64-byte slot header + 64 inline bytes), then the bytes of
@@ -108,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t rest_len = size > sizeof in ? size - sizeof in : 0;
 
     unsigned k = 1 + in[0] % DEPTH;
-    bool raw_states = in[1] & 1;
+    bool raw_states = in[1] & 1, raw_checks = in[1] & 2;
     uint64_t pos0 = rd64(in + 2) >> 8;          /* any position, far from wrapping 64 bits */
     uint64_t tail = rd64(in + 10) >> 8;
     uint64_t punched = tail - tail % PAGE;       /* as the parent leaves it: page aligned, */
@@ -139,6 +142,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         atomic_store_explicit(&s->state, v, memory_order_relaxed);
     }
     for (size_t i = 0; i < rest_len && i < RING; i++) p->ressp[(tail + i) % RING] = rest[i];
+    for (unsigned i = 0; i < k && !raw_checks; i++) {
+        /* What a worker would put there: the check over what the parent
+         * will read (only where the bytes lie inside the mapping). */
+        uint64_t pos = pos0 + i;
+        struct cf__pslot *s = cf__pp_slot(p, 0, pos);
+        uint64_t total = s->res_len + s->msg_len;
+        const unsigned char *b = NULL;
+        if (s->res_len > RING || s->msg_len > RING) {
+            /* no bytes to check over: leave it */
+        } else if (s->rflags & CF__PR_SPILL) {
+            if (total <= RING && s->res_pos % RING + total <= RING) b = p->ressp + s->res_pos % RING;
+        } else if (total <= SLOT) {
+            b = cf__pp_inline(s);
+        }
+        if (b)
+            s->res_check = cf__pp_res_check(pos, s->res_len, s->res_pos, s->code, s->msg_len, s->rflags, b,
+                                            b + s->res_len);
+    }
 
     /* Collect what passes the checks (the real code). */
     cf__pp_help_once(p);
