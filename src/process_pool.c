@@ -50,7 +50,9 @@
  * Isolation: each channel's parts of the mapping are page aligned; a new
  * worker unmaps every other channel's (cf__pp_shm_isolate), and the parent
  * marks the mapping MADV_DONTFORK once the zygote has its copy, so later
- * forks (other pools' zygotes, the application's) do not inherit it.
+ * forks (other pools' zygotes, the application's) do not inherit it. Each
+ * slot also carries checks, one per direction (proc_shm.h), against stray
+ * writes into a channel.
  *
  * Shared memory and waiting. One channel per worker: SPSC rings of slots
  * (proc_shm.h), filled by submitters under the channel's mutex (a short
