@@ -69,6 +69,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_tasks_per_child, 0);
     assert_string_equal(c.topology, "");
     assert_int_equal(c.wait_spin_ns, 20000);
+    assert_string_equal(c.thread_name_prefix, "cf");
     for (int s = 0; s < CF__SET_COUNT; s++) assert_int_equal(c.source[s], CF__FROM_DEFAULT);
 }
 
@@ -88,6 +89,7 @@ static void test_env_values(void **state)
     setenv("CFUTURES_MAX_TASKS_PER_CHILD", "5", 1);
     setenv("CFUTURES_TOPOLOGY", CF_TEST_DATA_DIR "/laptop-1x1x4x2.xml", 1);
     setenv("CFUTURES_WAIT_SPIN_NS", "5", 1);
+    setenv("CFUTURES_THREAD_NAME_PREFIX", "my pool.2", 1);
     struct cf__config c;
     assert_string_equal(load_captured(&c), "");
     assert_int_equal(c.workers, 7);
@@ -102,6 +104,7 @@ static void test_env_values(void **state)
     assert_int_equal(c.max_tasks_per_child, 5);
     assert_string_equal(c.topology, CF_TEST_DATA_DIR "/laptop-1x1x4x2.xml");
     assert_int_equal(c.wait_spin_ns, 5);
+    assert_string_equal(c.thread_name_prefix, "my pool.2");
     for (int s = 0; s < CF__SET_COUNT; s++)
         if (s != CF__SET_CPU_LIST) assert_int_equal(c.source[s], CF__FROM_ENV);
     assert_int_equal(c.source[CF__SET_CPU_LIST], CF__FROM_DEFAULT);
@@ -145,6 +148,7 @@ static const struct bad bads[] = {
     {"CFUTURES_MAX_TASKS_PER_CHILD", "-1", "[0, 2147483647]"},
     {"CFUTURES_TOPOLOGY", "/nonexistent/topo.xml", "readable hwloc XML file"},
     {"CFUTURES_WAIT_SPIN_NS", " 10", "[0, 1000000000]"},
+    {"CFUTURES_THREAD_NAME_PREFIX", "a/b", "1 to 15 printable ASCII characters, no '/'"},
 };
 
 static void test_bad_values_warn_once(void **state)
