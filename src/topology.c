@@ -30,11 +30,16 @@
 
 #include "alloc.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Setup-time arrays (freed by cf__placement_free), from the library's
  * allocator like every record; zeroed; at least one element. */
@@ -105,16 +110,80 @@ static hwloc_topology_t machine_base(void)
     return t;
 }
 
+/* CFUTURES_TOPOLOGY's file, read into memory without ever blocking: opened
+ * O_NONBLOCK (a FIFO with no writer would block open() and read()), then
+ * only a regular file of a sane size is read. Returns a NUL-terminated
+ * cf__alloc'd buffer and its size with the NUL, or NULL with *why set. */
+static char *read_topology_file(const char *path, size_t *size, const char **why)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        *why = "cannot open it";
+        return NULL;
+    }
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        *why = "not a regular file";
+    } else if (st.st_size <= 0 || st.st_size > CF__TOPOLOGY_MAX_BYTES) {
+        *why = st.st_size <= 0 ? "empty file" : "larger than 64 MiB";
+    } else if (!(buf = cf__alloc((size_t)st.st_size + 1))) {
+        *why = "out of memory";
+    } else {
+        size_t n = 0, want = (size_t)st.st_size;
+        while (n < want) {
+            ssize_t r = read(fd, buf + n, want - n);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break; /* error, or the file shrank: take what was read */
+            n += (size_t)r;
+        }
+        if (n == 0) {
+            cf__free(buf, want + 1);
+            buf = NULL;
+            *why = "cannot read it";
+        } else {
+            buf[n] = '\0';
+            *size = n + 1;
+        }
+    }
+    close(fd);
+    return buf;
+}
+
 static int load_fresh(const struct cf__config *cfg, hwloc_topology_t *out)
 {
     hwloc_topology_t t;
     if (hwloc_topology_init(&t) < 0) return CF_ESYS;
-    /* Without set_xml, hwloc_topology_load honours HWLOC_XMLFILE and
-     * HWLOC_SYNTHETIC from the environment itself. */
-    if ((cfg && cfg->topology[0] && hwloc_topology_set_xml(t, cfg->topology) < 0) ||
-        hwloc_topology_load(t) < 0) {
+    /* Without an XML source of ours, hwloc_topology_load honours
+     * HWLOC_XMLFILE and HWLOC_SYNTHETIC from the environment itself. */
+    if (!cfg || !cfg->topology[0]) {
+        if (hwloc_topology_load(t) < 0) {
+            hwloc_topology_destroy(t);
+            return CF_ESYS;
+        }
+        *out = t;
+        return 0;
+    }
+    /* hwloc is given the bytes, not the path: it would open a FIFO and
+     * block, and it reports a bad file without saying so. */
+    const char *why = NULL;
+    size_t size = 0;
+    char *xml = read_topology_file(cfg->topology, &size, &why);
+    int rc = 0;
+    if (!xml) {
+        rc = CF_ESYS;
+    } else if (size > INT_MAX || hwloc_topology_set_xmlbuffer(t, xml, (int)size) < 0 ||
+               hwloc_topology_load(t) < 0) {
+        why = "hwloc cannot read it as a topology XML file";
+        rc = CF_ESYS;
+    }
+    if (xml) cf__free(xml, size);
+    if (rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s; the pool is not created", why);
+        cf__config_warn(cfg, CF__SET_TOPOLOGY, msg);
         hwloc_topology_destroy(t);
-        return CF_ESYS;
+        return rc;
     }
     *out = t;
     return 0;
@@ -155,6 +224,10 @@ int cf__topology_load(const struct cf__config *cfg, hwloc_topology_t *out)
         hwloc_bitmap_free(l);
     }
     if (hwloc_bitmap_iszero(allowed)) {
+        if (cfg && cfg->cpu_list[0])
+            cf__config_warn(cfg, CF__SET_CPU_LIST,
+                            "none of these CPUs is in the topology and the process's affinity "
+                            "mask; the pool is not created");
         hwloc_bitmap_free(allowed);
         hwloc_topology_destroy(t);
         return CF_EINVAL;
@@ -403,15 +476,24 @@ static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struc
         if (!cpus) return CF_ENOMEM;
         cf__cpu_list_parse(cfg->cpu_list, cpus, n);
         int rc = 0;
+        /* Every listed CPU must be there, even with fewer workers than CPUs. */
+        for (int k = 0; k < n; k++) {
+            if (hwloc_get_pu_obj_by_os_index(t, (unsigned)cpus[k])) continue;
+            /* Not in the (allowed) topology. */
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "CPU %d is not in the topology or the process's affinity mask "
+                     "(pin=list needs every CPU); the pool is not created",
+                     cpus[k]);
+            cf__config_warn(cfg, CF__SET_CPU_LIST, msg);
+            T_FREE(cpus);
+            return CF_EINVAL;
+        }
         p->n_workers = cfg->workers > 0 ? cfg->workers : n;
         p->w = T_CALLOC(p->n_workers, struct cf__worker_place);
         if (!p->w) rc = CF_ENOMEM;
         for (int i = 0; !rc && i < p->n_workers; i++) {
             hwloc_obj_t pu = hwloc_get_pu_obj_by_os_index(t, (unsigned)cpus[i % n]);
-            if (!pu) {
-                rc = CF_EINVAL; /* not in the (allowed) topology */
-                break;
-            }
             describe(t, pu, &p->w[i]);
             p->w[i].cpuset = hwloc_bitmap_dup(pu->cpuset);
             if (!p->w[i].cpuset) rc = CF_ENOMEM;
