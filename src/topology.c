@@ -33,12 +33,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Setup-time arrays (freed by cf__placement_free), from the library's
@@ -150,6 +152,48 @@ static char *read_topology_file(const char *path, size_t *size, const char **why
     return buf;
 }
 
+/* hwloc 2.9 crashes on some malformed files (a PU without a
+ * complete_cpuset dereferences NULL; fixed in later hwloc), and a file
+ * named by CFUTURES_TOPOLOGY must not take the process down. So hwloc
+ * first reads the bytes in a forked child that reports success through a
+ * pipe (not its exit status: the application may ignore SIGCHLD, or reap
+ * children itself) and is silenced; only what the child read cleanly is
+ * loaded here. t is initialised already, so hwloc's components are loaded
+ * before the fork and the child only parses. Costs one fork per pool that
+ * uses CFUTURES_TOPOLOGY. Returns 0 (safe), 1 (hwloc rejects it), 2 (hwloc
+ * crashed on it) or -1 (no fork or pipe). */
+static int xml_loads_safely(hwloc_topology_t t, const char *xml, size_t size)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        /* A crash must end this child: the application's handlers (a
+         * test framework's longjmp, a crash reporter) must not run here. */
+        static const int crash[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP};
+        for (size_t i = 0; i < sizeof crash / sizeof crash[0]; i++) signal(crash[i], SIG_DFL);
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0) dup2(null, STDERR_FILENO);
+        char verdict = hwloc_topology_set_xmlbuffer(t, xml, (int)size) == 0 &&
+                               hwloc_topology_load(t) == 0 ? 'y' : 'n';
+        ssize_t w = write(fds[1], &verdict, 1);
+        _exit(w == 1 ? 0 : 1);
+    }
+    close(fds[1]);
+    char verdict = 0;
+    ssize_t r;
+    while ((r = read(fds[0], &verdict, 1)) < 0 && errno == EINTR) {}
+    close(fds[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    if (r != 1) return 2; /* it died before answering */
+    return verdict == 'y' ? 0 : 1;
+}
+
 static int load_fresh(const struct cf__config *cfg, hwloc_topology_t *out)
 {
     hwloc_topology_t t;
@@ -169,11 +213,19 @@ static int load_fresh(const struct cf__config *cfg, hwloc_topology_t *out)
     const char *why = NULL;
     size_t size = 0;
     char *xml = read_topology_file(cfg->topology, &size, &why);
-    int rc = 0;
+    int rc = 0, safe;
     if (!xml) {
         rc = CF_ESYS;
-    } else if (size > INT_MAX || hwloc_topology_set_xmlbuffer(t, xml, (int)size) < 0 ||
-               hwloc_topology_load(t) < 0) {
+    } else if (size > INT_MAX || (safe = xml_loads_safely(t, xml, size)) == 1) {
+        why = "hwloc cannot read it as a topology XML file";
+        rc = CF_ESYS;
+    } else if (safe == 2) {
+        why = "hwloc crashed reading it (a malformed topology file)";
+        rc = CF_ESYS;
+    } else if (safe < 0) {
+        why = "cannot fork to check it";
+        rc = CF_ESYS;
+    } else if (hwloc_topology_set_xmlbuffer(t, xml, (int)size) < 0 || hwloc_topology_load(t) < 0) {
         why = "hwloc cannot read it as a topology XML file";
         rc = CF_ESYS;
     }

@@ -198,6 +198,45 @@ static void test_topology_not_xml(void **state)
     unlink(path);
 }
 
+/* hwloc 2.9 dereferences NULL on a PU without complete_cpuset (found by
+ * tests/fuzz/fuzz_topology). The file is tried in a forked child first, so
+ * the constructor fails with one line instead of the process crashing. */
+static void test_topology_hwloc_crash_contained(void **state)
+{
+    (void)state;
+    clear_env();
+    const char *bad = CF_TEST_DATA_DIR "/bad-pu-without-complete-cpuset.xml";
+    setenv("CFUTURES_TOPOLOGY", bad, 1);
+    assert_int_equal(in_child(make_pool), CF_ESYS);
+    expect_one_line("CFUTURES_TOPOLOGY", bad, "hwloc crashed reading it");
+    clear_env();
+}
+
+/* The trial child reports through a pipe, so an application that ignores
+ * SIGCHLD (children reaped by the kernel) still loads a good file. */
+static int load_ignoring_sigchld(void)
+{
+    signal(SIGCHLD, SIG_IGN);
+    struct cf__config c;
+    cf__config_load(&c);
+    hwloc_topology_t t;
+    int rc = cf__topology_load(&c, &t);
+    if (rc) return rc;
+    rc = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_CORE) == 12 ? 0 : 98;
+    hwloc_topology_destroy(t);
+    return rc;
+}
+
+static void test_topology_with_sigchld_ignored(void **state)
+{
+    (void)state;
+    clear_env();
+    setenv("CFUTURES_TOPOLOGY", CF_TEST_DATA_DIR "/asym-3node-6-2-4.xml", 1);
+    assert_int_equal(in_child(load_ignoring_sigchld), 0);
+    assert_string_equal(out, "");
+    clear_env();
+}
+
 /* The loader's own guard: a config naming a FIFO (it was a file when the
  * environment was read, say) is refused at once, not read. */
 static char loader_fifo[128];
@@ -264,6 +303,8 @@ int main(void)
         cmocka_unit_test(test_topology_directory),
         cmocka_unit_test(test_topology_fifo),
         cmocka_unit_test(test_topology_not_xml),
+        cmocka_unit_test(test_topology_hwloc_crash_contained),
+        cmocka_unit_test(test_topology_with_sigchld_ignored),
         cmocka_unit_test(test_loader_never_blocks_on_fifo),
         cmocka_unit_test(test_topology_good_file),
     };
