@@ -9,6 +9,14 @@
  * times). Options passed in code are checked by the same ranges and win;
  * an out-of-range option fails the constructor with CF_EINVAL.
  *
+ * Layers: cf__config_parse is the pure parser (string in, field out, no
+ * environment, no output: what tests/fuzz/fuzz_config drives);
+ * cf__config_load reads each variable with getenv, parses it, checks what
+ * a string cannot say (CFUTURES_TOPOLOGY must be a regular file: stat, which
+ * never blocks) and warns. cf__config_warn is the one line for a value that
+ * parsed but fails later (a listed CPU that is not there, a file hwloc
+ * rejects), printed by the topology loader.
+ *
  * Concurrency: every function may run from any thread at any time. A
  * struct cf__config belongs to its caller; the only shared state is the
  * per-variable warned[] flags and the cached wait spin, both relaxed
@@ -66,7 +74,8 @@ static const char *const accepted[CF__SET_COUNT] = {
     [CF__SET_SLOT_SIZE] = "an integer in [64, 1048576] (bytes)",
     [CF__SET_RING_DEPTH] = "a power of two in [2, 65536]",
     [CF__SET_MAX_TASKS_PER_CHILD] = "an integer in [0, 2147483647] (0 = unlimited)",
-    [CF__SET_TOPOLOGY] = "the path of a readable hwloc XML file (under 4096 characters)",
+    [CF__SET_TOPOLOGY] = "the path of a readable hwloc XML file: a non-empty regular file of at "
+                         "most 64 MiB, path under 4096 characters",
     [CF__SET_WAIT_SPIN_NS] = "an integer in [0, 1000000000] (nanoseconds; 0 = no spin)",
     [CF__SET_THREAD_NAME_PREFIX] = "1 to 15 printable ASCII characters, no '/'",
 };
