@@ -251,6 +251,19 @@ int cf__topology_load(const struct cf__config *cfg, hwloc_topology_t *out)
         int rc = load_fresh(cfg, &t);
         if (rc) return rc;
     }
+    /* Arrays indexed by OS CPU number (cpu_slot here, the pool's
+     * cpu_worker) are sized by the largest one: a topology file naming CPU
+     * 32000000 would cost hundreds of MiB. Linux numbers CPUs below 8192,
+     * the bound of a CPU list too. */
+    int last_cpu = hwloc_bitmap_last(hwloc_topology_get_topology_cpuset(t));
+    if (last_cpu < 0 || last_cpu > CF__MAX_CPU) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "it has %s; the pool is not created",
+                 last_cpu < 0 ? "no CPU" : "CPU indexes above 8191");
+        cf__config_warn(cfg, CF__SET_TOPOLOGY, msg);
+        hwloc_topology_destroy(t);
+        return CF_EINVAL;
+    }
 
     hwloc_bitmap_t allowed = hwloc_bitmap_dup(hwloc_topology_get_topology_cpuset(t));
     if (!allowed) goto fail;

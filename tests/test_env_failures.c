@@ -212,6 +212,20 @@ static void test_topology_hwloc_crash_contained(void **state)
     clear_env();
 }
 
+/* A file naming CPU 32000: arrays indexed by CPU number would grow with it
+ * (a 13 MB file named CPU 32000000 and cost 128 MiB and seconds), so CPU
+ * indexes are bounded like a CPU list's. */
+static void test_topology_cpu_index_bounded(void **state)
+{
+    (void)state;
+    clear_env();
+    const char *bad = CF_TEST_DATA_DIR "/bad-cpu-32000.xml";
+    setenv("CFUTURES_TOPOLOGY", bad, 1);
+    assert_int_equal(in_child(make_pool), CF_EINVAL);
+    expect_one_line("CFUTURES_TOPOLOGY", bad, "CPU indexes above 8191");
+    clear_env();
+}
+
 /* The trial child reports through a pipe, so an application that ignores
  * SIGCHLD (children reaped by the kernel) still loads a good file. */
 static int load_ignoring_sigchld(void)
@@ -305,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_topology_not_xml),
         cmocka_unit_test(test_topology_hwloc_crash_contained),
         cmocka_unit_test(test_topology_with_sigchld_ignored),
+        cmocka_unit_test(test_topology_cpu_index_bounded),
         cmocka_unit_test(test_loader_never_blocks_on_fifo),
         cmocka_unit_test(test_topology_good_file),
     };
