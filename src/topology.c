@@ -532,6 +532,14 @@ static hwloc_obj_t nth_pu(hwloc_topology_t t, hwloc_obj_t u, int r)
     return hwloc_get_obj_inside_cpuset_by_type(t, u->cpuset, HWLOC_OBJ_PU, (unsigned)(r % k));
 }
 
+/* One per unit by default, but no more than a worker count may be set to
+ * (a topology file may describe 8192 cores; the steal orders alone grow
+ * with the square of the count). */
+static int default_workers(int units)
+{
+    return units < CF__MAX_WORKERS ? units : CF__MAX_WORKERS;
+}
+
 static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struct cf__placement *p)
 {
     if (cfg->pin == CF_PIN_LIST) {
@@ -554,7 +562,7 @@ static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struc
             T_FREE(cpus);
             return CF_EINVAL;
         }
-        p->n_workers = cfg->workers > 0 ? cfg->workers : n;
+        p->n_workers = cfg->workers > 0 ? cfg->workers : default_workers(n);
         p->w = T_CALLOC(p->n_workers, struct cf__worker_place);
         if (!p->w) rc = CF_ENOMEM;
         for (int i = 0; !rc && i < p->n_workers; i++) {
@@ -574,7 +582,7 @@ static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struc
         return CF_EINVAL;
     }
     int rc = cfg->pin == CF_PIN_SCATTER ? scatter(t, u, nu) : 0;
-    p->n_workers = cfg->workers > 0 ? cfg->workers : nu;
+    p->n_workers = cfg->workers > 0 ? cfg->workers : default_workers(nu);
     p->w = T_CALLOC(p->n_workers, struct cf__worker_place);
     if (!rc && !p->w) rc = CF_ENOMEM;
     for (int i = 0; !rc && i < p->n_workers; i++) {
