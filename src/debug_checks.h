@@ -44,7 +44,7 @@
 
 #define CF__FREED_STATE 0xdead0000u /* live states use bits 0-5 only */
 #define CF__QUARANTINE 1024         /* released records held back (128 KiB) */
-#define CF__EXECUTOR_FREED ((const struct cf__executor_ops *)(uintptr_t)0xdeadf4eedUL)
+#define CF__EXECUTOR_FREED ((const struct cf__executor_ops *)(uintptr_t)0xdeadf4eeu)
 
 /* Prints "cfutures: <call>: <kind> <obj> <problem>" and aborts. */
 _Noreturn void cf__debug_fail(const char *call, const char *kind, const void *obj,
