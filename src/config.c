@@ -9,6 +9,14 @@
  * times). Options passed in code are checked by the same ranges and win;
  * an out-of-range option fails the constructor with CF_EINVAL.
  *
+ * Layers: cf__config_parse is the pure parser (string in, field out, no
+ * environment, no output: what tests/fuzz/fuzz_config drives);
+ * cf__config_load reads each variable with getenv, parses it, checks what
+ * a string cannot say (CFUTURES_TOPOLOGY must be a regular file: stat, which
+ * never blocks) and warns. cf__config_warn is the one line for a value that
+ * parsed but fails later (a listed CPU that is not there, a file hwloc
+ * rejects), printed by the topology loader.
+ *
  * Concurrency: every function may run from any thread at any time. A
  * struct cf__config belongs to its caller; the only shared state is the
  * per-variable warned[] flags and the cached wait spin, both relaxed
@@ -22,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Ranges (inclusive). Spin budgets stop at one second: longer is a typo. */
@@ -48,6 +57,7 @@ static const char *const env_names[CF__SET_COUNT] = {
     [CF__SET_MAX_TASKS_PER_CHILD] = "CFUTURES_MAX_TASKS_PER_CHILD",
     [CF__SET_TOPOLOGY] = "CFUTURES_TOPOLOGY",
     [CF__SET_WAIT_SPIN_NS] = "CFUTURES_WAIT_SPIN_NS",
+    [CF__SET_THREAD_NAME_PREFIX] = "CFUTURES_THREAD_NAME_PREFIX",
 };
 
 /* What each variable accepts, as the warning states it. */
@@ -64,8 +74,10 @@ static const char *const accepted[CF__SET_COUNT] = {
     [CF__SET_SLOT_SIZE] = "an integer in [64, 1048576] (bytes)",
     [CF__SET_RING_DEPTH] = "a power of two in [2, 65536]",
     [CF__SET_MAX_TASKS_PER_CHILD] = "an integer in [0, 2147483647] (0 = unlimited)",
-    [CF__SET_TOPOLOGY] = "the path of a readable hwloc XML file (under 4096 characters)",
+    [CF__SET_TOPOLOGY] = "the path of a readable hwloc XML file: a non-empty regular file of at "
+                         "most 64 MiB, path under 4096 characters",
     [CF__SET_WAIT_SPIN_NS] = "an integer in [0, 1000000000] (nanoseconds; 0 = no spin)",
+    [CF__SET_THREAD_NAME_PREFIX] = "1 to 15 printable ASCII characters, no '/'",
 };
 
 /* One flag per variable: set by the first warning. Relaxed is enough: the
@@ -113,6 +125,7 @@ static void defaults(struct cf__config *c)
     c->ring_depth = 1024; /* a worker's ring is its whole queue: 64 sent fast submitters to the overflow list */
     c->max_tasks_per_child = 0;
     c->wait_spin_ns = WAIT_SPIN_DEFAULT;
+    strcpy(c->thread_name_prefix, "cf");
     for (int i = 0; i < CF__SET_COUNT; i++) c->source[i] = CF__FROM_DEFAULT;
 }
 
@@ -133,8 +146,23 @@ static void value_text(const struct cf__config *c, enum cf__setting s, char *buf
     case CF__SET_MAX_TASKS_PER_CHILD: snprintf(buf, n, "%d", c->max_tasks_per_child); break;
     case CF__SET_TOPOLOGY: snprintf(buf, n, "%s", c->topology[0] ? c->topology : "\"\""); break;
     case CF__SET_WAIT_SPIN_NS: snprintf(buf, n, "%ld", c->wait_spin_ns); break;
+    case CF__SET_THREAD_NAME_PREFIX: snprintf(buf, n, "%s", c->thread_name_prefix); break;
     default: snprintf(buf, n, "?"); break;
     }
+}
+
+/* value quoted for a one-line message: control characters replaced, long
+ * values cut with "...". */
+static void sanitize(const char *value, char *shown, size_t size)
+{
+    size_t i = 0;
+    for (; value[i] && i < size - 4; i++)
+        shown[i] = isprint((unsigned char)value[i]) ? value[i] : '?';
+    if (value[i]) {
+        memcpy(shown + i, "...", 3);
+        i += 3;
+    }
+    shown[i] = '\0';
 }
 
 /* One line on stderr, once per variable per process. The value is quoted
@@ -144,14 +172,7 @@ static void warn_once(enum cf__setting s, const char *value, const char *why, co
 {
     if (atomic_exchange_explicit(&warned[s], 1, memory_order_relaxed)) return;
     char shown[80];
-    size_t i = 0;
-    for (; value[i] && i < sizeof shown - 4; i++)
-        shown[i] = isprint((unsigned char)value[i]) ? value[i] : '?';
-    if (value[i]) {
-        memcpy(shown + i, "...", 3);
-        i += 3;
-    }
-    shown[i] = '\0';
+    sanitize(value, shown, sizeof shown);
     fprintf(stderr, "cfutures: ignoring %s=\"%s\"%s%s%s: expected %s; using the default %s\n",
             env_names[s], shown, why ? " (" : "", why ? why : "", why ? ")" : "", accepted[s],
             dflt);
@@ -233,106 +254,170 @@ int cf__cpu_list_parse(const char *s, int *cpus, int cap)
     }
 }
 
-/* Integer variable: true and *out set when present and valid; a present,
- * invalid value warns (once) and leaves the default. */
-static bool env_long(struct cf__config *c, enum cf__setting s, long lo, long hi, long *out)
+/* ---- one pure parser per variable ---- */
+
+bool cf__thread_name_prefix_ok(const char *s)
 {
-    const char *v = getenv(env_names[s]);
-    if (!v) return false;
-    if (parse_long(v, lo, hi, out)) {
-        c->source[s] = CF__FROM_ENV;
-        return true;
-    }
-    char d[64];
-    value_text(c, s, d, sizeof d);
-    warn_once(s, v, NULL, d);
-    return false;
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (s[n] == '/' || !isprint((unsigned char)s[n])) return false;
+    return n > 0;
 }
 
-static void env_bool(struct cf__config *c, enum cf__setting s, bool *field)
+/* An integer setting: its range and where it goes. */
+static int parse_integer(struct cf__config *c, enum cf__setting s, const char *v)
 {
-    const char *v = getenv(env_names[s]);
-    if (!v) return;
-    bool b;
-    if (parse_bool(v, &b)) {
-        *field = b;
-        c->source[s] = CF__FROM_ENV;
-        return;
+    long lo = 0, hi, x;
+    switch (s) {
+    case CF__SET_WORKERS: hi = CF__MAX_WORKERS; break;
+    case CF__SET_SPIN_NS:
+    case CF__SET_WAIT_SPIN_NS: hi = SPIN_MAX; break;
+    case CF__SET_STEAL_ATTEMPTS: hi = STEAL_MAX; break;
+    case CF__SET_MAP_WINDOW: hi = WINDOW_MAX; break;
+    case CF__SET_SLOT_SIZE: lo = SLOT_MIN, hi = SLOT_MAX; break;
+    case CF__SET_RING_DEPTH: lo = RING_MIN, hi = RING_MAX; break;
+    case CF__SET_MAX_TASKS_PER_CHILD: hi = INT_MAX; break;
+    default: return CF_EINVAL;
     }
-    char d[64];
-    value_text(c, s, d, sizeof d);
-    warn_once(s, v, NULL, d);
+    if (!parse_long(v, lo, hi, &x) || (s == CF__SET_RING_DEPTH && !is_pow2(x))) return CF_EINVAL;
+    switch (s) {
+    case CF__SET_WORKERS: c->workers = (int)x; break;
+    case CF__SET_SPIN_NS: c->spin_ns = x; break;
+    case CF__SET_WAIT_SPIN_NS: c->wait_spin_ns = x; break;
+    case CF__SET_STEAL_ATTEMPTS: c->steal_attempts = (int)x; break;
+    case CF__SET_MAP_WINDOW: c->map_window = (size_t)x; break;
+    case CF__SET_SLOT_SIZE: c->slot_size = (size_t)x; break;
+    case CF__SET_RING_DEPTH: c->ring_depth = (size_t)x; break;
+    default: c->max_tasks_per_child = (int)x; break; /* CF__SET_MAX_TASKS_PER_CHILD */
+    }
+    return 0;
 }
 
-static void env_cpus(struct cf__config *c)
+int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *v, const char **why)
 {
-    const char *v = getenv(env_names[CF__SET_CPU_LIST]);
-    if (!v) return;
-    if (strlen(v) < sizeof c->cpu_list && cf__cpu_list_parse(v, NULL, 0) > 0) {
+    const char *unused;
+    if (!why) why = &unused;
+    *why = NULL;
+    if (!c || !v || (unsigned)s >= CF__SET_COUNT) return CF_EINVAL;
+    switch (s) {
+    case CF__SET_PIN: {
+        enum cf_pin_policy p;
+        if (!parse_pin(v, &p)) return CF_EINVAL;
+        if (p == CF_PIN_LIST && !c->cpu_list[0]) {
+            *why = "CFUTURES_CPUS is not set";
+            return CF_EINVAL;
+        }
+        c->pin = p;
+        break;
+    }
+    case CF__SET_CPU_LIST:
+        if (strlen(v) >= sizeof c->cpu_list || cf__cpu_list_parse(v, NULL, 0) <= 0)
+            return CF_EINVAL;
         strcpy(c->cpu_list, v);
-        c->source[CF__SET_CPU_LIST] = CF__FROM_ENV;
-        /* A cpu list implies pin=list unless CFUTURES_PIN says otherwise. */
+        /* A cpu list implies pin=list unless CFUTURES_PIN says otherwise
+         * (it is parsed after this one). */
         c->pin = CF_PIN_LIST;
         c->source[CF__SET_PIN] = CF__FROM_ENV;
-        return;
+        break;
+    case CF__SET_NUMA:
+    case CF__SET_STATS: {
+        bool b;
+        if (!parse_bool(v, &b)) return CF_EINVAL;
+        *(s == CF__SET_NUMA ? &c->numa : &c->stats) = b;
+        break;
     }
-    warn_once(CF__SET_CPU_LIST, v, NULL, "\"\" (all allowed CPUs)");
-}
-
-static void env_pin(struct cf__config *c)
-{
-    const char *v = getenv(env_names[CF__SET_PIN]);
-    if (!v) return;
-    enum cf_pin_policy p;
-    if (!parse_pin(v, &p)) {
-        warn_once(CF__SET_PIN, v, NULL, pin_name(c->pin));
-        return;
-    }
-    if (p == CF_PIN_LIST && !c->cpu_list[0]) {
-        warn_once(CF__SET_PIN, v, "CFUTURES_CPUS is not set", pin_name(c->pin));
-        return;
-    }
-    c->pin = p;
-    c->source[CF__SET_PIN] = CF__FROM_ENV;
-}
-
-static void env_topology(struct cf__config *c)
-{
-    const char *v = getenv(env_names[CF__SET_TOPOLOGY]);
-    if (!v) return;
-    if (*v && strlen(v) < sizeof c->topology && access(v, R_OK) == 0) {
+    case CF__SET_TOPOLOGY:
+        if (!*v) {
+            *why = "empty";
+            return CF_EINVAL;
+        }
+        if (strlen(v) >= sizeof c->topology) {
+            *why = "too long";
+            return CF_EINVAL;
+        }
         strcpy(c->topology, v);
-        c->source[CF__SET_TOPOLOGY] = CF__FROM_ENV;
-        return;
+        break;
+    case CF__SET_THREAD_NAME_PREFIX:
+        if (strlen(v) >= sizeof c->thread_name_prefix || !cf__thread_name_prefix_ok(v))
+            return CF_EINVAL;
+        strcpy(c->thread_name_prefix, v);
+        break;
+    default:
+        if (parse_integer(c, s, v)) return CF_EINVAL;
+        break;
     }
-    warn_once(CF__SET_TOPOLOGY, v, *v ? "not a readable file" : "empty", "\"\" (this machine)");
+    c->source[s] = CF__FROM_ENV;
+    return 0;
+}
+
+/* ---- reading the environment ---- */
+
+/* Largest topology file accepted: hwloc XML of a several-thousand-CPU
+ * machine is a few MiB. Shared with the loader (topology.c). */
+#define TOPOLOGY_MAX_BYTES CF__TOPOLOGY_MAX_BYTES
+
+/* What the parser cannot see: the path must name a readable regular file
+ * of a sane size (a directory or a FIFO would fail or block in hwloc).
+ * stat() never blocks, even on a FIFO. NULL when usable. */
+static const char *topology_file_problem(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return "no such file";
+    if (!S_ISREG(st.st_mode)) return "not a regular file";
+    if (access(path, R_OK) != 0) return "not readable";
+    if (st.st_size == 0) return "empty file";
+    if (st.st_size > TOPOLOGY_MAX_BYTES) return "larger than 64 MiB";
+    return NULL;
+}
+
+/* Read one variable into *c; a bad value warns (once) and leaves *c as it
+ * was, so the default stays. */
+static void load_one(struct cf__config *c, enum cf__setting s)
+{
+    const char *v = getenv(env_names[s]);
+    if (!v) return;
+    struct cf__config t = *c;
+    const char *why = NULL;
+    if (cf__config_parse(&t, s, v, &why) == 0) {
+        if (s == CF__SET_TOPOLOGY) why = topology_file_problem(v);
+        if (!why) {
+            *c = t;
+            return;
+        }
+    }
+    char d[64];
+    switch (s) {
+    case CF__SET_CPU_LIST: snprintf(d, sizeof d, "\"\" (all allowed CPUs)"); break;
+    case CF__SET_TOPOLOGY: snprintf(d, sizeof d, "\"\" (this machine)"); break;
+    default: value_text(c, s, d, sizeof d); break;
+    }
+    warn_once(s, v, why, d);
 }
 
 void cf__config_load(struct cf__config *c)
 {
-    long v;
     defaults(c);
-    if (env_long(c, CF__SET_WORKERS, 0, CF__MAX_WORKERS, &v)) c->workers = (int)v;
-    env_cpus(c);
-    env_pin(c);
-    if (env_long(c, CF__SET_SPIN_NS, 0, SPIN_MAX, &v)) c->spin_ns = v;
-    if (env_long(c, CF__SET_STEAL_ATTEMPTS, 0, STEAL_MAX, &v)) c->steal_attempts = (int)v;
-    if (env_long(c, CF__SET_MAP_WINDOW, 0, WINDOW_MAX, &v)) c->map_window = (size_t)v;
-    env_bool(c, CF__SET_NUMA, &c->numa);
-    env_bool(c, CF__SET_STATS, &c->stats);
-    if (env_long(c, CF__SET_SLOT_SIZE, SLOT_MIN, SLOT_MAX, &v)) c->slot_size = (size_t)v;
-    {
-        const char *r = getenv(env_names[CF__SET_RING_DEPTH]);
-        if (r && parse_long(r, RING_MIN, RING_MAX, &v) && is_pow2(v)) {
-            c->ring_depth = (size_t)v;
-            c->source[CF__SET_RING_DEPTH] = CF__FROM_ENV;
-        } else if (r) {
-            warn_once(CF__SET_RING_DEPTH, r, NULL, "1024");
-        }
-    }
-    if (env_long(c, CF__SET_MAX_TASKS_PER_CHILD, 0, INT_MAX, &v)) c->max_tasks_per_child = (int)v;
-    env_topology(c);
-    if (env_long(c, CF__SET_WAIT_SPIN_NS, 0, SPIN_MAX, &v)) c->wait_spin_ns = v;
+    /* CFUTURES_CPUS before CFUTURES_PIN: a list implies pin=list, and
+     * pin=list needs a list. */
+    static const enum cf__setting order[] = {
+        CF__SET_WORKERS, CF__SET_CPU_LIST, CF__SET_PIN, CF__SET_SPIN_NS,
+        CF__SET_STEAL_ATTEMPTS, CF__SET_MAP_WINDOW, CF__SET_NUMA, CF__SET_STATS,
+        CF__SET_SLOT_SIZE, CF__SET_RING_DEPTH, CF__SET_MAX_TASKS_PER_CHILD, CF__SET_TOPOLOGY,
+        CF__SET_WAIT_SPIN_NS, CF__SET_THREAD_NAME_PREFIX,
+    };
+    _Static_assert(sizeof order / sizeof order[0] == CF__SET_COUNT, "every setting is loaded");
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) load_one(c, order[i]);
+}
+
+void cf__config_warn(const struct cf__config *c, enum cf__setting s, const char *what)
+{
+    if (!c || (unsigned)s >= CF__SET_COUNT || c->source[s] != CF__FROM_ENV) return;
+    if (atomic_exchange_explicit(&warned[s], 1, memory_order_relaxed)) return;
+    char v[4200];
+    value_text(c, s, v, sizeof v);
+    char shown[80];
+    sanitize(v, shown, sizeof shown);
+    fprintf(stderr, "cfutures: %s=\"%s\": %s\n", env_names[s], shown, what);
 }
 
 /* Shared by both pool kinds: 0 leaves the setting alone, CF_SPIN_NONE means
@@ -413,6 +498,12 @@ int cf__config_apply_thread_opts(struct cf__config *c, const cf_thread_pool_opts
     if ((rc = opt_window(&t, o->map_window))) return rc;
     if ((rc = opt_switch(&t, CF__SET_NUMA, &t.numa, o->numa))) return rc;
     if ((rc = opt_switch(&t, CF__SET_STATS, &t.stats, o->stats))) return rc;
+    if (o->thread_name_prefix) {
+        /* Longer than a thread name can hold is cut, as the OS would. */
+        if (!cf__thread_name_prefix_ok(o->thread_name_prefix)) return CF_EINVAL;
+        snprintf(t.thread_name_prefix, sizeof t.thread_name_prefix, "%s", o->thread_name_prefix);
+        t.source[CF__SET_THREAD_NAME_PREFIX] = CF__FROM_CODE;
+    }
     *c = t;
     return 0;
 }
@@ -456,6 +547,14 @@ void cf__config_print(const struct cf__config *c, void *FILE_stream)
         value_text(c, s, buf, sizeof buf);
         fprintf(f, "%-29s = %s (%s)\n", env_names[s], buf, cf__source_name(c->source[s]));
     }
+}
+
+void cf__thread_name_prefix_fit(char *out, size_t size, const char *prefix, int n_workers)
+{
+    int digits = 1;
+    for (int top = n_workers - 1; top >= 10; top /= 10) digits++;
+    int keep = CF__THREAD_NAME_MAX - 1 - digits; /* "-" and the largest N */
+    snprintf(out, size, "%.*s", keep, prefix);
 }
 
 int cf__steal_attempts(const struct cf__config *c, int n_workers)

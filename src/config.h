@@ -28,12 +28,15 @@ enum cf__setting {
     CF__SET_MAX_TASKS_PER_CHILD, /* CFUTURES_MAX_TASKS_PER_CHILD */
     CF__SET_TOPOLOGY,        /* CFUTURES_TOPOLOGY: an hwloc XML file */
     CF__SET_WAIT_SPIN_NS,    /* CFUTURES_WAIT_SPIN_NS: result() spin before futex */
+    CF__SET_THREAD_NAME_PREFIX, /* CFUTURES_THREAD_NAME_PREFIX: workers' "<prefix>-<n>" */
     CF__SET_COUNT
 };
 
 /* Upper bounds shared by the environment parser and the option checks. */
 #define CF__MAX_WORKERS 4096
 #define CF__MAX_CPU 8191 /* highest OS CPU index a cpu list may name */
+#define CF__THREAD_NAME_MAX 15 /* bytes in a Linux thread name, without the NUL */
+#define CF__TOPOLOGY_MAX_BYTES (64L << 20) /* largest CFUTURES_TOPOLOGY file */
 
 struct cf__config {
     int workers;              /* 0 = one per allowed core */
@@ -49,12 +52,30 @@ struct cf__config {
     int max_tasks_per_child;  /* 0 = unlimited */
     char topology[4096];      /* "" = the machine's own (or HWLOC_* env) */
     long wait_spin_ns;
+    char thread_name_prefix[CF__THREAD_NAME_MAX + 1]; /* default "cf" */
     enum cf__source source[CF__SET_COUNT];
 };
 
 /* Defaults, then the environment (warnings printed at most once per
  * variable and process). */
 void cf__config_load(struct cf__config *c);
+
+/* The pure parser behind cf__config_load: parse `value` as the variable of
+ * setting s and store it in *c (source: environment). Reads nothing but its
+ * arguments (no environment, no files) and prints nothing. 0, or CF_EINVAL
+ * with *c unchanged and *why (if why is not NULL) set to a short reason or
+ * NULL. CFUTURES_PIN=list needs c->cpu_list set; CFUTURES_CPUS also sets
+ * pin=list. For CFUTURES_TOPOLOGY only the form is checked here; the file
+ * is checked by cf__config_load and read by the topology loader. */
+int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *value,
+                     const char **why);
+
+/* One line on stderr about setting s ("cfutures: NAME="value": what"),
+ * only when its value came from the environment, at most once per variable
+ * and process (shared with the "ignoring" warnings). For a value that
+ * parsed but fails later (a listed CPU missing, an XML file hwloc
+ * rejects). */
+void cf__config_warn(const struct cf__config *c, enum cf__setting s, const char *what);
 
 /* Overlay options from code; CF_EINVAL if an option is out of range (the
  * constructor then fails). NULL opts: nothing to overlay. */
@@ -69,6 +90,13 @@ void cf__config_print(const struct cf__config *c, void *FILE_stream);
 
 /* Process-wide cached result() spin budget (from CFUTURES_WAIT_SPIN_NS). */
 long cf__wait_spin_ns(void);
+
+/* A thread-name prefix is 1+ printable ASCII characters without '/'. */
+bool cf__thread_name_prefix_ok(const char *s);
+
+/* The prefix as workers are named by it: cut only as far as "<prefix>-<N>"
+ * needs to fit a Linux thread name for the largest N of n_workers. */
+void cf__thread_name_prefix_fit(char *out, size_t size, const char *prefix, int n_workers);
 
 /* Remote steal attempts per round for a pool of n_workers: the setting if
  * non-zero, else 2 x (n_workers - 1), at least 1. */

@@ -54,6 +54,7 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "debug_checks.h"
 #include "probes.h"
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
@@ -320,6 +321,40 @@ static inline void rec_dealloc(cf_future *f)
     cf__free(f, sizeof *f);
 }
 
+#if CF__DEBUG_CHECKS
+/* Debug builds: a released record is poisoned and held back for the next
+ * CF__QUARANTINE releases before it can be reused (debug_checks.h).
+ * Lock-free: each push takes a slot by fetch_add and swaps its record in;
+ * whatever it swaps out is reused. acq_rel on the exchange: release hands
+ * our poisoning (and last use) to the thread that will evict the record,
+ * acquire makes the previous pusher's writes visible before we reuse the
+ * record we evict. */
+static _Atomic(cf_future *) quarantine[CF__QUARANTINE];
+static _Atomic unsigned quarantine_next;
+
+static void quarantine_push(cf_future *f)
+{
+    atomic_store_explicit(&f->state, CF__FREED_STATE, memory_order_relaxed);
+    unsigned i = atomic_fetch_add_explicit(&quarantine_next, 1, memory_order_relaxed);
+    cf_future *old = atomic_exchange_explicit(&quarantine[i % CF__QUARANTINE], f,
+                                              memory_order_acq_rel);
+    if (old) rec_dealloc(old);
+}
+
+/* A call on a released future: it is in quarantine (poisoned state) or,
+ * under ASan, poisoned memory. */
+static void check_live(const cf_future *f, const char *call, const char *problem)
+{
+    if (f && (cf__debug_poisoned(f) ||
+              atomic_load_explicit(&((cf_future *)f)->state, memory_order_relaxed) ==
+                  CF__FREED_STATE))
+        cf__debug_fail(call, "future", f, problem);
+}
+#define CHECK_LIVE(f, call) check_live((f), (call), "used after its last release")
+#else
+#define CHECK_LIVE(f, call) ((void)0)
+#endif
+
 static cf_future *record_new(uint32_t refs, cf_task_fn *fn, const struct cf__future_ops *ops,
                              void *owner)
 {
@@ -388,11 +423,16 @@ static void record_free(cf_future *f)
         next = l->next;
         if (l->cb) cf__free(l, sizeof *l);
     }
+#if CF__DEBUG_CHECKS
+    quarantine_push(f);
+#else
     rec_dealloc(f);
+#endif
 }
 
 cf_future *cf_future_retain(cf_future *f)
 {
+    CHECK_LIVE(f, "cf_future_retain");
     /* relaxed: a new reference is made from one we hold; nothing to order. */
     if (f) atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
     return f;
@@ -401,9 +441,14 @@ cf_future *cf_future_retain(cf_future *f)
 void cf_future_release(cf_future *f)
 {
     if (!f) return;
+#if CF__DEBUG_CHECKS
+    check_live(f, "cf_future_release", "released twice");
+#endif
     /* release: our uses of the record happen before the destruction by
      * whoever drops the last reference (pairs with the acquire below). */
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release) != 1) return;
+    uint32_t had = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
+    if (CF__DEBUG_CHECKS && had == 0) cf__debug_fail("cf_future_release", "future", f, "released twice");
+    if (had != 1) return;
     /* acquire: pairs with every other holder's release decrement, so their
      * reads and writes of the record are complete before we free it. */
     CF__ACQUIRE_AFTER(&f->refs);
@@ -439,11 +484,13 @@ static uint32_t query_state(const cf_future *f)
 
 bool cf_future_cancelled(const cf_future *f)
 {
+    CHECK_LIVE(f, "cf_future_cancelled");
     return f && (query_state(f) & CF__STATE_MASK) == CF__CANCELLED;
 }
 
 bool cf_future_running(const cf_future *f)
 {
+    CHECK_LIVE(f, "cf_future_running");
     if (!f) return false;
     uint32_t st = query_state(f) & CF__STATE_MASK;
     if (st == CF__PENDING && f->ops && f->ops->sync_running) {
@@ -456,6 +503,7 @@ bool cf_future_running(const cf_future *f)
 
 bool cf_future_done(const cf_future *f)
 {
+    CHECK_LIVE(f, "cf_future_done");
     return f && cf__state_done(query_state(f));
 }
 
@@ -553,6 +601,7 @@ static int wait_for(cf_future *f, double timeout)
 
 int cf_future_result(cf_future *f, double timeout, const void **data, size_t *len)
 {
+    CHECK_LIVE(f, "cf_future_result");
     int rc = wait_for(f, timeout);
     if (rc) return rc;
     /* The caller has synchronised with the completer (acquire in wait_for). */
@@ -583,21 +632,25 @@ static int result_sized(cf_future *f, double timeout, void *v, size_t size)
 
 int cf_future_result_i64(cf_future *f, double timeout, int64_t *v)
 {
+    CHECK_LIVE(f, "cf_future_result_i64");
     return result_sized(f, timeout, v, sizeof *v);
 }
 
 int cf_future_result_f64(cf_future *f, double timeout, double *v)
 {
+    CHECK_LIVE(f, "cf_future_result_f64");
     return result_sized(f, timeout, v, sizeof *v);
 }
 
 int cf_future_result_ptr(cf_future *f, double timeout, void **p)
 {
+    CHECK_LIVE(f, "cf_future_result_ptr");
     return result_sized(f, timeout, p, sizeof *p);
 }
 
 int cf_future_exception(cf_future *f, double timeout, int *code, const char **msg)
 {
+    CHECK_LIVE(f, "cf_future_exception");
     int rc = wait_for(f, timeout);
     if (rc) return rc;
     if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED) return CF_ECANCELLED;
@@ -612,6 +665,7 @@ static bool cancel_core(cf_future *f, bool hooks);
 
 bool cf_future_cancel(cf_future *f)
 {
+    CHECK_LIVE(f, "cf_future_cancel");
     if (!f) return false;
     /* relaxed: only decides whether to ask the executor first; the CAS in
      * cancel_core decides the state. */
@@ -673,6 +727,7 @@ static int start_running(cf_future *f, uint32_t extra)
 
 int cf_future_set_running_or_notify_cancel(cf_future *f)
 {
+    CHECK_LIVE(f, "cf_future_set_running_or_notify_cancel");
     if (!f) return CF_EINVAL;
     return start_running(f, 0);
 }
@@ -741,6 +796,7 @@ int cf__future_fail_broken(cf_future *f, const char *fmt, ...)
 
 int cf_future_set_result(cf_future *f, const void *data, size_t len)
 {
+    CHECK_LIVE(f, "cf_future_set_result");
     if (!f || (!data && len)) return CF_EINVAL;
     if (len > UINT32_MAX) return CF_ETOOBIG;
     /* relaxed: an early way out that saves the allocation; claim() decides. */
@@ -769,6 +825,7 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
 
 int cf_future_set_exception(cf_future *f, int code, const char *msg)
 {
+    CHECK_LIVE(f, "cf_future_set_exception");
     if (!f || code == 0) return CF_EINVAL;
     /* relaxed: an early way out that saves the copy; claim() decides. */
     uint32_t s = load_state(f, memory_order_relaxed);
@@ -790,6 +847,7 @@ int cf_future_set_exception(cf_future *f, int code, const char *msg)
 
 int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
 {
+    CHECK_LIVE(f, "cf_future_add_done_callback");
     if (!f || !cb) return CF_EINVAL;
     /* cb may read the outcome: cf_future_done acquires (and waits out a
      * delivery). */

@@ -456,8 +456,7 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->spin_ns = p->cfg.spin_ns;
     p->max_searching = p->n / 2 > 1 ? p->n / 2 : 1;
     p->stats = p->cfg.stats;
-    snprintf(p->prefix, sizeof p->prefix, "%s",
-             opts && opts->thread_name_prefix ? opts->thread_name_prefix : "cf");
+    cf__thread_name_prefix_fit(p->prefix, sizeof p->prefix, p->cfg.thread_name_prefix, p->n);
     if (opts) {
         p->init = opts->initializer;
         p->init_arg = opts->initializer_arg;

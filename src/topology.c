@@ -30,11 +30,18 @@
 
 #include "alloc.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Setup-time arrays (freed by cf__placement_free), from the library's
  * allocator like every record; zeroed; at least one element. */
@@ -105,16 +112,130 @@ static hwloc_topology_t machine_base(void)
     return t;
 }
 
+/* CFUTURES_TOPOLOGY's file, read into memory without ever blocking: opened
+ * O_NONBLOCK (a FIFO with no writer would block open() and read()), then
+ * only a regular file of a sane size is read. Returns a NUL-terminated
+ * cf__alloc'd buffer and its size with the NUL, or NULL with *why set. */
+static char *read_topology_file(const char *path, size_t *size, const char **why)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        *why = "cannot open it";
+        return NULL;
+    }
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        *why = "not a regular file";
+    } else if (st.st_size <= 0 || st.st_size > CF__TOPOLOGY_MAX_BYTES) {
+        *why = st.st_size <= 0 ? "empty file" : "larger than 64 MiB";
+    } else if (!(buf = cf__alloc((size_t)st.st_size + 1))) {
+        *why = "out of memory";
+    } else {
+        size_t n = 0, want = (size_t)st.st_size;
+        while (n < want) {
+            ssize_t r = read(fd, buf + n, want - n);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break; /* error, or the file shrank: take what was read */
+            n += (size_t)r;
+        }
+        if (n == 0) {
+            cf__free(buf, want + 1);
+            buf = NULL;
+            *why = "cannot read it";
+        } else {
+            buf[n] = '\0';
+            *size = n + 1;
+        }
+    }
+    close(fd);
+    return buf;
+}
+
+/* hwloc 2.9 crashes on some malformed files (a PU without a
+ * complete_cpuset dereferences NULL; fixed in later hwloc), and a file
+ * named by CFUTURES_TOPOLOGY must not take the process down. So hwloc
+ * first reads the bytes in a forked child that reports success through a
+ * pipe (not its exit status: the application may ignore SIGCHLD, or reap
+ * children itself) and is silenced; only what the child read cleanly is
+ * loaded here. t is initialised already, so hwloc's components are loaded
+ * before the fork and the child only parses. Costs one fork per pool that
+ * uses CFUTURES_TOPOLOGY. Returns 0 (safe), 1 (hwloc rejects it), 2 (hwloc
+ * crashed on it) or -1 (no fork or pipe). */
+static int xml_loads_safely(hwloc_topology_t t, const char *xml, size_t size)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        /* A crash must end this child: the application's handlers (a
+         * test framework's longjmp, a crash reporter) must not run here. */
+        static const int crash[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP};
+        for (size_t i = 0; i < sizeof crash / sizeof crash[0]; i++) signal(crash[i], SIG_DFL);
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0) dup2(null, STDERR_FILENO);
+        char verdict = hwloc_topology_set_xmlbuffer(t, xml, (int)size) == 0 &&
+                               hwloc_topology_load(t) == 0 ? 'y' : 'n';
+        ssize_t w = write(fds[1], &verdict, 1);
+        _exit(w == 1 ? 0 : 1);
+    }
+    close(fds[1]);
+    char verdict = 0;
+    ssize_t r;
+    while ((r = read(fds[0], &verdict, 1)) < 0 && errno == EINTR) {}
+    close(fds[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    if (r != 1) return 2; /* it died before answering */
+    return verdict == 'y' ? 0 : 1;
+}
+
 static int load_fresh(const struct cf__config *cfg, hwloc_topology_t *out)
 {
     hwloc_topology_t t;
     if (hwloc_topology_init(&t) < 0) return CF_ESYS;
-    /* Without set_xml, hwloc_topology_load honours HWLOC_XMLFILE and
-     * HWLOC_SYNTHETIC from the environment itself. */
-    if ((cfg && cfg->topology[0] && hwloc_topology_set_xml(t, cfg->topology) < 0) ||
-        hwloc_topology_load(t) < 0) {
+    /* Without an XML source of ours, hwloc_topology_load honours
+     * HWLOC_XMLFILE and HWLOC_SYNTHETIC from the environment itself. */
+    if (!cfg || !cfg->topology[0]) {
+        if (hwloc_topology_load(t) < 0) {
+            hwloc_topology_destroy(t);
+            return CF_ESYS;
+        }
+        *out = t;
+        return 0;
+    }
+    /* hwloc is given the bytes, not the path: it would open a FIFO and
+     * block, and it reports a bad file without saying so. */
+    const char *why = NULL;
+    size_t size = 0;
+    char *xml = read_topology_file(cfg->topology, &size, &why);
+    int rc = 0, safe;
+    if (!xml) {
+        rc = CF_ESYS;
+    } else if (size > INT_MAX || (safe = xml_loads_safely(t, xml, size)) == 1) {
+        why = "hwloc cannot read it as a topology XML file";
+        rc = CF_ESYS;
+    } else if (safe == 2) {
+        why = "hwloc crashed reading it (a malformed topology file)";
+        rc = CF_ESYS;
+    } else if (safe < 0) {
+        why = "cannot fork to check it";
+        rc = CF_ESYS;
+    } else if (hwloc_topology_set_xmlbuffer(t, xml, (int)size) < 0 || hwloc_topology_load(t) < 0) {
+        why = "hwloc cannot read it as a topology XML file";
+        rc = CF_ESYS;
+    }
+    if (xml) cf__free(xml, size);
+    if (rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s; the pool is not created", why);
+        cf__config_warn(cfg, CF__SET_TOPOLOGY, msg);
         hwloc_topology_destroy(t);
-        return CF_ESYS;
+        return rc;
     }
     *out = t;
     return 0;
@@ -129,6 +250,19 @@ int cf__topology_load(const struct cf__config *cfg, hwloc_topology_t *out)
         hwloc_topology_dup(&t, base) < 0) {
         int rc = load_fresh(cfg, &t);
         if (rc) return rc;
+    }
+    /* Arrays indexed by OS CPU number (cpu_slot here, the pool's
+     * cpu_worker) are sized by the largest one: a topology file naming CPU
+     * 32000000 would cost hundreds of MiB. Linux numbers CPUs below 8192,
+     * the bound of a CPU list too. */
+    int last_cpu = hwloc_bitmap_last(hwloc_topology_get_topology_cpuset(t));
+    if (last_cpu < 0 || last_cpu > CF__MAX_CPU) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "it has %s; the pool is not created",
+                 last_cpu < 0 ? "no CPU" : "CPU indexes above 8191");
+        cf__config_warn(cfg, CF__SET_TOPOLOGY, msg);
+        hwloc_topology_destroy(t);
+        return CF_EINVAL;
     }
 
     hwloc_bitmap_t allowed = hwloc_bitmap_dup(hwloc_topology_get_topology_cpuset(t));
@@ -155,6 +289,10 @@ int cf__topology_load(const struct cf__config *cfg, hwloc_topology_t *out)
         hwloc_bitmap_free(l);
     }
     if (hwloc_bitmap_iszero(allowed)) {
+        if (cfg && cfg->cpu_list[0])
+            cf__config_warn(cfg, CF__SET_CPU_LIST,
+                            "none of these CPUs is in the topology and the process's affinity "
+                            "mask; the pool is not created");
         hwloc_bitmap_free(allowed);
         hwloc_topology_destroy(t);
         return CF_EINVAL;
@@ -394,6 +532,14 @@ static hwloc_obj_t nth_pu(hwloc_topology_t t, hwloc_obj_t u, int r)
     return hwloc_get_obj_inside_cpuset_by_type(t, u->cpuset, HWLOC_OBJ_PU, (unsigned)(r % k));
 }
 
+/* One per unit by default, but no more than a worker count may be set to
+ * (a topology file may describe 8192 cores; the steal orders alone grow
+ * with the square of the count). */
+static int default_workers(int units)
+{
+    return units < CF__MAX_WORKERS ? units : CF__MAX_WORKERS;
+}
+
 static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struct cf__placement *p)
 {
     if (cfg->pin == CF_PIN_LIST) {
@@ -403,15 +549,24 @@ static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struc
         if (!cpus) return CF_ENOMEM;
         cf__cpu_list_parse(cfg->cpu_list, cpus, n);
         int rc = 0;
-        p->n_workers = cfg->workers > 0 ? cfg->workers : n;
+        /* Every listed CPU must be there, even with fewer workers than CPUs. */
+        for (int k = 0; k < n; k++) {
+            if (hwloc_get_pu_obj_by_os_index(t, (unsigned)cpus[k])) continue;
+            /* Not in the (allowed) topology. */
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "CPU %d is not in the topology or the process's affinity mask "
+                     "(pin=list needs every CPU); the pool is not created",
+                     cpus[k]);
+            cf__config_warn(cfg, CF__SET_CPU_LIST, msg);
+            T_FREE(cpus);
+            return CF_EINVAL;
+        }
+        p->n_workers = cfg->workers > 0 ? cfg->workers : default_workers(n);
         p->w = T_CALLOC(p->n_workers, struct cf__worker_place);
         if (!p->w) rc = CF_ENOMEM;
         for (int i = 0; !rc && i < p->n_workers; i++) {
             hwloc_obj_t pu = hwloc_get_pu_obj_by_os_index(t, (unsigned)cpus[i % n]);
-            if (!pu) {
-                rc = CF_EINVAL; /* not in the (allowed) topology */
-                break;
-            }
             describe(t, pu, &p->w[i]);
             p->w[i].cpuset = hwloc_bitmap_dup(pu->cpuset);
             if (!p->w[i].cpuset) rc = CF_ENOMEM;
@@ -427,7 +582,7 @@ static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struc
         return CF_EINVAL;
     }
     int rc = cfg->pin == CF_PIN_SCATTER ? scatter(t, u, nu) : 0;
-    p->n_workers = cfg->workers > 0 ? cfg->workers : nu;
+    p->n_workers = cfg->workers > 0 ? cfg->workers : default_workers(nu);
     p->w = T_CALLOC(p->n_workers, struct cf__worker_place);
     if (!rc && !p->w) rc = CF_ENOMEM;
     for (int i = 0; !rc && i < p->n_workers; i++) {

@@ -673,12 +673,13 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
 
 /* ---- the thread ---- */
 
-/* "<prefix>-<n>": Linux allows 15 characters, so the prefix keeps at most
- * 8 of them, leaving room for the worker number. */
+/* "<prefix>-<n>": Linux allows 15 characters; the pool cut its prefix to
+ * leave room for its largest worker number (cf__thread_name_prefix_fit). */
 static void set_name(struct cf__worker *w)
 {
-    char name[16];
-    snprintf(name, sizeof name, "%.*s-%d", (int)(sizeof name - 8), w->pool->prefix, w->id);
+    char name[32];
+    snprintf(name, sizeof name, "%s-%d", w->pool->prefix, w->id);
+    name[15] = '\0'; /* already fits; pthread_setname_np fails on longer */
     pthread_setname_np(pthread_self(), name);
 }
 
