@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "sys/config.h"
 
 static void clear_env(void)
 {

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "cfutures.h"
-#include "debug_checks.h"
+#include "sys/debug_checks.h"
 
 static char out[4096];
 

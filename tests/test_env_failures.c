@@ -28,8 +28,8 @@
 #include <unistd.h>
 
 #include "cfutures.h"
-#include "config.h"
-#include "topology.h"
+#include "sys/config.h"
+#include "sys/topology.h"
 
 #define HANG_SECONDS 20 /* a prompt return takes milliseconds */
 

@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
-#include "topology.h"
+#include "sys/config.h"
+#include "sys/topology.h"
 
 static int usage(FILE *f)
 {

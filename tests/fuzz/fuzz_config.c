@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "sys/config.h"
 
 static struct cf__config base;
 

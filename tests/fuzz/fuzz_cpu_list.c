@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "sys/config.h"
 
 #define CHECK(cond)                                                                         \
     do {                                                                                    \

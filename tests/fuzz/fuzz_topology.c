@@ -14,8 +14,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "topology.h"
+#include "sys/config.h"
+#include "sys/topology.h"
 
 #define CHECK(cond)                                                                         \
     do {                                                                                    \

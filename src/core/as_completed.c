@@ -53,10 +53,10 @@
 #include <math.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "config.h"
-#include "dedup.h"
-#include "future.h"
+#include "sys/alloc.h"
+#include "sys/config.h"
+#include "core/dedup.h"
+#include "core/future.h"
 
 struct cf_as_completed {
     struct cf__waiter w;                        /* first: notify gets &w */

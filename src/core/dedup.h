@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "alloc.h"
+#include "sys/alloc.h"
 #include "cfutures.h"
 
 /* Copy the distinct futures of fs[0..n) (first occurrences, in input

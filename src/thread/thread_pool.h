@@ -20,14 +20,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "deque.h"
-#include "eventcount.h"
-#include "executor.h"
-#include "fence.h"
-#include "future.h"
-#include "inject.h"
-#include "topology.h"
+#include "sys/config.h"
+#include "sync/deque.h"
+#include "sync/eventcount.h"
+#include "core/executor.h"
+#include "sync/fence.h"
+#include "core/future.h"
+#include "sync/inject.h"
+#include "sys/topology.h"
 
 #define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
 #define CF__POOL_BROKEN 2u   /* an initializer failed: queued work fails */

@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "future.h"
+#include "sys/alloc.h"
+#include "core/future.h"
 
 void cf__out_init(struct cf_out *o)
 {

@@ -21,7 +21,7 @@
  * struct cf__config belongs to its caller; the only shared state is the
  * per-variable warned[] flags and the cached wait spin, both relaxed
  * atomics that guard no other data (wait-free; see each). */
-#include "config.h"
+#include "sys/config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -42,7 +42,7 @@
  * Design: a Linux futex word per future, as in the futex-based mutexes and
  * one-shot events of Drepper, "Futexes Are Tricky" (2011), with the waiter
  * list of CPython's Future (callbacks + waiters) behind a bit lock. */
-#include "future.h"
+#include "core/future.h"
 
 #include <limits.h>
 #include <math.h>
@@ -52,10 +52,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "config.h"
-#include "debug_checks.h"
-#include "probes.h"
+#include "sys/alloc.h"
+#include "sys/config.h"
+#include "sys/debug_checks.h"
+#include "sys/probes.h"
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
 _Thread_local void *cf__tls_wait_helper_ctx;

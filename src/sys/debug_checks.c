@@ -1,6 +1,6 @@
 /* The reporting half of the debug checks (debug_checks.h). Always built,
  * so a test can ask whether the checks are on. No shared state. */
-#include "debug_checks.h"
+#include "sys/debug_checks.h"
 
 #include <stdio.h>
 #include <stdlib.h>

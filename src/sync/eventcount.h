@@ -44,8 +44,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "deque.h" /* CF__CACHE_LINE */
-#include "futex.h"
+#include "sync/deque.h" /* CF__CACHE_LINE */
+#include "sync/futex.h"
 
 /* Slot words. A notifier writes a tag >= CF__EC_NOTIFIED (the waiter
  * learns which from wait), e.g. to say why it was woken. */

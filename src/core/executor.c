@@ -3,8 +3,8 @@
  * input, and a call that fails changes nothing. */
 #include <signal.h>
 
-#include "debug_checks.h"
-#include "executor.h"
+#include "sys/debug_checks.h"
+#include "core/executor.h"
 
 #if CF__DEBUG_CHECKS
 /* An executor already given to cf_executor_free (debug_checks.h): poisoned

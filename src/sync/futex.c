@@ -12,7 +12,7 @@
  * system call, which callers skip when their word says nobody sleeps.
  * Any number of threads may wait and wake on one word at once; the words
  * belong to the callers. Design: Drepper, "Futexes Are Tricky" (2011). */
-#include "futex.h"
+#include "sync/futex.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -37,7 +37,7 @@
 #include <urcu/wfcqueue.h>
 
 #include "cfutures.h"
-#include "futex.h"
+#include "sync/futex.h"
 
 enum {
     CF__PENDING = 0,

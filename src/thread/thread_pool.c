@@ -53,9 +53,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "probes.h"
-#include "thread_pool.h"
+#include "sys/alloc.h"
+#include "sys/probes.h"
+#include "thread/thread_pool.h"
 
 /* ---- aligned allocation through cf__alloc ---- */
 

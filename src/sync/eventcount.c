@@ -1,8 +1,8 @@
 /* Event count with per-waiter futex words: see eventcount.h for the
  * contract and the fence pairing that rules out lost wake-ups. */
-#include "eventcount.h"
+#include "sync/eventcount.h"
 
-#include "fence.h"
+#include "sync/fence.h"
 
 #include "cfutures.h"
 

@@ -47,11 +47,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "executor.h"
-#include "futex.h"
-#include "future.h"
-#include "thread_pool.h"
+#include "sys/alloc.h"
+#include "core/executor.h"
+#include "sync/futex.h"
+#include "core/future.h"
+#include "thread/thread_pool.h"
 
 /* Adaptive chunking: about 8 chunks per worker, so stragglers balance, but
  * no chunk longer than this many items (or, when items are copied into the

@@ -33,9 +33,9 @@
 #include <urcu/wfcqueue.h>
 #include <urcu/static/wfcqueue.h> /* the inline bodies (no call into liburcu-cds) */
 
-#include "deque.h" /* CF__CACHE_LINE */
-#include "fence.h"
-#include "futex.h" /* cf__cpu_relax */
+#include "sync/deque.h" /* CF__CACHE_LINE */
+#include "sync/fence.h"
+#include "sync/futex.h" /* cf__cpu_relax */
 
 struct cf__inject {
     /* Producers exchange the tail; the taker reads head. Separate lines. */

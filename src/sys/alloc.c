@@ -11,8 +11,8 @@
  *
  * Thread safety: everything here may be called from any thread; the
  * preferred node is per thread. */
-#include "alloc.h"
-#include "numa_alloc.h"
+#include "sys/alloc.h"
+#include "sys/numa_alloc.h"
 
 #include <stdio.h>
 #include <string.h>

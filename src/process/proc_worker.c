@@ -24,9 +24,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "fence.h"
-#include "futex.h"
-#include "proc_pool.h"
+#include "sync/fence.h"
+#include "sync/futex.h"
+#include "process/proc_pool.h"
 
 static void *test_shm;
 static size_t test_shm_len;

@@ -106,9 +106,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "probes.h"
-#include "thread_pool.h"
+#include "sys/alloc.h"
+#include "sys/probes.h"
+#include "thread/thread_pool.h"
 
 CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
 _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;

@@ -118,11 +118,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "alloc.h"
-#include "config.h"
-#include "fence.h"
-#include "futex.h"
-#include "proc_pool.h"
+#include "sys/alloc.h"
+#include "sys/config.h"
+#include "sync/fence.h"
+#include "sync/futex.h"
+#include "process/proc_pool.h"
 
 #define ARG_SPILL_DEFAULT (256ull << 20) /* per channel, virtual (MAP_NORESERVE) */
 #define RES_SPILL_DEFAULT (1ull << 30)

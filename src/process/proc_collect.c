@@ -11,11 +11,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "alloc.h"
-#include "config.h"
-#include "fence.h"
-#include "futex.h"
-#include "proc_pool.h"
+#include "sys/alloc.h"
+#include "sys/config.h"
+#include "sync/fence.h"
+#include "sync/futex.h"
+#include "process/proc_pool.h"
 
 _Thread_local struct cf__ppool *cf__pp_tls_completing;
 

@@ -10,7 +10,7 @@
 #define CF_TOPOLOGY_H
 
 #include <hwloc.h>
-#include "config.h"
+#include "sys/config.h"
 
 struct cf__worker_place {
     int cpu;       /* OS index of the PU to pin to; -1 = not pinned */

@@ -26,9 +26,9 @@
  * the topology has one (else same package first); inside a tier, workers
  * after the thief come first (a rotation, so thieves do not all hammer
  * worker 0). With NUMA off there is one flat tier. */
-#include "topology.h"
+#include "sys/topology.h"
 
-#include "alloc.h"
+#include "sys/alloc.h"
 
 #include <errno.h>
 #include <fcntl.h>

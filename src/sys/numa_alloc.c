@@ -21,7 +21,7 @@
  * concurrently: they touch only their arguments, the read-only topology
  * and relaxed counters. Design: jemalloc's extent hooks (its manual,
  * "arena.<i>.extent_hooks"), one arena per NUMA node. */
-#include "numa_alloc.h"
+#include "sys/numa_alloc.h"
 
 #include <hwloc.h>
 #include <pthread.h>

@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "proc_pool.h"
+#include "process/proc_pool.h"
 
 /* ---- the registry: fd + 1 per entry, 0 = empty ---- */
 #define REG_MAX 512

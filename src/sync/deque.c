@@ -5,11 +5,11 @@
  * does not model fences) see the synchronisation: the owner's stores of
  * `bottom` are release stores instead of "release fence + relaxed store",
  * and the thief loads `array` with acquire instead of consume. */
-#include "deque.h"
+#include "sync/deque.h"
 
-#include "fence.h"
+#include "sync/fence.h"
 
-#include "alloc.h"
+#include "sys/alloc.h"
 #include "cfutures.h"
 
 static struct cf__deque_array *array_new(int64_t cap, int node)

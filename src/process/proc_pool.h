@@ -13,10 +13,10 @@
 #include <sys/types.h>
 #include <sched.h>
 
-#include "executor.h"
-#include "future.h"
-#include "futex.h"
-#include "proc_shm.h"
+#include "core/executor.h"
+#include "core/future.h"
+#include "sync/futex.h"
+#include "process/proc_shm.h"
 
 /* Pool flags (parent-private word). */
 #define CF__PP_SHUTDOWN 1u   /* no new submissions */
