@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"
+#include "sys/alloc.h"
 
 static void malloc_is_not_jemalloc(void **state)
 {

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cfutures.h"
-#include "future.h"
+#include "core/future.h"
 #include "support/test_env.h"
 
 static uint32_t word(cf_future *f)

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "sys/config.h"
 
 static void clear_env(void)
 {
@@ -69,6 +69,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_tasks_per_child, 0);
     assert_string_equal(c.topology, "");
     assert_int_equal(c.wait_spin_ns, 20000);
+    assert_string_equal(c.thread_name_prefix, "cf");
     for (int s = 0; s < CF__SET_COUNT; s++) assert_int_equal(c.source[s], CF__FROM_DEFAULT);
 }
 
@@ -88,6 +89,7 @@ static void test_env_values(void **state)
     setenv("CFUTURES_MAX_TASKS_PER_CHILD", "5", 1);
     setenv("CFUTURES_TOPOLOGY", CF_TEST_DATA_DIR "/laptop-1x1x4x2.xml", 1);
     setenv("CFUTURES_WAIT_SPIN_NS", "5", 1);
+    setenv("CFUTURES_THREAD_NAME_PREFIX", "my pool.2", 1);
     struct cf__config c;
     assert_string_equal(load_captured(&c), "");
     assert_int_equal(c.workers, 7);
@@ -102,6 +104,7 @@ static void test_env_values(void **state)
     assert_int_equal(c.max_tasks_per_child, 5);
     assert_string_equal(c.topology, CF_TEST_DATA_DIR "/laptop-1x1x4x2.xml");
     assert_int_equal(c.wait_spin_ns, 5);
+    assert_string_equal(c.thread_name_prefix, "my pool.2");
     for (int s = 0; s < CF__SET_COUNT; s++)
         if (s != CF__SET_CPU_LIST) assert_int_equal(c.source[s], CF__FROM_ENV);
     assert_int_equal(c.source[CF__SET_CPU_LIST], CF__FROM_DEFAULT);
@@ -145,6 +148,7 @@ static const struct bad bads[] = {
     {"CFUTURES_MAX_TASKS_PER_CHILD", "-1", "[0, 2147483647]"},
     {"CFUTURES_TOPOLOGY", "/nonexistent/topo.xml", "readable hwloc XML file"},
     {"CFUTURES_WAIT_SPIN_NS", " 10", "[0, 1000000000]"},
+    {"CFUTURES_THREAD_NAME_PREFIX", "a/b", "1 to 15 printable ASCII characters, no '/'"},
 };
 
 static void test_bad_values_warn_once(void **state)
@@ -382,6 +386,65 @@ static void test_print(void **state)
     clear_env();
 }
 
+/* The pure parser: a function of the string; a refused value changes
+ * nothing, whatever the environment says. */
+static void test_pure_parser(void **state)
+{
+    (void)state;
+    clear_env();
+    setenv("CFUTURES_WORKERS", "9", 1); /* not read by the parser */
+    struct cf__config def, c;
+    cf__config_load(&def);
+    c = def;
+    const char *why = "untouched";
+    assert_int_equal(cf__config_parse(&c, CF__SET_WORKERS, "12", &why), 0);
+    assert_null(why);
+    assert_int_equal(c.workers, 12);
+    assert_int_equal(c.source[CF__SET_WORKERS], CF__FROM_ENV);
+    c = def;
+    assert_int_equal(cf__config_parse(&c, CF__SET_PIN, "list", &why), CF_EINVAL);
+    assert_string_equal(why, "CFUTURES_CPUS is not set");
+    assert_memory_equal(&c, &def, sizeof c);
+    assert_int_equal(cf__config_parse(&c, CF__SET_CPU_LIST, "2-3", NULL), 0);
+    assert_int_equal(c.pin, CF_PIN_LIST);
+    assert_int_equal(cf__config_parse(&c, CF__SET_PIN, "list", NULL), 0);
+    static const struct {
+        enum cf__setting s;
+        const char *v;
+    } refused[] = {
+        {CF__SET_RING_DEPTH, "96"}, {CF__SET_THREAD_NAME_PREFIX, ""},
+        {CF__SET_THREAD_NAME_PREFIX, "sixteen-chars-xx"}, {CF__SET_THREAD_NAME_PREFIX, "a\tb"},
+        {CF__SET_TOPOLOGY, ""}, {CF__SET_NUMA, "2"}, {CF__SET_CPU_LIST, "1,1"},
+        {CF__SET_COUNT, "1"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        c = def;
+        assert_int_equal(cf__config_parse(&c, refused[i].s, refused[i].v, NULL), CF_EINVAL);
+        assert_memory_equal(&c, &def, sizeof c);
+    }
+    clear_env();
+}
+
+/* "<prefix>-<N>" fits 15 bytes for the largest N, cut no further. */
+static void test_thread_name_prefix_fit(void **state)
+{
+    (void)state;
+    static const struct {
+        int workers;
+        const char *want;
+    } cases[] = {
+        {1, "abcdefghijklm"},   {10, "abcdefghijklm"}, {11, "abcdefghijkl"},
+        {100, "abcdefghijkl"},  {101, "abcdefghijk"},  {4096, "abcdefghij"},
+    };
+    char out[CF__THREAD_NAME_MAX + 1];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cf__thread_name_prefix_fit(out, sizeof out, "abcdefghijklmno", cases[i].workers);
+        assert_string_equal(out, cases[i].want);
+    }
+    cf__thread_name_prefix_fit(out, sizeof out, "cf", 4096);
+    assert_string_equal(out, "cf");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +461,8 @@ int main(void)
         cmocka_unit_test(test_steal_attempts),
         cmocka_unit_test(test_wait_spin_cached),
         cmocka_unit_test(test_print),
+        cmocka_unit_test(test_pure_parser),
+        cmocka_unit_test(test_thread_name_prefix_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
-#include "deque.h"
+#include "sync/deque.h"
 #include "support/test_env.h"
 
 static void test_lifo_fifo(void **state)

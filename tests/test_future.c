@@ -12,9 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "alloc.h"
+#include "sys/alloc.h"
 #include "cfutures.h"
-#include "future.h"
+#include "core/future.h"
 #include "support/test_env.h"
 
 /* ---- helpers ---- */

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cfutures.h"
-#include "future.h"
+#include "core/future.h"
 
 static void never_cb(cf_future *f, void *ud)
 {

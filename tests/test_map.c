@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "cfutures.h"
-#include "executor.h"
+#include "core/executor.h"
 #include "support/test_env.h"
 
 /* ---- a wrapping executor: forwards to a real pool, observes submits ---- */

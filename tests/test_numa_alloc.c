@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "numa_alloc.h"
+#include "sys/alloc.h"
+#include "sys/numa_alloc.h"
 
 static int setup(void **state)
 {

@@ -19,10 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "alloc.h"
-#include "config.h"
-#include "numa_alloc.h"
-#include "topology.h"
+#include "sys/alloc.h"
+#include "sys/config.h"
+#include "sys/numa_alloc.h"
+#include "sys/topology.h"
 
 static void clear_env(void)
 {

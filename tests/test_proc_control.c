@@ -35,8 +35,8 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
-#include "futex.h"
-#include "proc_pool.h"
+#include "sync/futex.h"
+#include "process/proc_pool.h"
 
 struct shared {
     _Atomic uint32_t gate;       /* gate_task and began_task wait until it is non-zero */

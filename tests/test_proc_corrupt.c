@@ -25,7 +25,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
-#include "proc_pool.h"
+#include "process/proc_pool.h"
 #include "support/test_env.h"
 
 enum mode {

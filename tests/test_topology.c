@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "topology.h"
+#include "sys/config.h"
+#include "sys/topology.h"
 
 #define BIG "pack:2 numa:2 l3:1 core:8 pu:2"
 #define XML_BIG CF_TEST_DATA_DIR "/pack2-numa2-core8-smt2.xml"

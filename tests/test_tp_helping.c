@@ -22,7 +22,7 @@
 
 #include "cfutures.h"
 #include "support/test_env.h"
-#include "thread_pool.h"
+#include "thread/thread_pool.h"
 
 #define HANG_S 60 /* a hang detector for the polling loops */
 

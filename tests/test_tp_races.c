@@ -23,7 +23,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
-#include "thread_pool.h"
+#include "thread/thread_pool.h"
 
 #define HANG_S 10 /* a hang detector */
 

@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
-#include "topology.h"
+#include "sys/config.h"
+#include "sys/topology.h"
 
 static int usage(FILE *f)
 {
@@ -37,7 +37,7 @@ int main(int argc, char **argv)
     hwloc_topology_t topo;
     int rc = cf__topology_load(&cfg, &topo);
     if (rc) {
-        if (rc == CF_EINVAL)
+        if (rc == CF_EINVAL && cfg.cpu_list[0])
             fprintf(stderr, "cfutures-info: no CPU left: CFUTURES_CPUS (%s) and the process's "
                             "affinity mask do not intersect\n", cfg.cpu_list);
         else

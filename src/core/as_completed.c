@@ -1,0 +1,303 @@
+/* cf_as_completed: yield futures as they complete, the done ones first.
+ *
+ * Contract.
+ * - One iterator = one heap object with a node per distinct future. The
+ *   iterator is used by one thread at a time (next/remaining/free are not
+ *   concurrent with each other); completers run as_notify() concurrently
+ *   from any thread (future.c's fire(), no lock held).
+ * - Completed nodes travel to the consumer through a Treiber stack
+ *   (multi-producer push by CAS, lock-free; the single consumer takes the
+ *   whole stack with one exchange, so there is no ABA, and reverses it into
+ *   completion order). Each completion costs O(1); creation and free O(n);
+ *   memory O(n).
+ * - Lifetime: the object is reference counted by "the iterator + every node
+ *   that is linked and whose notify has not finished" (see wait.c); notify
+ *   touches the object last when it drops its reference. A notified node's
+ *   listener link is ours again (the completer read `next` before notify),
+ *   so it doubles as the stack link.
+ * - No lost wake-up: the consumer clears the signal word, re-checks the
+ *   stack, and sleeps only on a 2 it set itself; a producer pushes, then
+ *   exchanges the word to 1 and wakes only if it replaced a 2. The
+ *   clear/re-check on one side and push/exchange on the other form a
+ *   store-buffering pattern, hence seq_cst on those four operations.
+ * - Order. Invariant: if any thread learns that f0 is done (done(),
+ *   cancelled(), result(), exception(), cancel() saying true, a done
+ *   callback of f0, cf_wait, this or another iterator yielding it)
+ *   before f1 becomes done (its completing or cancelling CAS), the
+ *   iterator yields f0 before f1. Proof, for two futures linked here:
+ *   (1) future.c reports a future done only after the completer has
+ *   notified every waiter node (CF__DELIVERING: the notifies, then a
+ *   release clear that every report acquires; callbacks run after the
+ *   clear, in the completer's thread), so push(f0) happens before
+ *   the learning, which happens before CAS(f1); (2) f1's completer pushes
+ *   only after its CAS, in program order; so push(f0) happens before
+ *   push(f1). Both pushes are RMWs on done_stack, so by coherence push(f0)
+ *   precedes push(f1) in its modification order, and the consumer yields
+ *   in that order (each exchange takes a prefix of it, reversed into push
+ *   order). (3) next() yields a future only after cf_future_done() said
+ *   so, so a thread that learns "done" from this iterator is covered by
+ *   (1) too. Futures found done while the iterator is being made come
+ *   first, in input order: no order among them is promised (they were
+ *   done before anything watched them).
+ * - A pool worker (cf__tls_wait_helper set) does not sleep: for each wait
+ *   it makes a private "trigger" future, parks it in it->trigger, sets the
+ *   word to 3 instead of 2, and waits on the trigger through the pool's
+ *   helper (which runs other tasks: SEMANTICS 22). The producer that
+ *   replaces a 3 takes the trigger out of the slot (exchange, so only one
+ *   owner) and completes it. The slot holds its own reference.
+ * Design: CPython's as_completed (a waiter installed on every future) with
+ * the completed futures handed over on a Treiber stack (R. K. Treiber,
+ * "Systems Programming: Coping with Parallelism", IBM RJ 5118, 1986) that
+ * the one consumer empties whole, and a futex word in place of its
+ * condition variable. */
+#include <math.h>
+#include <string.h>
+
+#include "sys/alloc.h"
+#include "sys/config.h"
+#include "core/dedup.h"
+#include "core/future.h"
+
+struct cf_as_completed {
+    struct cf__waiter w;                        /* first: notify gets &w */
+    _Atomic size_t refs;
+    _Atomic uint32_t word;                      /* 0, 1 signalled, 2 sleeps, 3 helps */
+    cf_future *_Atomic trigger;                 /* helper mode: see the contract */
+    struct cf__listener *_Atomic done_stack;    /* notified nodes' links, newest first */
+    cf__deadline deadline;
+    size_t n;                                   /* distinct futures */
+    size_t yielded;
+    size_t head, tail;                          /* ready[head..tail): to yield */
+    cf_future **ready;                          /* n slots: each future enters once */
+    size_t bytes;
+    struct cf__waiter_node nodes[];             /* n: node i holds future i (our ref) */
+};
+/* Layout: refs, word, trigger and done_stack are written by every
+ * completer; they sit together in the first 48 bytes so a completion
+ * dirties one line (two at worst: cf__alloc aligns to 16 bytes, not 64).
+ * The consumer's own fields follow, possibly on that line: the consumer
+ * exchanges done_stack and word anyway, so it owns the line when it
+ * writes them. */
+_Static_assert(offsetof(struct cf_as_completed, done_stack) + sizeof(void *) <= 48,
+               "the completers' words within the first 48 bytes");
+
+#define CF__CONTAINER_OF(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+static void as_unref(cf_as_completed *it)
+{
+    /* release: our accesses to it happen before its destruction. */
+    if (atomic_fetch_sub_explicit(&it->refs, 1, memory_order_release) != 1) return;
+    /* acquire: pairs with the other holders' release decrements. */
+    CF__ACQUIRE_AFTER(&it->refs);
+    cf__free(it, it->bytes);
+}
+
+static void as_notify(struct cf__waiter *w, struct cf__waiter_node *node)
+{
+    cf_as_completed *it = (cf_as_completed *)w;
+    /* relaxed: a first guess for the CAS, which re-reads it on failure. */
+    struct cf__listener *head = atomic_load_explicit(&it->done_stack, memory_order_relaxed);
+    do {
+        node->link_.next = head;
+        /* seq_cst (release at least): publishes node->link_.next to the
+         * consumer's exchange; seq_cst for the wake-up pattern above. */
+    } while (!atomic_compare_exchange_weak_explicit(&it->done_stack, &head, &node->link_,
+                                                    memory_order_seq_cst, memory_order_relaxed));
+    /* seq_cst: see the contract (pairs with the consumer's clear + take). */
+    uint32_t old = atomic_exchange_explicit(&it->word, 1, memory_order_seq_cst);
+    if (old == 2) {
+        cf__futex_wake(&it->word, 1, false);
+    } else if (old == 3) {
+        /* acquire: the consumer stored the trigger before its seq_cst CAS
+         * to 3, which our exchange read; acq_rel keeps the slot's hand-over
+         * ordered against the consumer's own exchange. */
+        cf_future *t = atomic_exchange_explicit(&it->trigger, NULL, memory_order_acq_rel);
+        if (t) {
+            (void)cf_future_set_result(t, NULL, 0);
+            cf_future_release(t);
+        }
+    }
+    as_unref(it); /* last access to it */
+}
+
+/* Move completed nodes to ready[], in completion order. True if any. */
+static bool as_drain(cf_as_completed *it)
+{
+    /* seq_cst (acquire at least): reads the nodes' links written before
+     * each push (every push is an RMW, so all of them are in the release
+     * sequence we synchronise with). */
+    struct cf__listener *l = atomic_exchange_explicit(&it->done_stack, NULL, memory_order_seq_cst);
+    if (!l) return false;
+    struct cf__listener *prev = NULL;
+    while (l) {
+        struct cf__listener *next = l->next;
+        l->next = prev;
+        prev = l;
+        l = next;
+    }
+    for (; prev; prev = prev->next)
+        it->ready[it->tail++] = CF__CONTAINER_OF(prev, struct cf__waiter_node, link_)->future;
+    return true;
+}
+
+int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_completed **out)
+{
+    if (!out || (!fs && n) || isnan(timeout)) return CF_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!fs[i]) return CF_EINVAL;
+    cf__deadline deadline;
+    (void)cf__deadline_from_timeout(timeout, &deadline);
+
+    /* One block: the iterator, n nodes, then n ready slots (the ready
+     * slots double as the dedup's duplicate area: at most n-1 entries,
+     * overwritten before use). */
+    if (n > SIZE_MAX / 128) return CF_ENOMEM;
+    size_t bytes = sizeof(cf_as_completed) + n * (sizeof(struct cf__waiter_node) + sizeof(cf_future *));
+    cf_as_completed *it = cf__alloc(bytes);
+    if (!it) return CF_ENOMEM;
+    cf_future **ready = (cf_future **)(void *)&it->nodes[n];
+    cf_future *stack_uniq[16];
+    cf_future **uniq = n <= 16 ? stack_uniq : cf__alloc(n * sizeof *uniq);
+    size_t u = 0;
+    if (!uniq || cf__dedup(fs, n, uniq, ready, &u) != 0) {
+        if (uniq && uniq != stack_uniq) cf__free(uniq, n * sizeof *uniq);
+        cf__free(it, bytes);
+        return CF_ENOMEM;
+    }
+    it->w.notify = as_notify;
+    atomic_init(&it->refs, 1);
+    atomic_init(&it->word, 0);
+    atomic_init(&it->done_stack, NULL);
+    atomic_init(&it->trigger, NULL);
+    it->deadline = deadline;
+    it->n = u;
+    it->yielded = 0;
+    it->head = it->tail = 0;
+    it->ready = ready;
+    it->bytes = bytes;
+    for (size_t i = 0; i < u; i++) {
+        struct cf__waiter_node *node = &it->nodes[i];
+        node->waiter = &it->w;
+        node->future = cf_future_retain(uniq[i]);
+        node->index = 0;
+    }
+    if (uniq != stack_uniq) cf__free(uniq, n * sizeof *uniq);
+
+    /* The done ones first (index 2: in ready[]), then register on the
+     * others (index 1: linked). */
+    for (size_t i = 0; i < u; i++) {
+        if (cf_future_done(it->nodes[i].future)) {
+            ready[it->tail++] = it->nodes[i].future;
+            it->nodes[i].index = 2;
+        }
+    }
+    for (size_t i = 0; i < u; i++) {
+        struct cf__waiter_node *node = &it->nodes[i];
+        if (node->index) continue;
+        /* relaxed: taken before the node is published by the list
+         * unlock's release, so a notify's decrement is ordered after it. */
+        atomic_fetch_add_explicit(&it->refs, 1, memory_order_relaxed);
+        if (cf__waiter_node_add(node->future, node)) {
+            node->index = 1;
+        } else {
+            /* Done meanwhile: no notify will come. relaxed: not the last
+             * reference (ours is dropped with release by as_unref). */
+            atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
+            ready[it->tail++] = node->future;
+            node->index = 2;
+        }
+    }
+    *out = it;
+    return 0;
+}
+
+int cf_as_completed_next(cf_as_completed *it, cf_future **f)
+{
+    if (!it || !f) return CF_EINVAL;
+    long spin = -1;
+    for (;;) {
+        if (it->head < it->tail) {
+            *f = it->ready[it->head++];
+            it->yielded++;
+            /* Waits out the end of its delivery (rare, short): see Order. */
+            (void)cf_future_done(*f);
+            return 0;
+        }
+        if (it->yielded == it->n) return CF_END;
+        if (as_drain(it)) continue;
+
+        if (spin < 0 && !cf__tls_wait_helper) { /* a bounded spin before the first sleep */
+            spin = cf__wait_spin_ns();
+            int64_t end = cf__now_ns() + (spin > 0 ? spin : 0);
+            if (end > it->deadline) end = it->deadline;
+            bool got = false;
+            while (!got && cf__now_ns() < end) {
+                for (int i = 0; i < 64; i++) {
+                    cf__cpu_relax();
+                    /* relaxed peek; as_drain's exchange does the ordering. */
+                    if (atomic_load_explicit(&it->done_stack, memory_order_relaxed)) {
+                        got = true;
+                        break;
+                    }
+                }
+            }
+            if (got) continue;
+        }
+        /* Clear the signal, then re-check (seq_cst: see the contract). */
+        atomic_exchange_explicit(&it->word, 0, memory_order_seq_cst);
+        if (as_drain(it)) continue;
+        cf__wait_helper_fn *help = cf__tls_wait_helper;
+        cf_future *t = help ? cf_future_new() : NULL; /* NULL: sleep instead */
+        if (t) {
+            int rc = 0;
+            /* release: published before the word says 3 (see as_notify). */
+            atomic_store_explicit(&it->trigger, cf_future_retain(t), memory_order_release);
+            uint32_t z = 0;
+            /* seq_cst: the same pattern as the sleeping path below. */
+            if (atomic_compare_exchange_strong_explicit(&it->word, &z, 3, memory_order_seq_cst,
+                                                        memory_order_seq_cst))
+                rc = help(cf__tls_wait_helper_ctx, t, it->deadline);
+            /* Take the slot back unless a producer took it (acq_rel: pairs
+             * with the producer's exchange). */
+            cf_future *back = atomic_exchange_explicit(&it->trigger, NULL, memory_order_acq_rel);
+            cf_future_release(back);
+            cf_future_release(t);
+            /* (A producer that saw 3 pushed its node before, so the drain
+             * finds it even if the trigger fired at the deadline.) */
+            if (rc == CF_ETIMEDOUT && !as_drain(it)) return CF_ETIMEDOUT;
+            continue;
+        }
+        uint32_t z = 0;
+        /* seq_cst: part of the same pattern; a failure means a producer
+         * stored 1 after our clear, so its node is there: loop. */
+        if (!atomic_compare_exchange_strong_explicit(&it->word, &z, 2, memory_order_seq_cst,
+                                                     memory_order_seq_cst))
+            continue;
+        if (cf__futex_wait(&it->word, 2, it->deadline, false) == CF_ETIMEDOUT && !as_drain(it))
+            return CF_ETIMEDOUT;
+    }
+}
+
+size_t cf_as_completed_remaining(const cf_as_completed *it)
+{
+    return it ? it->n - it->yielded : 0;
+}
+
+void cf_as_completed_free(cf_as_completed *it)
+{
+    if (!it) return;
+    size_t u = it->n;
+    for (size_t i = 0; i < u; i++) {
+        struct cf__waiter_node *node = &it->nodes[i];
+        /* done: the completer owns the node (no need for the lock) */
+        if (node->index == 1 && !cf_future_done(node->future) &&
+            cf__waiter_node_remove(node->future, node))
+            /* relaxed: not the last reference (ours goes in as_unref,
+             * with release). */
+            atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
+    }
+    /* A pending notify does not touch the future (its completer holds its
+     * own reference), so ours can go now. */
+    for (size_t i = 0; i < u; i++) cf_future_release(it->nodes[i].future);
+    as_unref(it);
+}

@@ -1,0 +1,247 @@
+/* Internal view of a future: the record that is at once the task (function
+ * and argument) and its outcome, so a submit costs one allocation.
+ *
+ * The state word (struct cf_future.state):
+ *   bits 0-1  CF__PENDING / CF__RUNNING / CF__CANCELLED / CF__FINISHED
+ *   bit  2    CF__SLEEPERS: someone sleeps (or is about to) in futex_wait on
+ *             this word; completion makes the futex_wake system call only
+ *             when it is set.
+ *   bit  3    CF__LIST_LOCK: guards the listener list (callbacks and
+ *             cf_wait/as_completed waiters); held for O(1) steps (O(k) to
+ *             unlink a waiter among k listeners), never across a callback.
+ *   bit  4    CF__HAS_LISTENERS: the list is not empty, so completion must
+ *             take the lock; the hot path (no listeners) never does.
+ *   bit  5    CF__CLAIMED: one completer (cf__future_run, set_result,
+ *             set_exception, complete_from_out, fail_broken) owns the
+ *             outcome fields and will publish FINISHED; every other
+ *             completer gets CF_ESTATE, and cancel() treats the future as
+ *             no longer PENDING. cf__future_run claims in the same CAS that
+ *             starts the task, so its hot path stays two CASes.
+ *   bit  6    CF__DELIVERING: set by the CAS that makes a future with
+ *             listeners done, cleared (release) once every waiter node has
+ *             been notified. Until then the done state is not reported to
+ *             anyone: queries that meet it wait for the clear (a few steps
+ *             of the completer), so whoever learns "done" learns it after
+ *             every as_completed iterator has the future in its done list.
+ *             Never set without listeners: the hot path does not see it.
+ * A future is done when its state is CANCELLED or FINISHED; nothing leaves
+ * those states. The outcome fields (code, msg, result) are written before
+ * the release CAS that publishes the done state and read after an acquire
+ * load that sees it. */
+#ifndef CF_FUTURE_INTERNAL_H
+#define CF_FUTURE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <urcu/wfcqueue.h>
+
+#include "cfutures.h"
+#include "sync/futex.h"
+
+enum {
+    CF__PENDING = 0,
+    CF__RUNNING = 1,
+    CF__CANCELLED = 2,
+    CF__FINISHED = 3,
+};
+#define CF__STATE_MASK 3u
+#define CF__SLEEPERS (1u << 2)
+#define CF__LIST_LOCK (1u << 3)
+#define CF__HAS_LISTENERS (1u << 4)
+#define CF__CLAIMED (1u << 5)
+#define CF__DELIVERING (1u << 6)
+
+/* How a FINISHED future ended. */
+enum cf__outcome { CF__OK = 0, CF__TASK_ERROR = 1, CF__BROKEN = 2 };
+
+#define CF__INLINE_ARG 24 /* arguments up to this size live in the record */
+#define CF__INLINE_RES 32 /* results up to this size live in the record */
+
+/* Executor hooks a future may carry (NULL for cf_future_new futures). */
+struct cf__future_ops {
+    /* Called by cf_future_cancel() after the PENDING->CANCELLED CAS
+     * succeeded, before listeners are fired: lets an executor drop its copy
+     * (e.g. the process pool marks the ring slot cancelled). May be NULL. */
+    void (*on_cancel)(cf_future *f);
+    /* Called when the last reference goes, before the record is freed, so an
+     * executor can release what `owner` points to. May be NULL. */
+    void (*on_free)(cf_future *f);
+    /* Called (once per wait) by result()/exception() in a thread about to
+     * wait for f, not done (not a pool worker with a wait helper). Returns
+     * true if the caller should sleep at once rather than spin first (e.g.
+     * the executor woke a worker on the caller's CPU, which gets the CPU
+     * only when the caller sleeps). May be NULL. */
+    bool (*on_wait)(cf_future *f);
+    /* Called by cf_future_cancel() on a PENDING future before its CAS: the
+     * executor cancels its own copy first (the process pool's ring slot,
+     * whose state word decides "started", SEMANTICS 31b) and returns false
+     * if the task has already begun there; cancel() then returns false.
+     * May be NULL. on_cancel still runs after a successful CAS. */
+    bool (*try_cancel)(cf_future *f);
+    /* Called by cf_future_running() on a future that reads PENDING: an
+     * executor whose copy of the task lives elsewhere (the process pool's
+     * ring slot) publishes RUNNING (cf__future_mark_running) if a worker
+     * has begun it there, so running() answers what that copy knows. Must
+     * be cheap (a few loads). May be NULL. */
+    void (*sync_running)(cf_future *f);
+};
+
+/* One entry of a future's listener list: a done-callback (cb != NULL,
+ * cf__alloc'd by add_done_callback) or the link of a waiter node (cb ==
+ * NULL, embedded in struct cf__waiter_node, owned by the waiter). */
+struct cf__listener {
+    struct cf__listener *next;
+    cf_done_fn *cb;
+    void *ud;
+};
+
+struct cf_future {
+    _Atomic uint32_t state;
+    _Atomic uint32_t refs;
+    cf_task_fn *fn;                    /* the task; NULL for cf_future_new */
+    const struct cf__future_ops *ops;  /* executor hooks or NULL */
+    void *owner;                       /* executor-private */
+    struct cf__listener *listeners;    /* guarded by CF__LIST_LOCK, newest first */
+    char *msg;                         /* error message (cf__alloc'd) or NULL */
+    int32_t code;                      /* task's code, or CF_EBROKEN */
+    uint32_t arg_len;
+    uint32_t res_len;
+    uint8_t outcome;                   /* enum cf__outcome, valid once FINISHED */
+    uint8_t arg_on_heap, res_on_heap;
+    uint8_t pad_;
+    struct cds_wfcq_node qnode;        /* injection-queue link (thread pool) */
+    union {
+        unsigned char bytes[CF__INLINE_ARG];
+        void *heap;
+    } arg;
+    union {
+        unsigned char bytes[CF__INLINE_RES];
+        void *heap;
+    } res;
+};
+
+/* Where a running task's result is staged; the executor moves it into its
+ * destination (a future, or a process-pool ring slot) after the call. */
+struct cf_out {
+    void *data;    /* the result bytes: small[] or a cf__alloc'd buffer */
+    size_t len;
+    size_t cap;    /* capacity of data when it is a heap buffer */
+    int code;      /* set by cf_out_error */
+    char *msg;     /* set by cf_out_error (cf__alloc'd) */
+    int failed;    /* an allocation inside cf_out_* failed */
+    unsigned char small[CF__INLINE_RES];
+};
+
+void cf__out_init(struct cf_out *o);
+void cf__out_dispose(struct cf_out *o); /* frees what was not taken */
+
+/* A new PENDING task record with refs = 2 (the caller's and the
+ * executor's) and a copy of arg. NULL on ENOMEM or arg_len > UINT32_MAX. */
+cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
+                               const struct cf__future_ops *ops, void *owner);
+static inline const void *cf__future_arg(const cf_future *f)
+{
+    return f->arg_on_heap ? f->arg.heap : f->arg.bytes;
+}
+
+/* Executors run a task with this: PENDING->RUNNING (returns false, doing
+ * nothing, if it was cancelled), run fn, complete the future with its
+ * outcome (waking waiters, running callbacks in this thread). Does not drop
+ * the executor's reference. */
+bool cf__future_run(cf_future *f);
+
+/* PENDING->CANCELLED without asking the executor (no try_cancel /
+ * on_cancel): for an executor that already knows its copy was cancelled
+ * (the process pool's collector seeing a skipped slot). Fires listeners.
+ * Returns true if it is (now) cancelled. */
+bool cf__future_cancel_quiet(cf_future *f);
+
+/* PENDING->RUNNING without running anything (process pool: the worker has
+ * begun it). False if it is not PENDING. */
+bool cf__future_mark_running(cf_future *f);
+
+/* Complete from a staged outcome (process pool collector): task_code 0 =
+ * success with o's result (ownership of o's buffer moves to the future).
+ * Returns 0 (o is then empty, as after cf__out_dispose) or CF_ESTATE (o is
+ * untouched and still the caller's). */
+int cf__future_complete_from_out(cf_future *f, int task_code, struct cf_out *o);
+
+/* The executor failed it (broken pool, dead worker, bad shared memory):
+ * PENDING or RUNNING -> FINISHED with CF_EBROKEN and a message. Returns 0 or
+ * CF_ESTATE if it was already done. */
+int cf__future_fail_broken(cf_future *f, const char *fmt, ...) CF_PRINTF(2, 3);
+
+static inline uint32_t cf__future_state(const cf_future *f, memory_order mo)
+{
+    return atomic_load_explicit((_Atomic uint32_t *)&f->state, mo) & CF__STATE_MASK;
+}
+static inline bool cf__state_done(uint32_t s)
+{
+    return (s & CF__STATE_MASK) >= CF__CANCELLED;
+}
+/* Done and delivered: what a query may report as done (see DELIVERING). */
+static inline bool cf__state_settled(uint32_t s)
+{
+    return cf__state_done(s) && !(s & CF__DELIVERING);
+}
+
+/* ---- waiting on many futures (cf_wait, cf_as_completed) ----
+ * A waiter owns one node per future. cf__waiter_node_add() links a node
+ * (or returns false if the future is already done, perhaps still
+ * delivering: report it through a query such as cf_future_done, which
+ * waits that out); the future's completer
+ * calls waiter->notify(waiter, node) exactly once per linked node, unless
+ * cf__waiter_node_remove() unlinked it first. remove() returns true if it
+ * unlinked the node (no notify will come) and false if the completer owns
+ * it (notify has run or will run). */
+struct cf__waiter;
+struct cf__waiter_node {
+    struct cf__listener link_;      /* internal (future.c) */
+    struct cf__waiter *waiter;
+    cf_future *future;
+    size_t index;                   /* the waiter's own bookkeeping */
+};
+struct cf__waiter {
+    void (*notify)(struct cf__waiter *w, struct cf__waiter_node *node);
+};
+/* Both take the list lock, so neither may be called from inside notify. */
+bool cf__waiter_node_add(cf_future *f, struct cf__waiter_node *node);
+bool cf__waiter_node_remove(cf_future *f, struct cf__waiter_node *node);
+
+/* The acquire fence that follows the last release decrement of a reference
+ * count. TSan does not model standalone fences (GCC warns under -Werror),
+ * so there an acquire load of the same counter does the job: it reads the
+ * end of the release sequence formed by every holder's decrement. */
+#ifdef CF_TSAN
+#define CF__ACQUIRE_AFTER(counter) ((void)atomic_load_explicit((counter), memory_order_acquire))
+#else
+#define CF__ACQUIRE_AFTER(counter) atomic_thread_fence(memory_order_acquire)
+#endif
+
+/* A pool worker that waits on a future runs other work meanwhile: the thread
+ * pool installs this per-thread hook in its workers. It returns when f is
+ * done (0) or the deadline passes (CF_ETIMEDOUT). */
+typedef int cf__wait_helper_fn(void *ctx, cf_future *f, cf__deadline deadline);
+extern _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
+extern _Thread_local void *cf__tls_wait_helper_ctx;
+
+/* The calling thread's cache of free records (future.c): a pool worker
+ * enables it when it starts and drains it (back to the allocator) before
+ * it exits. Off by default: other threads use the allocator directly. */
+void cf__future_cache_enable(void);
+void cf__future_cache_drain(void);
+
+/* Test hook, NULL in production: called by a completer (or canceller)
+ * whose CAS made f done while f had listeners, before it notifies them.
+ * A test parks the completer there to hold that window open. Set it before
+ * the threads that complete futures start. */
+extern void (*cf__test_after_publish)(cf_future *f);
+
+/* Wait for done and delivered (cf__state_settled) with the usual
+ * spin-then-futex discipline (no helping). A future that is done but still
+ * delivering is waited for whatever the deadline: that wait is bounded by
+ * its completer's few remaining steps. */
+int cf__future_wait_done(cf_future *f, cf__deadline deadline);
+
+#endif

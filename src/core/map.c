@@ -1,0 +1,811 @@
+/* cf_map: fn over n items, results in input order, through any executor.
+ *
+ * Contract.
+ * - An iterator belongs to one consumer: calls on the same iterator must not
+ *   run at the same time. Any number of iterators may share an executor, and
+ *   cf_map may be called from inside a task (nested map).
+ * - Items are grouped into chunk tasks submitted through ex->ops->submit,
+ *   so the same code serves the thread pool (map_job_run) and the process
+ *   pool (map_chunk_run). At most `window` chunk tasks are submitted and not yet fully
+ *   yielded (SEMANTICS 25): chunk c + window is submitted only when the
+ *   consumer asks for the item after the last one of chunk c.
+ * - A chunk's result keeps every item's outcome apart, so one item's
+ *   failure stays with that item and iteration continues past it
+ *   (SEMANTICS 23, 26): a packed array when every item succeeded with a
+ *   result of one size (the common case, one copy per item), else one
+ *   record per item (code, length, result or message).
+ * - Chunk size: opts.chunksize, else the executor's, else about
+ *   n / (8 x workers), capped so a chunk stays short. Window:
+ *   opts.window, else ex->map_window, else 4 x workers.
+ * - One deadline, taken at cf_map (SEMANTICS 24). When it passes while we
+ *   wait for a chunk, every chunk not yet yielded is cancelled and the
+ *   iterator keeps answering CF_ETIMEDOUT.
+ * - The consumer helps (map_help): on a thread pool without an initializer
+ *   and with no deadline, rather than sleep on the chunk it needs next
+ *   while no worker has started it, it runs that chunk, claiming it with
+ *   the same CAS a worker's run uses (cf__future_run), so a chunk runs
+ *   once and never after a cancel.
+ * - No atomics here: the futures synchronise. A chunk's result bytes are written before its
+ *   future publishes FINISHED (release) and read after cf_future_result
+ *   observed it (acquire).
+ * - Progress: blocking. The consumer waits for chunks in order (helping
+ *   where it may); a chunk waits only where the user's fn does.
+ *
+ * Memory. The iterator holds one reference on each submitted chunk future
+ * until the consumer has moved past that chunk (result pointers handed out
+ * point into the chunk's result and stay valid until the next call). In
+ * pointer mode (thread pools) a chunk reads the caller's array and the
+ * iterator's ring slot (struct map_job), and a uniform chunk leaves its
+ * results in the slot's buffer, reused by every chunk that passes through
+ * the slot and freed with the iterator; so cf_map_free cancels what has not
+ * started and then waits for the chunks that already run: the caller may
+ * free the array when cf_map_free returns.
+ * In copy mode (ex->copy_map_items: process pools, whose workers cannot see
+ * the caller's array) a chunk carries its item bytes, and cf_map_free waits
+ * for nothing. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "sys/alloc.h"
+#include "core/executor.h"
+#include "sync/futex.h"
+#include "core/future.h"
+#include "thread/thread_pool.h"
+
+/* Adaptive chunking: about 8 chunks per worker, so stragglers balance, but
+ * no chunk longer than this many items (or, when items are copied into the
+ * chunk, this many bytes), so one chunk stays short and a timeout or an
+ * early free does not wait behind a huge one. */
+#define MAP_CHUNKS_PER_WORKER 8
+#define MAP_CHUNK_MAX_ITEMS 4096
+#define MAP_CHUNK_MAX_BYTES (64 * 1024)
+/* Default window when neither the options nor the executor set one. */
+#define MAP_WINDOW_PER_WORKER 4
+
+/* The argument of a chunk task. In pointer mode `items` points into the
+ * caller's array; in copy mode it is NULL and count * arg_len item bytes
+ * follow the header. 24 bytes, so a thread-pool chunk's argument lives
+ * inline in its task record (no allocation per chunk). */
+struct map_chunk_arg {
+    cf_task_fn *fn;
+    const unsigned char *items;
+    uint32_t arg_len;
+    uint32_t count;
+};
+_Static_assert(sizeof(struct map_chunk_arg) <= CF__INLINE_ARG,
+               "a pointer-mode chunk argument must fit inline in the task record");
+
+/* A chunk's result starts with this header, then one of two layouts, both
+ * 8-byte aligned so every result handed to the consumer is:
+ * - MAP_UNIFORM: every item succeeded with a result of `len` bytes; item i
+ *   is at offset 8 + i * round8(len). The common case (fixed-size results)
+ *   costs one copy per item and no per-item header.
+ * - MAP_RECORDS: one map_rec per item, then its body padded to 8 bytes:
+ *   code 0 and len result bytes, or the task's non-zero code and len
+ *   message bytes (NUL-terminated; len 0 = no message).
+ * The consumer validates every length (a process-pool worker's bytes are
+ * not trusted, SEMANTICS 33). */
+enum { MAP_UNIFORM = 0x554d4643u, MAP_RECORDS = 0x524d4643u };
+struct map_rec {
+    int32_t code;  /* MAP_UNIFORM / MAP_RECORDS in the header */
+    uint32_t len;
+};
+_Static_assert(sizeof(struct map_rec) == 8, "records are 8-byte aligned");
+
+static inline size_t round8(size_t x)
+{
+    return (x + 7) & ~(size_t)7;
+}
+
+/* Stands in for a NULL array of zero-sized items, so `items` is never NULL
+ * in pointer mode (NULL means copy mode). */
+static const unsigned char map_no_items[1];
+
+/* A pointer-mode chunk: its argument is a pointer to this, which lives in
+ * the iterator's ring slot. The consumer writes the first four fields
+ * before submitting the chunk (the executor's queue publishes them); the
+ * runner writes buf, cap and len, which the consumer reads only after the
+ * chunk's future is done (its release CAS publishes them), and the slot is
+ * reused only after the consumer has moved past the chunk. */
+struct map_job {
+    cf_task_fn *fn;
+    const unsigned char *items;
+    uint32_t arg_len;
+    uint32_t count;
+    unsigned char *buf; /* the slot's result buffer, kept from chunk to chunk */
+    size_t cap;
+    size_t len;         /* bytes of a uniform result in buf; 0 = none */
+};
+
+/* ---- the chunk task (runs in a worker thread or process) ---- */
+
+struct map_buf {
+    unsigned char *data;
+    size_t len, cap;
+};
+
+static int map_buf_reserve(struct map_buf *b, size_t need)
+{
+    if (b->cap - b->len >= need) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < need) {
+        if (cap > SIZE_MAX / 2) return CF_ENOMEM;
+        cap *= 2;
+    }
+    void *p = b->data ? cf__realloc(b->data, b->cap, cap) : cf__alloc(cap);
+    if (!p) return CF_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void map_put_header(unsigned char *at, uint32_t kind, size_t len)
+{
+    struct map_rec r = { .code = (int32_t)kind, .len = (uint32_t)len };
+    memcpy(at, &r, sizeof r);
+}
+
+/* Append one MAP_RECORDS record. */
+static int map_buf_append(struct map_buf *b, int32_t code, const void *body, size_t len)
+{
+    if (len > UINT32_MAX) return CF_ETOOBIG;
+    size_t need = sizeof(struct map_rec) + round8(len);
+    if (map_buf_reserve(b, need) != 0) return CF_ENOMEM;
+    unsigned char *at = b->data + b->len;
+    map_put_header(at, (uint32_t)code, len);
+    if (len) memcpy(at + sizeof(struct map_rec), body, len);
+    /* Zero the padding: the bytes may travel to another process. */
+    memset(at + sizeof(struct map_rec) + len, 0, round8(len) - len);
+    b->len += need;
+    return 0;
+}
+
+/* Start the records buffer r with the first `done` items of the MAP_UNIFORM
+ * buffer u (u stays as it is). */
+static int map_records_from_uniform(struct map_buf *r, const struct map_buf *u, size_t done, size_t len)
+{
+    size_t stride = round8(len);
+    if (map_buf_reserve(r, sizeof(struct map_rec) * (done + 2) + done * stride) != 0) return CF_ENOMEM;
+    map_put_header(r->data, MAP_RECORDS, 0);
+    r->len = sizeof(struct map_rec);
+    for (size_t i = 0; i < done; i++)
+        if (map_buf_append(r, 0, u->data + sizeof(struct map_rec) + i * stride, len) != 0) return CF_ENOMEM;
+    return 0;
+}
+
+/* Make b the chunk's result. A small one is copied inline; a larger one is
+ * handed over as the cf_out's heap buffer (out.c's representation: data is
+ * a cf__alloc'd buffer of cap bytes), which the future then adopts without
+ * copying. */
+static int map_out_adopt(cf_out *out, struct map_buf *b)
+{
+    if (b->len <= CF__INLINE_RES || b->len > UINT32_MAX) {
+        int rc = cf_out_set(out, b->data, b->len);
+        cf__free(b->data, b->cap);
+        return rc;
+    }
+    if (cf_out_alloc(out, 0) == NULL) { /* drop whatever out held */
+        cf__free(b->data, b->cap);
+        return CF_ENOMEM;
+    }
+    out->data = b->data;
+    out->cap = b->cap;
+    out->len = b->len;
+    out->failed = 0;
+    return 0;
+}
+
+/* Run fn over `count` items. While every item succeeds with a result of
+ * one size, results go to u in the MAP_UNIFORM layout (u's buffer is
+ * reused if it is large enough); from the first item that breaks that,
+ * everything goes to r as MAP_RECORDS. *uniform says which one holds the
+ * chunk. 0, or CF_ENOMEM (u and r then hold whatever was built; the caller
+ * frees them). */
+static int map_run_items(cf_task_fn *fn, const unsigned char *items, uint32_t arg_len, uint32_t count,
+                         struct map_buf *u, struct map_buf *r, bool *uniform)
+{
+    size_t ulen = 0, stride = 0;
+    struct cf_out o;
+    cf__out_init(&o);
+    *uniform = true; /* so far every item succeeded with ulen bytes */
+    u->len = 0;
+    int32_t code;
+    for (uint32_t i = 0; i < count; i++) {
+        code = fn(items + (size_t)i * arg_len, arg_len, &o);
+    have_item:
+        if (*uniform) {
+            bool ok = code == 0 && !o.failed;
+            if (ok && i == 0) {
+                /* One buffer for the whole chunk, sized by item 0. */
+                ulen = o.len;
+                stride = round8(ulen);
+                if (ulen <= UINT32_MAX && (!stride || count <= (SIZE_MAX - 8) / stride) &&
+                    map_buf_reserve(u, sizeof(struct map_rec) + count * stride) == 0) {
+                    map_put_header(u->data, MAP_UNIFORM, ulen);
+                    u->len = sizeof(struct map_rec);
+                } else {
+                    ok = false; /* too big for one buffer: records report it */
+                }
+            }
+            if (ok && o.len == ulen) {
+                unsigned char *at = u->data + u->len;
+                if (ulen == 8) {
+                    memcpy(at, o.data, 8); /* the common case: one 8-byte move */
+                } else {
+                    memcpy(at, o.data, ulen);
+                    memset(at + ulen, 0, stride - ulen);
+                }
+                u->len += stride;
+                goto next;
+            }
+            /* This item breaks the uniform layout: switch to records. */
+            if (map_records_from_uniform(r, u, i, ulen) != 0) goto nomem;
+            *uniform = false;
+        }
+        {
+            const void *body;
+            size_t len;
+            if (code == 0 && o.failed) {
+                /* The task ignored a failed cf_out_* call: not a success. */
+                static const char nomem[] = "cf_map: out of memory storing the item's result";
+                static const char big[] = "cf_map: the item's result is larger than 4 GiB";
+                code = o.failed;
+                body = code == CF_ETOOBIG ? big : nomem;
+                len = code == CF_ETOOBIG ? sizeof big : sizeof nomem;
+            } else if (code == 0) {
+                body = o.data;
+                len = o.len;
+            } else {
+                body = o.msg;
+                len = o.msg ? strlen(o.msg) + 1 : 0;
+            }
+            int rc = map_buf_append(r, code, body, len);
+            if (rc == CF_ETOOBIG) {
+                static const char big[] = "cf_map: the item's result is larger than 4 GiB";
+                rc = map_buf_append(r, CF_ETOOBIG, big, sizeof big);
+            }
+            if (rc != 0) goto nomem;
+        }
+    next:
+        /* Reuse o: dispose only what an item allocated (rare). */
+        if (o.data != o.small || o.msg) {
+            cf__out_dispose(&o);
+        } else {
+            o.len = 0;
+            o.code = 0;
+            o.failed = 0;
+        }
+        if (*uniform && ulen == 8) {
+            /* The common case in a tight loop, locals in registers: every
+             * item succeeds with 8 bytes in o.small. Anything else leaves
+             * the loop with that item's outcome for the general path. */
+            unsigned char *at = u->data + u->len;
+            for (i++; i < count; i++) {
+                code = fn(items + (size_t)i * arg_len, arg_len, &o);
+                if (__builtin_expect(code != 0 || o.len != 8 || o.data != o.small || o.failed || o.msg, 0)) {
+                    u->len = (size_t)(at - u->data);
+                    goto have_item;
+                }
+                memcpy(at, o.small, 8);
+                at += 8;
+                o.len = 0;
+            }
+            u->len = (size_t)(at - u->data);
+            break; /* every item done (and i + 1 could wrap at UINT32_MAX) */
+        }
+    }
+    cf__out_dispose(&o);
+    if (*uniform && u->len == 0) { /* no items: an empty records chunk */
+        if (map_records_from_uniform(r, u, 0, 0) != 0) return CF_ENOMEM;
+        *uniform = false;
+    }
+    return 0;
+
+nomem:
+    cf__out_dispose(&o);
+    return CF_ENOMEM;
+}
+
+static int map_chunk_nomem(cf_out *out)
+{
+    return cf_out_error(out, CF_ENOMEM, "cf_map: out of memory building a chunk result");
+}
+
+/* Copy mode (process pools): the items follow the header in the argument
+ * and the result carries every item's outcome. */
+static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
+{
+    struct map_chunk_arg h;
+    if (arg_len < sizeof h) return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+    memcpy(&h, arg, sizeof h);
+    const unsigned char *items = h.items;
+    if (!items) {
+        if ((arg_len - sizeof h) != (size_t)h.count * h.arg_len)
+            return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+        items = (const unsigned char *)arg + sizeof h;
+    }
+    struct map_buf u = { 0 }, r = { 0 };
+    bool uniform;
+    int rc = map_run_items(h.fn, items, h.arg_len, h.count, &u, &r, &uniform);
+    if (rc != 0) {
+        cf__free(u.data, u.cap);
+        cf__free(r.data, r.cap);
+        return map_chunk_nomem(out);
+    }
+    if (uniform) return map_out_adopt(out, &u);
+    cf__free(u.data, u.cap);
+    return map_out_adopt(out, &r);
+}
+
+/* Pointer mode (thread pools): the argument is a struct map_job * in the
+ * iterator's ring. A uniform chunk leaves its results in the job's buffer,
+ * which the ring slot keeps from chunk to chunk (no allocation, no page
+ * faults, warm lines), and returns an empty result meaning "in the job";
+ * any other chunk returns its records as in copy mode. */
+static int map_job_run(const void *arg, size_t arg_len, cf_out *out)
+{
+    struct map_job *job;
+    if (arg_len != sizeof job) return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+    memcpy(&job, arg, sizeof job);
+    struct map_buf u = { .data = job->buf, .cap = job->cap }, r = { 0 };
+    bool uniform;
+    int rc = map_run_items(job->fn, job->items, job->arg_len, job->count, &u, &r, &uniform);
+    /* The buffer stays the slot's, grown or not. */
+    job->buf = u.data;
+    job->cap = u.cap;
+    job->len = rc == 0 && uniform ? u.len : 0;
+    if (rc != 0) {
+        cf__free(r.data, r.cap);
+        return map_chunk_nomem(out);
+    }
+    return uniform ? 0 : map_out_adopt(out, &r);
+}
+
+/* ---- the iterator (runs in the consumer) ---- */
+
+/* A ring slot is written by the consumer (at submit and when it moves on)
+ * and by the runner of its chunk (job.buf/cap/len, once at the chunk's
+ * end): once per chunk each, not per item, so slots are not padded apart;
+ * a slot fits one line's worth of bytes. */
+struct map_slot {
+    cf_future *f; /* NULL if the submit failed */
+    int err;      /* then: why */
+    struct map_job job; /* pointer mode */
+};
+_Static_assert(sizeof(struct map_slot) <= 64, "a ring slot fits 64 bytes");
+
+struct cf_map_iter {
+    cf_executor *ex;
+    cf_task_fn *fn;
+    const unsigned char *args;
+    size_t arg_len, n;
+    size_t chunk, n_chunks, window;
+    bool copy;
+    bool help;             /* the consumer may run chunks itself (map_help) */
+    bool timed_out;
+    cf__deadline deadline;
+
+    struct map_slot *ring; /* chunk c at ring[c % window] for c in [cur, next_submit) */
+    size_t next_submit;
+    size_t cur;            /* the chunk being yielded */
+    size_t cur_item;       /* index in it of the next item */
+    size_t cur_count;      /* items in it once loaded; 0 while not loaded */
+    bool cur_loaded;
+
+    /* The loaded chunk: MAP_UNIFORM items (res_stride apart, res_item_len
+     * bytes each), MAP_RECORDS, or one error for all its items. */
+    const unsigned char *res;
+    size_t res_len, res_off;
+    bool res_uniform;
+    size_t res_stride, res_item_len;
+    int chunk_err, chunk_code;
+    const char *chunk_msg;
+
+    /* What cf_map_exception reports for the item just yielded. */
+    bool exc_valid;
+    int exc_code;
+    const char *exc_msg;
+};
+
+static size_t chunk_count(const cf_map_iter *it, size_t c)
+{
+    size_t first = c * it->chunk;
+    size_t left = it->n - first;
+    return left < it->chunk ? left : it->chunk;
+}
+
+static int map_submit_chunk(cf_map_iter *it, size_t c, cf_future **f)
+{
+    size_t first = c * it->chunk;
+    size_t count = chunk_count(it, c);
+    struct map_chunk_arg h = { .fn = it->fn, .arg_len = (uint32_t)it->arg_len,
+                               .count = (uint32_t)count };
+    cf_executor *ex = it->ex;
+    if (!it->copy) {
+        struct map_job *job = &it->ring[c % it->window].job;
+        job->fn = it->fn;
+        job->items = it->args ? it->args + first * it->arg_len : map_no_items;
+        job->arg_len = (uint32_t)it->arg_len;
+        job->count = (uint32_t)count;
+        job->len = 0;
+        return ex->ops->submit(ex, map_job_run, &job, sizeof job, f);
+    }
+    size_t bytes = sizeof h + count * it->arg_len; /* bounded in cf_map */
+    unsigned char stack[256];
+    unsigned char *buf = bytes <= sizeof stack ? stack : cf__alloc(bytes);
+    if (!buf) return CF_ENOMEM;
+    memcpy(buf, &h, sizeof h);
+    size_t item_bytes = count * it->arg_len;
+    if (item_bytes != 0) memcpy(buf + sizeof h, it->args + first * it->arg_len, item_bytes);
+    int rc = ex->ops->submit(ex, map_chunk_run, buf, bytes, f);
+    if (buf != stack) cf__free(buf, bytes);
+    return rc;
+}
+
+/* Keep the window full: submit until `window` chunks are outstanding. */
+static void map_refill(cf_map_iter *it)
+{
+    while (!it->timed_out && it->next_submit < it->n_chunks &&
+           it->next_submit - it->cur < it->window) {
+        struct map_slot *s = &it->ring[it->next_submit % it->window];
+        s->f = NULL;
+        s->err = map_submit_chunk(it, it->next_submit, &s->f);
+        if (s->err != 0) s->f = NULL;
+        it->next_submit++;
+    }
+}
+
+/* Cancel every outstanding chunk that has not started (running ones go on:
+ * a running task is never interrupted). */
+static void map_cancel_outstanding(cf_map_iter *it)
+{
+    for (size_t c = it->cur; c < it->next_submit; c++) {
+        cf_future *f = it->ring[c % it->window].f;
+        if (f) cf_future_cancel(f);
+    }
+}
+
+/* Drop every outstanding chunk; in pointer mode first wait for those that
+ * already run, since they read the caller's array. */
+static void map_release_outstanding(cf_map_iter *it)
+{
+    for (size_t c = it->cur; c < it->next_submit; c++) {
+        struct map_slot *s = &it->ring[c % it->window];
+        if (!s->f) continue;
+        if (!it->copy && !cf_future_done(s->f)) (void)cf_future_result(s->f, CF_FOREVER, NULL, NULL);
+        cf_future_release(s->f);
+        s->f = NULL;
+    }
+}
+
+static void map_destroy(cf_map_iter *it)
+{
+    map_cancel_outstanding(it);
+    map_release_outstanding(it);
+    /* Nothing runs any more: the job buffers are ours. */
+    for (size_t i = 0; i < it->window; i++) cf__free(it->ring[i].job.buf, it->ring[i].job.cap);
+    cf__free(it->ring, it->window * sizeof *it->ring);
+    cf__free(it, sizeof *it);
+}
+
+/* Seconds left before the deadline, as cf_future_result wants them. */
+static double map_time_left(const cf_map_iter *it)
+{
+    if (it->deadline == CF__NO_DEADLINE) return CF_FOREVER;
+    int64_t left = it->deadline - cf__now_ns();
+    return left > 0 ? (double)left / 1e9 : CF_POLL;
+}
+
+static void map_chunk_failed(cf_map_iter *it, int rc, int code, const char *msg)
+{
+    if (rc) it->res_uniform = false; /* the fast path must not yield from it */
+    it->chunk_err = rc;
+    it->chunk_code = code;
+    it->chunk_msg = msg;
+}
+
+/* Check a chunk result's header and layout before reading any item from it
+ * (the bytes may come from a worker process, SEMANTICS 33). */
+static void map_parse_result(cf_map_iter *it, const unsigned char *data, size_t len, size_t count)
+{
+    static const char bad[] = "cf_map: a chunk result is malformed";
+    struct map_rec h;
+    if (len < sizeof h) {
+        map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, bad);
+        return;
+    }
+    memcpy(&h, data, sizeof h);
+    it->res = data;
+    it->res_len = len;
+    it->res_off = sizeof h;
+    if ((uint32_t)h.code == MAP_UNIFORM) {
+        size_t stride = round8(h.len);
+        if (stride && count > (len - sizeof h) / stride) {
+            map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, bad);
+            return;
+        }
+        it->res_uniform = true;
+        it->res_stride = stride;
+        it->res_item_len = h.len;
+    } else if ((uint32_t)h.code != MAP_RECORDS) {
+        map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, bad);
+    }
+}
+
+/* May the consumer run chunks itself? Only where that is indistinguishable
+ * from a worker running them: pointer mode (a process pool's tasks must run
+ * in its processes), no deadline (a running chunk is never interrupted, so
+ * the consumer could not keep it), and a thread pool without an initializer
+ * (SEMANTICS 20: tasks may rely on what it set up in each worker; and only
+ * an initializer can break a pool, which must fail queued work). */
+static bool map_may_help(const cf_executor *ex, bool copy, cf__deadline deadline)
+{
+    if (copy || deadline != CF__NO_DEADLINE) return false;
+    if (!ex->ops->kind || strcmp(ex->ops->kind, "thread") != 0) return false;
+    return ((const struct cf__pool *)ex)->init == NULL;
+}
+
+/* Chunk `cur` is not done: if no worker has started it, run it here rather
+ * than sleep until one does. cf__future_run claims it with the CAS a
+ * worker's run uses, so it runs once, and never after a cancel; the worker
+ * that later takes it from its queue finds it done and only drops its
+ * reference. Only `cur`, the chunk we would block on anyway: running a
+ * later one could block the consumer on an item that waits for the
+ * consumer to move on (a pipeline), which no worker would. */
+static void map_help(cf_map_iter *it)
+{
+    (void)cf__future_run(it->ring[it->cur % it->window].f);
+}
+
+/* Wait for chunk `cur` and make its items current. 0 or CF_ETIMEDOUT. */
+static int map_load_chunk(cf_map_iter *it)
+{
+    struct map_slot *s = &it->ring[it->cur % it->window];
+    size_t count = chunk_count(it, it->cur);
+    it->res = NULL;
+    it->res_len = it->res_off = 0;
+    it->res_uniform = false;
+    map_chunk_failed(it, 0, 0, NULL);
+    if (!s->f) {
+        map_chunk_failed(it, s->err, s->err, "cf_map: the chunk holding this item could not be submitted");
+    } else {
+        const void *data = NULL;
+        size_t len = 0;
+        if (it->help && !cf_future_done(s->f)) map_help(it);
+        int rc = cf_future_result(s->f, map_time_left(it), &data, &len);
+        if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
+        if (rc == 0) {
+            if (len == 0 && !it->copy) { /* a uniform result left in the job */
+                data = s->job.buf;
+                len = s->job.len;
+            }
+            map_parse_result(it, data, len, count);
+        } else {
+            /* The chunk as a whole did not produce results: cancelled
+             * (shutdown with cancel_futures), broken pool, or our own
+             * allocation failure in map_chunk_run. Every item reports it. */
+            int code = rc;
+            const char *msg = NULL;
+            if (rc == CF_ETASK || rc == CF_EBROKEN) (void)cf_future_exception(s->f, CF_POLL, &code, &msg);
+            map_chunk_failed(it, rc, code, msg);
+        }
+    }
+    it->cur_item = 0;
+    it->cur_count = count;
+    it->cur_loaded = true;
+    return 0;
+}
+
+/* The consumer has moved past the last item of chunk `cur`: drop it and let
+ * the window admit one more. */
+static void map_advance(cf_map_iter *it)
+{
+    struct map_slot *s = &it->ring[it->cur % it->window];
+    cf_future_release(s->f); /* NULL is a no-op */
+    s->f = NULL;
+    it->cur++;
+    it->cur_loaded = false;
+    it->cur_count = 0;
+    map_refill(it);
+}
+
+static int map_item_error(cf_map_iter *it, int rc, int code, const char *msg)
+{
+    if (rc != CF_ECANCELLED) {
+        it->exc_valid = true;
+        it->exc_code = code;
+        it->exc_msg = msg;
+    }
+    return rc;
+}
+
+/* Yield item cur_item of a MAP_RECORDS chunk (or of a failed one). A record
+ * that does not parse fails the rest of its chunk with CF_EBROKEN instead
+ * of reading past the buffer. */
+static int map_take_record(cf_map_iter *it, const void **data, size_t *len)
+{
+    it->cur_item++;
+    if (it->chunk_err) return map_item_error(it, it->chunk_err, it->chunk_code, it->chunk_msg);
+
+    struct map_rec r;
+    size_t left = it->res_len - it->res_off;
+    if (left < sizeof r) goto malformed;
+    memcpy(&r, it->res + it->res_off, sizeof r);
+    if (r.len > left - sizeof r) goto malformed;
+    const unsigned char *body = it->res + it->res_off + sizeof r;
+    size_t step = sizeof r + round8(r.len);
+    it->res_off += step < left ? step : left;
+    if (r.code == 0) {
+        if (data) *data = body;
+        if (len) *len = r.len;
+        return 0;
+    }
+    if (r.len && body[r.len - 1] != '\0') goto malformed;
+    return map_item_error(it, CF_ETASK, r.code, r.len ? (const char *)body : NULL);
+
+malformed:
+    map_chunk_failed(it, CF_EBROKEN, CF_EBROKEN, "cf_map: a chunk result is malformed");
+    return map_item_error(it, CF_EBROKEN, CF_EBROKEN, it->chunk_msg);
+}
+
+/* The slow path: move to the next chunk, waiting for it. */
+static int map_next_chunk(cf_map_iter *it, const void **data, size_t *len)
+{
+    if (it->timed_out) return CF_ETIMEDOUT;
+    if (it->cur_loaded) map_advance(it); /* all its items were yielded */
+    if (it->cur >= it->n_chunks) return CF_END;
+    if (map_load_chunk(it) == CF_ETIMEDOUT) {
+        /* SEMANTICS 24: everything not yet yielded is cancelled; nothing
+         * more is submitted. */
+        it->timed_out = true;
+        map_cancel_outstanding(it);
+        return CF_ETIMEDOUT;
+    }
+    if (it->cur_count == 0) return CF_END; /* not reached: chunks are never empty */
+    if (it->res_uniform && !it->chunk_err) {
+        it->cur_item = 1;
+        if (data) *data = it->res + it->res_off;
+        if (len) *len = it->res_item_len;
+        return 0;
+    }
+    return map_take_record(it, data, len);
+}
+
+/* Everything but the next item of a loaded uniform chunk: kept out of line
+ * so the fast path below needs no stack frame. */
+static __attribute__((noinline)) int map_next_slow(cf_map_iter *it, const void **data, size_t *len)
+{
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    if (it->cur_item < it->cur_count) return map_take_record(it, data, len);
+    return map_next_chunk(it, data, len);
+}
+
+/* The fast path: the next item of a loaded uniform chunk (res_uniform is
+ * false whenever the chunk failed as a whole). */
+static inline int map_next(cf_map_iter *it, const void **data, size_t *len)
+{
+    size_t i = it->cur_item;
+    it->exc_valid = false;
+    if (__builtin_expect(i < it->cur_count && it->res_uniform, 1)) {
+        it->cur_item = i + 1;
+        *data = it->res + it->res_off + i * it->res_stride;
+        *len = it->res_item_len;
+        return 0;
+    }
+    return map_next_slow(it, data, len);
+}
+
+int cf_map_next(cf_map_iter *it, const void **data, size_t *len)
+{
+    const void *d;
+    size_t l;
+    if (!it) {
+        if (data) *data = NULL;
+        if (len) *len = 0;
+        return CF_EINVAL;
+    }
+    int rc = map_next(it, &d, &l);
+    if (data) *data = d;
+    if (len) *len = l;
+    return rc;
+}
+
+int cf_map_next_i64(cf_map_iter *it, int64_t *v)
+{
+    if (!it) return CF_EINVAL;
+    const void *data;
+    size_t len;
+    int rc = map_next(it, &data, &len);
+    if (rc != 0) return rc;
+    if (len != sizeof(int64_t)) return CF_EINVAL;
+    if (v) memcpy(v, data, sizeof *v);
+    return 0;
+}
+
+int cf_map_exception(cf_map_iter *it, int *code, const char **msg)
+{
+    if (!it) return CF_EINVAL;
+    if (!it->exc_valid) return CF_ESTATE;
+    if (code) *code = it->exc_code;
+    if (msg) *msg = it->exc_msg;
+    return 0;
+}
+
+void cf_map_free(cf_map_iter *it)
+{
+    if (it) map_destroy(it);
+}
+
+static size_t map_adaptive_chunk(size_t n, size_t workers, size_t arg_len, bool copy)
+{
+    size_t c = n / (MAP_CHUNKS_PER_WORKER * workers);
+    if (c > MAP_CHUNK_MAX_ITEMS) c = MAP_CHUNK_MAX_ITEMS;
+    if (copy && arg_len && c > MAP_CHUNK_MAX_BYTES / arg_len) c = MAP_CHUNK_MAX_BYTES / arg_len;
+    return c ? c : 1;
+}
+
+int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, size_t n,
+           const cf_map_opts *opts, cf_map_iter **out)
+{
+    if (!ex || !ex->ops || !fn || !out) return CF_EINVAL;
+    if (!args && arg_len && n) return CF_EINVAL;
+    if (arg_len > UINT32_MAX) return CF_EINVAL;
+    if (n && arg_len > SIZE_MAX / n) return CF_EINVAL;
+    cf_map_opts o = opts ? *opts : (cf_map_opts){ 0 };
+    if (isnan(o.timeout)) return CF_EINVAL;
+    cf__deadline deadline = CF__NO_DEADLINE;
+    if (o.timeout > 0 && !isinf(o.timeout) && cf__deadline_from_timeout(o.timeout, &deadline) != 0)
+        return CF_EINVAL;
+
+    int w = ex->ops->workers ? ex->ops->workers(ex) : 1;
+    size_t workers = w > 0 ? (size_t)w : 1;
+    bool copy = ex->copy_map_items;
+    size_t chunk = o.chunksize ? o.chunksize : ex->map_chunk;
+    if (!chunk) chunk = map_adaptive_chunk(n, workers, arg_len, copy);
+    /* A chunk's item count is a uint32, and in copy mode its argument
+     * (header + items) must fit a task argument's uint32 length. */
+    if (chunk > UINT32_MAX) chunk = UINT32_MAX;
+    if (copy && arg_len) {
+        size_t max = (UINT32_MAX - sizeof(struct map_chunk_arg)) / arg_len;
+        if (chunk > max) chunk = max ? max : 1;
+    }
+    size_t n_chunks = n / chunk + (n % chunk != 0);
+    size_t window = o.window ? o.window : ex->map_window;
+    if (!window) window = MAP_WINDOW_PER_WORKER * workers;
+    if (window > n_chunks) window = n_chunks ? n_chunks : 1;
+    if (window > SIZE_MAX / sizeof(struct map_slot)) return CF_ENOMEM;
+
+    cf_map_iter *it = cf__calloc(sizeof *it);
+    if (!it) return CF_ENOMEM;
+    it->ring = cf__calloc(window * sizeof *it->ring);
+    if (!it->ring) {
+        cf__free(it, sizeof *it);
+        return CF_ENOMEM;
+    }
+    it->ex = ex;
+    it->fn = fn;
+    it->args = args;
+    it->arg_len = arg_len;
+    it->n = n;
+    it->chunk = chunk;
+    it->n_chunks = n_chunks;
+    it->window = window;
+    it->copy = copy;
+    it->help = map_may_help(ex, copy, deadline);
+    it->deadline = deadline;
+
+    map_refill(it);
+    /* A call that fails changes nothing it can undo: if any of the first
+     * submissions failed, cancel the others and report the first error. */
+    for (size_t c = 0; c < it->next_submit; c++) {
+        int err = it->ring[c % window].err;
+        if (err != 0) {
+            map_destroy(it);
+            return err;
+        }
+    }
+    *out = it;
+    return 0;
+}

@@ -1,0 +1,291 @@
+/* cf_wait: wait for FIRST_COMPLETED / FIRST_EXCEPTION / ALL_COMPLETED over
+ * any mix of futures.
+ *
+ * Contract.
+ * - Progress: the caller blocks (that is the point); a completer's part
+ *   (wait_notify) is wait-free: one fetch_add, at most one exchange and one
+ *   futex wake, one fetch_sub. Any number of completers may notify at once,
+ *   while the caller registers, waits or unregisters.
+ * - FIRST_COMPLETED / FIRST_EXCEPTION: one waiter object per call, holding
+ *   one node per distinct future that was not done when we looked.
+ *   Completers call wait_notify() (from future.c's fire(), no lock held);
+ *   it counts the event and, when the condition holds, signals the caller
+ *   through a futex word. Cost: O(n) to register, O(1) per completion,
+ *   O(n) to unregister.
+ * - Lifetime: the object is reference counted by "the caller + every node
+ *   that is linked and whose notify has not finished". A node's reference
+ *   is dropped by its notify (as its very last access) or by the caller
+ *   when cf__waiter_node_remove() unlinked it; whoever drops the last one
+ *   frees the object. So a late notify never touches freed memory, and
+ *   the caller never waits for completers on its way out.
+ * - Every way out (condition met, timeout, early stop) removes every linked
+ *   node, so a loop of timed-out waits never grows a future's list.
+ * - No lost wake-up: the caller sleeps only on word == 2, set by its own
+ *   CAS from 0; a signal stores 1 (exchange) and wakes only if it replaced
+ *   a 2, so no system call happens when nobody sleeps.
+ * - ALL_COMPLETED registers nothing: it waits for each unfinished future in
+ *   turn, last first, like result() does (spin, then futex on the future's
+ *   own word, or the pool's helper). It cannot return before every one is
+ *   done anyway, completions cost their completers nothing extra (no
+ *   listener, so no lock and no notify on a shared waiter), and with the
+ *   usual FIFO-ish completion the last one is the only one slept on. Still
+ *   O(n) in total.
+ * - A pool worker (cf__tls_wait_helper set) does not sleep: it waits on a
+ *   private "trigger" future through the pool's helper, which runs other
+ *   tasks meanwhile (SEMANTICS 22), and the first signal completes the
+ *   trigger. A task that cf_waits on its children never idles its worker.
+ * Design: CPython's concurrent.futures.wait (a waiter object installed on
+ * every future, counting completions), with a futex word in place of its
+ * condition variable, as in the one-shot events of Drepper, "Futexes Are
+ * Tricky" (2011). */
+#include <math.h>
+#include <string.h>
+
+#include "sys/alloc.h"
+#include "sys/config.h"
+#include "core/dedup.h"
+#include "core/future.h"
+
+struct wait_ctx {
+    struct cf__waiter w;       /* first: notify gets &w */
+    _Atomic size_t refs;
+    _Atomic uint32_t word;     /* 0 waiting, 1 signalled, 2 the caller sleeps */
+    _Atomic size_t events;     /* registered futures seen done */
+    size_t need;               /* events that mean "all done" (FIRST_EXCEPTION) */
+    enum cf_return_when when;
+    cf_future *trigger;        /* helper mode: completed by the first signal */
+    size_t bytes;
+    struct cf__waiter_node nodes[];
+};
+/* refs, word and events are written by every completer and by the caller.
+ * They sit together on purpose: a completion touches all three, so one
+ * line moves instead of three (two at worst: cf__alloc aligns to 16 bytes,
+ * not 64). */
+_Static_assert(offsetof(struct wait_ctx, events) + sizeof(size_t) - offsetof(struct wait_ctx, refs) <= 64,
+               "a completion's counters on one cache line");
+
+/* A done future holding a task error or a broken-pool failure
+ * (cancellation is not an exception). */
+static bool has_error(cf_future *f)
+{
+    /* acquire: we read the outcome after seeing FINISHED (pairs with the
+     * completer's release CAS). */
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+    return (s & CF__STATE_MASK) == CF__FINISHED && f->outcome != CF__OK;
+}
+
+static void ctx_unref(struct wait_ctx *c)
+{
+    /* release: our accesses to c happen before its destruction. */
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_release) != 1) return;
+    /* acquire: pairs with the other holders' release decrements. */
+    CF__ACQUIRE_AFTER(&c->refs);
+    cf_future_release(c->trigger);
+    cf__free(c, c->bytes);
+}
+
+static void ctx_signal(struct wait_ctx *c)
+{
+    /* release: the caller's acquire load of word == 1 then sees every
+     * state change that led to this signal (the futures it re-reads). */
+    uint32_t old = atomic_exchange_explicit(&c->word, 1, memory_order_release);
+    if (old == 2)
+        cf__futex_wake(&c->word, 1, false);
+    else if (old == 0 && c->trigger) /* the first signal, in helper mode */
+        (void)cf_future_set_result(c->trigger, NULL, 0);
+}
+
+/* `count` registered futures were seen done; `err`: one of them holds an
+ * error. Whoever completes the condition signals. */
+static void ctx_events(struct wait_ctx *c, size_t count, bool err)
+{
+    /* relaxed: a plain count; the signal carries the ordering. */
+    size_t k = atomic_fetch_add_explicit(&c->events, count, memory_order_relaxed) + count;
+    if (c->when == CF_FIRST_COMPLETED || k == c->need || (c->when == CF_FIRST_EXCEPTION && err))
+        ctx_signal(c);
+}
+
+static void wait_notify(struct cf__waiter *w, struct cf__waiter_node *node)
+{
+    struct wait_ctx *c = (struct wait_ctx *)w;
+    ctx_events(c, 1, c->when == CF_FIRST_EXCEPTION && has_error(node->future));
+    ctx_unref(c); /* last access to c */
+}
+
+/* Does the condition hold for these distinct futures right now? */
+static bool satisfied(cf_future **uniq, size_t u, enum cf_return_when when, size_t *n_done)
+{
+    size_t done = 0;
+    bool err = false;
+    for (size_t i = 0; i < u; i++) {
+        if (cf_future_done(uniq[i])) {
+            done++;
+            if (when == CF_FIRST_EXCEPTION && !err) err = has_error(uniq[i]);
+        }
+    }
+    *n_done = done;
+    switch (when) {
+    case CF_FIRST_COMPLETED:
+        return done > 0;
+    case CF_FIRST_EXCEPTION:
+        return err || done == u;
+    default:
+        return done == u;
+    }
+}
+
+/* Sleep until signalled or the deadline. */
+static void ctx_wait(struct wait_ctx *c, cf__deadline deadline)
+{
+    if (c->trigger) { /* a pool worker: help until signalled or timed out */
+        cf__wait_helper_fn *help = cf__tls_wait_helper;
+        if (help) (void)help(cf__tls_wait_helper_ctx, c->trigger, deadline);
+        else (void)cf__future_wait_done(c->trigger, deadline);
+        return;
+    }
+    long spin = cf__wait_spin_ns();
+    if (spin > 0) {
+        int64_t end = cf__now_ns() + spin;
+        if (end > deadline) end = deadline;
+        do {
+            for (int i = 0; i < 64; i++) {
+                /* acquire: pairs with ctx_signal's release. */
+                if (atomic_load_explicit(&c->word, memory_order_acquire) == 1) return;
+                cf__cpu_relax();
+            }
+        } while (cf__now_ns() < end);
+    }
+    for (;;) {
+        uint32_t w = 0;
+        /* acquire on failure: we may have read the 1 stored by ctx_signal
+         * (pairs with its release). Success needs no ordering: the kernel
+         * re-checks the word before sleeping. */
+        if (!atomic_compare_exchange_strong_explicit(&c->word, &w, 2, memory_order_acquire,
+                                                     memory_order_acquire)) {
+            if (w == 1) return;
+        }
+        if (cf__futex_wait(&c->word, 2, deadline, false) == CF_ETIMEDOUT) return;
+    }
+}
+
+int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, size_t *n_done)
+{
+    if ((!fs && n) || isnan(timeout) ||
+        (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION && when != CF_ALL_COMPLETED))
+        return CF_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!fs[i]) return CF_EINVAL;
+    if (n == 0) {
+        if (n_done) *n_done = 0;
+        return 0;
+    }
+    cf__deadline deadline;
+    (void)cf__deadline_from_timeout(timeout, &deadline);
+
+    /* uniq[] from the front of tmp, duplicates from its back half. */
+    if (n > SIZE_MAX / 128) return CF_ENOMEM;
+    cf_future *stack_tmp[32];
+    cf_future **tmp = n <= 16 ? stack_tmp : cf__alloc(2 * n * sizeof *tmp);
+    if (!tmp) return CF_ENOMEM;
+    cf_future **uniq = tmp, **dups = tmp + n;
+    size_t u, done;
+    int rc = cf__dedup(fs, n, uniq, dups, &u);
+    if (rc) goto out;
+
+    if (satisfied(uniq, u, when, &done) || timeout == 0) {
+        /* nothing to wait for */
+    } else if (when == CF_ALL_COMPLETED) {
+        for (size_t i = u; i-- > 0;) {
+            if (cf_future_done(uniq[i])) continue;
+            cf__wait_helper_fn *help = cf__tls_wait_helper;
+            int r = help ? help(cf__tls_wait_helper_ctx, uniq[i], deadline) : 0;
+            if (r != CF_ETIMEDOUT) r = cf__future_wait_done(uniq[i], deadline);
+            if (r == CF_ETIMEDOUT) break;
+        }
+    } else {
+        size_t m = u - done;
+        size_t bytes = sizeof(struct wait_ctx) + m * sizeof(struct cf__waiter_node);
+        struct wait_ctx *c = cf__alloc(bytes);
+        if (!c) {
+            rc = CF_ENOMEM;
+            goto out;
+        }
+        c->w.notify = wait_notify;
+        atomic_init(&c->refs, 1);
+        atomic_init(&c->word, 0);
+        atomic_init(&c->events, 0);
+        c->need = m;
+        c->when = when;
+        c->bytes = bytes;
+        /* No trigger (out of memory): sleep as anybody else would. */
+        c->trigger = cf__tls_wait_helper ? cf_future_new() : NULL;
+
+        /* Register on every future that is not done. Each of the m
+         * futures not done at the scan yields exactly one event: its
+         * notify, a failed add, or (done between the scan and here) the
+         * `late` count below. */
+        size_t k = 0, done_now = 0;
+        bool late_err = false;
+        for (size_t i = 0; i < u; i++) {
+            if (cf_future_done(uniq[i])) {
+                done_now++;
+                /* The scan saw no error among those done then, so an error
+                 * here is a late one. */
+                if (when == CF_FIRST_EXCEPTION && has_error(uniq[i])) late_err = true;
+                continue;
+            }
+            struct cf__waiter_node *node = &c->nodes[k++];
+            node->waiter = &c->w;
+            node->future = uniq[i];
+            node->index = 0;
+            /* relaxed: the node's reference is taken before the node is
+             * published (the list unlock's release), so any notify's
+             * decrement comes after it in the counter's order. */
+            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+            if (cf__waiter_node_add(uniq[i], node)) {
+                node->index = 1; /* linked */
+            } else {
+                /* Done meanwhile: no notify will come. relaxed: not the
+                 * last reference (we hold ours, dropped with release by
+                 * ctx_unref, which orders our accesses). */
+                atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
+                ctx_events(c, 1, when == CF_FIRST_EXCEPTION && has_error(uniq[i]));
+            }
+            /* Already decided (FIRST_*): stop registering. relaxed: a hint;
+             * ctx_wait's acquire load reads the signal that matters. */
+            if (atomic_load_explicit(&c->word, memory_order_relaxed) == 1) break;
+            if (k == m) break; /* the rest were done at the scan */
+        }
+        /* relaxed: as above, only saves a redundant signal. */
+        if (atomic_load_explicit(&c->word, memory_order_relaxed) != 1 && done_now > done)
+            ctx_events(c, done_now - done, late_err);
+        ctx_wait(c, deadline);
+
+        /* Unregister on every way out. A done future's completer owns the
+         * node (remove would say so under the lock): skip the lock. */
+        for (size_t j = 0; j < k; j++) {
+            struct cf__waiter_node *node = &c->nodes[j];
+            if (node->index == 1 && !cf_future_done(node->future) &&
+                cf__waiter_node_remove(node->future, node))
+                /* relaxed: not the last reference (ours goes in ctx_unref,
+                 * with release). */
+                atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
+        }
+        ctx_unref(c);
+    }
+
+    /* The partition as it stands now (each state read once): done, not
+     * done, duplicates. fs is free to overwrite: tmp holds everything. */
+    size_t w = 0, nd = 0;
+    for (size_t i = 0; i < u; i++) {
+        if (cf_future_done(uniq[i])) fs[w++] = uniq[i];
+        else uniq[nd++] = uniq[i];
+    }
+    done = w;
+    memcpy(fs + w, uniq, nd * sizeof *fs);
+    memcpy(fs + w + nd, dups, (n - u) * sizeof *fs);
+    if (n_done) *n_done = done;
+out:
+    if (tmp != stack_tmp) cf__free(tmp, 2 * n * sizeof *tmp);
+    return rc;
+}

@@ -1,0 +1,235 @@
+/* The process pool's parent-side state, shared by process_pool.c (the
+ * executor entry points), proc_collector.c (the collector thread) and
+ * proc_zygote.c (the zygote and the worker loop, which run in children and
+ * see this struct as a fork snapshot). See process_pool.c for the design. */
+#ifndef CF_PROC_POOL_H
+#define CF_PROC_POOL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sched.h>
+
+#include "core/executor.h"
+#include "core/future.h"
+#include "sync/futex.h"
+#include "process/proc_shm.h"
+
+/* Pool flags (parent-private word). */
+#define CF__PP_SHUTDOWN 1u   /* no new submissions */
+#define CF__PP_BROKEN 2u     /* a worker died or misbehaved: everything fails */
+#define CF__PP_TERMINATE 4u  /* cf_process_pool_terminate: kill the workers now */
+
+/* What the parent remembers about one filled slot (parent-private: the
+ * collector never takes a future pointer from shared memory). */
+struct cf__prec {
+    cf_future *f;      /* the executor's reference; NULL for an EXIT marker */
+    uint64_t arg_pos;  /* where the argument starts in the arg spill ring */
+    uint64_t arg_end;  /* arg spill ring position after this argument, 0 if inline */
+    bool is_exit;
+    bool marked;       /* cf__future_mark_running done */
+};
+
+struct cf__pchan {
+    /* Producer side (submit threads and the collector's feeder). */
+    _Alignas(64) pthread_mutex_t lock;        /* guards head, arg_head, rec[] filling */
+    _Atomic uint64_t head;       /* next position to fill */
+    uint64_t arg_head;           /* arg spill ring: next free position */
+    uint64_t coll_cache;         /* the last `collected` a producer read */
+    /* Collector side. */
+    _Alignas(64) _Atomic uint64_t collected; /* next position to collect */
+    _Atomic uint64_t arg_tail;   /* arg spill ring freed up to here */
+    uint64_t res_tail;           /* result spill ring freed up to here (collector-private) */
+    uint64_t arg_punched, res_punched; /* spill pages given back below here (collect lock) */
+    struct cf__prec *rec;        /* depth entries */
+    pid_t pid;                   /* current worker (0 before its SPAWNED report) */
+    bool alive, spawning, exit_placed, exit_consumed, dead;
+    uint64_t inc_done;           /* tasks collected from the current worker */
+    _Atomic uint64_t tasks_run;  /* statistics */
+    /* Zygote-private (meaningful only in the zygote's copy). */
+    pid_t z_pid;
+    int z_pidfd;                 /* unused (-1): the zygote reaps through SIGCHLD */
+};
+
+struct cf__ppool {
+    struct cf_executor base;     /* must be first */
+    struct cf__future_ops fops;  /* f->ops points here: on_cancel/on_free find the pool */
+    _Atomic uint64_t refs;       /* the executor handle + the collector + every live future */
+    void *raw;                   /* what was allocated (the struct is aligned inside it) */
+
+    /* Configuration. */
+    int n;                       /* workers = channels */
+    unsigned gen;                /* the process that made it (process_pool.c) */
+    uint32_t depth;              /* slots per channel (power of two) */
+    size_t slot_size;            /* inline bytes per slot */
+    size_t stride;               /* bytes per slot: header + inline area */
+    size_t chan_slots;           /* bytes per channel's slot block (whole pages) */
+    uint64_t arg_spill, res_spill; /* bytes per channel in each spill ring */
+    uint64_t arg_max;            /* largest argument accepted */
+    int max_tasks;               /* 0: unlimited */
+    long spin_ns;
+    bool stats;
+    cf_init_fn *init;
+    void *init_arg;
+
+    /* Shared memory. */
+    unsigned char *map;
+    size_t map_len;
+    struct cf__pshm_hdr *hdr;
+    struct cf__pchan_ctl *ctl;   /* nchan entries */
+    unsigned char *slots;        /* nchan * depth * stride */
+    unsigned char *argsp;        /* nchan * arg_spill */
+    unsigned char *ressp;        /* nchan * res_spill */
+
+    /* Processes and descriptors. */
+    pid_t parent_pid, zpid;
+    int efd;                     /* eventfd: rings the collector awake (workers and parent) */
+    int req_wr, req_rd;          /* parent -> zygote requests */
+    int rep_rd, rep_wr;          /* zygote -> parent reports */
+    int zpidfd;                  /* the zygote's pidfd (parent) */
+
+    /* State, in three cache lines: what submitters read or write on every
+     * submit; what the collector writes on every step; the rest. */
+    _Alignas(64) _Atomic uint32_t flags; /* CF__PP_* (read by every submit) */
+    _Atomic size_t ov_count;     /* overflow length (read by every submit) */
+    _Atomic uint64_t rr;         /* round-robin channel choice */
+
+    _Alignas(64) _Atomic uint32_t coll_lock; /* who collects: the collector thread, or a helper */
+    _Atomic uint32_t coll_sleep; /* parent wakers: the collector is (about to be) asleep */
+    _Atomic uint32_t helpers;    /* threads helping in result() right now */
+    _Atomic uint32_t batches;    /* helpers' harvested batches not yet completed */
+
+    _Alignas(64) _Atomic uint32_t coll_done; /* futex: 1 once the collector has finished */
+    _Atomic int term_signo;
+    char *broken_msg;            /* written by the collector before CF__PP_BROKEN is set */
+    pthread_t coll;
+    bool coll_started;
+    struct cf__zrep early_death; /* a DIED report read by the constructor (op 0: none) */
+
+    /* Overflow: work that found every ring full, fed by the collector. */
+    pthread_mutex_t ov_lock;
+    cf_future *ov_head, *ov_tail; /* linked through f->qnode.next */
+
+    cf_future **scratch;         /* collector-private: depth entries */
+    struct cf__pchan ch[];       /* n channels */
+};
+_Static_assert(offsetof(struct cf__ppool, coll_lock) - offsetof(struct cf__ppool, flags) >= 64,
+               "submitters' and the collector's hot words on separate lines");
+
+static inline struct cf__pslot *cf__pp_slot(const struct cf__ppool *p, int chan, uint64_t pos)
+{
+    size_t i = (size_t)(pos & (p->depth - 1));
+    return (struct cf__pslot *)(p->slots + (size_t)chan * p->chan_slots + i * p->stride);
+}
+static inline unsigned char *cf__pp_inline(struct cf__pslot *s)
+{
+    return (unsigned char *)(s + 1);
+}
+
+/* process_pool.c */
+void cf__pp_unref(struct cf__ppool *p);
+/* True in a fork child of the pool's process (a snapshot: its shared
+ * mapping is not there, MADV_DONTFORK). */
+bool cf__pp_foreign(const struct cf__ppool *p);
+void cf__pp_wake_collector(struct cf__ppool *p);
+bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
+                  size_t len, bool held);
+void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f);
+bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos);
+bool cf__pp_try_cancel(cf_future *f);
+void cf__pp_sync_running(cf_future *f);
+bool cf__pp_room(struct cf__ppool *p, int chan, size_t len);
+int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
+
+/* proc_collector.c */
+void *cf__pp_collector_main(void *pool);
+/* result() from a thread that submitted to a process pool: collect ready
+ * results (any channel) while waiting, instead of waiting for the
+ * collector thread to wake (cf__tls_wait_helper). */
+int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline);
+/* Collect ready results once, if nobody else is; returns how many. */
+int cf__pp_help_once(struct cf__ppool *p);
+bool cf__pp_feed(struct cf__ppool *p);
+/* Cancel every task no worker has begun (overflow list and QUEUED/HELD
+ * slots), in the calling thread; have_lock: it holds the collect lock. */
+void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock);
+void cf__pp_on_cancel(cf_future *f);
+extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
+/* Set while a helper completes futures it collected (callbacks run). */
+extern _Thread_local struct cf__ppool *cf__pp_tls_completing;
+
+/* proc_collect.c: collecting, by whoever holds the collect lock. */
+struct cf__pbad { /* what was wrong with a slot (for the message) */
+    const char *what;
+    uint64_t val;
+};
+int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
+                       struct cf_out *o, int *code, struct cf__pbad *bad);
+cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
+                            uint64_t pos, bool done);
+/* The consumer of a spill ring (`ring`, `size` bytes) has freed it up to
+ * `tail`: give back the pages behind it once a guard's worth has piled up
+ * (*punched: where the last punch ended). Call before publishing `tail`. */
+void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_t tail);
+
+/* The collect lock (p->coll_lock): the collector thread holds it for each
+ * step of its loop, a helper for a few slots (never across a callback). */
+static inline bool cf__pp_coll_trylock(struct cf__ppool *p)
+{
+    uint32_t z = 0;
+    /* acquire: pairs with the release in coll_unlock (the previous
+     * collector's writes to records, counters and `collected`). */
+    return atomic_compare_exchange_strong_explicit(&p->coll_lock, &z, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+static inline void cf__pp_coll_lock(struct cf__ppool *p)
+{
+    /* Helpers hold it for a few slots at most, never across a callback. */
+    for (unsigned n = 0; !cf__pp_coll_trylock(p); n++) {
+        if (n < 64) cf__cpu_relax();
+        else sched_yield();
+    }
+}
+
+static inline void cf__pp_coll_unlock(struct cf__ppool *p)
+{
+    /* release: what we collected under the lock is visible to the next
+     * holder (pairs with the acquire of cf__pp_coll_trylock). */
+    atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
+}
+
+/* process_pool.c: in a new worker (the zygote's child), unmap every part
+ * of the shared mapping that is not the header or channel `chan`'s, and
+ * keep the rest out of any fork the worker's tasks make. */
+void cf__pp_shm_isolate(struct cf__ppool *p, int chan);
+
+/* proc_zygote.c: runs in the child of the first fork; never returns. */
+_Noreturn void cf__pp_zygote_main(struct cf__ppool *p);
+/* In a worker, put back the signal settings the zygote changed. */
+void cf__pp_restore_signals(void);
+/* proc_worker.c: a worker's life; never returns. */
+_Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, uint64_t res_pos,
+                                  pid_t zygote);
+/* Descriptors of every live pool, closed by a new zygote (they belong to
+ * other pools; a zygote holding them would hide their EOFs). */
+void cf__pp_fd_register(int fd);
+void cf__pp_fd_unregister(int fd);
+
+
+/* Test hooks: inside a worker, the shared mapping (NULL elsewhere); and a
+ * spill ring size override for new pools (0: the default). */
+void *cf__proc_test_shm(size_t *len);
+extern size_t cf__proc_test_spill_size;
+/* Inside a worker: its channel and the position of the task it runs. */
+void cf__proc_test_current(int *chan, uint64_t *pos);
+/* Inside a worker: the slot header of the task it runs (NULL elsewhere). */
+void *cf__proc_test_current_slot(void);
+/* Called in the worker after a result is written, before DONE (tests
+ * corrupt the header here). Set before the pool is created. */
+extern void (*cf__proc_test_after_result)(void *slot);
+
+#endif

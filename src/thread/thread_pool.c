@@ -1,0 +1,581 @@
+/* The work-stealing thread pool: construction, submit, shutdown, stats.
+ * What a worker does is in worker.c; the objects in thread_pool.h.
+ *
+ * Contract
+ * - A future is the task record: one record per submit, refs = 2 (the
+ *   caller's and the pool's); the worker that takes it runs it
+ *   (cf__future_run) and drops the pool's reference. Workers keep a cache
+ *   of free records (future.c), so nested submits make no allocator call;
+ *   an outside submitter allocates from jemalloc.
+ * - Submit from one of this pool's workers (nested work) pushes onto that
+ *   worker's deque, even after shutdown, so fork-join is never cut in half.
+ *   Submit from any other thread goes to the injection queue of its NUMA
+ *   node; it is refused after shutdown (CF_ESHUTDOWN) and on a broken pool
+ *   (CF_EBROKEN, checked first).
+ * - Shutdown vs. outside submit (no read-modify-write on the submit path):
+ *     submitter: enqueue (its exchange is a full barrier) ; load `flags`
+ *                (seq_cst); if SHUTDOWN or BROKEN is set, withdraw: cancel
+ *                the future (it then never runs) and fail the submit - or,
+ *                if a worker already started it, keep it and succeed.
+ *     shutdown:  set SHUTDOWN (seq_cst RMW).
+ *     worker:    load `flags` (seq_cst), seq_cst fence, then look at the
+ *                queues before it decides they are empty for good.
+ *   If the submitter's flag load missed SHUTDOWN, its barrier precedes the
+ *   shutdown RMW, which precedes the worker's fence in the single total
+ *   order, so the worker's look sees the enqueue (fence-fence rule): an
+ *   accepted task is never stranded. A withdrawn node may be left in a
+ *   queue after the workers have gone; pool_free drops it.
+ * - shutdown() is idempotent and safe from several threads; the workers are
+ *   joined once (`join_lock` guards who joins; the joins themselves run
+ *   outside it, since exiting workers take it); from one of the pool's own
+ *   workers (a task or a callback running there) it never joins (acts as
+ *   wait=false). cf_executor_free from there detaches the threads and the
+ *   last worker to leave frees the pool.
+ * - cancel_futures drains the injection queues and steals every deque empty,
+ *   cancelling what it takes. A batch that a worker is moving from an
+ *   injection queue into its deque at that instant may escape and run: it
+ *   was, in effect, already taken by that worker.
+ * - Broken: a failing initializer sets BROKEN; from then on
+ *   every queued task is failed with CF_EBROKEN by the worker that takes it
+ *   and submits fail.
+ * - Fork: a child of fork() has only the thread that forked, so a pool
+ *   made before the fork has no workers there. The pool remembers the
+ *   process generation it was made in (a pthread_atfork child handler
+ *   bumps it; no getpid() system call on the submit path), and in any
+ *   other generation submit (and so map) and shutdown return CF_ENOTSUP
+ *   without touching the queues, and destroy forgets the pool: it frees
+ *   nothing and joins nothing (the threads to join are not in the child,
+ *   and the forking thread may be one of the pool's workers, still running
+ *   a task on records the pool owns). Read-only calls (workers, stats)
+ *   still answer. A future submitted before the fork stays as the fork
+ *   found it: if it was not done, nothing in the child will finish it. */
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sys/alloc.h"
+#include "sys/probes.h"
+#include "thread/thread_pool.h"
+
+/* ---- aligned allocation through cf__alloc ---- */
+
+static void *alloc_lines(size_t size, void **raw)
+{
+    *raw = cf__calloc(size + CF__CACHE_LINE);
+    if (!*raw)
+        return NULL;
+    uintptr_t a = ((uintptr_t)*raw + CF__CACHE_LINE - 1) & ~(uintptr_t)(CF__CACHE_LINE - 1);
+    return (void *)a;
+}
+
+/* ---- the futures' hook: an outside thread about to block ---- */
+
+/* Hooks running right now, in any pool. pool_free waits for zero before it
+ * frees: a hook reads the pool through f->owner, and the pool may be freed
+ * by another thread as soon as f has started (the workers then may finish,
+ * be joined and the pool freed). */
+static _Atomic int hooks_running;
+
+/* The last task this thread submitted from outside whose submit had to
+ * wake a parked worker (a cold start), and whether that worker is pinned
+ * to the submitter's CPU. Only such a wait does more than spin: in a hot
+ * round trip the hook costs one TLS compare. */
+static CF__TLS_IE _Thread_local cf_future *tls_cold_submit;
+static CF__TLS_IE _Thread_local bool tls_cold_local;
+
+static bool tp_on_wait(cf_future *f)
+{
+    if (tls_cold_submit != f)
+        return false;
+    tls_cold_submit = NULL;
+    /* Seq_cst RMW then seq_cst load of the state: pairs with pool_free's
+     * fence and load of hooks_running. f's start (a CAS on its state)
+     * happens before the workers are joined and so before pool_free's
+     * fence; if that fence precedes our RMW in the single total order, our
+     * load sees f no longer PENDING and we leave p alone; otherwise
+     * pool_free's load sees our increment and waits for us. */
+    atomic_fetch_add_explicit(&hooks_running, 1, memory_order_seq_cst);
+    bool woke = false;
+    /* (In a fork child the parent's workers are not there to wake.) */
+    if ((atomic_load_explicit(&f->state, memory_order_seq_cst) & CF__STATE_MASK) == CF__PENDING &&
+        !cf__pool_foreign(f->owner))
+        woke = cf__pool_wake_for_waiter(f->owner, tls_cold_local);
+    /* Release: our reads of the pool happen before pool_free's acquire
+     * load that sees the count drop. */
+    atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
+    return woke;
+}
+
+static const struct cf__future_ops tp_fops = { .on_wait = tp_on_wait };
+
+bool cf__pool_owns_task(const struct cf__pool *p, const cf_future *f)
+{
+    return f->ops == &tp_fops && f->owner == p && f->fn != NULL;
+}
+
+/* ---- fork ---- */
+
+_Atomic unsigned cf__tp_proc_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+    /* Relaxed: the child has one thread when this runs. */
+    atomic_fetch_add_explicit(&cf__tp_proc_gen, 1, memory_order_relaxed);
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
+/* ---- submit ---- */
+
+static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *fn,
+                         const void *arg, size_t len, cf_future **out)
+{
+    /* Relaxed: a task running on a broken pool sees BROKEN soon enough;
+     * only the outside path needs the seq_cst protocol. */
+    if (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_BROKEN)
+        return CF_EBROKEN;
+    cf_future *f = cf__future_new_task(fn, arg, len, &tp_fops, p);
+    if (!f)
+        return CF_ENOMEM;
+    int before = cf__deque_push(&w->dq, f);
+    if (before < 0) {
+        cf_future_release(f);
+        cf_future_release(f);
+        return CF_ENOMEM;
+    }
+    CF__PROBE2(submit, p, f);
+    /* Wake-up check only when this push (probably) made the deque
+     * non-empty: items already queued have a searcher or a ramp-up wake
+     * responsible for them (worker.c), and skipping the fence matters for
+     * fork-join. `before` may over-count by the steals that raced the push
+     * (push reads top before it publishes), so "<= 1" also catches the
+     * usual single racing thief. A rarer miss cannot strand work: the
+     * owner runs its own deque (also while it waits in the helper); it
+     * only delays parallelism until the next search. */
+    if (before <= 1) {
+        /* Seq_cst fence: the push (release store of bottom) before the
+         * loads of `searching` and `waiters`; pairs with the fence in
+         * cf__ec_prepare (worker.c's contract). */
+        CF__FENCE_SEQ_CST();
+        (void)cf__pool_wake_if_idle(p);
+    }
+    *out = f;
+    return 0;
+}
+
+static int slot_of_caller(struct cf__pool *p)
+{
+    if (p->n_inj <= 1)
+        return 0;
+    int cpu = sched_getcpu();
+    int s = cpu >= 0 ? cf__placement_slot_of_cpu(&p->place, cpu) : 0;
+    return s >= 0 && s < p->n_inj ? s : 0;
+}
+
+static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len,
+                     cf_future **out)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    if (cf__pool_foreign(p))
+        return CF_ENOTSUP; /* the parent's pool, in a fork child: no workers here */
+    if (len > UINT32_MAX)
+        return CF_ETOOBIG;
+    struct cf__worker *w = cf__tls_worker;
+    if (w && w->pool == p)
+        return submit_nested(p, w, fn, arg, len, out);
+
+    /* Relaxed pre-check: fail fast (no allocation) when the pool is
+     * plainly closed; the seq_cst load after the enqueue is the real test. */
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_relaxed);
+    if (fl & CF__POOL_BROKEN)
+        return CF_EBROKEN;
+    if (fl & CF__POOL_SHUTDOWN)
+        return CF_ESHUTDOWN;
+    cf_future *f = cf__future_new_task(fn, arg, len, &tp_fops, p);
+    if (!f)
+        return CF_ENOMEM;
+    bool was_empty = cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
+    /* Seq_cst, after the enqueue's full barrier: the submitter's half of
+     * the shutdown protocol (contract above). */
+    fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
+    if (__builtin_expect(fl & (CF__POOL_BROKEN | CF__POOL_SHUTDOWN), 0) && cf_future_cancel(f)) {
+        /* Raced with shutdown or breakage: withdrawn before it started.
+         * The queue keeps the pool's reference until someone drops it. */
+        cf_future_release(f);
+        return fl & CF__POOL_BROKEN ? CF_EBROKEN : CF_ESHUTDOWN;
+    }
+    CF__PROBE2(submit, p, f);
+    /* Wake-up check only when the queue was empty: a batch take splices the
+     * whole queue, so a non-empty queue already has a taker coming (the one
+     * woken or searching when it became non-empty; inject.h's exchange
+     * decides this exactly). No extra fence: the enqueue's exchange is a
+     * full barrier (inject.h), the publish-then-fence half of the event
+     * count protocol. */
+    if (was_empty) {
+        int woke = cf__pool_wake_if_idle(p);
+        if (woke >= 0) {
+            tls_cold_submit = f;
+            tls_cold_local = cf__pool_is_callers_cpu(p, woke);
+        }
+    }
+    *out = f;
+    return 0;
+}
+
+/* ---- shutdown and destroy ---- */
+
+static void print_stats(struct cf__pool *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        struct cf__wstats *s = &p->w[i].st;
+#define L(x) (unsigned long long)atomic_load_explicit(&s->x, memory_order_relaxed)
+        fprintf(stderr,
+                "cfutures: %s-%d cpu %d node %d: tasks %llu, steals %llu/%llu (local %llu, "
+                "remote %llu), injected %llu, parks %llu, wakeups %llu\n",
+                p->prefix, i, p->w[i].cpu, p->w[i].numa_node, L(tasks_run), L(steals_ok),
+                L(steals_tried), L(steals_local), L(steals_remote), L(injected_taken), L(parks),
+                L(wakeups));
+#undef L
+    }
+}
+
+static void pool_free(struct cf__pool *p);
+
+/* Join every worker, once; concurrent callers wait for the one joining.
+ * The joins run without the lock: exiting workers take it. */
+static void join_all(struct cf__pool *p)
+{
+    pthread_mutex_lock(&p->join_lock);
+    while (p->joining)
+        pthread_cond_wait(&p->join_cv, &p->join_lock);
+    if (p->joined || p->orphaned) {
+        pthread_mutex_unlock(&p->join_lock);
+        return;
+    }
+    p->joining = true;
+    pthread_mutex_unlock(&p->join_lock);
+    for (int i = 0; i < p->n; i++)
+        if (p->w[i].started)
+            pthread_join(p->w[i].thread, NULL);
+    if (p->stats)
+        print_stats(p);
+    pthread_mutex_lock(&p->join_lock);
+    p->joining = false;
+    p->joined = true;
+    /* Freed from inside a worker while we were joining: we free it. */
+    bool free_it = p->orphaned;
+    pthread_cond_broadcast(&p->join_cv);
+    pthread_mutex_unlock(&p->join_lock);
+    if (free_it)
+        pool_free(p);
+}
+
+static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    if (cf__pool_foreign(p))
+        return CF_ENOTSUP; /* a fork child: the parent owns the pool */
+    /* Seq_cst: the shutdown half of the protocol with outside submitters. */
+    atomic_fetch_or_explicit(&p->flags, CF__POOL_SHUTDOWN, memory_order_seq_cst);
+    if (cancel_futures)
+        cf__pool_cancel_queued(p);
+    /* Seq_cst fence: SHUTDOWN before the load of `waiters` in notify; pairs
+     * with the parker's fence in cf__ec_prepare (it re-checks the flags). */
+    CF__FENCE_SEQ_CST();
+    cf__pool_wake_all(p);
+    struct cf__worker *self = cf__tls_worker;
+    if (wait && !(self && self->pool == p))
+        join_all(p);
+    return 0;
+}
+
+/* After the joins: drop what submitters withdrew (cancelled futures still
+ * in a queue) - nothing else can be left (worker.c, exit rule). */
+static void drain_withdrawn(struct cf__pool *p)
+{
+    for (int k = 0; k < p->n_inj; k++) {
+        struct cf__inject_batch b;
+        cf__batch_init(&b);
+        if (!cf__inject_splice(&p->inj[k], &b))
+            continue;
+        struct cds_wfcq_node *node;
+        while ((node = cf__batch_next(&b)) != NULL) {
+            cf_future *f = (cf_future *)((char *)node - offsetof(struct cf_future, qnode));
+            cf_future_cancel(f);
+            cf_future_release(f);
+        }
+    }
+}
+
+static void pool_free(struct cf__pool *p)
+{
+    /* Seq_cst fence, then acquire loads: no tp_on_wait still reads this
+     * pool (the pairing is explained there). */
+    CF__FENCE_SEQ_CST();
+    while (atomic_load_explicit(&hooks_running, memory_order_acquire) != 0)
+        sched_yield();
+    if (p->inj)
+        drain_withdrawn(p);
+    if (p->w)
+        for (int i = 0; i < p->n; i++)
+            cf__deque_destroy(&p->w[i].dq);
+    if (p->w_raw)
+        cf__free(p->w_raw, 0);
+    if (p->inj_raw)
+        cf__free(p->inj_raw, 0);
+    if (p->cpu_worker)
+        cf__free(p->cpu_worker, sizeof(int) * (size_t)p->n_cpu_worker);
+    if (p->have_place)
+        cf__placement_free(&p->place);
+    if (p->have_topo)
+        hwloc_topology_destroy(p->topo);
+    char *msg = atomic_load_explicit(&p->broken_msg, memory_order_relaxed);
+    if (msg)
+        cf__free_str(msg);
+    pthread_cond_destroy(&p->join_cv);
+    pthread_mutex_destroy(&p->join_lock);
+    cf__free(p->raw, 0);
+}
+
+/* Freed from inside one of its own workers (a task or a callback running
+ * there): that thread cannot be joined by itself, so every worker thread is
+ * detached (or joined, if it has already left) and the last worker to
+ * leave frees the pool (cf__pool_worker_exit). The pool is shut down
+ * already, so they all leave once the queues drain. */
+static void destroy_from_worker(struct cf__pool *p, struct cf__worker *self)
+{
+    pthread_mutex_lock(&p->join_lock);
+    p->orphaned = true;
+    if (!p->joining) { /* else the joiner frees the pool when done */
+        for (int i = 0; i < p->n; i++) {
+            struct cf__worker *w = &p->w[i];
+            if (!w->started || w == self)
+                continue;
+            if (w->exited)
+                pthread_join(w->thread, NULL); /* it has left: this is brief */
+            else
+                pthread_detach(w->thread);
+        }
+        pthread_detach(self->thread);
+    }
+    pthread_mutex_unlock(&p->join_lock);
+}
+
+void cf__pool_worker_exit(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    pthread_mutex_lock(&p->join_lock);
+    w->exited = true;
+    p->exited++;
+    bool free_it = p->orphaned && !p->joining && p->exited == p->started;
+    pthread_mutex_unlock(&p->join_lock);
+    if (free_it)
+        pool_free(p); /* every worker has left, and the user let go */
+}
+
+static void tp_destroy(cf_executor *ex)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    /* A fork child: the worker threads do not exist here (joining them
+     * would never return) and the thread that forked may be one of them,
+     * running on its record: forget the pool, free nothing. */
+    if (cf__pool_foreign(p))
+        return;
+    struct cf__worker *self = cf__tls_worker;
+    if (self && self->pool == p) {
+        destroy_from_worker(p, self);
+        return;
+    }
+    join_all(p);
+    pool_free(p);
+}
+
+static int tp_workers(const cf_executor *ex)
+{
+    return ((const struct cf__pool *)ex)->n;
+}
+
+static int tp_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, size_t *n)
+{
+    const struct cf__pool *p = (const struct cf__pool *)ex;
+    for (int i = 0; i < p->n && (size_t)i < cap; i++) {
+        struct cf__wstats *s = &p->w[i].st;
+#define L(x) atomic_load_explicit(&s->x, memory_order_relaxed)
+        out[i] = (cf_worker_stats){
+            .tasks_run = L(tasks_run),
+            .steals_tried = L(steals_tried),
+            .steals_ok = L(steals_ok),
+            .steals_local = L(steals_local),
+            .steals_remote = L(steals_remote),
+            .injected_taken = L(injected_taken),
+            .parks = L(parks),
+            .wakeups = L(wakeups),
+            .cpu = p->w[i].cpu,
+            .numa_node = p->w[i].numa_node,
+        };
+#undef L
+    }
+    *n = (size_t)p->n;
+    return 0;
+}
+
+static const struct cf__executor_ops thread_pool_ops = {
+    .kind = "thread",
+    .submit = tp_submit,
+    .shutdown = tp_shutdown,
+    .destroy = tp_destroy,
+    .workers = tp_workers,
+    .stats = tp_stats,
+    .terminate = NULL,
+};
+
+/* ---- construction ---- */
+
+static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
+{
+    cf__config_load(&p->cfg);
+    int rc = cf__config_apply_thread_opts(&p->cfg, opts);
+    if (rc)
+        return rc;
+    if ((rc = cf__topology_load(&p->cfg, &p->topo)))
+        return rc;
+    p->have_topo = true;
+    if ((rc = cf__placement_compute(p->topo, &p->cfg, &p->place)))
+        return rc;
+    p->have_place = true;
+    p->n = p->place.n_workers;
+    if (p->n < 1)
+        return CF_EINVAL;
+    /* One injection queue per NUMA node; with NUMA-awareness off, one. */
+    p->n_inj = p->cfg.numa && p->place.n_numa >= 1 ? p->place.n_numa : 1;
+    p->steal_attempts = cf__steal_attempts(&p->cfg, p->n);
+    p->spin_ns = p->cfg.spin_ns;
+    p->max_searching = p->n / 2 > 1 ? p->n / 2 : 1;
+    p->stats = p->cfg.stats;
+    cf__thread_name_prefix_fit(p->prefix, sizeof p->prefix, p->cfg.thread_name_prefix, p->n);
+    if (opts) {
+        p->init = opts->initializer;
+        p->init_arg = opts->initializer_arg;
+    }
+    p->base.ops = &thread_pool_ops;
+    p->base.map_window = p->cfg.map_window;
+    p->base.map_chunk = 0;
+    p->base.copy_map_items = false;
+
+    p->inj = alloc_lines(sizeof(struct cf__inject) * (size_t)p->n_inj, &p->inj_raw);
+    if (!p->inj)
+        return CF_ENOMEM;
+    for (int k = 0; k < p->n_inj; k++)
+        cf__inject_init(&p->inj[k]);
+    p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
+    if (!p->w)
+        return CF_ENOMEM;
+    /* Which worker is pinned to which OS CPU (the first, if several). */
+    int max_cpu = -1;
+    for (int i = 0; i < p->n; i++)
+        if (p->place.w[i].cpu > max_cpu)
+            max_cpu = p->place.w[i].cpu;
+    if (max_cpu >= 0) {
+        p->cpu_worker = cf__alloc(sizeof(int) * (size_t)(max_cpu + 1));
+        if (!p->cpu_worker)
+            return CF_ENOMEM;
+        p->n_cpu_worker = max_cpu + 1;
+        for (int c = 0; c <= max_cpu; c++)
+            p->cpu_worker[c] = -1;
+        for (int i = p->n - 1; i >= 0; i--)
+            if (p->place.w[i].cpu >= 0)
+                p->cpu_worker[p->place.w[i].cpu] = i;
+    }
+    for (int i = 0; i < p->n; i++) {
+        struct cf__worker *w = &p->w[i];
+        const struct cf__worker_place *pl = &p->place.w[i];
+        w->pool = p;
+        w->id = i;
+        w->slot = pl->node_slot >= 0 && pl->node_slot < p->n_inj ? pl->node_slot : 0;
+        w->cpu = pl->cpu;
+        w->numa_node = pl->numa_node;
+        w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+        cf__ec_slot_init(&w->park);
+        if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
+            for (int j = 0; j < i; j++)
+                cf__deque_destroy(&p->w[j].dq);
+            p->n = 0; /* nothing more to destroy */
+            return CF_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+/* Worker threads: the process's default stack, but at least
+ * CF__WORKER_STACK_MIN (waits run tasks on it, within a bound: worker.c). */
+static int worker_attr(pthread_attr_t *attr)
+{
+    if (pthread_attr_init(attr) != 0)
+        return -1;
+    size_t size = 0;
+    if (pthread_attr_getstacksize(attr, &size) == 0 && size < CF__WORKER_STACK_MIN &&
+        pthread_attr_setstacksize(attr, CF__WORKER_STACK_MIN) != 0) {
+        pthread_attr_destroy(attr);
+        return -1;
+    }
+    return 0;
+}
+
+CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err)
+{
+    pthread_once(&atfork_once, atfork_register);
+    void *raw;
+    struct cf__pool *p = alloc_lines(sizeof *p, &raw);
+    if (!p) {
+        if (err)
+            *err = CF_ENOMEM;
+        return NULL;
+    }
+    p->raw = raw;
+    /* Relaxed: a fork cannot run in this thread meanwhile. */
+    p->gen = atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
+    atomic_init(&p->flags, 0);
+    atomic_init(&p->broken_msg, NULL);
+    atomic_init(&p->searching, 0);
+    cf__ec_init(&p->ec);
+    atomic_init(&p->last_parked, -1);
+    pthread_mutex_init(&p->join_lock, NULL);
+    pthread_cond_init(&p->join_cv, NULL);
+    int rc = pool_setup(p, opts);
+    pthread_attr_t attr;
+    bool have_attr = rc == 0 && worker_attr(&attr) == 0;
+    for (int i = 0; rc == 0 && i < p->n; i++) {
+        if (pthread_create(&p->w[i].thread, have_attr ? &attr : NULL, cf__worker_main,
+                           &p->w[i]) != 0)
+            rc = CF_ESYS;
+        else {
+            pthread_mutex_lock(&p->join_lock);
+            p->w[i].started = true;
+            p->started++;
+            pthread_mutex_unlock(&p->join_lock);
+        }
+    }
+    if (have_attr)
+        pthread_attr_destroy(&attr);
+    if (rc) {
+        /* Started workers (if any) see SHUTDOWN with nothing queued and
+         * leave; then everything is freed. */
+        tp_shutdown(&p->base, true, false);
+        pool_free(p);
+        if (err)
+            *err = rc;
+        return NULL;
+    }
+    if (err)
+        *err = 0;
+    return &p->base;
+}
+
+CF_API cf_executor *cf_thread_pool_new(const cf_thread_pool_opts *opts)
+{
+    return cf_thread_pool_new_err(opts, NULL);
+}

@@ -1,0 +1,185 @@
+/* The work-stealing thread pool's internal objects (thread_pool.c: the
+ * executor ops and the pool's life; worker.c: what a worker thread does).
+ *
+ * Who touches what
+ * - struct cf__worker: `dq` (see deque.h for its own layout); the line with
+ *   `pool`..`rng` is written only by the worker thread; `st` is written only
+ *   by the worker and read (relaxed) by cf_executor_stats.
+ * - struct cf__pool: `flags` is read by every submit and every task start
+ *   and written twice in a pool's life (read-mostly line); `searching` by
+ *   idle workers; the event count by parking workers. Each on its own line
+ *   (asserted).
+ *
+ * The protocols (no lost wake-up, shutdown drain, broken pool) are written
+ * down where they are implemented, in worker.c and thread_pool.c. */
+#ifndef CF_THREAD_POOL_H
+#define CF_THREAD_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sys/config.h"
+#include "sync/deque.h"
+#include "sync/eventcount.h"
+#include "core/executor.h"
+#include "sync/fence.h"
+#include "core/future.h"
+#include "sync/inject.h"
+#include "sys/topology.h"
+
+#define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
+#define CF__POOL_BROKEN 2u   /* an initializer failed: queued work fails */
+
+/* The bound on helping (worker.c): a task waiting at this nesting depth or
+ * deeper runs only its own work (its children, or the awaited task); with
+ * less than CF__HELP_STACK_RESERVE(stack size) bytes of stack left below
+ * the waiting frame it runs nothing and sleeps. */
+#define CF__HELP_DEPTH_MAX 64
+#define CF__HELP_STACK_RESERVE(size) \
+    ((size) / 4 > (size_t)256 * 1024 ? (size) / 4 : (size_t)256 * 1024)
+/* Worker threads get at least this much stack (more if the process's
+ * default is larger). */
+#define CF__WORKER_STACK_MIN ((size_t)8 * 1024 * 1024)
+
+/* Per-worker counters: only the worker writes them (relaxed load + store,
+ * no RMW), anyone may read them. One cache line. */
+struct cf__wstats {
+    _Atomic uint64_t tasks_run;
+    _Atomic uint64_t steals_tried, steals_ok;
+    _Atomic uint64_t steals_local, steals_remote;
+    _Atomic uint64_t injected_taken;
+    _Atomic uint64_t parks, wakeups;
+};
+_Static_assert(sizeof(struct cf__wstats) == CF__CACHE_LINE, "one cache line");
+
+struct cf__pool;
+
+struct cf__worker {
+    struct cf__deque dq;
+    /* Owner-private. */
+    _Alignas(CF__CACHE_LINE) struct cf__pool *pool;
+    int id;
+    int slot;            /* its node's injection queue */
+    int cpu, numa_node;  /* placement, for stats */
+    uint64_t rng;        /* victim choice */
+    bool handoff;        /* woken by a submitter on its own CPU: hand the
+                            searching role to a worker elsewhere (worker.c) */
+    int depth;           /* tasks running on this thread's stack (nested by waits) */
+    int64_t mark;        /* own deque's bottom when the innermost one started */
+    uintptr_t help_floor; /* a wait runs no task with its frame below this */
+    pthread_t thread;
+    bool started;
+    bool exited;         /* under the pool's join_lock */
+    /* Written by the worker, read by stats readers. */
+    _Alignas(CF__CACHE_LINE) struct cf__wstats st;
+    /* Its parking word (eventcount.h): written by notifiers. */
+    struct cf__ec_slot park;
+};
+_Static_assert(offsetof(struct cf__worker, pool) % CF__CACHE_LINE == 0, "owner line");
+_Static_assert(offsetof(struct cf__worker, st) % CF__CACHE_LINE == 0, "stats line");
+_Static_assert(offsetof(struct cf__worker, park) % CF__CACHE_LINE == 0, "park line");
+_Static_assert(sizeof(struct cf__worker) % CF__CACHE_LINE == 0, "whole lines");
+
+struct cf__pool {
+    struct cf_executor base; /* first: the generic entry points see this */
+    /* Read-only after construction. */
+    struct cf__config cfg;
+    hwloc_topology_t topo;
+    bool have_topo, have_place;
+    struct cf__placement place;
+    int n;                   /* workers */
+    struct cf__worker *w;    /* n entries, cache-line aligned */
+    void *w_raw;
+    struct cf__inject *inj;  /* n_inj entries (one per NUMA node slot) */
+    void *inj_raw;
+    int n_inj;
+    int steal_attempts;
+    int max_searching;       /* workers that may spin at once: max(1, n / 2) */
+    int n_cpu_worker;        /* cpu_worker[os cpu]: the worker pinned there, or -1 */
+    int *cpu_worker;
+    long spin_ns;
+    bool stats;
+    cf_init_fn *init;
+    void *init_arg;
+    char prefix[16];
+    void *raw;               /* this allocation, before alignment */
+
+    unsigned gen;            /* cf__tp_proc_gen when made (fork detection) */
+
+    /* Read-mostly: written at shutdown and when broken. */
+    _Alignas(CF__CACHE_LINE) _Atomic uint32_t flags;
+    _Atomic(char *) broken_msg; /* set once, before CF__POOL_BROKEN */
+
+    /* Workers looking for work (spinning), not parked. */
+    _Alignas(CF__CACHE_LINE) _Atomic int searching;
+
+    struct cf__eventcount ec; /* parked workers (each on its own slot) */
+    /* The worker that parked last (warmest): tried first by wakes. */
+    _Alignas(CF__CACHE_LINE) _Atomic int last_parked;
+
+    /* Joining, once, by whichever shutdown(wait=true) gets here first. */
+    _Alignas(CF__CACHE_LINE) pthread_mutex_t join_lock;
+    pthread_cond_t join_cv;  /* signalled when a joiner is done */
+    bool joining, joined;    /* a joiner works without the lock (workers
+                                need it on their way out) */
+    bool orphaned;           /* freed from inside a worker: the last one out frees */
+    int started, exited;     /* worker threads, under join_lock */
+};
+_Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE
+                   != offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
+               "searching count off the read-mostly line");
+
+/* The worker the calling thread is, or NULL (worker.c). Initial-exec TLS:
+ * one %fs-relative load instead of a __tls_get_addr call per submit. */
+#define CF__TLS_IE __attribute__((tls_model("initial-exec")))
+extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
+
+/* Fork detection: bumped in the child of every fork() (a pthread_atfork
+ * handler, thread_pool.c). A pool made under another value is the parent's:
+ * in a child it has no worker threads, and every call that would need them
+ * is refused. */
+extern _Atomic unsigned cf__tp_proc_gen;
+static inline bool cf__pool_foreign(const struct cf__pool *p)
+{
+    /* Relaxed: written only by the single thread of a fresh child. */
+    return p->gen != atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
+}
+
+/* Is f a task of pool p (so one of p's workers may run it)? */
+bool cf__pool_owns_task(const struct cf__pool *p, const cf_future *f);
+
+/* Test points: a test may install a hook that a worker calls at these
+ * places (to hold it there and force an interleaving). NULL in production:
+ * each point costs one relaxed load. */
+enum {
+    CF__TEST_TP_FOUND_WORK = 1, /* a searcher found work, before it stops searching */
+};
+typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
+extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
+
+/* worker.c */
+void *cf__worker_main(void *arg);
+/* Publish-then-wake: after work became visible (the caller fenced, see
+ * worker.c), wake a parked worker if nobody is searching. Returns the
+ * worker woken, or -1. */
+int cf__pool_wake_if_idle(struct cf__pool *p);
+/* Wake every parked worker (shutdown, broken); the caller has fenced. */
+void cf__pool_wake_all(struct cf__pool *p);
+/* An outside thread is about to block on a task of p that is still PENDING
+ * and whose submit had to wake a parked worker (woke_local: the one pinned
+ * to the caller's CPU). True if the caller should sleep at once instead of
+ * spinning: nobody is searching, and the worker on the caller's CPU was
+ * woken (by the submit, or now), so it runs as soon as the caller sleeps. */
+bool cf__pool_wake_for_waiter(struct cf__pool *p, bool woke_local);
+/* Is `worker` the one pinned to the calling thread's CPU? */
+bool cf__pool_is_callers_cpu(struct cf__pool *p, int worker);
+/* Called by a worker thread as it leaves (thread_pool.c): frees the pool if
+ * it was freed from inside one of its workers and this is the last one. */
+void cf__pool_worker_exit(struct cf__worker *w);
+/* Take every queued, not started task out of the pool's queues and cancel
+ * it (cancel_futures) - called with the pool shut down. */
+void cf__pool_cancel_queued(struct cf__pool *p);
+
+#endif
