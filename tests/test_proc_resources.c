@@ -19,8 +19,8 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
-#include "futex.h"
-#include "proc_pool.h"
+#include "sync/futex.h"
+#include "process/proc_pool.h"
 #include "support/test_env.h"
 
 /* ---- helpers ---- */

@@ -36,8 +36,8 @@
 #include <sys/mman.h>
 
 #include "cfutures.h"
-#include "future.h"
-#include "proc_pool.h"
+#include "core/future.h"
+#include "process/proc_pool.h"
 
 #define PAGE 4096u
 #define DEPTH 4u
