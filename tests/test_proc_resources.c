@@ -172,11 +172,11 @@ static void test_spill_resident_bounded(void **state)
     assert_non_null(ex);
     struct cf__ppool *p = (struct cf__ppool *)ex;
     /* What the pool's fixed part (header, control pages, slots) can hold,
-     * plus per ring the stated bound beyond records in flight: one guard
-     * and a page. */
+     * plus per ring the stated bound beyond records in flight: the window,
+     * the guard and two pages. */
     size_t fixed = (size_t)(p->argsp - p->map);
-    size_t per_ring_a = cf__pp_spill_guard(p->arg_spill) + 2 * 4096;
-    size_t per_ring_r = cf__pp_spill_guard(p->res_spill) + 2 * 4096;
+    size_t per_ring_a = cf__pp_spill_window(p->arg_spill) + cf__pp_spill_guard(p->arg_spill) + 2 * 4096;
+    size_t per_ring_r = cf__pp_spill_window(p->res_spill) + cf__pp_spill_guard(p->res_spill) + 2 * 4096;
     size_t spill_base = WORKERS * (per_ring_a + per_ring_r);
     size_t before = resident_bytes(p->map, p->map_len);
     int rounds = 4;

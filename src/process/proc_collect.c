@@ -28,12 +28,16 @@ void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_
     if (tail - *punched <= cf__pp_spill_guard(size)) return;
     uint64_t from = *punched, to = tail & ~(uint64_t)4095;
     if (to - from > size) from = to - size; /* more than a lap behind: the whole ring */
+    uint64_t w = cf__pp_spill_window(size); /* kept: the producer reuses it */
     while (from < to) {
         uint64_t off = from % size, n = to - from;
         if (n > size - off) n = size - off;
         /* MADV_REMOVE frees shared memory pages (MADV_DONTNEED would only
          * unmap them from this process); they come back zeroed on touch. */
-        madvise(ring + off, n, MADV_REMOVE);
+        if (off + n > w) {
+            uint64_t a = off > w ? off : w;
+            madvise(ring + a, off + n - a, MADV_REMOVE);
+        }
         from += n;
     }
     *punched = to;

@@ -27,13 +27,17 @@
  * ring: byte rings with monotonically increasing 64-bit positions, records
  * contiguous (a record that would straddle the end starts again at 0).
  *
- * Spill ring pages are given back as the consumer (the parent's collector,
- * for both rings) passes them: pages wholly behind the freed position are
- * punched out with MADV_REMOVE, in batches of at least cf__pp_spill_guard()
- * bytes. The producer never uses the last guard bytes of the ring, so it
- * never writes, on its next lap, into pages still waiting to be punched.
- * A ring's resident part is therefore at most the bytes of its records in
- * flight + the guard + two pages (see cf__pp_punch in proc_collect.c).
+ * Spill rings keep their resident part bounded. The producer starts the
+ * next lap as soon as a record would reach past the ring's window and the
+ * ring's start is free (cf__pp_spill_fit), so steady traffic reuses the
+ * window's pages. Pages past the window are given back as the consumer
+ * (the parent's collector, for both rings) passes them: pages wholly
+ * behind the freed position are punched out with MADV_REMOVE, in batches
+ * of at least cf__pp_spill_guard() bytes. The producer never uses the last
+ * guard bytes of the ring, so it never writes, on its next lap, into pages
+ * still waiting to be punched. A ring's resident part is therefore at most
+ * the window + the bytes of its records in flight + the guard + two pages
+ * (see cf__pp_punch in proc_collect.c).
  *
  * Trust: the parent never reads a pointer from here, and validates every
  * value a worker could have written (state kind and generation, lengths,
@@ -42,6 +46,7 @@
 #define CF_PROC_SHM_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* ---- the slot state word ----
@@ -98,6 +103,35 @@ static inline uint64_t cf__pp_spill_guard(uint64_t ring)
 static inline uint64_t cf__pp_spill_room(uint64_t ring)
 {
     return ring - cf__pp_spill_guard(ring);
+}
+
+/* The spill rings' window (bytes): a record that would reach past it
+ * starts the next lap instead, at offset 0, when the ring's start is free,
+ * so steady traffic keeps reusing the same pages and only what lies past
+ * the window is punched out (cf__pp_punch). At most 256 KiB and a quarter
+ * of the ring. */
+static inline uint64_t cf__pp_spill_window(uint64_t ring)
+{
+    uint64_t w = ring / 4 < (256u << 10) ? ring / 4 : (256u << 10);
+    return w & ~(uint64_t)4095;
+}
+
+/* Where a record of `len` bytes goes in a ring of `ring` bytes whose
+ * producer is at `head` and whose consumer has freed up to `tail`: false
+ * when it does not fit now. Records are contiguous (one that would cross
+ * the ring's end starts the next lap) and stay within the window when
+ * they can; the guard is never used. */
+static inline bool cf__pp_spill_fit(uint64_t ring, uint64_t head, uint64_t tail, uint64_t len,
+                                    uint64_t *pos)
+{
+    uint64_t room = cf__pp_spill_room(ring), off = head % ring, next = head + (ring - off);
+    if (off + len > cf__pp_spill_window(ring) && off && next + len - tail <= room) {
+        *pos = next; /* back to the ring's start */
+        return true;
+    }
+    if (off + len > ring || head + len - tail > room) return false;
+    *pos = head;
+    return true;
 }
 
 /* Argument flags (parent-written). */

@@ -131,20 +131,20 @@ static uint32_t wait_work(struct cf__ppool *p, struct cf__pslot *s, uint64_t pos
 static uint64_t res_alloc(struct cf__ppool *p, int chan, uint64_t head, uint64_t total)
 {
     struct cf__pchan_ctl *c = &p->ctl[chan];
-    uint64_t R = p->res_spill, room = cf__pp_spill_room(R), h = head, off = h % R;
-    if (off + total > R) h += R - off; /* contiguous records */
+    uint64_t R = p->res_spill, pos;
     for (;;) {
         /* acquire: pairs with the collector's release store of res_tail
          * after it copied the bytes out: we may overwrite them. */
         uint64_t t = atomic_load_explicit(&c->res_tail, memory_order_acquire);
         if (t > head || head - t > R) corrupt(); /* the tail never passes us */
-        if (h + total - t <= room) return h; /* the guard stays unused: see proc_shm.h */
+        if (cf__pp_spill_fit(R, head, t, total, &pos)) return pos; /* proc_shm.h */
         uint32_t seq = atomic_load_explicit(&c->res_seq, memory_order_acquire);
         /* seq_cst store then seq_cst load: Dekker with the collector's
          * seq_cst store of res_tail then load of res_waiting. */
         atomic_store_explicit(&c->res_waiting, 1, memory_order_seq_cst);
         t = atomic_load_explicit(&c->res_tail, memory_order_seq_cst);
-        if (h + total - t > room) cf__futex_wait(&c->res_seq, seq, cf__now_ns() + 100000000, true);
+        if (!cf__pp_spill_fit(R, head, t, total, &pos))
+            cf__futex_wait(&c->res_seq, seq, cf__now_ns() + 100000000, true);
         atomic_store_explicit(&c->res_waiting, 0, memory_order_relaxed);
     }
 }

@@ -330,14 +330,10 @@ void cf__pp_wake_collector(struct cf__ppool *p)
 
 static bool arg_spill_fit(struct cf__ppool *p, struct cf__pchan *ch, size_t len, uint64_t *pos)
 {
-    uint64_t h = ch->arg_head, off = h % p->arg_spill;
-    if (off + len > p->arg_spill) h += p->arg_spill - off; /* records never straddle the end */
     /* acquire: the worker is done with the bytes below arg_tail (the
      * collector stored it with release after collecting their slot). */
     uint64_t t = atomic_load_explicit(&ch->arg_tail, memory_order_acquire);
-    if (h + len - t > cf__pp_spill_room(p->arg_spill)) return false; /* guard: proc_shm.h */
-    *pos = h;
-    return true;
+    return cf__pp_spill_fit(p->arg_spill, ch->arg_head, t, len, pos); /* proc_shm.h */
 }
 
 bool cf__pp_room(struct cf__ppool *p, int chan, size_t len)
