@@ -74,43 +74,62 @@ int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint6
         if (total > p->slot_size) BAD("inline result length", total);
         src = cf__pp_inline(s);
     }
-    /* A correct worker sends the message up to its NUL (strnlen). One with
-     * a NUL inside would be freed later as a string of another length (the
-     * allocator is told the size on free), so it is refused like any other
-     * impossible value. */
-    if (mlen && memchr(src + rlen, 0, mlen)) BAD("NUL byte in the message", mlen);
-    /* Last, the worker's check over all of it (a stray write into a result
-     * the worker left for us, see proc_shm.h). */
-    uint32_t check = __atomic_load_n(&s->res_check, __ATOMIC_RELAXED);
-    if (check != cf__pp_res_check(pos, rlen, rpos, rc, mlen, rf, src, src + rlen))
-        BAD("result check", check);
-#undef BAD
-    cf__out_init(o);
-    *code = rc;
-    if (rc == 0) {
-        if (rlen <= CF__INLINE_RES) {
-            memcpy(o->small, src, rlen);
-            o->len = rlen;
+    /* Copy first, then check the copies: the worker's next task may be
+     * writing over these bytes while we read them. */
+    unsigned char *data = NULL;
+    char *m = NULL;
+    const unsigned char *rcopy = src, *mcopy = src + rlen; /* the copies, once made */
+    unsigned char small[CF__INLINE_RES];
+    bool nomem = false;
+    if (rc == 0 && rlen <= CF__INLINE_RES) {
+        memcpy(small, src, rlen);
+        rcopy = small;
+    } else if (rc == 0) {
+        data = cf__alloc(rlen);
+        if (data) {
+            memcpy(data, src, rlen);
+            rcopy = data;
         } else {
-            void *b = cf__alloc(rlen);
-            if (b) {
-                memcpy(b, src, rlen);
-                o->data = b;
-                o->cap = rlen;
-                o->len = rlen;
-            } else {
-                *code = o->code = CF_ENOMEM;
-            }
+            nomem = true; /* checked over the shared bytes then */
         }
     } else if (mlen) {
-        char *m = cf__alloc((size_t)mlen + 1);
+        m = cf__alloc((size_t)mlen + 1);
         if (m) {
             memcpy(m, src + rlen, mlen);
             m[mlen] = 0;
+            mcopy = (const unsigned char *)m;
+        } else {
+            nomem = true;
         }
-        o->msg = m;
-        o->code = rc;
+    }
+    uint32_t check = __atomic_load_n(&s->res_check, __ATOMIC_RELAXED);
+    /* A correct worker sends the message up to its NUL (strnlen); one with
+     * a NUL inside would later be freed as a shorter string (the allocator
+     * is told the size on free). Then the worker's check over all of it (a
+     * stray write into a result the worker left for us, see proc_shm.h). */
+    const char *what = mlen && memchr(mcopy, 0, mlen) ? "NUL byte in the message"
+                       : check != cf__pp_res_check(pos, rlen, rpos, rc, mlen, rf, rcopy, mcopy)
+                           ? "result check"
+                           : NULL;
+    if (what) {
+        cf__free(data, rlen);
+        cf__free(m, (size_t)mlen + 1);
+        BAD(what, what[0] == 'N' ? mlen : check);
+    }
+#undef BAD
+    cf__out_init(o);
+    *code = rc;
+    if (nomem) {
+        *code = o->code = rc ? rc : CF_ENOMEM; /* a failure keeps its code, without its message */
+    } else if (rc == 0 && rlen <= CF__INLINE_RES) {
+        memcpy(o->small, small, rlen);
+        o->len = rlen;
+    } else if (rc == 0) {
+        o->data = data;
+        o->cap = rlen;
+        o->len = rlen;
     } else {
+        o->msg = m;
         o->code = rc;
     }
     if (rf & CF__PR_SPILL) {
