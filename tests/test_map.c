@@ -1,8 +1,8 @@
 /* cf_map: input order, per-item errors inside chunks, one deadline that
  * cancels the rest, the bounded window, early free, bad input (SEMANTICS
  * 23-26). Runs against the thread pool, directly (pointer mode) and through
- * a wrapping executor that forwards to it with copy_map_items set (copy
- * mode, as the process pool uses) and watches every chunk submission. */
+ * a wrapping executor that forwards to it without CF__EXEC_SHARED_MEMORY
+ * (copy mode, as the process pool uses) and watches every chunk submission. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -28,6 +28,7 @@
 struct wrap_ex {
     struct cf_executor base; /* first: cf_map sees a cf_executor */
     cf_executor *inner;
+    size_t default_window;     /* what its default_window op answers */
     /* Window check, done at each submit (in the consumer's thread, since
      * cf_map submits from cf_map and cf_map_next only): the chunk being
      * submitted must be fewer than `window` chunks ahead of the consumer. */
@@ -61,17 +62,22 @@ static int wrap_workers(const cf_executor *ex)
     return w->inner->ops->workers(w->inner);
 }
 
+static size_t wrap_default_window(const cf_executor *ex)
+{
+    return ((const struct wrap_ex *)ex)->default_window;
+}
+
 static const struct cf__executor_ops wrap_ops = {
-    .kind = "test-wrap",
     .submit = wrap_submit,
     .workers = wrap_workers,
+    .default_window = wrap_default_window,
 };
 
 static void wrap_init(struct wrap_ex *w, cf_executor *inner, bool copy)
 {
     memset(w, 0, sizeof *w);
     w->base.ops = &wrap_ops;
-    w->base.copy_map_items = copy;
+    w->base.caps = copy ? 0 : CF__EXEC_SHARED_MEMORY;
     w->inner = inner;
 }
 
@@ -288,7 +294,7 @@ static void check_window(cf_executor *inner, size_t n, size_t chunk, size_t wind
 {
     struct wrap_ex w;
     wrap_init(&w, inner, copy);
-    w.base.map_window = ex_window;
+    w.default_window = ex_window;
     size_t consumed = 0;
     size_t effective = window ? window : ex_window ? ex_window : 4 * (size_t)cf_executor_workers(inner);
     w.consumed = &consumed;
@@ -590,7 +596,6 @@ static int fake_workers(const cf_executor *ex)
 }
 
 static const struct cf__executor_ops fake_ops = {
-    .kind = "test-fake",
     .submit = fake_submit_impl,
     .workers = fake_workers,
 };
@@ -604,7 +609,7 @@ static void put32(unsigned char *p, uint32_t v)
  * reported CF_EBROKEN. */
 static int broken_items(const unsigned char *bytes, size_t len)
 {
-    struct cf_executor fake = { .ops = &fake_ops };
+    struct cf_executor fake = { .ops = &fake_ops, .caps = CF__EXEC_SHARED_MEMORY };
     g_fake = bytes;
     g_fake_len = len;
     int64_t xs[3] = { 1, 2, 3 };

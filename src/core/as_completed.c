@@ -81,8 +81,6 @@ struct cf_as_completed {
 _Static_assert(offsetof(struct cf_as_completed, done_stack) + sizeof(void *) <= 48,
                "the completers' words within the first 48 bytes");
 
-#define CF__CONTAINER_OF(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
-
 static void as_unref(cf_as_completed *it)
 {
     /* release: our accesses to it happen before its destruction. */
