@@ -432,6 +432,52 @@ static const struct cf__executor_ops thread_pool_ops = {
 
 /* ---- construction ---- */
 
+/* Which worker is pinned to which OS CPU (the first, if several): the
+ * wake policy's cpu_worker map (wake.c). */
+static int map_cpus(struct cf__pool *p)
+{
+    int max_cpu = -1;
+    for (int i = 0; i < p->n; i++)
+        if (p->place.w[i].cpu > max_cpu)
+            max_cpu = p->place.w[i].cpu;
+    if (max_cpu < 0)
+        return 0;
+    p->cpu_worker = cf__alloc(sizeof(int) * (size_t)(max_cpu + 1));
+    if (!p->cpu_worker)
+        return CF_ENOMEM;
+    p->n_cpu_worker = max_cpu + 1;
+    for (int c = 0; c <= max_cpu; c++)
+        p->cpu_worker[c] = -1;
+    for (int i = p->n - 1; i >= 0; i--)
+        if (p->place.w[i].cpu >= 0)
+            p->cpu_worker[p->place.w[i].cpu] = i;
+    return 0;
+}
+
+/* Each worker's record: placement, victim-choice seed, parking slot,
+ * deque (on its NUMA node). */
+static int workers_init(struct cf__pool *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        struct cf__worker *w = &p->w[i];
+        const struct cf__worker_place *pl = &p->place.w[i];
+        w->pool = p;
+        w->id = i;
+        w->slot = pl->node_slot >= 0 && pl->node_slot < p->n_inj ? pl->node_slot : 0;
+        w->cpu = pl->cpu;
+        w->numa_node = pl->numa_node;
+        w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+        cf__ec_slot_init(&w->park);
+        if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
+            for (int j = 0; j < i; j++)
+                cf__deque_destroy(&p->w[j].dq);
+            p->n = 0; /* nothing more to destroy */
+            return CF_ENOMEM;
+        }
+    }
+    return 0;
+}
+
 static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
 {
     cf__config_load(&p->cfg);
@@ -471,40 +517,10 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
     if (!p->w)
         return CF_ENOMEM;
-    /* Which worker is pinned to which OS CPU (the first, if several). */
-    int max_cpu = -1;
-    for (int i = 0; i < p->n; i++)
-        if (p->place.w[i].cpu > max_cpu)
-            max_cpu = p->place.w[i].cpu;
-    if (max_cpu >= 0) {
-        p->cpu_worker = cf__alloc(sizeof(int) * (size_t)(max_cpu + 1));
-        if (!p->cpu_worker)
-            return CF_ENOMEM;
-        p->n_cpu_worker = max_cpu + 1;
-        for (int c = 0; c <= max_cpu; c++)
-            p->cpu_worker[c] = -1;
-        for (int i = p->n - 1; i >= 0; i--)
-            if (p->place.w[i].cpu >= 0)
-                p->cpu_worker[p->place.w[i].cpu] = i;
-    }
-    for (int i = 0; i < p->n; i++) {
-        struct cf__worker *w = &p->w[i];
-        const struct cf__worker_place *pl = &p->place.w[i];
-        w->pool = p;
-        w->id = i;
-        w->slot = pl->node_slot >= 0 && pl->node_slot < p->n_inj ? pl->node_slot : 0;
-        w->cpu = pl->cpu;
-        w->numa_node = pl->numa_node;
-        w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
-        cf__ec_slot_init(&w->park);
-        if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
-            for (int j = 0; j < i; j++)
-                cf__deque_destroy(&p->w[j].dq);
-            p->n = 0; /* nothing more to destroy */
-            return CF_ENOMEM;
-        }
-    }
-    return 0;
+    rc = map_cpus(p);
+    if (rc)
+        return rc;
+    return workers_init(p);
 }
 
 /* Worker threads: the process's default stack, but at least
