@@ -3,7 +3,8 @@
  * records in task.c; the objects in thread_pool.h. With worker.c this file
  * shares one edge each way, documented: it creates the worker threads
  * (cf__worker_main) and a worker reports its exit here
- * (cf__pool_worker_exit, which may free the pool).
+ * (cf__pool_worker_exit, which may free the pool). Fork detection is in
+ * fork.c.
  *
  * Contract
  * - A future is the task record: one record per submit, refs = 2 (the
@@ -71,22 +72,6 @@ static void *alloc_lines(size_t size, void **raw)
         return NULL;
     uintptr_t a = ((uintptr_t)*raw + CF__CACHE_LINE - 1) & ~(uintptr_t)(CF__CACHE_LINE - 1);
     return (void *)a;
-}
-
-/* ---- fork ---- */
-
-_Atomic unsigned cf__tp_proc_gen;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void atfork_child(void)
-{
-    /* Relaxed: the child has one thread when this runs. */
-    atomic_fetch_add_explicit(&cf__tp_proc_gen, 1, memory_order_relaxed);
-}
-
-static void atfork_register(void)
-{
-    pthread_atfork(NULL, NULL, atfork_child);
 }
 
 /* ---- submit ---- */
@@ -540,7 +525,7 @@ static int worker_attr(pthread_attr_t *attr)
 
 CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err)
 {
-    pthread_once(&atfork_once, atfork_register);
+    cf__pool_fork_watch();
     void *raw;
     struct cf__pool *p = alloc_lines(sizeof *p, &raw);
     if (!p) {

@@ -1,7 +1,7 @@
 /* The work-stealing thread pool's internal objects. The files: thread_pool.c
  * (the executor ops and the pool's life), worker.c (what a worker thread
  * does), wake.c (whom to wake), task.c (the pool's task records and their
- * hook for an outside thread about to block). Calls go thread_pool.c ->
+ * hook for an outside thread about to block), fork.c (fork detection). Calls go thread_pool.c ->
  * task.c, worker.c -> task.c, all three -> wake.c; thread_pool.c and
  * worker.c meet only at a worker's creation and exit (below).
  *
@@ -141,11 +141,12 @@ _Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE
 #define CF__TLS_IE __attribute__((tls_model("initial-exec")))
 extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
 
-/* Fork detection: bumped in the child of every fork() (a pthread_atfork
- * handler, thread_pool.c). A pool made under another value is the parent's:
+/* Fork detection (fork.c): bumped in the child of every fork() (a
+ * pthread_atfork handler that cf__pool_fork_watch installs once). A pool made under another value is the parent's:
  * in a child it has no worker threads, and every call that would need them
  * is refused. */
 extern _Atomic unsigned cf__tp_proc_gen;
+void cf__pool_fork_watch(void); /* before reading the generation for a new pool */
 static inline bool cf__pool_foreign(const struct cf__pool *p)
 {
     /* Relaxed: written only by the single thread of a fresh child. */
