@@ -1,9 +1,12 @@
 /* The work-stealing thread pool's internal objects. The files: thread_pool.c
  * (the executor ops and the pool's life), worker.c (what a worker thread
  * does), wake.c (whom to wake), task.c (the pool's task records and their
- * hook for an outside thread about to block), fork.c (fork detection). Calls go thread_pool.c ->
- * task.c, worker.c -> task.c, all three -> wake.c; thread_pool.c and
- * worker.c meet only at a worker's creation and exit (below).
+ * hook for an outside thread about to block), fork.c (fork detection).
+ * Calls go thread_pool.c -> task.c, worker.c -> task.c, all three ->
+ * wake.c and fork.c; thread_pool.c and worker.c meet only at a worker's
+ * creation (cf__worker_main, and cf__tls_worker, which worker.c sets in
+ * its threads and the pool reads to recognise one of its own workers) and
+ * its exit (cf__pool_worker_exit): the one documented circle.
  *
  * Who touches what
  * - struct cf__worker: `dq` (see deque.h for its own layout); the line with
