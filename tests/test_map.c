@@ -837,6 +837,72 @@ static void test_consumer_helps(void **state)
     cf_executor_free(ex);
 }
 
+/* Helping is the executor's to allow (CF__EXEC_CALLER_MAY_RUN through
+ * ops->run_here), not tied to any one executor: a wrapping executor that
+ * grants it gets its chunks run by the consumer even while the only worker
+ * of the pool underneath is held busy; one that does not grant it is never
+ * asked. */
+static atomic_int g_run_here_calls;
+static atomic_bool g_gate_open, g_gate_entered;
+
+static bool wrap_run_here(cf_executor *ex, cf_future *f)
+{
+    struct wrap_ex *w = (struct wrap_ex *)ex;
+    atomic_fetch_add_explicit(&g_run_here_calls, 1, memory_order_relaxed);
+    return w->inner->ops->run_here(w->inner, f);
+}
+
+static const struct cf__executor_ops wrap_help_ops = {
+    .submit = wrap_submit,
+    .workers = wrap_workers,
+    .run_here = wrap_run_here,
+};
+
+static int hold_worker(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg;
+    (void)len;
+    /* release/acquire: pair with the test's loads and store of the gate. */
+    atomic_store_explicit(&g_gate_entered, true, memory_order_release);
+    while (!atomic_load_explicit(&g_gate_open, memory_order_acquire)) sched_yield();
+    return cf_out_i64(out, 0);
+}
+
+static void test_helping_follows_the_capability(void **state)
+{
+    (void)state;
+    cf_executor *inner = pool(1);
+    struct wrap_ex w;
+    wrap_init(&w, inner, false);
+    w.base.ops = &wrap_help_ops;
+
+    /* Not granted: run_here is there but never called. */
+    atomic_store_explicit(&g_run_here_calls, 0, memory_order_relaxed);
+    assert_int_equal(map_counted(&w.base, counted_square, &(cf_map_opts){ .chunksize = 7 }), 0);
+    assert_int_equal(atomic_load_explicit(&g_run_here_calls, memory_order_relaxed), 0);
+    wrap_release(&w);
+
+    /* Granted, with the pool's only worker held: the consumer runs every
+     * chunk itself, or the map would never end. */
+    wrap_init(&w, inner, false);
+    w.base.ops = &wrap_help_ops;
+    w.base.caps = CF__EXEC_SHARED_MEMORY | CF__EXEC_CALLER_MAY_RUN;
+    atomic_store_explicit(&g_gate_open, false, memory_order_relaxed);
+    atomic_store_explicit(&g_gate_entered, false, memory_order_relaxed);
+    cf_future *held;
+    assert_int_equal(cf_submit(inner, hold_worker, NULL, 0, &held), 0);
+    while (!atomic_load_explicit(&g_gate_entered, memory_order_acquire)) sched_yield();
+    atomic_store_explicit(&g_run_here_calls, 0, memory_order_relaxed);
+    int on_consumer = map_counted(&w.base, counted_square, &(cf_map_opts){ .chunksize = 1000 });
+    assert_int_equal(on_consumer, HELP_N);
+    assert_true(atomic_load_explicit(&g_run_here_calls, memory_order_relaxed) >= HELP_N / 1000);
+    atomic_store_explicit(&g_gate_open, true, memory_order_release);
+    assert_int_equal(cf_future_result(held, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(held);
+    wrap_release(&w);
+    cf_executor_free(inner);
+}
+
 /* A pipeline: the last item waits until the consumer has received item 0.
  * Workers run it without trouble; a consumer that ran it while waiting for
  * item 0 would wait for itself. The consumer asks for item 0 only once a
@@ -909,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_consumer_helps),
         cmocka_unit_test(test_consumer_helps_only_with_what_it_needs),
+        cmocka_unit_test(test_helping_follows_the_capability),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
