@@ -39,7 +39,9 @@
  * - The wait helper: only the thread that installed it.
  *
  * Adding an executor (say one over MPI) touches no other executor and no
- * file of core/ but the place that constructs it. It provides:
+ * file of core/: it lives in a folder of its own (src/mpi/, named as an
+ * executor layer in tools/check-layers), includes core/ and below, and
+ * declares its constructor in the public headers. It provides:
  * - a struct that starts with struct cf_executor, whose `ops` points to a
  *   static struct cf__executor_ops with submit, shutdown, destroy, workers
  *   and stats (terminate, default_window and run_here may be NULL), and
