@@ -251,7 +251,7 @@ static void hook_cancel(cf_future *f)
 }
 static void hook_free(cf_future *f)
 {
-    assert_int_equal((intptr_t)f->owner, 0x5eed);
+    assert_int_equal((intptr_t)cf__future_executor(f), 0x5eed);
     atomic_fetch_add(&on_free_calls, 1);
 }
 static const struct cf__future_ops hooks = { .on_cancel = hook_cancel, .on_free = hook_free };

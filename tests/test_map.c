@@ -1,8 +1,8 @@
 /* cf_map: input order, per-item errors inside chunks, one deadline that
  * cancels the rest, the bounded window, early free, bad input (SEMANTICS
  * 23-26). Runs against the thread pool, directly (pointer mode) and through
- * a wrapping executor that forwards to it with copy_map_items set (copy
- * mode, as the process pool uses) and watches every chunk submission. */
+ * a wrapping executor that forwards to it without CF__EXEC_SHARED_MEMORY
+ * (copy mode, as the process pool uses) and watches every chunk submission. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -28,6 +28,7 @@
 struct wrap_ex {
     struct cf_executor base; /* first: cf_map sees a cf_executor */
     cf_executor *inner;
+    size_t default_window;     /* what its default_window op answers */
     /* Window check, done at each submit (in the consumer's thread, since
      * cf_map submits from cf_map and cf_map_next only): the chunk being
      * submitted must be fewer than `window` chunks ahead of the consumer. */
@@ -61,17 +62,22 @@ static int wrap_workers(const cf_executor *ex)
     return w->inner->ops->workers(w->inner);
 }
 
+static size_t wrap_default_window(const cf_executor *ex)
+{
+    return ((const struct wrap_ex *)ex)->default_window;
+}
+
 static const struct cf__executor_ops wrap_ops = {
-    .kind = "test-wrap",
     .submit = wrap_submit,
     .workers = wrap_workers,
+    .default_window = wrap_default_window,
 };
 
 static void wrap_init(struct wrap_ex *w, cf_executor *inner, bool copy)
 {
     memset(w, 0, sizeof *w);
     w->base.ops = &wrap_ops;
-    w->base.copy_map_items = copy;
+    w->base.caps = copy ? 0 : CF__EXEC_SHARED_MEMORY;
     w->inner = inner;
 }
 
@@ -288,7 +294,7 @@ static void check_window(cf_executor *inner, size_t n, size_t chunk, size_t wind
 {
     struct wrap_ex w;
     wrap_init(&w, inner, copy);
-    w.base.map_window = ex_window;
+    w.default_window = ex_window;
     size_t consumed = 0;
     size_t effective = window ? window : ex_window ? ex_window : 4 * (size_t)cf_executor_workers(inner);
     w.consumed = &consumed;
@@ -590,7 +596,6 @@ static int fake_workers(const cf_executor *ex)
 }
 
 static const struct cf__executor_ops fake_ops = {
-    .kind = "test-fake",
     .submit = fake_submit_impl,
     .workers = fake_workers,
 };
@@ -604,7 +609,7 @@ static void put32(unsigned char *p, uint32_t v)
  * reported CF_EBROKEN. */
 static int broken_items(const unsigned char *bytes, size_t len)
 {
-    struct cf_executor fake = { .ops = &fake_ops };
+    struct cf_executor fake = { .ops = &fake_ops, .caps = CF__EXEC_SHARED_MEMORY };
     g_fake = bytes;
     g_fake_len = len;
     int64_t xs[3] = { 1, 2, 3 };
@@ -832,6 +837,72 @@ static void test_consumer_helps(void **state)
     cf_executor_free(ex);
 }
 
+/* Helping is the executor's to allow (CF__EXEC_CALLER_MAY_RUN through
+ * ops->run_here), not tied to any one executor: a wrapping executor that
+ * grants it gets its chunks run by the consumer even while the only worker
+ * of the pool underneath is held busy; one that does not grant it is never
+ * asked. */
+static atomic_int g_run_here_calls;
+static atomic_bool g_gate_open, g_gate_entered;
+
+static bool wrap_run_here(cf_executor *ex, cf_future *f)
+{
+    struct wrap_ex *w = (struct wrap_ex *)ex;
+    atomic_fetch_add_explicit(&g_run_here_calls, 1, memory_order_relaxed);
+    return w->inner->ops->run_here(w->inner, f);
+}
+
+static const struct cf__executor_ops wrap_help_ops = {
+    .submit = wrap_submit,
+    .workers = wrap_workers,
+    .run_here = wrap_run_here,
+};
+
+static int hold_worker(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg;
+    (void)len;
+    /* release/acquire: pair with the test's loads and store of the gate. */
+    atomic_store_explicit(&g_gate_entered, true, memory_order_release);
+    while (!atomic_load_explicit(&g_gate_open, memory_order_acquire)) sched_yield();
+    return cf_out_i64(out, 0);
+}
+
+static void test_helping_follows_the_capability(void **state)
+{
+    (void)state;
+    cf_executor *inner = pool(1);
+    struct wrap_ex w;
+    wrap_init(&w, inner, false);
+    w.base.ops = &wrap_help_ops;
+
+    /* Not granted: run_here is there but never called. */
+    atomic_store_explicit(&g_run_here_calls, 0, memory_order_relaxed);
+    assert_int_equal(map_counted(&w.base, counted_square, &(cf_map_opts){ .chunksize = 7 }), 0);
+    assert_int_equal(atomic_load_explicit(&g_run_here_calls, memory_order_relaxed), 0);
+    wrap_release(&w);
+
+    /* Granted, with the pool's only worker held: the consumer runs every
+     * chunk itself, or the map would never end. */
+    wrap_init(&w, inner, false);
+    w.base.ops = &wrap_help_ops;
+    w.base.caps = CF__EXEC_SHARED_MEMORY | CF__EXEC_CALLER_MAY_RUN;
+    atomic_store_explicit(&g_gate_open, false, memory_order_relaxed);
+    atomic_store_explicit(&g_gate_entered, false, memory_order_relaxed);
+    cf_future *held;
+    assert_int_equal(cf_submit(inner, hold_worker, NULL, 0, &held), 0);
+    while (!atomic_load_explicit(&g_gate_entered, memory_order_acquire)) sched_yield();
+    atomic_store_explicit(&g_run_here_calls, 0, memory_order_relaxed);
+    int on_consumer = map_counted(&w.base, counted_square, &(cf_map_opts){ .chunksize = 1000 });
+    assert_int_equal(on_consumer, HELP_N);
+    assert_true(atomic_load_explicit(&g_run_here_calls, memory_order_relaxed) >= HELP_N / 1000);
+    atomic_store_explicit(&g_gate_open, true, memory_order_release);
+    assert_int_equal(cf_future_result(held, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(held);
+    wrap_release(&w);
+    cf_executor_free(inner);
+}
+
 /* A pipeline: the last item waits until the consumer has received item 0.
  * Workers run it without trouble; a consumer that ran it while waiting for
  * item 0 would wait for itself. The consumer asks for item 0 only once a
@@ -904,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_consumer_helps),
         cmocka_unit_test(test_consumer_helps_only_with_what_it_needs),
+        cmocka_unit_test(test_helping_follows_the_capability),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

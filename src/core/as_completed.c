@@ -81,8 +81,6 @@ struct cf_as_completed {
 _Static_assert(offsetof(struct cf_as_completed, done_stack) + sizeof(void *) <= 48,
                "the completers' words within the first 48 bytes");
 
-#define CF__CONTAINER_OF(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
-
 static void as_unref(cf_as_completed *it)
 {
     /* release: our accesses to it happen before its destruction. */
@@ -140,6 +138,58 @@ static bool as_drain(cf_as_completed *it)
     return true;
 }
 
+/* Fill in a fresh iterator over the u distinct futures uniq[] (each
+ * retained here), not yet registered anywhere. */
+static void as_init(cf_as_completed *it, cf_future **uniq, size_t u, cf_future **ready, size_t bytes,
+                    cf__deadline deadline)
+{
+    it->w.notify = as_notify;
+    atomic_init(&it->refs, 1);
+    atomic_init(&it->word, 0);
+    atomic_init(&it->done_stack, NULL);
+    atomic_init(&it->trigger, NULL);
+    it->deadline = deadline;
+    it->n = u;
+    it->yielded = 0;
+    it->head = it->tail = 0;
+    it->ready = ready;
+    it->bytes = bytes;
+    for (size_t i = 0; i < u; i++) {
+        struct cf__waiter_node *node = &it->nodes[i];
+        node->waiter = &it->w;
+        node->future = cf_future_retain(uniq[i]);
+        node->index = 0;
+    }
+}
+
+/* The done ones first (index 2: in ready[]), then register on the others
+ * (index 1: linked). */
+static void as_register(cf_as_completed *it)
+{
+    for (size_t i = 0; i < it->n; i++) {
+        if (cf_future_done(it->nodes[i].future)) {
+            it->ready[it->tail++] = it->nodes[i].future;
+            it->nodes[i].index = 2;
+        }
+    }
+    for (size_t i = 0; i < it->n; i++) {
+        struct cf__waiter_node *node = &it->nodes[i];
+        if (node->index) continue;
+        /* relaxed: taken before the node is published by the list
+         * unlock's release, so a notify's decrement is ordered after it. */
+        atomic_fetch_add_explicit(&it->refs, 1, memory_order_relaxed);
+        if (cf__waiter_node_add(node->future, node)) {
+            node->index = 1;
+        } else {
+            /* Done meanwhile: no notify will come. relaxed: not the last
+             * reference (ours is dropped with release by as_unref). */
+            atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
+            it->ready[it->tail++] = node->future;
+            node->index = 2;
+        }
+    }
+}
+
 int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_completed **out)
 {
     if (!out || (!fs && n) || isnan(timeout)) return CF_EINVAL;
@@ -164,57 +214,73 @@ int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_complete
         cf__free(it, bytes);
         return CF_ENOMEM;
     }
-    it->w.notify = as_notify;
-    atomic_init(&it->refs, 1);
-    atomic_init(&it->word, 0);
-    atomic_init(&it->done_stack, NULL);
-    atomic_init(&it->trigger, NULL);
-    it->deadline = deadline;
-    it->n = u;
-    it->yielded = 0;
-    it->head = it->tail = 0;
-    it->ready = ready;
-    it->bytes = bytes;
-    for (size_t i = 0; i < u; i++) {
-        struct cf__waiter_node *node = &it->nodes[i];
-        node->waiter = &it->w;
-        node->future = cf_future_retain(uniq[i]);
-        node->index = 0;
-    }
+    as_init(it, uniq, u, ready, bytes, deadline);
     if (uniq != stack_uniq) cf__free(uniq, n * sizeof *uniq);
 
-    /* The done ones first (index 2: in ready[]), then register on the
-     * others (index 1: linked). */
-    for (size_t i = 0; i < u; i++) {
-        if (cf_future_done(it->nodes[i].future)) {
-            ready[it->tail++] = it->nodes[i].future;
-            it->nodes[i].index = 2;
-        }
-    }
-    for (size_t i = 0; i < u; i++) {
-        struct cf__waiter_node *node = &it->nodes[i];
-        if (node->index) continue;
-        /* relaxed: taken before the node is published by the list
-         * unlock's release, so a notify's decrement is ordered after it. */
-        atomic_fetch_add_explicit(&it->refs, 1, memory_order_relaxed);
-        if (cf__waiter_node_add(node->future, node)) {
-            node->index = 1;
-        } else {
-            /* Done meanwhile: no notify will come. relaxed: not the last
-             * reference (ours is dropped with release by as_unref). */
-            atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
-            ready[it->tail++] = node->future;
-            node->index = 2;
-        }
-    }
+    as_register(it);
     *out = it;
+    return 0;
+}
+
+/* A bounded spin before the first sleep: true if a completion arrived. */
+static bool as_spin(cf_as_completed *it)
+{
+    long spin = cf__wait_spin_ns();
+    int64_t end = cf__now_ns() + (spin > 0 ? spin : 0);
+    if (end > it->deadline) end = it->deadline;
+    while (cf__now_ns() < end) {
+        for (int i = 0; i < 64; i++) {
+            cf__cpu_relax();
+            /* relaxed peek; as_drain's exchange does the ordering. */
+            if (atomic_load_explicit(&it->done_stack, memory_order_relaxed)) return true;
+        }
+    }
+    return false;
+}
+
+/* A thread with a wait helper (a pool worker): publish the trigger t, then
+ * help until a producer completes it or the deadline passes. CF_ETIMEDOUT,
+ * or 0: look again. */
+static int as_wait_helping(cf_as_completed *it, cf__wait_helper_fn *help, cf_future *t)
+{
+    int rc = 0;
+    /* release: published before the word says 3 (see as_notify). */
+    atomic_store_explicit(&it->trigger, cf_future_retain(t), memory_order_release);
+    uint32_t z = 0;
+    /* seq_cst: the same pattern as as_wait_sleeping. */
+    if (atomic_compare_exchange_strong_explicit(&it->word, &z, 3, memory_order_seq_cst,
+                                                memory_order_seq_cst))
+        rc = help(cf__tls_wait_helper_ctx, t, it->deadline);
+    /* Take the slot back unless a producer took it (acq_rel: pairs with
+     * the producer's exchange). */
+    cf_future *back = atomic_exchange_explicit(&it->trigger, NULL, memory_order_acq_rel);
+    cf_future_release(back);
+    cf_future_release(t);
+    /* (A producer that saw 3 pushed its node before, so the drain finds it
+     * even if the trigger fired at the deadline.) */
+    if (rc == CF_ETIMEDOUT && !as_drain(it)) return CF_ETIMEDOUT;
+    return 0;
+}
+
+/* Sleep on the word until a producer signals or the deadline passes.
+ * CF_ETIMEDOUT, or 0: look again. */
+static int as_wait_sleeping(cf_as_completed *it)
+{
+    uint32_t z = 0;
+    /* seq_cst: part of the pattern in the contract; a failure means a
+     * producer stored 1 after our clear, so its node is there: loop. */
+    if (!atomic_compare_exchange_strong_explicit(&it->word, &z, 2, memory_order_seq_cst,
+                                                 memory_order_seq_cst))
+        return 0;
+    if (cf__futex_wait(&it->word, 2, it->deadline, false) == CF_ETIMEDOUT && !as_drain(it))
+        return CF_ETIMEDOUT;
     return 0;
 }
 
 int cf_as_completed_next(cf_as_completed *it, cf_future **f)
 {
     if (!it || !f) return CF_EINVAL;
-    long spin = -1;
+    bool spun = false;
     for (;;) {
         if (it->head < it->tail) {
             *f = it->ready[it->head++];
@@ -225,56 +291,17 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         }
         if (it->yielded == it->n) return CF_END;
         if (as_drain(it)) continue;
-
-        if (spin < 0 && !cf__tls_wait_helper) { /* a bounded spin before the first sleep */
-            spin = cf__wait_spin_ns();
-            int64_t end = cf__now_ns() + (spin > 0 ? spin : 0);
-            if (end > it->deadline) end = it->deadline;
-            bool got = false;
-            while (!got && cf__now_ns() < end) {
-                for (int i = 0; i < 64; i++) {
-                    cf__cpu_relax();
-                    /* relaxed peek; as_drain's exchange does the ordering. */
-                    if (atomic_load_explicit(&it->done_stack, memory_order_relaxed)) {
-                        got = true;
-                        break;
-                    }
-                }
-            }
-            if (got) continue;
+        if (!spun && !cf__tls_wait_helper) { /* a bounded spin before the first sleep */
+            spun = true;
+            if (as_spin(it)) continue;
         }
         /* Clear the signal, then re-check (seq_cst: see the contract). */
         atomic_exchange_explicit(&it->word, 0, memory_order_seq_cst);
         if (as_drain(it)) continue;
         cf__wait_helper_fn *help = cf__tls_wait_helper;
         cf_future *t = help ? cf_future_new() : NULL; /* NULL: sleep instead */
-        if (t) {
-            int rc = 0;
-            /* release: published before the word says 3 (see as_notify). */
-            atomic_store_explicit(&it->trigger, cf_future_retain(t), memory_order_release);
-            uint32_t z = 0;
-            /* seq_cst: the same pattern as the sleeping path below. */
-            if (atomic_compare_exchange_strong_explicit(&it->word, &z, 3, memory_order_seq_cst,
-                                                        memory_order_seq_cst))
-                rc = help(cf__tls_wait_helper_ctx, t, it->deadline);
-            /* Take the slot back unless a producer took it (acq_rel: pairs
-             * with the producer's exchange). */
-            cf_future *back = atomic_exchange_explicit(&it->trigger, NULL, memory_order_acq_rel);
-            cf_future_release(back);
-            cf_future_release(t);
-            /* (A producer that saw 3 pushed its node before, so the drain
-             * finds it even if the trigger fired at the deadline.) */
-            if (rc == CF_ETIMEDOUT && !as_drain(it)) return CF_ETIMEDOUT;
-            continue;
-        }
-        uint32_t z = 0;
-        /* seq_cst: part of the same pattern; a failure means a producer
-         * stored 1 after our clear, so its node is there: loop. */
-        if (!atomic_compare_exchange_strong_explicit(&it->word, &z, 2, memory_order_seq_cst,
-                                                     memory_order_seq_cst))
-            continue;
-        if (cf__futex_wait(&it->word, 2, it->deadline, false) == CF_ETIMEDOUT && !as_drain(it))
-            return CF_ETIMEDOUT;
+        int rc = t ? as_wait_helping(it, help, t) : as_wait_sleeping(it);
+        if (rc == CF_ETIMEDOUT) return rc;
     }
 }
 

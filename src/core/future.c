@@ -72,8 +72,6 @@ _Static_assert(offsetof(struct cf_future, listeners) < 64, "hot fields in the fi
 _Static_assert(CF__INLINE_RES >= sizeof(int64_t) && CF__INLINE_RES >= sizeof(void *),
                "scalar results must fit inline");
 
-#define CF__CONTAINER_OF(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
-
 
 static inline uint32_t load_state(const cf_future *f, memory_order mo)
 {
@@ -258,9 +256,9 @@ static void take_out(cf_future *f, int code, struct cf_out *o)
 /* A per-thread cache of free records (pool workers turn it on): fork-join
  * allocates and frees a record per task, nearly always on the same worker,
  * so the hot path makes no allocator call and reuses lines already in
- * cache. A LIFO list linked through `owner`, owned by one thread, bounded;
- * a record freed by another thread joins that thread's cache (or goes back
- * to the allocator): records are interchangeable. Under ASan a cached
+ * cache. A LIFO list linked through `owner.next_free`, owned by one
+ * thread, bounded; a record freed by another thread joins that thread's
+ * cache (or goes back to the allocator): records are interchangeable. Under ASan a cached
  * record is poisoned, so a use after free is still reported. */
 #define REC_CACHE_MAX 256
 
@@ -291,7 +289,7 @@ void cf__future_cache_drain(void)
     while (tls_rc.head) {
         cf_future *f = tls_rc.head;
         REC_UNPOISON(f);
-        tls_rc.head = f->owner;
+        tls_rc.head = f->owner.next_free;
         cf__free(f, sizeof *f);
     }
     tls_rc.n = 0;
@@ -302,7 +300,7 @@ static inline cf_future *rec_alloc(void)
     cf_future *f = tls_rc.head;
     if (f) {
         REC_UNPOISON(f);
-        tls_rc.head = f->owner;
+        tls_rc.head = f->owner.next_free;
         tls_rc.n--;
         return f;
     }
@@ -312,7 +310,7 @@ static inline cf_future *rec_alloc(void)
 static inline void rec_dealloc(cf_future *f)
 {
     if (tls_rc.on && tls_rc.n < REC_CACHE_MAX) {
-        f->owner = tls_rc.head;
+        f->owner.next_free = tls_rc.head;
         tls_rc.head = f;
         tls_rc.n++;
         REC_POISON(f);
@@ -366,7 +364,7 @@ static cf_future *record_new(uint32_t refs, cf_task_fn *fn, const struct cf__fut
      * read (arg_len and res_len say how many). */
     f->fn = fn;
     f->ops = ops;
-    f->owner = owner;
+    f->owner.executor = owner;
     f->listeners = NULL;
     f->msg = NULL;
     f->code = 0;

@@ -37,6 +37,8 @@
 #include <urcu/wfcqueue.h>
 
 #include "cfutures.h"
+#include "core/executor.h" /* struct cf__future_ops, the wait helper */
+#include "sync/container_of.h"
 #include "sync/futex.h"
 
 enum {
@@ -58,35 +60,6 @@ enum cf__outcome { CF__OK = 0, CF__TASK_ERROR = 1, CF__BROKEN = 2 };
 #define CF__INLINE_ARG 24 /* arguments up to this size live in the record */
 #define CF__INLINE_RES 32 /* results up to this size live in the record */
 
-/* Executor hooks a future may carry (NULL for cf_future_new futures). */
-struct cf__future_ops {
-    /* Called by cf_future_cancel() after the PENDING->CANCELLED CAS
-     * succeeded, before listeners are fired: lets an executor drop its copy
-     * (e.g. the process pool marks the ring slot cancelled). May be NULL. */
-    void (*on_cancel)(cf_future *f);
-    /* Called when the last reference goes, before the record is freed, so an
-     * executor can release what `owner` points to. May be NULL. */
-    void (*on_free)(cf_future *f);
-    /* Called (once per wait) by result()/exception() in a thread about to
-     * wait for f, not done (not a pool worker with a wait helper). Returns
-     * true if the caller should sleep at once rather than spin first (e.g.
-     * the executor woke a worker on the caller's CPU, which gets the CPU
-     * only when the caller sleeps). May be NULL. */
-    bool (*on_wait)(cf_future *f);
-    /* Called by cf_future_cancel() on a PENDING future before its CAS: the
-     * executor cancels its own copy first (the process pool's ring slot,
-     * whose state word decides "started", SEMANTICS 31b) and returns false
-     * if the task has already begun there; cancel() then returns false.
-     * May be NULL. on_cancel still runs after a successful CAS. */
-    bool (*try_cancel)(cf_future *f);
-    /* Called by cf_future_running() on a future that reads PENDING: an
-     * executor whose copy of the task lives elsewhere (the process pool's
-     * ring slot) publishes RUNNING (cf__future_mark_running) if a worker
-     * has begun it there, so running() answers what that copy knows. Must
-     * be cheap (a few loads). May be NULL. */
-    void (*sync_running)(cf_future *f);
-};
-
 /* One entry of a future's listener list: a done-callback (cb != NULL,
  * cf__alloc'd by add_done_callback) or the link of a waiter node (cb ==
  * NULL, embedded in struct cf__waiter_node, owned by the waiter). */
@@ -96,12 +69,26 @@ struct cf__listener {
     void *ud;
 };
 
+/* The word a record keeps for whoever holds it, with one meaning at a
+ * time: while the record is free in a thread's cache (future.c) it links
+ * the cache; while it is a task, the executor that made it chooses one of
+ * the other two and uses it through the accessors below - the thread pool
+ * keeps a pointer to the pool, the process pool the ring position of the
+ * task's slot (written once by the submitter, read by any thread that
+ * cancels or queries the future: hence atomic). */
+union cf__future_owner {
+    void *executor;          /* cf__future_executor() */
+    _Atomic uintptr_t slot;  /* cf__future_slot_load() / _store() */
+    cf_future *next_free;    /* future.c's record cache only */
+};
+_Static_assert(sizeof(_Atomic uintptr_t) == sizeof(void *), "one word");
+
 struct cf_future {
     _Atomic uint32_t state;
     _Atomic uint32_t refs;
     cf_task_fn *fn;                    /* the task; NULL for cf_future_new */
     const struct cf__future_ops *ops;  /* executor hooks or NULL */
-    void *owner;                       /* executor-private */
+    union cf__future_owner owner;      /* one meaning at a time: see the union */
     struct cf__listener *listeners;    /* guarded by CF__LIST_LOCK, newest first */
     char *msg;                         /* error message (cf__alloc'd) or NULL */
     int32_t code;                      /* task's code, or CF_EBROKEN */
@@ -110,7 +97,10 @@ struct cf_future {
     uint8_t outcome;                   /* enum cf__outcome, valid once FINISHED */
     uint8_t arg_on_heap, res_on_heap;
     uint8_t pad_;
-    struct cds_wfcq_node qnode;        /* injection-queue link (thread pool) */
+    union {                            /* the queue the executor keeps it in */
+        struct cds_wfcq_node qnode;    /* thread pool: injection-queue link */
+        cf_future *next_queued;        /* process pool: overflow-list link */
+    };
     union {
         unsigned char bytes[CF__INLINE_ARG];
         void *heap;
@@ -135,11 +125,44 @@ struct cf_out {
 
 void cf__out_init(struct cf_out *o);
 void cf__out_dispose(struct cf_out *o); /* frees what was not taken */
+/* Ready o for the next task that runs with it (cf_map runs one per item):
+ * as cf__out_dispose, but when the task left only a small result (the usual
+ * case) nothing is freed and only the outcome fields are cleared. */
+static inline void cf__out_reset(struct cf_out *o)
+{
+    if (o->data != o->small || o->msg) {
+        cf__out_dispose(o);
+        return;
+    }
+    o->len = 0;
+    o->code = 0;
+    o->failed = 0;
+}
 
 /* A new PENDING task record with refs = 2 (the caller's and the
  * executor's) and a copy of arg. NULL on ENOMEM or arg_len > UINT32_MAX. */
 cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
                                const struct cf__future_ops *ops, void *owner);
+/* The executor pointer given to cf__future_new_task. */
+static inline void *cf__future_executor(const cf_future *f)
+{
+    return f->owner.executor;
+}
+/* An executor that keeps a position rather than a pointer (cf__future_new_task
+ * with owner NULL) stores and loads it here; the caller names the order. */
+static inline void cf__future_slot_store(cf_future *f, uintptr_t v, memory_order mo)
+{
+    atomic_store_explicit(&f->owner.slot, v, mo);
+}
+static inline uintptr_t cf__future_slot_load(const cf_future *f, memory_order mo)
+{
+    return atomic_load_explicit((_Atomic uintptr_t *)&f->owner.slot, mo);
+}
+/* The record whose injection-queue link this is. */
+static inline cf_future *cf__future_of_qnode(struct cds_wfcq_node *node)
+{
+    return CF__CONTAINER_OF(node, cf_future, qnode);
+}
 static inline const void *cf__future_arg(const cf_future *f)
 {
     return f->arg_on_heap ? f->arg.heap : f->arg.bytes;
@@ -218,13 +241,6 @@ bool cf__waiter_node_remove(cf_future *f, struct cf__waiter_node *node);
 #else
 #define CF__ACQUIRE_AFTER(counter) atomic_thread_fence(memory_order_acquire)
 #endif
-
-/* A pool worker that waits on a future runs other work meanwhile: the thread
- * pool installs this per-thread hook in its workers. It returns when f is
- * done (0) or the deadline passes (CF_ETIMEDOUT). */
-typedef int cf__wait_helper_fn(void *ctx, cf_future *f, cf__deadline deadline);
-extern _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
-extern _Thread_local void *cf__tls_wait_helper_ctx;
 
 /* The calling thread's cache of free records (future.c): a pool worker
  * enables it when it starts and drains it (back to the allocator) before

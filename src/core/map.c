@@ -5,8 +5,9 @@
  *   run at the same time. Any number of iterators may share an executor, and
  *   cf_map may be called from inside a task (nested map).
  * - Items are grouped into chunk tasks submitted through ex->ops->submit,
- *   so the same code serves the thread pool (map_job_run) and the process
- *   pool (map_chunk_run). At most `window` chunk tasks are submitted and not yet fully
+ *   so the same code serves every executor; what it does differs only by
+ *   the executor's capabilities (executor.h): pointer mode (map_job_run)
+ *   where tasks share our memory, copy mode (map_chunk_run) elsewhere. At most `window` chunk tasks are submitted and not yet fully
  *   yielded (SEMANTICS 25): chunk c + window is submitted only when the
  *   consumer asks for the item after the last one of chunk c.
  * - A chunk's result keeps every item's outcome apart, so one item's
@@ -14,17 +15,18 @@
  *   (SEMANTICS 23, 26): a packed array when every item succeeded with a
  *   result of one size (the common case, one copy per item), else one
  *   record per item (code, length, result or message).
- * - Chunk size: opts.chunksize, else the executor's, else about
- *   n / (8 x workers), capped so a chunk stays short. Window:
- *   opts.window, else ex->map_window, else 4 x workers.
+ * - Chunk size: opts.chunksize, else about n / (8 x workers), capped so a
+ *   chunk stays short. Window: opts.window, else the executor's
+ *   (ops->default_window), else 4 x workers.
  * - One deadline, taken at cf_map (SEMANTICS 24). When it passes while we
  *   wait for a chunk, every chunk not yet yielded is cancelled and the
  *   iterator keeps answering CF_ETIMEDOUT.
- * - The consumer helps (map_help): on a thread pool without an initializer
- *   and with no deadline, rather than sleep on the chunk it needs next
- *   while no worker has started it, it runs that chunk, claiming it with
- *   the same CAS a worker's run uses (cf__future_run), so a chunk runs
- *   once and never after a cancel.
+ * - The consumer helps (map_help): on an executor with
+ *   CF__EXEC_CALLER_MAY_RUN (a thread pool without an initializer) and
+ *   with no deadline, rather than sleep on the chunk it needs next while no
+ *   worker has started it, it runs that chunk through ops->run_here, which
+ *   claims it with the same CAS a worker's run uses, so a chunk runs once
+ *   and never after a cancel.
  * - No atomics here: the futures synchronise. A chunk's result bytes are written before its
  *   future publishes FINISHED (release) and read after cf_future_result
  *   observed it (acquire).
@@ -34,15 +36,16 @@
  * Memory. The iterator holds one reference on each submitted chunk future
  * until the consumer has moved past that chunk (result pointers handed out
  * point into the chunk's result and stay valid until the next call). In
- * pointer mode (thread pools) a chunk reads the caller's array and the
+ * pointer mode (CF__EXEC_SHARED_MEMORY: thread pools) a chunk reads the
+ * caller's array and the
  * iterator's ring slot (struct map_job), and a uniform chunk leaves its
  * results in the slot's buffer, reused by every chunk that passes through
  * the slot and freed with the iterator; so cf_map_free cancels what has not
  * started and then waits for the chunks that already run: the caller may
  * free the array when cf_map_free returns.
- * In copy mode (ex->copy_map_items: process pools, whose workers cannot see
- * the caller's array) a chunk carries its item bytes, and cf_map_free waits
- * for nothing. */
+ * In copy mode (process pools, whose workers cannot see the caller's
+ * array) a chunk carries its item bytes, and cf_map_free waits for
+ * nothing. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -51,7 +54,6 @@
 #include "core/executor.h"
 #include "sync/futex.h"
 #include "core/future.h"
-#include "thread/thread_pool.h"
 
 /* Adaptive chunking: about 8 chunks per worker, so stragglers balance, but
  * no chunk longer than this many items (or, when items are copied into the
@@ -196,6 +198,111 @@ static int map_out_adopt(cf_out *out, struct map_buf *b)
     return 0;
 }
 
+/* One chunk being run: its items, the two buffers, and the cf_out every
+ * item writes to. */
+struct map_run {
+    cf_task_fn *fn;
+    const unsigned char *items;
+    uint32_t arg_len, count;
+    struct map_buf *u, *r;
+    size_t ulen, stride; /* the uniform layout's item length, rounded */
+    bool uniform;        /* so far every item succeeded with ulen bytes */
+    struct cf_out o;
+};
+
+/* Item 0 succeeded: size the uniform buffer for the whole chunk from it.
+ * False if that does not fit one buffer (the records then report it). */
+static bool map_uniform_start(struct map_run *m)
+{
+    m->ulen = m->o.len;
+    m->stride = round8(m->ulen);
+    if (m->ulen > UINT32_MAX || (m->stride && m->count > (SIZE_MAX - 8) / m->stride) ||
+        map_buf_reserve(m->u, sizeof(struct map_rec) + m->count * m->stride) != 0)
+        return false;
+    map_put_header(m->u->data, MAP_UNIFORM, m->ulen);
+    m->u->len = sizeof(struct map_rec);
+    return true;
+}
+
+/* Append item i's outcome to the uniform buffer; false if the item breaks
+ * that layout (failed, or a result of another size). */
+static bool map_put_uniform(struct map_run *m, uint32_t i, int32_t code)
+{
+    bool ok = code == 0 && !m->o.failed;
+    if (ok && i == 0) ok = map_uniform_start(m);
+    if (!ok || m->o.len != m->ulen) return false;
+    unsigned char *at = m->u->data + m->u->len;
+    if (m->ulen == 8) {
+        memcpy(at, m->o.data, 8); /* the common case: one 8-byte move */
+    } else {
+        memcpy(at, m->o.data, m->ulen);
+        memset(at + m->ulen, 0, m->stride - m->ulen);
+    }
+    m->u->len += m->stride;
+    return true;
+}
+
+/* Append an item's outcome (its code and o) to the records buffer r. */
+static int map_put_record(struct map_buf *r, int32_t code, const struct cf_out *o)
+{
+    static const char nomem[] = "cf_map: out of memory storing the item's result";
+    static const char big[] = "cf_map: the item's result is larger than 4 GiB";
+    const void *body;
+    size_t len;
+    if (code == 0 && o->failed) {
+        /* The task ignored a failed cf_out_* call: not a success. */
+        code = o->failed;
+        body = code == CF_ETOOBIG ? big : nomem;
+        len = code == CF_ETOOBIG ? sizeof big : sizeof nomem;
+    } else if (code == 0) {
+        body = o->data;
+        len = o->len;
+    } else {
+        body = o->msg;
+        len = o->msg ? strlen(o->msg) + 1 : 0;
+    }
+    int rc = map_buf_append(r, code, body, len);
+    if (rc == CF_ETOOBIG) rc = map_buf_append(r, CF_ETOOBIG, big, sizeof big);
+    return rc;
+}
+
+/* Store item i's outcome: uniform while the layout holds, from the first
+ * item that breaks it (the uniform ones copied over) as records. */
+static int map_put_item(struct map_run *m, uint32_t i, int32_t code)
+{
+    if (m->uniform) {
+        if (map_put_uniform(m, i, code)) return 0;
+        if (map_records_from_uniform(m->r, m->u, i, m->ulen) != 0) return CF_ENOMEM;
+        m->uniform = false;
+    }
+    return map_put_record(m->r, code, &m->o);
+}
+
+/* The common case in a tight loop, locals in registers: run items from i
+ * on while each succeeds with 8 bytes in o.small, straight into the
+ * uniform buffer. Returns the index of the first item that does not (its
+ * outcome left in m->o and *code, for map_put_item), or count. */
+static inline uint32_t map_run_fast8(struct map_run *m, uint32_t i, int32_t *code)
+{
+    cf_task_fn *fn = m->fn;
+    const unsigned char *items = m->items;
+    uint32_t arg_len = m->arg_len, count = m->count;
+    struct cf_out *o = &m->o;
+    unsigned char *at = m->u->data + m->u->len;
+    for (; i < count; i++) {
+        int32_t c = fn(items + (size_t)i * arg_len, arg_len, o);
+        if (__builtin_expect(c != 0 || o->len != 8 || o->data != o->small || o->failed || o->msg, 0)) {
+            *code = c;
+            break;
+        }
+        memcpy(at, o->small, 8);
+        at += 8;
+        o->len = 0;
+    }
+    m->u->len = (size_t)(at - m->u->data);
+    return i;
+}
+
 /* Run fn over `count` items. While every item succeeds with a result of
  * one size, results go to u in the MAP_UNIFORM layout (u's buffer is
  * reused if it is large enough); from the first item that breaks that,
@@ -205,106 +312,33 @@ static int map_out_adopt(cf_out *out, struct map_buf *b)
 static int map_run_items(cf_task_fn *fn, const unsigned char *items, uint32_t arg_len, uint32_t count,
                          struct map_buf *u, struct map_buf *r, bool *uniform)
 {
-    size_t ulen = 0, stride = 0;
-    struct cf_out o;
-    cf__out_init(&o);
-    *uniform = true; /* so far every item succeeded with ulen bytes */
+    struct map_run m = { .fn = fn, .items = items, .arg_len = arg_len, .count = count,
+                         .u = u, .r = r, .uniform = true };
+    cf__out_init(&m.o);
     u->len = 0;
-    int32_t code;
-    for (uint32_t i = 0; i < count; i++) {
-        code = fn(items + (size_t)i * arg_len, arg_len, &o);
-    have_item:
-        if (*uniform) {
-            bool ok = code == 0 && !o.failed;
-            if (ok && i == 0) {
-                /* One buffer for the whole chunk, sized by item 0. */
-                ulen = o.len;
-                stride = round8(ulen);
-                if (ulen <= UINT32_MAX && (!stride || count <= (SIZE_MAX - 8) / stride) &&
-                    map_buf_reserve(u, sizeof(struct map_rec) + count * stride) == 0) {
-                    map_put_header(u->data, MAP_UNIFORM, ulen);
-                    u->len = sizeof(struct map_rec);
-                } else {
-                    ok = false; /* too big for one buffer: records report it */
-                }
-            }
-            if (ok && o.len == ulen) {
-                unsigned char *at = u->data + u->len;
-                if (ulen == 8) {
-                    memcpy(at, o.data, 8); /* the common case: one 8-byte move */
-                } else {
-                    memcpy(at, o.data, ulen);
-                    memset(at + ulen, 0, stride - ulen);
-                }
-                u->len += stride;
-                goto next;
-            }
-            /* This item breaks the uniform layout: switch to records. */
-            if (map_records_from_uniform(r, u, i, ulen) != 0) goto nomem;
-            *uniform = false;
-        }
-        {
-            const void *body;
-            size_t len;
-            if (code == 0 && o.failed) {
-                /* The task ignored a failed cf_out_* call: not a success. */
-                static const char nomem[] = "cf_map: out of memory storing the item's result";
-                static const char big[] = "cf_map: the item's result is larger than 4 GiB";
-                code = o.failed;
-                body = code == CF_ETOOBIG ? big : nomem;
-                len = code == CF_ETOOBIG ? sizeof big : sizeof nomem;
-            } else if (code == 0) {
-                body = o.data;
-                len = o.len;
-            } else {
-                body = o.msg;
-                len = o.msg ? strlen(o.msg) + 1 : 0;
-            }
-            int rc = map_buf_append(r, code, body, len);
-            if (rc == CF_ETOOBIG) {
-                static const char big[] = "cf_map: the item's result is larger than 4 GiB";
-                rc = map_buf_append(r, CF_ETOOBIG, big, sizeof big);
-            }
-            if (rc != 0) goto nomem;
-        }
-    next:
-        /* Reuse o: dispose only what an item allocated (rare). */
-        if (o.data != o.small || o.msg) {
-            cf__out_dispose(&o);
+    int rc = 0;
+    uint32_t i = 0;
+    while (rc == 0 && i < count) {
+        int32_t code = 0; /* set by whichever branch runs item i */
+        if (m.uniform && m.ulen == 8) { /* ulen is set by item 0 */
+            i = map_run_fast8(&m, i, &code);
+            if (i == count) break;
         } else {
-            o.len = 0;
-            o.code = 0;
-            o.failed = 0;
+            code = fn(items + (size_t)i * arg_len, arg_len, &m.o);
         }
-        if (*uniform && ulen == 8) {
-            /* The common case in a tight loop, locals in registers: every
-             * item succeeds with 8 bytes in o.small. Anything else leaves
-             * the loop with that item's outcome for the general path. */
-            unsigned char *at = u->data + u->len;
-            for (i++; i < count; i++) {
-                code = fn(items + (size_t)i * arg_len, arg_len, &o);
-                if (__builtin_expect(code != 0 || o.len != 8 || o.data != o.small || o.failed || o.msg, 0)) {
-                    u->len = (size_t)(at - u->data);
-                    goto have_item;
-                }
-                memcpy(at, o.small, 8);
-                at += 8;
-                o.len = 0;
-            }
-            u->len = (size_t)(at - u->data);
-            break; /* every item done (and i + 1 could wrap at UINT32_MAX) */
-        }
+        rc = map_put_item(&m, i, code);
+        cf__out_reset(&m.o); /* frees only what an item allocated (rare) */
+        i++;
     }
-    cf__out_dispose(&o);
-    if (*uniform && u->len == 0) { /* no items: an empty records chunk */
+    cf__out_dispose(&m.o);
+    *uniform = m.uniform;
+    if (rc != 0) return CF_ENOMEM;
+    if (m.uniform && u->len == 0) { /* no items: an empty records chunk */
         if (map_records_from_uniform(r, u, 0, 0) != 0) return CF_ENOMEM;
-        *uniform = false;
+        m.uniform = false;
     }
+    *uniform = m.uniform;
     return 0;
-
-nomem:
-    cf__out_dispose(&o);
-    return CF_ENOMEM;
 }
 
 static int map_chunk_nomem(cf_out *out)
@@ -534,28 +568,27 @@ static void map_parse_result(cf_map_iter *it, const unsigned char *data, size_t 
 }
 
 /* May the consumer run chunks itself? Only where that is indistinguishable
- * from a worker running them: pointer mode (a process pool's tasks must run
- * in its processes), no deadline (a running chunk is never interrupted, so
- * the consumer could not keep it), and a thread pool without an initializer
- * (SEMANTICS 20: tasks may rely on what it set up in each worker; and only
- * an initializer can break a pool, which must fail queued work). */
+ * from a worker running them: the executor says so (CF__EXEC_CALLER_MAY_RUN:
+ * a thread pool without an initializer, since tasks may rely on what it set
+ * up in each worker, SEMANTICS 20, and only an initializer can break a
+ * pool, which must fail queued work), pointer mode, and no deadline (a
+ * running chunk is never interrupted, so the consumer could not keep it). */
 static bool map_may_help(const cf_executor *ex, bool copy, cf__deadline deadline)
 {
     if (copy || deadline != CF__NO_DEADLINE) return false;
-    if (!ex->ops->kind || strcmp(ex->ops->kind, "thread") != 0) return false;
-    return ((const struct cf__pool *)ex)->init == NULL;
+    return cf__exec_can(ex, CF__EXEC_CALLER_MAY_RUN) && ex->ops->run_here;
 }
 
 /* Chunk `cur` is not done: if no worker has started it, run it here rather
- * than sleep until one does. cf__future_run claims it with the CAS a
- * worker's run uses, so it runs once, and never after a cancel; the worker
- * that later takes it from its queue finds it done and only drops its
+ * than sleep until one does. run_here claims it with the CAS a worker's
+ * run uses, so it runs once, and never after a cancel; the worker that
+ * later takes it from its queue finds it done and only drops its
  * reference. Only `cur`, the chunk we would block on anyway: running a
  * later one could block the consumer on an item that waits for the
  * consumer to move on (a pipeline), which no worker would. */
 static void map_help(cf_map_iter *it)
 {
-    (void)cf__future_run(it->ring[it->cur % it->window].f);
+    (void)it->ex->ops->run_here(it->ex, it->ring[it->cur % it->window].f);
 }
 
 /* Wait for chunk `cur` and make its items current. 0 or CF_ETIMEDOUT. */
@@ -746,6 +779,40 @@ static size_t map_adaptive_chunk(size_t n, size_t workers, size_t arg_len, bool 
     return c ? c : 1;
 }
 
+/* The window when the options give none: the executor's default, else
+ * MAP_WINDOW_PER_WORKER per worker. */
+static size_t map_default_window(const cf_executor *ex, size_t workers)
+{
+    size_t w = ex->ops->default_window ? ex->ops->default_window(ex) : 0;
+    return w ? w : MAP_WINDOW_PER_WORKER * workers;
+}
+
+/* How cf_map cuts n items: chunk size, chunk count, window. */
+struct map_geometry {
+    size_t chunk, n_chunks, window;
+};
+
+static int map_plan(const cf_executor *ex, size_t n, size_t arg_len, bool copy, const cf_map_opts *o,
+                    struct map_geometry *g)
+{
+    int w = ex->ops->workers ? ex->ops->workers(ex) : 1;
+    size_t workers = w > 0 ? (size_t)w : 1;
+    size_t chunk = o->chunksize ? o->chunksize : map_adaptive_chunk(n, workers, arg_len, copy);
+    /* A chunk's item count is a uint32, and in copy mode its argument
+     * (header + items) must fit a task argument's uint32 length. */
+    if (chunk > UINT32_MAX) chunk = UINT32_MAX;
+    if (copy && arg_len) {
+        size_t max = (UINT32_MAX - sizeof(struct map_chunk_arg)) / arg_len;
+        if (chunk > max) chunk = max ? max : 1;
+    }
+    size_t n_chunks = n / chunk + (n % chunk != 0);
+    size_t window = o->window ? o->window : map_default_window(ex, workers);
+    if (window > n_chunks) window = n_chunks ? n_chunks : 1;
+    if (window > SIZE_MAX / sizeof(struct map_slot)) return CF_ENOMEM;
+    *g = (struct map_geometry){ .chunk = chunk, .n_chunks = n_chunks, .window = window };
+    return 0;
+}
+
 int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, size_t n,
            const cf_map_opts *opts, cf_map_iter **out)
 {
@@ -759,23 +826,11 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     if (o.timeout > 0 && !isinf(o.timeout) && cf__deadline_from_timeout(o.timeout, &deadline) != 0)
         return CF_EINVAL;
 
-    int w = ex->ops->workers ? ex->ops->workers(ex) : 1;
-    size_t workers = w > 0 ? (size_t)w : 1;
-    bool copy = ex->copy_map_items;
-    size_t chunk = o.chunksize ? o.chunksize : ex->map_chunk;
-    if (!chunk) chunk = map_adaptive_chunk(n, workers, arg_len, copy);
-    /* A chunk's item count is a uint32, and in copy mode its argument
-     * (header + items) must fit a task argument's uint32 length. */
-    if (chunk > UINT32_MAX) chunk = UINT32_MAX;
-    if (copy && arg_len) {
-        size_t max = (UINT32_MAX - sizeof(struct map_chunk_arg)) / arg_len;
-        if (chunk > max) chunk = max ? max : 1;
-    }
-    size_t n_chunks = n / chunk + (n % chunk != 0);
-    size_t window = o.window ? o.window : ex->map_window;
-    if (!window) window = MAP_WINDOW_PER_WORKER * workers;
-    if (window > n_chunks) window = n_chunks ? n_chunks : 1;
-    if (window > SIZE_MAX / sizeof(struct map_slot)) return CF_ENOMEM;
+    bool copy = !cf__exec_can(ex, CF__EXEC_SHARED_MEMORY);
+    struct map_geometry g;
+    int rc = map_plan(ex, n, arg_len, copy, &o, &g);
+    if (rc != 0) return rc;
+    size_t window = g.window;
 
     cf_map_iter *it = cf__calloc(sizeof *it);
     if (!it) return CF_ENOMEM;
@@ -789,8 +844,8 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     it->args = args;
     it->arg_len = arg_len;
     it->n = n;
-    it->chunk = chunk;
-    it->n_chunks = n_chunks;
+    it->chunk = g.chunk;
+    it->n_chunks = g.n_chunks;
     it->window = window;
     it->copy = copy;
     it->help = map_may_help(ex, copy, deadline);

@@ -104,31 +104,32 @@ int cf_out_set(cf_out *o, const void *data, size_t len)
 
 /* Scalars: when no heap result is held (the usual case) this is exactly
  * what cf_out_set does - drop nothing, copy into small[], clear failed -
- * without its checks and calls. */
-#define OUT_SCALAR(o, v)                                          \
-    do {                                                          \
-        if ((o) && (o)->data == (o)->small) {                     \
-            memcpy((o)->small, &(v), sizeof(v));                  \
-            (o)->len = sizeof(v);                                 \
-            (o)->failed = 0;                                      \
-            return 0;                                             \
-        }                                                         \
-        return cf_out_set((o), &(v), sizeof(v));                  \
-    } while (0)
+ * without its checks and calls. Inline, so each caller's len is a
+ * constant and the copy one move. */
+static inline int out_scalar(cf_out *o, const void *v, size_t len)
+{
+    if (o && o->data == o->small) {
+        memcpy(o->small, v, len);
+        o->len = len;
+        o->failed = 0;
+        return 0;
+    }
+    return cf_out_set(o, v, len);
+}
 
 int cf_out_i64(cf_out *o, int64_t v)
 {
-    OUT_SCALAR(o, v);
+    return out_scalar(o, &v, sizeof v);
 }
 
 int cf_out_f64(cf_out *o, double v)
 {
-    OUT_SCALAR(o, v);
+    return out_scalar(o, &v, sizeof v);
 }
 
 int cf_out_ptr(cf_out *o, const void *p)
 {
-    OUT_SCALAR(o, p);
+    return out_scalar(o, &p, sizeof p);
 }
 
 int cf_out_error(cf_out *o, int code, const char *fmt, ...)

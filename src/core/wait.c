@@ -168,13 +168,139 @@ static void ctx_wait(struct wait_ctx *c, cf__deadline deadline)
     }
 }
 
-int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, size_t *n_done)
+/* ALL_COMPLETED: wait for each unfinished future in turn, last first
+ * (helping where the thread has a helper). Stops at the deadline. */
+static void wait_all(cf_future **uniq, size_t u, cf__deadline deadline)
+{
+    for (size_t i = u; i-- > 0;) {
+        if (cf_future_done(uniq[i])) continue;
+        cf__wait_helper_fn *help = cf__tls_wait_helper;
+        int r = help ? help(cf__tls_wait_helper_ctx, uniq[i], deadline) : 0;
+        if (r != CF_ETIMEDOUT) r = cf__future_wait_done(uniq[i], deadline);
+        if (r == CF_ETIMEDOUT) break;
+    }
+}
+
+/* A waiter object for the m futures not done at the scan, or NULL. */
+static struct wait_ctx *ctx_new(size_t m, enum cf_return_when when)
+{
+    size_t bytes = sizeof(struct wait_ctx) + m * sizeof(struct cf__waiter_node);
+    struct wait_ctx *c = cf__alloc(bytes);
+    if (!c) return NULL;
+    c->w.notify = wait_notify;
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->word, 0);
+    atomic_init(&c->events, 0);
+    c->need = m;
+    c->when = when;
+    c->bytes = bytes;
+    /* No trigger (out of memory): sleep as anybody else would. */
+    c->trigger = cf__tls_wait_helper ? cf_future_new() : NULL;
+    return c;
+}
+
+/* Register c on every future that is not done; returns how many nodes were
+ * used. Each of the futures not done at the scan (`done` were done then)
+ * yields exactly one event: its notify, a failed add, or (done between the
+ * scan and here) the `late` count at the end. */
+static size_t ctx_register(struct wait_ctx *c, cf_future **uniq, size_t u, size_t done)
+{
+    size_t k = 0, done_now = 0;
+    bool late_err = false;
+    for (size_t i = 0; i < u; i++) {
+        if (cf_future_done(uniq[i])) {
+            done_now++;
+            /* The scan saw no error among those done then, so an error
+             * here is a late one. */
+            if (c->when == CF_FIRST_EXCEPTION && has_error(uniq[i])) late_err = true;
+            continue;
+        }
+        struct cf__waiter_node *node = &c->nodes[k++];
+        node->waiter = &c->w;
+        node->future = uniq[i];
+        node->index = 0;
+        /* relaxed: the node's reference is taken before the node is
+         * published (the list unlock's release), so any notify's
+         * decrement comes after it in the counter's order. */
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+        if (cf__waiter_node_add(uniq[i], node)) {
+            node->index = 1; /* linked */
+        } else {
+            /* Done meanwhile: no notify will come. relaxed: not the
+             * last reference (we hold ours, dropped with release by
+             * ctx_unref, which orders our accesses). */
+            atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
+            ctx_events(c, 1, c->when == CF_FIRST_EXCEPTION && has_error(uniq[i]));
+        }
+        /* Already decided (FIRST_*): stop registering. relaxed: a hint;
+         * ctx_wait's acquire load reads the signal that matters. */
+        if (atomic_load_explicit(&c->word, memory_order_relaxed) == 1) break;
+        if (k == c->need) break; /* the rest were done at the scan */
+    }
+    /* relaxed: as above, only saves a redundant signal. */
+    if (atomic_load_explicit(&c->word, memory_order_relaxed) != 1 && done_now > done)
+        ctx_events(c, done_now - done, late_err);
+    return k;
+}
+
+/* Unregister the first k nodes on every way out. A done future's
+ * completer owns the node (remove would say so under the lock): skip the
+ * lock. Then drop the caller's reference. */
+static void ctx_unregister(struct wait_ctx *c, size_t k)
+{
+    for (size_t j = 0; j < k; j++) {
+        struct cf__waiter_node *node = &c->nodes[j];
+        if (node->index == 1 && !cf_future_done(node->future) &&
+            cf__waiter_node_remove(node->future, node))
+            /* relaxed: not the last reference (ours goes in ctx_unref,
+             * with release). */
+            atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
+    }
+    ctx_unref(c);
+}
+
+/* FIRST_COMPLETED / FIRST_EXCEPTION: register a waiter on the futures not
+ * done (u - done of them), sleep until signalled or the deadline. */
+static int wait_first(cf_future **uniq, size_t u, size_t done, enum cf_return_when when,
+                      cf__deadline deadline)
+{
+    struct wait_ctx *c = ctx_new(u - done, when);
+    if (!c) return CF_ENOMEM;
+    size_t k = ctx_register(c, uniq, u, done);
+    ctx_wait(c, deadline);
+    ctx_unregister(c, k);
+    return 0;
+}
+
+/* Write the partition as it stands now (each state read once) into fs:
+ * done, not done, duplicates. fs is free to overwrite: uniq and dups hold
+ * everything. Returns how many are done. */
+static size_t wait_partition(cf_future **fs, size_t n, cf_future **uniq, size_t u,
+                             cf_future *const *dups)
+{
+    size_t w = 0, nd = 0;
+    for (size_t i = 0; i < u; i++) {
+        if (cf_future_done(uniq[i])) fs[w++] = uniq[i];
+        else uniq[nd++] = uniq[i];
+    }
+    memcpy(fs + w, uniq, nd * sizeof *fs);
+    memcpy(fs + w + nd, dups, (n - u) * sizeof *fs);
+    return w;
+}
+
+static bool wait_args_ok(cf_future **fs, size_t n, enum cf_return_when when, double timeout)
 {
     if ((!fs && n) || isnan(timeout) ||
         (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION && when != CF_ALL_COMPLETED))
-        return CF_EINVAL;
+        return false;
     for (size_t i = 0; i < n; i++)
-        if (!fs[i]) return CF_EINVAL;
+        if (!fs[i]) return false;
+    return true;
+}
+
+int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, size_t *n_done)
+{
+    if (!wait_args_ok(fs, n, when, timeout)) return CF_EINVAL;
     if (n == 0) {
         if (n_done) *n_done = 0;
         return 0;
@@ -190,102 +316,18 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
     cf_future **uniq = tmp, **dups = tmp + n;
     size_t u, done;
     int rc = cf__dedup(fs, n, uniq, dups, &u);
-    if (rc) goto out;
-
-    if (satisfied(uniq, u, when, &done) || timeout == 0) {
-        /* nothing to wait for */
-    } else if (when == CF_ALL_COMPLETED) {
-        for (size_t i = u; i-- > 0;) {
-            if (cf_future_done(uniq[i])) continue;
-            cf__wait_helper_fn *help = cf__tls_wait_helper;
-            int r = help ? help(cf__tls_wait_helper_ctx, uniq[i], deadline) : 0;
-            if (r != CF_ETIMEDOUT) r = cf__future_wait_done(uniq[i], deadline);
-            if (r == CF_ETIMEDOUT) break;
-        }
-    } else {
-        size_t m = u - done;
-        size_t bytes = sizeof(struct wait_ctx) + m * sizeof(struct cf__waiter_node);
-        struct wait_ctx *c = cf__alloc(bytes);
-        if (!c) {
-            rc = CF_ENOMEM;
-            goto out;
-        }
-        c->w.notify = wait_notify;
-        atomic_init(&c->refs, 1);
-        atomic_init(&c->word, 0);
-        atomic_init(&c->events, 0);
-        c->need = m;
-        c->when = when;
-        c->bytes = bytes;
-        /* No trigger (out of memory): sleep as anybody else would. */
-        c->trigger = cf__tls_wait_helper ? cf_future_new() : NULL;
-
-        /* Register on every future that is not done. Each of the m
-         * futures not done at the scan yields exactly one event: its
-         * notify, a failed add, or (done between the scan and here) the
-         * `late` count below. */
-        size_t k = 0, done_now = 0;
-        bool late_err = false;
-        for (size_t i = 0; i < u; i++) {
-            if (cf_future_done(uniq[i])) {
-                done_now++;
-                /* The scan saw no error among those done then, so an error
-                 * here is a late one. */
-                if (when == CF_FIRST_EXCEPTION && has_error(uniq[i])) late_err = true;
-                continue;
-            }
-            struct cf__waiter_node *node = &c->nodes[k++];
-            node->waiter = &c->w;
-            node->future = uniq[i];
-            node->index = 0;
-            /* relaxed: the node's reference is taken before the node is
-             * published (the list unlock's release), so any notify's
-             * decrement comes after it in the counter's order. */
-            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-            if (cf__waiter_node_add(uniq[i], node)) {
-                node->index = 1; /* linked */
-            } else {
-                /* Done meanwhile: no notify will come. relaxed: not the
-                 * last reference (we hold ours, dropped with release by
-                 * ctx_unref, which orders our accesses). */
-                atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
-                ctx_events(c, 1, when == CF_FIRST_EXCEPTION && has_error(uniq[i]));
-            }
-            /* Already decided (FIRST_*): stop registering. relaxed: a hint;
-             * ctx_wait's acquire load reads the signal that matters. */
-            if (atomic_load_explicit(&c->word, memory_order_relaxed) == 1) break;
-            if (k == m) break; /* the rest were done at the scan */
-        }
-        /* relaxed: as above, only saves a redundant signal. */
-        if (atomic_load_explicit(&c->word, memory_order_relaxed) != 1 && done_now > done)
-            ctx_events(c, done_now - done, late_err);
-        ctx_wait(c, deadline);
-
-        /* Unregister on every way out. A done future's completer owns the
-         * node (remove would say so under the lock): skip the lock. */
-        for (size_t j = 0; j < k; j++) {
-            struct cf__waiter_node *node = &c->nodes[j];
-            if (node->index == 1 && !cf_future_done(node->future) &&
-                cf__waiter_node_remove(node->future, node))
-                /* relaxed: not the last reference (ours goes in ctx_unref,
-                 * with release). */
-                atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
-        }
-        ctx_unref(c);
+    if (rc == 0) {
+        if (satisfied(uniq, u, when, &done) || timeout == 0)
+            ; /* nothing to wait for */
+        else if (when == CF_ALL_COMPLETED)
+            wait_all(uniq, u, deadline);
+        else
+            rc = wait_first(uniq, u, done, when, deadline);
     }
-
-    /* The partition as it stands now (each state read once): done, not
-     * done, duplicates. fs is free to overwrite: tmp holds everything. */
-    size_t w = 0, nd = 0;
-    for (size_t i = 0; i < u; i++) {
-        if (cf_future_done(uniq[i])) fs[w++] = uniq[i];
-        else uniq[nd++] = uniq[i];
+    if (rc == 0) {
+        done = wait_partition(fs, n, uniq, u, dups);
+        if (n_done) *n_done = done;
     }
-    done = w;
-    memcpy(fs + w, uniq, nd * sizeof *fs);
-    memcpy(fs + w + nd, dups, (n - u) * sizeof *fs);
-    if (n_done) *n_done = done;
-out:
     if (tmp != stack_tmp) cf__free(tmp, 2 * n * sizeof *tmp);
     return rc;
 }

@@ -318,7 +318,7 @@ bool cf__pp_feed(struct cf__ppool *p)
             }
         }
         if (drop || placed >= 0) {
-            p->ov_head = (cf_future *)f->qnode.next;
+            p->ov_head = f->next_queued;
             if (!p->ov_head) p->ov_tail = NULL;
             atomic_fetch_sub_explicit(&p->ov_count, 1, memory_order_relaxed);
         }

@@ -109,7 +109,7 @@ static void fail_everything(struct coll *c, const char *msg)
         pthread_mutex_unlock(&p->ov_lock);
         if (!f) break;
         while (f) {
-            cf_future *next = (cf_future *)f->qnode.next;
+            cf_future *next = f->next_queued;
             fail_list(&f, 1, msg);
             f = next;
         }
@@ -261,7 +261,7 @@ void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock)
     atomic_store_explicit(&p->ov_count, 0, memory_order_relaxed);
     pthread_mutex_unlock(&p->ov_lock);
     while (f) {
-        cf_future *next = (cf_future *)f->qnode.next;
+        cf_future *next = f->next_queued;
         cf_future_cancel(f); /* never in a ring: the future's own CAS decides */
         cf_future_release(f);
         f = next;

@@ -70,6 +70,7 @@ struct cf__ppool {
     uint64_t arg_spill, res_spill; /* bytes per channel in each spill ring */
     uint64_t arg_max;            /* largest argument accepted */
     int max_tasks;               /* 0: unlimited */
+    size_t map_window;           /* cf_map's default window (0: its own) */
     long spin_ns;
     bool stats;
     cf_init_fn *init;
@@ -111,7 +112,7 @@ struct cf__ppool {
 
     /* Overflow: work that found every ring full, fed by the collector. */
     pthread_mutex_t ov_lock;
-    cf_future *ov_head, *ov_tail; /* linked through f->qnode.next */
+    cf_future *ov_head, *ov_tail; /* linked through f->next_queued */
 
     cf_future **scratch;         /* collector-private: depth entries */
     struct cf__pchan ch[];       /* n channels */

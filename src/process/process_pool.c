@@ -221,8 +221,9 @@ static void pp_on_free(cf_future *f)
     cf__pp_unref(pool_of_future(f));
 }
 
-/* owner encodes where the future sits in a ring: ((pos + 1) << 16) | chan;
- * 0 while it is not in a ring (overflow list). */
+/* The future's owner slot word (cf__future_slot_load/store) encodes where
+ * it sits in a ring: ((pos + 1) << 16) | chan; 0 while it is not in a ring
+ * (overflow list). */
 static inline uintptr_t owner_encode(int chan, uint64_t pos)
 {
     return ((uintptr_t)(pos + 1) << 16) | (uintptr_t)chan;
@@ -238,7 +239,7 @@ void cf__pp_on_cancel(cf_future *f)
      * state: either we see the owner and the HELD or QUEUED slot, or the
      * feeder sees CANCELLED and publishes the slot as CANCELLED itself. */
     CF__FENCE_SEQ_CST();
-    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    uintptr_t enc = cf__future_slot_load(f, memory_order_relaxed);
     if (!enc) return; /* still in the overflow list: the feeder drops it */
     int chan = (int)(enc & 0xffff);
     uint64_t pos = (uint64_t)(enc >> 16) - 1;
@@ -258,7 +259,7 @@ bool cf__pp_try_cancel(cf_future *f)
     if (foreign(p)) return true; /* a fork child's snapshot: future-level only */
     /* seq_cst fence: as in cf__pp_on_cancel, pairs with cf__pp_release_held. */
     CF__FENCE_SEQ_CST();
-    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    uintptr_t enc = cf__future_slot_load(f, memory_order_relaxed);
     if (!enc) return true;
     int chan = (int)(enc & 0xffff);
     uint64_t pos = (uint64_t)(enc >> 16) - 1;
@@ -280,7 +281,7 @@ void cf__pp_sync_running(cf_future *f)
 {
     struct cf__ppool *p = pool_of_future(f);
     if (foreign(p)) return;
-    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    uintptr_t enc = cf__future_slot_load(f, memory_order_relaxed);
     if (!enc) return; /* in the overflow list: not begun */
     int chan = (int)(enc & 0xffff);
     uint64_t pos = (uint64_t)(enc >> 16) - 1;
@@ -384,7 +385,7 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
     }
     /* Over our own copy of the bytes: the worker checks what it finds. */
     s->arg_check = cf__pp_arg_check(pos, s->fn, len, s->arg_pos, s->aflags, arg);
-    if (f) __atomic_store_n((uintptr_t *)&f->owner, owner_encode(chan, pos), __ATOMIC_RELAXED);
+    if (f) cf__future_slot_store(f, owner_encode(chan, pos), memory_order_relaxed);
     /* release: the slot's fields and inline bytes (and r, for the
      * collector: it reads them after an acquire load of this word, whose
      * later values come from the worker's RMWs in this release sequence)
@@ -401,7 +402,7 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
  * (SEMANTICS 31b for work that waited in the overflow list). */
 void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f)
 {
-    uintptr_t enc = __atomic_load_n((uintptr_t *)&f->owner, __ATOMIC_RELAXED);
+    uintptr_t enc = cf__future_slot_load(f, memory_order_relaxed);
     uint64_t pos = (uint64_t)(enc >> 16) - 1;
     struct cf__pslot *s = cf__pp_slot(p, chan, pos);
     /* seq_cst fence: pairs with pp_on_cancel's. The owner was published
@@ -512,8 +513,8 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         cf_future_release(f);
         return rc;
     }
-    f->qnode.next = NULL;
-    if (p->ov_tail) p->ov_tail->qnode.next = (struct cds_wfcq_node *)f;
+    f->next_queued = NULL;
+    if (p->ov_tail) p->ov_tail->next_queued = f;
     else p->ov_head = f;
     p->ov_tail = f;
     atomic_fetch_add_explicit(&p->ov_count, 1, memory_order_relaxed);
@@ -614,14 +615,19 @@ static int pp_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, siz
     return 0;
 }
 
+static size_t pp_default_window(const cf_executor *ex)
+{
+    return ((const struct cf__ppool *)ex)->map_window;
+}
+
 static const struct cf__executor_ops pp_ops = {
-    .kind = "process",
     .submit = pp_submit,
     .shutdown = pp_shutdown,
     .destroy = pp_destroy,
     .workers = pp_workers,
     .stats = pp_stats,
     .terminate = pp_terminate,
+    .default_window = pp_default_window,
 };
 
 /* ---- construction ---- */
@@ -740,9 +746,8 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     pthread_once(&atfork_once, atfork_register);
     p->gen = atomic_load_explicit(&proc_gen, memory_order_relaxed);
     p->base.ops = &pp_ops;
-    p->base.map_window = cfg->map_window;
-    p->base.map_chunk = 0;
-    p->base.copy_map_items = true;
+    p->base.caps = 0; /* tasks run in other processes: cf_map copies items */
+    p->map_window = cfg->map_window;
     p->fops.on_cancel = cf__pp_on_cancel;
     p->fops.try_cancel = cf__pp_try_cancel;
     p->fops.sync_running = cf__pp_sync_running;

@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CF__CACHE_LINE 64
+#include "sync/cacheline.h"
 
 struct cf__deque_array {
     int64_t mask;                       /* capacity - 1 (capacity a power of 2) */

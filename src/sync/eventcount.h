@@ -44,7 +44,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "sync/deque.h" /* CF__CACHE_LINE */
+#include "sync/cacheline.h"
 #include "sync/futex.h"
 
 /* Slot words. A notifier writes a tag >= CF__EC_NOTIFIED (the waiter

@@ -33,7 +33,7 @@
 #include <urcu/wfcqueue.h>
 #include <urcu/static/wfcqueue.h> /* the inline bodies (no call into liburcu-cds) */
 
-#include "sync/deque.h" /* CF__CACHE_LINE */
+#include "sync/cacheline.h"
 #include "sync/fence.h"
 #include "sync/futex.h" /* cf__cpu_relax */
 

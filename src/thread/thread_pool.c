@@ -1,5 +1,10 @@
 /* The work-stealing thread pool: construction, submit, shutdown, stats.
- * What a worker does is in worker.c; the objects in thread_pool.h.
+ * What a worker does is in worker.c, whom to wake in wake.c, the task
+ * records in task.c; the objects in thread_pool.h. With worker.c this file
+ * shares one edge each way, documented: it creates the worker threads
+ * (cf__worker_main) and a worker reports its exit here
+ * (cf__pool_worker_exit, which may free the pool). Fork detection is in
+ * fork.c.
  *
  * Contract
  * - A future is the task record: one record per submit, refs = 2 (the
@@ -55,6 +60,7 @@
 
 #include "sys/alloc.h"
 #include "sys/probes.h"
+#include "thread/task.h"
 #include "thread/thread_pool.h"
 
 /* ---- aligned allocation through cf__alloc ---- */
@@ -68,67 +74,6 @@ static void *alloc_lines(size_t size, void **raw)
     return (void *)a;
 }
 
-/* ---- the futures' hook: an outside thread about to block ---- */
-
-/* Hooks running right now, in any pool. pool_free waits for zero before it
- * frees: a hook reads the pool through f->owner, and the pool may be freed
- * by another thread as soon as f has started (the workers then may finish,
- * be joined and the pool freed). */
-static _Atomic int hooks_running;
-
-/* The last task this thread submitted from outside whose submit had to
- * wake a parked worker (a cold start), and whether that worker is pinned
- * to the submitter's CPU. Only such a wait does more than spin: in a hot
- * round trip the hook costs one TLS compare. */
-static CF__TLS_IE _Thread_local cf_future *tls_cold_submit;
-static CF__TLS_IE _Thread_local bool tls_cold_local;
-
-static bool tp_on_wait(cf_future *f)
-{
-    if (tls_cold_submit != f)
-        return false;
-    tls_cold_submit = NULL;
-    /* Seq_cst RMW then seq_cst load of the state: pairs with pool_free's
-     * fence and load of hooks_running. f's start (a CAS on its state)
-     * happens before the workers are joined and so before pool_free's
-     * fence; if that fence precedes our RMW in the single total order, our
-     * load sees f no longer PENDING and we leave p alone; otherwise
-     * pool_free's load sees our increment and waits for us. */
-    atomic_fetch_add_explicit(&hooks_running, 1, memory_order_seq_cst);
-    bool woke = false;
-    /* (In a fork child the parent's workers are not there to wake.) */
-    if ((atomic_load_explicit(&f->state, memory_order_seq_cst) & CF__STATE_MASK) == CF__PENDING &&
-        !cf__pool_foreign(f->owner))
-        woke = cf__pool_wake_for_waiter(f->owner, tls_cold_local);
-    /* Release: our reads of the pool happen before pool_free's acquire
-     * load that sees the count drop. */
-    atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
-    return woke;
-}
-
-static const struct cf__future_ops tp_fops = { .on_wait = tp_on_wait };
-
-bool cf__pool_owns_task(const struct cf__pool *p, const cf_future *f)
-{
-    return f->ops == &tp_fops && f->owner == p && f->fn != NULL;
-}
-
-/* ---- fork ---- */
-
-_Atomic unsigned cf__tp_proc_gen;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void atfork_child(void)
-{
-    /* Relaxed: the child has one thread when this runs. */
-    atomic_fetch_add_explicit(&cf__tp_proc_gen, 1, memory_order_relaxed);
-}
-
-static void atfork_register(void)
-{
-    pthread_atfork(NULL, NULL, atfork_child);
-}
-
 /* ---- submit ---- */
 
 static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *fn,
@@ -138,7 +83,7 @@ static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *f
      * only the outside path needs the seq_cst protocol. */
     if (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_BROKEN)
         return CF_EBROKEN;
-    cf_future *f = cf__future_new_task(fn, arg, len, &tp_fops, p);
+    cf_future *f = cf__pool_task_new(p, fn, arg, len);
     if (!f)
         return CF_ENOMEM;
     int before = cf__deque_push(&w->dq, f);
@@ -195,7 +140,7 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         return CF_EBROKEN;
     if (fl & CF__POOL_SHUTDOWN)
         return CF_ESHUTDOWN;
-    cf_future *f = cf__future_new_task(fn, arg, len, &tp_fops, p);
+    cf_future *f = cf__pool_task_new(p, fn, arg, len);
     if (!f)
         return CF_ENOMEM;
     bool was_empty = cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
@@ -217,10 +162,8 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
      * count protocol. */
     if (was_empty) {
         int woke = cf__pool_wake_if_idle(p);
-        if (woke >= 0) {
-            tls_cold_submit = f;
-            tls_cold_local = cf__pool_is_callers_cpu(p, woke);
-        }
+        if (woke >= 0)
+            cf__pool_note_cold_submit(p, f, woke);
     }
     *out = f;
     return 0;
@@ -274,6 +217,51 @@ static void join_all(struct cf__pool *p)
         pool_free(p);
 }
 
+/* Take every queued, not started task out of the pool's queues, cancel it
+ * and drop the pool's reference. Two callers: shutdown with cancel_futures
+ * (workers may be running: a worker splicing a queue holds its try-lock,
+ * and the deques are emptied by stealing, as any thief would), and
+ * pool_free after the joins, where only what submitters withdrew can be
+ * left (cancelled futures still in an injection queue; worker.c's exit
+ * rule leaves the deques empty). */
+static void cancel_queued(struct cf__pool *p)
+{
+    for (int k = 0; p->inj && k < p->n_inj; k++) {
+        struct cf__inject *q = &p->inj[k];
+        while (!cf__inject_empty(q)) {
+            if (!cf__inject_try_lock(q)) {
+                sched_yield(); /* a worker is splicing: it is quick */
+                continue;
+            }
+            struct cf__inject_batch b;
+            cf__batch_init(&b);
+            bool got = cf__inject_splice(q, &b);
+            cf__inject_unlock(q);
+            if (!got)
+                continue; /* a producer is half-way: its node is coming */
+            struct cds_wfcq_node *node;
+            while ((node = cf__batch_next(&b)) != NULL) {
+                cf_future *f = cf__future_of_qnode(node);
+                cf_future_cancel(f);
+                cf_future_release(f);
+            }
+        }
+    }
+    for (int i = 0; p->w && i < p->n; i++) {
+        struct cf__deque *d = &p->w[i].dq;
+        for (;;) {
+            void *x;
+            enum cf__steal_result r = cf__deque_steal(d, &x);
+            if (r == CF__STEAL_EMPTY)
+                break;
+            if (r == CF__STEAL_OK) {
+                cf_future_cancel(x);
+                cf_future_release(x);
+            }
+        }
+    }
+}
+
 static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     struct cf__pool *p = (struct cf__pool *)ex;
@@ -282,7 +270,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     /* Seq_cst: the shutdown half of the protocol with outside submitters. */
     atomic_fetch_or_explicit(&p->flags, CF__POOL_SHUTDOWN, memory_order_seq_cst);
     if (cancel_futures)
-        cf__pool_cancel_queued(p);
+        cancel_queued(p);
     /* Seq_cst fence: SHUTDOWN before the load of `waiters` in notify; pairs
      * with the parker's fence in cf__ec_prepare (it re-checks the flags). */
     CF__FENCE_SEQ_CST();
@@ -293,33 +281,10 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     return 0;
 }
 
-/* After the joins: drop what submitters withdrew (cancelled futures still
- * in a queue) - nothing else can be left (worker.c, exit rule). */
-static void drain_withdrawn(struct cf__pool *p)
-{
-    for (int k = 0; k < p->n_inj; k++) {
-        struct cf__inject_batch b;
-        cf__batch_init(&b);
-        if (!cf__inject_splice(&p->inj[k], &b))
-            continue;
-        struct cds_wfcq_node *node;
-        while ((node = cf__batch_next(&b)) != NULL) {
-            cf_future *f = (cf_future *)((char *)node - offsetof(struct cf_future, qnode));
-            cf_future_cancel(f);
-            cf_future_release(f);
-        }
-    }
-}
-
 static void pool_free(struct cf__pool *p)
 {
-    /* Seq_cst fence, then acquire loads: no tp_on_wait still reads this
-     * pool (the pairing is explained there). */
-    CF__FENCE_SEQ_CST();
-    while (atomic_load_explicit(&hooks_running, memory_order_acquire) != 0)
-        sched_yield();
-    if (p->inj)
-        drain_withdrawn(p);
+    cf__pool_hooks_quiesce(); /* no task hook still reads this pool (task.c) */
+    cancel_queued(p);
     if (p->w)
         for (int i = 0; i < p->n; i++)
             cf__deque_destroy(&p->w[i].dq);
@@ -423,17 +388,80 @@ static int tp_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, siz
     return 0;
 }
 
+static size_t tp_default_window(const cf_executor *ex)
+{
+    return ((const struct cf__pool *)ex)->cfg.map_window;
+}
+
+/* CF__EXEC_CALLER_MAY_RUN (set without an initializer): a cf_map consumer
+ * runs a chunk of ours that no worker has started. cf__future_run claims
+ * it with the CAS a worker's run uses; the worker that takes the record
+ * later finds it started and only drops the pool's reference. */
+static bool tp_run_here(cf_executor *ex, cf_future *f)
+{
+    if (!cf__pool_owns_task((const struct cf__pool *)ex, f))
+        return false;
+    return cf__future_run(f);
+}
+
 static const struct cf__executor_ops thread_pool_ops = {
-    .kind = "thread",
     .submit = tp_submit,
     .shutdown = tp_shutdown,
     .destroy = tp_destroy,
     .workers = tp_workers,
     .stats = tp_stats,
     .terminate = NULL,
+    .default_window = tp_default_window,
+    .run_here = tp_run_here,
 };
 
 /* ---- construction ---- */
+
+/* Which worker is pinned to which OS CPU (the first, if several): the
+ * wake policy's cpu_worker map (wake.c). */
+static int map_cpus(struct cf__pool *p)
+{
+    int max_cpu = -1;
+    for (int i = 0; i < p->n; i++)
+        if (p->place.w[i].cpu > max_cpu)
+            max_cpu = p->place.w[i].cpu;
+    if (max_cpu < 0)
+        return 0;
+    p->cpu_worker = cf__alloc(sizeof(int) * (size_t)(max_cpu + 1));
+    if (!p->cpu_worker)
+        return CF_ENOMEM;
+    p->n_cpu_worker = max_cpu + 1;
+    for (int c = 0; c <= max_cpu; c++)
+        p->cpu_worker[c] = -1;
+    for (int i = p->n - 1; i >= 0; i--)
+        if (p->place.w[i].cpu >= 0)
+            p->cpu_worker[p->place.w[i].cpu] = i;
+    return 0;
+}
+
+/* Each worker's record: placement, victim-choice seed, parking slot,
+ * deque (on its NUMA node). */
+static int workers_init(struct cf__pool *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        struct cf__worker *w = &p->w[i];
+        const struct cf__worker_place *pl = &p->place.w[i];
+        w->pool = p;
+        w->id = i;
+        w->slot = pl->node_slot >= 0 && pl->node_slot < p->n_inj ? pl->node_slot : 0;
+        w->cpu = pl->cpu;
+        w->numa_node = pl->numa_node;
+        w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+        cf__ec_slot_init(&w->park);
+        if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
+            for (int j = 0; j < i; j++)
+                cf__deque_destroy(&p->w[j].dq);
+            p->n = 0; /* nothing more to destroy */
+            return CF_ENOMEM;
+        }
+    }
+    return 0;
+}
 
 static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
 {
@@ -462,9 +490,9 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
         p->init_arg = opts->initializer_arg;
     }
     p->base.ops = &thread_pool_ops;
-    p->base.map_window = p->cfg.map_window;
-    p->base.map_chunk = 0;
-    p->base.copy_map_items = false;
+    /* Tasks share our memory; without an initializer a task may as well
+     * run in a thread that is not a worker (executor.h). */
+    p->base.caps = CF__EXEC_SHARED_MEMORY | (p->init ? 0 : CF__EXEC_CALLER_MAY_RUN);
 
     p->inj = alloc_lines(sizeof(struct cf__inject) * (size_t)p->n_inj, &p->inj_raw);
     if (!p->inj)
@@ -474,40 +502,10 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
     if (!p->w)
         return CF_ENOMEM;
-    /* Which worker is pinned to which OS CPU (the first, if several). */
-    int max_cpu = -1;
-    for (int i = 0; i < p->n; i++)
-        if (p->place.w[i].cpu > max_cpu)
-            max_cpu = p->place.w[i].cpu;
-    if (max_cpu >= 0) {
-        p->cpu_worker = cf__alloc(sizeof(int) * (size_t)(max_cpu + 1));
-        if (!p->cpu_worker)
-            return CF_ENOMEM;
-        p->n_cpu_worker = max_cpu + 1;
-        for (int c = 0; c <= max_cpu; c++)
-            p->cpu_worker[c] = -1;
-        for (int i = p->n - 1; i >= 0; i--)
-            if (p->place.w[i].cpu >= 0)
-                p->cpu_worker[p->place.w[i].cpu] = i;
-    }
-    for (int i = 0; i < p->n; i++) {
-        struct cf__worker *w = &p->w[i];
-        const struct cf__worker_place *pl = &p->place.w[i];
-        w->pool = p;
-        w->id = i;
-        w->slot = pl->node_slot >= 0 && pl->node_slot < p->n_inj ? pl->node_slot : 0;
-        w->cpu = pl->cpu;
-        w->numa_node = pl->numa_node;
-        w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
-        cf__ec_slot_init(&w->park);
-        if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
-            for (int j = 0; j < i; j++)
-                cf__deque_destroy(&p->w[j].dq);
-            p->n = 0; /* nothing more to destroy */
-            return CF_ENOMEM;
-        }
-    }
-    return 0;
+    rc = map_cpus(p);
+    if (rc)
+        return rc;
+    return workers_init(p);
 }
 
 /* Worker threads: the process's default stack, but at least
@@ -527,7 +525,7 @@ static int worker_attr(pthread_attr_t *attr)
 
 CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err)
 {
-    pthread_once(&atfork_once, atfork_register);
+    cf__pool_fork_watch();
     void *raw;
     struct cf__pool *p = alloc_lines(sizeof *p, &raw);
     if (!p) {

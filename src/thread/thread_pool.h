@@ -1,5 +1,12 @@
-/* The work-stealing thread pool's internal objects (thread_pool.c: the
- * executor ops and the pool's life; worker.c: what a worker thread does).
+/* The work-stealing thread pool's internal objects. The files: thread_pool.c
+ * (the executor ops and the pool's life), worker.c (what a worker thread
+ * does), wake.c (whom to wake), task.c (the pool's task records and their
+ * hook for an outside thread about to block), fork.c (fork detection).
+ * Calls go thread_pool.c -> task.c, worker.c -> task.c, all three ->
+ * wake.c and fork.c; thread_pool.c and worker.c meet only at a worker's
+ * creation (cf__worker_main, and cf__tls_worker, which worker.c sets in
+ * its threads and the pool reads to recognise one of its own workers) and
+ * its exit (cf__pool_worker_exit): the one documented circle.
  *
  * Who touches what
  * - struct cf__worker: `dq` (see deque.h for its own layout); the line with
@@ -28,6 +35,7 @@
 #include "core/future.h"
 #include "sync/inject.h"
 #include "sys/topology.h"
+#include "thread/wake.h"
 
 #define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
 #define CF__POOL_BROKEN 2u   /* an initializer failed: queued work fails */
@@ -136,19 +144,17 @@ _Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE
 #define CF__TLS_IE __attribute__((tls_model("initial-exec")))
 extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
 
-/* Fork detection: bumped in the child of every fork() (a pthread_atfork
- * handler, thread_pool.c). A pool made under another value is the parent's:
+/* Fork detection (fork.c): bumped in the child of every fork() (a
+ * pthread_atfork handler that cf__pool_fork_watch installs once). A pool made under another value is the parent's:
  * in a child it has no worker threads, and every call that would need them
  * is refused. */
 extern _Atomic unsigned cf__tp_proc_gen;
+void cf__pool_fork_watch(void); /* before reading the generation for a new pool */
 static inline bool cf__pool_foreign(const struct cf__pool *p)
 {
     /* Relaxed: written only by the single thread of a fresh child. */
     return p->gen != atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
 }
-
-/* Is f a task of pool p (so one of p's workers may run it)? */
-bool cf__pool_owns_task(const struct cf__pool *p, const cf_future *f);
 
 /* Test points: a test may install a hook that a worker calls at these
  * places (to hold it there and force an interleaving). NULL in production:
@@ -159,27 +165,12 @@ enum {
 typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
 extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
 
-/* worker.c */
+/* worker.c: a worker thread's body (the pool's constructor starts it). */
 void *cf__worker_main(void *arg);
-/* Publish-then-wake: after work became visible (the caller fenced, see
- * worker.c), wake a parked worker if nobody is searching. Returns the
- * worker woken, or -1. */
-int cf__pool_wake_if_idle(struct cf__pool *p);
-/* Wake every parked worker (shutdown, broken); the caller has fenced. */
-void cf__pool_wake_all(struct cf__pool *p);
-/* An outside thread is about to block on a task of p that is still PENDING
- * and whose submit had to wake a parked worker (woke_local: the one pinned
- * to the caller's CPU). True if the caller should sleep at once instead of
- * spinning: nobody is searching, and the worker on the caller's CPU was
- * woken (by the submit, or now), so it runs as soon as the caller sleeps. */
-bool cf__pool_wake_for_waiter(struct cf__pool *p, bool woke_local);
-/* Is `worker` the one pinned to the calling thread's CPU? */
-bool cf__pool_is_callers_cpu(struct cf__pool *p, int worker);
-/* Called by a worker thread as it leaves (thread_pool.c): frees the pool if
- * it was freed from inside one of its workers and this is the last one. */
+/* thread_pool.c: called by a worker thread as it leaves: frees the pool if
+ * it was freed from inside one of its workers and this is the last one.
+ * With cf__worker_main, the one edge between the two files in each
+ * direction: the pool creates workers, a worker reports its exit. */
 void cf__pool_worker_exit(struct cf__worker *w);
-/* Take every queued, not started task out of the pool's queues and cancel
- * it (cancel_futures) - called with the pool shut down. */
-void cf__pool_cancel_queued(struct cf__pool *p);
 
 #endif

@@ -24,7 +24,8 @@
  *     submitter: publish (deque release store of bottom, or the injection
  *                queue's exchange) ; seq_cst fence (the exchange is a full
  *                barrier) ; load `searching` ; if 0: load `waiters`, then
- *                the parked workers' slots (wake_one tries every slot).
+ *                the parked workers' slots (cf__pool_wake_one tries
+ *                every slot).
  *     parker:    `searching` - 1 ; slot = PARKED, `waiters` + 1 ; seq_cst
  *                fence (in cf__ec_prepare) ; re-check every queue and the
  *                flags; work seen: search again instead of sleeping.
@@ -57,20 +58,8 @@
  *   Cost: the finder's fence and scan happen only when it was the last
  *   searcher, and the wake (a system call) only when work is queued and a
  *   worker is parked - never when a searcher will take the work.
- * - Whom to wake: each worker parks on a futex word of its own, so a waker
- *   chooses. wake_one prefers the worker pinned to the waker's own CPU:
- *   an outside thread that submits and then blocks on the result hands it
- *   that CPU at once, while a worker on an idle CPU starts tens of
- *   microseconds later in a VM (its CPU must be woken, and the waker pays
- *   for the cross-CPU wake-up). Next the worker that parked last (warm),
- *   then any. The price: one task submitted by a thread that keeps
- *   computing shares that thread's CPU (more tasks spread: the woken
- *   worker's batch take wakes another). When the submitter then blocks on
- *   that task while it is still PENDING and nobody is searching
- *   (cf__pool_wake_for_waiter, from the futures' on_wait hook), it sleeps
- *   at once instead of spinning (the woken worker needs its CPU); if the
- *   worker woken was elsewhere, it also wakes its own CPU's worker if that
- *   one is parked. Latency choices, not part of the argument above.
+ * - Whom to wake (which parked worker, and when a waiter sleeps at once)
+ *   is the wake policy, wake.c; it does not change the argument above.
  * - Exit (shutdown): a worker leaves when the pool is shut down and, after
  *   a seq_cst fence, every queue is empty (thread_pool.c explains why an
  *   outside submit that was accepted is then visible). Its own deque is
@@ -108,6 +97,7 @@
 
 #include "sys/alloc.h"
 #include "sys/probes.h"
+#include "thread/task.h"
 #include "thread/thread_pool.h"
 
 CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
@@ -141,11 +131,6 @@ static inline uint64_t rng_next(struct cf__worker *w)
     x ^= x >> 27;
     w->rng = x;
     return x * 0x2545F4914F6CDD1DULL;
-}
-
-static inline cf_future *node_future(struct cds_wfcq_node *n)
-{
-    return (cf_future *)((char *)n - offsetof(struct cf_future, qnode));
 }
 
 /* ---- running ---- */
@@ -217,7 +202,7 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     while ((node = cf__batch_next(&b)) != NULL) {
         n++;
         if (!first) {
-            first = node_future(node);
+            first = cf__future_of_qnode(node);
             continue;
         }
         node->next = rev;
@@ -226,7 +211,7 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     while (rev) {
         node = rev;
         rev = rev->next;
-        if (cf__deque_push(&w->dq, node_future(node)) < 0)
+        if (cf__deque_push(&w->dq, cf__future_of_qnode(node)) < 0)
             cf__inject_push(q, node); /* could not grow the deque: put it back */
         else
             *more = true;
@@ -359,81 +344,6 @@ static bool may_exit(struct cf__pool *p)
     return !any_work(p);
 }
 
-/* The worker pinned to OS CPU `cpu`, or -1. */
-static int worker_on_cpu(const struct cf__pool *p, int cpu)
-{
-    return cpu >= 0 && cpu < p->n_cpu_worker ? p->cpu_worker[cpu] : -1;
-}
-
-/* Wake one parked worker (the caller fenced after publishing; the event
- * count's contract); returns which (-1: none). Preference: the worker
- * pinned to the caller's CPU - a thread outside the pool that submits and
- * then blocks on the result hands it that CPU at once, while a worker
- * whose idle CPU must be woken first starts tens of microseconds later in
- * a VM (and the waker pays for the cross-CPU wake-up) - then the one that
- * parked last (warmest), then any. Every slot is tried before giving up,
- * which is what the no-lost-wake-up argument needs. */
-/* The tag of a wake by a thread running on the woken worker's own CPU. */
-#define WAKE_LOCAL (CF__EC_NOTIFIED + 1)
-
-static int wake_one(struct cf__pool *p)
-{
-    if (cf__ec_waiters(&p->ec) == 0)
-        return -1;
-    int mine = worker_on_cpu(p, sched_getcpu());
-    /* Relaxed: a hint. */
-    int last = atomic_load_explicit(&p->last_parked, memory_order_relaxed);
-    int woke = -1;
-    if (mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, WAKE_LOCAL))
-        woke = mine;
-    else if (last >= 0 && last < p->n && last != mine &&
-             cf__ec_notify_slot(&p->w[last].park, CF__EC_NOTIFIED))
-        woke = last;
-    for (int i = 0; woke < 0 && i < p->n; i++)
-        if (i != mine && i != last && cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED))
-            woke = i;
-    /* "notify" (how many were woken), not "wake": one probe name keeps
-     * one argument list, and a constant argument would break perf probe. */
-    if (woke >= 0)
-        CF__PROBE1(notify, 1);
-    return woke;
-}
-
-void cf__pool_wake_all(struct cf__pool *p)
-{
-    for (int i = 0; i < p->n; i++)
-        cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED);
-}
-
-int cf__pool_wake_if_idle(struct cf__pool *p)
-{
-    /* Relaxed: ordered after the caller's publication by its fence (see
-     * the contract at the top). A searcher will find the work. */
-    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0)
-        return -1;
-    return wake_one(p);
-}
-
-bool cf__pool_wake_for_waiter(struct cf__pool *p, bool woke_local)
-{
-    /* Relaxed, both: a latency hint, not part of any correctness argument
-     * (the submit already woke a worker). Someone searching will take the
-     * task soon: spin, as in a hot round trip. */
-    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0)
-        return false;
-    if (woke_local)
-        return true;
-    if (cf__ec_waiters(&p->ec) == 0)
-        return false;
-    int mine = worker_on_cpu(p, sched_getcpu());
-    return mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, WAKE_LOCAL);
-}
-
-bool cf__pool_is_callers_cpu(struct cf__pool *p, int worker)
-{
-    return worker >= 0 && worker == worker_on_cpu(p, sched_getcpu());
-}
-
 /* A searcher found work and stops searching. Submitters that saw it
  * searching woke nobody, so the last searcher to leave re-checks every
  * queue after a fence and wakes a parked worker if anything is queued (the
@@ -456,7 +366,7 @@ static void stop_searching(struct cf__worker *w, bool more)
     if (cf__ec_waiters(&p->ec) == 0)
         return; /* anyone parking later re-checks the queues itself */
     if (more || any_work(p))
-        (void)wake_one(p);
+        (void)cf__pool_wake_one(p);
 }
 
 static inline bool time_up(int64_t *start, long budget, unsigned round)
@@ -473,74 +383,101 @@ static inline bool time_up(int64_t *start, long budget, unsigned round)
     return now - *start >= budget;
 }
 
+/* Spin-search for at most `budget` ns (the caller counted us in
+ * `searching`): scan, with exponential back-off, then sched_yield between
+ * scans. Returns work (having stopped searching), or NULL when the budget
+ * is spent (still counted as searching). */
+static cf_future *search(struct cf__worker *w, long budget)
+{
+    int64_t start = 0;
+    unsigned backoff = 0, round = 0;
+    for (;;) {
+        bool more = false;
+        cf_future *f = scan(w, &more);
+        if (f) {
+            test_point(w, CF__TEST_TP_FOUND_WORK);
+            stop_searching(w, more);
+            return f;
+        }
+        if (time_up(&start, budget, ++round))
+            return NULL;
+        if (backoff < BACKOFF_MAX) {
+            for (unsigned i = 0; i < (1u << backoff); i++)
+                cf__cpu_relax();
+            backoff++;
+        } else {
+            /* Let a runnable thread on this CPU (often the submitter,
+             * when there are more threads than cores) have it. */
+            sched_yield();
+        }
+    }
+}
+
+enum park_result { PARKED, WORK_SEEN, MAY_EXIT };
+
+/* Stop searching and park on the event count, unless the re-check after
+ * the event count's fence sees work (WORK_SEEN: search again) or the pool
+ * shut down with nothing queued (MAY_EXIT). PARKED: woken. */
+static enum park_result park(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    /* Relaxed: ordered before the re-check by cf__ec_prepare's fence. */
+    atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
+    cf__ec_prepare(&p->ec, &w->park);
+    if (any_work(p)) {
+        cf__ec_cancel(&p->ec, &w->park);
+        return WORK_SEEN;
+    }
+    if (may_exit(p)) {
+        cf__ec_cancel(&p->ec, &w->park);
+        return MAY_EXIT;
+    }
+    if (stats_on(p))
+        stat_inc(&w->st.parks);
+    CF__PROBE1(park, w->id);
+    /* Relaxed: a hint for cf__pool_wake_one (the warmest sleeper). */
+    atomic_store_explicit(&p->last_parked, w->id, memory_order_relaxed);
+    uint32_t tag;
+    cf__ec_wait(&p->ec, &w->park, CF__NO_DEADLINE, &tag);
+    w->handoff = tag == CF__WAKE_LOCAL;
+    CF__PROBE1(wake, w->id);
+    if (stats_on(p))
+        stat_inc(&w->st.wakeups);
+    return PARKED;
+}
+
+/* We were woken by a submitter on our own CPU and have run what we were
+ * woken for; the submitter will want its CPU back. If another worker is
+ * parked, make that one the searcher (on a CPU of its own) and park after
+ * one scan rather than spin beside the submitter. A hint: no fence needed,
+ * our parking re-check covers the queues. True if one was woken. */
+static bool hand_off_search(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    w->handoff = false;
+    return cf__ec_waiters(&p->ec) > 0 && cf__pool_wake_one(p) >= 0;
+}
+
 /* Search (spin), then park; returns work, or NULL when the worker should
  * exit. */
 static cf_future *idle(struct cf__worker *w)
 {
     struct cf__pool *p = w->pool;
-    bool handed_off = false;
-    if (w->handoff) {
-        /* We were woken by a submitter on our own CPU and have run what we
-         * were woken for; the submitter will want its CPU back. If another
-         * worker is parked, make that one the searcher (on a CPU of its
-         * own) and park after one scan rather than spin beside the
-         * submitter. A hint: no fence needed, our parking re-check covers
-         * the queues. */
-        w->handoff = false;
-        handed_off = cf__ec_waiters(&p->ec) > 0 && wake_one(p) >= 0;
-    }
+    bool handed_off = w->handoff && hand_off_search(w);
     for (;;) {
-        /* Relaxed: a hint for submitters; the decrement below is what the
-         * no-lost-wake-up argument needs. At most max_searching spin at
-         * once: the others go straight to the parking re-check, so idle
-         * workers do not take the CPU from threads that have work. */
+        /* Relaxed: a hint for submitters; the decrement in park or
+         * stop_searching is what the no-lost-wake-up argument needs. At
+         * most max_searching spin at once: the others go straight to the
+         * parking re-check, so idle workers do not take the CPU from
+         * threads that have work. */
         int searchers = atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
-        int64_t start = 0;
         long budget = searchers < p->max_searching && !handed_off ? p->spin_ns : 0;
         handed_off = false;
-        unsigned backoff = 0, round = 0;
-        for (;;) {
-            bool more = false;
-            cf_future *f = scan(w, &more);
-            if (f) {
-                test_point(w, CF__TEST_TP_FOUND_WORK);
-                stop_searching(w, more);
-                return f;
-            }
-            if (time_up(&start, budget, ++round))
-                break;
-            if (backoff < BACKOFF_MAX) {
-                for (unsigned i = 0; i < (1u << backoff); i++)
-                    cf__cpu_relax();
-                backoff++;
-            } else {
-                /* Let a runnable thread on this CPU (often the submitter,
-                 * when there are more threads than cores) have it. */
-                sched_yield();
-            }
-        }
-        /* Relaxed: ordered before the re-check by cf__ec_prepare's fence. */
-        atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
-        cf__ec_prepare(&p->ec, &w->park);
-        if (any_work(p)) {
-            cf__ec_cancel(&p->ec, &w->park);
-            continue;
-        }
-        if (may_exit(p)) {
-            cf__ec_cancel(&p->ec, &w->park);
+        cf_future *f = search(w, budget);
+        if (f)
+            return f;
+        if (park(w) == MAY_EXIT)
             return NULL;
-        }
-        if (stats_on(p))
-            stat_inc(&w->st.parks);
-        CF__PROBE1(park, w->id);
-        /* Relaxed: a hint for wake_one (the warmest sleeper). */
-        atomic_store_explicit(&p->last_parked, w->id, memory_order_relaxed);
-        uint32_t tag;
-        cf__ec_wait(&p->ec, &w->park, CF__NO_DEADLINE, &tag);
-        w->handoff = tag == WAKE_LOCAL;
-        CF__PROBE1(wake, w->id);
-        if (stats_on(p))
-            stat_inc(&w->st.wakeups);
     }
 }
 
@@ -600,6 +537,65 @@ static bool run_awaited(struct cf__worker *w, cf_future *f)
     return true; /* counted in tasks_run when its record is taken */
 }
 
+/* One look for work while waiting on f: the own deque (all of it when
+ * `wide`, else only above the waiting task's mark), the awaited task
+ * itself when `mine`, then (wide) the other queues. True if it ran a task. */
+static bool help_run_one(struct cf__worker *w, cf_future *f, bool wide, bool mine)
+{
+    cf_future *g = wide ? cf__deque_pop(&w->dq) : pop_own(w);
+    if (g) {
+        run_task(w, g);
+        return true;
+    }
+    if (mine && run_awaited(w, f))
+        return true;
+    if (!wide)
+        return false;
+    bool more = false;
+    if ((g = scan(w, &more)) == NULL)
+        return false;
+    if (more) {
+        /* Seq_cst fence: our batch push before the loads of `searching`
+         * and `waiters` (a submitter's half of the protocol): the batch in
+         * our deque gets a thief while we are busy here. */
+        CF__FENCE_SEQ_CST();
+        (void)cf__pool_wake_if_idle(w->pool);
+    }
+    run_task(w, g);
+    return true;
+}
+
+/* How a helping wait pauses when it found nothing to run. */
+struct help_pause {
+    unsigned idle;  /* looks in a row that found nothing */
+    int64_t start;  /* when the yielding phase began (0: not yet) */
+};
+
+/* Nothing to do: spin a little (the awaited task is usually running on
+ * another worker and about to finish), scanning again between pauses; then
+ * nap on the future and scan again. Past the bound (not `wide`) nothing new
+ * can turn up for us (only we push above our mark, and a started task does
+ * not become pending again): sleep until done or the deadline, as a thread
+ * outside the pool would. */
+static void help_pause(struct cf__worker *w, cf_future *f, cf__deadline deadline, bool wide,
+                       struct help_pause *hp)
+{
+    if (++hp->idle < 64) {
+        for (unsigned i = 0; i < hp->idle; i++)
+            cf__cpu_relax();
+        return;
+    }
+    int64_t now = cf__now_ns();
+    if (hp->start == 0)
+        hp->start = now;
+    if (now - hp->start < w->pool->spin_ns) {
+        sched_yield();
+        return;
+    }
+    cf__deadline nap = wide ? now + HELP_NAP_NS : deadline;
+    nap_on(f, nap < deadline ? nap : deadline);
+}
+
 /* cf__tls_wait_helper: wait for f while running other tasks on this stack,
  * within the bound described in the contract at the top. */
 static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
@@ -610,63 +606,17 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
     bool room = stack_has_room(w) && !cf__pool_foreign(p);
     bool wide = room && w->depth < CF__HELP_DEPTH_MAX; /* may run unrelated work */
     bool mine = room && cf__pool_owns_task(p, f);
-    int64_t start = 0;
-    unsigned idle = 0;
+    struct help_pause hp = { 0, 0 };
     /* acquire: once done, the caller reads the outcome (pairs with the
      * completer's release CAS). */
     while (!cf__state_done(cf__future_state(f, memory_order_acquire))) {
         /* A timed wait does not start more work once its deadline passed. */
         if (deadline != CF__NO_DEADLINE && cf__now_ns() >= deadline)
             return CF_ETIMEDOUT;
-        if (room) {
-            cf_future *g = wide ? cf__deque_pop(&w->dq) : pop_own(w);
-            bool ran = false;
-            if (g) {
-                run_task(w, g);
-                ran = true;
-            } else if (mine && run_awaited(w, f)) {
-                ran = true;
-            } else if (wide) {
-                bool more = false;
-                if ((g = scan(w, &more)) != NULL) {
-                    if (more) {
-                        /* Seq_cst fence: our batch push before the loads
-                         * of `searching` and `waiters` (a submitter's
-                         * half of the protocol): the batch in our deque
-                         * gets a thief while we are busy here. */
-                        CF__FENCE_SEQ_CST();
-                        (void)cf__pool_wake_if_idle(p);
-                    }
-                    run_task(w, g);
-                    ran = true;
-                }
-            }
-            if (ran) {
-                start = 0;
-                idle = 0;
-                continue;
-            }
-        }
-        /* Nothing to do: spin a little (the awaited task is usually running
-         * on another worker and about to finish), scanning again between
-         * pauses; then nap on the future and scan again. Past the bound
-         * nothing new can turn up for us (only we push above our mark, and
-         * a started task does not become pending again): sleep until done,
-         * as a thread outside the pool would. */
-        if (++idle < 64) {
-            for (unsigned i = 0; i < idle; i++)
-                cf__cpu_relax();
-            continue;
-        }
-        int64_t now = cf__now_ns();
-        if (start == 0)
-            start = now;
-        if (now - start < p->spin_ns) {
-            sched_yield();
-            continue;
-        }
-        cf__deadline nap = wide ? now + HELP_NAP_NS : deadline;
-        nap_on(f, nap < deadline ? nap : deadline);
+        if (room && help_run_one(w, f, wide, mine))
+            hp = (struct help_pause){ 0, 0 };
+        else
+            help_pause(w, f, deadline, wide, &hp);
     }
     return 0;
 }
@@ -752,44 +702,4 @@ void *cf__worker_main(void *arg)
     cf__future_cache_drain();
     cf__pool_worker_exit(w); /* may free the pool: touch nothing after */
     return NULL;
-}
-
-/* ---- cancel_futures ---- */
-
-void cf__pool_cancel_queued(struct cf__pool *p)
-{
-    for (int k = 0; k < p->n_inj; k++) {
-        struct cf__inject *q = &p->inj[k];
-        while (!cf__inject_empty(q)) {
-            if (!cf__inject_try_lock(q)) {
-                sched_yield(); /* a worker is splicing: it is quick */
-                continue;
-            }
-            struct cf__inject_batch b;
-            cf__batch_init(&b);
-            bool got = cf__inject_splice(q, &b);
-            cf__inject_unlock(q);
-            if (!got)
-                continue; /* a producer is half-way: its node is coming */
-            struct cds_wfcq_node *node;
-            while ((node = cf__batch_next(&b)) != NULL) {
-                cf_future *f = node_future(node);
-                cf_future_cancel(f);
-                cf_future_release(f);
-            }
-        }
-    }
-    for (int i = 0; i < p->n; i++) {
-        struct cf__deque *d = &p->w[i].dq;
-        for (;;) {
-            void *x;
-            enum cf__steal_result r = cf__deque_steal(d, &x);
-            if (r == CF__STEAL_EMPTY)
-                break;
-            if (r == CF__STEAL_OK) {
-                cf_future_cancel(x);
-                cf_future_release(x);
-            }
-        }
-    }
 }
