@@ -402,7 +402,7 @@ static void test_one_worker(void **state)
     unload(&s);
 }
 
-/* What cfutures-info prints for the example machine (BIG: 2 packages x 2 nodes x 8 cores x 2). */
+/* What cfutures-info prints for the example machine (BIG). */
 static void test_print(void **state)
 {
     (void)state;
