@@ -1,4 +1,4 @@
-/* Debug checks (src/debug_checks.h): a future released twice or used after
+/* Debug checks (src/sys/debug_checks.h): a future released twice or used after
  * its last release, and an executor freed twice or used after
  * cf_executor_free, abort with one line naming the call. Each bug runs in
  * a forked child with stderr in a file; the parent checks that the child

@@ -93,7 +93,7 @@ static void test_fib_2_workers(void **state)
 {
     (void)state;
     run_fib(2, 20);
-    run_fib(2, 25); /* issue 2: "fib(25) with 2 workers finishes" */
+    run_fib(2, 25); /* fib(25) on 2 workers must finish */
 }
 
 static void test_fib_4_workers(void **state)
