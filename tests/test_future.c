@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -1088,7 +1089,10 @@ static void layout_and_strings(void **state)
     assert_string_equal(cf_strerror(CF_ENOTSUP - 1), "unknown error");
     assert_string_equal(cf_strerror(-1000), "unknown error");
     assert_string_equal(cf_strerror(CF_ETIMEDOUT), "timed out");
-    assert_string_equal(cf_version(), "0.1.0");
+    assert_string_equal(cf_version(), CF_VERSION_STRING);
+    char v[32];
+    snprintf(v, sizeof v, "%d.%d.%d", CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH);
+    assert_string_equal(v, CF_VERSION_STRING);
 }
 
 int main(void)

@@ -164,10 +164,11 @@ static cf_executor *pool2(void)
 {
     int err;
     /* The layout the scribblers assume: 2 channels of 64 slots of 256 B. */
-    cf_executor *ex = cf_process_pool_new_err(
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex,
         &(cf_process_pool_opts){.max_workers = 2, .ring_depth = 64, .slot_size = 256,
-                                .initializer = default_crash_signals},
-        &err);
+                                .initializer = default_crash_signals});
+    assert_int_equal(err, 0);
     assert_non_null(ex);
     return ex;
 }

@@ -105,7 +105,9 @@ static int big_task(const void *arg, size_t len, cf_out *out)
 static cf_executor *pool(int n)
 {
     int err = 0;
-    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = n}, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = n});
+    assert_int_equal(err, 0);
     assert_non_null(ex);
     return ex;
 }
@@ -193,7 +195,8 @@ static void test_exit_in_task(void **state)
     int codes[] = {3, 0};
     for (int k = 0; k < 2; k++) {
         /* _exit(0) inside a task is a crash too, even with retirement on. */
-        cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 100});
+        cf_executor *ex;
+        assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 100}), 0);
         cf_future *f, *g = NULL;
         assert_int_equal(cf_submit(ex, exit_task, &codes[k], sizeof codes[k], &f), 0);
         int rc = cf_submit(ex, quick_task, NULL, 0, &g); /* may find it broken already */

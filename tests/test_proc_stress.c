@@ -65,7 +65,8 @@ static void test_one_task_per_child_long_backlog(void **state)
 {
     (void)state;
     int n = (int)(300 * cf_test_scale());
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 1});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 1}), 0);
     assert_non_null(ex);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     int64_t *pids = calloc((size_t)n, sizeof *pids);
@@ -87,8 +88,9 @@ static void test_retire_small_rings_spilled(void **state)
 {
     (void)state;
     int n = (int)(200 * cf_test_scale());
-    cf_executor *ex = cf_process_pool_new(
-        &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 2, .ring_depth = 2, .slot_size = 64});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex,
+        &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 2, .ring_depth = 2, .slot_size = 64}), 0);
     assert_non_null(ex);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     unsigned char **args = calloc((size_t)n, sizeof *args);
@@ -158,7 +160,8 @@ static void *submit_thread(void *p)
 static void test_many_submitters_with_cancels(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2, .ring_depth = 16});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .ring_depth = 16}), 0);
     assert_non_null(ex);
     enum { T = 4 };
     struct submitter s[T];
@@ -213,7 +216,8 @@ static void test_shutdown_while_submitting(void **state)
     (void)state;
     int rounds = (int)(5 * cf_test_scale());
     for (int k = 0; k < rounds; k++) {
-        cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2});
+        cf_executor *ex;
+        assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2}), 0);
         _Atomic int stop = 0;
         struct racer r[3];
         pthread_t th[3];

@@ -232,11 +232,13 @@ extern _Thread_local void *cf__tls_wait_helper_ctx;
 void cf__future_cache_enable(void);
 void cf__future_cache_drain(void);
 
-/* Test hook, NULL in production: called by a completer (or canceller)
- * whose CAS made f done while f had listeners, before it notifies them.
- * A test parks the completer there to hold that window open. Set it before
- * the threads that complete futures start. */
+/* Test hook (only in the tests' build, CF_TEST_HOOKS): called by a
+ * completer (or canceller) whose CAS made f done while f had listeners,
+ * before it notifies them. A test parks the completer there to hold that
+ * window open. Set it before the threads that complete futures start. */
+#ifdef CF_TEST_HOOKS
 extern void (*cf__test_after_publish)(cf_future *f);
+#endif
 
 /* Wait for done and delivered (cf__state_settled) with the usual
  * spin-then-futex discipline (no helping). A future that is done but still
