@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "sys/debug_checks.h"
 
 static char out[4096];
@@ -86,14 +87,14 @@ static int ident_task(const void *arg, size_t len, cf_out *o)
 
 static void release_twice(void)
 {
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future_release(f);
     cf_future_release(f);
 }
 
 static void done_after_release(void)
 {
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future_set_result(f, "x", 1);
     cf_future_release(f);
     (void)cf_future_done(f);
@@ -148,9 +149,9 @@ static void test_future_used_after_release(void **state)
  * futures were made and released meanwhile (fewer than the quarantine). */
 static void release_twice_later(void)
 {
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future_release(f);
-    for (int i = 0; i < CF__QUARANTINE / 2; i++) cf_future_release(cf_future_new());
+    for (int i = 0; i < CF__QUARANTINE / 2; i++) cf_future_release(cf_test_future());
     cf_future_release(f);
 }
 

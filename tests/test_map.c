@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "core/executor.h"
 #include "support/test_env.h"
 
@@ -114,8 +115,9 @@ static int bytes_of(const void *arg, size_t len, cf_out *out)
 {
     int64_t x;
     memcpy(&x, arg, len);
-    unsigned char *p = cf_out_alloc(out, (size_t)x);
-    if (!p) return cf_out_error(out, 1, "alloc");
+    void *buf;
+    if (cf_out_alloc(out, (size_t)x, &buf) != 0) return cf_out_error(out, 1, "alloc");
+    unsigned char *p = buf;
     memset(p, (int)(uint8_t)x, (size_t)x);
     return 0;
 }
@@ -615,7 +617,7 @@ static int fake_submit_impl(cf_executor *ex, cf_task_fn *fn, const void *arg, si
                             cf_future **out)
 {
     (void)ex, (void)fn, (void)arg, (void)arg_len;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     if (!f) return CF_ENOMEM;
     assert_int_equal(cf_future_set_result(f, g_fake, g_fake_len), 0);
     *out = f;

@@ -138,8 +138,8 @@ static int scribble_task(const void *arg, size_t len, cf_out *out)
     default: break;
     }
     if (a.what == S_RES_TAIL) {
-        unsigned char *b = cf_out_alloc(out, 100000); /* needs the spill ring */
-        if (b) memset(b, 1, 100000);
+        void *b; /* needs the spill ring */
+        if (cf_out_alloc(out, 100000, &b) == 0) memset(b, 1, 100000);
         return 0;
     }
     return cf_out_i64(out, 5);

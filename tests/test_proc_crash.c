@@ -92,8 +92,9 @@ static int big_task(const void *arg, size_t len, cf_out *out)
     uint64_t n;
     if (len != sizeof n) return 1;
     memcpy(&n, arg, sizeof n);
-    unsigned char *b = cf_out_alloc(out, n);
-    if (!b) return 2;
+    void *buf;
+    if (cf_out_alloc(out, n, &buf) != 0) return 2;
+    unsigned char *b = buf;
     for (uint64_t i = 0; i < n; i++) b[i] = (unsigned char)(i * 13 + 5);
     atomic_store_explicit(&sh->pids[0], getpid(), memory_order_release);
     atomic_store_explicit(&sh->returning, 1, memory_order_release);

@@ -28,8 +28,9 @@ static int pid_task(const void *arg, size_t len, cf_out *out)
 static int rev_task(const void *arg, size_t len, cf_out *out)
 {
     const unsigned char *a = arg;
-    unsigned char *r = cf_out_alloc(out, len + 8);
-    if (!r) return 1;
+    void *buf;
+    if (cf_out_alloc(out, len + 8, &buf) != 0) return 1;
+    unsigned char *r = buf;
     uint64_t sum = 0;
     for (size_t i = 0; i < len; i++) {
         r[i] = a[len - 1 - i];

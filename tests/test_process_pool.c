@@ -116,8 +116,9 @@ static int sized_task(const void *arg, size_t len, cf_out *out)
     uint64_t n;
     if (len != sizeof n) return 1;
     memcpy(&n, arg, sizeof n);
-    unsigned char *b = cf_out_alloc(out, n);
-    if (!b) return cf_out_error(out, 2, "cannot allocate %llu", (unsigned long long)n);
+    void *buf;
+    if (cf_out_alloc(out, n, &buf) != 0) return cf_out_error(out, 2, "cannot allocate %llu", (unsigned long long)n);
+    unsigned char *b = buf;
     for (uint64_t i = 0; i < n; i++) b[i] = (unsigned char)(i * 31 + n);
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "support/test_env.h"
 
 /* ---- small tasks ---- */
@@ -52,7 +53,7 @@ static int blocker(const void *arg, size_t len, cf_out *out)
 static cf_future *start_blocker(cf_executor *ex)
 {
     atomic_store(&g_gate, 0);
-    g_started = cf_future_new();
+    g_started = cf_test_future();
     assert_non_null(g_started);
     cf_future *b;
     assert_int_equal(cf_submit(ex, blocker, NULL, 0, &b), 0);
@@ -549,7 +550,7 @@ static void test_nested_submit_during_shutdown(void **state)
     (void)state;
     cf_executor *ex = pool(2);
     atomic_store(&g_gate, 0);
-    g_started = cf_future_new();
+    g_started = cf_test_future();
     cf_future *f;
     assert_int_equal(cf_submit(ex, nested_after_shutdown, &ex, sizeof ex, &f), 0);
     assert_int_equal(cf_future_result(g_started, CF_FOREVER, NULL, NULL), 0);
@@ -867,7 +868,7 @@ static void test_wait_inside_worker(void **state)
     cf_future_release(f);
 
     atomic_store(&g_gate, 0);
-    g_started = cf_future_new();
+    g_started = cf_test_future();
     assert_int_equal(cf_submit(ex, wait_outside_task, NULL, 0, &f), 0);
     assert_int_equal(cf_future_result(g_started, CF_FOREVER, NULL, NULL), 0);
     cf_future_release(g_started);
@@ -886,7 +887,7 @@ static void test_wait_inside_worker(void **state)
 static int timed_wait_task(const void *arg, size_t len, cf_out *out)
 {
     (void)arg, (void)len;
-    cf_future *never = cf_future_new();
+    cf_future *never = cf_test_future();
     int rc = cf_future_result(never, 0.01, NULL, NULL);
     cf_future_release(never);
     return cf_out_i64(out, rc);

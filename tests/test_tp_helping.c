@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "support/test_env.h"
 #include "thread/thread_pool.h"
 
@@ -118,7 +119,7 @@ static cf_executor *pool_n(int n)
  * them run into the bound, then open the gate; everything must finish. */
 static void run_gate_waiters(cf_executor *ex, int workers, long n, cf_task_fn *fn)
 {
-    cf_future *gate = cf_future_new();
+    cf_future *gate = cf_test_future();
     assert_non_null(gate);
     cf_future *blk[8];
     block_workers(ex, workers, blk);

@@ -247,7 +247,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         atomic_exchange_explicit(&it->word, 0, memory_order_seq_cst);
         if (as_drain(it)) continue;
         cf__wait_helper_fn *help = cf__tls_wait_helper;
-        cf_future *t = help ? cf_future_new() : NULL; /* NULL: sleep instead */
+        cf_future *t = help ? cf__future_new() : NULL; /* NULL: sleep instead */
         if (t) {
             int rc = 0;
             /* release: published before the word says 3 (see as_notify). */

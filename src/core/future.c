@@ -386,9 +386,16 @@ static cf_future *record_new(uint32_t refs, cf_task_fn *fn, const struct cf__fut
     return f;
 }
 
-cf_future *cf_future_new(void)
+cf_future *cf__future_new(void)
 {
     return record_new(1, NULL, NULL, NULL);
+}
+
+int cf_future_new(cf_future **out)
+{
+    if (!out) return CF_EINVAL;
+    *out = cf__future_new();
+    return *out ? 0 : CF_ENOMEM;
 }
 
 cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,

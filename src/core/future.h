@@ -138,6 +138,8 @@ void cf__out_dispose(struct cf_out *o); /* frees what was not taken */
 
 /* A new PENDING task record with refs = 2 (the caller's and the
  * executor's) and a copy of arg. NULL on ENOMEM or arg_len > UINT32_MAX. */
+/* cf_future_new's future, or NULL when out of memory. */
+cf_future *cf__future_new(void);
 cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
                                const struct cf__future_ops *ops, void *owner);
 static inline const void *cf__future_arg(const cf_future *f)

@@ -185,7 +185,8 @@ static int map_out_adopt(cf_out *out, struct map_buf *b)
         cf__free(b->data, b->cap);
         return rc;
     }
-    if (cf_out_alloc(out, 0) == NULL) { /* drop whatever out held */
+    void *empty;
+    if (cf_out_alloc(out, 0, &empty) != 0) { /* drop whatever out held */
         cf__free(b->data, b->cap);
         return CF_ENOMEM;
     }

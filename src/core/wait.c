@@ -218,7 +218,7 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
         c->when = when;
         c->bytes = bytes;
         /* No trigger (out of memory): sleep as anybody else would. */
-        c->trigger = cf__tls_wait_helper ? cf_future_new() : NULL;
+        c->trigger = cf__tls_wait_helper ? cf__future_new() : NULL;
 
         /* Register on every future that is not done. Each of the m
          * futures not done at the scan yields exactly one event: its
