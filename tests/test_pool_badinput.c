@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "cfutures.h"
@@ -60,6 +61,12 @@ static void test_other_entry_points_bad(void **state)
     assert_int_equal(cf_executor_stats(ex, NULL, 2, &n), CF_EINVAL);
     assert_int_equal(cf_executor_stats(ex, st, 1, &n), 0); /* fewer slots than workers */
     assert_int_equal(n, 2);
+    /* The reserved room of every entry written is zero, whatever it held. */
+    memset(st, 0xa5, sizeof st);
+    assert_int_equal(cf_executor_stats(ex, st, 2, &n), 0);
+    for (size_t i = 0; i < 2; i++)
+        for (size_t r = 0; r < sizeof st[i].reserved / sizeof st[i].reserved[0]; r++)
+            assert_true(st[i].reserved[r] == 0);
     assert_int_equal(cf_process_pool_terminate(ex, 12345), CF_EINVAL);
     assert_int_equal(cf_process_pool_terminate(ex, SIGTERM), CF_ENOTSUP);
     assert_int_equal(cf_executor_workers(ex), 2);

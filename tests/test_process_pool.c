@@ -847,9 +847,13 @@ static void test_max_workers(void **state)
     sched_getaffinity(0, sizeof set, &set);
     if (!getenv("CFUTURES_WORKERS")) assert_int_equal(cf_executor_workers(ex), CPU_COUNT(&set));
     cf_worker_stats st[64];
+    memset(st, 0xa5, sizeof st);
     size_t n = 0;
     assert_int_equal(cf_executor_stats(ex, st, 64, &n), 0);
     assert_int_equal(n, (size_t)cf_executor_workers(ex));
+    for (size_t i = 0; i < n && i < 64; i++) /* reserved room: written zero */
+        for (size_t r = 0; r < sizeof st[i].reserved / sizeof st[i].reserved[0]; r++)
+            assert_true(st[i].reserved[r] == 0);
     cf_executor_free(ex);
 }
 

@@ -61,8 +61,10 @@ typedef struct cf_thread_pool_opts {
     void *initializer_arg;
     const char *thread_name_prefix; /* NULL: "cf"; workers are "<prefix>-<n>" */
     enum cf_pin_policy pin;
-    const char *cpu_list;           /* for CF_PIN_LIST: e.g. "0-3,8" (OS indexes) */
-    long spin_ns;                   /* idle spin before parking; 0 default, CF_SPIN_NONE */
+    const char *cpu_list;           /* NULL: none; e.g. "0-3,8" (OS indexes), implies
+                                       CF_PIN_LIST when pin is CF_PIN_DEFAULT */
+    long spin_ns;                   /* idle spin before parking; 0: the default spin,
+                                       NOT "no spin" (that is CF_SPIN_NONE) */
     int steal_attempts;             /* remote steal attempts per round; 0 default */
     size_t map_window;              /* default cf_map window in tasks; 0 default */
     enum cf_switch numa;            /* NUMA-aware steal order and memory */
