@@ -13,10 +13,11 @@
  * Public names start with cf_ / CF_; environment variables with CFUTURES_.
  * Every call that can fail returns 0 or a negative CF_E* code
  * (cfutures/error.h) and hands what it makes out through a pointer. The
- * calls that cannot fail return their answer directly: the bool state
- * queries, cf_future_retain (its argument), cf_executor_workers,
- * cf_as_completed_remaining, cf_strerror and cf_version; cf_*_free and
- * cf_future_release return nothing. */
+ * calls that cannot fail return their answer directly: cf_future_cancel
+ * and the bool state queries, cf_future_retain (its argument),
+ * cf_executor_workers (a count, or CF_EINVAL), cf_as_completed_remaining,
+ * cf_strerror and cf_version; cf_*_free and cf_future_release return
+ * nothing. */
 #ifndef CFUTURES_H
 #define CFUTURES_H
 
