@@ -30,8 +30,8 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     int rc = 1;
-    cf_executor *exe = cf_thread_pool_new(NULL);
-    if (!exe) {
+    cf_executor *exe;
+    if (cf_thread_pool_new(&exe, NULL) != 0) {
         fprintf(stderr, "background: cannot create the thread pool\n");
         goto out;
     }

@@ -33,9 +33,8 @@ int main(void)
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* Loading URLs waits on I/O, so use one thread per URL, unpinned. */
-    cf_executor *exe = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = N_URLS,
-                                                                  .pin = CF_PIN_NONE });
-    if (!exe) {
+    cf_executor *exe;
+    if (cf_thread_pool_new(&exe, &(cf_thread_pool_opts){ .max_workers = N_URLS, .pin = CF_PIN_NONE }) != 0) {
         fprintf(stderr, "load_urls: cannot create the thread pool\n");
         local_server_stop(&srv);
         return 1;

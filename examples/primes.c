@@ -44,10 +44,10 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    int err = 0;
-    cf_executor *exe = process ? cf_process_pool_new_err(NULL, &err) /* ProcessPoolExecutor() */
-                               : cf_thread_pool_new_err(NULL, &err); /* ThreadPoolExecutor() */
-    if (!exe) {
+    cf_executor *exe;
+    int err = process ? cf_process_pool_new(&exe, NULL) /* ProcessPoolExecutor() */
+                      : cf_thread_pool_new(&exe, NULL); /* ThreadPoolExecutor() */
+    if (err) {
         fprintf(stderr, "primes: cannot create the %s pool: %s\n", process ? "process" : "thread",
                 cf_strerror(err));
         return 1;

@@ -1,6 +1,7 @@
 /* cfutures: Python's concurrent.futures, in C.
  *
- *   cf_executor *ex = cf_thread_pool_new(NULL);   // or cf_process_pool_new(NULL)
+ *   cf_executor *ex;
+ *   if (cf_thread_pool_new(&ex, NULL) != 0) return;  // or cf_process_pool_new
  *   cf_future *f;
  *   if (cf_submit(ex, square, &x, sizeof x, &f) == 0) {
  *       int64_t y;
@@ -10,7 +11,13 @@
  *   cf_executor_free(ex);
  *
  * Public names start with cf_ / CF_; environment variables with CFUTURES_.
- * Every call returns 0 or a negative CF_E* code (cfutures/error.h). */
+ * Every call that can fail returns 0 or a negative CF_E* code
+ * (cfutures/error.h) and hands what it makes out through a pointer. The
+ * calls that cannot fail return their answer directly: cf_future_cancel
+ * and the bool state queries, cf_future_retain (its argument),
+ * cf_executor_workers (a count, or CF_EINVAL), cf_as_completed_remaining,
+ * cf_strerror and cf_version; cf_*_free and cf_future_release return
+ * nothing. */
 #ifndef CFUTURES_H
 #define CFUTURES_H
 
@@ -20,14 +27,13 @@
 #include "cfutures/future.h"
 #include "cfutures/executor.h"
 #include "cfutures/wait.h"
-
-#define CF_VERSION_MAJOR 0
-#define CF_VERSION_MINOR 1
-#define CF_VERSION_PATCH 0
+#include "cfutures/version.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+/* The library's CF_VERSION_STRING, which may differ from the header's
+ * when a program runs against another build of the shared library. */
 CF_API const char *cf_version(void);
 #ifdef __cplusplus
 }

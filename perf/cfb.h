@@ -1,6 +1,6 @@
 /* cfutures-bench: what the C workload bodies share with the C++ harness.
  *
- * Each workload of shared/spec/WORKLOADS.md is one C function that runs the
+ * Each workload of docs/WORKLOADS.md is one C function that runs the
  * workload once (pool set-up and tear-down excluded from the measured
  * section), checks its answer, and fills a struct cfb_result: the measured
  * wall time (the harness hands it to Google Benchmark as manual time) and the

@@ -15,9 +15,10 @@ static int task_blob(const void *arg, size_t len, cf_out *out)
 {
     if (len != CFB_BLOB)
         return cf_out_error(out, 1, "blob of %zu bytes", len);
-    unsigned char *res = cf_out_alloc(out, CFB_BLOB);
-    if (!res)
+    void *buf;
+    if (cf_out_alloc(out, CFB_BLOB, &buf) != 0)
         return CF_ENOMEM;
+    unsigned char *res = buf;
     cfb_blob_derive(arg, res);
     return 0;
 }

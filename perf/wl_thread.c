@@ -1,4 +1,4 @@
-/* cfutures-bench: the thread-pool workloads of WORKLOADS.md, on cfutures.
+/* cfutures-bench: the thread-pool workloads of docs/WORKLOADS.md, on cfutures.
  * Pool creation and tear-down are outside the measured section; every
  * workload checks its answer. */
 #include <stdatomic.h>

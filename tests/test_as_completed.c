@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "core/future.h"
 #include "support/test_env.h"
 
@@ -54,7 +55,7 @@ static void done_first_then_completion_order(void **state)
     (void)state;
     enum { N = 6 };
     cf_future *f[N];
-    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    for (int i = 0; i < N; i++) f[i] = cf_test_future();
     set_i64(f[4], 4);
     assert_true(cf_future_cancel(f[1]));
     cf_as_completed *it;
@@ -87,7 +88,7 @@ static void done_first_then_completion_order(void **state)
 static void duplicates_once_and_own_references(void **state)
 {
     (void)state;
-    cf_future *a = cf_future_new(), *b = cf_future_new();
+    cf_future *a = cf_test_future(), *b = cf_test_future();
     cf_future *fs[] = { a, b, a, a, b };
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(fs, 5, CF_FOREVER, &it), 0);
@@ -114,7 +115,7 @@ static void duplicates_once_and_own_references(void **state)
     /* the hashed dedup path */
     enum { N = 100 };
     cf_future *f[N], *many[3 * N];
-    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    for (int i = 0; i < N; i++) f[i] = cf_test_future();
     for (int i = 0; i < 3 * N; i++) many[i] = f[(i * 13) % N];
     assert_int_equal(cf_as_completed_new(many, 3 * N, CF_FOREVER, &it), 0);
     assert_int_equal(cf_as_completed_remaining(it), N);
@@ -131,7 +132,7 @@ static void duplicates_once_and_own_references(void **state)
 static void timeout_with_remaining(void **state)
 {
     (void)state;
-    cf_future *a = cf_future_new(), *b = cf_future_new(), *c = cf_future_new();
+    cf_future *a = cf_test_future(), *b = cf_test_future(), *c = cf_test_future();
     set_i64(b, 1);
     cf_future *fs[] = { a, b, c };
     cf_as_completed *it;
@@ -182,7 +183,7 @@ static void *next_thread(void *p)
 static void cancel_wakes_next(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(&f, 1, CF_FOREVER, &it), 0);
     struct next_arg a = { .it = it };
@@ -205,7 +206,7 @@ static void free_early(void **state)
     (void)state;
     enum { N = 10 };
     cf_future *f[N];
-    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    for (int i = 0; i < N; i++) f[i] = cf_test_future();
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
     set_i64(f[0], 0); /* one notified, not yet yielded */
@@ -241,7 +242,7 @@ static void stress_exactly_once(void **state)
     enum { N = 500, T = 2 };
     for (int r = 0; r < rounds; r++) {
         cf_future *f[N];
-        for (int i = 0; i < N; i++) f[i] = cf_future_new();
+        for (int i = 0; i < N; i++) f[i] = cf_test_future();
         cf_as_completed *it;
         assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
         struct completer_arg ca[T];
@@ -283,7 +284,7 @@ static void large_set(void **state)
     (void)state;
     size_t n = (size_t)(100000 * cf_test_scale());
     cf_future **f = malloc(n * sizeof *f);
-    for (size_t i = 0; i < n; i++) f[i] = cf_future_new();
+    for (size_t i = 0; i < n; i++) f[i] = cf_test_future();
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(f, n, CF_FOREVER, &it), 0);
     for (size_t i = 0; i < n; i++) set_i64(f[n - 1 - i], (int64_t)i);
@@ -326,7 +327,7 @@ static void worker_helps_while_iterating(void **state)
     (void)state;
     enum { N = 6 };
     cf_future *f[N];
-    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    for (int i = 0; i < N; i++) f[i] = cf_test_future();
     struct fake_queue fq = { .q = f, .n = N };
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
@@ -343,7 +344,7 @@ static void worker_helps_while_iterating(void **state)
     assert_true(fq.calls >= 1);
 
     /* timing out while helping */
-    cf_future *h = cf_future_new();
+    cf_future *h = cf_test_future();
     struct fake_queue empty = { 0 };
     cf__tls_wait_helper_ctx = &empty;
     assert_int_equal(cf_as_completed_new(&h, 1, 0.01, &it), 0);
@@ -377,7 +378,7 @@ static void helping_consumer_races_producer(void **state)
     int rounds = (int)(10 * cf_test_scale());
     for (int r = 0; r < rounds; r++) {
         cf_future *f[N];
-        for (int i = 0; i < N; i++) f[i] = cf_future_new();
+        for (int i = 0; i < N; i++) f[i] = cf_test_future();
         struct fake_queue empty = { 0 };
         cf_as_completed *it;
         assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
@@ -413,7 +414,7 @@ static void check_notified_cb(cf_future *f, void *ud)
 static void callbacks_after_iterator_notified(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     assert_int_equal(cf_future_add_done_callback(f, check_notified_cb, NULL), 0); /* older */
     assert_int_equal(cf_as_completed_new(&f, 1, CF_POLL, &g_it), 0);
     cf_future *g;
@@ -509,7 +510,7 @@ static void order_seen_by_observer(void **state)
     int bad = 0, runs = 0;
     for (int look = LOOK_DONE; look <= LOOK_RESULT_TIMEOUT; look++) {
         for (int how = 0; how < 4; how++) {
-            struct order_arg a = { .f0 = cf_future_new(), .f1 = cf_future_new(),
+            struct order_arg a = { .f0 = cf_test_future(), .f1 = cf_test_future(),
                                    .how0 = how & 1 ? BY_CANCEL : BY_RESULT,
                                    .how1 = how & 2 ? BY_CANCEL : BY_RESULT,
                                    .look = look };
@@ -560,16 +561,16 @@ static void order_seen_by_observer(void **state)
 static void delivering_only_with_listeners(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     set_i64(f, 1);
     assert_int_equal(word(f), CF__FINISHED);
     cf_future_release(f);
-    f = cf_future_new();
+    f = cf_test_future();
     assert_true(cf_future_cancel(f));
     assert_int_equal(word(f), CF__CANCELLED);
     cf_future_release(f);
 
-    f = cf_future_new();
+    f = cf_test_future();
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(&f, 1, CF_FOREVER, &it), 0);
     cf__test_after_publish = park_after_publish;
@@ -622,7 +623,7 @@ static void order_tight_loop(void **state)
     pthread_t t = spawn(loop_completer, &a);
     int bad = 0;
     for (int r = 1; r <= rounds; r++) {
-        cf_future *f0 = cf_future_new(), *f1 = cf_future_new();
+        cf_future *f0 = cf_test_future(), *f1 = cf_test_future();
         cf_future *fs[2] = { f1, f0 };
         cf_as_completed *it;
         assert_int_equal(cf_as_completed_new(fs, 2, CF_FOREVER, &it), 0);

@@ -1,4 +1,4 @@
-/* Debug checks (src/debug_checks.h): a future released twice or used after
+/* Debug checks (src/sys/debug_checks.h): a future released twice or used after
  * its last release, and an executor freed twice or used after
  * cf_executor_free, abort with one line naming the call. Each bug runs in
  * a forked child with stderr in a file; the parent checks that the child
@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "sys/debug_checks.h"
 
 static char out[4096];
@@ -86,14 +87,14 @@ static int ident_task(const void *arg, size_t len, cf_out *o)
 
 static void release_twice(void)
 {
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future_release(f);
     cf_future_release(f);
 }
 
 static void done_after_release(void)
 {
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future_set_result(f, "x", 1);
     cf_future_release(f);
     (void)cf_future_done(f);
@@ -105,7 +106,8 @@ static void done_after_release(void)
  * release touches a live record and no check can see it. */
 static void result_after_release(void)
 {
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 2});
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2}), 0);
     int64_t x = 7, y = 0;
     cf_future *f;
     if (!ex || cf_submit(ex, ident_task, &x, sizeof x, &f)) _exit(101);
@@ -117,7 +119,8 @@ static void result_after_release(void)
 
 static void pool_release_twice(void)
 {
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 2});
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2}), 0);
     int64_t x = 7, y = 0;
     cf_future *f;
     if (!ex || cf_submit(ex, ident_task, &x, sizeof x, &f)) _exit(101);
@@ -146,9 +149,9 @@ static void test_future_used_after_release(void **state)
  * futures were made and released meanwhile (fewer than the quarantine). */
 static void release_twice_later(void)
 {
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future_release(f);
-    for (int i = 0; i < CF__QUARANTINE / 2; i++) cf_future_release(cf_future_new());
+    for (int i = 0; i < CF__QUARANTINE / 2; i++) cf_future_release(cf_test_future());
     cf_future_release(f);
 }
 
@@ -162,7 +165,8 @@ static void test_detected_while_quarantined(void **state)
 
 static void executor_freed_twice(void)
 {
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 1});
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 1}), 0);
     if (!ex) _exit(101);
     cf_executor_free(ex);
     cf_executor_free(ex);
@@ -170,7 +174,8 @@ static void executor_freed_twice(void)
 
 static void submit_after_free(void)
 {
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 1});
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 1}), 0);
     if (!ex) _exit(101);
     cf_executor_free(ex);
     int64_t x = 1;
@@ -190,7 +195,8 @@ static void test_executor_freed_twice(void **state)
 static void test_correct_use_passes(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 2});
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2}), 0);
     assert_non_null(ex);
     for (int64_t i = 0; i < 3 * CF__QUARANTINE; i++) {
         cf_future *f;

@@ -89,7 +89,8 @@ static void expect_one_line(const char *var, const char *value, const char *phra
 static int make_pool(void)
 {
     int err = 0;
-    cf_executor *ex = cf_thread_pool_new_err(&(cf_thread_pool_opts){.max_workers = 1}, &err);
+    cf_executor *ex;
+    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 1});
     if (!ex) return err ? err : CF_ESYS;
     cf_executor_free(ex);
     return 0;
@@ -120,8 +121,9 @@ static char code_list[32];
 static int make_pool_code_list(void)
 {
     int err = 0;
-    cf_executor *ex = cf_thread_pool_new_err(
-        &(cf_thread_pool_opts){.max_workers = 1, .cpu_list = code_list}, &err);
+    cf_executor *ex;
+    err = cf_thread_pool_new(&ex,
+        &(cf_thread_pool_opts){.max_workers = 1, .cpu_list = code_list});
     if (ex) cf_executor_free(ex);
     return ex ? 0 : err;
 }

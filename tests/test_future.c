@@ -9,11 +9,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "sys/alloc.h"
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "core/future.h"
 #include "support/test_env.h"
 
@@ -58,7 +60,7 @@ static void *result_thread(void *p)
 static void states_agree(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     assert_non_null(f);
     assert_false(cf_future_running(f));
     assert_false(cf_future_done(f));
@@ -75,14 +77,14 @@ static void states_agree(void **state)
     assert_false(cf_future_cancelled(f));
     cf_future_release(f);
 
-    cf_future *c = cf_future_new();
+    cf_future *c = cf_test_future();
     assert_true(cf_future_cancel(c));
     assert_true(cf_future_cancelled(c));
     assert_true(cf_future_done(c)); /* a cancelled future is done */
     assert_false(cf_future_running(c));
     cf_future_release(c);
 
-    cf_future *e = cf_future_new();
+    cf_future *e = cf_test_future();
     assert_int_equal(cf_future_set_exception(e, 7, "boom"), 0);
     assert_true(cf_future_done(e));
     assert_false(cf_future_cancelled(e));
@@ -97,7 +99,7 @@ static void transitions(void **state)
     int64_t one = 1, two = 2, v;
 
     /* PENDING -> FINISHED directly, then nothing else. */
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     assert_int_equal(cf_future_set_result(f, &one, sizeof one), 0);
     assert_int_equal(cf_future_set_result(f, &two, sizeof two), CF_ESTATE);
     assert_int_equal(cf_future_set_exception(f, 3, "late"), CF_ESTATE);
@@ -109,7 +111,7 @@ static void transitions(void **state)
     cf_future_release(f);
 
     /* RUNNING -> FINISHED; RUNNING cannot be cancelled or restarted. */
-    f = cf_future_new();
+    f = cf_test_future();
     assert_int_equal(cf_future_set_running_or_notify_cancel(f), 0);
     assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_ESTATE);
     assert_false(cf_future_cancel(f));
@@ -124,7 +126,7 @@ static void transitions(void **state)
     cf_future_release(f);
 
     /* CANCELLED stays CANCELLED. */
-    f = cf_future_new();
+    f = cf_test_future();
     assert_true(cf_future_cancel(f));
     assert_int_equal(cf_future_set_result(f, &one, sizeof one), CF_ESTATE);
     assert_int_equal(cf_future_set_exception(f, 1, "x"), CF_ESTATE);
@@ -163,7 +165,7 @@ static void racing_completers(void **state)
     int rounds = (int)(200 * cf_test_scale());
     for (int r = 0; r < rounds; r++) {
         enum { N = 3 }; /* one of each kind: two cancels would both return true */
-        cf_future *f = cf_future_new();
+        cf_future *f = cf_test_future();
         _Atomic int go = 0;
         struct race_arg a[N];
         pthread_t t[N];
@@ -219,7 +221,7 @@ static void cancel_wakes_result_and_runs_callbacks_once(void **state)
 {
     (void)state;
     atomic_store(&cb_count, 0);
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     assert_int_equal(cf_future_add_done_callback(f, count_cb, NULL), 0);
     struct waiter_arg a[3];
     pthread_t t[3];
@@ -381,7 +383,7 @@ static void cancel_races_start(void **state)
 static void result_timeouts(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     int64_t v = -1;
     assert_int_equal(cf_future_result_i64(f, CF_POLL, &v), CF_ETIMEDOUT);
     assert_int_equal(v, -1);
@@ -448,7 +450,7 @@ static void signals_and_spurious_wakeups(void **state)
     sigemptyset(&sa.sa_mask);
     assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
 
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     struct waiter_arg a = { .f = f, .timeout = CF_FOREVER };
     pthread_t t = spawn(result_thread, &a);
     for (int i = 0; i < 20; i++) {
@@ -469,7 +471,7 @@ static void signals_and_spurious_wakeups(void **state)
     cf_future_release(f);
 
     /* A timed wait under a stream of signals still times out, not early. */
-    f = cf_future_new();
+    f = cf_test_future();
     a = (struct waiter_arg){ .f = f, .timeout = 0.05 };
     int64_t t0 = cf__now_ns();
     t = spawn(result_thread, &a);
@@ -490,7 +492,7 @@ static void many_sleepers(void **state)
 {
     (void)state;
     enum { N = 8 };
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     struct waiter_arg a[N];
     pthread_t t[N];
     for (int i = 0; i < N; i++) {
@@ -523,7 +525,7 @@ static int test_helper(void *ctx, cf_future *f, cf__deadline deadline)
 static void wait_helper_is_called(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf__tls_wait_helper = test_helper;
     cf__tls_wait_helper_ctx = &helper_calls;
     int64_t v;
@@ -548,7 +550,7 @@ static void results_and_exceptions(void **state)
     const char *msg;
 
     /* zero-length result: valid non-NULL pointer */
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     assert_int_equal(cf_future_set_result(f, NULL, 0), 0);
     assert_int_equal(cf_future_result(f, CF_POLL, &data, &len), 0);
     assert_non_null(data);
@@ -563,7 +565,7 @@ static void results_and_exceptions(void **state)
     for (size_t n = 1; n < 5000; n = n * 3 + 1) {
         unsigned char *buf = malloc(n);
         for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)(i * 7 + n);
-        f = cf_future_new();
+        f = cf_test_future();
         assert_int_equal(cf_future_set_result(f, buf, n), 0);
         memset(buf, 0, n); /* the future has its own copy */
         assert_int_equal(cf_future_result(f, CF_POLL, &data, &len), 0);
@@ -574,7 +576,7 @@ static void results_and_exceptions(void **state)
     }
 
     /* typed helpers */
-    f = cf_future_new();
+    f = cf_test_future();
     double d = 2.5;
     assert_int_equal(cf_future_set_result(f, &d, sizeof d), 0);
     double dv;
@@ -583,20 +585,20 @@ static void results_and_exceptions(void **state)
     int64_t iv;
     assert_int_equal(cf_future_result_i64(f, CF_POLL, &iv), 0); /* same size: allowed */
     cf_future_release(f);
-    f = cf_future_new();
+    f = cf_test_future();
     void *p = &d;
     assert_int_equal(cf_future_set_result(f, &p, sizeof p), 0);
     void *pv;
     assert_int_equal(cf_future_result_ptr(f, CF_POLL, &pv), 0);
     assert_ptr_equal(pv, &d);
     cf_future_release(f);
-    f = cf_future_new();
+    f = cf_test_future();
     assert_int_equal(cf_future_set_result(f, "abc", 3), 0);
     assert_int_equal(cf_future_result_i64(f, CF_POLL, &iv), CF_EINVAL);
     cf_future_release(f);
 
     /* task error: result -> CF_ETASK, exception -> code + message */
-    f = cf_future_new();
+    f = cf_test_future();
     char m[] = "it broke";
     assert_int_equal(cf_future_set_exception(f, 42, m), 0);
     m[0] = 'X'; /* copied */
@@ -607,7 +609,7 @@ static void results_and_exceptions(void **state)
     cf_future_release(f);
 
     /* broken by the executor */
-    f = cf_future_new();
+    f = cf_test_future();
     assert_int_equal(cf_future_set_running_or_notify_cancel(f), 0);
     assert_int_equal(cf__future_fail_broken(f, "worker %d died (signal %d)", 1234, 9), 0);
     assert_int_equal(cf_future_result(f, CF_POLL, &data, &len), CF_EBROKEN);
@@ -617,7 +619,7 @@ static void results_and_exceptions(void **state)
     cf_future_release(f);
 
     /* exception(): cancelled and timed out leave the outputs alone */
-    f = cf_future_new();
+    f = cf_test_future();
     code = 123;
     msg = "keep";
     assert_int_equal(cf_future_exception(f, CF_POLL, &code, &msg), CF_ETIMEDOUT);
@@ -641,8 +643,9 @@ static int task_square(const void *arg, size_t len, cf_out *out)
 static int task_big(const void *arg, size_t len, cf_out *out)
 {
     /* the argument is large too: sum it into a large result */
-    unsigned char *r = cf_out_alloc(out, len);
-    if (!r) return CF_ENOMEM;
+    void *buf;
+    if (cf_out_alloc(out, len, &buf) != 0) return CF_ENOMEM;
+    unsigned char *r = buf;
     for (size_t i = 0; i < len; i++) r[i] = (unsigned char)(((const unsigned char *)arg)[i] + 1);
     return 0;
 }
@@ -664,7 +667,8 @@ static int task_msg_then_ok(const void *arg, size_t len, cf_out *out)
 static int task_ignores_failure(const void *arg, size_t len, cf_out *out)
 {
     (void)arg, (void)len;
-    (void)cf_out_alloc(out, (size_t)UINT32_MAX + 1); /* too big: fails */
+    void *buf;
+    (void)cf_out_alloc(out, (size_t)UINT32_MAX + 1, &buf); /* too big: fails */
     return 0;
 }
 
@@ -747,7 +751,9 @@ static void complete_from_out(void **state)
     assert_false(cf_future_cancel(f));
     struct cf_out o;
     cf__out_init(&o);
-    unsigned char *p = cf_out_alloc(&o, 1000);
+    void *buf;
+    assert_int_equal(cf_out_alloc(&o, 1000, &buf), 0);
+    unsigned char *p = buf;
     assert_non_null(p);
     memset(p, 0xab, 1000);
     assert_int_equal(cf__future_complete_from_out(f, 0, &o), 0);
@@ -765,7 +771,7 @@ static void complete_from_out(void **state)
     cf_future_release(f);
     cf_future_release(f);
 
-    f = cf_future_new();
+    f = cf_test_future();
     cf__out_init(&o);
     cf_out_error(&o, 9, "remote %s", "failure");
     assert_int_equal(cf__future_complete_from_out(f, 9, &o), 0);
@@ -785,7 +791,9 @@ static void out_staging(void **state)
     cf__out_init(&o);
     assert_int_equal(cf_out_set(&o, "abc", 3), 0);
     assert_int_equal(o.len, 3);
-    char *big = cf_out_alloc(&o, 100);
+    void *buf;
+    assert_int_equal(cf_out_alloc(&o, 100, &buf), 0);
+    char *big = buf;
     assert_non_null(big);
     memset(big, 'z', 100);
     big[0] = 'a';
@@ -795,10 +803,12 @@ static void out_staging(void **state)
     assert_int_equal(cf_out_set(&o, (char *)o.data + 1, 4), 0); /* shrink to inline */
     assert_ptr_equal(o.data, o.small);
     assert_memory_equal(o.data, "zzzz", 4);
-    void *z = cf_out_alloc(&o, 0);
+    void *z;
+    assert_int_equal(cf_out_alloc(&o, 0, &z), 0);
     assert_non_null(z);
     assert_int_equal(o.len, 0);
-    assert_null(cf_out_alloc(&o, (size_t)UINT32_MAX + 1));
+    assert_int_equal(cf_out_alloc(&o, (size_t)UINT32_MAX + 1, &z), CF_ETOOBIG);
+    assert_null(z);
     assert_int_equal(o.failed, CF_ETOOBIG);
     assert_int_equal(cf_out_set(&o, "ok", 2), 0);
     assert_int_equal(o.failed, 0);
@@ -852,7 +862,7 @@ static void callbacks_order_thread_once(void **state)
     (void)state;
     struct order o = { 0 };
     g_order = &o;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     for (int i = 0; i < 10; i++) assert_int_equal(cf_future_add_done_callback(f, tag_cb, (void *)(intptr_t)i), 0);
     pthread_t t = spawn(complete_thread, f);
     pthread_join(t, NULL);
@@ -874,7 +884,7 @@ static void callbacks_order_thread_once(void **state)
 
     /* a cancel runs them in the cancelling thread */
     o = (struct order){ 0 };
-    f = cf_future_new();
+    f = cf_test_future();
     assert_int_equal(cf_future_add_done_callback(f, order_cb, &o), 0);
     assert_true(cf_future_cancel(f));
     assert_int_equal(atomic_load(&o.n), 1);
@@ -883,7 +893,7 @@ static void callbacks_order_thread_once(void **state)
 
     /* a failed add never calls */
     o = (struct order){ 0 };
-    f = cf_future_new();
+    f = cf_test_future();
     assert_int_equal(cf_future_add_done_callback(f, NULL, &o), CF_EINVAL);
     assert_int_equal(cf_future_add_done_callback(NULL, order_cb, &o), CF_EINVAL);
     assert_true(cf_future_cancel(f));
@@ -927,7 +937,7 @@ static void callback_calls_future_functions(void **state)
 {
     (void)state;
     atomic_store(&nested_runs, 0);
-    cf_future *f = cf_future_new(), *other = cf_future_new();
+    cf_future *f = cf_test_future(), *other = cf_test_future();
     assert_int_equal(cf_future_add_done_callback(f, nested_outer, other), 0);
     int64_t x = 3;
     assert_int_equal(cf_future_set_result(f, &x, sizeof x), 0);
@@ -947,7 +957,7 @@ static void release_cb(cf_future *f, void *ud)
 static void callback_releases(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future_retain(f); /* the callback's */
     assert_int_equal(cf_future_add_done_callback(f, release_cb, NULL), 0);
     assert_int_equal(cf_future_set_result(f, NULL, 0), 0);
@@ -973,7 +983,7 @@ static void callbacks_after_waiters(void **state)
     enum { N = 3 };
     struct waiter_arg a[N];
     pthread_t t[N];
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     g_waiters = a;
     g_nwaiters = N;
     for (int i = 0; i < N; i++) {
@@ -1019,7 +1029,7 @@ static void callbacks_race_completion(void **state)
     for (int r = 0; r < rounds; r++) {
         enum { T = 3, PER = 50 };
         _Atomic int count = 0;
-        cf_future *f = cf_future_new();
+        cf_future *f = cf_test_future();
         struct adder_arg a[T];
         pthread_t t[T];
         for (int i = 0; i < T; i++) {
@@ -1039,7 +1049,7 @@ static void callbacks_race_completion(void **state)
 static void references(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     assert_ptr_equal(cf_future_retain(f), f);
     assert_int_equal(atomic_load(&f->refs), 2);
     char big[100];
@@ -1051,7 +1061,7 @@ static void references(void **state)
     assert_string_equal(msg, "kept"); /* valid while a reference is held */
     cf_future_release(f);
 
-    f = cf_future_new();
+    f = cf_test_future();
     assert_int_equal(cf_future_set_result(f, big, sizeof big), 0);
     const void *data;
     assert_int_equal(cf_future_result(f, CF_POLL, &data, NULL), 0);
@@ -1088,7 +1098,10 @@ static void layout_and_strings(void **state)
     assert_string_equal(cf_strerror(CF_ENOTSUP - 1), "unknown error");
     assert_string_equal(cf_strerror(-1000), "unknown error");
     assert_string_equal(cf_strerror(CF_ETIMEDOUT), "timed out");
-    assert_string_equal(cf_version(), "0.1.0");
+    assert_string_equal(cf_version(), CF_VERSION_STRING);
+    char v[32];
+    snprintf(v, sizeof v, "%d.%d.%d", CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH);
+    assert_string_equal(v, CF_VERSION_STRING);
 }
 
 int main(void)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "core/future.h"
 
 static void never_cb(cf_future *f, void *ud)
@@ -62,8 +63,16 @@ static void future_calls(void **state)
     assert_int_equal(i64, 5);
     assert_int_equal(code, 3);
 
+    /* the constructor: 0 and a future, or a code */
+    assert_int_equal(cf_future_new(NULL), CF_EINVAL);
+    cf_future *made = NULL;
+    assert_int_equal(cf_future_new(&made), 0);
+    assert_non_null(made);
+    assert_false(cf_future_done(made));
+    cf_future_release(made);
+
     /* a pending future: bad arguments change nothing */
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     assert_int_equal(cf_future_result(f, nan, &data, &len), CF_EINVAL);
     assert_int_equal(cf_future_result_i64(f, nan, &i64), CF_EINVAL);
     assert_int_equal(cf_future_result_i64(f, CF_POLL, NULL), CF_EINVAL);
@@ -89,7 +98,7 @@ static void future_calls(void **state)
     assert_int_equal(cf_future_result(f, nan, &data, &len), CF_EINVAL);
     assert_int_equal(cf_future_result_f64(f, CF_POLL, &f64), 0); /* 8 bytes */
     char small[3] = "ab";
-    cf_future *g = cf_future_new();
+    cf_future *g = cf_test_future();
     assert_int_equal(cf_future_set_result(g, small, sizeof small), 0);
     assert_int_equal(cf_future_result_i64(g, CF_POLL, &i64), CF_EINVAL);
     assert_int_equal(cf_future_result_ptr(g, CF_POLL, &ptr), CF_EINVAL);
@@ -107,7 +116,9 @@ static void out_calls(void **state)
 {
     (void)state;
     assert_int_equal(cf_out_set(NULL, "x", 1), CF_EINVAL);
-    assert_null(cf_out_alloc(NULL, 1));
+    void *buf = (void *)0x1;
+    assert_int_equal(cf_out_alloc(NULL, 1, &buf), CF_EINVAL);
+    assert_null(buf);
     assert_int_equal(cf_out_error(NULL, 5, "x"), 5);
     assert_int_equal(cf_out_error(NULL, 0, NULL), CF_EINVAL);
     assert_int_equal(cf_out_i64(NULL, 1), CF_EINVAL);
@@ -130,7 +141,7 @@ static void out_calls(void **state)
 static void wait_calls(void **state)
 {
     (void)state;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future *fs[] = { f, NULL };
     size_t n_done = 77;
     assert_int_equal(cf_wait(NULL, 1, CF_ALL_COMPLETED, CF_POLL, &n_done), CF_EINVAL);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "core/executor.h"
 #include "support/test_env.h"
 
@@ -88,7 +89,8 @@ static void wrap_release(struct wrap_ex *w)
 
 static cf_executor *pool(int workers)
 {
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = workers });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = workers }), 0);
     assert_non_null(ex);
     return ex;
 }
@@ -119,8 +121,9 @@ static int bytes_of(const void *arg, size_t len, cf_out *out)
 {
     int64_t x;
     memcpy(&x, arg, len);
-    unsigned char *p = cf_out_alloc(out, (size_t)x);
-    if (!p) return cf_out_error(out, 1, "alloc");
+    void *buf;
+    if (cf_out_alloc(out, (size_t)x, &buf) != 0) return cf_out_error(out, 1, "alloc");
+    unsigned char *p = buf;
     memset(p, (int)(uint8_t)x, (size_t)x);
     return 0;
 }
@@ -434,7 +437,7 @@ static void test_timeout_cancels(void **state)
     for (int i = 0; i < GATE_N; i++) xs[i] = i;
     cf_map_iter *it;
     assert_int_equal(cf_map(&w.base, gated, xs, sizeof *xs, GATE_N,
-                            &(cf_map_opts){ .timeout = 0.05, .chunksize = 1, .window = 4 }, &it), 0);
+                            &(cf_map_opts){ .has_timeout = true, .timeout = 0.05, .chunksize = 1, .window = 4 }, &it), 0);
     assert_int_equal(w.submitted, 4);
     /* Item 0 cannot finish before the gate opens, so the deadline passes. */
     int64_t y;
@@ -461,6 +464,42 @@ static void test_timeout_cancels(void **state)
     cf_executor_free(ex);
 }
 
+/* With has_timeout, 0 polls as everywhere else: the deadline has passed
+ * at once, so an item that is not done times out the map. */
+static void test_timeout_zero_polls(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    gate_reset();
+    int64_t xs[GATE_N];
+    for (int i = 0; i < GATE_N; i++) xs[i] = i;
+    cf_map_iter *it;
+    assert_int_equal(cf_map(ex, gated, xs, sizeof *xs, GATE_N,
+                            &(cf_map_opts){ .has_timeout = true, .timeout = CF_POLL, .chunksize = 1 }, &it),
+                     0);
+    int64_t y;
+    /* Item 0 cannot be done before the gate opens. */
+    assert_int_equal(cf_map_next_i64(it, &y), CF_ETIMEDOUT);
+    atomic_store_explicit(&g_gate_open, true, memory_order_release);
+    cf_map_free(it);
+    cf_executor_free(ex);
+}
+
+/* A timeout without has_timeout would be ignored, so it is refused; so is
+ * a non-zero reserved word (an option of a newer library). */
+static void test_opts_refused(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1);
+    int64_t xs[4] = { 1, 2, 3, 4 };
+    cf_map_iter *it = NULL;
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .timeout = 5 }, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .timeout = -1 }, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .reserved[3] = 1 }, &it), CF_EINVAL);
+    assert_null(it);
+    cf_executor_free(ex);
+}
+
 /* Items already done are yielded even after the deadline: only a wait that
  * would outlast it times out. */
 static void test_timeout_done_items_still_yield(void **state)
@@ -469,7 +508,7 @@ static void test_timeout_done_items_still_yield(void **state)
     cf_executor *ex = pool(2);
     int64_t xs[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
     cf_map_iter *it;
-    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 8, &(cf_map_opts){ .timeout = 30, .chunksize = 8 }, &it),
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 8, &(cf_map_opts){ .has_timeout = true, .timeout = 30, .chunksize = 8 }, &it),
                      0);
     for (int i = 0; i < 8; i++) {
         int64_t y;
@@ -478,10 +517,12 @@ static void test_timeout_done_items_still_yield(void **state)
     }
     assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
     cf_map_free(it);
-    /* Negative and zero timeouts mean none. */
-    check_squares(ex, 100, &(cf_map_opts){ .timeout = -1 });
+    /* Negative and infinite timeouts mean none, and so does a zeroed
+     * struct (no has_timeout). */
+    check_squares(ex, 100, &(cf_map_opts){ .has_timeout = true, .timeout = -1 });
     check_squares(ex, 100, &(cf_map_opts){ .timeout = 0 });
-    check_squares(ex, 100, &(cf_map_opts){ .timeout = INFINITY });
+    check_squares(ex, 100, &(cf_map_opts)CF_MAP_OPTS_INIT);
+    check_squares(ex, 100, &(cf_map_opts){ .has_timeout = true, .timeout = INFINITY });
     cf_executor_free(ex);
 }
 
@@ -582,7 +623,7 @@ static int fake_submit_impl(cf_executor *ex, cf_task_fn *fn, const void *arg, si
                             cf_future **out)
 {
     (void)ex, (void)fn, (void)arg, (void)arg_len;
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     if (!f) return CF_ENOMEM;
     assert_int_equal(cf_future_set_result(f, g_fake, g_fake_len), 0);
     *out = f;
@@ -680,7 +721,8 @@ static void test_process_pool(void **state)
 {
     (void)state;
     int err = 0;
-    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){ .max_workers = 2 }, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){ .max_workers = 2 });
     if (!ex && err == CF_ENOTSUP) skip();
     assert_non_null(ex);
     check_squares(ex, 1000, NULL);
@@ -828,10 +870,10 @@ static void test_consumer_helps(void **state)
     (void)map_counted(ex, counted_square, NULL);
     /* With a deadline the consumer never runs a chunk (it could not keep
      * the deadline while running one). */
-    assert_int_equal(map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 7, .timeout = 60 }), 0);
+    assert_int_equal(map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 7, .has_timeout = true, .timeout = 60 }), 0);
     cf_executor_free(ex);
     /* Nor on a pool with an initializer (tasks may rely on it). */
-    ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .initializer = init_worker });
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .initializer = init_worker }), 0);
     assert_non_null(ex);
     assert_int_equal(map_counted(ex, square_if_initialized, &(cf_map_opts){ .chunksize = 7 }), 0);
     cf_executor_free(ex);
@@ -969,6 +1011,8 @@ int main(void)
         cmocka_unit_test(test_nested),
         cmocka_unit_test(test_timeout_cancels),
         cmocka_unit_test(test_timeout_done_items_still_yield),
+        cmocka_unit_test(test_timeout_zero_polls),
+        cmocka_unit_test(test_opts_refused),
         cmocka_unit_test(test_free_early),
         cmocka_unit_test(test_free_anywhere),
         cmocka_unit_test(test_malformed_results),

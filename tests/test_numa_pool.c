@@ -60,8 +60,8 @@ static void test_workers_where_placed(void **state)
     (void)state;
     clear_env();
     cf_thread_pool_opts o = {.stats = CF_SWITCH_ON};
-    int err = 0;
-    cf_executor *ex = cf_thread_pool_new_err(&o, &err);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
 
     struct cf__config c;
@@ -114,7 +114,8 @@ static void test_cpu_list_pool(void **state)
     char list[32];
     snprintf(list, sizeof list, "%d", b);
     cf_thread_pool_opts o = {.cpu_list = list};
-    cf_executor *ex = cf_thread_pool_new(&o);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     assert_int_equal(cf_executor_workers(ex), 1);
     cf_future *f;
@@ -145,7 +146,8 @@ static void test_worker_memory_on_its_node(void **state)
     (void)state;
     clear_env();
     cf_thread_pool_opts o = {.max_workers = 1};
-    cf_executor *ex = cf_thread_pool_new(&o);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     cf_future *f;
     assert_int_equal(cf_submit(ex, alloc_here, NULL, 0, &f), 0);
@@ -158,7 +160,7 @@ static void test_worker_memory_on_its_node(void **state)
 
     /* NUMA off: no preferred node. */
     o.numa = CF_SWITCH_OFF;
-    ex = cf_thread_pool_new(&o);
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     assert_int_equal(cf_submit(ex, alloc_here, NULL, 0, &f), 0);
     assert_int_equal(cf_future_result_i64(f, CF_FOREVER, &v), 0);
@@ -177,7 +179,8 @@ static void test_bad_env_value_uses_default(void **state)
     assert_non_null(tmp);
     int saved = dup(STDERR_FILENO);
     dup2(fileno(tmp), STDERR_FILENO);
-    cf_executor *ex = cf_thread_pool_new(NULL);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, NULL), 0);
     fflush(stderr);
     dup2(saved, STDERR_FILENO);
     close(saved);
@@ -220,14 +223,15 @@ static void test_bad_options_fail(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int err = 0;
-        cf_executor *ex = cf_thread_pool_new_err(&bad[i], &err);
+        cf_executor *ex;
+        err = cf_thread_pool_new(&ex, &bad[i]);
         if (ex) fail_msg("bad option %zu accepted", i);
         assert_int_equal(err, CF_EINVAL);
     }
     cf_process_pool_opts pbad = {.ring_depth = 3};
-    int err = 0;
-    assert_null(cf_process_pool_new_err(&pbad, &err));
-    assert_int_equal(err, CF_EINVAL);
+    cf_executor *pex;
+    assert_int_equal(cf_process_pool_new(&pex, &pbad), CF_EINVAL);
+    assert_null(pex);
 }
 
 int main(void)

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "cfutures.h"
@@ -22,7 +23,8 @@ static int task(const void *arg, size_t len, cf_out *out)
 static void test_submit_bad(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 1 });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 1 }), 0);
     assert_non_null(ex);
     cf_future *f = (cf_future *)0x1;
     int x = 1;
@@ -52,12 +54,19 @@ static void test_other_entry_points_bad(void **state)
     assert_int_equal(n, 99);
     assert_int_equal(cf_process_pool_terminate(NULL, SIGTERM), CF_EINVAL);
 
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2 });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2 }), 0);
     assert_non_null(ex);
     assert_int_equal(cf_executor_stats(ex, st, 2, NULL), CF_EINVAL);
     assert_int_equal(cf_executor_stats(ex, NULL, 2, &n), CF_EINVAL);
     assert_int_equal(cf_executor_stats(ex, st, 1, &n), 0); /* fewer slots than workers */
     assert_int_equal(n, 2);
+    /* The reserved room of every entry written is zero, whatever it held. */
+    memset(st, 0xa5, sizeof st);
+    assert_int_equal(cf_executor_stats(ex, st, 2, &n), 0);
+    for (size_t i = 0; i < 2; i++)
+        for (size_t r = 0; r < sizeof st[i].reserved / sizeof st[i].reserved[0]; r++)
+            assert_true(st[i].reserved[r] == 0);
     assert_int_equal(cf_process_pool_terminate(ex, 12345), CF_EINVAL);
     assert_int_equal(cf_process_pool_terminate(ex, SIGTERM), CF_ENOTSUP);
     assert_int_equal(cf_executor_workers(ex), 2);
@@ -66,16 +75,23 @@ static void test_other_entry_points_bad(void **state)
 
 static void expect_einval(const cf_thread_pool_opts *o)
 {
-    int err = 0;
-    assert_null(cf_thread_pool_new_err(o, &err));
-    assert_int_equal(err, CF_EINVAL);
-    assert_null(cf_thread_pool_new(o)); /* err may be NULL */
+    cf_executor *ex = (cf_executor *)0x1;
+    assert_int_equal(cf_thread_pool_new(&ex, o), CF_EINVAL);
+    assert_null(ex); /* *out is NULL after a failure */
 }
 
 static void test_constructor_bad(void **state)
 {
     (void)state;
     expect_einval(&(cf_thread_pool_opts){ .max_workers = -1 });
+    /* Reserved room must stay zero: a newer library's option is refused. */
+    expect_einval(&(cf_thread_pool_opts){ .reserved[0] = 1 });
+    expect_einval(&(cf_thread_pool_opts){ .reserved[7] = 1 });
+    assert_int_equal(cf_thread_pool_new(NULL, NULL), CF_EINVAL);
+    assert_int_equal(cf_process_pool_new(NULL, NULL), CF_EINVAL);
+    cf_executor *pex = (cf_executor *)0x1;
+    assert_int_equal(cf_process_pool_new(&pex, &(cf_process_pool_opts){ .reserved[7] = 1 }), CF_EINVAL);
+    assert_null(pex);
     expect_einval(&(cf_thread_pool_opts){ .max_workers = INT32_MIN });
     expect_einval(&(cf_thread_pool_opts){ .pin = (enum cf_pin_policy)77 });
     expect_einval(&(cf_thread_pool_opts){ .pin = (enum cf_pin_policy)-3 });
@@ -86,8 +102,9 @@ static void test_constructor_bad(void **state)
     expect_einval(&(cf_thread_pool_opts){ .steal_attempts = -2 });
     /* Good values still work. */
     int err = 1;
-    cf_executor *ex = cf_thread_pool_new_err(
-        &(cf_thread_pool_opts){ .max_workers = 1, .spin_ns = CF_SPIN_NONE }, &err);
+    cf_executor *ex;
+    err = cf_thread_pool_new(&ex,
+        &(cf_thread_pool_opts){ .max_workers = 1, .spin_ns = CF_SPIN_NONE });
     assert_non_null(ex);
     assert_int_equal(err, 0);
     cf_executor_free(ex);

@@ -148,7 +148,8 @@ static void parent_atexit(void)
 static cf_executor *pool_opts(cf_process_pool_opts o)
 {
     int err = 0;
-    cf_executor *ex = cf_process_pool_new_err(&o, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &o);
     assert_int_equal(err, 0);
     assert_non_null(ex);
     return ex;
@@ -506,7 +507,8 @@ static int nproc_child(void)
     set_nproc(0, have > 0 ? (rlim_t)have : 0);
     int err = 0;
     errno = 0;
-    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = 1}, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1});
     if (ex) return 10;
     if (err != CF_ESYS) return 11;
     if (errno != EAGAIN) return 12;
@@ -515,7 +517,7 @@ static int nproc_child(void)
     if (have > 0) {
         set_nproc(0, (rlim_t)have + 1);
         errno = 0;
-        ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = 1}, &err);
+        err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1});
         if (ex) return 20;
         if (err != CF_ESYS) return 21;
         if (errno != EAGAIN) return 22;
@@ -523,7 +525,7 @@ static int nproc_child(void)
 
     /* 3. A replacement worker refused later: the pool breaks and says why. */
     set_nproc(0, orig.rlim_cur);
-    ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1}, &err);
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1});
     if (!ex) return 30;
     set_nproc(pp(ex)->zpid, 0); /* the zygote may fork no more */
     cf_future *a, *b;

@@ -151,8 +151,8 @@ static int scribble_task(const void *arg, size_t len, cf_out *out)
     default: break;
     }
     if (a.what == S_RES_TAIL) {
-        unsigned char *b = cf_out_alloc(out, 100000); /* needs the spill ring */
-        if (b) memset(b, 1, 100000);
+        void *b; /* needs the spill ring */
+        if (cf_out_alloc(out, 100000, &b) == 0) memset(b, 1, 100000);
         return 0;
     }
     return cf_out_i64(out, 5);
@@ -177,10 +177,11 @@ static cf_executor *pool2(void)
 {
     int err;
     /* The layout the scribblers assume: 2 channels of 64 slots of 256 B. */
-    cf_executor *ex = cf_process_pool_new_err(
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex,
         &(cf_process_pool_opts){.max_workers = 2, .ring_depth = 64, .slot_size = 256,
-                                .initializer = default_crash_signals},
-        &err);
+                                .initializer = default_crash_signals});
+    assert_int_equal(err, 0);
     assert_non_null(ex);
     return ex;
 }

@@ -92,8 +92,9 @@ static int big_task(const void *arg, size_t len, cf_out *out)
     uint64_t n;
     if (len != sizeof n) return 1;
     memcpy(&n, arg, sizeof n);
-    unsigned char *b = cf_out_alloc(out, n);
-    if (!b) return 2;
+    void *buf;
+    if (cf_out_alloc(out, n, &buf) != 0) return 2;
+    unsigned char *b = buf;
     for (uint64_t i = 0; i < n; i++) b[i] = (unsigned char)(i * 13 + 5);
     atomic_store_explicit(&sh->pids[0], getpid(), memory_order_release);
     atomic_store_explicit(&sh->returning, 1, memory_order_release);
@@ -105,7 +106,9 @@ static int big_task(const void *arg, size_t len, cf_out *out)
 static cf_executor *pool(int n)
 {
     int err = 0;
-    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = n}, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = n});
+    assert_int_equal(err, 0);
     assert_non_null(ex);
     return ex;
 }
@@ -193,7 +196,8 @@ static void test_exit_in_task(void **state)
     int codes[] = {3, 0};
     for (int k = 0; k < 2; k++) {
         /* _exit(0) inside a task is a crash too, even with retirement on. */
-        cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 100});
+        cf_executor *ex;
+        assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 100}), 0);
         cf_future *f, *g = NULL;
         assert_int_equal(cf_submit(ex, exit_task, &codes[k], sizeof codes[k], &f), 0);
         int rc = cf_submit(ex, quick_task, NULL, 0, &g); /* may find it broken already */

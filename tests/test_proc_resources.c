@@ -54,6 +54,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A process pool with these options (the test fails if it cannot be made). */
+static cf_executor *ppool(cf_process_pool_opts o)
+{
+    cf_executor *ex = NULL;
+    assert_int_equal(cf_process_pool_new(&ex, &o), 0);
+    return ex;
+}
+
 /* ---- tasks ---- */
 
 static int square_task(const void *arg, size_t len, cf_out *out)
@@ -67,8 +75,8 @@ static int square_task(const void *arg, size_t len, cf_out *out)
 /* Returns its argument with every byte plus one. */
 static int echo_task(const void *arg, size_t len, cf_out *out)
 {
-    unsigned char *b = cf_out_alloc(out, len);
-    if (!b) return 1;
+    unsigned char *b;
+    if (cf_out_alloc(out, len, (void **)&b)) return 1;
     const unsigned char *a = arg;
     for (size_t i = 0; i < len; i++) b[i] = (unsigned char)(a[i] + 1);
     return 0;
@@ -110,7 +118,7 @@ static void test_1024_workers(void **state)
     (void)state;
     int n = cf_test_scale() >= 1.0 ? 1024 : 512; /* 512 also hung; sanitizers fork slowly */
     double t0 = now_s();
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = n, .ring_depth = 64});
+    cf_executor *ex = ppool((cf_process_pool_opts){.max_workers = n, .ring_depth = 64});
     double t1 = now_s();
     assert_non_null(ex);
     assert_int_equal(cf_executor_workers(ex), n);
@@ -127,8 +135,7 @@ static void test_retirement_storm(void **state)
     (void)state;
     int tasks = (int)(1500 * cf_test_scale());
     if (tasks < 600) tasks = 600;
-    cf_executor *ex = cf_process_pool_new(
-        &(cf_process_pool_opts){.max_workers = 300, .max_tasks_per_child = 1, .ring_depth = 64});
+    cf_executor *ex = ppool((cf_process_pool_opts){.max_workers = 300, .max_tasks_per_child = 1, .ring_depth = 64});
     assert_non_null(ex);
     run_squares(ex, tasks);
     cf_executor_free(ex);
@@ -168,7 +175,7 @@ static void test_spill_resident_bounded(void **state)
 {
     (void)state;
     enum { WORKERS = 2 };
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = WORKERS});
+    cf_executor *ex = ppool((cf_process_pool_opts){.max_workers = WORKERS});
     assert_non_null(ex);
     struct cf__ppool *p = (struct cf__ppool *)ex;
     /* What the pool's fixed part (header, control pages, slots) can hold,
@@ -259,7 +266,7 @@ static int probe_task(const void *arg, size_t len, cf_out *out)
 static void test_worker_maps_only_its_channel(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 3});
+    cf_executor *ex = ppool((cf_process_pool_opts){.max_workers = 3});
     assert_non_null(ex);
     struct chan_parts c = parts_of((struct cf__ppool *)ex);
     enum { N = 12 };
@@ -330,7 +337,7 @@ static void test_pools_isolated(void **state)
     (void)state;
     gate = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     assert_true(gate != MAP_FAILED);
-    cf_executor *a = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2, .ring_depth = 64});
+    cf_executor *a = ppool((cf_process_pool_opts){.max_workers = 2, .ring_depth = 64});
     assert_non_null(a);
     struct cf__ppool *pa = (struct cf__ppool *)a;
     enum { Q = 50 };
@@ -340,7 +347,7 @@ static void test_pools_isolated(void **state)
         int64_t v = i + 3;
         assert_int_equal(cf_submit(a, square_task, &v, sizeof v, &fs[i]), 0);
     }
-    cf_executor *b = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1});
+    cf_executor *b = ppool((cf_process_pool_opts){.max_workers = 1});
     assert_non_null(b);
     struct forge_arg fa = {.slots = (uintptr_t)pa->slots, .bytes = (size_t)pa->depth * pa->stride * (size_t)pa->n,
                            .stride = pa->stride};
@@ -446,7 +453,7 @@ static void test_stray_write_over_queued_arguments(void **state)
 {
     (void)state;
     memset(st, 0, sizeof *st);
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .ring_depth = 64});
+    cf_executor *ex = ppool((cf_process_pool_opts){.max_workers = 1, .ring_depth = 64});
     assert_non_null(ex);
     struct cf__ppool *p = (struct cf__ppool *)ex;
     /* A fresh pool: the gated task takes position 0, the scribbler 1, the
@@ -478,7 +485,7 @@ static void test_stray_write_over_uncollected_results(void **state)
 {
     (void)state;
     memset(st, 0, sizeof *st);
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .ring_depth = 64});
+    cf_executor *ex = ppool((cf_process_pool_opts){.max_workers = 1, .ring_depth = 64});
     assert_non_null(ex);
     struct cf__ppool *p = (struct cf__ppool *)ex;
     struct scribble_slots a = {.n = 5, .results = true};

@@ -28,8 +28,9 @@ static int pid_task(const void *arg, size_t len, cf_out *out)
 static int rev_task(const void *arg, size_t len, cf_out *out)
 {
     const unsigned char *a = arg;
-    unsigned char *r = cf_out_alloc(out, len + 8);
-    if (!r) return 1;
+    void *buf;
+    if (cf_out_alloc(out, len + 8, &buf) != 0) return 1;
+    unsigned char *r = buf;
     uint64_t sum = 0;
     for (size_t i = 0; i < len; i++) {
         r[i] = a[len - 1 - i];
@@ -65,7 +66,8 @@ static void test_one_task_per_child_long_backlog(void **state)
 {
     (void)state;
     int n = (int)(300 * cf_test_scale());
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 1});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 1}), 0);
     assert_non_null(ex);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     int64_t *pids = calloc((size_t)n, sizeof *pids);
@@ -87,8 +89,9 @@ static void test_retire_small_rings_spilled(void **state)
 {
     (void)state;
     int n = (int)(200 * cf_test_scale());
-    cf_executor *ex = cf_process_pool_new(
-        &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 2, .ring_depth = 2, .slot_size = 64});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex,
+        &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 2, .ring_depth = 2, .slot_size = 64}), 0);
     assert_non_null(ex);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     unsigned char **args = calloc((size_t)n, sizeof *args);
@@ -158,7 +161,8 @@ static void *submit_thread(void *p)
 static void test_many_submitters_with_cancels(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2, .ring_depth = 16});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .ring_depth = 16}), 0);
     assert_non_null(ex);
     enum { T = 4 };
     struct submitter s[T];
@@ -213,7 +217,8 @@ static void test_shutdown_while_submitting(void **state)
     (void)state;
     int rounds = (int)(5 * cf_test_scale());
     for (int k = 0; k < rounds; k++) {
-        cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2});
+        cf_executor *ex;
+        assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2}), 0);
         _Atomic int stop = 0;
         struct racer r[3];
         pthread_t th[3];

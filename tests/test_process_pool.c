@@ -116,8 +116,9 @@ static int sized_task(const void *arg, size_t len, cf_out *out)
     uint64_t n;
     if (len != sizeof n) return 1;
     memcpy(&n, arg, sizeof n);
-    unsigned char *b = cf_out_alloc(out, n);
-    if (!b) return cf_out_error(out, 2, "cannot allocate %llu", (unsigned long long)n);
+    void *buf;
+    if (cf_out_alloc(out, n, &buf) != 0) return cf_out_error(out, 2, "cannot allocate %llu", (unsigned long long)n);
+    unsigned char *b = buf;
     for (uint64_t i = 0; i < n; i++) b[i] = (unsigned char)(i * 31 + n);
     return 0;
 }
@@ -143,7 +144,8 @@ static int big_error_task(const void *arg, size_t len, cf_out *out)
 static cf_executor *pool(int n)
 {
     int err = 0;
-    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = n}, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = n});
     assert_int_equal(err, 0);
     assert_non_null(ex);
     return ex;
@@ -232,7 +234,8 @@ static void test_result_sizes(void **state)
     run_sizes(ex, 256); /* the default slot size */
     cf_executor_free(ex);
     int err;
-    ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = 1, .slot_size = 64, .ring_depth = 2}, &err);
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .slot_size = 64, .ring_depth = 2});
+    assert_int_equal(err, 0);
     assert_non_null(ex);
     run_sizes(ex, 64);
     cf_executor_free(ex);
@@ -318,7 +321,8 @@ static void test_snapshot(void **state)
     (void)state;
     reset_shared();
     g_snapshot = 2;
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1}), 0);
     assert_non_null(ex);
     g_snapshot = 3; /* after creation: workers do not see it */
     for (int i = 0; i < 3; i++) { /* each task in a new worker: the same snapshot */
@@ -339,7 +343,8 @@ static void test_snapshot(void **state)
 static void test_max_tasks_per_child(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 3});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 3}), 0);
     assert_non_null(ex);
     enum { N = 60 };
     cf_future *fs[N];
@@ -434,7 +439,9 @@ static void test_overflow_and_cancel(void **state)
     (void)state;
     reset_shared();
     int err;
-    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = 1, .ring_depth = 2}, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .ring_depth = 2});
+    assert_int_equal(err, 0);
     assert_non_null(ex);
     cf_future *g;
     assert_int_equal(cf_submit(ex, gate_task, NULL, 0, &g), 0);
@@ -581,7 +588,7 @@ static void test_wait_as_completed_map(void **state)
     for (size_t chunk = 0; chunk <= 7; chunk += 7) {
         cf_map_iter *mi;
         assert_int_equal(cf_map(ex, double_task, items, sizeof items[0], 1000,
-                                &(cf_map_opts){.chunksize = chunk, .timeout = -1}, &mi), 0);
+                                &(cf_map_opts){.chunksize = chunk, .has_timeout = true, .timeout = -1}, &mi), 0);
         int64_t v;
         for (int i = 0; i < 1000; i++) {
             assert_int_equal(cf_map_next_i64(mi, &v), 0);
@@ -627,7 +634,7 @@ static void test_timeouts_and_map_cancel(void **state)
     for (int i = 0; i < 50; i++) items[i] = i;
     cf_map_iter *mi;
     assert_int_equal(cf_map(ex, double_task, items, sizeof items[0], 50,
-                            &(cf_map_opts){.timeout = 0.05, .chunksize = 1}, &mi), 0);
+                            &(cf_map_opts){.has_timeout = true, .timeout = 0.05, .chunksize = 1}, &mi), 0);
     int64_t v;
     assert_int_equal(cf_map_next_i64(mi, &v), CF_ETIMEDOUT); /* the worker is held */
     assert_int_equal(cf_map_next_i64(mi, &v), CF_ETIMEDOUT);
@@ -736,8 +743,9 @@ static void test_initializer(void **state)
 {
     (void)state;
     reset_shared();
-    cf_executor *ex = cf_process_pool_new(
-        &(cf_process_pool_opts){.max_workers = 2, .initializer = init_ok, .initializer_arg = &g_snapshot});
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&ex,
+        &(cf_process_pool_opts){.max_workers = 2, .initializer = init_ok, .initializer_arg = &g_snapshot}), 0);
     cf_future *fs[40];
     for (int i = 0; i < 40; i++) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
     for (int i = 0; i < 40; i++) {
@@ -747,7 +755,7 @@ static void test_initializer(void **state)
     cf_executor_free(ex);
     assert_int_equal(atomic_load(&sh->inits), 2); /* once per worker */
 
-    ex = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 2, .initializer = init_bad});
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .initializer = init_bad}), 0);
     assert_non_null(ex);
     /* The pool may break while we submit: from then on submits say so. */
     int n = 0;
@@ -786,7 +794,8 @@ static int nested_task(const void *arg, size_t len, cf_out *out)
     cf_future *f;
     int rc = cf_submit(parent_pool, double_task, NULL, 0, &f);
     if (rc != CF_ENOTSUP) return cf_out_error(out, 2, "submit to the snapshot: %d", rc);
-    cf_executor *mine = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1});
+    cf_executor *mine;
+    assert_int_equal(cf_process_pool_new(&mine, &(cf_process_pool_opts){.max_workers = 1}), 0);
     if (!mine) return cf_out_error(out, 3, "no nested pool");
     int64_t x = 21, v = 0;
     rc = cf_submit(mine, double_task, &x, sizeof x, &f);
@@ -827,20 +836,24 @@ static void test_nested_pool_in_worker(void **state)
 static void test_max_workers(void **state)
 {
     (void)state;
-    int err = 0;
-    assert_null(cf_process_pool_new_err(&(cf_process_pool_opts){.max_workers = -1}, &err));
-    assert_int_equal(err, CF_EINVAL);
-    assert_null(cf_process_pool_new_err(&(cf_process_pool_opts){.max_tasks_per_child = -1}, &err));
-    assert_int_equal(err, CF_EINVAL);
-    cf_executor *ex = cf_process_pool_new(NULL);
+    cf_executor *ex = (cf_executor *)0x1;
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = -1}), CF_EINVAL);
+    assert_null(ex);
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_tasks_per_child = -1}), CF_EINVAL);
+    assert_null(ex);
+    assert_int_equal(cf_process_pool_new(&ex, NULL), 0);
     assert_non_null(ex);
     cpu_set_t set;
     sched_getaffinity(0, sizeof set, &set);
     if (!getenv("CFUTURES_WORKERS")) assert_int_equal(cf_executor_workers(ex), CPU_COUNT(&set));
     cf_worker_stats st[64];
+    memset(st, 0xa5, sizeof st);
     size_t n = 0;
     assert_int_equal(cf_executor_stats(ex, st, 64, &n), 0);
     assert_int_equal(n, (size_t)cf_executor_workers(ex));
+    for (size_t i = 0; i < n && i < 64; i++) /* reserved room: written zero */
+        for (size_t r = 0; r < sizeof st[i].reserved / sizeof st[i].reserved[0]; r++)
+            assert_true(st[i].reserved[r] == 0);
     cf_executor_free(ex);
 }
 

@@ -97,7 +97,7 @@ static void run_stress(int workers, uint64_t seed)
     cf_future **fs = calloc(n, sizeof *fs);
     assert_non_null(S.runs);
     assert_non_null(fs);
-    S.ex = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = workers});
+    assert_int_equal(cf_thread_pool_new(&S.ex, &(cf_thread_pool_opts){.max_workers = workers}), 0);
     assert_non_null(S.ex);
 
     uint64_t rng = seed;

@@ -64,7 +64,8 @@ static cf_executor *new_pool_captured(const cf_thread_pool_opts *o)
     int saved = dup(STDERR_FILENO);
     assert_true(saved >= 0);
     assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
-    cf_executor *ex = cf_thread_pool_new(o);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, o), 0);
     fflush(stderr);
     dup2(saved, STDERR_FILENO);
     close(saved);
@@ -98,8 +99,9 @@ static void test_code_wins_over_env(void **state)
 {
     (void)state;
     setenv("CFUTURES_THREAD_NAME_PREFIX", "envpool", 1);
-    cf_executor *ex = cf_thread_pool_new(
-        &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "codepool"});
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex,
+        &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "codepool"}), 0);
     assert_non_null(ex);
     expect_names("codepool", 2);
     assert_int_equal(threads_named("envpool-0"), 0);
@@ -122,14 +124,14 @@ static void test_long_prefix_cut_only_as_needed(void **state)
 
     /* In code a longer prefix is accepted and cut the same way; with 12
      * workers the largest N has two digits, so one more goes. */
-    ex = cf_thread_pool_new(&(cf_thread_pool_opts){
-        .max_workers = 12, .thread_name_prefix = "0123456789abcdefghij"});
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){
+        .max_workers = 12, .thread_name_prefix = "0123456789abcdefghij"}), 0);
     assert_non_null(ex);
     expect_names("0123456789ab", 12);
     cf_executor_free(ex);
 
     /* A short prefix is not touched. */
-    ex = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "x"});
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "x"}), 0);
     assert_non_null(ex);
     expect_names("x", 2);
     cf_executor_free(ex);
@@ -162,13 +164,12 @@ static void test_bad_code_prefix_einval(void **state)
 {
     (void)state;
     static const char *const bad[] = {"", "a/b", "tab\there", "nl\n"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_null(cf_thread_pool_new(
-            &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = bad[i]}));
-    int err = 0;
-    assert_null(cf_thread_pool_new_err(
-        &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = "a/b"}, &err));
-    assert_int_equal(err, CF_EINVAL);
+    cf_executor *ex;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(cf_thread_pool_new(
+            &ex, &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = bad[i]}), CF_EINVAL);
+        assert_null(ex);
+    }
 }
 
 int main(void)

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "support/test_env.h"
 
 /* ---- small tasks ---- */
@@ -52,7 +53,7 @@ static int blocker(const void *arg, size_t len, cf_out *out)
 static cf_future *start_blocker(cf_executor *ex)
 {
     atomic_store(&g_gate, 0);
-    g_started = cf_future_new();
+    g_started = cf_test_future();
     assert_non_null(g_started);
     cf_future *b;
     assert_int_equal(cf_submit(ex, blocker, NULL, 0, &b), 0);
@@ -68,7 +69,8 @@ static void gate_open(void)
 static cf_executor *pool(int n)
 {
     int err = 1;
-    cf_executor *ex = cf_thread_pool_new_err(&(cf_thread_pool_opts){ .max_workers = n }, &err);
+    cf_executor *ex;
+    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = n });
     assert_non_null(ex);
     assert_int_equal(err, 0);
     return ex;
@@ -548,7 +550,7 @@ static void test_nested_submit_during_shutdown(void **state)
     (void)state;
     cf_executor *ex = pool(2);
     atomic_store(&g_gate, 0);
-    g_started = cf_future_new();
+    g_started = cf_test_future();
     cf_future *f;
     assert_int_equal(cf_submit(ex, nested_after_shutdown, &ex, sizeof ex, &f), 0);
     assert_int_equal(cf_future_result(g_started, CF_FOREVER, NULL, NULL), 0);
@@ -575,16 +577,19 @@ static void test_nested_submit_during_shutdown(void **state)
 static void test_max_workers(void **state)
 {
     (void)state;
-    int err = 0;
-    assert_null(cf_thread_pool_new_err(&(cf_thread_pool_opts){ .max_workers = -1 }, &err));
-    assert_int_equal(err, CF_EINVAL);
-    assert_null(cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = -5 }));
+    cf_executor *bad = (cf_executor *)0x1;
+    assert_int_equal(cf_thread_pool_new(&bad, &(cf_thread_pool_opts){ .max_workers = -1 }), CF_EINVAL);
+    assert_null(bad);
+    assert_int_equal(cf_thread_pool_new(&bad, &(cf_thread_pool_opts){ .max_workers = -5 }), CF_EINVAL);
+    assert_null(bad);
     /* 0 (a zeroed struct) and NULL: one worker per allowed core. */
     cpu_set_t set;
     assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
     int cpus = CPU_COUNT(&set);
-    cf_executor *a = cf_thread_pool_new(&(cf_thread_pool_opts){ 0 });
-    cf_executor *b = cf_thread_pool_new(NULL);
+    cf_executor *a;
+    assert_int_equal(cf_thread_pool_new(&a, &(cf_thread_pool_opts){ 0 }), 0);
+    cf_executor *b;
+    assert_int_equal(cf_thread_pool_new(&b, NULL), 0);
     assert_non_null(a);
     assert_non_null(b);
     assert_in_range(cf_executor_workers(a), 1, cpus);
@@ -602,8 +607,10 @@ static void test_options_override_env(void **state)
     (void)state;
     assert_int_equal(setenv("CFUTURES_WORKERS", "3", 1), 0);
     assert_int_equal(setenv("CFUTURES_STATS", "0", 1), 0);
-    cf_executor *a = cf_thread_pool_new(NULL);
-    cf_executor *b = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON });
+    cf_executor *a;
+    assert_int_equal(cf_thread_pool_new(&a, NULL), 0);
+    cf_executor *b;
+    assert_int_equal(cf_thread_pool_new(&b, &(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON }), 0);
     unsetenv("CFUTURES_WORKERS");
     unsetenv("CFUTURES_STATS");
     assert_non_null(a);
@@ -652,8 +659,8 @@ static void test_two_numa_nodes(void **state)
 {
     (void)state;
     assert_int_equal(setenv("HWLOC_SYNTHETIC", "pack:2 numa:1 l3:1 core:2 pu:1", 1), 0);
-    cf_executor *ex =
-        cf_thread_pool_new(&(cf_thread_pool_opts){ .stats = CF_SWITCH_ON, .numa = CF_SWITCH_ON });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .stats = CF_SWITCH_ON, .numa = CF_SWITCH_ON }), 0);
     unsetenv("HWLOC_SYNTHETIC");
     assert_non_null(ex);
     assert_int_equal(cf_executor_workers(ex), 4);
@@ -710,8 +717,9 @@ static void test_initializer_once_per_worker(void **state)
 {
     (void)state;
     atomic_store(&g_inits, 0);
-    cf_executor *ex = cf_thread_pool_new(
-        &(cf_thread_pool_opts){ .max_workers = 3, .initializer = good_init, .initializer_arg = &g_inits });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex,
+        &(cf_thread_pool_opts){ .max_workers = 3, .initializer = good_init, .initializer_arg = &g_inits }), 0);
     assert_non_null(ex);
     enum { N = 300 };
     cf_future *fs[N];
@@ -737,7 +745,8 @@ static void test_initializer_failure_breaks(void **state)
 {
     (void)state;
     atomic_store(&g_count, 0);
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .initializer = bad_init });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .initializer = bad_init }), 0);
     assert_non_null(ex);
     enum { N = 20 };
     cf_future *fs[N];
@@ -806,8 +815,8 @@ static void check_names(cf_executor *ex, const char *prefix, int n)
 static void test_thread_names(void **state)
 {
     (void)state;
-    cf_executor *ex =
-        cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .thread_name_prefix = "tp" });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .thread_name_prefix = "tp" }), 0);
     assert_non_null(ex);
     check_names(ex, "tp", 2);
     cf_executor_free(ex);
@@ -859,7 +868,7 @@ static void test_wait_inside_worker(void **state)
     cf_future_release(f);
 
     atomic_store(&g_gate, 0);
-    g_started = cf_future_new();
+    g_started = cf_test_future();
     assert_int_equal(cf_submit(ex, wait_outside_task, NULL, 0, &f), 0);
     assert_int_equal(cf_future_result(g_started, CF_FOREVER, NULL, NULL), 0);
     cf_future_release(g_started);
@@ -878,7 +887,7 @@ static void test_wait_inside_worker(void **state)
 static int timed_wait_task(const void *arg, size_t len, cf_out *out)
 {
     (void)arg, (void)len;
-    cf_future *never = cf_future_new();
+    cf_future *never = cf_test_future();
     int rc = cf_future_result(never, 0.01, NULL, NULL);
     cf_future_release(never);
     return cf_out_i64(out, rc);
@@ -902,7 +911,8 @@ static void test_timed_wait_inside_worker(void **state)
 static void test_stats(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON }), 0);
     assert_non_null(ex);
     enum { N = 500 };
     cf_future *fs[N];
@@ -970,8 +980,9 @@ static int parent_spins(const void *arg, size_t len, cf_out *out)
 static void test_wakeups_after_park(void **state)
 {
     (void)state;
-    cf_executor *ex = cf_thread_pool_new(&(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON,
-                                                                  .spin_ns = 1000 });
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON,
+                                                                  .spin_ns = 1000 }), 0);
     assert_non_null(ex);
     int rounds = (int)(30 * cf_test_scale());
     for (int r = 0; r < rounds; r++) {

@@ -402,7 +402,7 @@ static void test_one_worker(void **state)
     unload(&s);
 }
 
-/* What cfutures-info prints for the example machine. */
+/* What cfutures-info prints for the example machine (BIG). */
 static void test_print(void **state)
 {
     (void)state;

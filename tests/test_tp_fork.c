@@ -85,7 +85,8 @@ static void test_child_refuses_parents_pool(void **state)
 {
     (void)state;
     cf_thread_pool_opts o = { .max_workers = 2 };
-    cf_executor *ex = cf_thread_pool_new(&o);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     check_works(ex);
     fflush(NULL);
@@ -123,7 +124,8 @@ static void test_fork_inside_task(void **state)
 {
     (void)state;
     cf_thread_pool_opts o = { .max_workers = 2 };
-    cf_executor *ex = cf_thread_pool_new(&o);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     cf_future *f;
     assert_int_equal(cf_submit(ex, forking_task, &ex, sizeof ex, &f), 0);
@@ -146,13 +148,15 @@ static void test_child_may_make_its_own_pool(void **state)
     skip();
 #endif
     cf_thread_pool_opts o = { .max_workers = 2 };
-    cf_executor *parent = cf_thread_pool_new(&o);
+    cf_executor *parent;
+    assert_int_equal(cf_thread_pool_new(&parent, &o), 0);
     assert_non_null(parent);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
         alarm(CHILD_ALARM_S);
-        cf_executor *mine = cf_thread_pool_new(&o);
+        cf_executor *mine;
+        assert_int_equal(cf_thread_pool_new(&mine, &o), 0);
         if (!mine)
             _exit(30);
         int64_t x = 5, v = 0;

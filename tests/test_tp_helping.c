@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "support/test_env.h"
 #include "thread/thread_pool.h"
 
@@ -108,7 +109,8 @@ static int gate_waiter(const void *arg, size_t len, cf_out *out)
 static cf_executor *pool_n(int n)
 {
     cf_thread_pool_opts o = { .max_workers = n, .pin = CF_PIN_NONE };
-    cf_executor *ex = cf_thread_pool_new(&o);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     return ex;
 }
@@ -117,7 +119,7 @@ static cf_executor *pool_n(int n)
  * them run into the bound, then open the gate; everything must finish. */
 static void run_gate_waiters(cf_executor *ex, int workers, long n, cf_task_fn *fn)
 {
-    cf_future *gate = cf_future_new();
+    cf_future *gate = cf_test_future();
     assert_non_null(gate);
     cf_future *blk[8];
     block_workers(ex, workers, blk);
@@ -193,7 +195,8 @@ static void test_requests_waiting_on_process_pool(void **state)
     long n = (long)(20000 * cf_test_scale());
     if (n < 500)
         n = 500;
-    cf_executor *pp = cf_process_pool_new(&(cf_process_pool_opts){ .max_workers = 1 });
+    cf_executor *pp;
+    assert_int_equal(cf_process_pool_new(&pp, &(cf_process_pool_opts){ .max_workers = 1 }), 0);
     assert_non_null(pp);
     cf_executor *ex = pool_n(2);
     cf_future *blk[2];

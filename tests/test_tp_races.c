@@ -91,7 +91,8 @@ static int first_task(const void *arg, size_t len, cf_out *out)
 static cf_executor *pool3(void)
 {
     cf_thread_pool_opts o = { .max_workers = 3, .pin = CF_PIN_NONE };
-    cf_executor *ex = cf_thread_pool_new(&o);
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     return ex;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cfutures.h"
+#include "support/test_future.h"
 #include "core/future.h"
 #include "support/test_env.h"
 
@@ -98,7 +99,7 @@ static int task_ok(const void *arg, size_t len, cf_out *out)
 static void duplicates_and_mixed_sources(void **state)
 {
     (void)state;
-    cf_future *a = cf_future_new(), *b = cf_future_new();
+    cf_future *a = cf_test_future(), *b = cf_test_future();
     cf_future *t = cf__future_new_task(task_ok, NULL, 0, NULL, NULL); /* an "executor's" future */
     assert_true(cf__future_run(t));
     set_i64(a, 1);
@@ -140,7 +141,7 @@ static void many_with_duplicates(void **state)
     enum { N = 1000 };
     cf_future *f[N], *fs[2 * N];
     for (int i = 0; i < N; i++) {
-        f[i] = cf_future_new();
+        f[i] = cf_test_future();
         if (i % 3 == 0) set_i64(f[i], i);
     }
     for (int i = 0; i < N; i++) {
@@ -169,7 +170,7 @@ static void all_completed(void **state)
     (void)state;
     enum { N = 5 };
     cf_future *f[N];
-    for (int i = 0; i < N; i++) f[i] = cf_future_new();
+    for (int i = 0; i < N; i++) f[i] = cf_test_future();
     set_i64(f[2], 2);
     cf_future *fs[N];
     memcpy(fs, f, sizeof fs);
@@ -199,7 +200,7 @@ static void first_completed(void **state)
 {
     (void)state;
     /* at once if any is done; all done ones reported */
-    cf_future *a = cf_future_new(), *b = cf_future_new(), *c = cf_future_new();
+    cf_future *a = cf_test_future(), *b = cf_test_future(), *c = cf_test_future();
     set_i64(b, 1);
     assert_true(cf_future_cancel(c));
     cf_future *fs[] = { a, b, c };
@@ -211,7 +212,7 @@ static void first_completed(void **state)
     assert_no_listeners(a);
 
     /* else on the first completion */
-    cf_future *d = cf_future_new();
+    cf_future *d = cf_test_future();
     cf_future *gs[] = { a, d };
     struct wait_arg w = { .fs = gs, .n = 2, .when = CF_FIRST_COMPLETED, .timeout = CF_FOREVER };
     pthread_t th = spawn(wait_thread, &w);
@@ -234,7 +235,7 @@ static void first_exception(void **state)
 {
     (void)state;
     /* at once if a done one holds an error */
-    cf_future *a = cf_future_new(), *e = cf_future_new(), *ok = cf_future_new();
+    cf_future *a = cf_test_future(), *e = cf_test_future(), *ok = cf_test_future();
     set_i64(ok, 1);
     assert_int_equal(cf_future_set_exception(e, 3, "bad"), 0);
     cf_future *fs[] = { a, ok, e };
@@ -244,7 +245,7 @@ static void first_exception(void **state)
     cf_future_release(e);
 
     /* a broken future is an exception too */
-    cf_future *br = cf_future_new();
+    cf_future *br = cf_test_future();
     assert_int_equal(cf__future_fail_broken(br, "dead"), 0);
     cf_future *bs[] = { a, br };
     assert_int_equal(cf_wait(bs, 2, CF_FIRST_EXCEPTION, CF_FOREVER, &n_done), 0);
@@ -252,7 +253,7 @@ static void first_exception(void **state)
     cf_future_release(br);
 
     /* cancellation is not an exception: neither one already cancelled ... */
-    cf_future *c = cf_future_new();
+    cf_future *c = cf_test_future();
     assert_true(cf_future_cancel(c));
     cf_future *cs[] = { a, c };
     int64_t t0 = cf__now_ns();
@@ -263,7 +264,7 @@ static void first_exception(void **state)
     cf_future_release(c);
 
     /* ... nor one cancelled while we wait */
-    cf_future *d = cf_future_new(), *x = cf_future_new();
+    cf_future *d = cf_test_future(), *x = cf_test_future();
     cf_future *ds[] = { d, x };
     struct wait_arg w = { .fs = ds, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = 0.1 };
     t0 = cf__now_ns();
@@ -278,7 +279,7 @@ static void first_exception(void **state)
     assert_no_listeners(x);
 
     /* an error while we wait wakes it */
-    cf_future *y = cf_future_new();
+    cf_future *y = cf_test_future();
     cf_future *ys[] = { x, y };
     w = (struct wait_arg){ .fs = ys, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = CF_FOREVER };
     th = spawn(wait_thread, &w);
@@ -290,7 +291,7 @@ static void first_exception(void **state)
     assert_int_equal(w.n_done, 2);
 
     /* no error at all: like ALL_COMPLETED */
-    cf_future *p = cf_future_new(), *q = cf_future_new();
+    cf_future *p = cf_test_future(), *q = cf_test_future();
     cf_future *ps[] = { p, q };
     w = (struct wait_arg){ .fs = ps, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = CF_FOREVER };
     th = spawn(wait_thread, &w);
@@ -316,7 +317,7 @@ static void cancel_wakes_wait(void **state)
 {
     (void)state;
     for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
-        cf_future *f = cf_future_new();
+        cf_future *f = cf_test_future();
         cf_future *fs[] = { f };
         struct wait_arg w = { .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER };
         pthread_t th = spawn(wait_thread, &w);
@@ -335,7 +336,7 @@ static void cancel_wakes_wait(void **state)
 static void timeout_returns_partition(void **state)
 {
     (void)state;
-    cf_future *a = cf_future_new(), *b = cf_future_new();
+    cf_future *a = cf_test_future(), *b = cf_test_future();
     set_i64(b, 1);
     cf_future *fs[] = { a, b };
     size_t n_done = 0;
@@ -358,7 +359,7 @@ static void timeout_returns_partition(void **state)
 static void timeouts_do_not_grow_lists(void **state)
 {
     (void)state;
-    cf_future *never = cf_future_new(), *other = cf_future_new();
+    cf_future *never = cf_test_future(), *other = cf_test_future();
     int rounds = (int)(2000 * cf_test_scale());
     for (int i = 0; i < rounds; i++) {
         cf_future *fs[] = { never, other };
@@ -406,7 +407,7 @@ static void stress_no_lost_completion(void **state)
     enum { N = 64, T = 2 };
     for (int r = 0; r < rounds; r++) {
         cf_future *f[N], *fs[N];
-        for (int i = 0; i < N; i++) fs[i] = f[i] = cf_future_new();
+        for (int i = 0; i < N; i++) fs[i] = f[i] = cf_test_future();
         struct completer_arg ca[T];
         pthread_t t[T];
         for (int k = 0; k < T; k++) {
@@ -457,7 +458,7 @@ static void worker_helps_while_waiting(void **state)
     enum { N = 5 };
     for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
         cf_future *f[N], *fs[N];
-        for (int i = 0; i < N; i++) fs[i] = f[i] = cf_future_new();
+        for (int i = 0; i < N; i++) fs[i] = f[i] = cf_test_future();
         struct fake_queue fq = { .q = f, .n = N };
         cf__tls_wait_helper = fake_helper;
         cf__tls_wait_helper_ctx = &fq;
@@ -475,7 +476,7 @@ static void worker_helps_while_waiting(void **state)
         }
     }
     /* a helping wait still times out */
-    cf_future *g = cf_future_new();
+    cf_future *g = cf_test_future();
     struct fake_queue empty = { 0 };
     cf__tls_wait_helper = fake_helper;
     cf__tls_wait_helper_ctx = &empty;
@@ -510,7 +511,7 @@ static void callbacks_after_wait_released(void **state)
     (void)state;
     for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
         atomic_store_explicit(&g_wait_returned, 0, memory_order_relaxed);
-        cf_future *f = cf_future_new();
+        cf_future *f = cf_test_future();
         cf_future *fs[] = { f };
         struct wait_arg w = { .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER };
         pthread_t th = spawn(wait_thread_flag, &w);
@@ -538,7 +539,7 @@ static void signals_do_not_end_wait(void **state)
     struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART */
     sigemptyset(&sa.sa_mask);
     assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
-    cf_future *f = cf_future_new();
+    cf_future *f = cf_test_future();
     cf_future *fs[] = { f };
     struct wait_arg w = { .fs = fs, .n = 1, .when = CF_ALL_COMPLETED, .timeout = 0.05 };
     int64_t t0 = cf__now_ns();

@@ -4,9 +4,19 @@
  * between them is one line (the constructor). Everything that submits,
  * waits and reads results stays the same.
  *
- * Option structs: a zeroed struct means "all defaults (then environment)";
- * every field's zero value is its default. An option set in code always
- * wins over its CFUTURES_* environment variable (see README's table).
+ * Option structs: a zeroed struct (or a NULL pointer) means "all defaults
+ * (then environment)"; every field's zero value is its default, and where 0
+ * could be misread the field says what it means. An option set in code
+ * always wins over its CFUTURES_* environment variable (see README's table).
+ *
+ * Growth without breaking callers (docs/ABI.md): every option struct and
+ * cf_worker_stats ends in reserved room, so its size stays the same while
+ * new fields take the room. Leave the reserved words zero (a zeroed struct
+ * or an initializer such as CF_THREAD_POOL_OPTS_INIT does): the library
+ * rejects a non-zero reserved word with CF_EINVAL, so a program built
+ * against a newer header that sets an option this library does not know
+ * gets an error rather than a silently ignored option. The library always
+ * writes zero into cf_worker_stats' reserved room.
  *
  * Ownership: cf_executor_free() releases the executor; futures it returned
  * are owned by the caller and may outlive it. */
@@ -51,13 +61,19 @@ typedef struct cf_thread_pool_opts {
     void *initializer_arg;
     const char *thread_name_prefix; /* NULL: "cf"; workers are "<prefix>-<n>" */
     enum cf_pin_policy pin;
-    const char *cpu_list;           /* for CF_PIN_LIST: e.g. "0-3,8" (OS indexes) */
-    long spin_ns;                   /* idle spin before parking; 0 default, CF_SPIN_NONE */
+    const char *cpu_list;           /* NULL: none; e.g. "0-3,8" (OS indexes), implies
+                                       CF_PIN_LIST when pin is CF_PIN_DEFAULT */
+    long spin_ns;                   /* idle spin before parking; 0: the default spin,
+                                       NOT "no spin" (that is CF_SPIN_NONE) */
     int steal_attempts;             /* remote steal attempts per round; 0 default */
     size_t map_window;              /* default cf_map window in tasks; 0 default */
     enum cf_switch numa;            /* NUMA-aware steal order and memory */
     enum cf_switch stats;           /* per-worker counters printed at shutdown */
+    uint64_t reserved[8];           /* room for new options: must be zero */
 } cf_thread_pool_opts;
+
+/* All defaults; the same as a zeroed struct. */
+#define CF_THREAD_POOL_OPTS_INIT { 0 }
 
 typedef struct cf_process_pool_opts {
     int max_workers;                /* 0: one per allowed core; < 0: CF_EINVAL */
@@ -66,17 +82,21 @@ typedef struct cf_process_pool_opts {
     int max_tasks_per_child;        /* 0: unlimited; < 0: CF_EINVAL */
     size_t slot_size;               /* inline result bytes per ring slot; 0 default */
     size_t ring_depth;              /* slots per worker ring; 0 default */
-    long spin_ns;
-    size_t map_window;
+    long spin_ns;                   /* as in cf_thread_pool_opts */
+    size_t map_window;              /* as in cf_thread_pool_opts */
     enum cf_switch stats;
+    uint64_t reserved[8];           /* room for new options: must be zero */
 } cf_process_pool_opts;
 
-/* NULL opts: defaults + environment. Returns NULL and sets *err (if err is
- * non-NULL) to CF_EINVAL, CF_ENOMEM or CF_ESYS on failure. */
-CF_API cf_executor *cf_thread_pool_new(const cf_thread_pool_opts *opts);
-CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err);
-CF_API cf_executor *cf_process_pool_new(const cf_process_pool_opts *opts);
-CF_API cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err);
+/* All defaults; the same as a zeroed struct. */
+#define CF_PROCESS_POOL_OPTS_INIT { 0 }
+
+/* Make a pool and store it in *out. opts NULL: defaults + environment.
+ * Returns 0, or CF_EINVAL (out NULL, a bad option, a non-zero reserved
+ * word), CF_ENOMEM or CF_ESYS; on failure *out is set to NULL (when out is
+ * not NULL) and nothing is left running. */
+CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts);
+CF_API int cf_process_pool_new(cf_executor **out, const cf_process_pool_opts *opts);
 
 /* Schedule fn(copy of arg, arg_len). arg may be NULL only if arg_len is 0.
  * On success *out gets a new reference. Errors: CF_EINVAL, CF_ENOMEM,
@@ -86,10 +106,21 @@ CF_API int cf_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t ar
                      cf_future **out);
 
 typedef struct cf_map_opts {
-    double timeout;   /* one deadline from cf_map(); 0 (zeroed) or negative: none */
-    size_t chunksize; /* items per task; 0: adaptive */
-    size_t window;    /* submitted-but-not-yielded tasks; 0: pool default */
+    /* One deadline for the whole map, taken when cf_map() is called, and
+     * only if has_timeout is true: a zeroed struct has NO deadline. With
+     * has_timeout, timeout means what it means everywhere else: seconds,
+     * negative (CF_FOREVER) none, 0 (CF_POLL) already passed, so only
+     * items done when cf_map_next looks are yielded. A non-zero timeout
+     * without has_timeout is CF_EINVAL (it would be silently ignored). */
+    double timeout;
+    bool has_timeout;
+    size_t chunksize;     /* items per task; 0: adaptive */
+    size_t window;        /* submitted-but-not-yielded tasks; 0: pool default */
+    uint64_t reserved[4]; /* room for new options: must be zero */
 } cf_map_opts;
+
+/* All defaults (no deadline); the same as a zeroed struct. */
+#define CF_MAP_OPTS_INIT { 0 }
 
 /* fn over n items of arg_len bytes each, laid out contiguously at args,
  * which must stay valid until cf_map_free(). Results come in input order
@@ -108,7 +139,13 @@ CF_API int cf_map_next_i64(cf_map_iter *it, int64_t *v);
 /* After cf_map_next returned CF_ETASK or CF_EBROKEN: that item's code and
  * message (valid until the next call). CF_ESTATE otherwise. */
 CF_API int cf_map_exception(cf_map_iter *it, int *code, const char **msg);
-CF_API void cf_map_free(cf_map_iter *it); /* cancels what has not started */
+/* Cancel what has not started, then free the iterator. On a thread pool it
+ * WAITS for the items already running: their tasks read the caller's args
+ * array and write into the iterator's buffers in place (no copy is made),
+ * so neither may go away under them; when cf_map_free returns, args may be
+ * freed. On a process pool items run on copies and it waits for nothing.
+ * NULL is a no-op. */
+CF_API void cf_map_free(cf_map_iter *it);
 
 /* Stop taking work. wait: run every queued task and join the workers
  * (from inside one of the pool's own workers or callbacks it cannot join
@@ -137,6 +174,7 @@ typedef struct cf_worker_stats {
     uint64_t injected_taken;               /* tasks taken from injection queues */
     uint64_t parks, wakeups;
     int cpu, numa_node;                    /* where it is pinned; -1 if not */
+    uint64_t reserved[8];                  /* room for new counters: written 0 */
 } cf_worker_stats;
 
 /* Fill up to cap entries; *n gets the number of workers. 0 or CF_EINVAL. */

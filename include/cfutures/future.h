@@ -4,8 +4,8 @@
  * (PENDING, RUNNING, CANCELLED, FINISHED); waiting is a futex wait on that
  * word, after a short spin, and costs nothing unless someone sleeps.
  *
- * Ownership: every function that returns a cf_future* (cf_submit,
- * cf_future_new, cf_future_retain) hands the caller one reference, to be
+ * Ownership: every function that hands out a cf_future* (cf_submit,
+ * cf_future_new, cf_future_retain) gives the caller one reference, to be
  * dropped with cf_future_release(). Pointers handed out by result() and
  * exception() stay valid while the caller holds a reference.
  *
@@ -70,7 +70,9 @@ CF_API cf_future *cf_future_retain(cf_future *f);
 CF_API void cf_future_release(cf_future *f); /* NULL is a no-op */
 
 /* For people who write executors, and for tests (as in CPython). */
-CF_API cf_future *cf_future_new(void); /* PENDING, one reference; NULL on ENOMEM */
+/* A PENDING future with one reference in *out: 0, CF_EINVAL (out NULL) or
+ * CF_ENOMEM (*out is then NULL). */
+CF_API int cf_future_new(cf_future **out);
 /* PENDING -> RUNNING: returns 0. On a cancelled future: CF_ECANCELLED (the
  * caller must not run the work). Otherwise CF_ESTATE. */
 CF_API int cf_future_set_running_or_notify_cancel(cf_future *f);

@@ -33,10 +33,12 @@ typedef int cf_task_fn(const void *arg, size_t arg_len, cf_out *out);
  * NULL only when len is 0. Returns 0, CF_EINVAL or CF_ENOMEM. */
 CF_API int cf_out_set(cf_out *out, const void *data, size_t len);
 
-/* Make the result len bytes long and return where to write them (valid
- * until the task returns or calls cf_out_* again). NULL on out of memory
- * (or out == NULL); for len 0 a non-NULL pointer that must not be written. */
-CF_API void *cf_out_alloc(cf_out *out, size_t len);
+/* Make the result len bytes long and store in *buf where to write them
+ * (valid until the task returns or calls cf_out_* again; for len 0 a
+ * non-NULL pointer that must not be written). Returns 0; CF_EINVAL (out or
+ * buf NULL), CF_ETOOBIG (len above 4 GiB - 1) or CF_ENOMEM, with *buf NULL
+ * and the earlier result dropped. */
+CF_API int cf_out_alloc(cf_out *out, size_t len, void **buf);
 
 /* Attach an error code and a printf-style message (copied; fmt may be NULL)
  * and return code. code must be non-zero (0 is turned into CF_EINVAL). */

@@ -299,7 +299,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         atomic_exchange_explicit(&it->word, 0, memory_order_seq_cst);
         if (as_drain(it)) continue;
         cf__wait_helper_fn *help = cf__tls_wait_helper;
-        cf_future *t = help ? cf_future_new() : NULL; /* NULL: sleep instead */
+        cf_future *t = help ? cf__future_new() : NULL; /* NULL: sleep instead */
         int rc = t ? as_wait_helping(it, help, t) : as_wait_sleeping(it);
         if (rc == CF_ETIMEDOUT) return rc;
     }

@@ -1,9 +1,6 @@
 /* The one table of error names (cfutures/error.h), and the version string. */
 #include "cfutures.h"
 
-#define CF__STR2(x) #x
-#define CF__STR(x) CF__STR2(x)
-
 /* Indexed by -code. */
 static const char *const cf__error_names[] = {
     [0] = "success",
@@ -33,5 +30,5 @@ const char *cf_strerror(int code)
 
 const char *cf_version(void)
 {
-    return CF__STR(CF_VERSION_MAJOR) "." CF__STR(CF_VERSION_MINOR) "." CF__STR(CF_VERSION_PATCH);
+    return CF_VERSION_STRING; /* cfutures/version.h, generated from project() */
 }

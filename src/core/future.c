@@ -59,7 +59,9 @@
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
 _Thread_local void *cf__tls_wait_helper_ctx;
-void (*cf__test_after_publish)(cf_future *f); /* NULL in production */
+#ifdef CF_TEST_HOOKS
+void (*cf__test_after_publish)(cf_future *f); /* NULL unless a test sets it */
+#endif
 
 /* Two cache lines, no more (WORKLOADS future_bytes: <= 128 B per task). */
 _Static_assert(sizeof(struct cf_future) == 128, "struct cf_future must stay 128 bytes");
@@ -136,7 +138,9 @@ static void fire(cf_future *f, uint32_t old)
         if (old & CF__SLEEPERS) cf__futex_wake(&f->state, INT32_MAX, false);
         return;
     }
+#ifdef CF_TEST_HOOKS
     if (cf__test_after_publish) cf__test_after_publish(f);
+#endif
 
     list_lock(f);
     struct cf__listener *l = f->listeners;
@@ -380,9 +384,16 @@ static cf_future *record_new(uint32_t refs, cf_task_fn *fn, const struct cf__fut
     return f;
 }
 
-cf_future *cf_future_new(void)
+cf_future *cf__future_new(void)
 {
     return record_new(1, NULL, NULL, NULL);
+}
+
+int cf_future_new(cf_future **out)
+{
+    if (!out) return CF_EINVAL;
+    *out = cf__future_new();
+    return *out ? 0 : CF_ENOMEM;
 }
 
 cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,

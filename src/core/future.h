@@ -141,6 +141,8 @@ static inline void cf__out_reset(struct cf_out *o)
 
 /* A new PENDING task record with refs = 2 (the caller's and the
  * executor's) and a copy of arg. NULL on ENOMEM or arg_len > UINT32_MAX. */
+/* cf_future_new's future, or NULL when out of memory. */
+cf_future *cf__future_new(void);
 cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
                                const struct cf__future_ops *ops, void *owner);
 /* The executor pointer given to cf__future_new_task. */
@@ -248,11 +250,13 @@ bool cf__waiter_node_remove(cf_future *f, struct cf__waiter_node *node);
 void cf__future_cache_enable(void);
 void cf__future_cache_drain(void);
 
-/* Test hook, NULL in production: called by a completer (or canceller)
- * whose CAS made f done while f had listeners, before it notifies them.
- * A test parks the completer there to hold that window open. Set it before
- * the threads that complete futures start. */
+/* Test hook (only in the tests' build, CF_TEST_HOOKS): called by a
+ * completer (or canceller) whose CAS made f done while f had listeners,
+ * before it notifies them. A test parks the completer there to hold that
+ * window open. Set it before the threads that complete futures start. */
+#ifdef CF_TEST_HOOKS
 extern void (*cf__test_after_publish)(cf_future *f);
+#endif
 
 /* Wait for done and delivered (cf__state_settled) with the usual
  * spin-then-futex discipline (no helping). A future that is done but still

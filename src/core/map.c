@@ -187,7 +187,8 @@ static int map_out_adopt(cf_out *out, struct map_buf *b)
         cf__free(b->data, b->cap);
         return rc;
     }
-    if (cf_out_alloc(out, 0) == NULL) { /* drop whatever out held */
+    void *empty;
+    if (cf_out_alloc(out, 0, &empty) != 0) { /* drop whatever out held */
         cf__free(b->data, b->cap);
         return CF_ENOMEM;
     }
@@ -821,9 +822,12 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     if (arg_len > UINT32_MAX) return CF_EINVAL;
     if (n && arg_len > SIZE_MAX / n) return CF_EINVAL;
     cf_map_opts o = opts ? *opts : (cf_map_opts){ 0 };
-    if (isnan(o.timeout)) return CF_EINVAL;
+    for (size_t i = 0; i < sizeof o.reserved / sizeof o.reserved[0]; i++)
+        if (o.reserved[i]) return CF_EINVAL; /* an option this library does not know */
+    /* A timeout without has_timeout would be ignored: say so instead. */
+    if (isnan(o.timeout) || (!o.has_timeout && o.timeout != 0)) return CF_EINVAL;
     cf__deadline deadline = CF__NO_DEADLINE;
-    if (o.timeout > 0 && !isinf(o.timeout) && cf__deadline_from_timeout(o.timeout, &deadline) != 0)
+    if (o.has_timeout && cf__deadline_from_timeout(o.timeout, &deadline) != 0)
         return CF_EINVAL;
 
     bool copy = !cf__exec_can(ex, CF__EXEC_SHARED_MEMORY);

@@ -70,10 +70,12 @@ static void *out_reserve(struct cf_out *o, size_t len)
     return o->data;
 }
 
-void *cf_out_alloc(cf_out *o, size_t len)
+int cf_out_alloc(cf_out *o, size_t len, void **buf)
 {
-    if (!o) return NULL;
-    return out_reserve(o, len);
+    if (buf) *buf = NULL;
+    if (!o || !buf) return CF_EINVAL;
+    *buf = out_reserve(o, len);
+    return *buf ? 0 : o->failed;
 }
 
 int cf_out_set(cf_out *o, const void *data, size_t len)

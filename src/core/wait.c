@@ -195,7 +195,7 @@ static struct wait_ctx *ctx_new(size_t m, enum cf_return_when when)
     c->when = when;
     c->bytes = bytes;
     /* No trigger (out of memory): sleep as anybody else would. */
-    c->trigger = cf__tls_wait_helper ? cf_future_new() : NULL;
+    c->trigger = cf__tls_wait_helper ? cf__future_new() : NULL;
     return c;
 }
 

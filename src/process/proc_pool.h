@@ -221,8 +221,10 @@ void cf__pp_fd_register(int fd);
 void cf__pp_fd_unregister(int fd);
 
 
-/* Test hooks: inside a worker, the shared mapping (NULL elsewhere); and a
- * spill ring size override for new pools (0: the default). */
+/* Test hooks, only in the tests' build (CF_TEST_HOOKS): inside a worker,
+ * the shared mapping (NULL elsewhere); and a spill ring size override for
+ * new pools (0: the default). */
+#ifdef CF_TEST_HOOKS
 void *cf__proc_test_shm(size_t *len);
 extern size_t cf__proc_test_spill_size;
 /* Inside a worker: its channel and the position of the task it runs. */
@@ -232,5 +234,6 @@ void *cf__proc_test_current_slot(void);
 /* Called in the worker after a result is written, before DONE (tests
  * corrupt the header here). Set before the pool is created. */
 extern void (*cf__proc_test_after_result)(void *slot);
+#endif
 
 #endif

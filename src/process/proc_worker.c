@@ -33,6 +33,7 @@ static size_t test_shm_len;
 static int cur_chan = -1;
 static struct cf__ppool *test_pool; /* this worker's snapshot of its pool */
 static uint64_t cur_pos;
+#ifdef CF_TEST_HOOKS
 void (*cf__proc_test_after_result)(void *slot);
 
 void cf__proc_test_current(int *chan, uint64_t *pos)
@@ -51,6 +52,7 @@ void *cf__proc_test_shm(size_t *len)
     if (len) *len = test_shm_len;
     return test_shm;
 }
+#endif
 
 /* A task that calls exit() would run, in this worker, every atexit (and
  * on_exit, C++ static destructor) handler the parent registered before the
@@ -212,7 +214,9 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
     if (rc == 0 && o.failed) rc = o.failed; /* a result that could not be stored */
     write_result(p, chan, s, pos, rc, &o, res_head);
     cf__out_dispose(&o);
+#ifdef CF_TEST_HOOKS
     if (cf__proc_test_after_result) cf__proc_test_after_result(s);
+#endif
     uint32_t want = cf__sk_make(CF__SK_STARTED, pos);
     /* acq_rel: release publishes the result fields and bytes before DONE;
      * being an RMW it continues the release sequence the parent started,

@@ -141,7 +141,12 @@
 #define RES_SPILL_DEFAULT (1ull << 30)
 #define PAGE 4096u
 
+#ifdef CF_TEST_HOOKS
 size_t cf__proc_test_spill_size;
+#define SPILL_OVERRIDE cf__proc_test_spill_size
+#else
+#define SPILL_OVERRIDE ((size_t)0)
+#endif
 
 static size_t round_up(size_t x, size_t a)
 {
@@ -756,8 +761,8 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     p->depth = (uint32_t)cfg->ring_depth; /* default 1024: see config.c */
     p->slot_size = cfg->slot_size;
     p->stride = sizeof(struct cf__pslot) + round_up(p->slot_size, 64);
-    p->arg_spill = cf__proc_test_spill_size ? round_up(cf__proc_test_spill_size, PAGE) : ARG_SPILL_DEFAULT;
-    p->res_spill = cf__proc_test_spill_size ? round_up(cf__proc_test_spill_size, PAGE) : RES_SPILL_DEFAULT;
+    p->arg_spill = SPILL_OVERRIDE ? round_up(SPILL_OVERRIDE, PAGE) : ARG_SPILL_DEFAULT;
+    p->res_spill = SPILL_OVERRIDE ? round_up(SPILL_OVERRIDE, PAGE) : RES_SPILL_DEFAULT;
     p->arg_max = arg_max(p->arg_spill);
     p->max_tasks = cfg->max_tasks_per_child;
     p->spin_ns = cfg->spin_ns;
@@ -827,10 +832,9 @@ static int await_spawned(struct cf__ppool *p)
     return 0;
 }
 
-cf_executor *cf_process_pool_new_err(const cf_process_pool_opts *opts, int *err)
+/* The body of cf_process_pool_new: the pool, or NULL with *err set. */
+static cf_executor *process_pool_make(const cf_process_pool_opts *opts, int *err)
 {
-    int e = 0;
-    if (!err) err = &e;
     struct cf__config cfg;
     cf__config_load(&cfg);
     int rc = cf__config_apply_process_opts(&cfg, opts);
@@ -925,7 +929,10 @@ fail:;
     return NULL;
 }
 
-cf_executor *cf_process_pool_new(const cf_process_pool_opts *opts)
+int cf_process_pool_new(cf_executor **out, const cf_process_pool_opts *opts)
 {
-    return cf_process_pool_new_err(opts, NULL);
+    if (!out) return CF_EINVAL;
+    int rc;
+    *out = process_pool_make(opts, &rc);
+    return rc;
 }

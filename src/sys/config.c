@@ -464,11 +464,21 @@ static int opt_switch(struct cf__config *c, enum cf__setting s, bool *field, enu
     return 0;
 }
 
+/* Reserved room in an option struct must be zero: a non-zero word is an
+ * option of a newer library, which this one must not silently ignore. */
+static bool reserved_zero(const uint64_t *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (r[i]) return false;
+    return true;
+}
+
 /* Work on a copy so that a failed overlay leaves *c unchanged. */
 int cf__config_apply_thread_opts(struct cf__config *c, const cf_thread_pool_opts *o)
 {
     if (!c) return CF_EINVAL;
     if (!o) return 0;
+    if (!reserved_zero(o->reserved, sizeof o->reserved / sizeof o->reserved[0])) return CF_EINVAL;
     struct cf__config t = *c;
     int rc;
     if ((rc = opt_workers(&t, o->max_workers))) return rc;
@@ -512,6 +522,7 @@ int cf__config_apply_process_opts(struct cf__config *c, const cf_process_pool_op
 {
     if (!c) return CF_EINVAL;
     if (!o) return 0;
+    if (!reserved_zero(o->reserved, sizeof o->reserved / sizeof o->reserved[0])) return CF_EINVAL;
     struct cf__config t = *c;
     int rc;
     if ((rc = opt_workers(&t, o->max_workers))) return rc;

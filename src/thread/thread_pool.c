@@ -523,16 +523,16 @@ static int worker_attr(pthread_attr_t *attr)
     return 0;
 }
 
-CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int *err)
+CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts)
 {
+    if (!out)
+        return CF_EINVAL;
+    *out = NULL;
     cf__pool_fork_watch();
     void *raw;
     struct cf__pool *p = alloc_lines(sizeof *p, &raw);
-    if (!p) {
-        if (err)
-            *err = CF_ENOMEM;
-        return NULL;
-    }
+    if (!p)
+        return CF_ENOMEM;
     p->raw = raw;
     /* Relaxed: a fork cannot run in this thread meanwhile. */
     p->gen = atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
@@ -564,16 +564,8 @@ CF_API cf_executor *cf_thread_pool_new_err(const cf_thread_pool_opts *opts, int 
          * leave; then everything is freed. */
         tp_shutdown(&p->base, true, false);
         pool_free(p);
-        if (err)
-            *err = rc;
-        return NULL;
+        return rc;
     }
-    if (err)
-        *err = 0;
-    return &p->base;
-}
-
-CF_API cf_executor *cf_thread_pool_new(const cf_thread_pool_opts *opts)
-{
-    return cf_thread_pool_new_err(opts, NULL);
+    *out = &p->base;
+    return 0;
 }

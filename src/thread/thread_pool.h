@@ -157,13 +157,16 @@ static inline bool cf__pool_foreign(const struct cf__pool *p)
 }
 
 /* Test points: a test may install a hook that a worker calls at these
- * places (to hold it there and force an interleaving). NULL in production:
- * each point costs one relaxed load. */
+ * places (to hold it there and force an interleaving). Only in the tests'
+ * build (CF_TEST_HOOKS), where each point costs one relaxed load; in the
+ * shipped library the points compile to nothing. */
 enum {
     CF__TEST_TP_FOUND_WORK = 1, /* a searcher found work, before it stops searching */
 };
+#ifdef CF_TEST_HOOKS
 typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
 extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
+#endif
 
 /* worker.c: a worker thread's body (the pool's constructor starts it). */
 void *cf__worker_main(void *arg);

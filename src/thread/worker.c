@@ -101,7 +101,9 @@
 #include "thread/thread_pool.h"
 
 CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
+#ifdef CF_TEST_HOOKS
 _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
+#endif
 
 #define HELP_NAP_NS 100000 /* a waiting task re-scans for work this often */
 #define BACKOFF_MAX 6      /* spin back-off: at most 2^6 pauses between scans */
@@ -135,14 +137,20 @@ static inline uint64_t rng_next(struct cf__worker *w)
 
 /* ---- running ---- */
 
-/* Test points (thread_pool.h): one relaxed load when no test hooks in. */
+/* Test points (thread_pool.h): one relaxed load in the tests' build,
+ * nothing in the shipped library. */
 static inline void test_point(struct cf__worker *w, int point)
 {
+#ifdef CF_TEST_HOOKS
     /* Relaxed: the hook is installed before the interleaving it forces,
      * and the test synchronises with the worker through the hook itself. */
     cf__test_tp_hook_fn *h = atomic_load_explicit(&cf__test_tp_hook, memory_order_relaxed);
     if (__builtin_expect(h != NULL, 0))
         h(w, point);
+#else
+    (void)w;
+    (void)point;
+#endif
 }
 
 /* Run f on this stack, one level deeper: remember where our own deque

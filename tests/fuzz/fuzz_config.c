@@ -1,4 +1,4 @@
-/* libFuzzer target: the CFUTURES_* parsers (src/config.c).
+/* libFuzzer target: the CFUTURES_* parsers (src/sys/config.c).
  *
  * Input: byte 0 picks the variable (mod the number of settings), the rest
  * is its value (cut at the first NUL, as the environment would). Each

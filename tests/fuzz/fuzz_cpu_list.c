@@ -1,4 +1,4 @@
-/* libFuzzer target: the CPU list parser (cf__cpu_list_parse, src/config.c),
+/* libFuzzer target: the CPU list parser (cf__cpu_list_parse, src/sys/config.c),
  * as CFUTURES_CPUS and the cpu_list option use it.
  *
  * Properties checked on every input: a count is returned the same for any

@@ -1,5 +1,5 @@
 /* libFuzzer target: the topology file loader (cf__topology_load with
- * CFUTURES_TOPOLOGY, src/topology.c) and the placement computed from
+ * CFUTURES_TOPOLOGY, src/sys/topology.c) and the placement computed from
  * whatever it accepts.
  *
  * The input is the file's content, handed over as a memfd (a regular file

@@ -596,7 +596,8 @@ static void thread_part(struct counts *c, uint64_t *rs)
     memset(t_cb_added, 0, n_thread);
     atomic_store_explicit(&t_children, 0, memory_order_relaxed);
     int err = 0;
-    cf_executor *ex = cf_thread_pool_new_err(&(cf_thread_pool_opts){ .max_workers = O.threads }, &err);
+    cf_executor *ex;
+    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = O.threads });
     if (!ex) {
         violation("cf_thread_pool_new failed (%d)", err);
         return;
@@ -667,7 +668,8 @@ static cf_executor *new_proc_pool(struct counts *c)
     /* Workers note the zygote and their pids per generation: a stale
      * record from an older pool is never a target. */
     p_gen++;
-    cf_executor *ex = cf_process_pool_new_err(&(cf_process_pool_opts){ .max_workers = O.procs }, &err);
+    cf_executor *ex;
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){ .max_workers = O.procs });
     if (!ex) violation("cf_process_pool_new failed (%d)", err);
     else c->pools++;
     return ex;
