@@ -39,6 +39,7 @@ enum mode {
     M_STATE_GARBAGE,  /* the slot's state word overwritten */
     M_STATE_GEN,      /* DONE with another position's generation */
     M_LEN_ON_FAIL,    /* a failure that also claims result bytes */
+    M_MSG_NUL,        /* a failure message with a NUL byte inside */
 };
 
 struct shared {
@@ -68,6 +69,13 @@ static void after_result(void *slot)
     case M_STATE_GARBAGE: atomic_store(&s->state, 0xdeadbeefu); break;
     case M_STATE_GEN: atomic_store(&s->state, cf__sk_make(CF__SK_DONE, pos + 5)); break;
     case M_LEN_ON_FAIL: s->code = 4; s->res_len = 8; break;
+    case M_MSG_NUL: /* the parent would free it as a 2-byte string */
+        s->code = 5;
+        s->res_len = 0;
+        s->rflags = 0;
+        s->msg_len = 40;
+        memcpy(cf__pp_inline(s), "ab\0cdefghijklmnopqrstuvwxyz0123456789ABC", 40);
+        break;
     default: break;
     }
     atomic_fetch_add(&sh->fired, 1);
@@ -99,11 +107,15 @@ static int scribble_task(const void *arg, size_t len, cf_out *out)
     uint64_t pos;
     cf__proc_test_current(&chan, &pos);
     if (!m) return 2;
-    /* Our own layout, as the pool computed it (proc_pool.c): the header
-     * page, one page of control lines, then the slots. */
+    /* Our own layout, as the pool computed it (process_pool.c): the header
+     * page, one control page per channel, then each channel's slot block
+     * (64 slots of 64 + 256 bytes: whole pages). A worker maps only the
+     * header and its own channel. */
     struct cf__pshm_hdr *hdr = (void *)m;
     struct cf__pchan_ctl *ctl = (void *)(m + 4096);
-    unsigned char *slots = m + 8192;
+    unsigned char *slots = m + 4096 + 2 * 4096;
+    size_t block = (size_t)64 * (64 + 256);
+    unsigned char *own = slots + (size_t)chan * block;
     switch (a.what) {
     case S_NEXT_STATES: /* the next slots of this channel: bad states */
         for (int i = 1; i <= 3; i++) {
@@ -111,8 +123,8 @@ static int scribble_task(const void *arg, size_t len, cf_out *out)
             atomic_store(&s->state, 0x7fffffffu - (uint32_t)i);
         }
         break;
-    case S_ALL_SLOTS: /* garbage over every ring (all channels) */
-        memset(slots, 0xa5, (size_t)2 * 64 * (64 + 256));
+    case S_ALL_SLOTS: /* garbage over this channel's whole ring */
+        memset(own, 0xa5, block);
         break;
     case S_RES_TAIL: /* a huge counter where the worker reads its spill tail */
         atomic_store(&ctl[chan].res_tail, UINT64_MAX - 5);
@@ -121,17 +133,18 @@ static int scribble_task(const void *arg, size_t len, cf_out *out)
         atomic_store(&hdr->coll_sleeping, 0x12345678u);
         break;
     case S_RANDOM: {
+        /* Our control page's words, then our slot block. */
         uint64_t st = a.seed;
-        size_t span = 8192 + (size_t)2 * 64 * (64 + 256);
+        size_t span = 4096 + block;
         for (int i = 0; i < a.count; i++) {
             size_t off = (size_t)(cf_test_rand(&st) % (span / 4)) * 4;
             uint32_t v = (uint32_t)cf_test_rand(&st);
-            if (off < 4096) continue; /* leave the magic/doorbell page: tested on its own */
             /* Leave task function addresses alone: a scribbled one makes a
              * worker jump into the unknown (it usually dies, which is the
              * crash tests' business, but it could also loop forever). */
-            if (off >= 8192 && (off - 8192) % (64 + 256) >= 8 && (off - 8192) % (64 + 256) < 16) continue;
-            memcpy(m + off, &v, sizeof v);
+            if (off >= 4096 && (off - 4096) % (64 + 256) >= 8 && (off - 4096) % (64 + 256) < 16) continue;
+            unsigned char *at = off < 4096 ? (unsigned char *)&ctl[chan] + off : own + (off - 4096);
+            memcpy(at, &v, sizeof v);
         }
         break;
     }
@@ -233,6 +246,7 @@ static void test_bad_lengths(void **state)
     run_hook_mode(M_RES_LEN_SLOT);
     run_hook_mode(M_MSG_LEN);
     run_hook_mode(M_LEN_ON_FAIL);
+    run_hook_mode(M_MSG_NUL);
 }
 
 static void test_bad_flags_and_spill_positions(void **state)

@@ -19,21 +19,35 @@
 
 _Thread_local struct cf__ppool *cf__pp_tls_completing;
 
-#define PUNCH_MIN (1u << 20) /* give back the pages of spilled records this big */
-
-void cf__pp_punch(unsigned char *base, uint64_t len)
+void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_t tail)
 {
-    if (len < PUNCH_MIN) return;
-    uintptr_t a = ((uintptr_t)base + 4095) & ~(uintptr_t)4095;
-    uintptr_t e = ((uintptr_t)base + len) & ~(uintptr_t)4095;
-    if (e > a) madvise((void *)a, e - a, MADV_REMOVE);
+    /* The producer writes below (published tail) + size - guard, so on its
+     * next lap it cannot reach the pages of [*punched, tail) as long as the
+     * published tail stays within a guard of *punched: punch once that
+     * would no longer hold, before the new tail is published. */
+    if (tail - *punched <= cf__pp_spill_guard(size)) return;
+    uint64_t from = *punched, to = tail & ~(uint64_t)4095;
+    if (to - from > size) from = to - size; /* more than a lap behind: the whole ring */
+    uint64_t w = cf__pp_spill_window(size); /* kept: the producer reuses it */
+    while (from < to) {
+        uint64_t off = from % size, n = to - from;
+        if (n > size - off) n = size - off;
+        /* MADV_REMOVE frees shared memory pages (MADV_DONTNEED would only
+         * unmap them from this process); they come back zeroed on touch. */
+        if (off + n > w) {
+            uint64_t a = off > w ? off : w;
+            madvise(ring + a, off + n - a, MADV_REMOVE);
+        }
+        from += n;
+    }
+    *punched = to;
 }
 
 /* Read and check the result of a DONE slot into o. Returns 0, or -1 with
  * *bad set and nothing changed. *code gets the task's code (or CF_ENOMEM).
  * Caller holds the collect lock. */
-int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf_out *o,
-                       int *code, struct cf__pbad *bad)
+int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
+                       struct cf_out *o, int *code, struct cf__pbad *bad)
 {
     struct cf__pchan *ch = &p->ch[chan];
     /* Each worker-written field is read once (relaxed: ordered after the
@@ -53,45 +67,74 @@ int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struc
     const unsigned char *src;
     if (rf & CF__PR_SPILL) {
         if (total == 0 || total > R || rpos < t || rpos - t > R || rpos % R + total > R ||
-            rpos + total - t > R)
+            rpos + total - t > cf__pp_spill_room(R))
             BAD("result spill position", rpos);
         src = p->ressp + (size_t)chan * R + rpos % R;
     } else {
         if (total > p->slot_size) BAD("inline result length", total);
-#undef BAD
         src = cf__pp_inline(s);
     }
-    cf__out_init(o);
-    *code = rc;
-    if (rc == 0) {
-        if (rlen <= CF__INLINE_RES) {
-            memcpy(o->small, src, rlen);
-            o->len = rlen;
+    /* Copy first, then check the copies: the worker's next task may be
+     * writing over these bytes while we read them. */
+    unsigned char *data = NULL;
+    char *m = NULL;
+    const unsigned char *rcopy = src, *mcopy = src + rlen; /* the copies, once made */
+    unsigned char small[CF__INLINE_RES];
+    bool nomem = false;
+    if (rc == 0 && rlen <= CF__INLINE_RES) {
+        memcpy(small, src, rlen);
+        rcopy = small;
+    } else if (rc == 0) {
+        data = cf__alloc(rlen);
+        if (data) {
+            memcpy(data, src, rlen);
+            rcopy = data;
         } else {
-            void *b = cf__alloc(rlen);
-            if (b) {
-                memcpy(b, src, rlen);
-                o->data = b;
-                o->cap = rlen;
-                o->len = rlen;
-            } else {
-                *code = o->code = CF_ENOMEM;
-            }
+            nomem = true; /* checked over the shared bytes then */
         }
     } else if (mlen) {
-        char *m = cf__alloc((size_t)mlen + 1);
+        m = cf__alloc((size_t)mlen + 1);
         if (m) {
             memcpy(m, src + rlen, mlen);
             m[mlen] = 0;
+            mcopy = (const unsigned char *)m;
+        } else {
+            nomem = true;
         }
-        o->msg = m;
-        o->code = rc;
+    }
+    uint32_t check = __atomic_load_n(&s->res_check, __ATOMIC_RELAXED);
+    /* A correct worker sends the message up to its NUL (strnlen); one with
+     * a NUL inside would later be freed as a shorter string (the allocator
+     * is told the size on free). Then the worker's check over all of it (a
+     * stray write into a result the worker left for us, see proc_shm.h). */
+    const char *what = mlen && memchr(mcopy, 0, mlen) ? "NUL byte in the message"
+                       : check != cf__pp_res_check(pos, rlen, rpos, rc, mlen, rf, rcopy, mcopy)
+                           ? "result check"
+                           : NULL;
+    if (what) {
+        cf__free(data, rlen);
+        cf__free(m, (size_t)mlen + 1);
+        BAD(what, what[0] == 'N' ? mlen : check);
+    }
+#undef BAD
+    cf__out_init(o);
+    *code = rc;
+    if (nomem) {
+        *code = o->code = rc ? rc : CF_ENOMEM; /* a failure keeps its code, without its message */
+    } else if (rc == 0 && rlen <= CF__INLINE_RES) {
+        memcpy(o->small, small, rlen);
+        o->len = rlen;
+    } else if (rc == 0) {
+        o->data = data;
+        o->cap = rlen;
+        o->len = rlen;
     } else {
+        o->msg = m;
         o->code = rc;
     }
     if (rf & CF__PR_SPILL) {
         struct cf__pchan_ctl *ctl = &p->ctl[chan];
-        cf__pp_punch((unsigned char *)src, total);
+        cf__pp_punch(p->ressp + (size_t)chan * R, R, &ch->res_punched, rpos + total);
         ch->res_tail = rpos + total;
         /* seq_cst store, then seq_cst load of res_waiting: Dekker with the
          * worker's store of res_waiting then load of res_tail (the store is
@@ -112,8 +155,8 @@ cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, 
 {
     struct cf__pchan *ch = &p->ch[chan];
     if (r->arg_end) {
-        cf__pp_punch(p->argsp + (size_t)chan * p->arg_spill + r->arg_pos % p->arg_spill,
-              r->arg_end - r->arg_pos);
+        cf__pp_punch(p->argsp + (size_t)chan * p->arg_spill, p->arg_spill, &ch->arg_punched,
+                     r->arg_end);
         /* release: the producer may reuse the argument bytes below it */
         atomic_store_explicit(&ch->arg_tail, r->arg_end, memory_order_release);
     }
@@ -170,7 +213,7 @@ static int harvest(struct cf__ppool *p, cf_future **fs, struct cf_out *outs, int
                 break;
             }
             struct cf__pbad bad;
-            if (cf__pp_take_result(p, chan, s, &outs[n], &codes[n], &bad)) {
+            if (cf__pp_take_result(p, chan, s, pos, &outs[n], &codes[n], &bad)) {
                 *odd = true;
                 break;
             }
@@ -216,7 +259,8 @@ int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
     if (!f->ops || f->ops->on_cancel != cf__pp_on_cancel) return cf__future_wait_done(f, deadline);
     /* f holds a reference on its pool (on_free drops it): p is alive. */
     struct cf__ppool *p = (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
-    if (cf__pp_tls_collector == p) return cf__future_wait_done(f, deadline);
+    /* A fork child's snapshot of the pool has no rings to collect from. */
+    if (cf__pp_tls_collector == p || cf__pp_foreign(p)) return cf__future_wait_done(f, deadline);
     long spin = p->spin_ns > cf__wait_spin_ns() ? p->spin_ns : cf__wait_spin_ns();
     /* relaxed: only tells the collector thread it need not spin now */
     atomic_fetch_add_explicit(&p->helpers, 1, memory_order_relaxed);

@@ -203,7 +203,7 @@ static bool collect_chan(struct coll *c, int chan)
                 return true;
             }
             struct cf__pbad bad;
-            if (cf__pp_take_result(p, chan, s, &o, &code, &bad)) {
+            if (cf__pp_take_result(p, chan, s, pos, &o, &code, &bad)) {
                 corrupted(c, chan, bad.what, pos, bad.val);
                 return true;
             }

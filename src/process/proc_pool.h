@@ -43,6 +43,7 @@ struct cf__pchan {
     _Alignas(64) _Atomic uint64_t collected; /* next position to collect */
     _Atomic uint64_t arg_tail;   /* arg spill ring freed up to here */
     uint64_t res_tail;           /* result spill ring freed up to here (collector-private) */
+    uint64_t arg_punched, res_punched; /* spill pages given back below here (collect lock) */
     struct cf__prec *rec;        /* depth entries */
     pid_t pid;                   /* current worker (0 before its SPAWNED report) */
     bool alive, spawning, exit_placed, exit_consumed, dead;
@@ -50,7 +51,7 @@ struct cf__pchan {
     _Atomic uint64_t tasks_run;  /* statistics */
     /* Zygote-private (meaningful only in the zygote's copy). */
     pid_t z_pid;
-    int z_pidfd;
+    int z_pidfd;                 /* unused (-1): the zygote reaps through SIGCHLD */
 };
 
 struct cf__ppool {
@@ -65,6 +66,7 @@ struct cf__ppool {
     uint32_t depth;              /* slots per channel (power of two) */
     size_t slot_size;            /* inline bytes per slot */
     size_t stride;               /* bytes per slot: header + inline area */
+    size_t chan_slots;           /* bytes per channel's slot block (whole pages) */
     uint64_t arg_spill, res_spill; /* bytes per channel in each spill ring */
     uint64_t arg_max;            /* largest argument accepted */
     int max_tasks;               /* 0: unlimited */
@@ -120,8 +122,8 @@ _Static_assert(offsetof(struct cf__ppool, coll_lock) - offsetof(struct cf__ppool
 
 static inline struct cf__pslot *cf__pp_slot(const struct cf__ppool *p, int chan, uint64_t pos)
 {
-    size_t i = (size_t)chan * p->depth + (size_t)(pos & (p->depth - 1));
-    return (struct cf__pslot *)(p->slots + i * p->stride);
+    size_t i = (size_t)(pos & (p->depth - 1));
+    return (struct cf__pslot *)(p->slots + (size_t)chan * p->chan_slots + i * p->stride);
 }
 static inline unsigned char *cf__pp_inline(struct cf__pslot *s)
 {
@@ -130,6 +132,9 @@ static inline unsigned char *cf__pp_inline(struct cf__pslot *s)
 
 /* process_pool.c */
 void cf__pp_unref(struct cf__ppool *p);
+/* True in a fork child of the pool's process (a snapshot: its shared
+ * mapping is not there, MADV_DONTFORK). */
+bool cf__pp_foreign(const struct cf__ppool *p);
 void cf__pp_wake_collector(struct cf__ppool *p);
 bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
                   size_t len, bool held);
@@ -162,11 +167,14 @@ struct cf__pbad { /* what was wrong with a slot (for the message) */
     const char *what;
     uint64_t val;
 };
-int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf_out *o,
-                       int *code, struct cf__pbad *bad);
+int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
+                       struct cf_out *o, int *code, struct cf__pbad *bad);
 cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
                             uint64_t pos, bool done);
-void cf__pp_punch(unsigned char *base, uint64_t len);
+/* The consumer of a spill ring (`ring`, `size` bytes) has freed it up to
+ * `tail`: give back the pages behind it once a guard's worth has piled up
+ * (*punched: where the last punch ended). Call before publishing `tail`. */
+void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_t tail);
 
 /* The collect lock (p->coll_lock): the collector thread holds it for each
  * step of its loop, a helper for a few slots (never across a callback). */
@@ -194,6 +202,11 @@ static inline void cf__pp_coll_unlock(struct cf__ppool *p)
      * holder (pairs with the acquire of cf__pp_coll_trylock). */
     atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
 }
+
+/* process_pool.c: in a new worker (the zygote's child), unmap every part
+ * of the shared mapping that is not the header or channel `chan`'s, and
+ * keep the rest out of any fork the worker's tasks make. */
+void cf__pp_shm_isolate(struct cf__ppool *p, int chan);
 
 /* proc_zygote.c: runs in the child of the first fork; never returns. */
 _Noreturn void cf__pp_zygote_main(struct cf__ppool *p);

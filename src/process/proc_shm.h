@@ -4,9 +4,18 @@
  * has no name another user could open and only the pool's own processes
  * (parent, zygote, workers) map it. Layout, every part page aligned:
  *
- *   [hdr: one page]  [channel control: nchan cache lines]
- *   [slots: nchan x depth x stride]  [arg spill: nchan x arg_spill]
+ *   [hdr: one page]  [channel control: nchan pages]
+ *   [slots: nchan x chan_slots]  [arg spill: nchan x arg_spill]
  *   [result spill: nchan x res_spill]
+ *
+ * Every channel's part of each region is page aligned (its control page,
+ * its slot block rounded up to pages, its two spill rings), so that a
+ * worker can unmap every part that is not its own (cf__pp_shm_isolate):
+ * a worker maps only the header page and its own channel. The parent marks
+ * the whole mapping MADV_DONTFORK once the zygote is forked, so no later
+ * fork (another pool's zygote, the application's own fork()) inherits it;
+ * a worker does the same for what it keeps, so a task that forks does not
+ * pass it on either.
  *
  * A channel is one worker's pair of SPSC queues, both made of the same
  * `depth` slots: the parent fills slot pos % depth in order (QUEUED) and the
@@ -18,6 +27,18 @@
  * ring: byte rings with monotonically increasing 64-bit positions, records
  * contiguous (a record that would straddle the end starts again at 0).
  *
+ * Spill rings keep their resident part bounded. The producer starts the
+ * next lap as soon as a record would reach past the ring's window and the
+ * ring's start is free (cf__pp_spill_fit), so steady traffic reuses the
+ * window's pages. Pages past the window are given back as the consumer
+ * (the parent's collector, for both rings) passes them: pages wholly
+ * behind the freed position are punched out with MADV_REMOVE, in batches
+ * of at least cf__pp_spill_guard() bytes. The producer never uses the last
+ * guard bytes of the ring, so it never writes, on its next lap, into pages
+ * still waiting to be punched. A ring's resident part is therefore at most
+ * the window + the bytes of its records in flight + the guard + two pages
+ * (see cf__pp_punch in proc_collect.c).
+ *
  * Trust: the parent never reads a pointer from here, and validates every
  * value a worker could have written (state kind and generation, lengths,
  * spill positions) before using it; see proc_collector.c. */
@@ -25,6 +46,7 @@
 #define CF_PROC_SHM_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* ---- the slot state word ----
@@ -67,6 +89,51 @@ static inline uint32_t cf__pos_gen(uint64_t pos)
     return (uint32_t)(pos & CF__SK_GEN_MASK);
 }
 
+/* The spill rings' guard (bytes): the producer keeps this much of the
+ * ring unused, the consumer punches out freed pages once this many have
+ * accumulated behind it. A multiple of the page size, at most 256 KiB and
+ * at most an eighth of the ring. */
+static inline uint64_t cf__pp_spill_guard(uint64_t ring)
+{
+    uint64_t g = ring / 8 < (256u << 10) ? ring / 8 : (256u << 10);
+    g &= ~(uint64_t)4095;
+    return g ? g : 4096;
+}
+/* The longest record a spill ring of `ring` bytes takes. */
+static inline uint64_t cf__pp_spill_room(uint64_t ring)
+{
+    return ring - cf__pp_spill_guard(ring);
+}
+
+/* The spill rings' window (bytes): a record that would reach past it
+ * starts the next lap instead, at offset 0, when the ring's start is free,
+ * so steady traffic keeps reusing the same pages and only what lies past
+ * the window is punched out (cf__pp_punch). At most 256 KiB and a quarter
+ * of the ring. */
+static inline uint64_t cf__pp_spill_window(uint64_t ring)
+{
+    uint64_t w = ring / 4 < (256u << 10) ? ring / 4 : (256u << 10);
+    return w & ~(uint64_t)4095;
+}
+
+/* Where a record of `len` bytes goes in a ring of `ring` bytes whose
+ * producer is at `head` and whose consumer has freed up to `tail`: false
+ * when it does not fit now. Records are contiguous (one that would cross
+ * the ring's end starts the next lap) and stay within the window when
+ * they can; the guard is never used. */
+static inline bool cf__pp_spill_fit(uint64_t ring, uint64_t head, uint64_t tail, uint64_t len,
+                                    uint64_t *pos)
+{
+    uint64_t room = cf__pp_spill_room(ring), off = head % ring, next = head + (ring - off);
+    if (off + len > cf__pp_spill_window(ring) && off && next + len - tail <= room) {
+        *pos = next; /* back to the ring's start */
+        return true;
+    }
+    if (off + len > ring || head + len - tail > room) return false;
+    *pos = head;
+    return true;
+}
+
 /* Argument flags (parent-written). */
 #define CF__PA_SPILL 1u
 /* Result flags (worker-written). */
@@ -82,7 +149,7 @@ static inline uint32_t cf__pos_gen(uint64_t pos)
  * (relaxed atomic loads), then validates. */
 struct cf__pslot {
     _Atomic uint32_t state;
-    uint32_t aflags;   /* parent: CF__PA_* */
+    uint32_t arg_check; /* parent: cf__pp_arg_check() of the task */
     uint64_t fn;       /* parent: the task function's address (same in a fork) */
     uint64_t arg_len;  /* parent */
     uint64_t arg_pos;  /* parent: position in the arg spill ring if CF__PA_SPILL */
@@ -90,20 +157,75 @@ struct cf__pslot {
     uint64_t res_pos;  /* worker: position in the result spill ring if CF__PR_SPILL */
     int32_t code;      /* worker: the task's return value */
     uint32_t msg_len;  /* worker: message bytes after the result (code != 0) */
-    uint32_t rflags;   /* worker: CF__PR_* */
-    uint32_t pad_;
+    uint16_t rflags;   /* worker: CF__PR_* */
+    uint16_t aflags;   /* parent: CF__PA_* */
+    uint32_t res_check; /* worker: cf__pp_res_check() of the result */
 };
 _Static_assert(sizeof(struct cf__pslot) == 64, "a slot header is one cache line");
 
-/* Per-channel control words, one cache line per channel, written by the
- * parent (res_tail, res_seq) and by the worker (res_waiting). */
+/* Checks on what one side leaves for the other in a slot: the parent's
+ * over a task (position, fields, argument bytes), the worker's over a
+ * result (position, fields, result and message bytes); each side refuses a
+ * slot whose check does not match (the worker exits as corrupted, the
+ * parent breaks the pool). They catch stray writes into a channel (a task
+ * that scribbles over the queued tasks or uncollected results of its own
+ * worker); they are no defence against a task that means harm, which runs
+ * in the worker and can compute them too. Bytes beyond the first
+ * CF__PCHECK_BYTES of a record are not covered (hashing them would cost
+ * as much as copying them). */
+#define CF__PCHECK_BYTES (64u << 10)
+
+static inline uint64_t cf__pp_mix(uint64_t h, uint64_t v)
+{
+    h ^= v;
+    h *= 0x100000001b3ull;
+    return h ^ (h >> 29);
+}
+
+static inline uint64_t cf__pp_mix_bytes(uint64_t h, const unsigned char *b, uint64_t len)
+{
+    uint64_t n = len < CF__PCHECK_BYTES ? len : CF__PCHECK_BYTES, i = 0, w;
+    for (; i + 8 <= n; i += 8) {
+        __builtin_memcpy(&w, b + i, 8);
+        h = cf__pp_mix(h, w);
+    }
+    if (i < n) {
+        w = 0;
+        __builtin_memcpy(&w, b + i, (size_t)(n - i));
+        h = cf__pp_mix(h, w);
+    }
+    return cf__pp_mix(h, len);
+}
+
+static inline uint32_t cf__pp_arg_check(uint64_t pos, uint64_t fn, uint64_t len, uint64_t apos,
+                                        uint32_t aflags, const unsigned char *bytes)
+{
+    uint64_t h = cf__pp_mix(0xcbf29ce484222325ull, pos);
+    h = cf__pp_mix(cf__pp_mix(cf__pp_mix(h, fn), apos), aflags);
+    h = cf__pp_mix_bytes(h, bytes, len);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static inline uint32_t cf__pp_res_check(uint64_t pos, uint64_t rlen, uint64_t rpos, int32_t code,
+                                        uint32_t mlen, uint32_t rflags, const unsigned char *res,
+                                        const unsigned char *msg)
+{
+    uint64_t h = cf__pp_mix(0x84222325cbf29ce4ull, pos);
+    h = cf__pp_mix(cf__pp_mix(cf__pp_mix(h, rpos), (uint32_t)code), rflags);
+    h = cf__pp_mix_bytes(cf__pp_mix_bytes(h, res, rlen), msg, mlen);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* Per-channel control words, one page per channel (so that only the
+ * channel's own worker maps them), written by the parent (res_tail,
+ * res_seq) and by the worker (res_waiting). */
 struct cf__pchan_ctl {
     _Atomic uint64_t res_tail;    /* parent: result spill freed up to here */
     _Atomic uint32_t res_seq;     /* parent: bumped after freeing; worker futex-waits on it */
     _Atomic uint32_t res_waiting; /* worker: 1 while it waits for result spill space */
-    char pad_[48];
+    char pad_[4096 - 16];
 };
-_Static_assert(sizeof(struct cf__pchan_ctl) == 64, "one line per channel");
+_Static_assert(sizeof(struct cf__pchan_ctl) == 4096, "one page per channel");
 
 /* The mapping's first page. */
 struct cf__pshm_hdr {

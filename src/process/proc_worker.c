@@ -133,25 +133,25 @@ static uint32_t wait_work(struct cf__ppool *p, struct cf__pslot *s, uint64_t pos
 static uint64_t res_alloc(struct cf__ppool *p, int chan, uint64_t head, uint64_t total)
 {
     struct cf__pchan_ctl *c = &p->ctl[chan];
-    uint64_t R = p->res_spill, h = head, off = h % R;
-    if (off + total > R) h += R - off; /* contiguous records */
+    uint64_t R = p->res_spill, pos;
     for (;;) {
         /* acquire: pairs with the collector's release store of res_tail
          * after it copied the bytes out: we may overwrite them. */
         uint64_t t = atomic_load_explicit(&c->res_tail, memory_order_acquire);
         if (t > head || head - t > R) corrupt(); /* the tail never passes us */
-        if (h + total - t <= R) return h;
+        if (cf__pp_spill_fit(R, head, t, total, &pos)) return pos; /* proc_shm.h */
         uint32_t seq = atomic_load_explicit(&c->res_seq, memory_order_acquire);
         /* seq_cst store then seq_cst load: Dekker with the collector's
          * seq_cst store of res_tail then load of res_waiting. */
         atomic_store_explicit(&c->res_waiting, 1, memory_order_seq_cst);
         t = atomic_load_explicit(&c->res_tail, memory_order_seq_cst);
-        if (h + total - t > R) cf__futex_wait(&c->res_seq, seq, cf__now_ns() + 100000000, true);
+        if (!cf__pp_spill_fit(R, head, t, total, &pos))
+            cf__futex_wait(&c->res_seq, seq, cf__now_ns() + 100000000, true);
         atomic_store_explicit(&c->res_waiting, 0, memory_order_relaxed);
     }
 }
 
-static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, int rc,
+static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos, int rc,
                          const struct cf_out *o, uint64_t *res_head)
 {
     char big[160];
@@ -162,10 +162,10 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, int
     uint64_t total = (uint64_t)rlen + mlen, rpos = 0;
     uint32_t rf = 0;
     unsigned char *dst = cf__pp_inline(s);
-    if (total > p->res_spill) {
+    if (total > cf__pp_spill_room(p->res_spill)) {
         int n = snprintf(big, sizeof big,
                          "result of %zu bytes exceeds the process pool's limit of %llu bytes", rlen,
-                         (unsigned long long)p->res_spill);
+                         (unsigned long long)cf__pp_spill_room(p->res_spill));
         rc = CF_ETOOBIG;
         msg = big;
         mlen = n < 0 ? 0 : (size_t)n;
@@ -184,17 +184,20 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, int
     s->res_pos = rpos;
     s->code = rc;
     s->msg_len = (uint32_t)mlen;
-    s->rflags = rf;
+    s->rflags = (uint16_t)rf;
+    s->res_check = cf__pp_res_check(pos, rlen, rpos, rc, (uint32_t)mlen, rf, (const unsigned char *)rdata,
+                                    (const unsigned char *)msg);
 }
 
 static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
                     uint64_t *res_head)
 {
-    cf_task_fn *fn = (cf_task_fn *)(uintptr_t)s->fn;
-    uint64_t len = s->arg_len;
+    uint64_t fnv = s->fn, len = s->arg_len, apos = s->arg_pos;
+    uint32_t af = s->aflags;
+    cf_task_fn *fn = (cf_task_fn *)(uintptr_t)fnv;
     const void *arg;
-    if (s->aflags & CF__PA_SPILL) {
-        uint64_t A = p->arg_spill, off = s->arg_pos % A;
+    if (af & CF__PA_SPILL) {
+        uint64_t A = p->arg_spill, off = apos % A;
         if (len > A || off + len > A) corrupt();
         arg = p->argsp + (size_t)chan * A + off;
     } else {
@@ -202,11 +205,14 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
         arg = cf__pp_inline(s);
     }
     if (!fn) corrupt();
+    /* The task as the parent queued it (a stray write, by the task before
+     * this one say, would run the wrong task or the wrong argument). */
+    if (s->arg_check != cf__pp_arg_check(pos, fnv, len, apos, af, arg)) corrupt();
     struct cf_out o;
     cf__out_init(&o);
     int rc = fn(arg, (size_t)len, &o);
     if (rc == 0 && o.failed) rc = o.failed; /* a result that could not be stored */
-    write_result(p, chan, s, rc, &o, res_head);
+    write_result(p, chan, s, pos, rc, &o, res_head);
     cf__out_dispose(&o);
 #ifdef CF_TEST_HOOKS
     if (cf__proc_test_after_result) cf__proc_test_after_result(s);

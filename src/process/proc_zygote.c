@@ -1,24 +1,42 @@
 /* The zygote: the one single-threaded child of a process pool, forked at
  * pool creation, which forks every worker (process_pool.c explains why).
  *
- * It calls only system calls: no allocation, no stdio, no locks. It serves
- * requests from the parent's socket (spawn worker i at a ring position, kill
- * all workers with a signal, exit) and reports on the other socket (spawned
- * pid, spawn failed, died with wait status). It reaps its workers through
- * pidfds, so it never signals a pid that could have been reused. It leaves
- * with _exit when asked, when the request socket reaches EOF, or when its
- * parent is gone (getppid() changes; checked at least once a second), and
- * kills its workers first. Workers die with it (PR_SET_PDEATHSIG).
+ * It calls only system calls: no allocation (its report queue is an
+ * mmap'd array), no stdio, no locks. It serves requests from the parent's
+ * socket (spawn worker i at a ring position, kill all workers with a
+ * signal, exit) and reports on the other socket (spawned pid, spawn failed,
+ * died with wait status). It is its workers' parent and reaps them itself
+ * (SIGCHLD through a signalfd, then waitpid), so it never signals a pid
+ * that could have been reused: a child's pid stays its own until it is
+ * reaped. It holds no descriptor per worker, so forking the n-th worker
+ * costs no more than the first. It leaves with _exit when asked, when the request socket reaches EOF, or when its parent is gone
+ * (getppid() changes; checked at least once a second), and kills its
+ * workers first. Workers die with it (PR_SET_PDEATHSIG).
+ *
+ * No deadlock on the sockets. The parent's sends block when the request
+ * socket is full; the zygote never blocks on either socket. Both of its
+ * ends are non-blocking; every report goes into the zygote's own FIFO
+ * queue, which a poll() loop flushes while the report socket has room, and
+ * requests are read whenever they come, whether or not the parent is
+ * reading reports. So the parent is blocked at most while the zygote
+ * works through requests already sent, never forever. The queue cannot
+ * overflow: a channel has at most one spawn outstanding (the parent asks
+ * for a worker on a channel only at creation or after it has read that
+ * channel's DIED report), so it holds at most a SPAWNED (or SPAWN_FAILED)
+ * and a DIED per channel: 2 x workers entries. When leaving, the zygote
+ * reports nothing (the parent waits for its exit, not for reports).
  *
  * Also here: the registry of descriptors that belong to live pools, which a
  * new zygote closes so that it does not keep another pool's sockets open. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,6 +82,7 @@ static void close_registered(void)
 /* The parent's settings, saved by the zygote before it changes them. */
 static struct sigaction saved_chld, saved_int;
 static sigset_t saved_mask;
+static int chld_fd = -1; /* signalfd for SIGCHLD (blocked in the zygote) */
 
 void cf__pp_restore_signals(void)
 {
@@ -72,26 +91,53 @@ void cf__pp_restore_signals(void)
     sigprocmask(SIG_SETMASK, &saved_mask, NULL);
 }
 
-static void report(struct cf__ppool *p, int op, int chan, int pid, int status)
+/* The zygote's outgoing reports: a FIFO in a private anonymous mapping
+ * (no allocator in the zygote). */
+struct zqueue {
+    struct cf__zrep *r;
+    uint32_t cap, head, len;
+};
+static struct zqueue zq;
+
+static void report(int op, int chan, int pid, int status)
 {
-    struct cf__zrep r = {.op = op, .chan = chan, .pid = pid, .status = status};
-    for (;;) {
-        ssize_t w = send(p->rep_wr, &r, sizeof r, MSG_NOSIGNAL);
-        if (w == (ssize_t)sizeof r || (w < 0 && errno != EINTR)) return;
-    }
+    if (zq.len == zq.cap) return; /* cannot happen: see the bound at the top */
+    zq.r[(zq.head + zq.len) % zq.cap] = (struct cf__zrep){.op = op, .chan = chan, .pid = pid, .status = status};
+    zq.len++;
 }
 
-static void reap(struct cf__ppool *p, int i)
+/* Send queued reports while the socket takes them. False when the parent
+ * has gone (EPIPE, ECONNRESET). */
+static bool flush(struct cf__ppool *p)
 {
-    struct cf__pchan *ch = &p->ch[i];
-    int st = 0;
-    pid_t r;
-    do r = waitpid(ch->z_pid, &st, 0);
-    while (r < 0 && errno == EINTR);
-    report(p, CF__ZR_DIED, i, ch->z_pid, r < 0 ? -1 : st);
-    close(ch->z_pidfd);
-    ch->z_pidfd = -1;
-    ch->z_pid = 0;
+    while (zq.len) {
+        ssize_t w = send(p->rep_wr, &zq.r[zq.head], sizeof zq.r[0], MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) return true;
+        if (w != (ssize_t)sizeof zq.r[0]) return false;
+        zq.head = (zq.head + 1) % zq.cap;
+        zq.len--;
+    }
+    return true;
+}
+
+/* Reap workers that have exited and report each, while the queue has room.
+ * Returns false when none is left to reap for now. */
+static bool reap_exited(struct cf__ppool *p)
+{
+    while (zq.len < zq.cap) {
+        int st = 0;
+        pid_t pid = waitpid(-1, &st, WNOHANG);
+        if (pid < 0 && errno == EINTR) continue;
+        if (pid <= 0) return false; /* none exited (0) or no children (ECHILD) */
+        for (int i = 0; i < p->n; i++) {
+            if (p->ch[i].z_pid != pid) continue;
+            p->ch[i].z_pid = 0;
+            report(CF__ZR_DIED, i, pid, st);
+            break;
+        }
+    }
+    return true; /* the queue is full: more may wait */
 }
 
 static void kill_all(struct cf__ppool *p, int signo)
@@ -103,8 +149,11 @@ static void kill_all(struct cf__ppool *p, int signo)
 static _Noreturn void leave(struct cf__ppool *p)
 {
     kill_all(p, SIGKILL);
-    for (int i = 0; i < p->n; i++)
-        if (p->ch[i].z_pid > 0) reap(p, i);
+    for (int i = 0; i < p->n; i++) { /* nobody reads reports now */
+        if (p->ch[i].z_pid <= 0) continue;
+        while (waitpid(p->ch[i].z_pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
     _exit(0);
 }
 
@@ -113,22 +162,37 @@ static void spawn(struct cf__ppool *p, const struct cf__zreq *q, pid_t self)
     int i = q->chan;
     if (i < 0 || i >= p->n || p->ch[i].z_pid > 0) return; /* cannot happen: the parent is ours */
     pid_t pid = fork();
-    if (pid == 0) cf__pp_worker_main(p, i, q->pos, q->res_pos, self);
-    if (pid < 0) {
-        report(p, CF__ZR_SPAWN_FAILED, i, 0, errno);
-        return;
+    if (pid == 0) {
+        close(chld_fd);
+        cf__pp_shm_isolate(p, i); /* the worker keeps only its own channel */
+        cf__pp_worker_main(p, i, q->pos, q->res_pos, self);
     }
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0) {
-        int e = errno;
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        report(p, CF__ZR_SPAWN_FAILED, i, 0, e);
+    if (pid < 0) {
+        report(CF__ZR_SPAWN_FAILED, i, 0, errno);
         return;
     }
     p->ch[i].z_pid = pid;
-    p->ch[i].z_pidfd = fd;
-    report(p, CF__ZR_SPAWNED, i, pid, 0);
+    report(CF__ZR_SPAWNED, i, pid, 0);
+}
+
+/* Serve the requests waiting on the socket (while the queue has room for
+ * what they may report). False on EOF, EXIT or a bad message: leave. */
+static bool serve(struct cf__ppool *p, pid_t self)
+{
+    while (zq.len < zq.cap) {
+        struct cf__zreq q;
+        ssize_t got = recv(p->req_rd, &q, sizeof q, MSG_DONTWAIT);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+        if (got != (ssize_t)sizeof q) return false; /* EOF: the parent is gone */
+        switch (q.op) {
+        case CF__ZQ_SPAWN: spawn(p, &q, self); break;
+        case CF__ZQ_KILL: kill_all(p, q.signo); break;
+        case CF__ZQ_EXIT: return false;
+        default: break;
+        }
+    }
+    return true;
 }
 
 _Noreturn void cf__pp_zygote_main(struct cf__ppool *p)
@@ -138,42 +202,49 @@ _Noreturn void cf__pp_zygote_main(struct cf__ppool *p)
     close(p->rep_rd);
     prctl(PR_SET_NAME, "cf-zygote", 0, 0, 0);
     /* Our children must stay reapable whatever the parent did with
-     * SIGCHLD; Ctrl-C in a terminal is for the parent (we follow it when
-     * the request socket closes). Workers get the parent's settings back. */
+     * SIGCHLD: it is blocked here and read from a signalfd. Ctrl-C in a
+     * terminal is for the parent (we follow it when the request socket
+     * closes). Workers get the parent's settings back. */
     struct sigaction dfl = {.sa_handler = SIG_DFL}, ign = {.sa_handler = SIG_IGN};
     sigaction(SIGCHLD, &dfl, &saved_chld);
     sigaction(SIGINT, &ign, &saved_int);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, &saved_mask);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_SETMASK, &chld, &saved_mask);
     pid_t self = getpid();
     if (getppid() != p->parent_pid) _exit(0);
+    chld_fd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    /* Never block on a socket (see the top of this file). The descriptions
+     * are ours alone: the parent closed its copies of these two ends. */
+    fcntl(p->req_rd, F_SETFL, fcntl(p->req_rd, F_GETFL) | O_NONBLOCK);
+    fcntl(p->rep_wr, F_SETFL, fcntl(p->rep_wr, F_GETFL) | O_NONBLOCK);
+    zq.cap = 2u * (uint32_t)p->n + 8u;
+    void *qm = mmap(NULL, sizeof(struct cf__zrep) * zq.cap, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (chld_fd < 0 || qm == MAP_FAILED) _exit(1); /* the parent sees the zygote die and fails */
+    zq.r = qm;
 
-    struct pollfd pfd[1 + p->n];
-    int who[1 + p->n];
+    bool more_dead = false; /* SIGCHLD seen, not everything reaped yet */
     for (;;) {
-        int k = 0;
-        pfd[k++] = (struct pollfd){.fd = p->req_rd, .events = POLLIN};
-        for (int i = 0; i < p->n; i++) {
-            if (p->ch[i].z_pidfd < 0) continue;
-            who[k] = i;
-            pfd[k++] = (struct pollfd){.fd = p->ch[i].z_pidfd, .events = POLLIN};
-        }
-        int r = poll(pfd, (nfds_t)k, 1000);
+        if (more_dead) more_dead = reap_exited(p);
+        if (!flush(p)) leave(p);
+        /* Requests and deaths only while the queue has room for a report. */
+        bool room = zq.len < zq.cap;
+        struct pollfd pfd[3] = {
+            {.fd = room ? p->req_rd : -1, .events = POLLIN},
+            {.fd = zq.len ? p->rep_wr : -1, .events = POLLOUT},
+            {.fd = room ? chld_fd : -1, .events = POLLIN},
+        };
+        int r = poll(pfd, 3, 1000);
         if (getppid() != p->parent_pid) leave(p);
         if (r <= 0) continue;
-        for (int j = 1; j < k; j++)
-            if (pfd[j].revents) reap(p, who[j]);
-        if (!pfd[0].revents) continue;
-        struct cf__zreq q;
-        ssize_t got = recv(p->req_rd, &q, sizeof q, 0);
-        if (got < 0 && errno == EINTR) continue;
-        if (got != (ssize_t)sizeof q) leave(p); /* EOF: the parent is gone */
-        switch (q.op) {
-        case CF__ZQ_SPAWN: spawn(p, &q, self); break;
-        case CF__ZQ_KILL: kill_all(p, q.signo); break;
-        case CF__ZQ_EXIT: leave(p);
-        default: break;
+        if (pfd[2].revents) {
+            struct signalfd_siginfo si;
+            while (read(chld_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+            }
+            more_dead = true;
         }
+        if (pfd[0].revents && !serve(p, self)) leave(p);
     }
 }

@@ -35,11 +35,24 @@
  * i at position p, kill all with signal s, exit; reports: spawned pid,
  * spawn failed, died with wait status), so worker pids and exit statuses
  * come from a process that runs only our code, never from shared memory a
- * worker could scribble on. The zygote reaps its workers (pidfds + waitpid),
+ * worker could scribble on. The zygote reaps its workers (SIGCHLD + waitpid),
  * so a pid is never signalled after it could have been reused. The parent
  * watches the zygote through a pidfd (and the report socket's EOF). Workers
  * die with the zygote (PR_SET_PDEATHSIG), the zygote with the parent (the
  * request socket's EOF, and a getppid() check once a second).
+ * Invariant against deadlock on the two sockets: the parent's sends may
+ * block, the zygote never blocks on a socket (non-blocking ends, its own
+ * report queue flushed by its poll() loop, requests read as they come), and
+ * that queue is bounded by two reports per channel because the parent asks
+ * for a worker on a channel only at creation or after reading its death
+ * (proc_zygote.c).
+ *
+ * Isolation: each channel's parts of the mapping are page aligned; a new
+ * worker unmaps every other channel's (cf__pp_shm_isolate), and the parent
+ * marks the mapping MADV_DONTFORK once the zygote has its copy, so later
+ * forks (other pools' zygotes, the application's) do not inherit it. Each
+ * slot also carries checks, one per direction (proc_shm.h), against stray
+ * writes into a channel.
  *
  * Shared memory and waiting. One channel per worker: SPSC rings of slots
  * (proc_shm.h), filled by submitters under the channel's mutex (a short
@@ -162,6 +175,11 @@ static void atfork_register(void)
 static inline bool foreign(const struct cf__ppool *p)
 {
     return p->gen != atomic_load_explicit(&proc_gen, memory_order_relaxed);
+}
+
+bool cf__pp_foreign(const struct cf__ppool *p)
+{
+    return foreign(p);
 }
 
 static struct cf__ppool *pool_of_future(cf_future *f)
@@ -318,14 +336,10 @@ void cf__pp_wake_collector(struct cf__ppool *p)
 
 static bool arg_spill_fit(struct cf__ppool *p, struct cf__pchan *ch, size_t len, uint64_t *pos)
 {
-    uint64_t h = ch->arg_head, off = h % p->arg_spill;
-    if (off + len > p->arg_spill) h += p->arg_spill - off; /* records never straddle the end */
     /* acquire: the worker is done with the bytes below arg_tail (the
      * collector stored it with release after collecting their slot). */
     uint64_t t = atomic_load_explicit(&ch->arg_tail, memory_order_acquire);
-    if (h + len - t > p->arg_spill) return false;
-    *pos = h;
-    return true;
+    return cf__pp_spill_fit(p->arg_spill, ch->arg_head, t, len, pos); /* proc_shm.h */
 }
 
 bool cf__pp_room(struct cf__ppool *p, int chan, size_t len)
@@ -374,6 +388,8 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
     } else if (len) {
         memcpy(cf__pp_inline(s), arg, len);
     }
+    /* Over our own copy of the bytes: the worker checks what it finds. */
+    s->arg_check = cf__pp_arg_check(pos, s->fn, len, s->arg_pos, s->aflags, arg);
     if (f) cf__future_slot_store(f, owner_encode(chan, pos), memory_order_relaxed);
     /* release: the slot's fields and inline bytes (and r, for the
      * collector: it reads them after an acquire load of this word, whose
@@ -644,11 +660,51 @@ int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q)
     }
 }
 
+/* The largest argument: what the argument spill ring takes (its guard
+ * stays unused, proc_shm.h), and no more than a 32-bit length. */
+static uint64_t arg_max(uint64_t arg_spill)
+{
+    uint64_t room = cf__pp_spill_room(arg_spill);
+    return room < UINT32_MAX ? room : UINT32_MAX;
+}
+
+static void unmap_range(unsigned char *from, unsigned char *to)
+{
+    if (to > from) munmap(from, (size_t)(to - from));
+}
+
+/* Unmap [base, base + n * each) except [base + chan * each, + each). */
+static void unmap_others(unsigned char *base, size_t each, int n, int chan)
+{
+    unmap_range(base, base + (size_t)chan * each);
+    unmap_range(base + (size_t)(chan + 1) * each, base + (size_t)n * each);
+}
+
+void cf__pp_shm_isolate(struct cf__ppool *p, int chan)
+{
+    /* Only our own channel: another channel's slots, control page or spill
+     * rings are not even mapped here, so this worker's tasks can neither
+     * read other tasks' arguments nor write other workers' results. */
+    unmap_others((unsigned char *)p->ctl, sizeof(struct cf__pchan_ctl), p->n, chan);
+    unmap_others(p->slots, p->chan_slots, p->n, chan);
+    unmap_others(p->argsp, p->arg_spill, p->n, chan);
+    unmap_others(p->ressp, p->res_spill, p->n, chan);
+    /* What is left stays out of any fork a task makes (a nested pool's
+     * zygote, say). The zygote itself sets nothing: it must pass the whole
+     * mapping to every worker it forks. */
+    madvise(p->map, PAGE, MADV_DONTFORK);
+    madvise(&p->ctl[chan], sizeof(struct cf__pchan_ctl), MADV_DONTFORK);
+    madvise(p->slots + (size_t)chan * p->chan_slots, p->chan_slots, MADV_DONTFORK);
+    madvise(p->argsp + (size_t)chan * p->arg_spill, p->arg_spill, MADV_DONTFORK);
+    madvise(p->ressp + (size_t)chan * p->res_spill, p->res_spill, MADV_DONTFORK);
+}
+
 static int layout(struct cf__ppool *p)
 {
     size_t hdr = PAGE;
-    size_t ctl = round_up(sizeof(struct cf__pchan_ctl) * (size_t)p->n, PAGE);
-    size_t slots = round_up(p->stride * p->depth * (size_t)p->n, PAGE);
+    size_t ctl = sizeof(struct cf__pchan_ctl) * (size_t)p->n; /* a page each */
+    p->chan_slots = round_up(p->stride * p->depth, PAGE);     /* whole pages each */
+    size_t slots = p->chan_slots * (size_t)p->n;
     size_t a = (size_t)p->arg_spill * (size_t)p->n, r = (size_t)p->res_spill * (size_t)p->n;
     p->map_len = hdr + ctl + slots + a + r;
     /* MAP_SHARED | MAP_ANONYMOUS: no name, inherited only by our forks.
@@ -664,7 +720,7 @@ static int layout(struct cf__ppool *p)
         if (errno == ENOMEM && p->res_spill > (1u << 20)) {
             p->arg_spill = p->arg_spill / 8 < (1u << 20) ? (1u << 20) : p->arg_spill / 8;
             p->res_spill /= 8;
-            p->arg_max = p->arg_spill < UINT32_MAX ? p->arg_spill : UINT32_MAX;
+            p->arg_max = arg_max(p->arg_spill);
             return layout(p);
         }
         return errno == ENOMEM ? CF_ENOMEM : CF_ESYS;
@@ -707,7 +763,7 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     p->stride = sizeof(struct cf__pslot) + round_up(p->slot_size, 64);
     p->arg_spill = SPILL_OVERRIDE ? round_up(SPILL_OVERRIDE, PAGE) : ARG_SPILL_DEFAULT;
     p->res_spill = SPILL_OVERRIDE ? round_up(SPILL_OVERRIDE, PAGE) : RES_SPILL_DEFAULT;
-    p->arg_max = p->arg_spill < UINT32_MAX ? p->arg_spill : UINT32_MAX;
+    p->arg_max = arg_max(p->arg_spill);
     p->max_tasks = cfg->max_tasks_per_child;
     p->spin_ns = cfg->spin_ns;
     p->stats = cfg->stats;
@@ -807,6 +863,11 @@ static cf_executor *process_pool_make(const cf_process_pool_opts *opts, int *err
     if (z < 0) goto fail_sys;
     if (z == 0) cf__pp_zygote_main(p); /* never returns */
     p->zpid = z;
+    /* The zygote has its copy; no later fork of this process (another
+     * pool's zygote, the application's fork()) inherits the mapping. A fork
+     * in another thread between mmap() and here still does: create pools
+     * from one thread at a time if that matters. */
+    madvise(p->map, p->map_len, MADV_DONTFORK);
     close_if(&p->req_rd);
     close_if(&p->rep_wr);
     p->zpidfd = (int)syscall(SYS_pidfd_open, z, 0);
