@@ -618,7 +618,7 @@ static void order_tight_loop(void **state)
 {
     (void)state;
     int rounds = (int)(2000 * cf_test_scale());
-    struct loop_arg a = { 0 };
+    struct loop_arg a = { NULL };
     pthread_t t = spawn(loop_completer, &a);
     int bad = 0;
     for (int r = 1; r <= rounds; r++) {

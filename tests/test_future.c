@@ -862,7 +862,7 @@ static void callbacks_order_thread_once(void **state)
     assert_int_equal(word(f) & (CF__HAS_LISTENERS | CF__LIST_LOCK), 0);
 
     /* added to a done future: runs at once, in the caller, before return */
-    o.n = 0;
+    atomic_store_explicit(&o.n, 0, memory_order_relaxed); /* no thread runs */
     assert_int_equal(cf_future_add_done_callback(f, order_cb, &o), 0);
     assert_int_equal(atomic_load(&o.n), 1);
     assert_true(pthread_equal(o.thread, pthread_self()));
