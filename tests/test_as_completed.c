@@ -645,8 +645,9 @@ static void order_tight_loop(void **state)
     if (bad) fail_msg("f1 yielded before f0 in %d of %d rounds", bad, rounds);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(empty),
         cmocka_unit_test(done_first_then_completion_order),

@@ -22,6 +22,7 @@
 
 #include "cfutures.h"
 #include "sys/debug_checks.h"
+#include "support/test_env.h"
 
 static char out[4096];
 
@@ -206,8 +207,9 @@ static void test_correct_use_passes(void **state)
     cf_future_release(NULL);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_future_released_twice),
         cmocka_unit_test(test_future_used_after_release),

@@ -1091,8 +1091,9 @@ static void layout_and_strings(void **state)
     assert_string_equal(cf_version(), "0.1.0");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(states_agree),
         cmocka_unit_test(transitions),

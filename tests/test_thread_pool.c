@@ -1050,8 +1050,9 @@ static void test_rough_cost(void **state)
     cf_executor_free(ex);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_many),
         cmocka_unit_test(test_fifo_one_worker),

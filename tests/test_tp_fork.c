@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "support/test_env.h"
 
 #define CHILD_ALARM_S 20
 
@@ -171,8 +172,7 @@ static void test_child_may_make_its_own_pool(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1)
-        cmocka_set_test_filter(argv[1]); /* run one case: test_x <name> */
+    cf_test_init(argc, argv); /* run one case: test_x <name> */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_child_refuses_parents_pool),
         cmocka_unit_test(test_fork_inside_task),
