@@ -33,8 +33,7 @@ void cf__debug_yield(void);
 _Noreturn void cf__assert_fail(const char *file, int line, const char *func, const char *cond);
 
 #if CF__DEBUG_CHECKS
-#define CF__ASSERT(cond) \
-    ((cond) ? (void)0 : cf__assert_fail(__FILE__, __LINE__, __func__, #cond))
+#define CF__ASSERT(cond) ((cond) ? (void)0 : cf__assert_fail(__FILE__, __LINE__, __func__, #cond))
 #else
 #define CF__ASSERT(cond) ((void)0)
 #endif
