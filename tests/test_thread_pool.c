@@ -494,6 +494,9 @@ static int thread_count(void)
 static void test_free_from_task(void **state)
 {
     (void)state;
+    /* A sanitizer starts its helper thread with the first thread the
+     * process makes: make one first, so the count works when run alone. */
+    cf_executor_free(pool(1));
     int before = thread_count();
     cf_executor *ex = pool(2);
     atomic_store(&g_count, 0);
