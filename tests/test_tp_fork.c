@@ -146,6 +146,13 @@ static void test_child_may_make_its_own_pool(void **state)
      * threads (die_after_fork). */
     skip();
 #endif
+#ifdef CF_ASAN
+    /* AddressSanitizer's allocator does not take its locks around fork():
+     * a parent worker still starting (ASan allocates for a new thread) may
+     * hold one at the fork, and the child's new threads then block on it
+     * forever (seen about one run in ten when this case runs alone). */
+    skip();
+#endif
     cf_thread_pool_opts o = { .max_workers = 2 };
     cf_executor *parent = cf_thread_pool_new(&o);
     assert_non_null(parent);
