@@ -800,7 +800,8 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     /* A call that fails changes nothing it can undo: if any of the first
      * submissions failed, cancel the others and report the first error. */
     for (size_t c = 0; c < it->next_submit; c++) {
-        int err = it->ring[c % window].err; /* NOLINT(clang-analyzer-core.DivideZero): window >= 1 */
+        /* NOLINTNEXTLINE(clang-analyzer-core.DivideZero): window >= 1 */
+        int err = it->ring[c % window].err;
         if (err != 0) {
             map_destroy(it);
             return err;
