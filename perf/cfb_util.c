@@ -196,6 +196,7 @@ void cfb_counter(struct cfb_result *r, const char *name, double value)
     }
 }
 
+__attribute__((format(printf, 2, 0)))
 static void set_msg(struct cfb_result *r, const char *fmt, va_list ap)
 {
     vsnprintf(r->msg, sizeof r->msg, fmt, ap);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sys/alloc.h"
+#include "support/test_env.h"
 
 static void malloc_is_not_jemalloc(void **state)
 {
@@ -77,8 +78,9 @@ static void thread_node(void **state)
     assert_int_equal(cf__alloc_thread_node(), -1);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(malloc_is_not_jemalloc),
         cmocka_unit_test(round_trips),

@@ -619,7 +619,7 @@ static void order_tight_loop(void **state)
 {
     (void)state;
     int rounds = (int)(2000 * cf_test_scale());
-    struct loop_arg a = { 0 };
+    struct loop_arg a = { NULL };
     pthread_t t = spawn(loop_completer, &a);
     int bad = 0;
     for (int r = 1; r <= rounds; r++) {
@@ -646,8 +646,9 @@ static void order_tight_loop(void **state)
     if (bad) fail_msg("f1 yielded before f0 in %d of %d rounds", bad, rounds);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(empty),
         cmocka_unit_test(done_first_then_completion_order),

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "sys/config.h"
+#include "support/test_env.h"
 
 static void clear_env(void)
 {
@@ -445,8 +446,9 @@ static void test_thread_name_prefix_fit(void **state)
     assert_string_equal(out, "cf");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_env_values),

@@ -23,6 +23,7 @@
 #include "cfutures.h"
 #include "support/test_future.h"
 #include "sys/debug_checks.h"
+#include "support/test_env.h"
 
 static char out[4096];
 
@@ -212,8 +213,9 @@ static void test_correct_use_passes(void **state)
     cf_future_release(NULL);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_future_released_twice),
         cmocka_unit_test(test_future_used_after_release),

@@ -131,8 +131,9 @@ static void test_owner_and_thieves(void **state)
     free(g_base);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifo_fifo),
         cmocka_unit_test(test_owner_and_thieves),

@@ -30,6 +30,7 @@
 #include "cfutures.h"
 #include "sys/config.h"
 #include "sys/topology.h"
+#include "support/test_env.h"
 
 #define HANG_SECONDS 20 /* a prompt return takes milliseconds */
 
@@ -311,8 +312,9 @@ static int teardown(void **state)
     return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpus_none_there),
         cmocka_unit_test(test_cpus_list_one_missing),

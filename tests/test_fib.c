@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "support/test_env.h"
 
 struct fib_arg {
     cf_executor *ex;
@@ -116,8 +117,9 @@ static void test_fib_from_outside(void **state)
     cf_executor_free(ex);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fib_1_worker),
         cmocka_unit_test(test_fib_2_workers),

@@ -872,7 +872,7 @@ static void callbacks_order_thread_once(void **state)
     assert_int_equal(word(f) & (CF__HAS_LISTENERS | CF__LIST_LOCK), 0);
 
     /* added to a done future: runs at once, in the caller, before return */
-    o.n = 0;
+    atomic_store_explicit(&o.n, 0, memory_order_relaxed); /* no thread runs */
     assert_int_equal(cf_future_add_done_callback(f, order_cb, &o), 0);
     assert_int_equal(atomic_load(&o.n), 1);
     assert_true(pthread_equal(o.thread, pthread_self()));
@@ -1104,8 +1104,9 @@ static void layout_and_strings(void **state)
     assert_string_equal(v, CF_VERSION_STRING);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(states_agree),
         cmocka_unit_test(transitions),

@@ -12,6 +12,7 @@
 #include "cfutures.h"
 #include "support/test_future.h"
 #include "core/future.h"
+#include "support/test_env.h"
 
 static void never_cb(cf_future *f, void *ud)
 {
@@ -188,8 +189,9 @@ static void errors_table(void **state)
     assert_string_equal(cf_strerror(42), "unknown error");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(future_calls),
         cmocka_unit_test(out_calls),

@@ -995,8 +995,9 @@ static void test_consumer_helps_only_with_what_it_needs(void **state)
     cf_executor_free(ex);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         /* First: forking the process pool's workers while few threads and
          * allocator arenas exist keeps TSan's fork handling within its

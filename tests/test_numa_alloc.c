@@ -21,6 +21,7 @@
 
 #include "sys/alloc.h"
 #include "sys/numa_alloc.h"
+#include "support/test_env.h"
 
 static int setup(void **state)
 {
@@ -157,8 +158,9 @@ static void test_racing_first_use_agrees(void **state)
     for (int i = 0; i < N; i++) assert_int_equal((uintptr_t)r[i], cf__numa_arena(0));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_racing_first_use_agrees),
         cmocka_unit_test(test_no_arena_for_bad_nodes),

@@ -23,6 +23,7 @@
 #include "sys/config.h"
 #include "sys/numa_alloc.h"
 #include "sys/topology.h"
+#include "support/test_env.h"
 
 static void clear_env(void)
 {
@@ -234,8 +235,9 @@ static void test_bad_options_fail(void **state)
     assert_null(pex);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_workers_where_placed),
         cmocka_unit_test(test_cpu_list_pool),

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "support/test_env.h"
 
 static _Atomic int g_ran;
 static int task(const void *arg, size_t len, cf_out *out)
@@ -110,8 +111,9 @@ static void test_constructor_bad(void **state)
     cf_executor_free(ex);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_bad),
         cmocka_unit_test(test_other_entry_points_bad),

@@ -37,6 +37,7 @@
 #include "cfutures.h"
 #include "sync/futex.h"
 #include "process/proc_pool.h"
+#include "support/test_env.h"
 
 struct shared {
     _Atomic uint32_t gate;       /* gate_task and began_task wait until it is non-zero */
@@ -577,8 +578,9 @@ static int group_setup(void **state)
     return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shutdown_cancel_nowait_is_synchronous),
         cmocka_unit_test(test_shutdown_cancel_wait_cancels_before_waiting),

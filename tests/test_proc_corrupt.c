@@ -315,8 +315,9 @@ static int group_setup(void **state)
     return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_lengths),
         cmocka_unit_test(test_bad_flags_and_spill_positions),

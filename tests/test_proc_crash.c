@@ -25,6 +25,7 @@
 #include "cfutures.h"
 #include "sync/futex.h"
 #include "process/proc_pool.h"
+#include "support/test_env.h"
 
 struct shared {
     _Atomic uint32_t gate;
@@ -390,8 +391,9 @@ static int group_setup(void **state)
     return sh == MAP_FAILED ? -1 : 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigkill_from_outside),
         cmocka_unit_test(test_segv_in_task),

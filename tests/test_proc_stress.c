@@ -240,8 +240,9 @@ static void test_shutdown_while_submitting(void **state)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_task_per_child_long_backlog),
         cmocka_unit_test(test_retire_small_rings_spilled),

@@ -894,8 +894,9 @@ static int group_setup(void **state)
     return sh == MAP_FAILED ? -1 : 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_many),
         cmocka_unit_test(test_result_sizes),

@@ -202,8 +202,9 @@ static void stress_4_workers(void **state)
     run_stress(4, 0x94D049BB133111EBULL);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(stress_1_worker),
         cmocka_unit_test(stress_2_workers),

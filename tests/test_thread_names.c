@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cfutures.h"
+#include "support/test_env.h"
 
 /* How many of the process's threads are named `want`. */
 static int threads_named(const char *want)
@@ -172,8 +173,9 @@ static void test_bad_code_prefix_einval(void **state)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     unsetenv("CFUTURES_THREAD_NAME_PREFIX");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_env_sets_prefix),

@@ -496,6 +496,9 @@ static int thread_count(void)
 static void test_free_from_task(void **state)
 {
     (void)state;
+    /* A sanitizer starts its helper thread with the first thread the
+     * process makes: make one first, so the count works when run alone. */
+    cf_executor_free(pool(1));
     int before = thread_count();
     cf_executor *ex = pool(2);
     atomic_store(&g_count, 0);
@@ -1061,8 +1064,9 @@ static void test_rough_cost(void **state)
     cf_executor_free(ex);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_many),
         cmocka_unit_test(test_fifo_one_worker),

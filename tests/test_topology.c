@@ -22,6 +22,7 @@
 
 #include "sys/config.h"
 #include "sys/topology.h"
+#include "support/test_env.h"
 
 #define BIG "pack:2 numa:2 l3:1 core:8 pu:2"
 #define XML_BIG CF_TEST_DATA_DIR "/pack2-numa2-core8-smt2.xml"
@@ -467,8 +468,9 @@ static void test_this_machine(void **state)
     unload(&s);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_big_compact_synthetic),
         cmocka_unit_test(test_big_compact_xml),

@@ -380,8 +380,7 @@ static void test_chain_deeper_than_cap_one_worker(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1)
-        cmocka_set_test_filter(argv[1]); /* run one case: test_x <name> */
+    cf_test_init(argc, argv); /* run one case: test_x <name> */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_queued_waiters),
         cmocka_unit_test(test_requests_waiting_on_process_pool),

@@ -24,6 +24,7 @@
 
 #include "cfutures.h"
 #include "thread/thread_pool.h"
+#include "support/test_env.h"
 
 #define HANG_S 10 /* a hang detector */
 
@@ -235,8 +236,7 @@ static void test_pairs_on_idle_pool(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1)
-        cmocka_set_test_filter(argv[1]); /* run one case: test_x <name> */
+    cf_test_init(argc, argv); /* run one case: test_x <name> */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handoff_injected),
         cmocka_unit_test(test_handoff_nested),

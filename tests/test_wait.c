@@ -558,8 +558,9 @@ static void signals_do_not_end_wait(void **state)
     signal(SIGUSR1, SIG_DFL);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(empty_set),
         cmocka_unit_test(duplicates_and_mixed_sources),

@@ -56,6 +56,7 @@
 #include "sys/config.h"
 #include "sys/debug_checks.h"
 #include "sys/probes.h"
+#include "sync/debug_yield.h"
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
 _Thread_local void *cf__tls_wait_helper_ctx;
@@ -209,6 +210,8 @@ static void finish(cf_future *f)
          * reader whose acquire load (or acquire RMW) sees a done state. */
     } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, n, memory_order_release,
                                                     memory_order_relaxed));
+    CF__ASSERT((s & CF__CLAIMED) && !cf__state_done(s)); /* only the claimer finishes */
+    CF__YIELD_POINT(); /* debug builds: done, listeners not yet notified */
     CF__PROBE1(future_done, f);
     fire(f, s);
 }
@@ -711,6 +714,7 @@ static bool cancel_core(cf_future *f, bool hooks)
             break;
     }
     CF__PROBE1(cancel, f);
+    CF__YIELD_POINT(); /* debug builds: cancelled, listeners not yet notified */
     if (hooks && f->ops && f->ops->on_cancel) f->ops->on_cancel(f);
     fire(f, s);
     return true;

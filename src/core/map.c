@@ -61,7 +61,7 @@
  * early free does not wait behind a huge one. */
 #define MAP_CHUNKS_PER_WORKER 8
 #define MAP_CHUNK_MAX_ITEMS 4096
-#define MAP_CHUNK_MAX_BYTES (64 * 1024)
+#define MAP_CHUNK_MAX_BYTES ((size_t)64 * 1024)
 /* Default window when neither the options nor the executor set one. */
 #define MAP_WINDOW_PER_WORKER 4
 
@@ -859,6 +859,7 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     /* A call that fails changes nothing it can undo: if any of the first
      * submissions failed, cancel the others and report the first error. */
     for (size_t c = 0; c < it->next_submit; c++) {
+        /* NOLINTNEXTLINE(clang-analyzer-core.DivideZero): window >= 1 */
         int err = it->ring[c % window].err;
         if (err != 0) {
             map_destroy(it);

@@ -458,7 +458,7 @@ static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
     bool any = false;
     if (pf[1].revents) any |= read_reports(c);
     if (pf[2].revents) {
-        any |= read_reports(c); /* what it said before it went */
+        (void)read_reports(c); /* what it said before it went */
         c->zygote_gone = true;
         any = true;
     }

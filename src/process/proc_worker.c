@@ -171,7 +171,6 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uin
         mlen = n < 0 ? 0 : (size_t)n;
         if (mlen > p->slot_size) mlen = p->slot_size;
         rlen = 0;
-        total = mlen;
     } else if (total > p->slot_size) {
         rpos = res_alloc(p, chan, *res_head, total);
         dst = p->ressp + (size_t)chan * p->res_spill + rpos % p->res_spill;

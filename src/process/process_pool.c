@@ -872,10 +872,10 @@ static cf_executor *process_pool_make(const cf_process_pool_opts *opts, int *err
     close_if(&p->rep_wr);
     p->zpidfd = (int)syscall(SYS_pidfd_open, z, 0);
     if (p->zpidfd < 0) {
-        int e = errno;
+        int saved = errno;
         kill(z, SIGKILL);
         waitpid(z, NULL, 0);
-        errno = e;
+        errno = saved;
         goto fail_sys;
     }
     fcntl(p->zpidfd, F_SETFD, FD_CLOEXEC);

@@ -7,6 +7,7 @@
  * and the thief loads `array` with acquire instead of consume. */
 #include "sync/deque.h"
 
+#include "sync/debug_yield.h"
 #include "sync/fence.h"
 
 #include "sys/alloc.h"
@@ -94,6 +95,7 @@ int cf__deque_push(struct cf__deque *d, void *x)
             return CF_ENOMEM;
     }
     atomic_store_explicit(&a->slot[b & a->mask], x, memory_order_relaxed);
+    CF__YIELD_POINT(); /* debug builds: slot written, bottom not yet published */
     /* Release: publishes the slot (and everything the pusher wrote into the
      * item) to a thief whose acquire load of bottom sees b + 1. */
     atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
@@ -106,6 +108,7 @@ void *cf__deque_pop(struct cf__deque *d)
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
     struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
     atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
+    CF__YIELD_POINT(); /* debug builds: bottom lowered, not yet fenced */
     /* Seq_cst fence: orders the store of bottom before the load of top; it
      * pairs with the fence in steal between its load of top and of bottom,
      * so the owner and a thief cannot both take the last item. */
@@ -117,6 +120,7 @@ void *cf__deque_pop(struct cf__deque *d)
         if (t == b) {
             /* The last item: race the thieves for it with a CAS on top.
              * Seq_cst: part of the same total order as the fences. */
+            CF__YIELD_POINT(); /* debug builds: let a thief race for it */
             if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
                                                          memory_order_relaxed))
                 x = NULL; /* a thief took it */
@@ -128,6 +132,9 @@ void *cf__deque_pop(struct cf__deque *d)
         /* Empty: restore bottom. Release for the same reason as above. */
         atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
     }
+    /* Relaxed, debug builds only: thieves take only below the bottom they saw. */
+    CF__ASSERT(atomic_load_explicit(&d->top, memory_order_relaxed) <=
+               atomic_load_explicit(&d->bottom, memory_order_relaxed) + 1);
     return x;
 }
 
@@ -136,6 +143,7 @@ enum cf__steal_result cf__deque_steal(struct cf__deque *d, void **out)
     /* Acquire: pairs with the CAS of another thief or the owner, so the
      * bottom we read below is at least as new as what that thread saw. */
     int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    CF__YIELD_POINT(); /* debug builds: top read, bottom not yet */
     /* Seq_cst fence: pairs with the fence in pop (see there). */
     CF__FENCE_SEQ_CST();
     /* Acquire: pairs with the owner's release store of bottom in push, so
@@ -146,6 +154,7 @@ enum cf__steal_result cf__deque_steal(struct cf__deque *d, void **out)
     /* Acquire (the paper's consume): the array's slots as copied by grow. */
     struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_acquire);
     void *x = atomic_load_explicit(&a->slot[t & a->mask], memory_order_relaxed);
+    CF__YIELD_POINT(); /* debug builds: slot read, top not yet claimed */
     /* Seq_cst: the one winner among the owner's pop and the thieves; on
      * failure the slot we read may already be reused, so x is discarded. */
     if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,

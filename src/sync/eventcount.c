@@ -2,6 +2,7 @@
  * contract and the fence pairing that rules out lost wake-ups. */
 #include "sync/eventcount.h"
 
+#include "sync/debug_yield.h"
 #include "sync/fence.h"
 
 #include "cfutures.h"
@@ -26,11 +27,13 @@ void cf__ec_prepare(struct cf__eventcount *ec, struct cf__ec_slot *s)
      * to notifiers that fenced after it) by the fence below. */
     atomic_store_explicit(&s->word, CF__EC_PARKED, memory_order_relaxed);
     atomic_fetch_add_explicit(&ec->waiters, 1, memory_order_relaxed);
+    CF__YIELD_POINT(); /* debug builds: announced, not yet fenced */
     /* Seq_cst fence: orders our announcement (slot PARKED, waiters + 1)
      * before the caller's re-check of its condition. Pairs with the
      * notifier's fence between publishing work and loading `waiters` and
      * the slots (contract in eventcount.h). */
     CF__FENCE_SEQ_CST();
+    CF__YIELD_POINT(); /* debug builds: a notifier may come before the re-check */
 }
 
 /* Leave the parked state; acquire: if a notifier's release CAS made it
@@ -68,11 +71,13 @@ bool cf__ec_notify_slot(struct cf__ec_slot *s, uint32_t tag)
     /* Relaxed pre-check: most slots are not parked; no RMW on their line. */
     if (atomic_load_explicit(&s->word, memory_order_relaxed) != CF__EC_PARKED)
         return false;
+    CF__YIELD_POINT(); /* debug builds: seen parked, not yet claimed */
     /* Release: pairs with the acquire exchange in unpark, so the woken
      * thread sees what we published before notifying. One notifier wins. */
     if (!atomic_compare_exchange_strong_explicit(&s->word, &v, tag,
                                                  memory_order_release, memory_order_relaxed))
         return false;
+    CF__YIELD_POINT(); /* debug builds: notified, futex not yet woken */
     cf__futex_wake(&s->word, 1, false);
     return true;
 }

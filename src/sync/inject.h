@@ -34,6 +34,7 @@
 #include <urcu/static/wfcqueue.h> /* the inline bodies (no call into liburcu-cds) */
 
 #include "sync/cacheline.h"
+#include "sync/debug_yield.h"
 #include "sync/fence.h"
 #include "sync/futex.h" /* cf__cpu_relax */
 
@@ -73,6 +74,7 @@ static inline bool cf__inject_empty(struct cf__inject *q)
 static inline bool cf__inject_push(struct cf__inject *q, struct cds_wfcq_node *n)
 {
     _cds_wfcq_node_init(n);
+    CF__YIELD_POINT(); /* debug builds: a taker may splice first */
     return !_cds_wfcq_enqueue(&q->head, &q->tail, n);
 }
 static inline void cf__batch_init(struct cf__inject_batch *b)
@@ -83,6 +85,7 @@ static inline void cf__batch_init(struct cf__inject_batch *b)
  * a producer is half-way (try again later). */
 static inline bool cf__inject_splice(struct cf__inject *q, struct cf__inject_batch *b)
 {
+    CF__YIELD_POINT(); /* debug builds: a producer may be half-way */
     enum cds_wfcq_ret r = ___cds_wfcq_splice_nonblocking(&b->head, &b->tail, &q->head, &q->tail);
     return r == CDS_WFCQ_RET_DEST_EMPTY || r == CDS_WFCQ_RET_DEST_NON_EMPTY;
 }
@@ -111,6 +114,7 @@ static inline bool cf__inject_push(struct cf__inject *q, struct cds_wfcq_node *n
     /* Seq_cst exchange: publishes the node's contents (release) and is the
      * full barrier the pool relies on (see the contract). */
     struct cds_wfcq_node *old = __atomic_exchange_n(&q->tail.p, n, __ATOMIC_SEQ_CST);
+    CF__YIELD_POINT(); /* debug builds: tail swapped, node not yet linked */
     /* Release: the taker that follows old->next sees n's contents. */
     __atomic_store_n(&old->next, n, __ATOMIC_RELEASE);
     /* The full barrier of the contract, in a form TSan sees (fence.h). */
@@ -128,6 +132,7 @@ static inline bool cf__inject_splice(struct cf__inject *q, struct cf__inject_bat
         return false;
     /* Acquire: pairs with the producer's release link store. */
     struct cds_wfcq_node *first = __atomic_exchange_n(&q->head.node.next, NULL, __ATOMIC_ACQ_REL);
+    CF__YIELD_POINT(); /* debug builds: head taken, tail not yet reset */
     if (!first)
         return false; /* a producer is between its two steps */
     /* Seq_cst: resets the tail; producers after this link to head again.

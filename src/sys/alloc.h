@@ -17,7 +17,7 @@ char *cf__strdup(const char *s);
 /* printf into a new cf__alloc'd string (free with cf__free_str); NULL on
  * out of memory or a bad format. */
 #include <stdarg.h>
-char *cf__vformat(const char *fmt, va_list ap);
+char *cf__vformat(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 void cf__free_str(char *s);
 
 /* Bind the calling thread's allocations to NUMA node `node` (an hwloc

@@ -64,6 +64,7 @@ static const char *const env_names[CF__SET_COUNT] = {
 static const char *const accepted[CF__SET_COUNT] = {
     [CF__SET_WORKERS] = "an integer in [0, 4096] (0 = one per allowed core)",
     [CF__SET_PIN] = "one of compact, scatter, list, none (list needs CFUTURES_CPUS)",
+    /* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one message in two lines */
     [CF__SET_CPU_LIST] = "a list of OS CPU indexes in [0, 8191] like 0-3,8 "
                          "(ascending ranges, no repeats, under 256 characters)",
     [CF__SET_SPIN_NS] = "an integer in [0, 1000000000] (nanoseconds; 0 = no spin)",

@@ -1,11 +1,24 @@
-/* Helpers shared by the tests: the stress scale and a small seeded PRNG. */
+/* Helpers shared by the tests: the start of every test program's main,
+ * the stress scale and a small seeded PRNG. */
 #ifndef CF_TEST_ENV_H
 #define CF_TEST_ENV_H
 
 #include <stdint.h>
 #include <stdlib.h>
 
-/* CFUTURES_STRESS_SCALE multiplies stress sizes (default 1: a CI-sized run). */
+/* Call first in every test program's main:
+ * - unsets every CFUTURES_* variable of the environment the program was
+ *   started with, so a developer's settings (CFUTURES_WORKERS, ...) do not
+ *   change what the tests see; a test that needs one sets it itself. The
+ *   two knobs of the test harness stay: CFUTURES_STRESS_SCALE (below) and
+ *   CFUTURES_DEBUG_YIELD (src/sync/debug_yield.h).
+ * - runs only the cmocka cases whose names match a filter, from the first
+ *   argument or else CF_TEST_FILTER (cmocka's pattern: `*` and `?` match
+ *   any characters): `test_future done_callbacks` or
+ *   `CF_TEST_FILTER='cancel*' ctest -R test_future`. */
+void cf_test_init(int argc, char **argv);
+
+/* CFUTURES_STRESS_SCALE (read when the test runs) multiplies stress sizes (default 1: a CI-sized run). */
 static inline double cf_test_scale(void)
 {
     const char *s = getenv("CFUTURES_STRESS_SCALE");
