@@ -19,7 +19,7 @@
 
 int main(void)
 {
-    static const struct local_page pages[] = { { "/some.where.com", 81920, 200 } };
+    static const struct local_page pages[] = {{"/some.where.com", 81920, 200}};
     struct local_server srv;
     if (local_server_start(&srv, pages, 1) != 0) {
         perror("background: cannot start the local HTTP server");

@@ -16,10 +16,10 @@
 int main(void)
 {
     static const struct local_page pages[] = {
-        { "/www.foxnews.com", 310552, 400 },
-        { "/www.cnn.com", 146019, 150 },
-        { "/europe.wsj.com", 54297, 300 },
-        { "/www.bbc.co.uk", 289170, 50 },
+        {"/www.foxnews.com", 310552, 400},
+        {"/www.cnn.com", 146019, 150},
+        {"/europe.wsj.com", 54297, 300},
+        {"/www.bbc.co.uk", 289170, 50},
     };
     struct local_server srv;
     if (local_server_start(&srv, pages, 4) != 0) {
@@ -34,7 +34,8 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* Loading URLs waits on I/O, so use one thread per URL, unpinned. */
     cf_executor *exe;
-    if (cf_thread_pool_new(&exe, &(cf_thread_pool_opts){ .max_workers = N_URLS, .pin = CF_PIN_NONE }) != 0) {
+    if (cf_thread_pool_new(
+            &exe, &(cf_thread_pool_opts){.max_workers = N_URLS, .pin = CF_PIN_NONE}) != 0) {
         fprintf(stderr, "load_urls: cannot create the thread pool\n");
         local_server_stop(&srv);
         return 1;
@@ -64,8 +65,7 @@ int main(void)
             size_t len;
             if (cf_future_result(f, CF_FOREVER, NULL, &len) == 0)
                 printf("[%s] has %zu characters.\n", url, len);
-            else
-                printf("Fail to open : %s\n", url);
+            else printf("Fail to open : %s\n", url);
         }
         cf_as_completed_free(it);
     } else {

@@ -53,7 +53,7 @@ struct local_conn {
 
 static void local_sleep_ms(int ms)
 {
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
@@ -92,8 +92,9 @@ static void *local_serve_conn(void *arg)
 
     char head[256];
     if (!page) {
-        int n = snprintf(head, sizeof head,
-                         "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        int n = snprintf(
+            head, sizeof head,
+            "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         local_write_all(c.fd, head, (size_t)n);
     } else {
         local_sleep_ms(page->delay_ms);
@@ -143,15 +144,15 @@ static void *local_serve(void *arg)
 }
 
 /* Start serving pages on 127.0.0.1 at an ephemeral port. 0 or -1. */
-static EXAMPLE_UNUSED int local_server_start(struct local_server *srv, const struct local_page *pages,
-                                             size_t n_pages)
+static EXAMPLE_UNUSED int local_server_start(struct local_server *srv,
+                                             const struct local_page *pages, size_t n_pages)
 {
     memset(srv, 0, sizeof *srv);
     srv->pages = pages;
     srv->n_pages = n_pages;
     srv->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (srv->fd < 0) return -1;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0 };
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t alen = sizeof a;
     if (bind(srv->fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(srv->fd, 64) != 0 ||
@@ -180,7 +181,7 @@ static EXAMPLE_UNUSED int local_closed_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 1;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0 };
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t alen = sizeof a;
     int port = 1;
@@ -226,7 +227,7 @@ static EXAMPLE_UNUSED int load_url(const void *arg, size_t len, cf_out *out)
 
     CURL *curl = curl_easy_init();
     if (!curl) return cf_out_error(out, 1, "curl_easy_init failed");
-    struct local_body body = { 0 };
+    struct local_body body = {0};
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 1000L); /* timeout=1 */
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);      /* we are in a worker thread */

@@ -65,8 +65,7 @@ static int write_all(int fd, const void *p, size_t n)
     while (n) {
         ssize_t k = write(fd, b, n);
         if (k < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return -1;
         }
         b += k;
@@ -82,22 +81,18 @@ static void __attribute__((noreturn)) child_main(int in, int out)
     size_t ihave = 0, ipos = 0, ohave = 0;
     for (;;) {
         struct fp_req rq;
-        if (ihave - ipos >= sizeof rq)
-            memcpy(&rq, ibuf + ipos, sizeof rq);
+        if (ihave - ipos >= sizeof rq) memcpy(&rq, ibuf + ipos, sizeof rq);
         if (ihave - ipos < sizeof rq || ihave - ipos < sizeof rq + rq.len) {
             /* No complete request buffered: flush answers, then read. */
-            if (ohave && write_all(out, obuf, ohave) != 0)
-                _exit(1);
+            if (ohave && write_all(out, obuf, ohave) != 0) _exit(1);
             ohave = 0;
             memmove(ibuf, ibuf + ipos, ihave - ipos);
             ihave -= ipos;
             ipos = 0;
             ssize_t k = read(in, ibuf + ihave, FP_BUF - ihave);
-            if (k == 0)
-                _exit(0);
+            if (k == 0) _exit(0);
             if (k < 0) {
-                if (errno == EINTR)
-                    continue;
+                if (errno == EINTR) continue;
                 _exit(1);
             }
             ihave += (size_t)k;
@@ -106,8 +101,7 @@ static void __attribute__((noreturn)) child_main(int in, int out)
         const unsigned char *arg = ibuf + ipos + sizeof rq;
         ipos += sizeof rq + rq.len;
         if (FP_BUF - ohave < sizeof(struct fp_resp) + BL_RESULT_MAX) {
-            if (write_all(out, obuf, ohave) != 0)
-                _exit(1);
+            if (write_all(out, obuf, ohave) != 0) _exit(1);
             ohave = 0;
         }
         struct fp_resp rs = {.tag = rq.tag};
@@ -128,18 +122,15 @@ static void *collector_main(void *arg)
         pfd[i] = (struct pollfd){.fd = p->w[i].resp_fd, .events = POLLIN};
     while (open_fds > 0) {
         if (poll(pfd, (nfds_t)p->n, -1) < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return NULL;
         }
         for (int i = 0; i < p->n; i++) {
-            if (pfd[i].fd < 0 || !pfd[i].revents)
-                continue;
+            if (pfd[i].fd < 0 || !pfd[i].revents) continue;
             struct fp_worker *w = &p->w[i];
             ssize_t k = read(w->resp_fd, w->buf + w->have, FP_BUF - w->have);
             if (k <= 0) {
-                if (k < 0 && errno == EINTR)
-                    continue;
+                if (k < 0 && errno == EINTR) continue;
                 pfd[i].fd = -1; /* EOF: the worker exited */
                 open_fds--;
                 continue;
@@ -152,8 +143,7 @@ static void *collector_main(void *arg)
             while (w->have - pos >= sizeof(struct fp_resp)) {
                 struct fp_resp rs;
                 memcpy(&rs, w->buf + pos, sizeof rs);
-                if (w->have - pos < sizeof rs + rs.len)
-                    break;
+                if (w->have - pos < sizeof rs + rs.len) break;
                 struct bl_future *f = (struct bl_future *)(uintptr_t)rs.tag;
                 bl_future_complete(f, rs.rc, w->buf + pos + sizeof rs, rs.len);
                 bl_future_release(f);
@@ -169,8 +159,7 @@ static void *collector_main(void *arg)
 struct bl_fp_pool *bl_fp_new(int workers)
 {
     struct bl_fp_pool *p = calloc(1, sizeof *p + (size_t)workers * sizeof(struct fp_worker));
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     for (int i = 0; i < workers; i++) {
         struct fp_worker *w = &p->w[i];
         int rq[2], rs[2];
@@ -221,16 +210,13 @@ struct bl_fp_pool *bl_fp_new(int workers)
 
 struct bl_future *bl_fp_submit(struct bl_fp_pool *p, bl_fn *fn, const void *arg, size_t arg_len)
 {
-    if (arg_len > FP_MAX_ARG)
-        return NULL;
+    if (arg_len > FP_MAX_ARG) return NULL;
     struct bl_future *f = bl_future_new(2); /* the caller's and the collector's */
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     unsigned char msg[sizeof(struct fp_req) + FP_MAX_ARG];
     struct fp_req rq = {.tag = (uint64_t)(uintptr_t)f, .fn = fn, .len = (uint32_t)arg_len};
     memcpy(msg, &rq, sizeof rq);
-    if (arg_len)
-        memcpy(msg + sizeof rq, arg, arg_len);
+    if (arg_len) memcpy(msg + sizeof rq, arg, arg_len);
     /* relaxed: only spreads the load; no ordering needed. */
     unsigned i = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed) % (unsigned)p->n;
     struct fp_worker *w = &p->w[i];
@@ -250,15 +236,13 @@ struct bl_future *bl_fp_submit(struct bl_fp_pool *p, bl_fn *fn, const void *arg,
 
 void bl_fp_free(struct bl_fp_pool *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     for (int i = 0; i < p->n; i++) {
         pthread_mutex_lock(&p->w[i].mu);
         close(p->w[i].req_fd);
         pthread_mutex_unlock(&p->w[i].mu);
     }
-    if (p->collector_started)
-        pthread_join(p->collector, NULL);
+    if (p->collector_started) pthread_join(p->collector, NULL);
     for (int i = 0; i < p->n; i++) {
         waitpid(p->w[i].pid, NULL, 0);
         close(p->w[i].resp_fd);

@@ -52,8 +52,7 @@ struct bl_pool {
 struct bl_future *bl_future_new(int refs)
 {
     struct bl_future *f = malloc(sizeof *f);
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     /* relaxed: not yet shared. */
@@ -68,8 +67,7 @@ struct bl_future *bl_future_new(int refs)
 static void waiter_push(struct bl_waiter *w, struct bl_future *f)
 {
     pthread_mutex_lock(&w->mu);
-    if (w->tail < w->cap)
-        w->done[w->tail++] = f;
+    if (w->tail < w->cap) w->done[w->tail++] = f;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
@@ -79,27 +77,22 @@ void bl_future_complete(struct bl_future *f, int rc, const void *data, size_t le
     pthread_mutex_lock(&f->mu);
     f->rc = rc;
     f->len = len > BL_RESULT_MAX ? BL_RESULT_MAX : len;
-    if (f->len)
-        memcpy(f->data, data, f->len);
+    if (f->len) memcpy(f->data, data, f->len);
     f->done = true;
     struct bl_waiter *w = f->waiter;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
-    if (w)
-        waiter_push(w, f);
+    if (w) waiter_push(w, f);
 }
 
 int bl_future_result(struct bl_future *f, const void **data, size_t *len)
 {
     pthread_mutex_lock(&f->mu);
-    while (!f->done)
-        pthread_cond_wait(&f->cv, &f->mu);
+    while (!f->done) pthread_cond_wait(&f->cv, &f->mu);
     int rc = f->rc;
     pthread_mutex_unlock(&f->mu);
-    if (data)
-        *data = f->data;
-    if (len)
-        *len = f->len;
+    if (data) *data = f->data;
+    if (len) *len = f->len;
     return rc;
 }
 
@@ -127,8 +120,7 @@ void bl_future_release(struct bl_future *f)
 struct bl_waiter *bl_waiter_new(size_t n)
 {
     struct bl_waiter *w = malloc(sizeof *w);
-    if (!w)
-        return NULL;
+    if (!w) return NULL;
     w->done = malloc((n ? n : 1) * sizeof *w->done);
     if (!w->done) {
         free(w);
@@ -145,18 +137,15 @@ void bl_waiter_watch(struct bl_waiter *w, struct bl_future *f)
 {
     pthread_mutex_lock(&f->mu);
     bool done = f->done;
-    if (!done)
-        f->waiter = w;
+    if (!done) f->waiter = w;
     pthread_mutex_unlock(&f->mu);
-    if (done)
-        waiter_push(w, f);
+    if (done) waiter_push(w, f);
 }
 
 struct bl_future *bl_waiter_next(struct bl_waiter *w)
 {
     pthread_mutex_lock(&w->mu);
-    while (w->head == w->tail && w->head < w->cap)
-        pthread_cond_wait(&w->cv, &w->mu);
+    while (w->head == w->tail && w->head < w->cap) pthread_cond_wait(&w->cv, &w->mu);
     struct bl_future *f = w->head < w->tail ? w->done[w->head++] : NULL;
     pthread_mutex_unlock(&w->mu);
     return f;
@@ -164,8 +153,7 @@ struct bl_future *bl_waiter_next(struct bl_waiter *w)
 
 void bl_waiter_free(struct bl_waiter *w)
 {
-    if (!w)
-        return;
+    if (!w) return;
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w->done);
@@ -179,16 +167,14 @@ static void *worker_main(void *arg)
     struct bl_pool *p = arg;
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        while (!p->head && !p->stop)
-            pthread_cond_wait(&p->cv, &p->mu);
+        while (!p->head && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
         struct bl_task *t = p->head;
         if (!t) { /* stop, and nothing left */
             pthread_mutex_unlock(&p->mu);
             return NULL;
         }
         p->head = t->next;
-        if (!p->head)
-            p->tail = NULL;
+        if (!p->head) p->tail = NULL;
         pthread_mutex_unlock(&p->mu);
 
         unsigned char res[BL_RESULT_MAX];
@@ -203,16 +189,14 @@ static void *worker_main(void *arg)
 struct bl_pool *bl_pool_new(int workers)
 {
     struct bl_pool *p = malloc(sizeof *p + (size_t)workers * sizeof(pthread_t));
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->head = p->tail = NULL;
     p->stop = false;
     p->n = 0;
     for (int i = 0; i < workers; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0)
-            break;
+        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) break;
         p->n++;
     }
     if (p->n == 0) {
@@ -228,21 +212,17 @@ struct bl_future *bl_submit(struct bl_pool *p, bl_fn *fn, const void *arg, size_
     struct bl_future *f = bl_future_new(2); /* the caller's and the task's */
     if (!t || !f) {
         free(t);
-        if (f)
-            free(f);
+        if (f) free(f);
         return NULL;
     }
     t->next = NULL;
     t->fn = fn;
     t->f = f;
     t->len = arg_len;
-    if (arg_len)
-        memcpy(t->arg, arg, arg_len);
+    if (arg_len) memcpy(t->arg, arg, arg_len);
     pthread_mutex_lock(&p->mu);
-    if (p->tail)
-        p->tail->next = t;
-    else
-        p->head = t;
+    if (p->tail) p->tail->next = t;
+    else p->head = t;
     p->tail = t;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -251,14 +231,12 @@ struct bl_future *bl_submit(struct bl_pool *p, bl_fn *fn, const void *arg, size_
 
 void bl_pool_free(struct bl_pool *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     pthread_mutex_lock(&p->mu);
     p->stop = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->n; i++)
-        pthread_join(p->threads[i], NULL);
+    for (int i = 0; i < p->n; i++) pthread_join(p->threads[i], NULL);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);

@@ -33,7 +33,7 @@ bool bl_future_done(struct bl_future *f);
 void bl_future_release(struct bl_future *f);
 
 /* as_completed: a waiter that every watched future reports to when done. */
-struct bl_waiter *bl_waiter_new(size_t n);  /* room for n futures */
+struct bl_waiter *bl_waiter_new(size_t n); /* room for n futures */
 void bl_waiter_watch(struct bl_waiter *w, struct bl_future *f);
 struct bl_future *bl_waiter_next(struct bl_waiter *w); /* blocks */
 void bl_waiter_free(struct bl_waiter *w);

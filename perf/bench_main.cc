@@ -21,7 +21,8 @@
 
 #include "cfb.h"
 
-namespace {
+namespace
+{
 
 struct Outcome {
     // per counter: one value (the mean over iterations) per repetition
@@ -30,10 +31,11 @@ struct Outcome {
 
 int g_failures = 0;
 std::map<std::string, Outcome> g_outcomes;
-std::vector<std::string> g_ran;  // cfutures workloads, in run order
+std::vector<std::string> g_ran; // cfutures workloads, in run order
 const char *volatile g_current = "";
 
-void on_alarm(int) {
+void on_alarm(int)
+{
     static const char msg[] = "cfutures-bench: a workload exceeded CFB_TIMEOUT; stopping: ";
     ssize_t ignored = write(2, msg, sizeof msg - 1);
     ignored = write(2, g_current, strlen(g_current));
@@ -42,7 +44,8 @@ void on_alarm(int) {
     _exit(3);
 }
 
-long env_long(const char *var, long def, long min) {
+long env_long(const char *var, long def, long min)
+{
     const char *s = getenv(var);
     if (!s || !*s) return def;
     char *end;
@@ -54,7 +57,8 @@ long env_long(const char *var, long def, long min) {
     return v;
 }
 
-void run(benchmark::State &st, const cfb_workload *w, unsigned timeout) {
+void run(benchmark::State &st, const cfb_workload *w, unsigned timeout)
+{
     std::vector<std::pair<std::string, double>> sums;
     std::string note;
     int n = 0;
@@ -76,8 +80,7 @@ void run(benchmark::State &st, const cfb_workload *w, unsigned timeout) {
         }
         st.SetIterationTime(r.wall_s > 0 ? r.wall_s : 1e-9);
         for (int i = 0; i < r.n_counters; i++) {
-            if (n == 0)
-                sums.emplace_back(r.counters[i].name, 0.0);
+            if (n == 0) sums.emplace_back(r.counters[i].name, 0.0);
             for (auto &s : sums)
                 if (s.first == r.counters[i].name) s.second += r.counters[i].value;
         }
@@ -96,19 +99,22 @@ void run(benchmark::State &st, const cfb_workload *w, unsigned timeout) {
     if (!note.empty()) st.SetLabel(note);
 }
 
-double median(std::vector<double> v) {
+double median(std::vector<double> v)
+{
     std::sort(v.begin(), v.end());
     size_t n = v.size();
     return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-bool higher_is_better(const std::string &counter) {
+bool higher_is_better(const std::string &counter)
+{
     return counter == "efficiency" || counter.rfind("speedup", 0) == 0;
 }
 
-void print_ratios() {
-    fprintf(stderr, "\n%-14s %-16s %14s %14s %8s\n", "workload", "counter", "cfutures",
-            "baseline", "ratio");
+void print_ratios()
+{
+    fprintf(stderr, "\n%-14s %-16s %14s %14s %8s\n", "workload", "counter", "cfutures", "baseline",
+            "ratio");
     for (const std::string &name : g_ran) {
         auto c = g_outcomes.find(name);
         auto b = g_outcomes.find("baseline/" + name);
@@ -130,7 +136,8 @@ void print_ratios() {
     }
 }
 
-void add(const cfb_workload *w, long iters, long reps, unsigned timeout) {
+void add(const cfb_workload *w, long iters, long reps, unsigned timeout)
+{
     auto *b = benchmark::RegisterBenchmark(w->name, run, w, timeout)
                   ->Iterations(iters)
                   ->UseManualTime()
@@ -138,28 +145,31 @@ void add(const cfb_workload *w, long iters, long reps, unsigned timeout) {
     if (reps > 1) b->Repetitions((int)reps);
 }
 
-const cfb_workload *find(const cfb_workload *table, const std::string &name) {
+const cfb_workload *find(const cfb_workload *table, const std::string &name)
+{
     for (; table->name; table++)
         if (name == table->name) return table;
     return nullptr;
 }
 
-}  // namespace
+} // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
     long iters = env_long("CFB_ITERS", 1, 1);
     long reps = env_long("CFB_REPS", 1, 1);
     unsigned timeout = (unsigned)env_long("CFB_TIMEOUT", 600, 0);
     signal(SIGALRM, on_alarm);
-    signal(SIGPIPE, SIG_IGN);  // a dead fork+pipes worker must fail a write, not kill us
+    signal(SIGPIPE, SIG_IGN); // a dead fork+pipes worker must fail a write, not kill us
 
     // Each cfutures workload, then its baseline.
     for (const cfb_workload *w = cfb_cf_thread_workloads; w->name; w++) {
         add(w, iters, reps, timeout);
         g_ran.push_back(w->name);
-        if (const cfb_workload *b = find(cfb_bl_thread_workloads, std::string("baseline/") + w->name))
+        if (const cfb_workload *b = find(cfb_bl_thread_workloads,
+                                         std::string("baseline/") + w->name))
             add(b, iters, reps, timeout);
     }
     for (const cfb_workload *w = cfb_proc_workloads; w->name; w++) {
@@ -171,7 +181,7 @@ int main(int argc, char **argv) {
     benchmark::AddCustomContext("cfb_reps", std::to_string(reps));
     // What the machine gives right now: W on an idle machine, 1 when a
     // shared host lets us run on one CPU only (then no pool can scale).
-    if (env_long("CFB_CAPACITY", 1, 0)) {  // 0: skip (e.g. under perf record)
+    if (env_long("CFB_CAPACITY", 1, 0)) { // 0: skip (e.g. under perf record)
         char buf[32];
         snprintf(buf, sizeof buf, "%.2f", cfb_parallel_capacity(cfb_workers()));
         benchmark::AddCustomContext("cfb_cpu_capacity", buf);

@@ -23,19 +23,19 @@ enum cfb_status { CFB_OK = 0, CFB_SKIP = 1, CFB_FAIL = 2 };
 
 struct cfb_result {
     enum cfb_status status;
-    double wall_s;  /* the measured section, seconds */
+    double wall_s; /* the measured section, seconds */
     int n_counters;
     struct {
         const char *name; /* static string */
         double value;
     } counters[CFB_MAX_COUNTERS];
-    char msg[512];  /* why it failed or was skipped; a note otherwise */
+    char msg[512]; /* why it failed or was skipped; a note otherwise */
 };
 
 typedef void cfb_body(struct cfb_result *r);
 
 struct cfb_workload {
-    const char *name;   /* as in WORKLOADS.md; baselines are "baseline/<name>" */
+    const char *name; /* as in WORKLOADS.md; baselines are "baseline/<name>" */
     cfb_body *body;
 };
 
@@ -60,12 +60,12 @@ double cfb_real(const char *var, double def);
 /* Workers for every pool: CFB_WORKERS, else the number of CPUs this process
  * may run on. */
 int cfb_workers(void);
-uint64_t cfb_seed(void);      /* CFB_SEED, default 42 */
+uint64_t cfb_seed(void); /* CFB_SEED, default 42 */
 
-double cfb_now(void);          /* CLOCK_MONOTONIC, seconds */
-uint64_t cfb_now_ns(void);     /* CLOCK_MONOTONIC, nanoseconds */
-double cfb_cpu_now(void);      /* CLOCK_PROCESS_CPUTIME_ID, seconds */
-long cfb_rss_bytes(void);      /* resident set from /proc/self/statm; -1 on error */
+double cfb_now(void);      /* CLOCK_MONOTONIC, seconds */
+uint64_t cfb_now_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
+double cfb_cpu_now(void);  /* CLOCK_PROCESS_CPUTIME_ID, seconds */
+long cfb_rss_bytes(void);  /* resident set from /proc/self/statm; -1 on error */
 /* Give freed memory back to the OS (jemalloc purge of every arena, and
  * malloc_trim), so an RSS difference counts only what is live. */
 void cfb_purge_memory(void);

@@ -6,18 +6,18 @@
 cf_executor *cfb_thread_pool(struct cfb_result *r, int n)
 {
     cf_executor *ex;
-    int err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = n > 0 ? n : cfb_workers()});
-    if (err)
-        cfb_fail(r, "cf_thread_pool_new failed: %d %s", err, cf_strerror(err));
+    int err = cf_thread_pool_new(&ex,
+                                 &(cf_thread_pool_opts){.max_workers = n > 0 ? n : cfb_workers()});
+    if (err) cfb_fail(r, "cf_thread_pool_new failed: %d %s", err, cf_strerror(err));
     return ex;
 }
 
 cf_executor *cfb_process_pool(struct cfb_result *r, int n)
 {
     cf_executor *ex;
-    int err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = n > 0 ? n : cfb_workers()});
-    if (err)
-        cfb_fail(r, "cf_process_pool_new failed: %d %s", err, cf_strerror(err));
+    int err = cf_process_pool_new(
+        &ex, &(cf_process_pool_opts){.max_workers = n > 0 ? n : cfb_workers()});
+    if (err) cfb_fail(r, "cf_process_pool_new failed: %d %s", err, cf_strerror(err));
     return ex;
 }
 

@@ -65,8 +65,7 @@ long cfb_param(const char *var, long def, long min)
 double cfb_real(const char *var, double def)
 {
     const char *s = getenv(var);
-    if (!s || !*s)
-        return def;
+    if (!s || !*s) return def;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -83,12 +82,9 @@ int cfb_workers(void)
     if (!workers) {
         cpu_set_t set;
         int n = 0;
-        if (sched_getaffinity(0, sizeof set, &set) == 0)
-            n = CPU_COUNT(&set);
-        if (n <= 0)
-            n = (int)sysconf(_SC_NPROCESSORS_ONLN);
-        if (n <= 0)
-            n = 1;
+        if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+        if (n <= 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        if (n <= 0) n = 1;
         /* CFB_SCALE does not scale the worker count */
         workers = (int)cfb_param("CFB_WORKERS", n, 1);
     }
@@ -124,11 +120,9 @@ double cfb_cpu_now(void)
 long cfb_rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     long size = 0, resident = -1;
-    if (fscanf(f, "%ld %ld", &size, &resident) != 2)
-        resident = -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
     fclose(f);
     return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
 }
@@ -177,13 +171,10 @@ void cfb_sort_u64(uint64_t *v, size_t n)
 
 uint64_t cfb_quantile(const uint64_t *sorted, size_t n, double q)
 {
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     size_t rank = (size_t)ceil(q * (double)n); /* nearest rank, 1-based */
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
     return sorted[rank - 1];
 }
 
@@ -196,8 +187,8 @@ void cfb_counter(struct cfb_result *r, const char *name, double value)
     }
 }
 
-__attribute__((format(printf, 2, 0)))
-static void set_msg(struct cfb_result *r, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void set_msg(struct cfb_result *r, const char *fmt,
+                                                          va_list ap)
 {
     vsnprintf(r->msg, sizeof r->msg, fmt, ap);
 }
@@ -239,14 +230,11 @@ const bool cfb_primes_expected[6] = {true, true, true, true, true, false};
 
 bool cfb_is_prime(int64_t n)
 {
-    if (n < 2)
-        return false;
-    if (n == 2 || n == 3)
-        return true;
+    if (n < 2) return false;
+    if (n == 2 || n == 3) return true;
     int64_t end = (int64_t)(sqrt((double)n) + 1.5); /* int(n**0.5 + 1.5) */
     for (int64_t k = 3; k < end; k += 2)
-        if (n % k == 0)
-            return false;
+        if (n % k == 0) return false;
     return true;
 }
 
@@ -293,16 +281,14 @@ static void *capacity_kernel(void *arg)
 {
     /* A dependent multiply chain: pure CPU, no memory, not vectorisable. */
     uint64_t x = (uint64_t)(uintptr_t)arg + 1;
-    for (long i = 0; i < 3000000; i++)
-        x = x * 6364136223846793005u + 1442695040888963407u;
+    for (long i = 0; i < 3000000; i++) x = x * 6364136223846793005u + 1442695040888963407u;
     return (void *)(uintptr_t)(x | 1);
 }
 
 double cfb_parallel_capacity(int w)
 {
     static void *volatile sink; /* keeps the call: its result is never 0 */
-    if (w > 64)
-        w = 64;
+    if (w > 64) w = 64;
     double t1 = -1, tw = -1;
     int n = 0;
     /* Alternate 1 and w threads three times; the best of each filters the
@@ -311,18 +297,14 @@ double cfb_parallel_capacity(int w)
         double t0 = cfb_now();
         sink = capacity_kernel(NULL);
         double d = cfb_now() - t0;
-        if (t1 < 0 || d < t1)
-            t1 = d;
+        if (t1 < 0 || d < t1) t1 = d;
         pthread_t th[64];
         t0 = cfb_now();
         for (n = 0; n < w; n++)
-            if (pthread_create(&th[n], NULL, capacity_kernel, (void *)(uintptr_t)n) != 0)
-                break;
-        for (int i = 0; i < n; i++)
-            pthread_join(th[i], NULL);
+            if (pthread_create(&th[n], NULL, capacity_kernel, (void *)(uintptr_t)n) != 0) break;
+        for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
         d = cfb_now() - t0;
-        if (tw < 0 || d < tw)
-            tw = d;
+        if (tw < 0 || d < tw) tw = d;
     }
     (void)sink;
     return n > 0 && tw > 0 ? n * t1 / tw : -1;

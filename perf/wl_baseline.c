@@ -62,8 +62,7 @@ static bool result_i64(struct bl_future *f, int64_t *v)
 {
     const void *data;
     size_t len;
-    if (bl_future_result(f, &data, &len) != 0 || len != sizeof *v)
-        return false;
+    if (bl_future_result(f, &data, &len) != 0 || len != sizeof *v) return false;
     memcpy(v, data, sizeof *v);
     return true;
 }
@@ -71,8 +70,7 @@ static bool result_i64(struct bl_future *f, int64_t *v)
 static struct bl_pool *pool(struct cfb_result *r)
 {
     struct bl_pool *p = bl_pool_new(cfb_workers());
-    if (!p)
-        cfb_fail(r, "baseline pool: cannot start workers");
+    if (!p) cfb_fail(r, "baseline pool: cannot start workers");
     return p;
 }
 
@@ -96,21 +94,18 @@ static void submit_flat(struct cfb_result *r)
         }
     }
     /* wait(ALL_COMPLETED), then read every result and release */
-    for (long i = 0; i < n && fs[i]; i++)
-        bl_future_result(fs[i], NULL, NULL);
+    for (long i = 0; i < n && fs[i]; i++) bl_future_result(fs[i], NULL, NULL);
     uint64_t sum = 0;
     for (long i = 0; i < n && fs[i]; i++) {
         int64_t v = 0;
-        if (!result_i64(fs[i], &v))
-            cfb_fail(r, "baseline submit_flat: a task failed");
+        if (!result_i64(fs[i], &v)) cfb_fail(r, "baseline submit_flat: a task failed");
         sum += (uint64_t)v;
         bl_future_release(fs[i]);
     }
     double wall = cfb_now() - t0;
     bl_pool_free(p);
     free(fs);
-    if (r->status != CFB_OK)
-        return;
+    if (r->status != CFB_OK) return;
     if (sum != (uint64_t)n * (uint64_t)(n - 1) / 2)
         return cfb_fail(r, "baseline submit_flat: wrong sum %lu", (unsigned long)sum);
     r->wall_s = wall;
@@ -134,8 +129,7 @@ static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
         return cfb_fail(r, "out of memory or no threads");
     }
     for (long i = 0; i < m; i++) {
-        if (sleep_ns)
-            cfb_sleep_ns(sleep_ns);
+        if (sleep_ns) cfb_sleep_ns(sleep_ns);
         uint64_t t0 = cfb_now_ns();
         struct bl_future *f = bl_submit(p, bt_empty, NULL, 0);
         if (!f) {
@@ -153,8 +147,7 @@ static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
         ns[i] = t1 - t0;
     }
     bl_pool_free(p);
-    if (r->status == CFB_OK)
-        cfb_pingpong_counters(r, ns, (size_t)m, p999);
+    if (r->status == CFB_OK) cfb_pingpong_counters(r, ns, (size_t)m, p999);
     free(ns);
 }
 
@@ -201,10 +194,8 @@ static void map_bench(struct cfb_result *r)
     double wall = cfb_now() - t0;
     bl_pool_free(p);
     free(args), free(fs);
-    if (r->status != CFB_OK)
-        return;
-    if (count != n || sum != cfb_sum_squares(n))
-        return cfb_fail(r, "baseline map: wrong sum");
+    if (r->status != CFB_OK) return;
+    if (count != n || sum != cfb_sum_squares(n)) return cfb_fail(r, "baseline map: wrong sum");
     r->wall_s = wall;
     cfb_counter(r, "ns_per_item", wall * 1e9 / (double)n);
 }
@@ -232,8 +223,7 @@ static void as_completed(struct cfb_result *r)
             break;
         }
     if (got == n) {
-        for (long i = 0; i < n; i++)
-            bl_waiter_watch(w, fs[i]);
+        for (long i = 0; i < n; i++) bl_waiter_watch(w, fs[i]);
         for (long i = 0; i < n; i++) {
             struct bl_future *f = bl_waiter_next(w);
             int64_t idx = -1;
@@ -253,10 +243,8 @@ static void as_completed(struct cfb_result *r)
     bl_pool_free(p);
     bl_waiter_free(w);
     free(args), free(fs), free(seen);
-    if (r->status != CFB_OK)
-        return;
-    if (count != n)
-        return cfb_fail(r, "baseline as_completed: %ld of %ld seen", count, n);
+    if (r->status != CFB_OK) return;
+    if (count != n) return cfb_fail(r, "baseline as_completed: %ld of %ld seen", count, n);
     r->wall_s = wall;
     cfb_counter(r, "efficiency", ((double)total_ns * 1e-9 / cfb_workers()) / wall);
 }
@@ -300,23 +288,18 @@ static void future_bytes(struct cfb_result *r)
     cfb_flag_set(&hold.release);
     uint64_t sum = 0;
     for (long i = 0; i < n + w; i++) {
-        if (!fs[i])
-            continue;
+        if (!fs[i]) continue;
         int64_t v = 0;
-        if (i < n && result_i64(fs[i], &v))
-            sum += (uint64_t)v;
-        else
-            bl_future_result(fs[i], NULL, NULL);
+        if (i < n && result_i64(fs[i], &v)) sum += (uint64_t)v;
+        else bl_future_result(fs[i], NULL, NULL);
         bl_future_release(fs[i]);
     }
     bl_pool_free(p);
     free(fs);
-    if (r->status != CFB_OK)
-        return;
+    if (r->status != CFB_OK) return;
     if (sum != (uint64_t)n * (uint64_t)(n - 1) / 2)
         return cfb_fail(r, "baseline future_bytes: wrong sum");
-    if (rss0 < 0 || rss1 < 0)
-        return cfb_fail(r, "future_bytes: cannot read /proc/self/statm");
+    if (rss0 < 0 || rss1 < 0) return cfb_fail(r, "future_bytes: cannot read /proc/self/statm");
     r->wall_s = wall;
     cfb_counter(r, "bytes_per_future", (double)(rss1 - rss0) / (double)n);
 }
@@ -340,23 +323,25 @@ static void idle_cpu(struct cfb_result *r)
     }
     for (long i = 0; i < burst; i++) {
         int64_t v = 0;
-        if (!fs[i] || !result_i64(fs[i], &v))
-            cfb_fail(r, "baseline idle_cpu: a burst task failed");
+        if (!fs[i] || !result_i64(fs[i], &v)) cfb_fail(r, "baseline idle_cpu: a burst task failed");
         sum += (uint64_t)v;
         bl_future_release(fs[i]);
     }
     free(fs);
     if (r->status == CFB_OK && sum != (uint64_t)burst * (uint64_t)(burst - 1) / 2)
         cfb_fail(r, "baseline idle_cpu: wrong burst sum");
-    if (r->status == CFB_OK)
-        cfb_idle_measure(r, secs);
+    if (r->status == CFB_OK) cfb_idle_measure(r, secs);
     bl_pool_free(p);
 }
 
 const struct cfb_workload cfb_bl_thread_workloads[] = {
-    {"baseline/submit_flat", submit_flat},   {"baseline/fib", fib_skip},
-    {"baseline/pingpong", pingpong},         {"baseline/pingpong_cold", pingpong_cold},
-    {"baseline/map", map_bench},             {"baseline/as_completed", as_completed},
-    {"baseline/future_bytes", future_bytes}, {"baseline/idle_cpu", idle_cpu},
+    {"baseline/submit_flat", submit_flat},
+    {"baseline/fib", fib_skip},
+    {"baseline/pingpong", pingpong},
+    {"baseline/pingpong_cold", pingpong_cold},
+    {"baseline/map", map_bench},
+    {"baseline/as_completed", as_completed},
+    {"baseline/future_bytes", future_bytes},
+    {"baseline/idle_cpu", idle_cpu},
     {NULL, NULL},
 };

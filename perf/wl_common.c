@@ -6,8 +6,7 @@
 struct cfb_spin_arg *cfb_spin_args(long n, uint64_t *total_ns)
 {
     struct cfb_spin_arg *a = malloc((size_t)n * sizeof *a);
-    if (!a)
-        return NULL;
+    if (!a) return NULL;
     uint64_t max = (uint64_t)cfb_param("CFB_SPIN_MAX_NS", 20000, 0);
     uint64_t s = cfb_seed(), total = 0;
     for (long i = 0; i < n; i++) {
@@ -25,8 +24,9 @@ bool cfb_wait_started(struct cfb_result *r, _Atomic uint32_t *started, unsigned 
     /* relaxed: a count; nothing else is read on its strength. */
     while (atomic_load_explicit(started, memory_order_relaxed) < w) {
         if (cfb_now() > end) {
-            cfb_fail(r, "future_bytes: only %u of %u held tasks started: the pool does not "
-                        "run one task per worker",
+            cfb_fail(r,
+                     "future_bytes: only %u of %u held tasks started: the pool does not "
+                     "run one task per worker",
                      atomic_load_explicit(started, memory_order_relaxed), w);
             return false;
         }
@@ -39,8 +39,7 @@ int64_t *cfb_iota(long n)
 {
     int64_t *a = malloc((size_t)n * sizeof *a);
     if (a)
-        for (long i = 0; i < n; i++)
-            a[i] = i;
+        for (long i = 0; i < n; i++) a[i] = i;
     return a;
 }
 
@@ -53,14 +52,12 @@ uint64_t cfb_sum_squares(long n)
 void cfb_pingpong_counters(struct cfb_result *r, uint64_t *ns, size_t m, bool p999)
 {
     uint64_t total = 0;
-    for (size_t i = 0; i < m; i++)
-        total += ns[i];
+    for (size_t i = 0; i < m; i++) total += ns[i];
     cfb_sort_u64(ns, m);
     r->wall_s = (double)total * 1e-9;
     cfb_counter(r, "p50_ns", (double)cfb_quantile(ns, m, 0.50));
     cfb_counter(r, "p99_ns", (double)cfb_quantile(ns, m, 0.99));
-    if (p999)
-        cfb_counter(r, "p999_ns", (double)cfb_quantile(ns, m, 0.999));
+    if (p999) cfb_counter(r, "p999_ns", (double)cfb_quantile(ns, m, 0.999));
 }
 
 void cfb_idle_measure(struct cfb_result *r, double secs)

@@ -13,11 +13,9 @@
 
 static int task_blob(const void *arg, size_t len, cf_out *out)
 {
-    if (len != CFB_BLOB)
-        return cf_out_error(out, 1, "blob of %zu bytes", len);
+    if (len != CFB_BLOB) return cf_out_error(out, 1, "blob of %zu bytes", len);
     void *buf;
-    if (cf_out_alloc(out, CFB_BLOB, &buf) != 0)
-        return CF_ENOMEM;
+    if (cf_out_alloc(out, CFB_BLOB, &buf) != 0) return CF_ENOMEM;
     unsigned char *res = buf;
     cfb_blob_derive(arg, res);
     return 0;
@@ -25,8 +23,7 @@ static int task_blob(const void *arg, size_t len, cf_out *out)
 
 static int bt_blob(const void *arg, size_t len, void *res, size_t *res_len)
 {
-    if (len != CFB_BLOB)
-        return 1;
+    if (len != CFB_BLOB) return 1;
     cfb_blob_derive(arg, res);
     *res_len = CFB_BLOB;
     return 0;
@@ -74,8 +71,7 @@ static unsigned char *blob_args(long n)
 {
     unsigned char *a = malloc((size_t)n * CFB_BLOB);
     if (a)
-        for (long i = 0; i < n; i++)
-            cfb_blob_make((uint64_t)i, a + (size_t)i * CFB_BLOB);
+        for (long i = 0; i < n; i++) cfb_blob_make((uint64_t)i, a + (size_t)i * CFB_BLOB);
     return a;
 }
 
@@ -87,10 +83,8 @@ static void proc_submit(struct cfb_result *r)
     unsigned char *args = blob_args(n);
     cf_future **fs = calloc((size_t)n, sizeof *fs), **ws = calloc((size_t)n, sizeof *ws);
     cf_executor *ex = NULL;
-    if (!args || !fs || !ws)
-        cfb_fail(r, "out of memory");
-    else
-        ex = cfb_process_pool(r, 0);
+    if (!args || !fs || !ws) cfb_fail(r, "out of memory");
+    else ex = cfb_process_pool(r, 0);
     if (!ex) {
         free(args), free(fs), free(ws);
         return;
@@ -106,25 +100,21 @@ static void proc_submit(struct cfb_result *r)
     }
     /* cf_wait permutes its array: give it a copy, keep fs in input order. */
     size_t done = 0;
-    if (got)
-        memcpy(ws, fs, (size_t)got * sizeof *fs);
+    if (got) memcpy(ws, fs, (size_t)got * sizeof *fs);
     int rc = cf_wait(ws, (size_t)got, CF_ALL_COMPLETED, CF_FOREVER, &done);
     double wall = cfb_now() - t0;
-    if (rc)
-        cfb_call_failed(r, "cf_wait", rc);
+    if (rc) cfb_call_failed(r, "cf_wait", rc);
     long bad = 0;
     for (long i = 0; i < got; i++) {
         const void *data = NULL;
         size_t len = 0;
         rc = cf_future_result(fs[i], CF_POLL, &data, &len);
-        if (rc || len != CFB_BLOB || !cfb_blob_check((uint64_t)i, data))
-            bad++;
+        if (rc || len != CFB_BLOB || !cfb_blob_check((uint64_t)i, data)) bad++;
         cf_future_release(fs[i]);
     }
     cf_executor_free(ex);
     free(args), free(fs), free(ws);
-    if (r->status != CFB_OK)
-        return;
+    if (r->status != CFB_OK) return;
     if (done != (size_t)n || bad)
         return cfb_fail(r, "proc_submit: %zu of %ld done, %ld bad results", done, n, bad);
     r->wall_s = wall;
@@ -148,8 +138,7 @@ static void bl_proc_submit(struct cfb_result *r)
             cfb_fail(r, "baseline fork+pipes submit failed");
             break;
         }
-    for (long i = 0; i < got; i++)
-        bl_future_result(fs[i], NULL, NULL);
+    for (long i = 0; i < got; i++) bl_future_result(fs[i], NULL, NULL);
     double wall = cfb_now() - t0;
     long bad = 0;
     for (long i = 0; i < got; i++) {
@@ -162,10 +151,8 @@ static void bl_proc_submit(struct cfb_result *r)
     }
     bl_fp_free(p);
     free(args), free(fs);
-    if (r->status != CFB_OK)
-        return;
-    if (bad)
-        return cfb_fail(r, "baseline proc_submit: %ld bad results", bad);
+    if (r->status != CFB_OK) return;
+    if (bad) return cfb_fail(r, "baseline proc_submit: %ld bad results", bad);
     r->wall_s = wall;
     cfb_counter(r, "ns_per_task", wall * 1e9 / (double)n);
 }
@@ -176,8 +163,7 @@ static void proc_pingpong(struct cfb_result *r)
 {
     long m = cfb_size("CFB_PROC_PINGPONG_M", 100000, 1);
     uint64_t *ns = malloc((size_t)m * sizeof *ns);
-    if (!ns)
-        return cfb_fail(r, "out of memory");
+    if (!ns) return cfb_fail(r, "out of memory");
     cf_executor *ex = cfb_process_pool(r, 0);
     if (!ex) {
         free(ns);
@@ -202,8 +188,7 @@ static void proc_pingpong(struct cfb_result *r)
         ns[i] = t1 - t0;
     }
     cf_executor_free(ex);
-    if (r->status == CFB_OK)
-        cfb_pingpong_counters(r, ns, (size_t)m, false);
+    if (r->status == CFB_OK) cfb_pingpong_counters(r, ns, (size_t)m, false);
     free(ns);
 }
 
@@ -228,8 +213,7 @@ static void bl_proc_pingpong(struct cfb_result *r)
         size_t len;
         int rc = bl_future_result(f, &data, &len);
         uint64_t t1 = cfb_now_ns();
-        if (rc == 0 && len == sizeof w)
-            memcpy(&w, data, sizeof w);
+        if (rc == 0 && len == sizeof w) memcpy(&w, data, sizeof w);
         bl_future_release(f);
         if (w != i + 1) {
             cfb_fail(r, "baseline proc_pingpong: round %ld wrong", i);
@@ -238,8 +222,7 @@ static void bl_proc_pingpong(struct cfb_result *r)
         ns[i] = t1 - t0;
     }
     bl_fp_free(p);
-    if (r->status == CFB_OK)
-        cfb_pingpong_counters(r, ns, (size_t)m, false);
+    if (r->status == CFB_OK) cfb_pingpong_counters(r, ns, (size_t)m, false);
     free(ns);
 }
 
@@ -256,8 +239,7 @@ static double primes_once(struct cfb_result *r, enum pool_kind kind, int workers
     if (kind == CF_THREADS || kind == CF_PROCS) {
         cf_executor *ex = kind == CF_THREADS ? cfb_thread_pool(r, workers)
                                              : cfb_process_pool(r, workers);
-        if (!ex)
-            return -1;
+        if (!ex) return -1;
         cf_map_iter *it = NULL;
         t0 = cfb_now();
         int rc = cf_map(ex, task_is_prime, cfb_primes, sizeof cfb_primes[0], 6,
@@ -271,13 +253,13 @@ static double primes_once(struct cfb_result *r, enum pool_kind kind, int workers
             int64_t v;
             rc = cf_map_next_i64(it, &v) == CF_END ? 0 : CF_ESTATE;
         }
-        if (it)
-            cf_map_free(it);
+        if (it) cf_map_free(it);
         wall = cfb_now() - t0;
         cf_executor_free(ex);
         if (rc) {
-            cfb_call_failed(r, kind == CF_THREADS ? "primes (threads): cf_map"
-                                                  : "primes (processes): cf_map", rc);
+            cfb_call_failed(
+                r, kind == CF_THREADS ? "primes (threads): cf_map" : "primes (processes): cf_map",
+                rc);
             return -1;
         }
     } else {
@@ -297,18 +279,14 @@ static double primes_once(struct cfb_result *r, enum pool_kind kind, int workers
             const void *data;
             size_t len;
             int64_t v = 0;
-            if (!fs[i] || bl_future_result(fs[i], &data, &len) != 0 || len != sizeof v)
-                ok = false;
-            else
-                memcpy(&v, data, sizeof v);
+            if (!fs[i] || bl_future_result(fs[i], &data, &len) != 0 || len != sizeof v) ok = false;
+            else memcpy(&v, data, sizeof v);
             got[i] = v != 0;
             bl_future_release(fs[i]);
         }
         wall = cfb_now() - t0;
-        if (tp)
-            bl_pool_free(tp);
-        else
-            bl_fp_free(pp);
+        if (tp) bl_pool_free(tp);
+        else bl_fp_free(pp);
         if (!ok) {
             cfb_fail(r, "baseline primes: a task failed");
             return -1;
@@ -327,19 +305,16 @@ static double primes_once(struct cfb_result *r, enum pool_kind kind, int workers
  * alternated, so that a burst of load from elsewhere on a shared machine
  * does not land on one side of the ratio only. False if r was skipped or
  * failed. */
-static bool primes_best(struct cfb_result *r, enum pool_kind kind, int w, long rounds,
-                        double *t1, double *tw)
+static bool primes_best(struct cfb_result *r, enum pool_kind kind, int w, long rounds, double *t1,
+                        double *tw)
 {
     *t1 = *tw = -1;
     for (long i = 0; i < rounds; i++) {
         double a = primes_once(r, kind, 1);
         double b = a >= 0 ? primes_once(r, kind, w) : -1;
-        if (b < 0)
-            return false;
-        if (*t1 < 0 || a < *t1)
-            *t1 = a;
-        if (*tw < 0 || b < *tw)
-            *tw = b;
+        if (b < 0) return false;
+        if (*t1 < 0 || a < *t1) *t1 = a;
+        if (*tw < 0 || b < *tw) *tw = b;
     }
     return true;
 }
@@ -349,8 +324,7 @@ static void primes_run(struct cfb_result *r, enum pool_kind threads, enum pool_k
     int w = cfb_workers();
     long rounds = cfb_param("CFB_PRIMES_ROUNDS", 3, 1);
     double t1, tw, p1, pw;
-    if (!primes_best(r, threads, w, rounds, &t1, &tw))
-        return;
+    if (!primes_best(r, threads, w, rounds, &t1, &tw)) return;
     r->wall_s = tw;
     cfb_counter(r, "wall_thread_ms", tw * 1e3);
     cfb_counter(r, "speedup_thread", t1 / tw);
@@ -373,8 +347,11 @@ static void bl_primes(struct cfb_result *r)
 }
 
 const struct cfb_workload cfb_proc_workloads[] = {
-    {"proc_submit", proc_submit},     {"baseline/proc_submit", bl_proc_submit},
-    {"proc_pingpong", proc_pingpong}, {"baseline/proc_pingpong", bl_proc_pingpong},
-    {"primes", primes},               {"baseline/primes", bl_primes},
+    {"proc_submit", proc_submit},
+    {"baseline/proc_submit", bl_proc_submit},
+    {"proc_pingpong", proc_pingpong},
+    {"baseline/proc_pingpong", bl_proc_pingpong},
+    {"primes", primes},
+    {"baseline/primes", bl_primes},
     {NULL, NULL},
 };

@@ -58,8 +58,7 @@ static void submit_flat(struct cfb_result *r)
 {
     long n = cfb_size("CFB_SUBMIT_FLAT_N", 1000000, 1);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
-    if (!fs)
-        return cfb_fail(r, "out of memory");
+    if (!fs) return cfb_fail(r, "out of memory");
     cf_executor *ex = cfb_thread_pool(r, 0);
     if (!ex) {
         free(fs);
@@ -77,22 +76,19 @@ static void submit_flat(struct cfb_result *r)
     }
     size_t done = 0;
     int rc = cf_wait(fs, (size_t)got, CF_ALL_COMPLETED, CF_FOREVER, &done);
-    if (rc)
-        cfb_call_failed(r, "cf_wait", rc);
+    if (rc) cfb_call_failed(r, "cf_wait", rc);
     uint64_t sum = 0;
     for (long i = 0; i < got; i++) {
         int64_t v = 0;
         rc = cf_future_result_i64(fs[i], CF_FOREVER, &v);
-        if (rc)
-            cfb_call_failed(r, "cf_future_result_i64", rc);
+        if (rc) cfb_call_failed(r, "cf_future_result_i64", rc);
         sum += (uint64_t)v;
         cf_future_release(fs[i]);
     }
     double wall = cfb_now() - t0;
     cf_executor_free(ex);
     free(fs);
-    if (r->status != CFB_OK)
-        return;
+    if (r->status != CFB_OK) return;
     uint64_t want = (uint64_t)n * (uint64_t)(n - 1) / 2;
     if (done != (size_t)n || sum != want)
         return cfb_fail(r, "submit_flat: %zu of %ld done, sum %lu, expected %lu", done, n,
@@ -110,8 +106,7 @@ static int task_fib(const void *arg, size_t len, cf_out *out);
 
 static int64_t fib(int64_t n)
 {
-    if (n < 2)
-        return n;
+    if (n < 2) return n;
     cf_future *f;
     int64_t m = n - 1, a = 0;
     int rc = cf_submit(fib_ex, task_fib, &m, sizeof m, &f);
@@ -120,8 +115,7 @@ static int64_t fib(int64_t n)
         rc = cf_future_result_i64(f, CF_FOREVER, &a);
         cf_future_release(f);
     }
-    if (rc)
-        /* relaxed: read after the pool has been joined. */
+    if (rc) /* relaxed: read after the pool has been joined. */
         atomic_store_explicit(&fib_err, rc, memory_order_relaxed);
     return a + b;
 }
@@ -137,10 +131,8 @@ static int task_fib(const void *arg, size_t len, cf_out *out)
 static void fib_bench(struct cfb_result *r)
 {
     int64_t n = cfb_param("CFB_FIB_N", 30, 1);
-    if (n > 45)
-        return cfb_fail(r, "CFB_FIB_N=%ld: at most 45", (long)n);
-    if (!(fib_ex = cfb_thread_pool(r, 0)))
-        return;
+    if (n > 45) return cfb_fail(r, "CFB_FIB_N=%ld: at most 45", (long)n);
+    if (!(fib_ex = cfb_thread_pool(r, 0))) return;
     atomic_store_explicit(&fib_err, 0, memory_order_relaxed);
     /* The reference answer and the number of calls, computed serially. */
     int64_t fa = 0, fb = 1; /* F(k), F(k+1) */
@@ -162,13 +154,10 @@ static void fib_bench(struct cfb_result *r)
     double wall = cfb_now() - t0;
     cf_executor_free(fib_ex);
     fib_ex = NULL;
-    if (rc)
-        return cfb_call_failed(r, "fib root", rc);
+    if (rc) return cfb_call_failed(r, "fib root", rc);
     int err = atomic_load_explicit(&fib_err, memory_order_relaxed);
-    if (err)
-        return cfb_call_failed(r, "fib: a nested submit or result", err);
-    if (v != want)
-        return cfb_fail(r, "fib(%ld) = %ld, expected %ld", (long)n, (long)v, (long)want);
+    if (err) return cfb_call_failed(r, "fib: a nested submit or result", err);
+    if (v != want) return cfb_fail(r, "fib(%ld) = %ld, expected %ld", (long)n, (long)v, (long)want);
     r->wall_s = wall;
     cfb_counter(r, "ns_per_call", wall * 1e9 / (double)calls);
 }
@@ -178,16 +167,14 @@ static void fib_bench(struct cfb_result *r)
 static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
 {
     uint64_t *ns = malloc((size_t)m * sizeof *ns);
-    if (!ns)
-        return cfb_fail(r, "out of memory");
+    if (!ns) return cfb_fail(r, "out of memory");
     cf_executor *ex = cfb_thread_pool(r, 0);
     if (!ex) {
         free(ns);
         return;
     }
     for (long i = 0; i < m; i++) {
-        if (sleep_ns)
-            cfb_sleep_ns(sleep_ns);
+        if (sleep_ns) cfb_sleep_ns(sleep_ns);
         cf_future *f;
         size_t len = 1;
         uint64_t t0 = cfb_now_ns();
@@ -206,8 +193,7 @@ static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
         ns[i] = t1 - t0;
     }
     cf_executor_free(ex);
-    if (r->status == CFB_OK)
-        cfb_pingpong_counters(r, ns, (size_t)m, p999);
+    if (r->status == CFB_OK) cfb_pingpong_counters(r, ns, (size_t)m, p999);
     free(ns);
 }
 
@@ -228,8 +214,7 @@ static void map_bench(struct cfb_result *r)
 {
     long n = cfb_size("CFB_MAP_N", 1000000, 1);
     int64_t *args = cfb_iota(n);
-    if (!args)
-        return cfb_fail(r, "out of memory");
+    if (!args) return cfb_fail(r, "out of memory");
     cf_executor *ex = cfb_thread_pool(r, 0);
     if (!ex) {
         free(args);
@@ -240,8 +225,7 @@ static void map_bench(struct cfb_result *r)
     cf_map_iter *it = NULL;
     double t0 = cfb_now();
     int rc = cf_map(ex, task_square, args, sizeof *args, (size_t)n, NULL, &it);
-    if (rc)
-        cfb_call_failed(r, "cf_map", rc);
+    if (rc) cfb_call_failed(r, "cf_map", rc);
     while (rc == 0) {
         int64_t v;
         rc = cf_map_next_i64(it, &v);
@@ -257,13 +241,11 @@ static void map_bench(struct cfb_result *r)
             cfb_call_failed(r, "cf_map_next_i64", rc);
         }
     }
-    if (it)
-        cf_map_free(it);
+    if (it) cf_map_free(it);
     double wall = cfb_now() - t0;
     cf_executor_free(ex);
     free(args);
-    if (r->status != CFB_OK)
-        return;
+    if (r->status != CFB_OK) return;
     if (count != n || sum != cfb_sum_squares(n))
         return cfb_fail(r, "map: %ld of %ld items, sum %lu, expected %lu", count, n,
                         (unsigned long)sum, (unsigned long)cfb_sum_squares(n));
@@ -281,10 +263,8 @@ static void as_completed(struct cfb_result *r)
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     unsigned char *seen = calloc((size_t)n, 1);
     cf_executor *ex = NULL;
-    if (!args || !fs || !seen)
-        cfb_fail(r, "out of memory");
-    else
-        ex = cfb_thread_pool(r, 0);
+    if (!args || !fs || !seen) cfb_fail(r, "out of memory");
+    else ex = cfb_thread_pool(r, 0);
     if (!ex) {
         free(args), free(fs), free(seen);
         return;
@@ -304,8 +284,7 @@ static void as_completed(struct cfb_result *r)
         for (;;) {
             cf_future *f;
             rc = cf_as_completed_next(it, &f);
-            if (rc == CF_END)
-                break;
+            if (rc == CF_END) break;
             int64_t idx = -1;
             if (rc || (rc = cf_future_result_i64(f, CF_POLL, &idx))) {
                 cfb_call_failed(r, "cf_as_completed_next/result", rc);
@@ -323,16 +302,12 @@ static void as_completed(struct cfb_result *r)
         cfb_call_failed(r, "cf_as_completed_new", rc);
     }
     double wall = cfb_now() - t0;
-    if (r->status != CFB_OK)
-        cf_wait(fs, (size_t)got, CF_ALL_COMPLETED, CF_FOREVER, NULL);
-    for (long i = 0; i < got; i++)
-        cf_future_release(fs[i]);
+    if (r->status != CFB_OK) cf_wait(fs, (size_t)got, CF_ALL_COMPLETED, CF_FOREVER, NULL);
+    for (long i = 0; i < got; i++) cf_future_release(fs[i]);
     cf_executor_free(ex);
     free(args), free(fs), free(seen);
-    if (r->status != CFB_OK)
-        return;
-    if (count != n)
-        return cfb_fail(r, "as_completed: %ld of %ld futures seen", count, n);
+    if (r->status != CFB_OK) return;
+    if (count != n) return cfb_fail(r, "as_completed: %ld of %ld futures seen", count, n);
     r->wall_s = wall;
     cfb_counter(r, "efficiency", ((double)total_ns * 1e-9 / cfb_workers()) / wall);
 }
@@ -345,8 +320,7 @@ static void future_bytes(struct cfb_result *r)
     int w = cfb_workers();
     static struct cfb_hold hold;
     cf_future **fs = calloc((size_t)n + (size_t)w, sizeof *fs);
-    if (!fs)
-        return cfb_fail(r, "out of memory");
+    if (!fs) return cfb_fail(r, "out of memory");
     memset(fs, 0, ((size_t)n + (size_t)w) * sizeof *fs); /* touch: not counted below */
     cf_executor *ex = cfb_thread_pool(r, w);
     if (!ex) {
@@ -386,25 +360,21 @@ static void future_bytes(struct cfb_result *r)
     /* Collect: the held tasks and every submitted one. */
     uint64_t sum = 0;
     for (long i = 0; i < n + w; i++) {
-        if (!fs[i])
-            continue;
+        if (!fs[i]) continue;
         int64_t v = 0;
         int rc = cf_future_result_i64(fs[i], CF_FOREVER, &v);
         if (i < n) {
-            if (rc)
-                cfb_call_failed(r, "cf_future_result_i64", rc);
+            if (rc) cfb_call_failed(r, "cf_future_result_i64", rc);
             sum += (uint64_t)v;
         }
         cf_future_release(fs[i]);
     }
     cf_executor_free(ex);
     free(fs);
-    if (r->status != CFB_OK)
-        return;
+    if (r->status != CFB_OK) return;
     if (sum != (uint64_t)n * (uint64_t)(n - 1) / 2)
         return cfb_fail(r, "future_bytes: wrong sum %lu", (unsigned long)sum);
-    if (rss0 < 0 || rss1 < 0)
-        return cfb_fail(r, "future_bytes: cannot read /proc/self/statm");
+    if (rss0 < 0 || rss1 < 0) return cfb_fail(r, "future_bytes: cannot read /proc/self/statm");
     r->wall_s = wall;
     cfb_counter(r, "bytes_per_future", (double)(rss1 - rss0) / (double)n);
 }
@@ -416,8 +386,7 @@ static void idle_cpu(struct cfb_result *r)
     long burst = cfb_size("CFB_IDLE_BURST", 10000, 1);
     double secs = cfb_real("CFB_IDLE_S", 1.0);
     cf_future **fs = calloc((size_t)burst, sizeof *fs);
-    if (!fs)
-        return cfb_fail(r, "out of memory");
+    if (!fs) return cfb_fail(r, "out of memory");
     cf_executor *ex = cfb_thread_pool(r, 0);
     if (!ex) {
         free(fs);
@@ -444,15 +413,12 @@ static void idle_cpu(struct cfb_result *r)
     free(fs);
     if (r->status == CFB_OK && sum != (uint64_t)burst * (uint64_t)(burst - 1) / 2)
         cfb_fail(r, "idle_cpu: wrong burst sum");
-    if (r->status == CFB_OK)
-        cfb_idle_measure(r, secs);
+    if (r->status == CFB_OK) cfb_idle_measure(r, secs);
     cf_executor_free(ex);
 }
 
 const struct cfb_workload cfb_cf_thread_workloads[] = {
-    {"submit_flat", submit_flat},   {"fib", fib_bench},
-    {"pingpong", pingpong},         {"pingpong_cold", pingpong_cold},
-    {"map", map_bench},             {"as_completed", as_completed},
-    {"future_bytes", future_bytes}, {"idle_cpu", idle_cpu},
-    {NULL, NULL},
+    {"submit_flat", submit_flat},     {"fib", fib_bench},     {"pingpong", pingpong},
+    {"pingpong_cold", pingpong_cold}, {"map", map_bench},     {"as_completed", as_completed},
+    {"future_bytes", future_bytes},   {"idle_cpu", idle_cpu}, {NULL, NULL},
 };

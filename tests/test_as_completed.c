@@ -65,7 +65,7 @@ static void done_first_then_completion_order(void **state)
     assert_ptr_equal(g, f[1]);
     assert_int_equal(cf_as_completed_next(it, &g), 0);
     assert_ptr_equal(g, f[4]);
-    int order[] = { 3, 0, 5, 2 };
+    int order[] = {3, 0, 5, 2};
     for (int k = 0; k < 4; k++) {
         if (k == 1) assert_true(cf_future_cancel(f[order[k]]));
         else if (k == 2) assert_int_equal(cf_future_set_exception(f[order[k]], 1, "e"), 0);
@@ -89,7 +89,7 @@ static void duplicates_once_and_own_references(void **state)
 {
     (void)state;
     cf_future *a = cf_test_future(), *b = cf_test_future();
-    cf_future *fs[] = { a, b, a, a, b };
+    cf_future *fs[] = {a, b, a, a, b};
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(fs, 5, CF_FOREVER, &it), 0);
     memset(fs, 0, sizeof fs); /* the snapshot does not need the array */
@@ -134,7 +134,7 @@ static void timeout_with_remaining(void **state)
     (void)state;
     cf_future *a = cf_test_future(), *b = cf_test_future(), *c = cf_test_future();
     set_i64(b, 1);
-    cf_future *fs[] = { a, b, c };
+    cf_future *fs[] = {a, b, c};
     cf_as_completed *it;
     int64_t t0 = cf__now_ns();
     assert_int_equal(cf_as_completed_new(fs, 3, 0.03, &it), 0); /* the deadline starts now */
@@ -186,7 +186,7 @@ static void cancel_wakes_next(void **state)
     cf_future *f = cf_test_future();
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(&f, 1, CF_FOREVER, &it), 0);
-    struct next_arg a = { .it = it };
+    struct next_arg a = {.it = it};
     pthread_t t = spawn(next_thread, &a);
     /* Give it a chance to reach its futex sleep. The outcome must not
      * depend on whether it got there: no wake-up may be lost either way. */
@@ -248,10 +248,10 @@ static void stress_exactly_once(void **state)
         struct completer_arg ca[T];
         pthread_t t[T];
         for (int k = 0; k < T; k++) {
-            ca[k] = (struct completer_arg){ .f = f, .from = k, .to = N, .step = T };
+            ca[k] = (struct completer_arg){.f = f, .from = k, .to = N, .step = T};
             t[k] = spawn(completer_thread, &ca[k]);
         }
-        unsigned char seen[N] = { 0 };
+        unsigned char seen[N] = {0};
         int stop = r % 2 ? N / 2 : N; /* odd rounds free mid-way */
         for (int k = 0; k < stop; k++) {
             cf_future *g;
@@ -298,7 +298,6 @@ static void large_set(void **state)
     free(f);
 }
 
-
 /* ---- SEMANTICS 22: a pool worker waiting here runs other work ----
  * A fake "worker": its helper completes queued futures (as if running
  * their tasks) while the awaited one is not done. Nobody else completes
@@ -328,7 +327,7 @@ static void worker_helps_while_iterating(void **state)
     enum { N = 6 };
     cf_future *f[N];
     for (int i = 0; i < N; i++) f[i] = cf_test_future();
-    struct fake_queue fq = { .q = f, .n = N };
+    struct fake_queue fq = {.q = f, .n = N};
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
     cf__tls_wait_helper = fake_helper;
@@ -345,7 +344,7 @@ static void worker_helps_while_iterating(void **state)
 
     /* timing out while helping */
     cf_future *h = cf_test_future();
-    struct fake_queue empty = { 0 };
+    struct fake_queue empty = {0};
     cf__tls_wait_helper_ctx = &empty;
     assert_int_equal(cf_as_completed_new(&h, 1, 0.01, &it), 0);
     assert_int_equal(cf_as_completed_next(it, &g), CF_ETIMEDOUT);
@@ -379,7 +378,7 @@ static void helping_consumer_races_producer(void **state)
     for (int r = 0; r < rounds; r++) {
         cf_future *f[N];
         for (int i = 0; i < N; i++) f[i] = cf_test_future();
-        struct fake_queue empty = { 0 };
+        struct fake_queue empty = {0};
         cf_as_completed *it;
         assert_int_equal(cf_as_completed_new(f, N, CF_FOREVER, &it), 0);
         pthread_t t = spawn(late_completer, f);
@@ -482,7 +481,7 @@ static void *observe_f0_then_complete_f1(void *p)
         break;
     }
     case LOOK_WAIT: {
-        cf_future *fs[1] = { a->f0 };
+        cf_future *fs[1] = {a->f0};
         size_t nd = 0;
         assert_int_equal(cf_wait(fs, 1, CF_FIRST_COMPLETED, CF_FOREVER, &nd), 0);
         assert_int_equal(nd, 1);
@@ -510,12 +509,13 @@ static void order_seen_by_observer(void **state)
     int bad = 0, runs = 0;
     for (int look = LOOK_DONE; look <= LOOK_RESULT_TIMEOUT; look++) {
         for (int how = 0; how < 4; how++) {
-            struct order_arg a = { .f0 = cf_test_future(), .f1 = cf_test_future(),
-                                   .how0 = how & 1 ? BY_CANCEL : BY_RESULT,
-                                   .how1 = how & 2 ? BY_CANCEL : BY_RESULT,
-                                   .look = look };
+            struct order_arg a = {.f0 = cf_test_future(),
+                                  .f1 = cf_test_future(),
+                                  .how0 = how & 1 ? BY_CANCEL : BY_RESULT,
+                                  .how1 = how & 2 ? BY_CANCEL : BY_RESULT,
+                                  .look = look};
             /* f1 first in the input: input order must not be the answer. */
-            cf_future *fs[2] = { a.f1, a.f0 };
+            cf_future *fs[2] = {a.f1, a.f0};
             cf_as_completed *it;
             assert_int_equal(cf_as_completed_new(fs, 2, CF_FOREVER, &it), 0);
             g_park_target = a.f0;
@@ -524,7 +524,8 @@ static void order_seen_by_observer(void **state)
             pthread_t c = spawn(complete_f0, &a);
             while (!atomic_load_explicit(&g_parked, memory_order_acquire)) sched_yield();
             /* f0 is done (its CAS happened) and its completer is parked. */
-            assert_true(cf__state_done(atomic_load_explicit(&g_word_at_park, memory_order_relaxed)));
+            assert_true(
+                cf__state_done(atomic_load_explicit(&g_word_at_park, memory_order_relaxed)));
             pthread_t o = spawn(observe_f0_then_complete_f1, &a);
             /* Let the observer run until it has completed f1, or until it
              * sleeps on f0's word waiting for f0 to be fully done. */
@@ -619,12 +620,12 @@ static void order_tight_loop(void **state)
 {
     (void)state;
     int rounds = (int)(2000 * cf_test_scale());
-    struct loop_arg a = { NULL };
+    struct loop_arg a = {NULL};
     pthread_t t = spawn(loop_completer, &a);
     int bad = 0;
     for (int r = 1; r <= rounds; r++) {
         cf_future *f0 = cf_test_future(), *f1 = cf_test_future();
-        cf_future *fs[2] = { f1, f0 };
+        cf_future *fs[2] = {f1, f0};
         cf_as_completed *it;
         assert_int_equal(cf_as_completed_new(fs, 2, CF_FOREVER, &it), 0);
         atomic_store_explicit(&a.f0, f0, memory_order_relaxed);

@@ -227,8 +227,8 @@ static void test_cpu_list_parse(void **state)
     assert_int_equal(v[2], 1);
     assert_int_equal(cf__cpu_list_parse("0-8191", NULL, 0), 8192);
     assert_int_equal(cf__cpu_list_parse("5", v, 1), 1);
-    static const char *const bad[] = {"", "3-1", "1,1", "0-3,2", "a", "1,", ",1", "8192",
-                                      "0-", "1 2", "-1", "1--2", "1-2-3"};
+    static const char *const bad[] = {"",     "3-1", "1,1", "0-3,2", "a",    "1,",   ",1",
+                                      "8192", "0-",  "1 2", "-1",    "1--2", "1-2-3"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (cf__cpu_list_parse(bad[i], v, 16) != CF_EINVAL) fail_msg("accepted \"%s\"", bad[i]);
     assert_int_equal(cf__cpu_list_parse(NULL, v, 16), CF_EINVAL);
@@ -282,14 +282,14 @@ static void test_thread_opts_invalid_change_nothing(void **state)
         {.max_workers = -1},
         {.max_workers = CF__MAX_WORKERS + 1},
         {.max_workers = 2, .pin = (enum cf_pin_policy)99},
-        {.max_workers = 2, .pin = CF_PIN_LIST},            /* list without cpus */
+        {.max_workers = 2, .pin = CF_PIN_LIST}, /* list without cpus */
         {.max_workers = 2, .cpu_list = "2-1"},
         {.max_workers = 2, .spin_ns = -2},
         {.max_workers = 2, .spin_ns = 2000000000L},
         {.max_workers = 2, .steal_attempts = -1},
         {.max_workers = 2, .map_window = (size_t)1 << 31},
         {.max_workers = 2, .numa = (enum cf_switch)7},
-        {.max_workers = 2, .stats = (enum cf_switch)-1},
+        {.max_workers = 2, .stats = (enum cf_switch) - 1},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(cf__config_apply_thread_opts(&c, &bad[i]), CF_EINVAL);
@@ -325,8 +325,12 @@ static void test_process_opts(void **state)
         assert_int_equal(cf__config_apply_process_opts(&c, &bad[i]), CF_EINVAL);
         assert_memory_equal(&c, &before, sizeof c);
     }
-    cf_process_pool_opts o = {.max_workers = 2, .max_tasks_per_child = 10, .slot_size = 4096,
-                              .ring_depth = 16, .spin_ns = 5, .map_window = 8,
+    cf_process_pool_opts o = {.max_workers = 2,
+                              .max_tasks_per_child = 10,
+                              .slot_size = 4096,
+                              .ring_depth = 16,
+                              .spin_ns = 5,
+                              .map_window = 8,
                               .stats = CF_SWITCH_OFF};
     assert_int_equal(cf__config_apply_process_opts(&c, &o), 0);
     assert_int_equal(c.workers, 2);
@@ -413,9 +417,13 @@ static void test_pure_parser(void **state)
         enum cf__setting s;
         const char *v;
     } refused[] = {
-        {CF__SET_RING_DEPTH, "96"}, {CF__SET_THREAD_NAME_PREFIX, ""},
-        {CF__SET_THREAD_NAME_PREFIX, "sixteen-chars-xx"}, {CF__SET_THREAD_NAME_PREFIX, "a\tb"},
-        {CF__SET_TOPOLOGY, ""}, {CF__SET_NUMA, "2"}, {CF__SET_CPU_LIST, "1,1"},
+        {CF__SET_RING_DEPTH, "96"},
+        {CF__SET_THREAD_NAME_PREFIX, ""},
+        {CF__SET_THREAD_NAME_PREFIX, "sixteen-chars-xx"},
+        {CF__SET_THREAD_NAME_PREFIX, "a\tb"},
+        {CF__SET_TOPOLOGY, ""},
+        {CF__SET_NUMA, "2"},
+        {CF__SET_CPU_LIST, "1,1"},
         {CF__SET_COUNT, "1"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
@@ -434,8 +442,8 @@ static void test_thread_name_prefix_fit(void **state)
         int workers;
         const char *want;
     } cases[] = {
-        {1, "abcdefghijklm"},   {10, "abcdefghijklm"}, {11, "abcdefghijkl"},
-        {100, "abcdefghijkl"},  {101, "abcdefghijk"},  {4096, "abcdefghij"},
+        {1, "abcdefghijklm"},  {10, "abcdefghijklm"}, {11, "abcdefghijkl"},
+        {100, "abcdefghijkl"}, {101, "abcdefghijk"},  {4096, "abcdefghij"},
     };
     char out[CF__THREAD_NAME_MAX + 1];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -21,15 +21,14 @@ static void test_lifo_fifo(void **state)
     void *x;
     assert_null(cf__deque_pop(&d));
     assert_int_equal(cf__deque_steal(&d, &x), CF__STEAL_EMPTY);
-    for (int i = 0; i < 100; i++) /* grows 2 -> 128 */
+    for (int i = 0; i < 100; i++)                       /* grows 2 -> 128 */
         assert_int_equal(cf__deque_push(&d, &v[i]), i); /* items before */
     assert_int_equal(cf__deque_size_hint(&d), 100);
     /* Thieves take the oldest, the owner the newest. */
     assert_int_equal(cf__deque_steal(&d, &x), CF__STEAL_OK);
     assert_ptr_equal(x, &v[0]);
     assert_ptr_equal(cf__deque_pop(&d), &v[99]);
-    for (int i = 98; i >= 1; i--)
-        assert_ptr_equal(cf__deque_pop(&d), &v[i]);
+    for (int i = 98; i >= 1; i--) assert_ptr_equal(cf__deque_pop(&d), &v[i]);
     assert_null(cf__deque_pop(&d));
     assert_int_equal(cf__deque_size_hint(&d), 0);
     /* Reuse after wrap-around. */
@@ -90,8 +89,7 @@ static void test_owner_and_thieves(void **state)
     atomic_store(&g_done, 0);
     atomic_store(&g_stolen, 0);
     pthread_t t[THIEVES];
-    for (int i = 0; i < THIEVES; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, thief, NULL), 0);
+    for (int i = 0; i < THIEVES; i++) assert_int_equal(pthread_create(&t[i], NULL, thief, NULL), 0);
     uint64_t rng = 42;
     size_t next = 0;
     long popped = 0;
@@ -107,8 +105,7 @@ static void test_owner_and_thieves(void **state)
         size_t pops = cf_test_rand(&rng) % (burst + 1);
         for (size_t k = 0; k < pops; k++) {
             void *x = cf__deque_pop(&g_d);
-            if (!x)
-                break;
+            if (!x) break;
             take(x);
             popped++;
         }
@@ -120,10 +117,8 @@ static void test_owner_and_thieves(void **state)
     }
     /* Release: pairs with the thieves' acquire load. */
     atomic_store_explicit(&g_done, 1, memory_order_release);
-    for (int i = 0; i < THIEVES; i++)
-        pthread_join(t[i], NULL);
-    for (size_t i = 0; i < n; i++)
-        assert_int_equal(atomic_load(&g_taken[i]), 1);
+    for (int i = 0; i < THIEVES; i++) pthread_join(t[i], NULL);
+    for (size_t i = 0; i < n; i++) assert_int_equal(atomic_load(&g_taken[i]), 1);
     assert_int_equal(popped + atomic_load(&g_stolen), (long)n);
     print_message("deque: %zu items, %ld popped, %ld stolen\n", n, popped, atomic_load(&g_stolen));
     cf__deque_destroy(&g_d);

@@ -123,8 +123,7 @@ static int make_pool_code_list(void)
 {
     int err = 0;
     cf_executor *ex;
-    err = cf_thread_pool_new(&ex,
-        &(cf_thread_pool_opts){.max_workers = 1, .cpu_list = code_list});
+    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 1, .cpu_list = code_list});
     if (ex) cf_executor_free(ex);
     return ex ? 0 : err;
 }

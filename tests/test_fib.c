@@ -36,17 +36,15 @@ static int fib(cf_executor *ex, int64_t n, int64_t *r)
         *r = n;
         return 0;
     }
-    struct fib_arg a = { ex, n - 1 };
+    struct fib_arg a = {ex, n - 1};
     cf_future *f;
     int rc = cf_submit(ex, fib_task, &a, sizeof a, &f);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     int64_t y = 0, x = 0;
     rc = fib(ex, n - 2, &y);
     int rc2 = cf_future_result_i64(f, CF_FOREVER, &x);
     cf_future_release(f);
-    if (rc || rc2)
-        return rc ? rc : rc2;
+    if (rc || rc2) return rc ? rc : rc2;
     *r = x + y;
     return 0;
 }
@@ -54,13 +52,11 @@ static int fib(cf_executor *ex, int64_t n, int64_t *r)
 static int fib_task(const void *arg, size_t len, cf_out *out)
 {
     struct fib_arg a;
-    if (len != sizeof a)
-        return 99;
+    if (len != sizeof a) return 99;
     memcpy(&a, arg, sizeof a);
     int64_t r = 0; /* set by fib() on success; -O3 cannot see that */
     int rc = fib(a.ex, a.n, &r);
-    if (rc)
-        return cf_out_error(out, 98, "fib(%lld): %s", (long long)a.n, cf_strerror(rc));
+    if (rc) return cf_out_error(out, 98, "fib(%lld): %s", (long long)a.n, cf_strerror(rc));
     return cf_out_i64(out, r);
 }
 
@@ -68,12 +64,12 @@ static void run_fib(int workers, int64_t n)
 {
     int err = 1;
     cf_executor *ex;
-    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = workers });
+    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = workers});
     assert_non_null(ex);
     assert_int_equal(err, 0);
     assert_int_equal(cf_executor_workers(ex), workers);
     /* The root runs as a task too, so every wait happens on a worker. */
-    struct fib_arg a = { ex, n };
+    struct fib_arg a = {ex, n};
     cf_future *f;
     assert_int_equal(cf_submit(ex, fib_task, &a, sizeof a, &f), 0);
     int64_t r = -1;
@@ -86,8 +82,7 @@ static void run_fib(int workers, int64_t n)
 static void test_fib_1_worker(void **state)
 {
     (void)state;
-    for (int64_t n = 0; n <= 20; n += 5)
-        run_fib(1, n);
+    for (int64_t n = 0; n <= 20; n += 5) run_fib(1, n);
     run_fib(1, 22);
 }
 
@@ -109,7 +104,7 @@ static void test_fib_from_outside(void **state)
 {
     (void)state;
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2 }), 0);
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2}), 0);
     assert_non_null(ex);
     int64_t r = -1;
     assert_int_equal(fib(ex, 18, &r), 0);

@@ -150,12 +150,9 @@ static void *race_thread(void *p)
 {
     struct race_arg *a = p;
     while (!atomic_load_explicit(a->go, memory_order_acquire)) cf__cpu_relax();
-    if (a->id % 3 == 0)
-        a->rc = cf_future_set_exception(a->f, (int)a->id + 100, "racer");
-    else if (a->id % 3 == 1)
-        a->rc = cf_future_set_result(a->f, &a->id, sizeof a->id);
-    else
-        a->rc = cf_future_cancel(a->f) ? 0 : CF_ESTATE;
+    if (a->id % 3 == 0) a->rc = cf_future_set_exception(a->f, (int)a->id + 100, "racer");
+    else if (a->id % 3 == 1) a->rc = cf_future_set_result(a->f, &a->id, sizeof a->id);
+    else a->rc = cf_future_cancel(a->f) ? 0 : CF_ESTATE;
     return NULL;
 }
 
@@ -170,7 +167,7 @@ static void racing_completers(void **state)
         struct race_arg a[N];
         pthread_t t[N];
         for (int i = 0; i < N; i++) {
-            a[i] = (struct race_arg){ .f = f, .id = i + r, .go = &go };
+            a[i] = (struct race_arg){.f = f, .id = i + r, .go = &go};
             t[i] = spawn(race_thread, &a[i]);
         }
         atomic_store_explicit(&go, 1, memory_order_release);
@@ -199,8 +196,7 @@ static void racing_completers(void **state)
             assert_int_equal(rc, 0);
             assert_int_equal(v, a[winner].id);
             break;
-        default:
-            assert_int_equal(rc, CF_ECANCELLED);
+        default: assert_int_equal(rc, CF_ECANCELLED);
         }
         cf_future_release(f);
     }
@@ -226,7 +222,7 @@ static void cancel_wakes_result_and_runs_callbacks_once(void **state)
     struct waiter_arg a[3];
     pthread_t t[3];
     for (int i = 0; i < 3; i++) {
-        a[i] = (struct waiter_arg){ .f = f, .timeout = CF_FOREVER };
+        a[i] = (struct waiter_arg){.f = f, .timeout = CF_FOREVER};
         t[i] = spawn(result_thread, &a[i]);
     }
     wait_for_sleeper(f);
@@ -237,7 +233,7 @@ static void cancel_wakes_result_and_runs_callbacks_once(void **state)
         assert_int_equal(a[i].rc, CF_ECANCELLED);
     }
     assert_int_equal(atomic_load(&cb_count), 1);
-    assert_true(cf_future_cancel(f)); /* true again ... */
+    assert_true(cf_future_cancel(f));            /* true again ... */
     assert_int_equal(atomic_load(&cb_count), 1); /* ... with no second run */
     int code;
     assert_int_equal(cf_future_exception(f, CF_FOREVER, &code, NULL), CF_ECANCELLED);
@@ -256,7 +252,7 @@ static void hook_free(cf_future *f)
     assert_int_equal((intptr_t)cf__future_executor(f), 0x5eed);
     atomic_fetch_add(&on_free_calls, 1);
 }
-static const struct cf__future_ops hooks = { .on_cancel = hook_cancel, .on_free = hook_free };
+static const struct cf__future_ops hooks = {.on_cancel = hook_cancel, .on_free = hook_free};
 
 static int never_run(const void *arg, size_t len, cf_out *out)
 {
@@ -308,7 +304,7 @@ static void *run_thread(void *p)
 static void running_task_not_interrupted(void **state)
 {
     (void)state;
-    struct gate g = { 0 }, *gp = &g;
+    struct gate g = {0}, *gp = &g;
     cf_future *f = cf__future_new_task(gated_task, &gp, sizeof gp, NULL, NULL);
     assert_non_null(f);
     pthread_t t = spawn(run_thread, f);
@@ -361,7 +357,7 @@ static void cancel_races_start(void **state)
         atomic_store_explicit(&ran_count, 0, memory_order_relaxed);
         cf_future *f = cf__future_new_task(count_task, NULL, 0, NULL, NULL);
         _Atomic int go = 0;
-        struct cancel_arg a = { .f = f, .go = &go };
+        struct cancel_arg a = {.f = f, .go = &go};
         pthread_t t = spawn(cancel_thread, &a);
         atomic_store_explicit(&go, 1, memory_order_release);
         bool ran = cf__future_run(f);
@@ -394,7 +390,7 @@ static void result_timeouts(void **state)
     assert_int_equal(cf_future_result(f, 1e-9, NULL, NULL), CF_ETIMEDOUT);
 
     /* A negative timeout waits for ever. */
-    struct waiter_arg a = { .f = f, .timeout = -5.0 };
+    struct waiter_arg a = {.f = f, .timeout = -5.0};
     pthread_t t = spawn(result_thread, &a);
     wait_for_sleeper(f);
     int64_t x = 1234;
@@ -446,12 +442,12 @@ static void on_usr1(int sig)
 static void signals_and_spurious_wakeups(void **state)
 {
     (void)state;
-    struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART */
+    struct sigaction sa = {.sa_handler = on_usr1}; /* no SA_RESTART */
     sigemptyset(&sa.sa_mask);
     assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
 
     cf_future *f = cf_test_future();
-    struct waiter_arg a = { .f = f, .timeout = CF_FOREVER };
+    struct waiter_arg a = {.f = f, .timeout = CF_FOREVER};
     pthread_t t = spawn(result_thread, &a);
     for (int i = 0; i < 20; i++) {
         wait_for_sleeper(f);
@@ -472,7 +468,7 @@ static void signals_and_spurious_wakeups(void **state)
 
     /* A timed wait under a stream of signals still times out, not early. */
     f = cf_test_future();
-    a = (struct waiter_arg){ .f = f, .timeout = 0.05 };
+    a = (struct waiter_arg){.f = f, .timeout = 0.05};
     int64_t t0 = cf__now_ns();
     t = spawn(result_thread, &a);
     while (!atomic_load_explicit(&a.returned, memory_order_acquire)) {
@@ -496,7 +492,7 @@ static void many_sleepers(void **state)
     struct waiter_arg a[N];
     pthread_t t[N];
     for (int i = 0; i < N; i++) {
-        a[i] = (struct waiter_arg){ .f = f, .timeout = i % 2 ? CF_FOREVER : 1000.0 };
+        a[i] = (struct waiter_arg){.f = f, .timeout = i % 2 ? CF_FOREVER : 1000.0};
         t[i] = spawn(result_thread, &a[i]);
     }
     wait_for_sleeper(f);
@@ -570,7 +566,8 @@ static void results_and_exceptions(void **state)
         memset(buf, 0, n); /* the future has its own copy */
         assert_int_equal(cf_future_result(f, CF_POLL, &data, &len), 0);
         assert_int_equal(len, n);
-        for (size_t i = 0; i < n; i++) assert_int_equal(((const unsigned char *)data)[i], (unsigned char)(i * 7 + n));
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(((const unsigned char *)data)[i], (unsigned char)(i * 7 + n));
         free(buf);
         cf_future_release(f);
     }
@@ -707,7 +704,8 @@ static void tasks_through_cf_out(void **state)
     size_t len;
     assert_int_equal(cf_future_result(f, CF_POLL, &data, &len), 0);
     assert_int_equal(len, n);
-    for (size_t i = 0; i < n; i++) assert_int_equal(((const unsigned char *)data)[i], (unsigned char)(i + 1));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(((const unsigned char *)data)[i], (unsigned char)(i + 1));
     free(arg);
     cf_future_release(f);
 
@@ -860,15 +858,16 @@ static void *complete_thread(void *p)
 static void callbacks_order_thread_once(void **state)
 {
     (void)state;
-    struct order o = { 0 };
+    struct order o = {0};
     g_order = &o;
     cf_future *f = cf_test_future();
-    for (int i = 0; i < 10; i++) assert_int_equal(cf_future_add_done_callback(f, tag_cb, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(cf_future_add_done_callback(f, tag_cb, (void *)(intptr_t)i), 0);
     pthread_t t = spawn(complete_thread, f);
     pthread_join(t, NULL);
     assert_int_equal(atomic_load(&o.n), 10);
     for (int i = 0; i < 10; i++) assert_int_equal(o.seen[i], i); /* registration order */
-    assert_true(pthread_equal(o.thread, t));                      /* in the completer */
+    assert_true(pthread_equal(o.thread, t));                     /* in the completer */
     assert_int_equal(word(f) & (CF__HAS_LISTENERS | CF__LIST_LOCK), 0);
 
     /* added to a done future: runs at once, in the caller, before return */
@@ -883,7 +882,7 @@ static void callbacks_order_thread_once(void **state)
     cf_future_release(f);
 
     /* a cancel runs them in the cancelling thread */
-    o = (struct order){ 0 };
+    o = (struct order){0};
     f = cf_test_future();
     assert_int_equal(cf_future_add_done_callback(f, order_cb, &o), 0);
     assert_true(cf_future_cancel(f));
@@ -892,7 +891,7 @@ static void callbacks_order_thread_once(void **state)
     cf_future_release(f);
 
     /* a failed add never calls */
-    o = (struct order){ 0 };
+    o = (struct order){0};
     f = cf_test_future();
     assert_int_equal(cf_future_add_done_callback(f, NULL, &o), CF_EINVAL);
     assert_int_equal(cf_future_add_done_callback(NULL, order_cb, &o), CF_EINVAL);
@@ -987,7 +986,7 @@ static void callbacks_after_waiters(void **state)
     g_waiters = a;
     g_nwaiters = N;
     for (int i = 0; i < N; i++) {
-        a[i] = (struct waiter_arg){ .f = f, .timeout = CF_FOREVER };
+        a[i] = (struct waiter_arg){.f = f, .timeout = CF_FOREVER};
         t[i] = spawn(result_thread, &a[i]);
     }
     assert_int_equal(cf_future_add_done_callback(f, wait_for_waiters_cb, NULL), 0);
@@ -1018,7 +1017,8 @@ static void inc_cb(cf_future *f, void *ud)
 static void *adder_thread(void *p)
 {
     struct adder_arg *a = p;
-    for (int i = 0; i < a->n; i++) assert_int_equal(cf_future_add_done_callback(a->f, inc_cb, a->count), 0);
+    for (int i = 0; i < a->n; i++)
+        assert_int_equal(cf_future_add_done_callback(a->f, inc_cb, a->count), 0);
     return NULL;
 }
 
@@ -1033,7 +1033,7 @@ static void callbacks_race_completion(void **state)
         struct adder_arg a[T];
         pthread_t t[T];
         for (int i = 0; i < T; i++) {
-            a[i] = (struct adder_arg){ .f = f, .count = &count, .n = PER };
+            a[i] = (struct adder_arg){.f = f, .count = &count, .n = PER};
             t[i] = spawn(adder_thread, &a[i]);
         }
         if (r % 2) assert_true(cf_future_cancel(f));

@@ -143,12 +143,12 @@ static void wait_calls(void **state)
 {
     (void)state;
     cf_future *f = cf_test_future();
-    cf_future *fs[] = { f, NULL };
+    cf_future *fs[] = {f, NULL};
     size_t n_done = 77;
     assert_int_equal(cf_wait(NULL, 1, CF_ALL_COMPLETED, CF_POLL, &n_done), CF_EINVAL);
     assert_int_equal(cf_wait(fs, 2, CF_ALL_COMPLETED, CF_POLL, &n_done), CF_EINVAL);
     assert_int_equal(cf_wait(fs, 1, (enum cf_return_when)7, CF_POLL, &n_done), CF_EINVAL);
-    assert_int_equal(cf_wait(fs, 1, (enum cf_return_when)-1, CF_POLL, &n_done), CF_EINVAL);
+    assert_int_equal(cf_wait(fs, 1, (enum cf_return_when) - 1, CF_POLL, &n_done), CF_EINVAL);
     assert_int_equal(cf_wait(fs, 1, CF_ALL_COMPLETED, NAN, &n_done), CF_EINVAL);
     assert_int_equal(n_done, 77);
     assert_ptr_equal(fs[0], f);
@@ -176,13 +176,15 @@ static void wait_calls(void **state)
 static void errors_table(void **state)
 {
     (void)state;
-    int codes[] = { CF_OK, CF_EINVAL, CF_ENOMEM, CF_ETIMEDOUT, CF_ECANCELLED, CF_ETASK, CF_EBROKEN,
-                    CF_ESHUTDOWN, CF_ESTATE, CF_END, CF_ESYS, CF_ETOOBIG, CF_ENOTSUP };
+    int codes[] = {CF_OK,    CF_EINVAL,  CF_ENOMEM,    CF_ETIMEDOUT, CF_ECANCELLED,
+                   CF_ETASK, CF_EBROKEN, CF_ESHUTDOWN, CF_ESTATE,    CF_END,
+                   CF_ESYS,  CF_ETOOBIG, CF_ENOTSUP};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         const char *s = cf_strerror(codes[i]);
         assert_non_null(s);
         assert_string_not_equal(s, "unknown error");
-        for (size_t j = 0; j < i; j++) assert_string_not_equal(s, cf_strerror(codes[j])); /* distinct */
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(s, cf_strerror(codes[j])); /* distinct */
     }
     assert_string_equal(cf_strerror(INT_MIN), "unknown error");
     assert_string_equal(cf_strerror(INT_MAX), "unknown error");

@@ -29,13 +29,13 @@
 struct wrap_ex {
     struct cf_executor base; /* first: cf_map sees a cf_executor */
     cf_executor *inner;
-    size_t default_window;     /* what its default_window op answers */
+    size_t default_window; /* what its default_window op answers */
     /* Window check, done at each submit (in the consumer's thread, since
      * cf_map submits from cf_map and cf_map_next only): the chunk being
      * submitted must be fewer than `window` chunks ahead of the consumer. */
-    size_t submitted;          /* chunks submitted so far */
-    const size_t *consumed;    /* items the test has received from cf_map_next */
-    size_t chunk, window;      /* what the test asked for */
+    size_t submitted;       /* chunks submitted so far */
+    const size_t *consumed; /* items the test has received from cf_map_next */
+    size_t chunk, window;   /* what the test asked for */
     size_t max_outstanding;
     size_t violations;
     cf_future *futures[WRAP_MAX_FUTURES]; /* retained, by submission order */
@@ -52,7 +52,8 @@ static int wrap_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t 
         if (outstanding > w->max_outstanding) w->max_outstanding = outstanding;
     }
     int rc = w->inner->ops->submit(w->inner, fn, arg, arg_len, out);
-    if (rc == 0 && w->submitted < WRAP_MAX_FUTURES) w->futures[w->submitted] = cf_future_retain(*out);
+    if (rc == 0 && w->submitted < WRAP_MAX_FUTURES)
+        w->futures[w->submitted] = cf_future_retain(*out);
     if (rc == 0) w->submitted++;
     return rc;
 }
@@ -90,7 +91,7 @@ static void wrap_release(struct wrap_ex *w)
 static cf_executor *pool(int workers)
 {
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = workers }), 0);
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = workers}), 0);
     assert_non_null(ex);
     return ex;
 }
@@ -153,18 +154,18 @@ static void test_order(void **state)
 {
     (void)state;
     cf_executor *ex = pool(2);
-    size_t chunks[] = { 0, 1, 3, 7, 64, 1000, 5000 };
-    size_t windows[] = { 0, 1, 2, 5 };
+    size_t chunks[] = {0, 1, 3, 7, 64, 1000, 5000};
+    size_t windows[] = {0, 1, 2, 5};
     for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++)
         for (size_t w = 0; w < sizeof windows / sizeof *windows; w++) {
-            cf_map_opts o = { .chunksize = chunks[c], .window = windows[w] };
+            cf_map_opts o = {.chunksize = chunks[c], .window = windows[w]};
             check_squares(ex, 1000, &o);
             check_squares(ex, 1, &o);
         }
     check_squares(ex, 777, NULL);
     struct wrap_ex w;
     wrap_init(&w, ex, true); /* copy mode */
-    check_squares(&w.base, 1000, &(cf_map_opts){ .chunksize = 13 });
+    check_squares(&w.base, 1000, &(cf_map_opts){.chunksize = 13});
     check_squares(&w.base, 1000, NULL);
     wrap_release(&w);
     cf_executor_free(ex);
@@ -187,13 +188,13 @@ static void test_result_sizes(void **state)
     cf_executor *ex = pool(2);
     struct wrap_ex w;
     wrap_init(&w, ex, true);
-    cf_executor *exs[] = { ex, &w.base };
+    cf_executor *exs[] = {ex, &w.base};
     int64_t xs[300];
     for (int i = 0; i < 300; i++) xs[i] = i;
     for (int e = 0; e < 2; e++) {
         cf_map_iter *it;
-        assert_int_equal(cf_map(exs[e], bytes_of, xs, sizeof *xs, 300, &(cf_map_opts){ .chunksize = 17 },
-                                &it), 0);
+        assert_int_equal(
+            cf_map(exs[e], bytes_of, xs, sizeof *xs, 300, &(cf_map_opts){.chunksize = 17}, &it), 0);
         for (int i = 0; i < 300; i++) {
             const void *data;
             size_t len;
@@ -201,7 +202,8 @@ static void test_result_sizes(void **state)
             assert_non_null(data);
             assert_int_equal(len, (size_t)i);
             assert_int_equal((uintptr_t)data % 8, 0);
-            for (int k = 0; k < i; k++) assert_int_equal(((const unsigned char *)data)[k], (uint8_t)i);
+            for (int k = 0; k < i; k++)
+                assert_int_equal(((const unsigned char *)data)[k], (uint8_t)i);
         }
         assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
         cf_map_free(it);
@@ -217,8 +219,9 @@ static void check_errors(cf_executor *ex, size_t chunksize)
     int64_t xs[100];
     for (int i = 0; i < 100; i++) xs[i] = i;
     cf_map_iter *it;
-    assert_int_equal(cf_map(ex, square_or_fail, xs, sizeof *xs, 100, &(cf_map_opts){ .chunksize = chunksize },
-                            &it), 0);
+    assert_int_equal(cf_map(ex, square_or_fail, xs, sizeof *xs, 100,
+                            &(cf_map_opts){.chunksize = chunksize}, &it),
+                     0);
     for (int i = 0; i < 100; i++) {
         const void *data = (const void *)1;
         size_t len = 1;
@@ -261,7 +264,7 @@ static void test_item_errors(void **state)
     cf_executor *ex = pool(2);
     struct wrap_ex w;
     wrap_init(&w, ex, true);
-    size_t chunks[] = { 1, 8, 10, 0, 100, 1000 };
+    size_t chunks[] = {1, 8, 10, 0, 100, 1000};
     for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
         check_errors(ex, chunks[c]);
         check_errors(&w.base, chunks[c]);
@@ -292,14 +295,16 @@ static int window_task(const void *arg, size_t len, cf_out *out)
     return cf_out_i64(out, x);
 }
 
-static void check_window(cf_executor *inner, size_t n, size_t chunk, size_t window, size_t ex_window,
-                         bool copy)
+static void check_window(cf_executor *inner, size_t n, size_t chunk, size_t window,
+                         size_t ex_window, bool copy)
 {
     struct wrap_ex w;
     wrap_init(&w, inner, copy);
     w.default_window = ex_window;
     size_t consumed = 0;
-    size_t effective = window ? window : ex_window ? ex_window : 4 * (size_t)cf_executor_workers(inner);
+    size_t effective = window      ? window
+                       : ex_window ? ex_window
+                                   : 4 * (size_t)cf_executor_workers(inner);
     w.consumed = &consumed;
     w.chunk = chunk;
     w.window = effective;
@@ -313,7 +318,8 @@ static void check_window(cf_executor *inner, size_t n, size_t chunk, size_t wind
     for (size_t i = 0; i < n; i++) xs[i] = (int64_t)i;
     cf_map_iter *it;
     assert_int_equal(cf_map(&w.base, window_task, xs, sizeof *xs, n,
-                            &(cf_map_opts){ .chunksize = chunk, .window = window }, &it), 0);
+                            &(cf_map_opts){.chunksize = chunk, .window = window}, &it),
+                     0);
     for (size_t i = 0; i < n; i++) {
         int64_t y;
         assert_int_equal(cf_map_next_i64(it, &y), 0);
@@ -343,8 +349,8 @@ static void test_window(void **state)
     check_window(ex, 200, 4, 2, 0, false);
     check_window(ex, 200, 4, 2, 0, true);
     check_window(ex, 200, 1, 1, 0, false);
-    check_window(ex, 200, 1, 0, 5, false); /* the executor's default */
-    check_window(ex, 200, 1, 0, 0, true);  /* 4 x workers */
+    check_window(ex, 200, 1, 0, 5, false);  /* the executor's default */
+    check_window(ex, 200, 1, 0, 0, true);   /* 4 x workers */
     check_window(ex, 10, 3, 100, 0, false); /* window larger than the input */
     cf_executor_free(ex);
 }
@@ -365,7 +371,8 @@ static int nested_sum(const void *arg, size_t len, cf_out *out)
     int64_t xs[64];
     for (int i = 0; i < 64; i++) xs[i] = a.k * 100 + i;
     cf_map_iter *it;
-    int rc = cf_map(a.ex, square, xs, sizeof *xs, 64, &(cf_map_opts){ .chunksize = 4, .window = 2 }, &it);
+    int rc = cf_map(a.ex, square, xs, sizeof *xs, 64, &(cf_map_opts){.chunksize = 4, .window = 2},
+                    &it);
     if (rc != 0) return cf_out_error(out, 1, "inner cf_map: %d", rc);
     int64_t sum = 0, y;
     while ((rc = cf_map_next_i64(it, &y)) == 0) sum += y;
@@ -380,9 +387,10 @@ static void test_nested(void **state)
     for (int workers = 1; workers <= 2; workers++) {
         cf_executor *ex = pool(workers);
         struct nested_arg args[6];
-        for (int k = 0; k < 6; k++) args[k] = (struct nested_arg){ ex, k };
+        for (int k = 0; k < 6; k++) args[k] = (struct nested_arg){ex, k};
         cf_map_iter *it;
-        assert_int_equal(cf_map(ex, nested_sum, args, sizeof *args, 6, &(cf_map_opts){ .chunksize = 1 }, &it), 0);
+        assert_int_equal(
+            cf_map(ex, nested_sum, args, sizeof *args, 6, &(cf_map_opts){.chunksize = 1}, &it), 0);
         for (int k = 0; k < 6; k++) {
             int64_t want = 0, got;
             for (int i = 0; i < 64; i++) want += (int64_t)(k * 100 + i) * (k * 100 + i);
@@ -436,8 +444,11 @@ static void test_timeout_cancels(void **state)
     int64_t xs[GATE_N];
     for (int i = 0; i < GATE_N; i++) xs[i] = i;
     cf_map_iter *it;
-    assert_int_equal(cf_map(&w.base, gated, xs, sizeof *xs, GATE_N,
-                            &(cf_map_opts){ .has_timeout = true, .timeout = 0.05, .chunksize = 1, .window = 4 }, &it), 0);
+    assert_int_equal(
+        cf_map(&w.base, gated, xs, sizeof *xs, GATE_N,
+               &(cf_map_opts){.has_timeout = true, .timeout = 0.05, .chunksize = 1, .window = 4},
+               &it),
+        0);
     assert_int_equal(w.submitted, 4);
     /* Item 0 cannot finish before the gate opens, so the deadline passes. */
     int64_t y;
@@ -459,7 +470,8 @@ static void test_timeout_cancels(void **state)
         /* A cancelled item never runs; one that ran was not cancelled. */
         assert_int_equal(ran, cf_future_cancelled(w.futures[c]) ? 0 : 1);
     }
-    for (int c = 4; c < GATE_N; c++) assert_int_equal(atomic_load_explicit(&g_ran[c], memory_order_relaxed), 0);
+    for (int c = 4; c < GATE_N; c++)
+        assert_int_equal(atomic_load_explicit(&g_ran[c], memory_order_relaxed), 0);
     wrap_release(&w);
     cf_executor_free(ex);
 }
@@ -475,7 +487,8 @@ static void test_timeout_zero_polls(void **state)
     for (int i = 0; i < GATE_N; i++) xs[i] = i;
     cf_map_iter *it;
     assert_int_equal(cf_map(ex, gated, xs, sizeof *xs, GATE_N,
-                            &(cf_map_opts){ .has_timeout = true, .timeout = CF_POLL, .chunksize = 1 }, &it),
+                            &(cf_map_opts){.has_timeout = true, .timeout = CF_POLL, .chunksize = 1},
+                            &it),
                      0);
     int64_t y;
     /* Item 0 cannot be done before the gate opens. */
@@ -491,11 +504,14 @@ static void test_opts_refused(void **state)
 {
     (void)state;
     cf_executor *ex = pool(1);
-    int64_t xs[4] = { 1, 2, 3, 4 };
+    int64_t xs[4] = {1, 2, 3, 4};
     cf_map_iter *it = NULL;
-    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .timeout = 5 }, &it), CF_EINVAL);
-    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .timeout = -1 }, &it), CF_EINVAL);
-    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .reserved[3] = 1 }, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){.timeout = 5}, &it),
+                     CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){.timeout = -1}, &it),
+                     CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){.reserved[3] = 1}, &it),
+                     CF_EINVAL);
     assert_null(it);
     cf_executor_free(ex);
 }
@@ -506,9 +522,11 @@ static void test_timeout_done_items_still_yield(void **state)
 {
     (void)state;
     cf_executor *ex = pool(2);
-    int64_t xs[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+    int64_t xs[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     cf_map_iter *it;
-    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 8, &(cf_map_opts){ .has_timeout = true, .timeout = 30, .chunksize = 8 }, &it),
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 8,
+                            &(cf_map_opts){.has_timeout = true, .timeout = 30, .chunksize = 8},
+                            &it),
                      0);
     for (int i = 0; i < 8; i++) {
         int64_t y;
@@ -519,10 +537,10 @@ static void test_timeout_done_items_still_yield(void **state)
     cf_map_free(it);
     /* Negative and infinite timeouts mean none, and so does a zeroed
      * struct (no has_timeout). */
-    check_squares(ex, 100, &(cf_map_opts){ .has_timeout = true, .timeout = -1 });
-    check_squares(ex, 100, &(cf_map_opts){ .timeout = 0 });
+    check_squares(ex, 100, &(cf_map_opts){.has_timeout = true, .timeout = -1});
+    check_squares(ex, 100, &(cf_map_opts){.timeout = 0});
     check_squares(ex, 100, &(cf_map_opts)CF_MAP_OPTS_INIT);
-    check_squares(ex, 100, &(cf_map_opts){ .has_timeout = true, .timeout = INFINITY });
+    check_squares(ex, 100, &(cf_map_opts){.has_timeout = true, .timeout = INFINITY});
     cf_executor_free(ex);
 }
 
@@ -553,11 +571,12 @@ static void check_free_early(bool copy)
     for (int i = 0; i < GATE_N; i++) xs[i] = i;
     cf_map_iter *it;
     assert_int_equal(cf_map(&w.base, gated, xs, sizeof *xs, GATE_N,
-                            &(cf_map_opts){ .chunksize = 1, .window = 4 }, &it), 0);
+                            &(cf_map_opts){.chunksize = 1, .window = 4}, &it),
+                     0);
     while (!atomic_load_explicit(&g_item0_started, memory_order_acquire)) sched_yield();
 
     pthread_t t;
-    struct opener o = { &w };
+    struct opener o = {&w};
     if (!copy) assert_int_equal(pthread_create(&t, NULL, open_after_cancel, &o), 0);
     /* Pointer mode: cancels 1..3, then waits for chunk 0, which reads xs.
      * Copy mode: cancels and returns at once. */
@@ -580,7 +599,8 @@ static void check_free_early(bool copy)
         int ran = atomic_load_explicit(&g_ran[c], memory_order_relaxed);
         assert_int_equal(ran, cf_future_cancelled(w.futures[c]) ? 0 : 1);
     }
-    for (int c = 4; c < GATE_N; c++) assert_int_equal(atomic_load_explicit(&g_ran[c], memory_order_relaxed), 0);
+    for (int c = 4; c < GATE_N; c++)
+        assert_int_equal(atomic_load_explicit(&g_ran[c], memory_order_relaxed), 0);
     assert_int_equal(w.submitted, 4);
     wrap_release(&w);
     cf_executor_free(ex);
@@ -603,8 +623,8 @@ static void test_free_anywhere(void **state)
     for (int i = 0; i < 50; i++) xs[i] = i;
     for (int stop = 0; stop <= 51; stop++) {
         cf_map_iter *it;
-        assert_int_equal(cf_map(ex, square_or_fail, xs, sizeof *xs, 50, &(cf_map_opts){ .chunksize = 3 }, &it),
-                         0);
+        assert_int_equal(
+            cf_map(ex, square_or_fail, xs, sizeof *xs, 50, &(cf_map_opts){.chunksize = 3}, &it), 0);
         for (int i = 0; i < stop; i++) (void)cf_map_next(it, NULL, NULL);
         cf_map_free(it);
     }
@@ -650,12 +670,13 @@ static void put32(unsigned char *p, uint32_t v)
  * reported CF_EBROKEN. */
 static int broken_items(const unsigned char *bytes, size_t len)
 {
-    struct cf_executor fake = { .ops = &fake_ops, .caps = CF__EXEC_SHARED_MEMORY };
+    struct cf_executor fake = {.ops = &fake_ops, .caps = CF__EXEC_SHARED_MEMORY};
     g_fake = bytes;
     g_fake_len = len;
-    int64_t xs[3] = { 1, 2, 3 };
+    int64_t xs[3] = {1, 2, 3};
     cf_map_iter *it;
-    assert_int_equal(cf_map(&fake, square, xs, sizeof *xs, 3, &(cf_map_opts){ .chunksize = 3 }, &it), 0);
+    assert_int_equal(cf_map(&fake, square, xs, sizeof *xs, 3, &(cf_map_opts){.chunksize = 3}, &it),
+                     0);
     int broken = 0;
     for (int i = 0; i < 3; i++) {
         int rc = cf_map_next(it, NULL, NULL);
@@ -722,18 +743,19 @@ static void test_process_pool(void **state)
     (void)state;
     int err = 0;
     cf_executor *ex;
-    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){ .max_workers = 2 });
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2});
     if (!ex && err == CF_ENOTSUP) skip();
     assert_non_null(ex);
     check_squares(ex, 1000, NULL);
-    check_squares(ex, 1000, &(cf_map_opts){ .chunksize = 1, .window = 3 });
-    check_squares(ex, 300, &(cf_map_opts){ .chunksize = 64 });
+    check_squares(ex, 1000, &(cf_map_opts){.chunksize = 1, .window = 3});
+    check_squares(ex, 300, &(cf_map_opts){.chunksize = 64});
     check_errors(ex, 8);
     check_errors(ex, 1);
     int64_t xs[100];
     for (int i = 0; i < 100; i++) xs[i] = i;
     cf_map_iter *it;
-    assert_int_equal(cf_map(ex, bytes_of, xs, sizeof *xs, 100, &(cf_map_opts){ .chunksize = 7 }, &it), 0);
+    assert_int_equal(cf_map(ex, bytes_of, xs, sizeof *xs, 100, &(cf_map_opts){.chunksize = 7}, &it),
+                     0);
     for (int i = 0; i < 100; i++) {
         const void *data;
         size_t len;
@@ -744,7 +766,8 @@ static void test_process_pool(void **state)
     assert_int_equal(cf_map_next(it, NULL, NULL), CF_END);
     cf_map_free(it);
     /* Freeing early waits for nothing and leaves nothing behind. */
-    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 100, &(cf_map_opts){ .chunksize = 1 }, &it), 0);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 100, &(cf_map_opts){.chunksize = 1}, &it),
+                     0);
     assert_int_equal(cf_map_next(it, NULL, NULL), 0);
     cf_map_free(it);
     cf_executor_free(ex);
@@ -756,14 +779,15 @@ static void test_bad_input(void **state)
 {
     (void)state;
     cf_executor *ex = pool(1);
-    int64_t xs[4] = { 1, 2, 3, 4 };
+    int64_t xs[4] = {1, 2, 3, 4};
     cf_map_iter *it = (cf_map_iter *)&xs; /* must stay untouched on failure */
     cf_map_iter *const sentinel = it;
     assert_int_equal(cf_map(NULL, square, xs, sizeof *xs, 4, NULL, &it), CF_EINVAL);
     assert_int_equal(cf_map(ex, NULL, xs, sizeof *xs, 4, NULL, &it), CF_EINVAL);
     assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, NULL, NULL), CF_EINVAL);
     assert_int_equal(cf_map(ex, square, NULL, sizeof *xs, 4, NULL, &it), CF_EINVAL);
-    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){ .timeout = NAN }, &it), CF_EINVAL);
+    assert_int_equal(cf_map(ex, square, xs, sizeof *xs, 4, &(cf_map_opts){.timeout = NAN}, &it),
+                     CF_EINVAL);
     assert_int_equal(cf_map(ex, square, xs, (size_t)UINT32_MAX + 1, 4, NULL, &it), CF_EINVAL);
     assert_int_equal(cf_map(ex, square, xs, UINT32_MAX, SIZE_MAX / 2, NULL, &it), CF_EINVAL);
     assert_ptr_equal(it, sentinel);
@@ -825,7 +849,8 @@ static int counted_square(const void *arg, size_t len, cf_out *out)
     int64_t x;
     memcpy(&x, arg, len);
     atomic_fetch_add_explicit(&g_runs[x % HELP_N], 1, memory_order_relaxed);
-    if (pthread_equal(pthread_self(), g_consumer)) atomic_fetch_add_explicit(&g_on_consumer, 1, memory_order_relaxed);
+    if (pthread_equal(pthread_self(), g_consumer))
+        atomic_fetch_add_explicit(&g_on_consumer, 1, memory_order_relaxed);
     return cf_out_i64(out, x * x);
 }
 
@@ -855,7 +880,8 @@ static int map_counted(cf_executor *ex, cf_task_fn *fn, const cf_map_opts *opts)
     }
     assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
     cf_map_free(it);
-    for (int i = 0; i < HELP_N; i++) assert_int_equal(atomic_load_explicit(&g_runs[i], memory_order_relaxed), 1);
+    for (int i = 0; i < HELP_N; i++)
+        assert_int_equal(atomic_load_explicit(&g_runs[i], memory_order_relaxed), 1);
     return atomic_load_explicit(&g_on_consumer, memory_order_relaxed);
 }
 
@@ -865,17 +891,22 @@ static void test_consumer_helps(void **state)
     cf_executor *ex = pool(2);
     /* Small chunks: many chances for the consumer and the workers to race
      * for the same chunk. */
-    (void)map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 7 });
-    (void)map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 1, .window = 3 });
+    (void)map_counted(ex, counted_square, &(cf_map_opts){.chunksize = 7});
+    (void)map_counted(ex, counted_square, &(cf_map_opts){.chunksize = 1, .window = 3});
     (void)map_counted(ex, counted_square, NULL);
     /* With a deadline the consumer never runs a chunk (it could not keep
      * the deadline while running one). */
-    assert_int_equal(map_counted(ex, counted_square, &(cf_map_opts){ .chunksize = 7, .has_timeout = true, .timeout = 60 }), 0);
+    assert_int_equal(
+        map_counted(ex, counted_square,
+                    &(cf_map_opts){.chunksize = 7, .has_timeout = true, .timeout = 60}),
+        0);
     cf_executor_free(ex);
     /* Nor on a pool with an initializer (tasks may rely on it). */
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .initializer = init_worker }), 0);
+    assert_int_equal(cf_thread_pool_new(
+                         &ex, &(cf_thread_pool_opts){.max_workers = 2, .initializer = init_worker}),
+                     0);
     assert_non_null(ex);
-    assert_int_equal(map_counted(ex, square_if_initialized, &(cf_map_opts){ .chunksize = 7 }), 0);
+    assert_int_equal(map_counted(ex, square_if_initialized, &(cf_map_opts){.chunksize = 7}), 0);
     cf_executor_free(ex);
 }
 
@@ -920,7 +951,7 @@ static void test_helping_follows_the_capability(void **state)
 
     /* Not granted: run_here is there but never called. */
     atomic_store_explicit(&g_run_here_calls, 0, memory_order_relaxed);
-    assert_int_equal(map_counted(&w.base, counted_square, &(cf_map_opts){ .chunksize = 7 }), 0);
+    assert_int_equal(map_counted(&w.base, counted_square, &(cf_map_opts){.chunksize = 7}), 0);
     assert_int_equal(atomic_load_explicit(&g_run_here_calls, memory_order_relaxed), 0);
     wrap_release(&w);
 
@@ -935,7 +966,7 @@ static void test_helping_follows_the_capability(void **state)
     assert_int_equal(cf_submit(inner, hold_worker, NULL, 0, &held), 0);
     while (!atomic_load_explicit(&g_gate_entered, memory_order_acquire)) sched_yield();
     atomic_store_explicit(&g_run_here_calls, 0, memory_order_relaxed);
-    int on_consumer = map_counted(&w.base, counted_square, &(cf_map_opts){ .chunksize = 1000 });
+    int on_consumer = map_counted(&w.base, counted_square, &(cf_map_opts){.chunksize = 1000});
     assert_int_equal(on_consumer, HELP_N);
     assert_true(atomic_load_explicit(&g_run_here_calls, memory_order_relaxed) >= HELP_N / 1000);
     atomic_store_explicit(&g_gate_open, true, memory_order_release);
@@ -974,13 +1005,14 @@ static void test_consumer_helps_only_with_what_it_needs(void **state)
 {
     (void)state;
     cf_executor *ex = pool(1);
-    int64_t xs[4] = { 0, 1, 2, 3 };
+    int64_t xs[4] = {0, 1, 2, 3};
     for (int round = 0; round < 20; round++) {
         atomic_store_explicit(&g_item0_seen, false, memory_order_relaxed);
         atomic_store_explicit(&g_item0_running, false, memory_order_relaxed);
         cf_map_iter *it;
         assert_int_equal(cf_map(ex, waits_for_consumer, xs, sizeof *xs, 4,
-                                &(cf_map_opts){ .chunksize = 1, .window = 4 }, &it), 0);
+                                &(cf_map_opts){.chunksize = 1, .window = 4}, &it),
+                         0);
         /* acquire: pairs with the release store in waits_for_consumer. */
         while (!atomic_load_explicit(&g_item0_running, memory_order_acquire)) sched_yield();
         for (int64_t i = 0; i < 4; i++) {

@@ -25,7 +25,7 @@ static void test_submit_bad(void **state)
 {
     (void)state;
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 1 }), 0);
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 1}), 0);
     assert_non_null(ex);
     cf_future *f = (cf_future *)0x1;
     int x = 1;
@@ -56,7 +56,7 @@ static void test_other_entry_points_bad(void **state)
     assert_int_equal(cf_process_pool_terminate(NULL, SIGTERM), CF_EINVAL);
 
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2 }), 0);
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2}), 0);
     assert_non_null(ex);
     assert_int_equal(cf_executor_stats(ex, st, 2, NULL), CF_EINVAL);
     assert_int_equal(cf_executor_stats(ex, NULL, 2, &n), CF_EINVAL);
@@ -84,28 +84,29 @@ static void expect_einval(const cf_thread_pool_opts *o)
 static void test_constructor_bad(void **state)
 {
     (void)state;
-    expect_einval(&(cf_thread_pool_opts){ .max_workers = -1 });
+    expect_einval(&(cf_thread_pool_opts){.max_workers = -1});
     /* Reserved room must stay zero: a newer library's option is refused. */
-    expect_einval(&(cf_thread_pool_opts){ .reserved[0] = 1 });
-    expect_einval(&(cf_thread_pool_opts){ .reserved[7] = 1 });
+    expect_einval(&(cf_thread_pool_opts){.reserved[0] = 1});
+    expect_einval(&(cf_thread_pool_opts){.reserved[7] = 1});
     assert_int_equal(cf_thread_pool_new(NULL, NULL), CF_EINVAL);
     assert_int_equal(cf_process_pool_new(NULL, NULL), CF_EINVAL);
     cf_executor *pex = (cf_executor *)0x1;
-    assert_int_equal(cf_process_pool_new(&pex, &(cf_process_pool_opts){ .reserved[7] = 1 }), CF_EINVAL);
+    assert_int_equal(cf_process_pool_new(&pex, &(cf_process_pool_opts){.reserved[7] = 1}),
+                     CF_EINVAL);
     assert_null(pex);
-    expect_einval(&(cf_thread_pool_opts){ .max_workers = INT32_MIN });
-    expect_einval(&(cf_thread_pool_opts){ .pin = (enum cf_pin_policy)77 });
-    expect_einval(&(cf_thread_pool_opts){ .pin = (enum cf_pin_policy)-3 });
-    expect_einval(&(cf_thread_pool_opts){ .spin_ns = -7 });
-    expect_einval(&(cf_thread_pool_opts){ .numa = (enum cf_switch)9 });
-    expect_einval(&(cf_thread_pool_opts){ .stats = (enum cf_switch)-1 });
-    expect_einval(&(cf_thread_pool_opts){ .pin = CF_PIN_LIST, .cpu_list = "not-a-list" });
-    expect_einval(&(cf_thread_pool_opts){ .steal_attempts = -2 });
+    expect_einval(&(cf_thread_pool_opts){.max_workers = INT32_MIN});
+    expect_einval(&(cf_thread_pool_opts){.pin = (enum cf_pin_policy)77});
+    expect_einval(&(cf_thread_pool_opts){.pin = (enum cf_pin_policy) - 3});
+    expect_einval(&(cf_thread_pool_opts){.spin_ns = -7});
+    expect_einval(&(cf_thread_pool_opts){.numa = (enum cf_switch)9});
+    expect_einval(&(cf_thread_pool_opts){.stats = (enum cf_switch) - 1});
+    expect_einval(&(cf_thread_pool_opts){.pin = CF_PIN_LIST, .cpu_list = "not-a-list"});
+    expect_einval(&(cf_thread_pool_opts){.steal_attempts = -2});
     /* Good values still work. */
     int err = 1;
     cf_executor *ex;
     err = cf_thread_pool_new(&ex,
-        &(cf_thread_pool_opts){ .max_workers = 1, .spin_ns = CF_SPIN_NONE });
+                             &(cf_thread_pool_opts){.max_workers = 1, .spin_ns = CF_SPIN_NONE});
     assert_non_null(ex);
     assert_int_equal(err, 0);
     cf_executor_free(ex);

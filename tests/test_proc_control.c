@@ -68,7 +68,8 @@ static void wait_started(uint32_t n)
 
 static void wait_word(_Atomic uint32_t *w)
 {
-    while (!atomic_load_explicit(w, memory_order_acquire)) cf__futex_wait(w, 0, cf__now_ns() + 50000000, true);
+    while (!atomic_load_explicit(w, memory_order_acquire))
+        cf__futex_wait(w, 0, cf__now_ns() + 50000000, true);
 }
 
 /* ---- tasks (they run in workers) ---- */
@@ -526,7 +527,8 @@ static int nproc_child(void)
 
     /* 3. A replacement worker refused later: the pool breaks and says why. */
     set_nproc(0, orig.rlim_cur);
-    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1});
+    err = cf_process_pool_new(&ex,
+                              &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1});
     if (!ex) return 30;
     set_nproc(pp(ex)->zpid, 0); /* the zygote may fork no more */
     cf_future *a, *b;

@@ -62,13 +62,28 @@ static void after_result(void *slot)
     switch (m) {
     case M_RES_LEN_HUGE: s->res_len = 1ull << 40; break;
     case M_RES_LEN_SLOT: s->res_len = 100000; break;
-    case M_MSG_LEN: s->code = 3; s->res_len = 0; s->msg_len = 1u << 30; break;
+    case M_MSG_LEN:
+        s->code = 3;
+        s->res_len = 0;
+        s->msg_len = 1u << 30;
+        break;
     case M_FLAGS: s->rflags = 0x80; break;
-    case M_SPILL_POS: s->rflags = CF__PR_SPILL; s->res_len = 100; s->res_pos = 0xffffffffffff0000ull; break;
-    case M_SPILL_STRADDLE: s->rflags = CF__PR_SPILL; s->res_len = 8192; s->res_pos = (1ull << 30) - 100; break;
+    case M_SPILL_POS:
+        s->rflags = CF__PR_SPILL;
+        s->res_len = 100;
+        s->res_pos = 0xffffffffffff0000ull;
+        break;
+    case M_SPILL_STRADDLE:
+        s->rflags = CF__PR_SPILL;
+        s->res_len = 8192;
+        s->res_pos = (1ull << 30) - 100;
+        break;
     case M_STATE_GARBAGE: atomic_store(&s->state, 0xdeadbeefu); break;
     case M_STATE_GEN: atomic_store(&s->state, cf__sk_make(CF__SK_DONE, pos + 5)); break;
-    case M_LEN_ON_FAIL: s->code = 4; s->res_len = 8; break;
+    case M_LEN_ON_FAIL:
+        s->code = 4;
+        s->res_len = 8;
+        break;
     case M_MSG_NUL: /* the parent would free it as a 2-byte string */
         s->code = 5;
         s->res_len = 0;
@@ -119,13 +134,12 @@ static int scribble_task(const void *arg, size_t len, cf_out *out)
     switch (a.what) {
     case S_NEXT_STATES: /* the next slots of this channel: bad states */
         for (int i = 1; i <= 3; i++) {
-            struct cf__pslot *s = (void *)(slots + (((size_t)chan * 64 + ((pos + i) & 63)) * (64 + 256)));
+            struct cf__pslot *s = (void *)(slots +
+                                           (((size_t)chan * 64 + ((pos + i) & 63)) * (64 + 256)));
             atomic_store(&s->state, 0x7fffffffu - (uint32_t)i);
         }
         break;
-    case S_ALL_SLOTS: /* garbage over this channel's whole ring */
-        memset(own, 0xa5, block);
-        break;
+    case S_ALL_SLOTS: /* garbage over this channel's whole ring */ memset(own, 0xa5, block); break;
     case S_RES_TAIL: /* a huge counter where the worker reads its spill tail */
         atomic_store(&ctl[chan].res_tail, UINT64_MAX - 5);
         break;
@@ -142,7 +156,8 @@ static int scribble_task(const void *arg, size_t len, cf_out *out)
             /* Leave task function addresses alone: a scribbled one makes a
              * worker jump into the unknown (it usually dies, which is the
              * crash tests' business, but it could also loop forever). */
-            if (off >= 4096 && (off - 4096) % (64 + 256) >= 8 && (off - 4096) % (64 + 256) < 16) continue;
+            if (off >= 4096 && (off - 4096) % (64 + 256) >= 8 && (off - 4096) % (64 + 256) < 16)
+                continue;
             unsigned char *at = off < 4096 ? (unsigned char *)&ctl[chan] + off : own + (off - 4096);
             memcpy(at, &v, sizeof v);
         }
@@ -178,9 +193,10 @@ static cf_executor *pool2(void)
     int err;
     /* The layout the scribblers assume: 2 channels of 64 slots of 256 B. */
     cf_executor *ex;
-    err = cf_process_pool_new(&ex,
-        &(cf_process_pool_opts){.max_workers = 2, .ring_depth = 64, .slot_size = 256,
-                                .initializer = default_crash_signals});
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2,
+                                                           .ring_depth = 64,
+                                                           .slot_size = 256,
+                                                           .initializer = default_crash_signals});
     assert_int_equal(err, 0);
     assert_non_null(ex);
     return ex;
@@ -273,7 +289,8 @@ static void run_scribble(struct scribble_arg a, bool expect_broken)
     bool corrupt = false;
     int broken = drain(fs, n, &corrupt);
     if (expect_broken) {
-        if (!broken || !corrupt) fail_msg("scribble %d: %d broken, corrupt named: %d", a.what, broken, corrupt);
+        if (!broken || !corrupt)
+            fail_msg("scribble %d: %d broken, corrupt named: %d", a.what, broken, corrupt);
         cf_future *f;
         assert_int_equal(cf_submit(ex, value_task, NULL, 0, &f), CF_EBROKEN);
     }
@@ -301,7 +318,8 @@ static void test_random_scribbles(void **state)
     (void)state;
     int rounds = (int)(6 * cf_test_scale());
     for (int r = 0; r < rounds; r++)
-        run_scribble((struct scribble_arg){.what = S_RANDOM, .seed = 0x9e3779b97f4a7c15ull * (uint64_t)(r + 1),
+        run_scribble((struct scribble_arg){.what = S_RANDOM,
+                                           .seed = 0x9e3779b97f4a7c15ull * (uint64_t)(r + 1),
                                            .count = 4 + 8 * r},
                      false);
 }

@@ -153,7 +153,8 @@ static void test_sigkill_from_outside(void **state)
     cf_future *held[2], *pending[10];
     for (int i = 0; i < 2; i++) assert_int_equal(cf_submit(ex, block_task, NULL, 0, &held[i]), 0);
     wait_started(2);
-    for (int i = 0; i < 10; i++) assert_int_equal(cf_submit(ex, quick_task, NULL, 0, &pending[i]), 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(cf_submit(ex, quick_task, NULL, 0, &pending[i]), 0);
     /* A result() already asleep when the worker dies. */
     struct sleeper s = {.f = held[1]};
     pthread_t t;
@@ -198,7 +199,10 @@ static void test_exit_in_task(void **state)
     for (int k = 0; k < 2; k++) {
         /* _exit(0) inside a task is a crash too, even with retirement on. */
         cf_executor *ex;
-        assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 100}), 0);
+        assert_int_equal(
+            cf_process_pool_new(
+                &ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 100}),
+            0);
         cf_future *f, *g = NULL;
         assert_int_equal(cf_submit(ex, exit_task, &codes[k], sizeof codes[k], &f), 0);
         int rc = cf_submit(ex, quick_task, NULL, 0, &g); /* may find it broken already */
@@ -286,7 +290,8 @@ static void test_kill_racing_large_result(void **state)
         if (rc == 0) {
             assert_int_equal(len, n);
             const unsigned char *bytes = d;
-            for (size_t i = 0; i < len; i += 4099) assert_int_equal(bytes[i], (unsigned char)(i * 13 + 5));
+            for (size_t i = 0; i < len; i += 4099)
+                assert_int_equal(bytes[i], (unsigned char)(i * 13 + 5));
         } else {
             assert_int_equal(rc, CF_EBROKEN);
         }
@@ -317,12 +322,14 @@ static void test_kill_during_shutdown_wait(void **state)
     cf_future *held[2], *pending[5];
     for (int i = 0; i < 2; i++) assert_int_equal(cf_submit(ex, block_task, NULL, 0, &held[i]), 0);
     wait_started(2);
-    for (int i = 0; i < 5; i++) assert_int_equal(cf_submit(ex, quick_task, NULL, 0, &pending[i]), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(cf_submit(ex, quick_task, NULL, 0, &pending[i]), 0);
     struct sd s = {.ex = ex};
     pthread_t t;
     pthread_create(&t, NULL, shutdown_wait, &s);
     /* Under way: the flag is set and the thread is inside shutdown. */
-    while (!atomic_load(&s.entered) || !(atomic_load_explicit(&p->flags, memory_order_acquire) & CF__PP_SHUTDOWN))
+    while (!atomic_load(&s.entered) ||
+           !(atomic_load_explicit(&p->flags, memory_order_acquire) & CF__PP_SHUTDOWN))
         sched_yield();
     pid_t victim = atomic_load(&sh->pids[1]);
     assert_int_equal(kill(victim, SIGKILL), 0);

@@ -135,7 +135,8 @@ static void test_retirement_storm(void **state)
     (void)state;
     int tasks = (int)(1500 * cf_test_scale());
     if (tasks < 600) tasks = 600;
-    cf_executor *ex = ppool((cf_process_pool_opts){.max_workers = 300, .max_tasks_per_child = 1, .ring_depth = 64});
+    cf_executor *ex = ppool(
+        (cf_process_pool_opts){.max_workers = 300, .max_tasks_per_child = 1, .ring_depth = 64});
     assert_non_null(ex);
     run_squares(ex, tasks);
     cf_executor_free(ex);
@@ -182,8 +183,10 @@ static void test_spill_resident_bounded(void **state)
      * plus per ring the stated bound beyond records in flight: the window,
      * the guard and two pages. */
     size_t fixed = (size_t)(p->argsp - p->map);
-    size_t per_ring_a = cf__pp_spill_window(p->arg_spill) + cf__pp_spill_guard(p->arg_spill) + 2 * 4096;
-    size_t per_ring_r = cf__pp_spill_window(p->res_spill) + cf__pp_spill_guard(p->res_spill) + 2 * 4096;
+    size_t per_ring_a = cf__pp_spill_window(p->arg_spill) + cf__pp_spill_guard(p->arg_spill) +
+                        2 * 4096;
+    size_t per_ring_r = cf__pp_spill_window(p->res_spill) + cf__pp_spill_guard(p->res_spill) +
+                        2 * 4096;
     size_t spill_base = WORKERS * (per_ring_a + per_ring_r);
     size_t before = resident_bytes(p->map, p->map_len);
     int rounds = 4;
@@ -205,10 +208,13 @@ static void test_spill_resident_bounded(void **state)
             size_t now = resident_bytes(p->map, p->map_len);
             if (now > worst) worst = now;
             if (now > bound)
-                fail_msg("%zu-byte records, round %d: %zu KiB of shared memory resident, bound %zu KiB",
-                         loads[l].size, r, now >> 10, bound >> 10);
+                fail_msg(
+                    "%zu-byte records, round %d: %zu KiB of shared memory resident, bound %zu KiB",
+                    loads[l].size, r, now >> 10, bound >> 10);
         }
-        fprintf(stderr, "# %zu-byte records, %d tasks: resident shared %zu KiB (before %zu KiB, bound %zu KiB)\n",
+        fprintf(stderr,
+                "# %zu-byte records, %d tasks: resident shared %zu KiB (before %zu KiB, bound %zu "
+                "KiB)\n",
                 loads[l].size, loads[l].total, worst >> 10, before >> 10, bound >> 10);
     }
     cf_executor_free(ex);
@@ -271,7 +277,8 @@ static void test_worker_maps_only_its_channel(void **state)
     struct chan_parts c = parts_of((struct cf__ppool *)ex);
     enum { N = 12 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(ex, probe_task, &c, sizeof c, &fs[i]), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, probe_task, &c, sizeof c, &fs[i]), 0);
     for (int i = 0; i < N; i++) {
         assert_int_equal(result_i64(fs[i]), 0);
         cf_future_release(fs[i]);
@@ -349,7 +356,8 @@ static void test_pools_isolated(void **state)
     }
     cf_executor *b = ppool((cf_process_pool_opts){.max_workers = 1});
     assert_non_null(b);
-    struct forge_arg fa = {.slots = (uintptr_t)pa->slots, .bytes = (size_t)pa->depth * pa->stride * (size_t)pa->n,
+    struct forge_arg fa = {.slots = (uintptr_t)pa->slots,
+                           .bytes = (size_t)pa->depth * pa->stride * (size_t)pa->n,
                            .stride = pa->stride};
     cf_future *f;
     assert_int_equal(cf_submit(b, forge_task, &fa, sizeof fa, &f), 0);
@@ -375,7 +383,6 @@ static void test_pools_isolated(void **state)
     munmap((void *)gate, 4096);
 }
 
-
 /* ---- stray writes into a task's own channel ---- */
 
 /* Shared between the test and the workers (mapped before the pools). */
@@ -387,7 +394,8 @@ static struct stray *st;
 
 static void wait_gate(_Atomic uint32_t *g)
 {
-    while (!atomic_load_explicit(g, memory_order_acquire)) cf__futex_wait(g, 0, cf__now_ns() + 50000000, true);
+    while (!atomic_load_explicit(g, memory_order_acquire))
+        cf__futex_wait(g, 0, cf__now_ns() + 50000000, true);
 }
 
 static void open_gate(_Atomic uint32_t *g)
@@ -463,7 +471,8 @@ static void test_stray_write_over_queued_arguments(void **state)
     cf_future *g, *h, *fs[5];
     assert_int_equal(cf_submit(ex, gated_task, NULL, 0, &g), 0);
     assert_int_equal(cf_submit(ex, scribble_task, &a, sizeof a, &h), 0);
-    for (uint32_t i = 0; i < 5; i++) assert_int_equal(cf_submit(ex, id_task, &i, sizeof i, &fs[i]), 0);
+    for (uint32_t i = 0; i < 5; i++)
+        assert_int_equal(cf_submit(ex, id_task, &i, sizeof i, &fs[i]), 0);
     open_gate(&st->gate1);
     assert_int_equal(result_i64(g), -1);
     assert_int_equal(result_i64(h), 0);
@@ -493,7 +502,8 @@ static void test_stray_write_over_uncollected_results(void **state)
     cf_future *g, *h, *fs[5];
     assert_int_equal(cf_submit(ex, gated_task, NULL, 0, &g), 0);
     assert_int_equal(cf_future_add_done_callback(g, hold_collector, NULL), 0);
-    for (uint32_t i = 0; i < 5; i++) assert_int_equal(cf_submit(ex, id_task, &i, sizeof i, &fs[i]), 0);
+    for (uint32_t i = 0; i < 5; i++)
+        assert_int_equal(cf_submit(ex, id_task, &i, sizeof i, &fs[i]), 0);
     assert_int_equal(cf_submit(ex, scribble_task, &a, sizeof a, &h), 0);
     open_gate(&st->gate1);
     wait_gate(&st->scribbled); /* the five are done, and overwritten, before any is collected */

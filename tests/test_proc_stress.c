@@ -67,7 +67,9 @@ static void test_one_task_per_child_long_backlog(void **state)
     (void)state;
     int n = (int)(300 * cf_test_scale());
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 1}), 0);
+    assert_int_equal(cf_process_pool_new(
+                         &ex, &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 1}),
+                     0);
     assert_non_null(ex);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     int64_t *pids = calloc((size_t)n, sizeof *pids);
@@ -90,8 +92,11 @@ static void test_retire_small_rings_spilled(void **state)
     (void)state;
     int n = (int)(200 * cf_test_scale());
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&ex,
-        &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 2, .ring_depth = 2, .slot_size = 64}), 0);
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2,
+                                                                      .max_tasks_per_child = 2,
+                                                                      .ring_depth = 2,
+                                                                      .slot_size = 64}),
+                     0);
     assert_non_null(ex);
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     unsigned char **args = calloc((size_t)n, sizeof *args);
@@ -162,13 +167,15 @@ static void test_many_submitters_with_cancels(void **state)
 {
     (void)state;
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .ring_depth = 16}), 0);
+    assert_int_equal(
+        cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .ring_depth = 16}), 0);
     assert_non_null(ex);
     enum { T = 4 };
     struct submitter s[T];
     pthread_t th[T];
     for (int i = 0; i < T; i++) {
-        s[i] = (struct submitter){.ex = ex, .seed = 1000 + (uint64_t)i, .n = (int)(3000 * cf_test_scale())};
+        s[i] = (struct submitter){
+            .ex = ex, .seed = 1000 + (uint64_t)i, .n = (int)(3000 * cf_test_scale())};
         pthread_create(&th[i], NULL, submit_thread, &s[i]);
     }
     int total = 0;

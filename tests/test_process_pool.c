@@ -30,13 +30,13 @@
 #include "support/test_env.h"
 
 struct shared {
-    _Atomic uint32_t gate;     /* tasks in gate_task wait until it is non-zero */
-    _Atomic uint32_t started;  /* gate_task entries */
-    _Atomic uint32_t ran;      /* count_task runs */
-    _Atomic uint32_t inits;    /* initializer runs */
+    _Atomic uint32_t gate;    /* tasks in gate_task wait until it is non-zero */
+    _Atomic uint32_t started; /* gate_task entries */
+    _Atomic uint32_t ran;     /* count_task runs */
+    _Atomic uint32_t inits;   /* initializer runs */
     _Atomic int32_t pids[64];
     _Atomic uint32_t npids;
-    _Atomic uint32_t gate2;    /* gate2_task waits until it is non-zero */
+    _Atomic uint32_t gate2; /* gate2_task waits until it is non-zero */
 };
 static struct shared *sh;
 
@@ -117,7 +117,8 @@ static int sized_task(const void *arg, size_t len, cf_out *out)
     if (len != sizeof n) return 1;
     memcpy(&n, arg, sizeof n);
     void *buf;
-    if (cf_out_alloc(out, n, &buf) != 0) return cf_out_error(out, 2, "cannot allocate %llu", (unsigned long long)n);
+    if (cf_out_alloc(out, n, &buf) != 0)
+        return cf_out_error(out, 2, "cannot allocate %llu", (unsigned long long)n);
     unsigned char *b = buf;
     for (uint64_t i = 0; i < n; i++) b[i] = (unsigned char)(i * 31 + n);
     return 0;
@@ -128,7 +129,8 @@ static int echo_task(const void *arg, size_t len, cf_out *out)
 {
     const unsigned char *a = arg;
     for (size_t i = 0; i < len; i++)
-        if (a[i] != (unsigned char)(i * 7 + len)) return cf_out_error(out, 3, "arg byte %zu wrong", i);
+        if (a[i] != (unsigned char)(i * 7 + len))
+            return cf_out_error(out, 3, "arg byte %zu wrong", i);
     return cf_out_set(out, arg, len);
 }
 
@@ -167,7 +169,8 @@ static void test_submit_many(void **state)
     assert_int_equal(cf_executor_workers(ex), 2);
     enum { N = 2000 };
     cf_future **fs = calloc(N, sizeof *fs);
-    for (int64_t i = 0; i < N; i++) assert_int_equal(cf_submit(ex, double_task, &i, sizeof i, &fs[i]), 0);
+    for (int64_t i = 0; i < N; i++)
+        assert_int_equal(cf_submit(ex, double_task, &i, sizeof i, &fs[i]), 0);
     for (int64_t i = 0; i < N; i++) {
         assert_int_equal(result_i64(fs[i]), 2 * i);
         cf_future_release(fs[i]);
@@ -190,8 +193,8 @@ static void check_sized(cf_future *f, uint64_t n)
     assert_non_null(d);
     const unsigned char *b = d;
     for (uint64_t i = 0; i < n; i++)
-        if (b[i] != (unsigned char)(i * 31 + n)) fail_msg("byte %llu of %llu wrong", (unsigned long long)i,
-                                                           (unsigned long long)n);
+        if (b[i] != (unsigned char)(i * 31 + n))
+            fail_msg("byte %llu of %llu wrong", (unsigned long long)i, (unsigned long long)n);
 }
 
 static void run_sizes(cf_executor *ex, size_t slot)
@@ -199,7 +202,8 @@ static void run_sizes(cf_executor *ex, size_t slot)
     uint64_t sizes[] = {0, 1, slot - 1, slot, slot + 1, 2 * slot + 3, 3u << 20, (5u << 20) + 17};
     size_t k = sizeof sizes / sizeof sizes[0];
     cf_future *fs[16];
-    for (size_t i = 0; i < k; i++) assert_int_equal(cf_submit(ex, sized_task, &sizes[i], sizeof sizes[i], &fs[i]), 0);
+    for (size_t i = 0; i < k; i++)
+        assert_int_equal(cf_submit(ex, sized_task, &sizes[i], sizeof sizes[i], &fs[i]), 0);
     for (size_t i = 0; i < k; i++) {
         check_sized(fs[i], sizes[i]);
         cf_future_release(fs[i]);
@@ -219,7 +223,9 @@ static void run_sizes(cf_executor *ex, size_t slot)
         const char *msg = NULL;
         int rc = cf_future_result(fs[i], CF_FOREVER, &d, &len);
         if (rc) cf_future_exception(fs[i], 0, &code, &msg);
-        if (rc) fail_msg("size %llu: rc %d code %d %s", (unsigned long long)sizes[i], rc, code, msg ? msg : "");
+        if (rc)
+            fail_msg("size %llu: rc %d code %d %s", (unsigned long long)sizes[i], rc, code,
+                     msg ? msg : "");
         assert_int_equal(len, sizes[i]);
         const unsigned char *b = d;
         for (size_t j = 0; j < len; j++) assert_int_equal(b[j], (unsigned char)(j * 7 + len));
@@ -234,7 +240,8 @@ static void test_result_sizes(void **state)
     run_sizes(ex, 256); /* the default slot size */
     cf_executor_free(ex);
     int err;
-    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .slot_size = 64, .ring_depth = 2});
+    err = cf_process_pool_new(
+        &ex, &(cf_process_pool_opts){.max_workers = 1, .slot_size = 64, .ring_depth = 2});
     assert_int_equal(err, 0);
     assert_non_null(ex);
     run_sizes(ex, 64);
@@ -322,9 +329,11 @@ static void test_snapshot(void **state)
     reset_shared();
     g_snapshot = 2;
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1}), 0);
+    assert_int_equal(cf_process_pool_new(
+                         &ex, &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 1}),
+                     0);
     assert_non_null(ex);
-    g_snapshot = 3; /* after creation: workers do not see it */
+    g_snapshot = 3;               /* after creation: workers do not see it */
     for (int i = 0; i < 3; i++) { /* each task in a new worker: the same snapshot */
         cf_future *f;
         assert_int_equal(cf_submit(ex, snapshot_task, NULL, 0, &f), 0);
@@ -344,7 +353,9 @@ static void test_max_tasks_per_child(void **state)
 {
     (void)state;
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 3}), 0);
+    assert_int_equal(cf_process_pool_new(
+                         &ex, &(cf_process_pool_opts){.max_workers = 2, .max_tasks_per_child = 3}),
+                     0);
     assert_non_null(ex);
     enum { N = 60 };
     cf_future *fs[N];
@@ -552,7 +563,8 @@ static void test_shutdown_wait_with_helper(void **state)
         cf_executor *ex = pool(2);
         enum { N = 400 };
         cf_future *fs[N];
-        for (int64_t i = 0; i < N; i++) assert_int_equal(cf_submit(ex, double_task, &i, sizeof i, &fs[i]), 0);
+        for (int64_t i = 0; i < N; i++)
+            assert_int_equal(cf_submit(ex, double_task, &i, sizeof i, &fs[i]), 0);
         struct waiter_arg w = {fs, N};
         pthread_t t;
         pthread_create(&t, NULL, result_waiter, &w);
@@ -573,7 +585,8 @@ static void test_wait_as_completed_map(void **state)
     reset_shared();
     cf_executor *ex = pool(2);
     cf_future *fs[20];
-    for (int64_t i = 0; i < 20; i++) assert_int_equal(cf_submit(ex, double_task, &i, sizeof i, &fs[i]), 0);
+    for (int64_t i = 0; i < 20; i++)
+        assert_int_equal(cf_submit(ex, double_task, &i, sizeof i, &fs[i]), 0);
     cf_as_completed *it;
     assert_int_equal(cf_as_completed_new(fs, 20, CF_FOREVER, &it), 0);
     int seen = 0;
@@ -587,8 +600,10 @@ static void test_wait_as_completed_map(void **state)
     for (int i = 0; i < 1000; i++) items[i] = i;
     for (size_t chunk = 0; chunk <= 7; chunk += 7) {
         cf_map_iter *mi;
-        assert_int_equal(cf_map(ex, double_task, items, sizeof items[0], 1000,
-                                &(cf_map_opts){.chunksize = chunk, .has_timeout = true, .timeout = -1}, &mi), 0);
+        assert_int_equal(
+            cf_map(ex, double_task, items, sizeof items[0], 1000,
+                   &(cf_map_opts){.chunksize = chunk, .has_timeout = true, .timeout = -1}, &mi),
+            0);
         int64_t v;
         for (int i = 0; i < 1000; i++) {
             assert_int_equal(cf_map_next_i64(mi, &v), 0);
@@ -634,7 +649,9 @@ static void test_timeouts_and_map_cancel(void **state)
     for (int i = 0; i < 50; i++) items[i] = i;
     cf_map_iter *mi;
     assert_int_equal(cf_map(ex, double_task, items, sizeof items[0], 50,
-                            &(cf_map_opts){.has_timeout = true, .timeout = 0.05, .chunksize = 1}, &mi), 0);
+                            &(cf_map_opts){.has_timeout = true, .timeout = 0.05, .chunksize = 1},
+                            &mi),
+                     0);
     int64_t v;
     assert_int_equal(cf_map_next_i64(mi, &v), CF_ETIMEDOUT); /* the worker is held */
     assert_int_equal(cf_map_next_i64(mi, &v), CF_ETIMEDOUT);
@@ -744,8 +761,11 @@ static void test_initializer(void **state)
     (void)state;
     reset_shared();
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&ex,
-        &(cf_process_pool_opts){.max_workers = 2, .initializer = init_ok, .initializer_arg = &g_snapshot}), 0);
+    assert_int_equal(
+        cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2,
+                                                         .initializer = init_ok,
+                                                         .initializer_arg = &g_snapshot}),
+        0);
     cf_future *fs[40];
     for (int i = 0; i < 40; i++) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
     for (int i = 0; i < 40; i++) {
@@ -755,7 +775,9 @@ static void test_initializer(void **state)
     cf_executor_free(ex);
     assert_int_equal(atomic_load(&sh->inits), 2); /* once per worker */
 
-    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = 2, .initializer = init_bad}), 0);
+    assert_int_equal(cf_process_pool_new(
+                         &ex, &(cf_process_pool_opts){.max_workers = 2, .initializer = init_bad}),
+                     0);
     assert_non_null(ex);
     /* The pool may break while we submit: from then on submits say so. */
     int n = 0;
@@ -837,9 +859,11 @@ static void test_max_workers(void **state)
 {
     (void)state;
     cf_executor *ex = (cf_executor *)0x1;
-    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = -1}), CF_EINVAL);
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = -1}),
+                     CF_EINVAL);
     assert_null(ex);
-    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_tasks_per_child = -1}), CF_EINVAL);
+    assert_int_equal(cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_tasks_per_child = -1}),
+                     CF_EINVAL);
     assert_null(ex);
     assert_int_equal(cf_process_pool_new(&ex, NULL), 0);
     assert_non_null(ex);

@@ -22,10 +22,10 @@
 
 struct stress {
     size_t n;
-    _Atomic uint32_t *runs;        /* per top-level task: times its body ran */
-    _Atomic uint32_t *child_runs;  /* per top-level task: child bodies run */
-    _Atomic uint32_t *child_subs;  /* per top-level task: children submitted */
-    _Atomic uint32_t *callbacks;   /* per top-level task: callbacks run */
+    _Atomic uint32_t *runs;       /* per top-level task: times its body ran */
+    _Atomic uint32_t *child_runs; /* per top-level task: child bodies run */
+    _Atomic uint32_t *child_subs; /* per top-level task: children submitted */
+    _Atomic uint32_t *callbacks;  /* per top-level task: callbacks run */
     cf_executor *ex;
 };
 
@@ -130,8 +130,7 @@ static void run_stress(int workers, uint64_t seed)
             if (rc == 0) assert_int_equal(v, (int64_t)j * 2);
             break;
         }
-        default:
-            break;
+        default: break;
         }
     }
 
@@ -171,7 +170,8 @@ static void run_stress(int workers, uint64_t seed)
         ran += runs;
         assert_int_equal(atomic_load_explicit(&S.child_runs[i], memory_order_relaxed),
                          atomic_load_explicit(&S.child_subs[i], memory_order_relaxed));
-        if (want_cb[i]) assert_int_equal(atomic_load_explicit(&S.callbacks[i], memory_order_relaxed), 1);
+        if (want_cb[i])
+            assert_int_equal(atomic_load_explicit(&S.callbacks[i], memory_order_relaxed), 1);
         else assert_int_equal(atomic_load_explicit(&S.callbacks[i], memory_order_relaxed), 0);
     }
     assert_int_equal(ran + cancelled, n);

@@ -101,8 +101,10 @@ static void test_code_wins_over_env(void **state)
     (void)state;
     setenv("CFUTURES_THREAD_NAME_PREFIX", "envpool", 1);
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex,
-        &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "codepool"}), 0);
+    assert_int_equal(
+        cf_thread_pool_new(
+            &ex, &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "codepool"}),
+        0);
     assert_non_null(ex);
     expect_names("codepool", 2);
     assert_int_equal(threads_named("envpool-0"), 0);
@@ -125,14 +127,18 @@ static void test_long_prefix_cut_only_as_needed(void **state)
 
     /* In code a longer prefix is accepted and cut the same way; with 12
      * workers the largest N has two digits, so one more goes. */
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){
-        .max_workers = 12, .thread_name_prefix = "0123456789abcdefghij"}), 0);
+    assert_int_equal(cf_thread_pool_new(
+                         &ex, &(cf_thread_pool_opts){.max_workers = 12,
+                                                     .thread_name_prefix = "0123456789abcdefghij"}),
+                     0);
     assert_non_null(ex);
     expect_names("0123456789ab", 12);
     cf_executor_free(ex);
 
     /* A short prefix is not touched. */
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "x"}), 0);
+    assert_int_equal(cf_thread_pool_new(
+                         &ex, &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "x"}),
+                     0);
     assert_non_null(ex);
     expect_names("x", 2);
     cf_executor_free(ex);
@@ -167,8 +173,10 @@ static void test_bad_code_prefix_einval(void **state)
     static const char *const bad[] = {"", "a/b", "tab\there", "nl\n"};
     cf_executor *ex;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(cf_thread_pool_new(
-            &ex, &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = bad[i]}), CF_EINVAL);
+        assert_int_equal(
+            cf_thread_pool_new(
+                &ex, &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = bad[i]}),
+            CF_EINVAL);
         assert_null(ex);
     }
 }

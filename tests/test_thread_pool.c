@@ -46,8 +46,7 @@ static int blocker(const void *arg, size_t len, cf_out *out)
     (void)arg, (void)len, (void)out;
     cf_future_set_result(g_started, NULL, 0);
     /* Acquire: pairs with the release store in gate_open. */
-    while (!atomic_load_explicit(&g_gate, memory_order_acquire))
-        sched_yield();
+    while (!atomic_load_explicit(&g_gate, memory_order_acquire)) sched_yield();
     return 0;
 }
 static cf_future *start_blocker(cf_executor *ex)
@@ -70,7 +69,7 @@ static cf_executor *pool(int n)
 {
     int err = 1;
     cf_executor *ex;
-    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = n });
+    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = n});
     assert_non_null(ex);
     assert_int_equal(err, 0);
     return ex;
@@ -128,8 +127,7 @@ static void test_fifo_one_worker(void **state)
         assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), 0);
         cf_future_release(fs[i]);
     }
-    for (int i = 0; i < 256; i++)
-        assert_int_equal(g_order[i], i);
+    for (int i = 0; i < 256; i++) assert_int_equal(g_order[i], i);
     cf_future_release(b);
     cf_executor_free(ex);
 }
@@ -153,12 +151,10 @@ static int ms_task(const void *arg, size_t len, cf_out *out)
         uint64_t child = id + 1;
         cf_future *f;
         int rc = cf_submit(g_ms_ex, ms_task, &child, sizeof child, &f);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         rc = cf_future_result(f, CF_FOREVER, NULL, NULL);
         cf_future_release(f);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return cf_out_i64(out, (int64_t)id);
 }
@@ -174,10 +170,8 @@ static void *ms_submitter(void *arg)
     uint64_t rng = 1234 + (uint64_t)c->t;
     for (size_t i = 0; i < g_ms_n; i++) {
         uint64_t id = 2 * ((uint64_t)c->t * g_ms_n + i); /* even: outside */
-        if (cf_submit(g_ms_ex, ms_task, &id, sizeof id, &c->fs[i]) != 0)
-            return (void *)1;
-        if (cf_test_rand(&rng) % 16 == 0)
-            cf_future_cancel(c->fs[i]);
+        if (cf_submit(g_ms_ex, ms_task, &id, sizeof id, &c->fs[i]) != 0) return (void *)1;
+        if (cf_test_rand(&rng) % 16 == 0) cf_future_cancel(c->fs[i]);
     }
     return NULL;
 }
@@ -212,8 +206,7 @@ static void test_many_submitters(void **state)
             } else {
                 assert_int_equal(rc, 0);
                 assert_int_equal(atomic_load(&g_ran[id]), 1);
-                if (id % 7 == 0)
-                    assert_int_equal(atomic_load(&g_ran[id + 1]), 1);
+                if (id % 7 == 0) assert_int_equal(atomic_load(&g_ran[id + 1]), 1);
             }
             cf_future_release(f);
         }
@@ -232,7 +225,7 @@ static void test_submit_after_shutdown(void **state)
     assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
     cf_future *f = (cf_future *)0x1;
     assert_int_equal(cf_submit(ex, count_task, NULL, 0, &f), CF_ESHUTDOWN);
-    assert_ptr_equal(f, (cf_future *)0x1); /* a failed call changes nothing */
+    assert_ptr_equal(f, (cf_future *)0x1);                       /* a failed call changes nothing */
     assert_int_equal(cf_executor_shutdown(ex, false, false), 0); /* idempotent */
     cf_executor_free(ex);
 }
@@ -247,8 +240,7 @@ static void test_shutdown_wait_runs_queued(void **state)
     atomic_store(&g_count, 0);
     enum { N = 200 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
     gate_open();
     assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
     /* Every queued task ran before shutdown(wait) returned. */
@@ -270,8 +262,7 @@ static void test_shutdown_nowait(void **state)
     atomic_store(&g_count, 0);
     enum { N = 50 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
     /* Returns while the only worker is still held by the blocker: it did
      * not wait (if it did, this test would hang here). */
     assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
@@ -296,8 +287,7 @@ static void test_cancel_futures(void **state)
     atomic_store(&g_count, 0);
     enum { N = 30 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
     assert_int_equal(cf_executor_shutdown(ex, false, true), 0);
     for (int i = 0; i < N; i++) {
         assert_true(cf_future_cancelled(fs[i]));
@@ -309,8 +299,7 @@ static void test_cancel_futures(void **state)
     assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
     assert_int_equal(cf_future_result(b, CF_POLL, NULL, NULL), 0);
     assert_int_equal(atomic_load(&g_count), 0);
-    for (int i = 0; i < N; i++)
-        cf_future_release(fs[i]);
+    for (int i = 0; i < N; i++) cf_future_release(fs[i]);
     cf_future_release(b);
     cf_executor_free(ex);
 }
@@ -320,8 +309,7 @@ static void *shutdown_thread(void *arg)
 {
     (void)arg;
     for (int i = 0; i < 3; i++)
-        if (cf_executor_shutdown(g_ex, true, i == 1) != 0)
-            return (void *)1;
+        if (cf_executor_shutdown(g_ex, true, i == 1) != 0) return (void *)1;
     return NULL;
 }
 
@@ -332,8 +320,7 @@ static void test_shutdown_concurrent(void **state)
     atomic_store(&g_count, 0);
     enum { N = 1000, T = 4 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(cf_submit(g_ex, count_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(g_ex, count_task, NULL, 0, &fs[i]), 0);
     pthread_t t[T];
     for (int i = 0; i < T; i++)
         assert_int_equal(pthread_create(&t[i], NULL, shutdown_thread, NULL), 0);
@@ -346,8 +333,7 @@ static void test_shutdown_concurrent(void **state)
     long ran = 0;
     for (int i = 0; i < N; i++) {
         assert_true(cf_future_done(fs[i]));
-        if (!cf_future_cancelled(fs[i]))
-            ran++;
+        if (!cf_future_cancelled(fs[i])) ran++;
         cf_future_release(fs[i]);
     }
     assert_int_equal(ran, atomic_load(&g_count));
@@ -368,10 +354,8 @@ static void *race_submitter(void *arg)
     struct race_ctx *c = arg;
     for (c->n = 0; c->n < RACE_MAX; c->n++) {
         int rc = cf_submit(g_ex, count_task, NULL, 0, &c->fs[c->n]);
-        if (rc == CF_ESHUTDOWN)
-            break;
-        if (rc != 0)
-            return (void *)1;
+        if (rc == CF_ESHUTDOWN) break;
+        if (rc != 0) return (void *)1;
         atomic_fetch_add(&g_race_submitted, 1);
     }
     return NULL;
@@ -392,8 +376,7 @@ static void test_submit_races_shutdown(void **state)
             assert_non_null(c[i].fs);
             assert_int_equal(pthread_create(&t[i], NULL, race_submitter, &c[i]), 0);
         }
-        while (atomic_load(&g_race_submitted) < 100 * (r + 1))
-            sched_yield();
+        while (atomic_load(&g_race_submitted) < 100 * (r + 1)) sched_yield();
         assert_int_equal(cf_executor_shutdown(g_ex, true, false), 0);
         long accepted = 0;
         for (int i = 0; i < RACE_T; i++) {
@@ -503,8 +486,7 @@ static void test_free_from_task(void **state)
     cf_executor *ex = pool(2);
     atomic_store(&g_count, 0);
     cf_future *fs[50];
-    for (int i = 0; i < 50; i++)
-        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < 50; i++) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
     cf_future *f;
     assert_int_equal(cf_submit(ex, free_self_task, &ex, sizeof ex, &f), 0);
     assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
@@ -515,8 +497,7 @@ static void test_free_from_task(void **state)
         cf_future_release(fs[i]);
     }
     /* The workers leave on their own (detached); wait until they have. */
-    while (thread_count() > before)
-        sched_yield();
+    while (thread_count() > before) sched_yield();
 }
 
 /* Nested submits from a running task still work after shutdown, so a
@@ -527,21 +508,18 @@ static int nested_after_shutdown(const void *arg, size_t len, cf_out *out)
     cf_executor *ex;
     memcpy(&ex, arg, sizeof ex);
     cf_future_set_result(g_started, NULL, 0);
-    while (!atomic_load_explicit(&g_gate, memory_order_acquire))
-        sched_yield();
+    while (!atomic_load_explicit(&g_gate, memory_order_acquire)) sched_yield();
     enum { K = 20 };
     cf_future *fs[K];
     int64_t sum = 0;
     for (int i = 0; i < K; i++) {
         int64_t x = i;
         int rc = cf_submit(ex, ident, &x, sizeof x, &fs[i]);
-        if (rc)
-            return cf_out_error(out, 1, "nested submit %d: %s", i, cf_strerror(rc));
+        if (rc) return cf_out_error(out, 1, "nested submit %d: %s", i, cf_strerror(rc));
     }
     for (int i = 0; i < K; i++) {
         int64_t y = 0;
-        if (cf_future_result_i64(fs[i], CF_FOREVER, &y) != 0)
-            return 2;
+        if (cf_future_result_i64(fs[i], CF_FOREVER, &y) != 0) return 2;
         sum += y;
         cf_future_release(fs[i]);
     }
@@ -567,8 +545,7 @@ static void test_nested_submit_during_shutdown(void **state)
     int code = 0;
     const char *msg = NULL;
     cf_future_exception(f, CF_POLL, &code, &msg);
-    if (code)
-        print_message("nested task failed: %d %s\n", code, msg ? msg : "");
+    if (code) print_message("nested task failed: %d %s\n", code, msg ? msg : "");
     assert_int_equal(cf_future_result_i64(f, CF_POLL, &sum), 0);
     assert_int_equal(sum, 190);
     cf_future_release(f);
@@ -581,16 +558,18 @@ static void test_max_workers(void **state)
 {
     (void)state;
     cf_executor *bad = (cf_executor *)0x1;
-    assert_int_equal(cf_thread_pool_new(&bad, &(cf_thread_pool_opts){ .max_workers = -1 }), CF_EINVAL);
+    assert_int_equal(cf_thread_pool_new(&bad, &(cf_thread_pool_opts){.max_workers = -1}),
+                     CF_EINVAL);
     assert_null(bad);
-    assert_int_equal(cf_thread_pool_new(&bad, &(cf_thread_pool_opts){ .max_workers = -5 }), CF_EINVAL);
+    assert_int_equal(cf_thread_pool_new(&bad, &(cf_thread_pool_opts){.max_workers = -5}),
+                     CF_EINVAL);
     assert_null(bad);
     /* 0 (a zeroed struct) and NULL: one worker per allowed core. */
     cpu_set_t set;
     assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
     int cpus = CPU_COUNT(&set);
     cf_executor *a;
-    assert_int_equal(cf_thread_pool_new(&a, &(cf_thread_pool_opts){ 0 }), 0);
+    assert_int_equal(cf_thread_pool_new(&a, &(cf_thread_pool_opts){0}), 0);
     cf_executor *b;
     assert_int_equal(cf_thread_pool_new(&b, NULL), 0);
     assert_non_null(a);
@@ -613,7 +592,8 @@ static void test_options_override_env(void **state)
     cf_executor *a;
     assert_int_equal(cf_thread_pool_new(&a, NULL), 0);
     cf_executor *b;
-    assert_int_equal(cf_thread_pool_new(&b, &(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON }), 0);
+    assert_int_equal(
+        cf_thread_pool_new(&b, &(cf_thread_pool_opts){.max_workers = 2, .stats = CF_SWITCH_ON}), 0);
     unsetenv("CFUTURES_WORKERS");
     unsetenv("CFUTURES_STATS");
     assert_non_null(a);
@@ -646,12 +626,10 @@ static int nested_sum_task(const void *arg, size_t len, cf_out *out)
     cf_future *fs[K];
     int64_t sum = 0;
     for (int64_t i = 0; i < K; i++)
-        if (cf_submit(ex, ident, &i, sizeof i, &fs[i]) != 0)
-            return 1;
+        if (cf_submit(ex, ident, &i, sizeof i, &fs[i]) != 0) return 1;
     for (int i = 0; i < K; i++) {
         int64_t y = 0;
-        if (cf_future_result_i64(fs[i], CF_FOREVER, &y) != 0)
-            return 2;
+        if (cf_future_result_i64(fs[i], CF_FOREVER, &y) != 0) return 2;
         sum += y;
         cf_future_release(fs[i]);
     }
@@ -663,7 +641,9 @@ static void test_two_numa_nodes(void **state)
     (void)state;
     assert_int_equal(setenv("HWLOC_SYNTHETIC", "pack:2 numa:1 l3:1 core:2 pu:1", 1), 0);
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .stats = CF_SWITCH_ON, .numa = CF_SWITCH_ON }), 0);
+    assert_int_equal(cf_thread_pool_new(
+                         &ex, &(cf_thread_pool_opts){.stats = CF_SWITCH_ON, .numa = CF_SWITCH_ON}),
+                     0);
     unsetenv("HWLOC_SYNTHETIC");
     assert_non_null(ex);
     assert_int_equal(cf_executor_workers(ex), 4);
@@ -685,7 +665,7 @@ static void test_two_numa_nodes(void **state)
     assert_int_equal(cf_executor_stats(ex, st, 4, &n), 0);
     assert_int_equal(n, 4);
     uint64_t run = 0, inj = 0;
-    int nodes[2] = { 0, 0 };
+    int nodes[2] = {0, 0};
     for (size_t i = 0; i < n; i++) {
         run += st[i].tasks_run;
         inj += st[i].injected_taken;
@@ -721,13 +701,14 @@ static void test_initializer_once_per_worker(void **state)
     (void)state;
     atomic_store(&g_inits, 0);
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex,
-        &(cf_thread_pool_opts){ .max_workers = 3, .initializer = good_init, .initializer_arg = &g_inits }), 0);
+    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 3,
+                                                                    .initializer = good_init,
+                                                                    .initializer_arg = &g_inits}),
+                     0);
     assert_non_null(ex);
     enum { N = 300 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(cf_submit(ex, check_inited, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(ex, check_inited, NULL, 0, &fs[i]), 0);
     for (int i = 0; i < N; i++) {
         int64_t v = 0;
         assert_int_equal(cf_future_result_i64(fs[i], CF_FOREVER, &v), 0);
@@ -749,7 +730,9 @@ static void test_initializer_failure_breaks(void **state)
     (void)state;
     atomic_store(&g_count, 0);
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .initializer = bad_init }), 0);
+    assert_int_equal(
+        cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2, .initializer = bad_init}),
+        0);
     assert_non_null(ex);
     enum { N = 20 };
     cf_future *fs[N];
@@ -757,8 +740,7 @@ static void test_initializer_failure_breaks(void **state)
     for (int i = 0; i < N; i++) {
         int rc = cf_submit(ex, count_task, NULL, 0, &fs[ok]);
         assert_true(rc == 0 || rc == CF_EBROKEN);
-        if (rc == 0)
-            ok++;
+        if (rc == 0) ok++;
     }
     for (int i = 0; i < ok; i++) {
         assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), CF_EBROKEN);
@@ -775,8 +757,7 @@ static void test_initializer_failure_breaks(void **state)
      * (and certainly after one failed) submits fail; broken wins over
      * shutdown. */
     cf_future *g;
-    if (ok > 0)
-        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &g), CF_EBROKEN);
+    if (ok > 0) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &g), CF_EBROKEN);
     assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
     /* Wait for the pool to have seen the failure, then check the order. */
     cf_executor_shutdown(ex, true, false);
@@ -799,8 +780,7 @@ static void check_names(cf_executor *ex, const char *prefix, int n)
 {
     enum { N = 64 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(cf_submit(ex, name_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(ex, name_task, NULL, 0, &fs[i]), 0);
     for (int i = 0; i < N; i++) {
         const void *d;
         size_t len;
@@ -819,7 +799,9 @@ static void test_thread_names(void **state)
 {
     (void)state;
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .thread_name_prefix = "tp" }), 0);
+    assert_int_equal(cf_thread_pool_new(
+                         &ex, &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "tp"}),
+                     0);
     assert_non_null(ex);
     check_names(ex, "tp", 2);
     cf_executor_free(ex);
@@ -838,8 +820,7 @@ static int wait_child_task(const void *arg, size_t len, cf_out *out)
     int64_t x = 41, y = 0;
     cf_future *f;
     int rc = cf_submit(ex, ident, &x, sizeof x, &f);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = cf_future_result_i64(f, CF_FOREVER, &y);
     cf_future_release(f);
     return rc ? rc : cf_out_i64(out, y + 1);
@@ -852,8 +833,7 @@ static int wait_outside_task(const void *arg, size_t len, cf_out *out)
 {
     (void)arg, (void)len;
     cf_future_set_result(g_started, NULL, 0);
-    while (!atomic_load_explicit(&g_gate, memory_order_acquire))
-        sched_yield();
+    while (!atomic_load_explicit(&g_gate, memory_order_acquire)) sched_yield();
     int64_t y = 0;
     int rc = cf_future_result_i64(g_outside, CF_FOREVER, &y);
     return rc ? rc : cf_out_i64(out, y);
@@ -915,12 +895,13 @@ static void test_stats(void **state)
 {
     (void)state;
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON }), 0);
+    assert_int_equal(
+        cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = 2, .stats = CF_SWITCH_ON}),
+        0);
     assert_non_null(ex);
     enum { N = 500 };
     cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(cf_submit(ex, count_task, NULL, 0, &fs[i]), 0);
     for (int i = 0; i < N; i++) {
         assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), 0);
         cf_future_release(fs[i]);
@@ -952,8 +933,7 @@ static void wait_all_parked(cf_executor *ex)
         cf_worker_stats st[2];
         size_t n;
         assert_int_equal(cf_executor_stats(ex, st, 2, &n), 0);
-        if (st[0].parks > st[0].wakeups && st[1].parks > st[1].wakeups)
-            return;
+        if (st[0].parks > st[0].wakeups && st[1].parks > st[1].wakeups) return;
         sched_yield();
     }
 }
@@ -972,10 +952,8 @@ static int parent_spins(const void *arg, size_t len, cf_out *out)
     memcpy(&ex, arg, sizeof ex);
     cf_future *f;
     int rc = cf_submit(ex, child_flag, NULL, 0, &f);
-    if (rc)
-        return rc;
-    while (!atomic_load_explicit(&g_child_ran, memory_order_acquire))
-        sched_yield();
+    if (rc) return rc;
+    while (!atomic_load_explicit(&g_child_ran, memory_order_acquire)) sched_yield();
     cf_future_release(f);
     return 0;
 }
@@ -984,8 +962,10 @@ static void test_wakeups_after_park(void **state)
 {
     (void)state;
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = 2, .stats = CF_SWITCH_ON,
-                                                                  .spin_ns = 1000 }), 0);
+    assert_int_equal(
+        cf_thread_pool_new(
+            &ex, &(cf_thread_pool_opts){.max_workers = 2, .stats = CF_SWITCH_ON, .spin_ns = 1000}),
+        0);
     assert_non_null(ex);
     int rounds = (int)(30 * cf_test_scale());
     for (int r = 0; r < rounds; r++) {
@@ -1041,8 +1021,9 @@ static void test_rough_cost(void **state)
     }
     double t2 = now_s();
     assert_int_equal(sum, (int64_t)(n * (n - 1) / 2));
-    print_message("cost: %zu tasks, %d workers: submit %.0f ns/task, submit+complete+release %.0f ns/task\n",
-                  n, cf_executor_workers(ex), (t1 - t0) * 1e9 / n, (t2 - t0) * 1e9 / n);
+    print_message(
+        "cost: %zu tasks, %d workers: submit %.0f ns/task, submit+complete+release %.0f ns/task\n",
+        n, cf_executor_workers(ex), (t1 - t0) * 1e9 / n, (t2 - t0) * 1e9 / n);
     /* Ping-pong: one task at a time, round trip. */
     int m = (int)(20000 * cf_test_scale());
     double p0 = now_s();
@@ -1056,7 +1037,7 @@ static void test_rough_cost(void **state)
     print_message("cost: pingpong %d round trips, mean %.0f ns\n", m, (p1 - p0) * 1e9 / m);
     /* Idle CPU after a burst: measured, not asserted. */
     double c0 = cpu_s(), w0 = now_s();
-    struct timespec d = { 0, 200 * 1000 * 1000 };
+    struct timespec d = {0, 200 * 1000 * 1000};
     nanosleep(&d, NULL);
     double c1 = cpu_s(), w1 = now_s();
     print_message("cost: idle pool %.3f ms CPU per s\n", (c1 - c0) * 1e3 / (w1 - w0));

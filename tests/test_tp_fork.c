@@ -34,8 +34,7 @@ const char *__tsan_default_options(void)
 static int square(const void *arg, size_t len, cf_out *out)
 {
     int64_t x;
-    if (len != sizeof x)
-        return 1;
+    if (len != sizeof x) return 1;
     memcpy(&x, arg, sizeof x);
     return cf_out_i64(out, x * x);
 }
@@ -56,14 +55,11 @@ static int child_checks(cf_executor *ex)
     alarm(CHILD_ALARM_S);
     int64_t x = 3;
     cf_future *f = NULL;
-    if (cf_submit(ex, square, &x, sizeof x, &f) != CF_ENOTSUP || f)
-        return 10;
-    int64_t items[4] = { 1, 2, 3, 4 };
+    if (cf_submit(ex, square, &x, sizeof x, &f) != CF_ENOTSUP || f) return 10;
+    int64_t items[4] = {1, 2, 3, 4};
     cf_map_iter *it = NULL;
-    if (cf_map(ex, square, items, sizeof items[0], 4, NULL, &it) != CF_ENOTSUP || it)
-        return 11;
-    if (cf_executor_shutdown(ex, true, false) != CF_ENOTSUP)
-        return 12;
+    if (cf_map(ex, square, items, sizeof items[0], 4, NULL, &it) != CF_ENOTSUP || it) return 11;
+    if (cf_executor_shutdown(ex, true, false) != CF_ENOTSUP) return 12;
     if (cf_executor_workers(ex) < 1) /* read-only calls still answer */
         return 13;
     cf_executor_free(ex); /* must return, and not touch the parent's threads */
@@ -75,8 +71,7 @@ static void expect_child_ok(pid_t pid)
     assert_true(pid > 0);
     int st = 0;
     assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (WIFSIGNALED(st))
-        fail_msg("the child died of signal %d (SIGALRM: it hung)", WTERMSIG(st));
+    if (WIFSIGNALED(st)) fail_msg("the child died of signal %d (SIGALRM: it hung)", WTERMSIG(st));
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
 }
@@ -85,15 +80,14 @@ static void expect_child_ok(pid_t pid)
 static void test_child_refuses_parents_pool(void **state)
 {
     (void)state;
-    cf_thread_pool_opts o = { .max_workers = 2 };
+    cf_thread_pool_opts o = {.max_workers = 2};
     cf_executor *ex;
     assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
     check_works(ex);
     fflush(NULL);
     pid_t pid = fork();
-    if (pid == 0)
-        _exit(child_checks(ex));
+    if (pid == 0) _exit(child_checks(ex));
     expect_child_ok(pid);
     check_works(ex); /* the parent's pool is untouched */
     cf_executor_free(ex);
@@ -107,8 +101,7 @@ static int forking_task(const void *arg, size_t len, cf_out *out)
     cf_executor *ex = *(cf_executor *const *)arg;
     fflush(NULL);
     pid_t pid = fork();
-    if (pid < 0)
-        return 1;
+    if (pid < 0) return 1;
     if (pid == 0) {
         alarm(CHILD_ALARM_S);
         int64_t x = 3;
@@ -116,15 +109,14 @@ static int forking_task(const void *arg, size_t len, cf_out *out)
         _exit(cf_submit(ex, square, &x, sizeof x, &f) == CF_ENOTSUP && !f ? 0 : 20);
     }
     int st = 0;
-    if (waitpid(pid, &st, 0) != pid)
-        return 2;
+    if (waitpid(pid, &st, 0) != pid) return 2;
     return cf_out_i64(out, st);
 }
 
 static void test_fork_inside_task(void **state)
 {
     (void)state;
-    cf_thread_pool_opts o = { .max_workers = 2 };
+    cf_thread_pool_opts o = {.max_workers = 2};
     cf_executor *ex;
     assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
@@ -155,7 +147,7 @@ static void test_child_may_make_its_own_pool(void **state)
      * forever (seen about one run in ten when this case runs alone). */
     skip();
 #endif
-    cf_thread_pool_opts o = { .max_workers = 2 };
+    cf_thread_pool_opts o = {.max_workers = 2};
     cf_executor *parent;
     assert_int_equal(cf_thread_pool_new(&parent, &o), 0);
     assert_non_null(parent);
@@ -165,14 +157,11 @@ static void test_child_may_make_its_own_pool(void **state)
         alarm(CHILD_ALARM_S);
         cf_executor *mine;
         assert_int_equal(cf_thread_pool_new(&mine, &o), 0);
-        if (!mine)
-            _exit(30);
+        if (!mine) _exit(30);
         int64_t x = 5, v = 0;
         cf_future *f;
-        if (cf_submit(mine, square, &x, sizeof x, &f))
-            _exit(31);
-        if (cf_future_result_i64(f, CF_FOREVER, &v) || v != 25)
-            _exit(32);
+        if (cf_submit(mine, square, &x, sizeof x, &f)) _exit(31);
+        if (cf_future_result_i64(f, CF_FOREVER, &v) || v != 25) _exit(32);
         cf_future_release(f);
         cf_executor_free(mine);
         _exit(0);

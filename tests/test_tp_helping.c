@@ -64,17 +64,14 @@ static void block_workers(cf_executor *ex, int n, cf_future **b)
 {
     sem_init(&blockers_go, 0, 0);
     atomic_store(&blockers_in, 0);
-    for (int i = 0; i < n; i++)
-        assert_int_equal(cf_submit(ex, blocker_task, NULL, 0, &b[i]), 0);
-    for (int i = 0; i < HANG_S * 1000 && atomic_load(&blockers_in) < n; i++)
-        usleep(1000);
+    for (int i = 0; i < n; i++) assert_int_equal(cf_submit(ex, blocker_task, NULL, 0, &b[i]), 0);
+    for (int i = 0; i < HANG_S * 1000 && atomic_load(&blockers_in) < n; i++) usleep(1000);
     assert_int_equal(atomic_load(&blockers_in), n);
 }
 
 static void release_workers(int n, cf_future **b)
 {
-    for (int i = 0; i < n; i++)
-        sem_post(&blockers_go);
+    for (int i = 0; i < n; i++) sem_post(&blockers_go);
     for (int i = 0; i < n; i++) {
         assert_int_equal(cf_future_result(b[i], CF_FOREVER, NULL, NULL), 0);
         cf_future_release(b[i]);
@@ -87,8 +84,7 @@ static void release_workers(int n, cf_future **b)
 static void wait_for_sleeper(cf_future *gate)
 {
     for (int i = 0; i < HANG_S * 1000; i++) {
-        if (atomic_load(&gate->state) & CF__SLEEPERS)
-            return;
+        if (atomic_load(&gate->state) & CF__SLEEPERS) return;
         usleep(1000);
     }
     fail_msg("nobody went to sleep on the gate");
@@ -108,7 +104,7 @@ static int gate_waiter(const void *arg, size_t len, cf_out *out)
 
 static cf_executor *pool_n(int n)
 {
-    cf_thread_pool_opts o = { .max_workers = n, .pin = CF_PIN_NONE };
+    cf_thread_pool_opts o = {.max_workers = n, .pin = CF_PIN_NONE};
     cf_executor *ex;
     assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
@@ -125,8 +121,7 @@ static void run_gate_waiters(cf_executor *ex, int workers, long n, cf_task_fn *f
     block_workers(ex, workers, blk);
     cf_future **fs = malloc(sizeof *fs * (size_t)n);
     assert_non_null(fs);
-    for (long i = 0; i < n; i++)
-        assert_int_equal(cf_submit(ex, fn, &gate, sizeof gate, &fs[i]), 0);
+    for (long i = 0; i < n; i++) assert_int_equal(cf_submit(ex, fn, &gate, sizeof gate, &fs[i]), 0);
     reset_counts();
     release_workers(workers, blk);
     wait_for_sleeper(gate);
@@ -146,8 +141,7 @@ static void test_many_queued_waiters(void **state)
 {
     (void)state;
     long n = (long)(100000 * cf_test_scale());
-    if (n < 1000)
-        n = 1000;
+    if (n < 1000) n = 1000;
     cf_executor *ex = pool_n(2);
     run_gate_waiters(ex, 2, n, gate_waiter);
     assert_true(atomic_load(&max_depth) <= CF__HELP_DEPTH_MAX);
@@ -160,8 +154,7 @@ static void test_many_queued_waiters(void **state)
 static int pp_square(const void *arg, size_t len, cf_out *out)
 {
     int64_t x;
-    if (len != sizeof x)
-        return 1;
+    if (len != sizeof x) return 1;
     memcpy(&x, arg, sizeof x);
     return cf_out_i64(out, x * x);
 }
@@ -174,8 +167,7 @@ struct pp_req {
 static int pp_request(const void *arg, size_t len, cf_out *out)
 {
     struct pp_req r;
-    if (len != sizeof r)
-        return 1;
+    if (len != sizeof r) return 1;
     memcpy(&r, arg, sizeof r);
     enter();
     cf_future *f;
@@ -193,10 +185,9 @@ static void test_requests_waiting_on_process_pool(void **state)
 {
     (void)state;
     long n = (long)(20000 * cf_test_scale());
-    if (n < 500)
-        n = 500;
+    if (n < 500) n = 500;
     cf_executor *pp;
-    assert_int_equal(cf_process_pool_new(&pp, &(cf_process_pool_opts){ .max_workers = 1 }), 0);
+    assert_int_equal(cf_process_pool_new(&pp, &(cf_process_pool_opts){.max_workers = 1}), 0);
     assert_non_null(pp);
     cf_executor *ex = pool_n(2);
     cf_future *blk[2];
@@ -204,7 +195,7 @@ static void test_requests_waiting_on_process_pool(void **state)
     cf_future **fs = malloc(sizeof *fs * (size_t)n);
     assert_non_null(fs);
     for (long i = 0; i < n; i++) {
-        struct pp_req r = { pp, i % 1000 };
+        struct pp_req r = {pp, i % 1000};
         assert_int_equal(cf_submit(ex, pp_request, &r, sizeof r, &fs[i]), 0);
     }
     reset_counts();
@@ -230,8 +221,7 @@ static void test_depth_cap(void **state)
     (void)state;
     cf_executor *ex = pool_n(1);
     run_gate_waiters(ex, 1, 4 * CF__HELP_DEPTH_MAX, gate_waiter);
-    print_message("max nesting depth %d (cap %d)\n", atomic_load(&max_depth),
-                  CF__HELP_DEPTH_MAX);
+    print_message("max nesting depth %d (cap %d)\n", atomic_load(&max_depth), CF__HELP_DEPTH_MAX);
     assert_int_equal(atomic_load(&max_depth), CF__HELP_DEPTH_MAX);
     cf_executor_free(ex);
 }
@@ -247,8 +237,7 @@ static uintptr_t stack_lo(void)
     pthread_attr_t a;
     void *lo = NULL;
     size_t size = 0;
-    if (pthread_getattr_np(pthread_self(), &a) != 0)
-        return 0;
+    if (pthread_getattr_np(pthread_self(), &a) != 0) return 0;
     pthread_attr_getstack(&a, &lo, &size);
     pthread_attr_destroy(&a);
     return (uintptr_t)lo;
@@ -258,8 +247,7 @@ static int __attribute__((noinline)) big_frame_waiter(const void *arg, size_t le
 {
     (void)len, (void)out;
     volatile char buf[BIG_FRAME];
-    for (size_t i = 0; i < sizeof buf; i += 4096)
-        buf[i] = (char)i;
+    for (size_t i = 0; i < sizeof buf; i += 4096) buf[i] = (char)i;
     uintptr_t lo = stack_lo(), at = (uintptr_t)&buf[0];
     if (lo && at > lo) { /* on the thread's stack (not a sanitizer's fake stack) */
         uintptr_t left = at - lo, m = atomic_load(&min_left);
@@ -301,14 +289,11 @@ static int fib_task(const void *arg, size_t len, cf_out *out)
     (void)len;
     struct fj a;
     memcpy(&a, arg, sizeof a);
-    if (a.n < 2)
-        return cf_out_i64(out, a.n);
-    struct fj l = { a.ex, a.n - 1 }, r = { a.ex, a.n - 2 };
+    if (a.n < 2) return cf_out_i64(out, a.n);
+    struct fj l = {a.ex, a.n - 1}, r = {a.ex, a.n - 2};
     cf_future *fl, *fr;
-    if (cf_submit(a.ex, fib_task, &l, sizeof l, &fl))
-        return 1;
-    if (cf_submit(a.ex, fib_task, &r, sizeof r, &fr))
-        return 1;
+    if (cf_submit(a.ex, fib_task, &l, sizeof l, &fl)) return 1;
+    if (cf_submit(a.ex, fib_task, &r, sizeof r, &fr)) return 1;
     int64_t x = 0, y = 0;
     int rc = cf_future_result_i64(fl, CF_FOREVER, &x) | cf_future_result_i64(fr, CF_FOREVER, &y);
     cf_future_release(fl);
@@ -320,7 +305,7 @@ static void test_fib_two_workers(void **state)
 {
     (void)state;
     cf_executor *ex = pool_n(2);
-    struct fj a = { ex, 20 };
+    struct fj a = {ex, 20};
     cf_future *f;
     assert_int_equal(cf_submit(ex, fib_task, &a, sizeof a, &f), 0);
     int64_t v = 0;
@@ -344,16 +329,15 @@ static int chain_task(const void *arg, size_t len, cf_out *out)
     int rc = 0;
     int64_t v = 0;
     if (a.n > 0) {
-        struct fj next = { a.ex, a.n - 1 };
+        struct fj next = {a.ex, a.n - 1};
         cf_future *f;
         rc = cf_submit(a.ex, chain_task, &next, sizeof next, &f);
         if (!rc) {
             if (a.n % 2) {
-                cf_future *fs[1] = { f };
+                cf_future *fs[1] = {f};
                 rc = cf_wait(fs, 1, CF_FIRST_COMPLETED, CF_FOREVER, NULL);
             }
-            if (!rc)
-                rc = cf_future_result_i64(f, CF_FOREVER, &v);
+            if (!rc) rc = cf_future_result_i64(f, CF_FOREVER, &v);
             cf_future_release(f);
         }
     }
@@ -367,7 +351,7 @@ static void test_chain_deeper_than_cap_one_worker(void **state)
     reset_counts();
     cf_executor *ex = pool_n(1);
     int64_t links = 4 * CF__HELP_DEPTH_MAX;
-    struct fj a = { ex, links };
+    struct fj a = {ex, links};
     cf_future *f;
     assert_int_equal(cf_submit(ex, chain_task, &a, sizeof a, &f), 0);
     int64_t v = 0;

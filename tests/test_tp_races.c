@@ -35,11 +35,9 @@ static _Atomic int hook_armed;
 static void hold_searcher(struct cf__worker *w, int point)
 {
     (void)w;
-    if (point != CF__TEST_TP_FOUND_WORK)
-        return;
+    if (point != CF__TEST_TP_FOUND_WORK) return;
     int one = 1;
-    if (!atomic_compare_exchange_strong(&hook_armed, &one, 0))
-        return;
+    if (!atomic_compare_exchange_strong(&hook_armed, &one, 0)) return;
     sem_post(&hook_entered);
     sem_wait(&hook_release);
 }
@@ -62,8 +60,7 @@ static void wait_all_parked(cf_executor *ex)
 {
     struct cf__pool *p = (struct cf__pool *)ex;
     for (int i = 0; i < HANG_S * 1000; i++) {
-        if ((int)atomic_load(&p->ec.waiters) == p->n)
-            return;
+        if ((int)atomic_load(&p->ec.waiters) == p->n) return;
         usleep(1000);
     }
     fail_msg("the workers never all parked");
@@ -91,7 +88,7 @@ static int first_task(const void *arg, size_t len, cf_out *out)
 
 static cf_executor *pool3(void)
 {
-    cf_thread_pool_opts o = { .max_workers = 3, .pin = CF_PIN_NONE };
+    cf_thread_pool_opts o = {.max_workers = 3, .pin = CF_PIN_NONE};
     cf_executor *ex;
     assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
     assert_non_null(ex);
@@ -151,13 +148,11 @@ static int nesting_task(const void *arg, size_t len, cf_out *out)
 {
     (void)len, (void)out;
     cf_executor *ex = *(cf_executor *const *)arg;
-    if (sem_wait_limited(&second_go))
-        return 2;
+    if (sem_wait_limited(&second_go)) return 2;
     cf_future *second;
     int rc = cf_submit(ex, second_task, NULL, 0, &second);
     sem_post(&nested_submitted);
-    if (rc)
-        return 3;
+    if (rc) return 3;
     rc = sem_wait_limited(&second_started);
     sem_post(&second_started); /* first_task waits for it too */
     cf_future_release(second);
@@ -209,8 +204,7 @@ static int pair_task(const void *arg, size_t len, cf_out *out)
     while (atomic_load(&round_arrived) < 2) {
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
-        if (t.tv_sec - t0.tv_sec > HANG_S)
-            return 1;
+        if (t.tv_sec - t0.tv_sec > HANG_S) return 1;
         sched_yield();
     }
     return 0;

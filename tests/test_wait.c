@@ -86,7 +86,7 @@ static void empty_set(void **state)
     size_t n_done = 99;
     assert_int_equal(cf_wait(NULL, 0, CF_ALL_COMPLETED, CF_FOREVER, &n_done), 0);
     assert_int_equal(n_done, 0);
-    cf_future *none[1] = { NULL };
+    cf_future *none[1] = {NULL};
     assert_int_equal(cf_wait(none, 0, CF_FIRST_COMPLETED, CF_FOREVER, NULL), 0);
 }
 
@@ -103,7 +103,7 @@ static void duplicates_and_mixed_sources(void **state)
     cf_future *t = cf__future_new_task(task_ok, NULL, 0, NULL, NULL); /* an "executor's" future */
     assert_true(cf__future_run(t));
     set_i64(a, 1);
-    cf_future *fs[] = { b, a, a, t, b, a };
+    cf_future *fs[] = {b, a, a, t, b, a};
     size_t n_done;
     assert_int_equal(cf_wait(fs, 6, CF_ALL_COMPLETED, CF_POLL, &n_done), 0);
     assert_int_equal(n_done, 2); /* a and t, each once */
@@ -119,8 +119,8 @@ static void duplicates_and_mixed_sources(void **state)
     assert_int_equal(nb, 1);
 
     /* ALL_COMPLETED with duplicates finishes (a duplicate is not waited twice) */
-    cf_future *gs[] = { b, b, b, a };
-    struct wait_arg w = { .fs = gs, .n = 4, .when = CF_ALL_COMPLETED, .timeout = CF_FOREVER };
+    cf_future *gs[] = {b, b, b, a};
+    struct wait_arg w = {.fs = gs, .n = 4, .when = CF_ALL_COMPLETED, .timeout = CF_FOREVER};
     pthread_t th = spawn(wait_thread, &w);
     wait_for_waiter(b);
     set_i64(b, 2);
@@ -174,7 +174,7 @@ static void all_completed(void **state)
     set_i64(f[2], 2);
     cf_future *fs[N];
     memcpy(fs, f, sizeof fs);
-    struct wait_arg w = { .fs = fs, .n = N, .when = CF_ALL_COMPLETED, .timeout = CF_FOREVER };
+    struct wait_arg w = {.fs = fs, .n = N, .when = CF_ALL_COMPLETED, .timeout = CF_FOREVER};
     pthread_t th = spawn(wait_thread, &w);
     for (bool waiting = false; !waiting; sched_yield()) /* it waits on one of them */
         for (int i = 0; i < N; i++)
@@ -203,7 +203,7 @@ static void first_completed(void **state)
     cf_future *a = cf_test_future(), *b = cf_test_future(), *c = cf_test_future();
     set_i64(b, 1);
     assert_true(cf_future_cancel(c));
-    cf_future *fs[] = { a, b, c };
+    cf_future *fs[] = {a, b, c};
     size_t n_done;
     assert_int_equal(cf_wait(fs, 3, CF_FIRST_COMPLETED, CF_FOREVER, &n_done), 0);
     assert_int_equal(n_done, 2);
@@ -213,8 +213,8 @@ static void first_completed(void **state)
 
     /* else on the first completion */
     cf_future *d = cf_test_future();
-    cf_future *gs[] = { a, d };
-    struct wait_arg w = { .fs = gs, .n = 2, .when = CF_FIRST_COMPLETED, .timeout = CF_FOREVER };
+    cf_future *gs[] = {a, d};
+    struct wait_arg w = {.fs = gs, .n = 2, .when = CF_FIRST_COMPLETED, .timeout = CF_FOREVER};
     pthread_t th = spawn(wait_thread, &w);
     wait_for_listener(a);
     wait_for_listener(d);
@@ -238,7 +238,7 @@ static void first_exception(void **state)
     cf_future *a = cf_test_future(), *e = cf_test_future(), *ok = cf_test_future();
     set_i64(ok, 1);
     assert_int_equal(cf_future_set_exception(e, 3, "bad"), 0);
-    cf_future *fs[] = { a, ok, e };
+    cf_future *fs[] = {a, ok, e};
     size_t n_done;
     assert_int_equal(cf_wait(fs, 3, CF_FIRST_EXCEPTION, CF_FOREVER, &n_done), 0);
     assert_int_equal(n_done, 2);
@@ -247,7 +247,7 @@ static void first_exception(void **state)
     /* a broken future is an exception too */
     cf_future *br = cf_test_future();
     assert_int_equal(cf__future_fail_broken(br, "dead"), 0);
-    cf_future *bs[] = { a, br };
+    cf_future *bs[] = {a, br};
     assert_int_equal(cf_wait(bs, 2, CF_FIRST_EXCEPTION, CF_FOREVER, &n_done), 0);
     assert_int_equal(n_done, 1);
     cf_future_release(br);
@@ -255,7 +255,7 @@ static void first_exception(void **state)
     /* cancellation is not an exception: neither one already cancelled ... */
     cf_future *c = cf_test_future();
     assert_true(cf_future_cancel(c));
-    cf_future *cs[] = { a, c };
+    cf_future *cs[] = {a, c};
     int64_t t0 = cf__now_ns();
     assert_int_equal(cf_wait(cs, 2, CF_FIRST_EXCEPTION, 0.05, &n_done), 0);
     assert_true(cf__now_ns() - t0 >= 50000000); /* it waited for the deadline */
@@ -265,8 +265,8 @@ static void first_exception(void **state)
 
     /* ... nor one cancelled while we wait */
     cf_future *d = cf_test_future(), *x = cf_test_future();
-    cf_future *ds[] = { d, x };
-    struct wait_arg w = { .fs = ds, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = 0.1 };
+    cf_future *ds[] = {d, x};
+    struct wait_arg w = {.fs = ds, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = 0.1};
     t0 = cf__now_ns();
     pthread_t th = spawn(wait_thread, &w);
     wait_for_listener(d);
@@ -280,20 +280,20 @@ static void first_exception(void **state)
 
     /* an error while we wait wakes it */
     cf_future *y = cf_test_future();
-    cf_future *ys[] = { x, y };
-    w = (struct wait_arg){ .fs = ys, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = CF_FOREVER };
+    cf_future *ys[] = {x, y};
+    w = (struct wait_arg){.fs = ys, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = CF_FOREVER};
     th = spawn(wait_thread, &w);
     wait_for_listener(y);
     wait_for_listener(x);
-    set_i64(x, 5); /* a success does not wake it ... */
+    set_i64(x, 5);                                            /* a success does not wake it ... */
     assert_int_equal(cf_future_set_exception(y, 9, NULL), 0); /* ... an error does */
     pthread_join(th, NULL);
     assert_int_equal(w.n_done, 2);
 
     /* no error at all: like ALL_COMPLETED */
     cf_future *p = cf_test_future(), *q = cf_test_future();
-    cf_future *ps[] = { p, q };
-    w = (struct wait_arg){ .fs = ps, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = CF_FOREVER };
+    cf_future *ps[] = {p, q};
+    w = (struct wait_arg){.fs = ps, .n = 2, .when = CF_FIRST_EXCEPTION, .timeout = CF_FOREVER};
     th = spawn(wait_thread, &w);
     wait_for_listener(p);
     set_i64(p, 1);
@@ -318,8 +318,9 @@ static void cancel_wakes_wait(void **state)
     (void)state;
     for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
         cf_future *f = cf_test_future();
-        cf_future *fs[] = { f };
-        struct wait_arg w = { .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER };
+        cf_future *fs[] = {f};
+        struct wait_arg w = {
+            .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER};
         pthread_t th = spawn(wait_thread, &w);
         wait_for_waiter(f);
         assert_true(cf_future_cancel(f));
@@ -338,7 +339,7 @@ static void timeout_returns_partition(void **state)
     (void)state;
     cf_future *a = cf_test_future(), *b = cf_test_future();
     set_i64(b, 1);
-    cf_future *fs[] = { a, b };
+    cf_future *fs[] = {a, b};
     size_t n_done = 0;
     int64_t t0 = cf__now_ns();
     assert_int_equal(cf_wait(fs, 2, CF_ALL_COMPLETED, 0.03, &n_done), 0); /* not an error */
@@ -362,7 +363,7 @@ static void timeouts_do_not_grow_lists(void **state)
     cf_future *never = cf_test_future(), *other = cf_test_future();
     int rounds = (int)(2000 * cf_test_scale());
     for (int i = 0; i < rounds; i++) {
-        cf_future *fs[] = { never, other };
+        cf_future *fs[] = {never, other};
         size_t n_done;
         assert_int_equal(cf_wait(fs, 2, (enum cf_return_when)(i % 3), 1e-6, &n_done), 0);
         assert_int_equal(n_done, 0);
@@ -372,7 +373,7 @@ static void timeouts_do_not_grow_lists(void **state)
     /* early return through the first-completed path */
     set_i64(other, 1);
     for (int i = 0; i < 100; i++) {
-        cf_future *fs[] = { never, other };
+        cf_future *fs[] = {never, other};
         size_t n_done;
         assert_int_equal(cf_wait(fs, 2, CF_FIRST_COMPLETED, CF_FOREVER, &n_done), 0);
         assert_int_equal(n_done, 1);
@@ -411,7 +412,7 @@ static void stress_no_lost_completion(void **state)
         struct completer_arg ca[T];
         pthread_t t[T];
         for (int k = 0; k < T; k++) {
-            ca[k] = (struct completer_arg){ .f = f, .from = k, .to = N, .step = T };
+            ca[k] = (struct completer_arg){.f = f, .from = k, .to = N, .step = T};
             t[k] = spawn(completer_thread, &ca[k]);
         }
         size_t n_done;
@@ -427,7 +428,6 @@ static void stress_no_lost_completion(void **state)
         }
     }
 }
-
 
 /* ---- SEMANTICS 22: a pool worker waiting here runs other work ----
  * A fake "worker": its helper completes queued futures (as if running
@@ -459,7 +459,7 @@ static void worker_helps_while_waiting(void **state)
     for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
         cf_future *f[N], *fs[N];
         for (int i = 0; i < N; i++) fs[i] = f[i] = cf_test_future();
-        struct fake_queue fq = { .q = f, .n = N };
+        struct fake_queue fq = {.q = f, .n = N};
         cf__tls_wait_helper = fake_helper;
         cf__tls_wait_helper_ctx = &fq;
         size_t n_done;
@@ -477,7 +477,7 @@ static void worker_helps_while_waiting(void **state)
     }
     /* a helping wait still times out */
     cf_future *g = cf_test_future();
-    struct fake_queue empty = { 0 };
+    struct fake_queue empty = {0};
     cf__tls_wait_helper = fake_helper;
     cf__tls_wait_helper_ctx = &empty;
     size_t n_done = 9;
@@ -512,8 +512,9 @@ static void callbacks_after_wait_released(void **state)
     for (int when = CF_FIRST_COMPLETED; when <= CF_ALL_COMPLETED; when++) {
         atomic_store_explicit(&g_wait_returned, 0, memory_order_relaxed);
         cf_future *f = cf_test_future();
-        cf_future *fs[] = { f };
-        struct wait_arg w = { .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER };
+        cf_future *fs[] = {f};
+        struct wait_arg w = {
+            .fs = fs, .n = 1, .when = (enum cf_return_when)when, .timeout = CF_FOREVER};
         pthread_t th = spawn(wait_thread_flag, &w);
         wait_for_waiter(f); /* the waiter node is linked, or it sleeps on f */
         /* the callback is the newest listener: it still runs after the
@@ -536,12 +537,12 @@ static void on_usr1(int sig)
 static void signals_do_not_end_wait(void **state)
 {
     (void)state;
-    struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART */
+    struct sigaction sa = {.sa_handler = on_usr1}; /* no SA_RESTART */
     sigemptyset(&sa.sa_mask);
     assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
     cf_future *f = cf_test_future();
-    cf_future *fs[] = { f };
-    struct wait_arg w = { .fs = fs, .n = 1, .when = CF_ALL_COMPLETED, .timeout = 0.05 };
+    cf_future *fs[] = {f};
+    struct wait_arg w = {.fs = fs, .n = 1, .when = CF_ALL_COMPLETED, .timeout = 0.05};
     int64_t t0 = cf__now_ns();
     atomic_store_explicit(&g_wait_returned, 0, memory_order_relaxed);
     pthread_t th = spawn(wait_thread_flag, &w);

@@ -38,10 +38,11 @@ int main(int argc, char **argv)
     int rc = cf__topology_load(&cfg, &topo);
     if (rc) {
         if (rc == CF_EINVAL && cfg.cpu_list[0])
-            fprintf(stderr, "cfutures-info: no CPU left: CFUTURES_CPUS (%s) and the process's "
-                            "affinity mask do not intersect\n", cfg.cpu_list);
-        else
-            fprintf(stderr, "cfutures-info: cannot load the topology: %s\n", cf_strerror(rc));
+            fprintf(stderr,
+                    "cfutures-info: no CPU left: CFUTURES_CPUS (%s) and the process's "
+                    "affinity mask do not intersect\n",
+                    cfg.cpu_list);
+        else fprintf(stderr, "cfutures-info: cannot load the topology: %s\n", cf_strerror(rc));
         return 1;
     }
     struct cf__placement p;

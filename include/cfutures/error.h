@@ -24,10 +24,10 @@ enum cf_error {
     CF_EBROKEN = -6,    /* the executor is broken (initializer failed, a worker died) */
     CF_ESHUTDOWN = -7,  /* the executor is shut down and takes no new work */
     CF_ESTATE = -8,     /* invalid state for this call (e.g. set_result on a done future) */
-    CF_END = -9,        /* the end of an iteration (cf_map_next, cf_as_completed_next): not an error */
-    CF_ESYS = -10,      /* a system call failed (errno is preserved where it says more) */
-    CF_ETOOBIG = -11,   /* a length does not fit (argument or result larger than the pool accepts) */
-    CF_ENOTSUP = -12,   /* not supported by this executor or platform */
+    CF_END = -9,   /* the end of an iteration (cf_map_next, cf_as_completed_next): not an error */
+    CF_ESYS = -10, /* a system call failed (errno is preserved where it says more) */
+    CF_ETOOBIG = -11, /* a length does not fit (argument or result larger than the pool accepts) */
+    CF_ENOTSUP = -12, /* not supported by this executor or platform */
 };
 
 /* A short, static, human-readable name for any code above; for any other

@@ -56,40 +56,46 @@ enum cf_switch { CF_SWITCH_DEFAULT = 0, CF_SWITCH_ON, CF_SWITCH_OFF };
 typedef int cf_init_fn(void *arg);
 
 typedef struct cf_thread_pool_opts {
-    int max_workers;                /* 0: one per allowed core; < 0: CF_EINVAL */
-    cf_init_fn *initializer;        /* NULL: none */
+    int max_workers;         /* 0: one per allowed core; < 0: CF_EINVAL */
+    cf_init_fn *initializer; /* NULL: none */
     void *initializer_arg;
     const char *thread_name_prefix; /* NULL: "cf"; workers are "<prefix>-<n>" */
     enum cf_pin_policy pin;
-    const char *cpu_list;           /* NULL: none; e.g. "0-3,8" (OS indexes), implies
+    const char *cpu_list; /* NULL: none; e.g. "0-3,8" (OS indexes), implies
                                        CF_PIN_LIST when pin is CF_PIN_DEFAULT */
-    long spin_ns;                   /* idle spin before parking; 0: the default spin,
+    long spin_ns;         /* idle spin before parking; 0: the default spin,
                                        NOT "no spin" (that is CF_SPIN_NONE) */
-    int steal_attempts;             /* remote steal attempts per round; 0 default */
-    size_t map_window;              /* default cf_map window in tasks; 0 default */
-    enum cf_switch numa;            /* NUMA-aware steal order and memory */
-    enum cf_switch stats;           /* per-worker counters printed at shutdown */
-    uint64_t reserved[8];           /* room for new options: must be zero */
+    int steal_attempts;   /* remote steal attempts per round; 0 default */
+    size_t map_window;    /* default cf_map window in tasks; 0 default */
+    enum cf_switch numa;  /* NUMA-aware steal order and memory */
+    enum cf_switch stats; /* per-worker counters printed at shutdown */
+    uint64_t reserved[8]; /* room for new options: must be zero */
 } cf_thread_pool_opts;
 
 /* All defaults; the same as a zeroed struct. */
-#define CF_THREAD_POOL_OPTS_INIT { 0 }
+#define CF_THREAD_POOL_OPTS_INIT \
+    {                            \
+        0                        \
+    }
 
 typedef struct cf_process_pool_opts {
-    int max_workers;                /* 0: one per allowed core; < 0: CF_EINVAL */
-    cf_init_fn *initializer;        /* runs in each worker process */
-    void *initializer_arg;          /* a fork snapshot in the worker */
-    int max_tasks_per_child;        /* 0: unlimited; < 0: CF_EINVAL */
-    size_t slot_size;               /* inline result bytes per ring slot; 0 default */
-    size_t ring_depth;              /* slots per worker ring; 0 default */
-    long spin_ns;                   /* as in cf_thread_pool_opts */
-    size_t map_window;              /* as in cf_thread_pool_opts */
+    int max_workers;         /* 0: one per allowed core; < 0: CF_EINVAL */
+    cf_init_fn *initializer; /* runs in each worker process */
+    void *initializer_arg;   /* a fork snapshot in the worker */
+    int max_tasks_per_child; /* 0: unlimited; < 0: CF_EINVAL */
+    size_t slot_size;        /* inline result bytes per ring slot; 0 default */
+    size_t ring_depth;       /* slots per worker ring; 0 default */
+    long spin_ns;            /* as in cf_thread_pool_opts */
+    size_t map_window;       /* as in cf_thread_pool_opts */
     enum cf_switch stats;
-    uint64_t reserved[8];           /* room for new options: must be zero */
+    uint64_t reserved[8]; /* room for new options: must be zero */
 } cf_process_pool_opts;
 
 /* All defaults; the same as a zeroed struct. */
-#define CF_PROCESS_POOL_OPTS_INIT { 0 }
+#define CF_PROCESS_POOL_OPTS_INIT \
+    {                             \
+        0                         \
+    }
 
 /* Make a pool and store it in *out. opts NULL: defaults + environment.
  * Returns 0, or CF_EINVAL (out NULL, a bad option, a non-zero reserved
@@ -120,7 +126,10 @@ typedef struct cf_map_opts {
 } cf_map_opts;
 
 /* All defaults (no deadline); the same as a zeroed struct. */
-#define CF_MAP_OPTS_INIT { 0 }
+#define CF_MAP_OPTS_INIT \
+    {                    \
+        0                \
+    }
 
 /* fn over n items of arg_len bytes each, laid out contiguously at args,
  * which must stay valid until cf_map_free(). Results come in input order
@@ -171,10 +180,10 @@ typedef struct cf_worker_stats {
     uint64_t tasks_run;
     uint64_t steals_tried, steals_ok;
     uint64_t steals_local, steals_remote; /* successful, by NUMA distance */
-    uint64_t injected_taken;               /* tasks taken from injection queues */
+    uint64_t injected_taken;              /* tasks taken from injection queues */
     uint64_t parks, wakeups;
-    int cpu, numa_node;                    /* where it is pinned; -1 if not */
-    uint64_t reserved[8];                  /* room for new counters: written 0 */
+    int cpu, numa_node;   /* where it is pinned; -1 if not */
+    uint64_t reserved[8]; /* room for new counters: written 0 */
 } cf_worker_stats;
 
 /* Fill up to cap entries; *n gets the number of workers. 0 or CF_EINVAL. */

@@ -59,18 +59,18 @@
 #include "core/future.h"
 
 struct cf_as_completed {
-    struct cf__waiter w;                        /* first: notify gets &w */
+    struct cf__waiter w; /* first: notify gets &w */
     _Atomic size_t refs;
-    _Atomic uint32_t word;                      /* 0, 1 signalled, 2 sleeps, 3 helps */
-    cf_future *_Atomic trigger;                 /* helper mode: see the contract */
-    struct cf__listener *_Atomic done_stack;    /* notified nodes' links, newest first */
+    _Atomic uint32_t word;                   /* 0, 1 signalled, 2 sleeps, 3 helps */
+    cf_future *_Atomic trigger;              /* helper mode: see the contract */
+    struct cf__listener *_Atomic done_stack; /* notified nodes' links, newest first */
     cf__deadline deadline;
-    size_t n;                                   /* distinct futures */
+    size_t n; /* distinct futures */
     size_t yielded;
-    size_t head, tail;                          /* ready[head..tail): to yield */
-    cf_future **ready;                          /* n slots: each future enters once */
+    size_t head, tail; /* ready[head..tail): to yield */
+    cf_future **ready; /* n slots: each future enters once */
     size_t bytes;
-    struct cf__waiter_node nodes[];             /* n: node i holds future i (our ref) */
+    struct cf__waiter_node nodes[]; /* n: node i holds future i (our ref) */
 };
 /* Layout: refs, word, trigger and done_stack are written by every
  * completer; they sit together in the first 48 bytes so a completion
@@ -140,8 +140,8 @@ static bool as_drain(cf_as_completed *it)
 
 /* Fill in a fresh iterator over the u distinct futures uniq[] (each
  * retained here), not yet registered anywhere. */
-static void as_init(cf_as_completed *it, cf_future **uniq, size_t u, cf_future **ready, size_t bytes,
-                    cf__deadline deadline)
+static void as_init(cf_as_completed *it, cf_future **uniq, size_t u, cf_future **ready,
+                    size_t bytes, cf__deadline deadline)
 {
     it->w.notify = as_notify;
     atomic_init(&it->refs, 1);
@@ -202,7 +202,8 @@ int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_complete
      * slots double as the dedup's duplicate area: at most n-1 entries,
      * overwritten before use). */
     if (n > SIZE_MAX / 128) return CF_ENOMEM;
-    size_t bytes = sizeof(cf_as_completed) + n * (sizeof(struct cf__waiter_node) + sizeof(cf_future *));
+    size_t bytes = sizeof(cf_as_completed) +
+                   n * (sizeof(struct cf__waiter_node) + sizeof(cf_future *));
     cf_as_completed *it = cf__alloc(bytes);
     if (!it) return CF_ENOMEM;
     cf_future **ready = (cf_future **)(void *)&it->nodes[n];

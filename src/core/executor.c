@@ -23,16 +23,14 @@ CF_API int cf_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t ar
                      cf_future **out)
 {
     CHECK_EXECUTOR(ex, "cf_submit");
-    if (!ex || !ex->ops || !fn || !out || (!arg && arg_len > 0))
-        return CF_EINVAL;
+    if (!ex || !ex->ops || !fn || !out || (!arg && arg_len > 0)) return CF_EINVAL;
     return ex->ops->submit(ex, fn, arg, arg_len, out);
 }
 
 CF_API int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     CHECK_EXECUTOR(ex, "cf_executor_shutdown");
-    if (!ex || !ex->ops)
-        return CF_EINVAL;
+    if (!ex || !ex->ops) return CF_EINVAL;
     return ex->ops->shutdown(ex, wait, cancel_futures);
 }
 
@@ -41,8 +39,7 @@ CF_API void cf_executor_free(cf_executor *ex)
 #if CF__DEBUG_CHECKS
     check_executor(ex, "cf_executor_free", "freed twice");
 #endif
-    if (!ex || !ex->ops)
-        return;
+    if (!ex || !ex->ops) return;
     const struct cf__executor_ops *ops = ex->ops;
     ops->shutdown(ex, true, false);
 #if CF__DEBUG_CHECKS
@@ -54,27 +51,22 @@ CF_API void cf_executor_free(cf_executor *ex)
 CF_API int cf_executor_workers(const cf_executor *ex)
 {
     CHECK_EXECUTOR(ex, "cf_executor_workers");
-    if (!ex || !ex->ops)
-        return CF_EINVAL;
+    if (!ex || !ex->ops) return CF_EINVAL;
     return ex->ops->workers(ex);
 }
 
 CF_API int cf_executor_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, size_t *n)
 {
     CHECK_EXECUTOR(ex, "cf_executor_stats");
-    if (!ex || !ex->ops || !n || (!out && cap > 0))
-        return CF_EINVAL;
+    if (!ex || !ex->ops || !n || (!out && cap > 0)) return CF_EINVAL;
     return ex->ops->stats(ex, out, cap, n);
 }
 
 CF_API int cf_process_pool_terminate(cf_executor *ex, int signo)
 {
     CHECK_EXECUTOR(ex, "cf_process_pool_terminate");
-    if (!ex || !ex->ops)
-        return CF_EINVAL;
-    if (signo != SIGTERM && signo != SIGKILL)
-        return CF_EINVAL;
-    if (!ex->ops->terminate)
-        return CF_ENOTSUP;
+    if (!ex || !ex->ops) return CF_EINVAL;
+    if (signo != SIGTERM && signo != SIGKILL) return CF_EINVAL;
+    if (!ex->ops->terminate) return CF_ENOTSUP;
     return ex->ops->terminate(ex, signo);
 }

@@ -75,7 +75,6 @@ _Static_assert(offsetof(struct cf_future, listeners) < 64, "hot fields in the fi
 _Static_assert(CF__INLINE_RES >= sizeof(int64_t) && CF__INLINE_RES >= sizeof(void *),
                "scalar results must fit inline");
 
-
 static inline uint32_t load_state(const cf_future *f, memory_order mo)
 {
     return atomic_load_explicit((_Atomic uint32_t *)&f->state, mo);
@@ -224,8 +223,9 @@ static void take_out(cf_future *f, int code, struct cf_out *o)
          * missing result as a success. */
         code = o->failed;
         cf__free_str(o->msg);
-        o->msg = cf__strdup(code == CF_ETOOBIG ? "cfutures: the task's result is larger than 4 GiB"
-                                               : "cfutures: out of memory storing the task's result");
+        o->msg = cf__strdup(code == CF_ETOOBIG
+                                ? "cfutures: the task's result is larger than 4 GiB"
+                                : "cfutures: out of memory storing the task's result");
     }
     if (code != 0) {
         f->outcome = CF__TASK_ERROR;
@@ -350,9 +350,9 @@ static void quarantine_push(cf_future *f)
  * under ASan, poisoned memory. */
 static void check_live(const cf_future *f, const char *call, const char *problem)
 {
-    if (f && (cf__debug_poisoned(f) ||
-              atomic_load_explicit(&((cf_future *)f)->state, memory_order_relaxed) ==
-                  CF__FREED_STATE))
+    if (f &&
+        (cf__debug_poisoned(f) ||
+         atomic_load_explicit(&((cf_future *)f)->state, memory_order_relaxed) == CF__FREED_STATE))
         cf__debug_fail(call, "future", f, problem);
 }
 #define CHECK_LIVE(f, call) check_live((f), (call), "used after its last release")
@@ -459,7 +459,8 @@ void cf_future_release(cf_future *f)
     /* release: our uses of the record happen before the destruction by
      * whoever drops the last reference (pairs with the acquire below). */
     uint32_t had = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
-    if (CF__DEBUG_CHECKS && had == 0) cf__debug_fail("cf_future_release", "future", f, "released twice");
+    if (CF__DEBUG_CHECKS && had == 0)
+        cf__debug_fail("cf_future_release", "future", f, "released twice");
     if (had != 1) return;
     /* acquire: pairs with every other holder's release decrement, so their
      * reads and writes of the record are complete before we free it. */
@@ -570,13 +571,14 @@ static int wait_done_spin(cf_future *f, cf__deadline deadline, long spin,
              * made it done, or cleared DELIVERING). Success publishes
              * nothing: the completer's RMW reads the bit atomically, and the
              * kernel re-checks the word. */
-            if (!atomic_compare_exchange_strong_explicit(&f->state, &s, s | CF__SLEEPERS,
-                                                         memory_order_acquire, memory_order_acquire))
+            if (!atomic_compare_exchange_strong_explicit(
+                    &f->state, &s, s | CF__SLEEPERS, memory_order_acquire, memory_order_acquire))
                 continue;
             s |= CF__SLEEPERS;
         }
         /* Done but delivering: no deadline (see cf__future_wait_done). */
-        int rc = cf__futex_wait(&f->state, s, cf__state_done(s) ? CF__NO_DEADLINE : deadline, false);
+        int rc = cf__futex_wait(&f->state, s, cf__state_done(s) ? CF__NO_DEADLINE : deadline,
+                                false);
         s = load_state(f, memory_order_acquire);
         if (rc == CF_ETIMEDOUT && !cf__state_done(s)) return CF_ETIMEDOUT;
     }
@@ -595,7 +597,7 @@ static int wait_for(cf_future *f, double timeout)
     uint32_t s = load_state(f, memory_order_acquire);
     if (cf__state_settled(s)) return 0;
     if (cf__state_done(s)) return cf__future_wait_done(f, CF__NO_DEADLINE); /* delivering */
-    if (timeout == 0) return CF_ETIMEDOUT; /* poll */
+    if (timeout == 0) return CF_ETIMEDOUT;                                  /* poll */
     cf__deadline dl;
     (void)cf__deadline_from_timeout(timeout, &dl); /* cannot fail: not NaN */
     cf__wait_helper_fn *help = cf__tls_wait_helper;
@@ -617,16 +619,15 @@ int cf_future_result(cf_future *f, double timeout, const void **data, size_t *le
     int rc = wait_for(f, timeout);
     if (rc) return rc;
     /* The caller has synchronised with the completer (acquire in wait_for). */
-    if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED) return CF_ECANCELLED;
+    if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED)
+        return CF_ECANCELLED;
     switch (f->outcome) {
     case CF__OK:
         if (data) *data = f->res_on_heap ? f->res.heap : f->res.bytes;
         if (len) *len = f->res_len;
         return 0;
-    case CF__TASK_ERROR:
-        return CF_ETASK;
-    default:
-        return CF_EBROKEN;
+    case CF__TASK_ERROR: return CF_ETASK;
+    default: return CF_EBROKEN;
     }
 }
 
@@ -665,7 +666,8 @@ int cf_future_exception(cf_future *f, double timeout, int *code, const char **ms
     CHECK_LIVE(f, "cf_future_exception");
     int rc = wait_for(f, timeout);
     if (rc) return rc;
-    if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED) return CF_ECANCELLED;
+    if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED)
+        return CF_ECANCELLED;
     if (code) *code = f->outcome == CF__OK ? 0 : f->code;
     if (msg) *msg = f->outcome == CF__OK ? NULL : f->msg;
     return 0;

@@ -77,29 +77,29 @@ struct cf__listener {
  * task's slot (written once by the submitter, read by any thread that
  * cancels or queries the future: hence atomic). */
 union cf__future_owner {
-    void *executor;          /* cf__future_executor() */
-    _Atomic uintptr_t slot;  /* cf__future_slot_load() / _store() */
-    cf_future *next_free;    /* future.c's record cache only */
+    void *executor;         /* cf__future_executor() */
+    _Atomic uintptr_t slot; /* cf__future_slot_load() / _store() */
+    cf_future *next_free;   /* future.c's record cache only */
 };
 _Static_assert(sizeof(_Atomic uintptr_t) == sizeof(void *), "one word");
 
 struct cf_future {
     _Atomic uint32_t state;
     _Atomic uint32_t refs;
-    cf_task_fn *fn;                    /* the task; NULL for cf_future_new */
-    const struct cf__future_ops *ops;  /* executor hooks or NULL */
-    union cf__future_owner owner;      /* one meaning at a time: see the union */
-    struct cf__listener *listeners;    /* guarded by CF__LIST_LOCK, newest first */
-    char *msg;                         /* error message (cf__alloc'd) or NULL */
-    int32_t code;                      /* task's code, or CF_EBROKEN */
+    cf_task_fn *fn;                   /* the task; NULL for cf_future_new */
+    const struct cf__future_ops *ops; /* executor hooks or NULL */
+    union cf__future_owner owner;     /* one meaning at a time: see the union */
+    struct cf__listener *listeners;   /* guarded by CF__LIST_LOCK, newest first */
+    char *msg;                        /* error message (cf__alloc'd) or NULL */
+    int32_t code;                     /* task's code, or CF_EBROKEN */
     uint32_t arg_len;
     uint32_t res_len;
-    uint8_t outcome;                   /* enum cf__outcome, valid once FINISHED */
+    uint8_t outcome; /* enum cf__outcome, valid once FINISHED */
     uint8_t arg_on_heap, res_on_heap;
     uint8_t pad_;
-    union {                            /* the queue the executor keeps it in */
-        struct cds_wfcq_node qnode;    /* thread pool: injection-queue link */
-        cf_future *next_queued;        /* process pool: overflow-list link */
+    union {                         /* the queue the executor keeps it in */
+        struct cds_wfcq_node qnode; /* thread pool: injection-queue link */
+        cf_future *next_queued;     /* process pool: overflow-list link */
     };
     union {
         unsigned char bytes[CF__INLINE_ARG];
@@ -114,12 +114,12 @@ struct cf_future {
 /* Where a running task's result is staged; the executor moves it into its
  * destination (a future, or a process-pool ring slot) after the call. */
 struct cf_out {
-    void *data;    /* the result bytes: small[] or a cf__alloc'd buffer */
+    void *data; /* the result bytes: small[] or a cf__alloc'd buffer */
     size_t len;
-    size_t cap;    /* capacity of data when it is a heap buffer */
-    int code;      /* set by cf_out_error */
-    char *msg;     /* set by cf_out_error (cf__alloc'd) */
-    int failed;    /* an allocation inside cf_out_* failed */
+    size_t cap; /* capacity of data when it is a heap buffer */
+    int code;   /* set by cf_out_error */
+    char *msg;  /* set by cf_out_error (cf__alloc'd) */
+    int failed; /* an allocation inside cf_out_* failed */
     unsigned char small[CF__INLINE_RES];
 };
 
@@ -222,10 +222,10 @@ static inline bool cf__state_settled(uint32_t s)
  * it (notify has run or will run). */
 struct cf__waiter;
 struct cf__waiter_node {
-    struct cf__listener link_;      /* internal (future.c) */
+    struct cf__listener link_; /* internal (future.c) */
     struct cf__waiter *waiter;
     cf_future *future;
-    size_t index;                   /* the waiter's own bookkeeping */
+    size_t index; /* the waiter's own bookkeeping */
 };
 struct cf__waiter {
     void (*notify)(struct cf__waiter *w, struct cf__waiter_node *node);

@@ -90,7 +90,7 @@ _Static_assert(sizeof(struct map_chunk_arg) <= CF__INLINE_ARG,
  * not trusted, SEMANTICS 33). */
 enum { MAP_UNIFORM = 0x554d4643u, MAP_RECORDS = 0x524d4643u };
 struct map_rec {
-    int32_t code;  /* MAP_UNIFORM / MAP_RECORDS in the header */
+    int32_t code; /* MAP_UNIFORM / MAP_RECORDS in the header */
     uint32_t len;
 };
 _Static_assert(sizeof(struct map_rec) == 8, "records are 8-byte aligned");
@@ -117,7 +117,7 @@ struct map_job {
     uint32_t count;
     unsigned char *buf; /* the slot's result buffer, kept from chunk to chunk */
     size_t cap;
-    size_t len;         /* bytes of a uniform result in buf; 0 = none */
+    size_t len; /* bytes of a uniform result in buf; 0 = none */
 };
 
 /* ---- the chunk task (runs in a worker thread or process) ---- */
@@ -144,7 +144,7 @@ static int map_buf_reserve(struct map_buf *b, size_t need)
 
 static void map_put_header(unsigned char *at, uint32_t kind, size_t len)
 {
-    struct map_rec r = { .code = (int32_t)kind, .len = (uint32_t)len };
+    struct map_rec r = {.code = (int32_t)kind, .len = (uint32_t)len};
     memcpy(at, &r, sizeof r);
 }
 
@@ -165,14 +165,17 @@ static int map_buf_append(struct map_buf *b, int32_t code, const void *body, siz
 
 /* Start the records buffer r with the first `done` items of the MAP_UNIFORM
  * buffer u (u stays as it is). */
-static int map_records_from_uniform(struct map_buf *r, const struct map_buf *u, size_t done, size_t len)
+static int map_records_from_uniform(struct map_buf *r, const struct map_buf *u, size_t done,
+                                    size_t len)
 {
     size_t stride = round8(len);
-    if (map_buf_reserve(r, sizeof(struct map_rec) * (done + 2) + done * stride) != 0) return CF_ENOMEM;
+    if (map_buf_reserve(r, sizeof(struct map_rec) * (done + 2) + done * stride) != 0)
+        return CF_ENOMEM;
     map_put_header(r->data, MAP_RECORDS, 0);
     r->len = sizeof(struct map_rec);
     for (size_t i = 0; i < done; i++)
-        if (map_buf_append(r, 0, u->data + sizeof(struct map_rec) + i * stride, len) != 0) return CF_ENOMEM;
+        if (map_buf_append(r, 0, u->data + sizeof(struct map_rec) + i * stride, len) != 0)
+            return CF_ENOMEM;
     return 0;
 }
 
@@ -292,7 +295,8 @@ static inline uint32_t map_run_fast8(struct map_run *m, uint32_t i, int32_t *cod
     unsigned char *at = m->u->data + m->u->len;
     for (; i < count; i++) {
         int32_t c = fn(items + (size_t)i * arg_len, arg_len, o);
-        if (__builtin_expect(c != 0 || o->len != 8 || o->data != o->small || o->failed || o->msg, 0)) {
+        if (__builtin_expect(c != 0 || o->len != 8 || o->data != o->small || o->failed || o->msg,
+                             0)) {
             *code = c;
             break;
         }
@@ -310,17 +314,22 @@ static inline uint32_t map_run_fast8(struct map_run *m, uint32_t i, int32_t *cod
  * everything goes to r as MAP_RECORDS. *uniform says which one holds the
  * chunk. 0, or CF_ENOMEM (u and r then hold whatever was built; the caller
  * frees them). */
-static int map_run_items(cf_task_fn *fn, const unsigned char *items, uint32_t arg_len, uint32_t count,
-                         struct map_buf *u, struct map_buf *r, bool *uniform)
+static int map_run_items(cf_task_fn *fn, const unsigned char *items, uint32_t arg_len,
+                         uint32_t count, struct map_buf *u, struct map_buf *r, bool *uniform)
 {
-    struct map_run m = { .fn = fn, .items = items, .arg_len = arg_len, .count = count,
-                         .u = u, .r = r, .uniform = true };
+    struct map_run m = {.fn = fn,
+                        .items = items,
+                        .arg_len = arg_len,
+                        .count = count,
+                        .u = u,
+                        .r = r,
+                        .uniform = true};
     cf__out_init(&m.o);
     u->len = 0;
     int rc = 0;
     uint32_t i = 0;
     while (rc == 0 && i < count) {
-        int32_t code = 0; /* set by whichever branch runs item i */
+        int32_t code = 0;               /* set by whichever branch runs item i */
         if (m.uniform && m.ulen == 8) { /* ulen is set by item 0 */
             i = map_run_fast8(&m, i, &code);
             if (i == count) break;
@@ -360,7 +369,7 @@ static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
             return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
         items = (const unsigned char *)arg + sizeof h;
     }
-    struct map_buf u = { 0 }, r = { 0 };
+    struct map_buf u = {0}, r = {0};
     bool uniform;
     int rc = map_run_items(h.fn, items, h.arg_len, h.count, &u, &r, &uniform);
     if (rc != 0) {
@@ -381,9 +390,10 @@ static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
 static int map_job_run(const void *arg, size_t arg_len, cf_out *out)
 {
     struct map_job *job;
-    if (arg_len != sizeof job) return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
+    if (arg_len != sizeof job)
+        return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
     memcpy(&job, arg, sizeof job);
-    struct map_buf u = { .data = job->buf, .cap = job->cap }, r = { 0 };
+    struct map_buf u = {.data = job->buf, .cap = job->cap}, r = {0};
     bool uniform;
     int rc = map_run_items(job->fn, job->items, job->arg_len, job->count, &u, &r, &uniform);
     /* The buffer stays the slot's, grown or not. */
@@ -404,8 +414,8 @@ static int map_job_run(const void *arg, size_t arg_len, cf_out *out)
  * end): once per chunk each, not per item, so slots are not padded apart;
  * a slot fits one line's worth of bytes. */
 struct map_slot {
-    cf_future *f; /* NULL if the submit failed */
-    int err;      /* then: why */
+    cf_future *f;       /* NULL if the submit failed */
+    int err;            /* then: why */
     struct map_job job; /* pointer mode */
 };
 _Static_assert(sizeof(struct map_slot) <= 64, "a ring slot fits 64 bytes");
@@ -417,15 +427,15 @@ struct cf_map_iter {
     size_t arg_len, n;
     size_t chunk, n_chunks, window;
     bool copy;
-    bool help;             /* the consumer may run chunks itself (map_help) */
+    bool help; /* the consumer may run chunks itself (map_help) */
     bool timed_out;
     cf__deadline deadline;
 
     struct map_slot *ring; /* chunk c at ring[c % window] for c in [cur, next_submit) */
     size_t next_submit;
-    size_t cur;            /* the chunk being yielded */
-    size_t cur_item;       /* index in it of the next item */
-    size_t cur_count;      /* items in it once loaded; 0 while not loaded */
+    size_t cur;       /* the chunk being yielded */
+    size_t cur_item;  /* index in it of the next item */
+    size_t cur_count; /* items in it once loaded; 0 while not loaded */
     bool cur_loaded;
 
     /* The loaded chunk: MAP_UNIFORM items (res_stride apart, res_item_len
@@ -454,8 +464,8 @@ static int map_submit_chunk(cf_map_iter *it, size_t c, cf_future **f)
 {
     size_t first = c * it->chunk;
     size_t count = chunk_count(it, c);
-    struct map_chunk_arg h = { .fn = it->fn, .arg_len = (uint32_t)it->arg_len,
-                               .count = (uint32_t)count };
+    struct map_chunk_arg h = {
+        .fn = it->fn, .arg_len = (uint32_t)it->arg_len, .count = (uint32_t)count};
     cf_executor *ex = it->ex;
     if (!it->copy) {
         struct map_job *job = &it->ring[c % it->window].job;
@@ -508,7 +518,8 @@ static void map_release_outstanding(cf_map_iter *it)
     for (size_t c = it->cur; c < it->next_submit; c++) {
         struct map_slot *s = &it->ring[c % it->window];
         if (!s->f) continue;
-        if (!it->copy && !cf_future_done(s->f)) (void)cf_future_result(s->f, CF_FOREVER, NULL, NULL);
+        if (!it->copy && !cf_future_done(s->f))
+            (void)cf_future_result(s->f, CF_FOREVER, NULL, NULL);
         cf_future_release(s->f);
         s->f = NULL;
     }
@@ -602,7 +613,8 @@ static int map_load_chunk(cf_map_iter *it)
     it->res_uniform = false;
     map_chunk_failed(it, 0, 0, NULL);
     if (!s->f) {
-        map_chunk_failed(it, s->err, s->err, "cf_map: the chunk holding this item could not be submitted");
+        map_chunk_failed(it, s->err, s->err,
+                         "cf_map: the chunk holding this item could not be submitted");
     } else {
         const void *data = NULL;
         size_t len = 0;
@@ -621,7 +633,8 @@ static int map_load_chunk(cf_map_iter *it)
              * allocation failure in map_chunk_run. Every item reports it. */
             int code = rc;
             const char *msg = NULL;
-            if (rc == CF_ETASK || rc == CF_EBROKEN) (void)cf_future_exception(s->f, CF_POLL, &code, &msg);
+            if (rc == CF_ETASK || rc == CF_EBROKEN)
+                (void)cf_future_exception(s->f, CF_POLL, &code, &msg);
             map_chunk_failed(it, rc, code, msg);
         }
     }
@@ -793,8 +806,8 @@ struct map_geometry {
     size_t chunk, n_chunks, window;
 };
 
-static int map_plan(const cf_executor *ex, size_t n, size_t arg_len, bool copy, const cf_map_opts *o,
-                    struct map_geometry *g)
+static int map_plan(const cf_executor *ex, size_t n, size_t arg_len, bool copy,
+                    const cf_map_opts *o, struct map_geometry *g)
 {
     int w = ex->ops->workers ? ex->ops->workers(ex) : 1;
     size_t workers = w > 0 ? (size_t)w : 1;
@@ -810,7 +823,7 @@ static int map_plan(const cf_executor *ex, size_t n, size_t arg_len, bool copy, 
     size_t window = o->window ? o->window : map_default_window(ex, workers);
     if (window > n_chunks) window = n_chunks ? n_chunks : 1;
     if (window > SIZE_MAX / sizeof(struct map_slot)) return CF_ENOMEM;
-    *g = (struct map_geometry){ .chunk = chunk, .n_chunks = n_chunks, .window = window };
+    *g = (struct map_geometry){.chunk = chunk, .n_chunks = n_chunks, .window = window};
     return 0;
 }
 
@@ -821,14 +834,13 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     if (!args && arg_len && n) return CF_EINVAL;
     if (arg_len > UINT32_MAX) return CF_EINVAL;
     if (n && arg_len > SIZE_MAX / n) return CF_EINVAL;
-    cf_map_opts o = opts ? *opts : (cf_map_opts){ 0 };
+    cf_map_opts o = opts ? *opts : (cf_map_opts){0};
     for (size_t i = 0; i < sizeof o.reserved / sizeof o.reserved[0]; i++)
         if (o.reserved[i]) return CF_EINVAL; /* an option this library does not know */
     /* A timeout without has_timeout would be ignored: say so instead. */
     if (isnan(o.timeout) || (!o.has_timeout && o.timeout != 0)) return CF_EINVAL;
     cf__deadline deadline = CF__NO_DEADLINE;
-    if (o.has_timeout && cf__deadline_from_timeout(o.timeout, &deadline) != 0)
-        return CF_EINVAL;
+    if (o.has_timeout && cf__deadline_from_timeout(o.timeout, &deadline) != 0) return CF_EINVAL;
 
     bool copy = !cf__exec_can(ex, CF__EXEC_SHARED_MEMORY);
     struct map_geometry g;

@@ -47,13 +47,13 @@
 #include "core/future.h"
 
 struct wait_ctx {
-    struct cf__waiter w;       /* first: notify gets &w */
+    struct cf__waiter w; /* first: notify gets &w */
     _Atomic size_t refs;
-    _Atomic uint32_t word;     /* 0 waiting, 1 signalled, 2 the caller sleeps */
-    _Atomic size_t events;     /* registered futures seen done */
-    size_t need;               /* events that mean "all done" (FIRST_EXCEPTION) */
+    _Atomic uint32_t word; /* 0 waiting, 1 signalled, 2 the caller sleeps */
+    _Atomic size_t events; /* registered futures seen done */
+    size_t need;           /* events that mean "all done" (FIRST_EXCEPTION) */
     enum cf_return_when when;
-    cf_future *trigger;        /* helper mode: completed by the first signal */
+    cf_future *trigger; /* helper mode: completed by the first signal */
     size_t bytes;
     struct cf__waiter_node nodes[];
 };
@@ -61,7 +61,9 @@ struct wait_ctx {
  * They sit together on purpose: a completion touches all three, so one
  * line moves instead of three (two at worst: cf__alloc aligns to 16 bytes,
  * not 64). */
-_Static_assert(offsetof(struct wait_ctx, events) + sizeof(size_t) - offsetof(struct wait_ctx, refs) <= 64,
+_Static_assert(offsetof(struct wait_ctx, events) + sizeof(size_t) -
+                       offsetof(struct wait_ctx, refs) <=
+                   64,
                "a completion's counters on one cache line");
 
 /* A done future holding a task error or a broken-pool failure
@@ -89,8 +91,7 @@ static void ctx_signal(struct wait_ctx *c)
     /* release: the caller's acquire load of word == 1 then sees every
      * state change that led to this signal (the futures it re-reads). */
     uint32_t old = atomic_exchange_explicit(&c->word, 1, memory_order_release);
-    if (old == 2)
-        cf__futex_wake(&c->word, 1, false);
+    if (old == 2) cf__futex_wake(&c->word, 1, false);
     else if (old == 0 && c->trigger) /* the first signal, in helper mode */
         (void)cf_future_set_result(c->trigger, NULL, 0);
 }
@@ -125,12 +126,9 @@ static bool satisfied(cf_future **uniq, size_t u, enum cf_return_when when, size
     }
     *n_done = done;
     switch (when) {
-    case CF_FIRST_COMPLETED:
-        return done > 0;
-    case CF_FIRST_EXCEPTION:
-        return err || done == u;
-    default:
-        return done == u;
+    case CF_FIRST_COMPLETED: return done > 0;
+    case CF_FIRST_EXCEPTION: return err || done == u;
+    default: return done == u;
     }
 }
 
@@ -319,10 +317,8 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
     if (rc == 0) {
         if (satisfied(uniq, u, when, &done) || timeout == 0)
             ; /* nothing to wait for */
-        else if (when == CF_ALL_COMPLETED)
-            wait_all(uniq, u, deadline);
-        else
-            rc = wait_first(uniq, u, done, when, deadline);
+        else if (when == CF_ALL_COMPLETED) wait_all(uniq, u, deadline);
+        else rc = wait_first(uniq, u, done, when, deadline);
     }
     if (rc == 0) {
         done = wait_partition(fs, n, uniq, u, dups);

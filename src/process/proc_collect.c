@@ -209,7 +209,8 @@ static int harvest(struct cf__ppool *p, cf_future **fs, struct cf_out *outs, int
                     r->marked = true; /* no callbacks: a state CAS only */
                     if (r->f) cf__future_mark_running(r->f);
                 }
-                if (!gen_ok || (k != CF__SK_QUEUED && k != CF__SK_STARTED && k != CF__SK_HELD)) *odd = true;
+                if (!gen_ok || (k != CF__SK_QUEUED && k != CF__SK_STARTED && k != CF__SK_HELD))
+                    *odd = true;
                 break;
             }
             struct cf__pbad bad;
@@ -334,4 +335,3 @@ bool cf__pp_feed(struct cf__ppool *p)
     }
     return progress;
 }
-

@@ -77,7 +77,7 @@ static void fail_list(cf_future **fs, size_t n, const char *msg)
 {
     for (size_t i = 0; i < n; i++) {
         cf__future_fail_broken(fs[i], "%s", msg); /* CF_ESTATE if already done: fine */
-        cf_future_release(fs[i]);                  /* the executor's reference */
+        cf_future_release(fs[i]);                 /* the executor's reference */
     }
 }
 
@@ -90,7 +90,8 @@ static void fail_everything(struct coll *c, const char *msg)
         size_t k = 0;
         pthread_mutex_lock(&ch->lock);
         uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
-        for (uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed); pos < h; pos++) {
+        for (uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed); pos < h;
+             pos++) {
             struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
             if (r->f) p->scratch[k++] = r->f;
             r->f = NULL;
@@ -154,8 +155,9 @@ static void corrupted(struct coll *c, int chan, const char *what, uint64_t pos, 
 static const char *illegal_successor(const struct cf__prec *r, uint32_t k)
 {
     if (r->is_exit)
-        return k == CF__SK_EXIT || k == CF__SK_SKIPPED || k == CF__SK_DONE ? NULL
-                                                                          : "slot state (an exit marker's)";
+        return k == CF__SK_EXIT || k == CF__SK_SKIPPED || k == CF__SK_DONE
+                   ? NULL
+                   : "slot state (an exit marker's)";
     if (k == CF__SK_EXIT) return "slot state (exit on a task)";
     if (r->marked && k != CF__SK_STARTED && k != CF__SK_DONE)
         return "slot state (went back after its task began)";
@@ -187,7 +189,8 @@ static bool collect_chan(struct coll *c, int chan)
             corrupted(c, chan, illegal, pos, v);
             return true;
         }
-        if (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT || k == CF__SK_HELD) break;
+        if (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT || k == CF__SK_HELD)
+            break;
         if (k == CF__SK_STARTED) {
             if (!r->marked) {
                 r->marked = true;
@@ -369,7 +372,8 @@ static void on_death(struct coll *c, int chan, int pid, int st)
     if (!ch->dead) {
         uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed);
         if (pos < atomic_load_explicit(&ch->head, memory_order_relaxed)) {
-            uint32_t v = atomic_load_explicit(&cf__pp_slot(p, chan, pos)->state, memory_order_acquire);
+            uint32_t v = atomic_load_explicit(&cf__pp_slot(p, chan, pos)->state,
+                                              memory_order_acquire);
             if (cf__sk_kind(v) == CF__SK_STARTED && cf__sk_gen(v) == cf__pos_gen(pos))
                 held = ch->rec[pos & (p->depth - 1)].f;
         }
@@ -389,11 +393,12 @@ static void on_death(struct coll *c, int chan, int pid, int st)
         respawn(c, chan); /* retirement (max_tasks_per_child) */
         return;
     }
-    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == CF__WEXIT_INIT && ch->inc_done == 0 && !held)
+    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == CF__WEXIT_INIT && ch->inc_done == 0 &&
+        !held)
         snprintf(desc, sizeof desc, "the initializer failed in worker %d", pid);
     else if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == CF__WEXIT_CORRUPT)
-        snprintf(desc, sizeof desc, "worker %d found its ring corrupted and exited (status %d)", pid,
-                 CF__WEXIT_CORRUPT);
+        snprintf(desc, sizeof desc, "worker %d found its ring corrupted and exited (status %d)",
+                 pid, CF__WEXIT_CORRUPT);
     if (held) cf__future_fail_broken(held, "%s", desc);
     break_pool(c, desc);
 }
@@ -422,11 +427,11 @@ static bool read_reports(struct coll *c)
             char desc[200];
             ch->spawning = false;
             if (m.status == EAGAIN)
-                snprintf(desc, sizeof desc,
-                         "could not start a worker: fork refused: resource limit (EAGAIN: RLIMIT_NPROC "
-                         "or the system's task limit)");
-            else
-                snprintf(desc, sizeof desc, "could not start a worker: %s", strerror(m.status));
+                snprintf(
+                    desc, sizeof desc,
+                    "could not start a worker: fork refused: resource limit (EAGAIN: RLIMIT_NPROC "
+                    "or the system's task limit)");
+            else snprintf(desc, sizeof desc, "could not start a worker: %s", strerror(m.status));
             break_pool(c, desc);
         } else if (m.op == CF__ZR_DIED) {
             on_death(c, m.chan, m.pid, m.status);
@@ -628,7 +633,8 @@ void *cf__pp_collector_main(void *arg)
         for (int i = 0; i < p->n; i++)
             fprintf(stderr, "cfutures: process worker %d (last pid %d): tasks %llu\n", i,
                     (int)p->ch[i].pid,
-                    (unsigned long long)atomic_load_explicit(&p->ch[i].tasks_run, memory_order_relaxed));
+                    (unsigned long long)atomic_load_explicit(&p->ch[i].tasks_run,
+                                                             memory_order_relaxed));
     /* A helper may still be completing futures it collected: shutdown(wait)
      * returns only once every future is done. acquire: pairs with the
      * helper's release decrement. */

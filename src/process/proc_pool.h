@@ -19,58 +19,58 @@
 #include "process/proc_shm.h"
 
 /* Pool flags (parent-private word). */
-#define CF__PP_SHUTDOWN 1u   /* no new submissions */
-#define CF__PP_BROKEN 2u     /* a worker died or misbehaved: everything fails */
-#define CF__PP_TERMINATE 4u  /* cf_process_pool_terminate: kill the workers now */
+#define CF__PP_SHUTDOWN 1u  /* no new submissions */
+#define CF__PP_BROKEN 2u    /* a worker died or misbehaved: everything fails */
+#define CF__PP_TERMINATE 4u /* cf_process_pool_terminate: kill the workers now */
 
 /* What the parent remembers about one filled slot (parent-private: the
  * collector never takes a future pointer from shared memory). */
 struct cf__prec {
-    cf_future *f;      /* the executor's reference; NULL for an EXIT marker */
-    uint64_t arg_pos;  /* where the argument starts in the arg spill ring */
-    uint64_t arg_end;  /* arg spill ring position after this argument, 0 if inline */
+    cf_future *f;     /* the executor's reference; NULL for an EXIT marker */
+    uint64_t arg_pos; /* where the argument starts in the arg spill ring */
+    uint64_t arg_end; /* arg spill ring position after this argument, 0 if inline */
     bool is_exit;
-    bool marked;       /* cf__future_mark_running done */
+    bool marked; /* cf__future_mark_running done */
 };
 
 struct cf__pchan {
     /* Producer side (submit threads and the collector's feeder). */
-    _Alignas(64) pthread_mutex_t lock;        /* guards head, arg_head, rec[] filling */
-    _Atomic uint64_t head;       /* next position to fill */
-    uint64_t arg_head;           /* arg spill ring: next free position */
-    uint64_t coll_cache;         /* the last `collected` a producer read */
+    _Alignas(64) pthread_mutex_t lock; /* guards head, arg_head, rec[] filling */
+    _Atomic uint64_t head;             /* next position to fill */
+    uint64_t arg_head;                 /* arg spill ring: next free position */
+    uint64_t coll_cache;               /* the last `collected` a producer read */
     /* Collector side. */
     _Alignas(64) _Atomic uint64_t collected; /* next position to collect */
-    _Atomic uint64_t arg_tail;   /* arg spill ring freed up to here */
-    uint64_t res_tail;           /* result spill ring freed up to here (collector-private) */
+    _Atomic uint64_t arg_tail;               /* arg spill ring freed up to here */
+    uint64_t res_tail;                 /* result spill ring freed up to here (collector-private) */
     uint64_t arg_punched, res_punched; /* spill pages given back below here (collect lock) */
-    struct cf__prec *rec;        /* depth entries */
-    pid_t pid;                   /* current worker (0 before its SPAWNED report) */
+    struct cf__prec *rec;              /* depth entries */
+    pid_t pid;                         /* current worker (0 before its SPAWNED report) */
     bool alive, spawning, exit_placed, exit_consumed, dead;
-    uint64_t inc_done;           /* tasks collected from the current worker */
-    _Atomic uint64_t tasks_run;  /* statistics */
+    uint64_t inc_done;          /* tasks collected from the current worker */
+    _Atomic uint64_t tasks_run; /* statistics */
     /* Zygote-private (meaningful only in the zygote's copy). */
     pid_t z_pid;
-    int z_pidfd;                 /* unused (-1): the zygote reaps through SIGCHLD */
+    int z_pidfd; /* unused (-1): the zygote reaps through SIGCHLD */
 };
 
 struct cf__ppool {
-    struct cf_executor base;     /* must be first */
-    struct cf__future_ops fops;  /* f->ops points here: on_cancel/on_free find the pool */
-    _Atomic uint64_t refs;       /* the executor handle + the collector + every live future */
-    void *raw;                   /* what was allocated (the struct is aligned inside it) */
+    struct cf_executor base;    /* must be first */
+    struct cf__future_ops fops; /* f->ops points here: on_cancel/on_free find the pool */
+    _Atomic uint64_t refs;      /* the executor handle + the collector + every live future */
+    void *raw;                  /* what was allocated (the struct is aligned inside it) */
 
     /* Configuration. */
-    int n;                       /* workers = channels */
-    unsigned gen;                /* the process that made it (process_pool.c) */
-    uint32_t depth;              /* slots per channel (power of two) */
-    size_t slot_size;            /* inline bytes per slot */
-    size_t stride;               /* bytes per slot: header + inline area */
-    size_t chan_slots;           /* bytes per channel's slot block (whole pages) */
+    int n;                         /* workers = channels */
+    unsigned gen;                  /* the process that made it (process_pool.c) */
+    uint32_t depth;                /* slots per channel (power of two) */
+    size_t slot_size;              /* inline bytes per slot */
+    size_t stride;                 /* bytes per slot: header + inline area */
+    size_t chan_slots;             /* bytes per channel's slot block (whole pages) */
     uint64_t arg_spill, res_spill; /* bytes per channel in each spill ring */
-    uint64_t arg_max;            /* largest argument accepted */
-    int max_tasks;               /* 0: unlimited */
-    size_t map_window;           /* cf_map's default window (0: its own) */
+    uint64_t arg_max;              /* largest argument accepted */
+    int max_tasks;                 /* 0: unlimited */
+    size_t map_window;             /* cf_map's default window (0: its own) */
     long spin_ns;
     bool stats;
     cf_init_fn *init;
@@ -80,23 +80,23 @@ struct cf__ppool {
     unsigned char *map;
     size_t map_len;
     struct cf__pshm_hdr *hdr;
-    struct cf__pchan_ctl *ctl;   /* nchan entries */
-    unsigned char *slots;        /* nchan * depth * stride */
-    unsigned char *argsp;        /* nchan * arg_spill */
-    unsigned char *ressp;        /* nchan * res_spill */
+    struct cf__pchan_ctl *ctl; /* nchan entries */
+    unsigned char *slots;      /* nchan * depth * stride */
+    unsigned char *argsp;      /* nchan * arg_spill */
+    unsigned char *ressp;      /* nchan * res_spill */
 
     /* Processes and descriptors. */
     pid_t parent_pid, zpid;
-    int efd;                     /* eventfd: rings the collector awake (workers and parent) */
-    int req_wr, req_rd;          /* parent -> zygote requests */
-    int rep_rd, rep_wr;          /* zygote -> parent reports */
-    int zpidfd;                  /* the zygote's pidfd (parent) */
+    int efd;            /* eventfd: rings the collector awake (workers and parent) */
+    int req_wr, req_rd; /* parent -> zygote requests */
+    int rep_rd, rep_wr; /* zygote -> parent reports */
+    int zpidfd;         /* the zygote's pidfd (parent) */
 
     /* State, in three cache lines: what submitters read or write on every
      * submit; what the collector writes on every step; the rest. */
     _Alignas(64) _Atomic uint32_t flags; /* CF__PP_* (read by every submit) */
-    _Atomic size_t ov_count;     /* overflow length (read by every submit) */
-    _Atomic uint64_t rr;         /* round-robin channel choice */
+    _Atomic size_t ov_count;             /* overflow length (read by every submit) */
+    _Atomic uint64_t rr;                 /* round-robin channel choice */
 
     _Alignas(64) _Atomic uint32_t coll_lock; /* who collects: the collector thread, or a helper */
     _Atomic uint32_t coll_sleep; /* parent wakers: the collector is (about to be) asleep */
@@ -105,7 +105,7 @@ struct cf__ppool {
 
     _Alignas(64) _Atomic uint32_t coll_done; /* futex: 1 once the collector has finished */
     _Atomic int term_signo;
-    char *broken_msg;            /* written by the collector before CF__PP_BROKEN is set */
+    char *broken_msg; /* written by the collector before CF__PP_BROKEN is set */
     pthread_t coll;
     bool coll_started;
     struct cf__zrep early_death; /* a DIED report read by the constructor (op 0: none) */
@@ -114,8 +114,8 @@ struct cf__ppool {
     pthread_mutex_t ov_lock;
     cf_future *ov_head, *ov_tail; /* linked through f->next_queued */
 
-    cf_future **scratch;         /* collector-private: depth entries */
-    struct cf__pchan ch[];       /* n channels */
+    cf_future **scratch;   /* collector-private: depth entries */
+    struct cf__pchan ch[]; /* n channels */
 };
 _Static_assert(offsetof(struct cf__ppool, coll_lock) - offsetof(struct cf__ppool, flags) >= 64,
                "submitters' and the collector's hot words on separate lines");
@@ -219,7 +219,6 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
  * other pools; a zygote holding them would hide their EOFs). */
 void cf__pp_fd_register(int fd);
 void cf__pp_fd_unregister(int fd);
-
 
 /* Test hooks, only in the tests' build (CF_TEST_HOOKS): inside a worker,
  * the shared mapping (NULL elsewhere); and a spill ring size override for

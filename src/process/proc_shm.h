@@ -150,15 +150,15 @@ static inline bool cf__pp_spill_fit(uint64_t ring, uint64_t head, uint64_t tail,
 struct cf__pslot {
     _Atomic uint32_t state;
     uint32_t arg_check; /* parent: cf__pp_arg_check() of the task */
-    uint64_t fn;       /* parent: the task function's address (same in a fork) */
-    uint64_t arg_len;  /* parent */
-    uint64_t arg_pos;  /* parent: position in the arg spill ring if CF__PA_SPILL */
-    uint64_t res_len;  /* worker: result bytes (0 when code != 0) */
-    uint64_t res_pos;  /* worker: position in the result spill ring if CF__PR_SPILL */
-    int32_t code;      /* worker: the task's return value */
-    uint32_t msg_len;  /* worker: message bytes after the result (code != 0) */
-    uint16_t rflags;   /* worker: CF__PR_* */
-    uint16_t aflags;   /* parent: CF__PA_* */
+    uint64_t fn;        /* parent: the task function's address (same in a fork) */
+    uint64_t arg_len;   /* parent */
+    uint64_t arg_pos;   /* parent: position in the arg spill ring if CF__PA_SPILL */
+    uint64_t res_len;   /* worker: result bytes (0 when code != 0) */
+    uint64_t res_pos;   /* worker: position in the result spill ring if CF__PR_SPILL */
+    int32_t code;       /* worker: the task's return value */
+    uint32_t msg_len;   /* worker: message bytes after the result (code != 0) */
+    uint16_t rflags;    /* worker: CF__PR_* */
+    uint16_t aflags;    /* parent: CF__PA_* */
     uint32_t res_check; /* worker: cf__pp_res_check() of the result */
 };
 _Static_assert(sizeof(struct cf__pslot) == 64, "a slot header is one cache line");
@@ -245,8 +245,8 @@ _Static_assert(sizeof(struct cf__pshm_hdr) == 128, "two lines");
 enum { CF__ZQ_SPAWN = 1, CF__ZQ_KILL = 2, CF__ZQ_EXIT = 3 };
 struct cf__zreq {
     int32_t op;
-    int32_t chan;     /* SPAWN */
-    int32_t signo;    /* KILL */
+    int32_t chan;  /* SPAWN */
+    int32_t signo; /* KILL */
     int32_t pad_;
     uint64_t pos;     /* SPAWN: the first slot position the worker takes */
     uint64_t res_pos; /* SPAWN: where its result spill ring starts */

@@ -138,7 +138,7 @@ static uint64_t res_alloc(struct cf__ppool *p, int chan, uint64_t head, uint64_t
         /* acquire: pairs with the collector's release store of res_tail
          * after it copied the bytes out: we may overwrite them. */
         uint64_t t = atomic_load_explicit(&c->res_tail, memory_order_acquire);
-        if (t > head || head - t > R) corrupt(); /* the tail never passes us */
+        if (t > head || head - t > R) corrupt();                   /* the tail never passes us */
         if (cf__pp_spill_fit(R, head, t, total, &pos)) return pos; /* proc_shm.h */
         uint32_t seq = atomic_load_explicit(&c->res_seq, memory_order_acquire);
         /* seq_cst store then seq_cst load: Dekker with the collector's
@@ -184,8 +184,8 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uin
     s->code = rc;
     s->msg_len = (uint32_t)mlen;
     s->rflags = (uint16_t)rf;
-    s->res_check = cf__pp_res_check(pos, rlen, rpos, rc, (uint32_t)mlen, rf, (const unsigned char *)rdata,
-                                    (const unsigned char *)msg);
+    s->res_check = cf__pp_res_check(pos, rlen, rpos, rc, (uint32_t)mlen, rf,
+                                    (const unsigned char *)rdata, (const unsigned char *)msg);
 }
 
 static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
@@ -260,9 +260,9 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
         if (k == CF__SK_CANCELLED || k == CF__SK_EXIT) {
             /* acq_rel: an RMW in the release sequence (see run_one). Only
              * we move a slot out of CANCELLED or EXIT. */
-            if (!atomic_compare_exchange_strong_explicit(&s->state, &v,
-                                                         cf__sk_make(CF__SK_SKIPPED, pos),
-                                                         memory_order_acq_rel, memory_order_relaxed))
+            if (!atomic_compare_exchange_strong_explicit(
+                    &s->state, &v, cf__sk_make(CF__SK_SKIPPED, pos), memory_order_acq_rel,
+                    memory_order_relaxed))
                 corrupt();
             doorbell(p);
             if (k == CF__SK_EXIT) _exit(CF__WEXIT_OK);
@@ -271,7 +271,8 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
         }
         /* acq_rel: acquire the parent's slot fields; the RMW keeps the
          * release sequence going. Losing means a cancel won: look again. */
-        if (!atomic_compare_exchange_strong_explicit(&s->state, &v, cf__sk_make(CF__SK_STARTED, pos),
+        if (!atomic_compare_exchange_strong_explicit(&s->state, &v,
+                                                     cf__sk_make(CF__SK_STARTED, pos),
                                                      memory_order_acq_rel, memory_order_relaxed))
             continue;
         /* A sleeping collector marks the future running soon. Only a hint

@@ -62,8 +62,8 @@ void cf__pp_fd_unregister(int fd)
 {
     for (int i = 0; i < REG_MAX; i++) {
         int want = fd + 1;
-        if (atomic_compare_exchange_strong_explicit(&fd_registry[i], &want, 0,
-                                                    memory_order_relaxed, memory_order_relaxed))
+        if (atomic_compare_exchange_strong_explicit(&fd_registry[i], &want, 0, memory_order_relaxed,
+                                                    memory_order_relaxed))
             return;
     }
 }
@@ -102,7 +102,8 @@ static struct zqueue zq;
 static void report(int op, int chan, int pid, int status)
 {
     if (zq.len == zq.cap) return; /* cannot happen: see the bound at the top */
-    zq.r[(zq.head + zq.len) % zq.cap] = (struct cf__zrep){.op = op, .chan = chan, .pid = pid, .status = status};
+    zq.r[(zq.head + zq.len) % zq.cap] = (struct cf__zrep){
+        .op = op, .chan = chan, .pid = pid, .status = status};
     zq.len++;
 }
 

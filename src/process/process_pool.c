@@ -305,7 +305,8 @@ bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos)
     uint32_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
     for (;;) {
         uint32_t k = cf__sk_kind(v);
-        if (cf__sk_gen(v) != cf__pos_gen(pos) || (k != CF__SK_QUEUED && k != CF__SK_HELD)) return false;
+        if (cf__sk_gen(v) != cf__pos_gen(pos) || (k != CF__SK_QUEUED && k != CF__SK_HELD))
+            return false;
         /* acq_rel CAS on the shared word: the worker's QUEUED->STARTED CAS
          * (or the feeder's HELD->QUEUED) is the other contender; exactly
          * one wins. A stale generation (slot reused) fails the check. */
@@ -395,7 +396,8 @@ bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, c
      * collector: it reads them after an acquire load of this word, whose
      * later values come from the worker's RMWs in this release sequence)
      * are visible before the state says QUEUED. */
-    uint32_t old = atomic_exchange_explicit(&s->state, cf__sk_make(kind, pos), memory_order_release);
+    uint32_t old = atomic_exchange_explicit(&s->state, cf__sk_make(kind, pos),
+                                            memory_order_release);
     /* release, after the exchange: the collector reads head (acquire) and
      * then expects every slot below it to be published. */
     atomic_store_explicit(&ch->head, pos + 1, memory_order_release);
@@ -799,7 +801,8 @@ static int await_spawned(struct cf__ppool *p)
 {
     int pending = p->n;
     while (pending > 0) {
-        struct pollfd pf[2] = {{.fd = p->rep_rd, .events = POLLIN}, {.fd = p->zpidfd, .events = POLLIN}};
+        struct pollfd pf[2] = {{.fd = p->rep_rd, .events = POLLIN},
+                               {.fd = p->zpidfd, .events = POLLIN}};
         int r = poll(pf, 2, 30000);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0 || (!pf[0].revents && pf[1].revents)) return CF_ESYS; /* hung or dead */

@@ -17,12 +17,10 @@ static struct cf__deque_array *array_new(int64_t cap, int node)
 {
     size_t bytes = sizeof(struct cf__deque_array) + (size_t)cap * sizeof(_Atomic(void *));
     struct cf__deque_array *a = node >= 0 ? cf__alloc_on_node(bytes, node) : cf__alloc(bytes);
-    if (!a)
-        return NULL;
+    if (!a) return NULL;
     a->mask = cap - 1;
     a->retired = NULL;
-    for (int64_t i = 0; i < cap; i++)
-        atomic_init(&a->slot[i], NULL);
+    for (int64_t i = 0; i < cap; i++) atomic_init(&a->slot[i], NULL);
     return a;
 }
 
@@ -34,11 +32,9 @@ static void array_free(struct cf__deque_array *a)
 int cf__deque_init(struct cf__deque *d, size_t capacity, int node)
 {
     int64_t cap = 2;
-    while ((size_t)cap < capacity && cap < ((int64_t)1 << 40))
-        cap <<= 1;
+    while ((size_t)cap < capacity && cap < ((int64_t)1 << 40)) cap <<= 1;
     struct cf__deque_array *a = array_new(cap, node);
-    if (!a)
-        return CF_ENOMEM;
+    if (!a) return CF_ENOMEM;
     atomic_init(&d->top, 0);
     atomic_init(&d->bottom, 0);
     atomic_init(&d->array, a);
@@ -50,8 +46,7 @@ int cf__deque_init(struct cf__deque *d, size_t capacity, int node)
 void cf__deque_destroy(struct cf__deque *d)
 {
     struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    if (a)
-        array_free(a);
+    if (a) array_free(a);
     while (d->retired) {
         struct cf__deque_array *r = d->retired;
         d->retired = r->retired;
@@ -65,8 +60,7 @@ static struct cf__deque_array *grow(struct cf__deque *d, struct cf__deque_array 
                                     int64_t b)
 {
     struct cf__deque_array *n = array_new((a->mask + 1) * 2, d->node);
-    if (!n)
-        return NULL;
+    if (!n) return NULL;
     for (int64_t i = t; i < b; i++) {
         /* Relaxed: only the owner writes slots, and thieves read the new
          * array only after the release store of `array` below. */
@@ -91,8 +85,7 @@ int cf__deque_push(struct cf__deque *d, void *x)
     struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
     if (b - t > a->mask) {
         a = grow(d, a, t, b);
-        if (!a)
-            return CF_ENOMEM;
+        if (!a) return CF_ENOMEM;
     }
     atomic_store_explicit(&a->slot[b & a->mask], x, memory_order_relaxed);
     CF__YIELD_POINT(); /* debug builds: slot written, bottom not yet published */
@@ -149,8 +142,7 @@ enum cf__steal_result cf__deque_steal(struct cf__deque *d, void **out)
     /* Acquire: pairs with the owner's release store of bottom in push, so
      * the slot and the item's contents are visible. */
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
-    if (t >= b)
-        return CF__STEAL_EMPTY;
+    if (t >= b) return CF__STEAL_EMPTY;
     /* Acquire (the paper's consume): the array's slots as copied by grow. */
     struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_acquire);
     void *x = atomic_load_explicit(&a->slot[t & a->mask], memory_order_relaxed);

@@ -35,9 +35,9 @@
 #include "sync/cacheline.h"
 
 struct cf__deque_array {
-    int64_t mask;                       /* capacity - 1 (capacity a power of 2) */
-    struct cf__deque_array *retired;    /* owner-private list of replaced arrays */
-    _Atomic(void *) slot[];             /* atomics: a thief may read a slot the
+    int64_t mask;                    /* capacity - 1 (capacity a power of 2) */
+    struct cf__deque_array *retired; /* owner-private list of replaced arrays */
+    _Atomic(void *) slot[];          /* atomics: a thief may read a slot the
                                            owner overwrites; its CAS then fails */
 };
 
@@ -49,14 +49,14 @@ struct cf__deque {
     _Atomic(struct cf__deque_array *) array;
     /* Line 2: owner only. */
     _Alignas(CF__CACHE_LINE) struct cf__deque_array *retired; /* freed at destroy */
-    int node;                           /* NUMA node for the arrays (-1: any) */
+    int node; /* NUMA node for the arrays (-1: any) */
 };
 
-_Static_assert(offsetof(struct cf__deque, top) / CF__CACHE_LINE
-                   != offsetof(struct cf__deque, bottom) / CF__CACHE_LINE,
+_Static_assert(offsetof(struct cf__deque, top) / CF__CACHE_LINE !=
+                   offsetof(struct cf__deque, bottom) / CF__CACHE_LINE,
                "top and bottom must not share a cache line");
-_Static_assert(offsetof(struct cf__deque, retired) / CF__CACHE_LINE
-                   != offsetof(struct cf__deque, bottom) / CF__CACHE_LINE,
+_Static_assert(offsetof(struct cf__deque, retired) / CF__CACHE_LINE !=
+                   offsetof(struct cf__deque, bottom) / CF__CACHE_LINE,
                "owner-only fields must not share the thieves' lines");
 _Static_assert(sizeof(struct cf__deque) % CF__CACHE_LINE == 0, "whole cache lines");
 

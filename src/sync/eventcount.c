@@ -60,8 +60,7 @@ int cf__ec_wait(struct cf__eventcount *ec, struct cf__ec_slot *s, cf__deadline d
     if (atomic_load_explicit(&s->word, memory_order_relaxed) == CF__EC_PARKED)
         rc = cf__futex_wait(&s->word, CF__EC_PARKED, deadline, false);
     uint32_t was = unpark(ec, s);
-    if (tag)
-        *tag = was;
+    if (tag) *tag = was;
     return rc == CF_ETIMEDOUT ? CF_ETIMEDOUT : 0;
 }
 
@@ -69,13 +68,12 @@ bool cf__ec_notify_slot(struct cf__ec_slot *s, uint32_t tag)
 {
     uint32_t v = CF__EC_PARKED;
     /* Relaxed pre-check: most slots are not parked; no RMW on their line. */
-    if (atomic_load_explicit(&s->word, memory_order_relaxed) != CF__EC_PARKED)
-        return false;
+    if (atomic_load_explicit(&s->word, memory_order_relaxed) != CF__EC_PARKED) return false;
     CF__YIELD_POINT(); /* debug builds: seen parked, not yet claimed */
     /* Release: pairs with the acquire exchange in unpark, so the woken
      * thread sees what we published before notifying. One notifier wins. */
-    if (!atomic_compare_exchange_strong_explicit(&s->word, &v, tag,
-                                                 memory_order_release, memory_order_relaxed))
+    if (!atomic_compare_exchange_strong_explicit(&s->word, &v, tag, memory_order_release,
+                                                 memory_order_relaxed))
         return false;
     CF__YIELD_POINT(); /* debug builds: notified, futex not yet woken */
     cf__futex_wake(&s->word, 1, false);

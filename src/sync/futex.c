@@ -66,13 +66,10 @@ int cf__futex_wait(_Atomic uint32_t *word, uint32_t expected, cf__deadline deadl
     long rc = syscall(SYS_futex, (uint32_t *)word, op, expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
     if (rc == 0) return 0;
     switch (errno) {
-    case ETIMEDOUT:
-        return CF_ETIMEDOUT;
-    case EINTR:  /* a signal: report as a spurious wake-up */
-    case EAGAIN: /* the word had already changed */
-        return 0;
-    default:     /* EFAULT/EINVAL: a bug in the caller; let it re-check */
-        return CF_ESYS;
+    case ETIMEDOUT: return CF_ETIMEDOUT;
+    case EINTR: /* a signal: report as a spurious wake-up */
+    case EAGAIN: /* the word had already changed */ return 0;
+    default: /* EFAULT/EINVAL: a bug in the caller; let it re-check */ return CF_ESYS;
     }
 }
 

@@ -44,8 +44,8 @@ struct cf__inject {
     _Alignas(CF__CACHE_LINE) struct __cds_wfcq_head head;
     _Atomic int taking; /* try-flag serialising takes */
 };
-_Static_assert(offsetof(struct cf__inject, head) / CF__CACHE_LINE
-                   != offsetof(struct cf__inject, tail) / CF__CACHE_LINE,
+_Static_assert(offsetof(struct cf__inject, head) / CF__CACHE_LINE !=
+                   offsetof(struct cf__inject, tail) / CF__CACHE_LINE,
                "producers and the taker must not share a line");
 
 /* A batch taken out of a queue, walked by its single owner. */
@@ -128,13 +128,11 @@ static inline void cf__batch_init(struct cf__inject_batch *b)
 }
 static inline bool cf__inject_splice(struct cf__inject *q, struct cf__inject_batch *b)
 {
-    if (cf__inject_empty(q))
-        return false;
+    if (cf__inject_empty(q)) return false;
     /* Acquire: pairs with the producer's release link store. */
     struct cds_wfcq_node *first = __atomic_exchange_n(&q->head.node.next, NULL, __ATOMIC_ACQ_REL);
-    CF__YIELD_POINT(); /* debug builds: head taken, tail not yet reset */
-    if (!first)
-        return false; /* a producer is between its two steps */
+    CF__YIELD_POINT();        /* debug builds: head taken, tail not yet reset */
+    if (!first) return false; /* a producer is between its two steps */
     /* Seq_cst: resets the tail; producers after this link to head again.
      * The old tail is the batch's last node. */
     struct cds_wfcq_node *last = __atomic_exchange_n(&q->tail.p, &q->head.node, __ATOMIC_SEQ_CST);
@@ -145,8 +143,7 @@ static inline bool cf__inject_splice(struct cf__inject *q, struct cf__inject_bat
 static inline struct cds_wfcq_node *cf__batch_next(struct cf__inject_batch *b)
 {
     struct cds_wfcq_node *n = b->head.node.next;
-    if (!n)
-        return NULL;
+    if (!n) return NULL;
     if (n == b->tail.p) {
         b->head.node.next = NULL;
         b->tail.p = &b->head.node;
@@ -155,8 +152,7 @@ static inline struct cds_wfcq_node *cf__batch_next(struct cf__inject_batch *b)
     struct cds_wfcq_node *next;
     /* Acquire: pairs with the release link store of the producer of next;
      * wait for a producer that exchanged the tail but has not linked yet. */
-    while ((next = __atomic_load_n(&n->next, __ATOMIC_ACQUIRE)) == NULL)
-        cf__cpu_relax();
+    while ((next = __atomic_load_n(&n->next, __ATOMIC_ACQUIRE)) == NULL) cf__cpu_relax();
     b->head.node.next = next;
     return n;
 }
@@ -167,8 +163,7 @@ static inline struct cds_wfcq_node *cf__batch_next(struct cf__inject_batch *b)
 static inline bool cf__inject_try_lock(struct cf__inject *q)
 {
     /* Relaxed pre-check avoids bouncing the line when someone holds it. */
-    if (atomic_load_explicit(&q->taking, memory_order_relaxed))
-        return false;
+    if (atomic_load_explicit(&q->taking, memory_order_relaxed)) return false;
     /* Acquire: pairs with the release in unlock; takes are serialised. */
     return atomic_exchange_explicit(&q->taking, 1, memory_order_acquire) == 0;
 }

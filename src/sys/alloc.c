@@ -102,10 +102,8 @@ void cf__free(void *p, size_t size)
     (void)size;
     free(p);
 #else
-    if (size)
-        sdallocx(p, size, 0);
-    else
-        dallocx(p, 0);
+    if (size) sdallocx(p, size, 0);
+    else dallocx(p, 0);
 #endif
 }
 

@@ -123,7 +123,8 @@ static void defaults(struct cf__config *c)
     c->numa = true;
     c->stats = false;
     c->slot_size = 256;
-    c->ring_depth = 1024; /* a worker's ring is its whole queue: 64 sent fast submitters to the overflow list */
+    c->ring_depth =
+        1024; /* a worker's ring is its whole queue: 64 sent fast submitters to the overflow list */
     c->max_tasks_per_child = 0;
     c->wait_spin_ns = WAIT_SPIN_DEFAULT;
     strcpy(c->thread_name_prefix, "cf");
@@ -213,7 +214,10 @@ static bool parse_pin(const char *s, enum cf_pin_policy *out)
     return false;
 }
 
-static bool is_pow2(long v) { return v > 0 && (v & (v - 1)) == 0; }
+static bool is_pow2(long v)
+{
+    return v > 0 && (v & (v - 1)) == 0;
+}
 
 /* Reads one decimal CPU index at *p; advances *p. */
 static bool cpu_index(const char **p, int *out)
@@ -401,10 +405,20 @@ void cf__config_load(struct cf__config *c)
     /* CFUTURES_CPUS before CFUTURES_PIN: a list implies pin=list, and
      * pin=list needs a list. */
     static const enum cf__setting order[] = {
-        CF__SET_WORKERS, CF__SET_CPU_LIST, CF__SET_PIN, CF__SET_SPIN_NS,
-        CF__SET_STEAL_ATTEMPTS, CF__SET_MAP_WINDOW, CF__SET_NUMA, CF__SET_STATS,
-        CF__SET_SLOT_SIZE, CF__SET_RING_DEPTH, CF__SET_MAX_TASKS_PER_CHILD, CF__SET_TOPOLOGY,
-        CF__SET_WAIT_SPIN_NS, CF__SET_THREAD_NAME_PREFIX,
+        CF__SET_WORKERS,
+        CF__SET_CPU_LIST,
+        CF__SET_PIN,
+        CF__SET_SPIN_NS,
+        CF__SET_STEAL_ATTEMPTS,
+        CF__SET_MAP_WINDOW,
+        CF__SET_NUMA,
+        CF__SET_STATS,
+        CF__SET_SLOT_SIZE,
+        CF__SET_RING_DEPTH,
+        CF__SET_MAX_TASKS_PER_CHILD,
+        CF__SET_TOPOLOGY,
+        CF__SET_WAIT_SPIN_NS,
+        CF__SET_THREAD_NAME_PREFIX,
     };
     _Static_assert(sizeof order / sizeof order[0] == CF__SET_COUNT, "every setting is loaded");
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) load_one(c, order[i]);

@@ -15,42 +15,42 @@
 enum cf__source { CF__FROM_DEFAULT = 0, CF__FROM_ENV, CF__FROM_CODE };
 
 enum cf__setting {
-    CF__SET_WORKERS,         /* CFUTURES_WORKERS */
-    CF__SET_PIN,             /* CFUTURES_PIN: compact|scatter|none|list */
-    CF__SET_CPU_LIST,        /* CFUTURES_CPUS: e.g. 0-3,8 (implies pin=list) */
-    CF__SET_SPIN_NS,         /* CFUTURES_SPIN_NS */
-    CF__SET_STEAL_ATTEMPTS,  /* CFUTURES_STEAL_ATTEMPTS */
-    CF__SET_MAP_WINDOW,      /* CFUTURES_MAP_WINDOW */
-    CF__SET_NUMA,            /* CFUTURES_NUMA: 0|1 */
-    CF__SET_STATS,           /* CFUTURES_STATS: 0|1 */
-    CF__SET_SLOT_SIZE,       /* CFUTURES_SLOT_SIZE (process pool) */
-    CF__SET_RING_DEPTH,      /* CFUTURES_RING_DEPTH (process pool) */
+    CF__SET_WORKERS,             /* CFUTURES_WORKERS */
+    CF__SET_PIN,                 /* CFUTURES_PIN: compact|scatter|none|list */
+    CF__SET_CPU_LIST,            /* CFUTURES_CPUS: e.g. 0-3,8 (implies pin=list) */
+    CF__SET_SPIN_NS,             /* CFUTURES_SPIN_NS */
+    CF__SET_STEAL_ATTEMPTS,      /* CFUTURES_STEAL_ATTEMPTS */
+    CF__SET_MAP_WINDOW,          /* CFUTURES_MAP_WINDOW */
+    CF__SET_NUMA,                /* CFUTURES_NUMA: 0|1 */
+    CF__SET_STATS,               /* CFUTURES_STATS: 0|1 */
+    CF__SET_SLOT_SIZE,           /* CFUTURES_SLOT_SIZE (process pool) */
+    CF__SET_RING_DEPTH,          /* CFUTURES_RING_DEPTH (process pool) */
     CF__SET_MAX_TASKS_PER_CHILD, /* CFUTURES_MAX_TASKS_PER_CHILD */
-    CF__SET_TOPOLOGY,        /* CFUTURES_TOPOLOGY: an hwloc XML file */
-    CF__SET_WAIT_SPIN_NS,    /* CFUTURES_WAIT_SPIN_NS: result() spin before futex */
-    CF__SET_THREAD_NAME_PREFIX, /* CFUTURES_THREAD_NAME_PREFIX: workers' "<prefix>-<n>" */
+    CF__SET_TOPOLOGY,            /* CFUTURES_TOPOLOGY: an hwloc XML file */
+    CF__SET_WAIT_SPIN_NS,        /* CFUTURES_WAIT_SPIN_NS: result() spin before futex */
+    CF__SET_THREAD_NAME_PREFIX,  /* CFUTURES_THREAD_NAME_PREFIX: workers' "<prefix>-<n>" */
     CF__SET_COUNT
 };
 
 /* Upper bounds shared by the environment parser and the option checks. */
 #define CF__MAX_WORKERS 4096
-#define CF__MAX_CPU 8191 /* highest OS CPU index a cpu list may name */
-#define CF__THREAD_NAME_MAX 15 /* bytes in a Linux thread name, without the NUL */
+#define CF__MAX_CPU 8191                   /* highest OS CPU index a cpu list may name */
+#define CF__THREAD_NAME_MAX 15             /* bytes in a Linux thread name, without the NUL */
 #define CF__TOPOLOGY_MAX_BYTES (64L << 20) /* largest CFUTURES_TOPOLOGY file */
 
 struct cf__config {
-    int workers;              /* 0 = one per allowed core */
-    enum cf_pin_policy pin;   /* never CF_PIN_DEFAULT once resolved */
+    int workers;            /* 0 = one per allowed core */
+    enum cf_pin_policy pin; /* never CF_PIN_DEFAULT once resolved */
     char cpu_list[256];
-    long spin_ns;             /* 0 = no spin */
-    int steal_attempts;       /* 0 = auto: see cf__steal_attempts() */
+    long spin_ns;       /* 0 = no spin */
+    int steal_attempts; /* 0 = auto: see cf__steal_attempts() */
     size_t map_window;
     bool numa;
     bool stats;
     size_t slot_size;
     size_t ring_depth;
-    int max_tasks_per_child;  /* 0 = unlimited */
-    char topology[4096];      /* "" = the machine's own (or HWLOC_* env) */
+    int max_tasks_per_child; /* 0 = unlimited */
+    char topology[4096];     /* "" = the machine's own (or HWLOC_* env) */
     long wait_spin_ns;
     char thread_name_prefix[CF__THREAD_NAME_MAX + 1]; /* default "cf" */
     enum cf__source source[CF__SET_COUNT];
@@ -67,8 +67,7 @@ void cf__config_load(struct cf__config *c);
  * NULL. CFUTURES_PIN=list needs c->cpu_list set; CFUTURES_CPUS also sets
  * pin=list. For CFUTURES_TOPOLOGY only the form is checked here; the file
  * is checked by cf__config_load and read by the topology loader. */
-int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *value,
-                     const char **why);
+int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *value, const char **why);
 
 /* One line on stderr about setting s ("cfutures: NAME="value": what"),
  * only when its value came from the environment, at most once per variable

@@ -42,8 +42,9 @@
 #define CF__DEBUG_CHECKS 0
 #endif
 
-#define CF__FREED_STATE 0xdead0000u /* live states use the low bits only (state, flags, DELIVERING) */
-#define CF__QUARANTINE 1024         /* released records held back (128 KiB) */
+#define CF__FREED_STATE \
+    0xdead0000u             /* live states use the low bits only (state, flags, DELIVERING) */
+#define CF__QUARANTINE 1024 /* released records held back (128 KiB) */
 #define CF__EXECUTOR_FREED ((const struct cf__executor_ops *)(uintptr_t)0xdeadf4eeu)
 
 /* Prints "cfutures: <call>: <kind> <obj> <problem>" and aborts. */

@@ -142,8 +142,7 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     if (n && hwloc_set_area_membind(machine(), p, size, n->nodeset, HWLOC_MEMBIND_BIND,
                                     HWLOC_MEMBIND_BYNODESET) == 0)
         atomic_fetch_add_explicit(&st_bound, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&st_bind_failed, 1, memory_order_relaxed);
+    else atomic_fetch_add_explicit(&st_bind_failed, 1, memory_order_relaxed);
     *zero = true;   /* fresh anonymous pages read as zero */
     *commit = true; /* and are committed (Linux overcommits) */
     return p;
@@ -172,8 +171,8 @@ static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t offse
     return false;
 }
 
-static bool hook_decommit(extent_hooks_t *h, void *addr, size_t size, size_t offset,
-                          size_t length, unsigned arena_ind)
+static bool hook_decommit(extent_hooks_t *h, void *addr, size_t size, size_t offset, size_t length,
+                          unsigned arena_ind)
 {
     (void)h, (void)addr, (void)size, (void)offset, (void)length, (void)arena_ind;
     return true;
@@ -208,8 +207,8 @@ static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a
     return false;
 }
 
-static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *addr_b,
-                       size_t size_b, bool committed, unsigned arena_ind)
+static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *addr_b, size_t size_b,
+                       bool committed, unsigned arena_ind)
 {
     (void)h, (void)addr_a, (void)size_a, (void)addr_b, (void)size_b, (void)committed;
     (void)arena_ind;

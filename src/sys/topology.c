@@ -180,16 +180,20 @@ static int xml_loads_safely(hwloc_topology_t t, const char *xml, size_t size)
         int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
         if (null >= 0) dup2(null, STDERR_FILENO);
         char verdict = hwloc_topology_set_xmlbuffer(t, xml, (int)size) == 0 &&
-                               hwloc_topology_load(t) == 0 ? 'y' : 'n';
+                               hwloc_topology_load(t) == 0
+                           ? 'y'
+                           : 'n';
         ssize_t w = write(fds[1], &verdict, 1);
         _exit(w == 1 ? 0 : 1);
     }
     close(fds[1]);
     char verdict = 0;
     ssize_t r;
-    while ((r = read(fds[0], &verdict, 1)) < 0 && errno == EINTR) {}
+    while ((r = read(fds[0], &verdict, 1)) < 0 && errno == EINTR) {
+    }
     close(fds[0]);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
     if (r != 1) return 2; /* it died before answering */
     return verdict == 'y' ? 0 : 1;
 }
@@ -343,7 +347,7 @@ static void describe(hwloc_topology_t t, hwloc_obj_t pu, struct cf__worker_place
 static int units(hwloc_topology_t t, hwloc_obj_t **out)
 {
     hwloc_obj_type_t type = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
-                                                                             : HWLOC_OBJ_PU;
+                                                                            : HWLOC_OBJ_PU;
     int n = hwloc_get_nbobjs_by_type(t, type);
     hwloc_obj_t *u = T_CALLOC(n, hwloc_obj_t);
     if (!u) return CF_ENOMEM;
@@ -377,7 +381,8 @@ static int scatter(hwloc_topology_t t, hwloc_obj_t *u, int n)
     int ng = 0;
     for (int i = 0; i < n; i++) {
         int key = many_nodes ? node[i] : pkg[i], g;
-        for (g = 0; g < ng && gid[g] != key; g++) {}
+        for (g = 0; g < ng && gid[g] != key; g++) {
+        }
         if (g == ng) {
             gid[ng] = key;
             gpkg[ng] = pkg[i];
@@ -423,8 +428,8 @@ struct node_dist {
     struct hwloc_distances_s *d;
 };
 
-static uint64_t node_distance(hwloc_topology_t t, const struct node_dist *nd, int a, int b,
-                              int pa, int pb)
+static uint64_t node_distance(hwloc_topology_t t, const struct node_dist *nd, int a, int b, int pa,
+                              int pb)
 {
     if (a == b) return 0;
     if (nd->d && a >= 0 && b >= 0) {
@@ -460,8 +465,9 @@ static void steal_order(hwloc_topology_t t, const struct node_dist *nd, struct c
         if (!numa) tier = 1;
         else if (same_core || same_l3) tier = 0, dist = same_core ? 0 : 1;
         else if (same_node) tier = 1;
-        else tier = 2, dist = node_distance(t, nd, a->numa_node, b->numa_node, a->package,
-                                            b->package);
+        else
+            tier = 2,
+            dist = node_distance(t, nd, a->numa_node, b->numa_node, a->package, b->package);
         /* tier: 2 bits, distance: 21 bits, rotation: 13 bits (< 8192),
          * worker index: low 16 bits. */
         keys[m++] = tier << 62 | dist << 41 | rot << 16 | (uint64_t)j;
@@ -627,7 +633,8 @@ int cf__placement_compute(hwloc_topology_t topo, const struct cf__config *cfg,
     struct node_dist nd = {NULL};
     unsigned nr = 1;
     if (hwloc_distances_get_by_type(topo, HWLOC_OBJ_NUMANODE, &nr, &nd.d,
-                                    HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) < 0 || nr == 0)
+                                    HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) < 0 ||
+        nr == 0)
         nd.d = NULL;
     for (int i = 0; i < n; i++) {
         out->steal_order[i] = victims + (size_t)i * (size_t)(n - 1);
@@ -683,8 +690,9 @@ void cf__placement_print(hwloc_topology_t topo, const struct cf__placement *p, v
     const char *backend = hwloc_obj_get_info_by_name(root, "Backend");
     char cpus[256];
     hwloc_bitmap_list_snprintf(cpus, sizeof cpus, hwloc_topology_get_topology_cpuset(topo));
-    fprintf(f, "topology: %d packages, %d NUMA nodes, %d L3 caches, %d cores, %d PUs "
-               "(backend %s, %s)\n",
+    fprintf(f,
+            "topology: %d packages, %d NUMA nodes, %d L3 caches, %d cores, %d PUs "
+            "(backend %s, %s)\n",
             hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE),
             hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE),
             hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_L3CACHE),
@@ -697,8 +705,8 @@ void cf__placement_print(hwloc_topology_t topo, const struct cf__placement *p, v
             "slot", "pkg", "L3", "steal:L3/core", "steal:node", "steal:remote");
     for (int i = 0; i < p->n_workers; i++) {
         const struct cf__worker_place *w = &p->w[i];
-        fprintf(f, "%6d %5d %5d %5d %4d %4d %4d  ", i, w->cpu, w->core, w->numa_node,
-                w->node_slot, w->package, w->l3);
+        fprintf(f, "%6d %5d %5d %5d %4d %4d %4d  ", i, w->cpu, w->core, w->numa_node, w->node_slot,
+                w->package, w->l3);
         char buf[3][512];
         int from = 0;
         for (int t = 0; t < 3; t++) {

@@ -17,20 +17,20 @@ struct cf__worker_place {
     int core;      /* hwloc logical index of the core; -1 if unknown */
     int numa_node; /* hwloc logical index of the NUMA node; -1 if unknown */
     int package;
-    int l3;        /* logical index of the L3 cache (or -1) */
-    int node_slot; /* 0..n_numa-1: dense index of its node among the nodes the
+    int l3;                /* logical index of the L3 cache (or -1) */
+    int node_slot;         /* 0..n_numa-1: dense index of its node among the nodes the
                     * workers span (injection queue index); 0 when NUMA is off */
     hwloc_bitmap_t cpuset; /* what to bind to (NULL when not pinned) */
 };
 
 struct cf__placement {
     int n_workers;
-    int n_numa;                      /* NUMA nodes the workers span (>= 1); 1 when off */
-    int *slot_numa;                  /* n_numa entries: node_slot -> hwloc logical
+    int n_numa;     /* NUMA nodes the workers span (>= 1); 1 when off */
+    int *slot_numa; /* n_numa entries: node_slot -> hwloc logical
                                       * NUMA index (-1 when unknown or NUMA off) */
-    int n_cpu_slot;                  /* cpu_slot[os cpu] -> node_slot, -1 if none */
+    int n_cpu_slot; /* cpu_slot[os cpu] -> node_slot, -1 if none */
     int *cpu_slot;
-    struct cf__worker_place *w;      /* n_workers entries */
+    struct cf__worker_place *w; /* n_workers entries */
     /* steal_order[i] holds n_workers-1 victims for worker i, nearest first;
      * tier_end[i][0..2]: end of the same-L3, same-node, and all tiers. */
     int **steal_order;

@@ -35,8 +35,7 @@ static CF__TLS_IE _Thread_local bool tls_cold_local;
 
 static bool tp_on_wait(cf_future *f)
 {
-    if (tls_cold_submit != f)
-        return false;
+    if (tls_cold_submit != f) return false;
     tls_cold_submit = NULL;
     /* Seq_cst RMW then seq_cst load of the state: pairs with the fence and
      * load of hooks_running in cf__pool_hooks_quiesce (pool_free). f's
@@ -56,7 +55,7 @@ static bool tp_on_wait(cf_future *f)
     return woke;
 }
 
-const struct cf__future_ops cf__pool_task_ops = { .on_wait = tp_on_wait };
+const struct cf__future_ops cf__pool_task_ops = {.on_wait = tp_on_wait};
 
 void cf__pool_note_cold_submit(struct cf__pool *p, cf_future *f, int woke)
 {
@@ -69,6 +68,5 @@ void cf__pool_hooks_quiesce(void)
     /* Seq_cst fence, then acquire loads: no tp_on_wait still reads a pool
      * (the pairing is explained there). */
     CF__FENCE_SEQ_CST();
-    while (atomic_load_explicit(&hooks_running, memory_order_acquire) != 0)
-        sched_yield();
+    while (atomic_load_explicit(&hooks_running, memory_order_acquire) != 0) sched_yield();
 }

@@ -68,24 +68,21 @@
 static void *alloc_lines(size_t size, void **raw)
 {
     *raw = cf__calloc(size + CF__CACHE_LINE);
-    if (!*raw)
-        return NULL;
+    if (!*raw) return NULL;
     uintptr_t a = ((uintptr_t)*raw + CF__CACHE_LINE - 1) & ~(uintptr_t)(CF__CACHE_LINE - 1);
     return (void *)a;
 }
 
 /* ---- submit ---- */
 
-static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *fn,
-                         const void *arg, size_t len, cf_future **out)
+static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *fn, const void *arg,
+                         size_t len, cf_future **out)
 {
     /* Relaxed: a task running on a broken pool sees BROKEN soon enough;
      * only the outside path needs the seq_cst protocol. */
-    if (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_BROKEN)
-        return CF_EBROKEN;
+    if (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_BROKEN) return CF_EBROKEN;
     cf_future *f = cf__pool_task_new(p, fn, arg, len);
-    if (!f)
-        return CF_ENOMEM;
+    if (!f) return CF_ENOMEM;
     int before = cf__deque_push(&w->dq, f);
     if (before < 0) {
         cf_future_release(f);
@@ -114,35 +111,28 @@ static int submit_nested(struct cf__pool *p, struct cf__worker *w, cf_task_fn *f
 
 static int slot_of_caller(struct cf__pool *p)
 {
-    if (p->n_inj <= 1)
-        return 0;
+    if (p->n_inj <= 1) return 0;
     int cpu = sched_getcpu();
     int s = cpu >= 0 ? cf__placement_slot_of_cpu(&p->place, cpu) : 0;
     return s >= 0 && s < p->n_inj ? s : 0;
 }
 
-static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len,
-                     cf_future **out)
+static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
 {
     struct cf__pool *p = (struct cf__pool *)ex;
     if (cf__pool_foreign(p))
         return CF_ENOTSUP; /* the parent's pool, in a fork child: no workers here */
-    if (len > UINT32_MAX)
-        return CF_ETOOBIG;
+    if (len > UINT32_MAX) return CF_ETOOBIG;
     struct cf__worker *w = cf__tls_worker;
-    if (w && w->pool == p)
-        return submit_nested(p, w, fn, arg, len, out);
+    if (w && w->pool == p) return submit_nested(p, w, fn, arg, len, out);
 
     /* Relaxed pre-check: fail fast (no allocation) when the pool is
      * plainly closed; the seq_cst load after the enqueue is the real test. */
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_relaxed);
-    if (fl & CF__POOL_BROKEN)
-        return CF_EBROKEN;
-    if (fl & CF__POOL_SHUTDOWN)
-        return CF_ESHUTDOWN;
+    if (fl & CF__POOL_BROKEN) return CF_EBROKEN;
+    if (fl & CF__POOL_SHUTDOWN) return CF_ESHUTDOWN;
     cf_future *f = cf__pool_task_new(p, fn, arg, len);
-    if (!f)
-        return CF_ENOMEM;
+    if (!f) return CF_ENOMEM;
     bool was_empty = cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
     /* Seq_cst, after the enqueue's full barrier: the submitter's half of
      * the shutdown protocol (contract above). */
@@ -162,8 +152,7 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
      * count protocol. */
     if (was_empty) {
         int woke = cf__pool_wake_if_idle(p);
-        if (woke >= 0)
-            cf__pool_note_cold_submit(p, f, woke);
+        if (woke >= 0) cf__pool_note_cold_submit(p, f, woke);
     }
     *out = f;
     return 0;
@@ -193,8 +182,7 @@ static void pool_free(struct cf__pool *p);
 static void join_all(struct cf__pool *p)
 {
     pthread_mutex_lock(&p->join_lock);
-    while (p->joining)
-        pthread_cond_wait(&p->join_cv, &p->join_lock);
+    while (p->joining) pthread_cond_wait(&p->join_cv, &p->join_lock);
     if (p->joined || p->orphaned) {
         pthread_mutex_unlock(&p->join_lock);
         return;
@@ -202,10 +190,8 @@ static void join_all(struct cf__pool *p)
     p->joining = true;
     pthread_mutex_unlock(&p->join_lock);
     for (int i = 0; i < p->n; i++)
-        if (p->w[i].started)
-            pthread_join(p->w[i].thread, NULL);
-    if (p->stats)
-        print_stats(p);
+        if (p->w[i].started) pthread_join(p->w[i].thread, NULL);
+    if (p->stats) print_stats(p);
     pthread_mutex_lock(&p->join_lock);
     p->joining = false;
     p->joined = true;
@@ -213,8 +199,7 @@ static void join_all(struct cf__pool *p)
     bool free_it = p->orphaned;
     pthread_cond_broadcast(&p->join_cv);
     pthread_mutex_unlock(&p->join_lock);
-    if (free_it)
-        pool_free(p);
+    if (free_it) pool_free(p);
 }
 
 /* Take every queued, not started task out of the pool's queues, cancel it
@@ -237,8 +222,7 @@ static void cancel_queued(struct cf__pool *p)
             cf__batch_init(&b);
             bool got = cf__inject_splice(q, &b);
             cf__inject_unlock(q);
-            if (!got)
-                continue; /* a producer is half-way: its node is coming */
+            if (!got) continue; /* a producer is half-way: its node is coming */
             struct cds_wfcq_node *node;
             while ((node = cf__batch_next(&b)) != NULL) {
                 cf_future *f = cf__future_of_qnode(node);
@@ -252,8 +236,7 @@ static void cancel_queued(struct cf__pool *p)
         for (;;) {
             void *x;
             enum cf__steal_result r = cf__deque_steal(d, &x);
-            if (r == CF__STEAL_EMPTY)
-                break;
+            if (r == CF__STEAL_EMPTY) break;
             if (r == CF__STEAL_OK) {
                 cf_future_cancel(x);
                 cf_future_release(x);
@@ -265,19 +248,16 @@ static void cancel_queued(struct cf__pool *p)
 static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     struct cf__pool *p = (struct cf__pool *)ex;
-    if (cf__pool_foreign(p))
-        return CF_ENOTSUP; /* a fork child: the parent owns the pool */
+    if (cf__pool_foreign(p)) return CF_ENOTSUP; /* a fork child: the parent owns the pool */
     /* Seq_cst: the shutdown half of the protocol with outside submitters. */
     atomic_fetch_or_explicit(&p->flags, CF__POOL_SHUTDOWN, memory_order_seq_cst);
-    if (cancel_futures)
-        cancel_queued(p);
+    if (cancel_futures) cancel_queued(p);
     /* Seq_cst fence: SHUTDOWN before the load of `waiters` in notify; pairs
      * with the parker's fence in cf__ec_prepare (it re-checks the flags). */
     CF__FENCE_SEQ_CST();
     cf__pool_wake_all(p);
     struct cf__worker *self = cf__tls_worker;
-    if (wait && !(self && self->pool == p))
-        join_all(p);
+    if (wait && !(self && self->pool == p)) join_all(p);
     return 0;
 }
 
@@ -286,21 +266,14 @@ static void pool_free(struct cf__pool *p)
     cf__pool_hooks_quiesce(); /* no task hook still reads this pool (task.c) */
     cancel_queued(p);
     if (p->w)
-        for (int i = 0; i < p->n; i++)
-            cf__deque_destroy(&p->w[i].dq);
-    if (p->w_raw)
-        cf__free(p->w_raw, 0);
-    if (p->inj_raw)
-        cf__free(p->inj_raw, 0);
-    if (p->cpu_worker)
-        cf__free(p->cpu_worker, sizeof(int) * (size_t)p->n_cpu_worker);
-    if (p->have_place)
-        cf__placement_free(&p->place);
-    if (p->have_topo)
-        hwloc_topology_destroy(p->topo);
+        for (int i = 0; i < p->n; i++) cf__deque_destroy(&p->w[i].dq);
+    if (p->w_raw) cf__free(p->w_raw, 0);
+    if (p->inj_raw) cf__free(p->inj_raw, 0);
+    if (p->cpu_worker) cf__free(p->cpu_worker, sizeof(int) * (size_t)p->n_cpu_worker);
+    if (p->have_place) cf__placement_free(&p->place);
+    if (p->have_topo) hwloc_topology_destroy(p->topo);
     char *msg = atomic_load_explicit(&p->broken_msg, memory_order_relaxed);
-    if (msg)
-        cf__free_str(msg);
+    if (msg) cf__free_str(msg);
     pthread_cond_destroy(&p->join_cv);
     pthread_mutex_destroy(&p->join_lock);
     cf__free(p->raw, 0);
@@ -318,12 +291,9 @@ static void destroy_from_worker(struct cf__pool *p, struct cf__worker *self)
     if (!p->joining) { /* else the joiner frees the pool when done */
         for (int i = 0; i < p->n; i++) {
             struct cf__worker *w = &p->w[i];
-            if (!w->started || w == self)
-                continue;
-            if (w->exited)
-                pthread_join(w->thread, NULL); /* it has left: this is brief */
-            else
-                pthread_detach(w->thread);
+            if (!w->started || w == self) continue;
+            if (w->exited) pthread_join(w->thread, NULL); /* it has left: this is brief */
+            else pthread_detach(w->thread);
         }
         pthread_detach(self->thread);
     }
@@ -338,8 +308,7 @@ void cf__pool_worker_exit(struct cf__worker *w)
     p->exited++;
     bool free_it = p->orphaned && !p->joining && p->exited == p->started;
     pthread_mutex_unlock(&p->join_lock);
-    if (free_it)
-        pool_free(p); /* every worker has left, and the user let go */
+    if (free_it) pool_free(p); /* every worker has left, and the user let go */
 }
 
 static void tp_destroy(cf_executor *ex)
@@ -348,8 +317,7 @@ static void tp_destroy(cf_executor *ex)
     /* A fork child: the worker threads do not exist here (joining them
      * would never return) and the thread that forked may be one of them,
      * running on its record: forget the pool, free nothing. */
-    if (cf__pool_foreign(p))
-        return;
+    if (cf__pool_foreign(p)) return;
     struct cf__worker *self = cf__tls_worker;
     if (self && self->pool == p) {
         destroy_from_worker(p, self);
@@ -399,8 +367,7 @@ static size_t tp_default_window(const cf_executor *ex)
  * later finds it started and only drops the pool's reference. */
 static bool tp_run_here(cf_executor *ex, cf_future *f)
 {
-    if (!cf__pool_owns_task((const struct cf__pool *)ex, f))
-        return false;
+    if (!cf__pool_owns_task((const struct cf__pool *)ex, f)) return false;
     return cf__future_run(f);
 }
 
@@ -423,19 +390,14 @@ static int map_cpus(struct cf__pool *p)
 {
     int max_cpu = -1;
     for (int i = 0; i < p->n; i++)
-        if (p->place.w[i].cpu > max_cpu)
-            max_cpu = p->place.w[i].cpu;
-    if (max_cpu < 0)
-        return 0;
+        if (p->place.w[i].cpu > max_cpu) max_cpu = p->place.w[i].cpu;
+    if (max_cpu < 0) return 0;
     p->cpu_worker = cf__alloc(sizeof(int) * (size_t)(max_cpu + 1));
-    if (!p->cpu_worker)
-        return CF_ENOMEM;
+    if (!p->cpu_worker) return CF_ENOMEM;
     p->n_cpu_worker = max_cpu + 1;
-    for (int c = 0; c <= max_cpu; c++)
-        p->cpu_worker[c] = -1;
+    for (int c = 0; c <= max_cpu; c++) p->cpu_worker[c] = -1;
     for (int i = p->n - 1; i >= 0; i--)
-        if (p->place.w[i].cpu >= 0)
-            p->cpu_worker[p->place.w[i].cpu] = i;
+        if (p->place.w[i].cpu >= 0) p->cpu_worker[p->place.w[i].cpu] = i;
     return 0;
 }
 
@@ -454,8 +416,7 @@ static int workers_init(struct cf__pool *p)
         w->rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
         cf__ec_slot_init(&w->park);
         if (cf__deque_init(&w->dq, 256, p->cfg.numa ? pl->numa_node : -1)) {
-            for (int j = 0; j < i; j++)
-                cf__deque_destroy(&p->w[j].dq);
+            for (int j = 0; j < i; j++) cf__deque_destroy(&p->w[j].dq);
             p->n = 0; /* nothing more to destroy */
             return CF_ENOMEM;
         }
@@ -467,17 +428,13 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
 {
     cf__config_load(&p->cfg);
     int rc = cf__config_apply_thread_opts(&p->cfg, opts);
-    if (rc)
-        return rc;
-    if ((rc = cf__topology_load(&p->cfg, &p->topo)))
-        return rc;
+    if (rc) return rc;
+    if ((rc = cf__topology_load(&p->cfg, &p->topo))) return rc;
     p->have_topo = true;
-    if ((rc = cf__placement_compute(p->topo, &p->cfg, &p->place)))
-        return rc;
+    if ((rc = cf__placement_compute(p->topo, &p->cfg, &p->place))) return rc;
     p->have_place = true;
     p->n = p->place.n_workers;
-    if (p->n < 1)
-        return CF_EINVAL;
+    if (p->n < 1) return CF_EINVAL;
     /* One injection queue per NUMA node; with NUMA-awareness off, one. */
     p->n_inj = p->cfg.numa && p->place.n_numa >= 1 ? p->place.n_numa : 1;
     p->steal_attempts = cf__steal_attempts(&p->cfg, p->n);
@@ -495,16 +452,12 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->base.caps = CF__EXEC_SHARED_MEMORY | (p->init ? 0 : CF__EXEC_CALLER_MAY_RUN);
 
     p->inj = alloc_lines(sizeof(struct cf__inject) * (size_t)p->n_inj, &p->inj_raw);
-    if (!p->inj)
-        return CF_ENOMEM;
-    for (int k = 0; k < p->n_inj; k++)
-        cf__inject_init(&p->inj[k]);
+    if (!p->inj) return CF_ENOMEM;
+    for (int k = 0; k < p->n_inj; k++) cf__inject_init(&p->inj[k]);
     p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
-    if (!p->w)
-        return CF_ENOMEM;
+    if (!p->w) return CF_ENOMEM;
     rc = map_cpus(p);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     return workers_init(p);
 }
 
@@ -512,8 +465,7 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
  * CF__WORKER_STACK_MIN (waits run tasks on it, within a bound: worker.c). */
 static int worker_attr(pthread_attr_t *attr)
 {
-    if (pthread_attr_init(attr) != 0)
-        return -1;
+    if (pthread_attr_init(attr) != 0) return -1;
     size_t size = 0;
     if (pthread_attr_getstacksize(attr, &size) == 0 && size < CF__WORKER_STACK_MIN &&
         pthread_attr_setstacksize(attr, CF__WORKER_STACK_MIN) != 0) {
@@ -525,14 +477,12 @@ static int worker_attr(pthread_attr_t *attr)
 
 CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts)
 {
-    if (!out)
-        return CF_EINVAL;
+    if (!out) return CF_EINVAL;
     *out = NULL;
     cf__pool_fork_watch();
     void *raw;
     struct cf__pool *p = alloc_lines(sizeof *p, &raw);
-    if (!p)
-        return CF_ENOMEM;
+    if (!p) return CF_ENOMEM;
     p->raw = raw;
     /* Relaxed: a fork cannot run in this thread meanwhile. */
     p->gen = atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
@@ -547,8 +497,8 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
     pthread_attr_t attr;
     bool have_attr = rc == 0 && worker_attr(&attr) == 0;
     for (int i = 0; rc == 0 && i < p->n; i++) {
-        if (pthread_create(&p->w[i].thread, have_attr ? &attr : NULL, cf__worker_main,
-                           &p->w[i]) != 0)
+        if (pthread_create(&p->w[i].thread, have_attr ? &attr : NULL, cf__worker_main, &p->w[i]) !=
+            0)
             rc = CF_ESYS;
         else {
             pthread_mutex_lock(&p->join_lock);
@@ -557,8 +507,7 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
             pthread_mutex_unlock(&p->join_lock);
         }
     }
-    if (have_attr)
-        pthread_attr_destroy(&attr);
+    if (have_attr) pthread_attr_destroy(&attr);
     if (rc) {
         /* Started workers (if any) see SHUTDOWN with nothing queued and
          * leave; then everything is freed. */

@@ -69,17 +69,17 @@ struct cf__worker {
     /* Owner-private. */
     _Alignas(CF__CACHE_LINE) struct cf__pool *pool;
     int id;
-    int slot;            /* its node's injection queue */
-    int cpu, numa_node;  /* placement, for stats */
-    uint64_t rng;        /* victim choice */
-    bool handoff;        /* woken by a submitter on its own CPU: hand the
+    int slot;             /* its node's injection queue */
+    int cpu, numa_node;   /* placement, for stats */
+    uint64_t rng;         /* victim choice */
+    bool handoff;         /* woken by a submitter on its own CPU: hand the
                             searching role to a worker elsewhere (worker.c) */
-    int depth;           /* tasks running on this thread's stack (nested by waits) */
-    int64_t mark;        /* own deque's bottom when the innermost one started */
+    int depth;            /* tasks running on this thread's stack (nested by waits) */
+    int64_t mark;         /* own deque's bottom when the innermost one started */
     uintptr_t help_floor; /* a wait runs no task with its frame below this */
     pthread_t thread;
     bool started;
-    bool exited;         /* under the pool's join_lock */
+    bool exited; /* under the pool's join_lock */
     /* Written by the worker, read by stats readers. */
     _Alignas(CF__CACHE_LINE) struct cf__wstats st;
     /* Its parking word (eventcount.h): written by notifiers. */
@@ -97,24 +97,24 @@ struct cf__pool {
     hwloc_topology_t topo;
     bool have_topo, have_place;
     struct cf__placement place;
-    int n;                   /* workers */
-    struct cf__worker *w;    /* n entries, cache-line aligned */
+    int n;                /* workers */
+    struct cf__worker *w; /* n entries, cache-line aligned */
     void *w_raw;
-    struct cf__inject *inj;  /* n_inj entries (one per NUMA node slot) */
+    struct cf__inject *inj; /* n_inj entries (one per NUMA node slot) */
     void *inj_raw;
     int n_inj;
     int steal_attempts;
-    int max_searching;       /* workers that may spin at once: max(1, n / 2) */
-    int n_cpu_worker;        /* cpu_worker[os cpu]: the worker pinned there, or -1 */
+    int max_searching; /* workers that may spin at once: max(1, n / 2) */
+    int n_cpu_worker;  /* cpu_worker[os cpu]: the worker pinned there, or -1 */
     int *cpu_worker;
     long spin_ns;
     bool stats;
     cf_init_fn *init;
     void *init_arg;
     char prefix[16];
-    void *raw;               /* this allocation, before alignment */
+    void *raw; /* this allocation, before alignment */
 
-    unsigned gen;            /* cf__tp_proc_gen when made (fork detection) */
+    unsigned gen; /* cf__tp_proc_gen when made (fork detection) */
 
     /* Read-mostly: written at shutdown and when broken. */
     _Alignas(CF__CACHE_LINE) _Atomic uint32_t flags;
@@ -129,14 +129,14 @@ struct cf__pool {
 
     /* Joining, once, by whichever shutdown(wait=true) gets here first. */
     _Alignas(CF__CACHE_LINE) pthread_mutex_t join_lock;
-    pthread_cond_t join_cv;  /* signalled when a joiner is done */
-    bool joining, joined;    /* a joiner works without the lock (workers
+    pthread_cond_t join_cv; /* signalled when a joiner is done */
+    bool joining, joined;   /* a joiner works without the lock (workers
                                 need it on their way out) */
-    bool orphaned;           /* freed from inside a worker: the last one out frees */
-    int started, exited;     /* worker threads, under join_lock */
+    bool orphaned;          /* freed from inside a worker: the last one out frees */
+    int started, exited;    /* worker threads, under join_lock */
 };
-_Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE
-                   != offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
+_Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE !=
+                   offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
                "searching count off the read-mostly line");
 
 /* The worker the calling thread is, or NULL (worker.c). Initial-exec TLS:

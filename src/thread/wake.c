@@ -45,39 +45,33 @@ static int worker_on_cpu(const struct cf__pool *p, int cpu)
  * argument needs. */
 int cf__pool_wake_one(struct cf__pool *p)
 {
-    if (cf__ec_waiters(&p->ec) == 0)
-        return -1;
+    if (cf__ec_waiters(&p->ec) == 0) return -1;
     int mine = worker_on_cpu(p, sched_getcpu());
     /* Relaxed: a hint. */
     int last = atomic_load_explicit(&p->last_parked, memory_order_relaxed);
     int woke = -1;
-    if (mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, CF__WAKE_LOCAL))
-        woke = mine;
+    if (mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, CF__WAKE_LOCAL)) woke = mine;
     else if (last >= 0 && last < p->n && last != mine &&
              cf__ec_notify_slot(&p->w[last].park, CF__EC_NOTIFIED))
         woke = last;
     for (int i = 0; woke < 0 && i < p->n; i++)
-        if (i != mine && i != last && cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED))
-            woke = i;
+        if (i != mine && i != last && cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED)) woke = i;
     /* "notify" (how many were woken), not "wake": one probe name keeps
      * one argument list, and a constant argument would break perf probe. */
-    if (woke >= 0)
-        CF__PROBE1(notify, 1);
+    if (woke >= 0) CF__PROBE1(notify, 1);
     return woke;
 }
 
 void cf__pool_wake_all(struct cf__pool *p)
 {
-    for (int i = 0; i < p->n; i++)
-        cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED);
+    for (int i = 0; i < p->n; i++) cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED);
 }
 
 int cf__pool_wake_if_idle(struct cf__pool *p)
 {
     /* Relaxed: ordered after the caller's publication by its fence (see
      * the contract at the top). A searcher will find the work. */
-    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0)
-        return -1;
+    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0) return -1;
     return cf__pool_wake_one(p);
 }
 
@@ -86,12 +80,9 @@ bool cf__pool_wake_for_waiter(struct cf__pool *p, bool woke_local)
     /* Relaxed, both: a latency hint, not part of any correctness argument
      * (the submit already woke a worker). Someone searching will take the
      * task soon: spin, as in a hot round trip. */
-    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0)
-        return false;
-    if (woke_local)
-        return true;
-    if (cf__ec_waiters(&p->ec) == 0)
-        return false;
+    if (atomic_load_explicit(&p->searching, memory_order_relaxed) != 0) return false;
+    if (woke_local) return true;
+    if (cf__ec_waiters(&p->ec) == 0) return false;
     int mine = worker_on_cpu(p, sched_getcpu());
     return mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, CF__WAKE_LOCAL);
 }

@@ -145,8 +145,7 @@ static inline void test_point(struct cf__worker *w, int point)
     /* Relaxed: the hook is installed before the interleaving it forces,
      * and the test synchronises with the worker through the hook itself. */
     cf__test_tp_hook_fn *h = atomic_load_explicit(&cf__test_tp_hook, memory_order_relaxed);
-    if (__builtin_expect(h != NULL, 0))
-        h(w, point);
+    if (__builtin_expect(h != NULL, 0)) h(w, point);
 #else
     (void)w;
     (void)point;
@@ -180,8 +179,7 @@ static void run_task(struct cf__worker *w, cf_future *f)
         run_nested(w, f);
         CF__PROBE2(finish, w->id, f);
     }
-    if (stats_on(p))
-        stat_inc(&w->st.tasks_run);
+    if (stats_on(p)) stat_inc(&w->st.tasks_run);
     cf_future_release(f); /* the pool's reference */
 }
 
@@ -200,8 +198,7 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     /* The batch is ours now: let the next taker in before we walk it (the
      * walk may wait for a producer half-way through its enqueue). */
     cf__inject_unlock(q);
-    if (!got)
-        return NULL;
+    if (!got) return NULL;
     cf_future *first = NULL;
     uint64_t n = 0;
     struct cds_wfcq_node *node, *rev = NULL;
@@ -221,11 +218,9 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
         rev = rev->next;
         if (cf__deque_push(&w->dq, cf__future_of_qnode(node)) < 0)
             cf__inject_push(q, node); /* could not grow the deque: put it back */
-        else
-            *more = true;
+        else *more = true;
     }
-    if (stats_on(w->pool))
-        stat_add(&w->st.injected_taken, n);
+    if (stats_on(w->pool)) stat_add(&w->st.injected_taken, n);
     return first;
 }
 
@@ -234,11 +229,9 @@ static cf_future *take_injected(struct cf__worker *w, bool *more)
     struct cf__pool *p = w->pool;
     for (int k = 0; k < p->n_inj; k++) {
         struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
-        if (cf__inject_empty(q) || !cf__inject_try_lock(q))
-            continue;
+        if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
         cf_future *f = take_batch(w, q, more); /* unlocks q */
-        if (f)
-            return f;
+        if (f) return f;
     }
     return NULL;
 }
@@ -248,22 +241,18 @@ static cf_future *steal_from(struct cf__worker *w, int victim, bool remote, bool
     struct cf__pool *p = w->pool;
     struct cf__deque *d = &p->w[victim].dq;
     for (;;) {
-        if (cf__deque_size_hint(d) == 0)
-            return NULL;
+        if (cf__deque_size_hint(d) == 0) return NULL;
         void *x;
-        if (stats_on(p))
-            stat_inc(&w->st.steals_tried);
+        if (stats_on(p)) stat_inc(&w->st.steals_tried);
         enum cf__steal_result r = cf__deque_steal(d, &x);
-        if (r == CF__STEAL_EMPTY)
-            return NULL;
+        if (r == CF__STEAL_EMPTY) return NULL;
         if (r == CF__STEAL_OK) {
             if (stats_on(p)) {
                 stat_inc(&w->st.steals_ok);
                 stat_inc(remote ? &w->st.steals_remote : &w->st.steals_local);
             }
             CF__PROBE3(steal, w->id, victim, x);
-            if (cf__deque_size_hint(d) > 0)
-                *more = true;
+            if (cf__deque_size_hint(d) > 0) *more = true;
             return x;
         }
         cf__cpu_relax(); /* lost a race: someone made progress; retry */
@@ -273,8 +262,7 @@ static cf_future *steal_from(struct cf__worker *w, int victim, bool remote, bool
 static cf_future *steal_any(struct cf__worker *w, bool *more)
 {
     struct cf__pool *p = w->pool;
-    if (p->n < 2)
-        return NULL;
+    if (p->n < 2) return NULL;
     const int *order = p->place.steal_order[w->id];
     const int *tier = p->place.tier_end[w->id];
     if (!p->cfg.numa) {
@@ -283,8 +271,7 @@ static cf_future *steal_any(struct cf__worker *w, bool *more)
         int start = (int)(rng_next(w) % (uint64_t)all);
         for (int k = 0; k < all; k++) {
             cf_future *f = steal_from(w, order[(start + k) % all], false, more);
-            if (f)
-                return f;
+            if (f) return f;
         }
         return NULL;
     }
@@ -298,8 +285,7 @@ static cf_future *steal_any(struct cf__worker *w, bool *more)
             int start = (int)(rng_next(w) % (uint64_t)size);
             for (int k = 0; k < size; k++) {
                 cf_future *f = steal_from(w, order[begin + (start + k) % size], false, more);
-                if (f)
-                    return f;
+                if (f) return f;
             }
         }
         begin = end;
@@ -310,8 +296,7 @@ static cf_future *steal_any(struct cf__worker *w, bool *more)
     int remote = tier[2] - begin;
     for (int k = 0; k < remote && k < p->steal_attempts; k++) {
         cf_future *f = steal_from(w, order[begin + k], true, more);
-        if (f)
-            return f;
+        if (f) return f;
     }
     return NULL;
 }
@@ -321,8 +306,7 @@ static cf_future *steal_any(struct cf__worker *w, bool *more)
 static cf_future *scan(struct cf__worker *w, bool *more)
 {
     cf_future *f = take_injected(w, more);
-    if (!f)
-        f = steal_any(w, more);
+    if (!f) f = steal_any(w, more);
     return f;
 }
 
@@ -331,11 +315,9 @@ static cf_future *scan(struct cf__worker *w, bool *more)
 static bool any_work(struct cf__pool *p)
 {
     for (int k = 0; k < p->n_inj; k++)
-        if (!cf__inject_empty(&p->inj[k]))
-            return true;
+        if (!cf__inject_empty(&p->inj[k])) return true;
     for (int i = 0; i < p->n; i++)
-        if (cf__deque_size_hint(&p->w[i].dq) > 0)
-            return true;
+        if (cf__deque_size_hint(&p->w[i].dq) > 0) return true;
     return false;
 }
 
@@ -344,8 +326,7 @@ static bool may_exit(struct cf__pool *p)
 {
     /* Seq_cst: reads the shutdown RMW; with the fence below, the worker's
      * half of the protocol with outside submitters (thread_pool.c). */
-    if (!(atomic_load_explicit(&p->flags, memory_order_seq_cst) & CF__POOL_SHUTDOWN))
-        return false;
+    if (!(atomic_load_explicit(&p->flags, memory_order_seq_cst) & CF__POOL_SHUTDOWN)) return false;
     /* Seq_cst fence: orders the flag load before the queue loads; pairs
      * with the full barrier of a submitter's enqueue. */
     CF__FENCE_SEQ_CST();
@@ -364,25 +345,20 @@ static void stop_searching(struct cf__worker *w, bool more)
      * place in the modification order of `searching` is what the argument
      * uses. */
     int was = atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
-    if (was != 1)
-        return; /* a later leaver (this path or parking) re-checks after us */
+    if (was != 1) return; /* a later leaver (this path or parking) re-checks after us */
     /* Seq_cst fence: our decrement before the loads of `waiters` and of
      * the queues; pairs with a submitter's fence between its publication
      * and its load of `searching` (contract at the top). Also publishes
      * our own batch push (more) before we look for parked workers. */
     CF__FENCE_SEQ_CST();
-    if (cf__ec_waiters(&p->ec) == 0)
-        return; /* anyone parking later re-checks the queues itself */
-    if (more || any_work(p))
-        (void)cf__pool_wake_one(p);
+    if (cf__ec_waiters(&p->ec) == 0) return; /* anyone parking later re-checks the queues itself */
+    if (more || any_work(p)) (void)cf__pool_wake_one(p);
 }
 
 static inline bool time_up(int64_t *start, long budget, unsigned round)
 {
-    if (budget <= 0)
-        return true;
-    if (*start != 0 && round % 8 != 0)
-        return false; /* the clock is read every 8th round only */
+    if (budget <= 0) return true;
+    if (*start != 0 && round % 8 != 0) return false; /* the clock is read every 8th round only */
     int64_t now = cf__now_ns();
     if (*start == 0) {
         *start = now;
@@ -407,11 +383,9 @@ static cf_future *search(struct cf__worker *w, long budget)
             stop_searching(w, more);
             return f;
         }
-        if (time_up(&start, budget, ++round))
-            return NULL;
+        if (time_up(&start, budget, ++round)) return NULL;
         if (backoff < BACKOFF_MAX) {
-            for (unsigned i = 0; i < (1u << backoff); i++)
-                cf__cpu_relax();
+            for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
             backoff++;
         } else {
             /* Let a runnable thread on this CPU (often the submitter,
@@ -440,8 +414,7 @@ static enum park_result park(struct cf__worker *w)
         cf__ec_cancel(&p->ec, &w->park);
         return MAY_EXIT;
     }
-    if (stats_on(p))
-        stat_inc(&w->st.parks);
+    if (stats_on(p)) stat_inc(&w->st.parks);
     CF__PROBE1(park, w->id);
     /* Relaxed: a hint for cf__pool_wake_one (the warmest sleeper). */
     atomic_store_explicit(&p->last_parked, w->id, memory_order_relaxed);
@@ -449,8 +422,7 @@ static enum park_result park(struct cf__worker *w)
     cf__ec_wait(&p->ec, &w->park, CF__NO_DEADLINE, &tag);
     w->handoff = tag == CF__WAKE_LOCAL;
     CF__PROBE1(wake, w->id);
-    if (stats_on(p))
-        stat_inc(&w->st.wakeups);
+    if (stats_on(p)) stat_inc(&w->st.wakeups);
     return PARKED;
 }
 
@@ -482,10 +454,8 @@ static cf_future *idle(struct cf__worker *w)
         long budget = searchers < p->max_searching && !handed_off ? p->spin_ns : 0;
         handed_off = false;
         cf_future *f = search(w, budget);
-        if (f)
-            return f;
-        if (park(w) == MAY_EXIT)
-            return NULL;
+        if (f) return f;
+        if (park(w) == MAY_EXIT) return NULL;
     }
 }
 
@@ -499,8 +469,7 @@ static void nap_on(cf_future *f, cf__deadline until)
 {
     /* Acquire: a done state lets the caller read the outcome. */
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
-    if (cf__state_done(s))
-        return;
+    if (cf__state_done(s)) return;
     if (!(s & CF__SLEEPERS)) {
         /* Acquire on failure: the word changed (maybe done); the caller
          * re-checks. */
@@ -524,8 +493,7 @@ static inline bool stack_has_room(const struct cf__worker *w)
  * the tasks below us on this stack or to whoever steals it. */
 static cf_future *pop_own(struct cf__worker *w)
 {
-    if (cf__deque_bottom(&w->dq) <= w->mark)
-        return NULL;
+    if (cf__deque_bottom(&w->dq) <= w->mark) return NULL;
     return cf__deque_pop(&w->dq);
 }
 
@@ -555,13 +523,10 @@ static bool help_run_one(struct cf__worker *w, cf_future *f, bool wide, bool min
         run_task(w, g);
         return true;
     }
-    if (mine && run_awaited(w, f))
-        return true;
-    if (!wide)
-        return false;
+    if (mine && run_awaited(w, f)) return true;
+    if (!wide) return false;
     bool more = false;
-    if ((g = scan(w, &more)) == NULL)
-        return false;
+    if ((g = scan(w, &more)) == NULL) return false;
     if (more) {
         /* Seq_cst fence: our batch push before the loads of `searching`
          * and `waiters` (a submitter's half of the protocol): the batch in
@@ -575,8 +540,8 @@ static bool help_run_one(struct cf__worker *w, cf_future *f, bool wide, bool min
 
 /* How a helping wait pauses when it found nothing to run. */
 struct help_pause {
-    unsigned idle;  /* looks in a row that found nothing */
-    int64_t start;  /* when the yielding phase began (0: not yet) */
+    unsigned idle; /* looks in a row that found nothing */
+    int64_t start; /* when the yielding phase began (0: not yet) */
 };
 
 /* Nothing to do: spin a little (the awaited task is usually running on
@@ -589,13 +554,11 @@ static void help_pause(struct cf__worker *w, cf_future *f, cf__deadline deadline
                        struct help_pause *hp)
 {
     if (++hp->idle < 64) {
-        for (unsigned i = 0; i < hp->idle; i++)
-            cf__cpu_relax();
+        for (unsigned i = 0; i < hp->idle; i++) cf__cpu_relax();
         return;
     }
     int64_t now = cf__now_ns();
-    if (hp->start == 0)
-        hp->start = now;
+    if (hp->start == 0) hp->start = now;
     if (now - hp->start < w->pool->spin_ns) {
         sched_yield();
         return;
@@ -614,17 +577,14 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
     bool room = stack_has_room(w) && !cf__pool_foreign(p);
     bool wide = room && w->depth < CF__HELP_DEPTH_MAX; /* may run unrelated work */
     bool mine = room && cf__pool_owns_task(p, f);
-    struct help_pause hp = { 0, 0 };
+    struct help_pause hp = {0, 0};
     /* acquire: once done, the caller reads the outcome (pairs with the
      * completer's release CAS). */
     while (!cf__state_done(cf__future_state(f, memory_order_acquire))) {
         /* A timed wait does not start more work once its deadline passed. */
-        if (deadline != CF__NO_DEADLINE && cf__now_ns() >= deadline)
-            return CF_ETIMEDOUT;
-        if (room && help_run_one(w, f, wide, mine))
-            hp = (struct help_pause){ 0, 0 };
-        else
-            help_pause(w, f, deadline, wide, &hp);
+        if (deadline != CF__NO_DEADLINE && cf__now_ns() >= deadline) return CF_ETIMEDOUT;
+        if (room && help_run_one(w, f, wide, mine)) hp = (struct help_pause){0, 0};
+        else help_pause(w, f, deadline, wide, &hp);
     }
     return 0;
 }
@@ -671,12 +631,10 @@ static uintptr_t help_floor_of_this_thread(void)
     pthread_attr_t a;
     void *lo = NULL;
     size_t size = 0;
-    if (pthread_getattr_np(pthread_self(), &a) != 0)
-        return UINTPTR_MAX;
+    if (pthread_getattr_np(pthread_self(), &a) != 0) return UINTPTR_MAX;
     int rc = pthread_attr_getstack(&a, &lo, &size);
     pthread_attr_destroy(&a);
-    if (rc != 0 || !lo || size == 0)
-        return UINTPTR_MAX;
+    if (rc != 0 || !lo || size == 0) return UINTPTR_MAX;
     return (uintptr_t)lo + CF__HELP_STACK_RESERVE(size);
 }
 
@@ -695,13 +653,11 @@ void *cf__worker_main(void *arg)
     cf__tls_wait_helper_ctx = w;
     if (p->init) {
         int rc = p->init(p->init_arg);
-        if (rc != 0)
-            mark_broken(p, w, rc);
+        if (rc != 0) mark_broken(p, w, rc);
     }
     for (;;) {
         cf_future *f = cf__deque_pop(&w->dq);
-        if (!f && !(f = idle(w)))
-            break;
+        if (!f && !(f = idle(w))) break;
         run_task(w, f);
     }
     cf__tls_wait_helper = NULL;

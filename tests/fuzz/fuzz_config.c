@@ -31,12 +31,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-#define CHECK(cond)                                                                         \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            fprintf(stdout, "fuzz_config: %s failed (line %d)\n", #cond, __LINE__);         \
-            abort();                                                                        \
-        }                                                                                   \
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            fprintf(stdout, "fuzz_config: %s failed (line %d)\n", #cond, __LINE__); \
+            abort();                                                                \
+        }                                                                           \
     } while (0)
 
 static void check_ranges(const struct cf__config *c)

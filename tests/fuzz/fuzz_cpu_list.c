@@ -11,12 +11,12 @@
 
 #include "sys/config.h"
 
-#define CHECK(cond)                                                                         \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            fprintf(stdout, "fuzz_cpu_list: %s failed (line %d)\n", #cond, __LINE__);       \
-            abort();                                                                        \
-        }                                                                                   \
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stdout, "fuzz_cpu_list: %s failed (line %d)\n", #cond, __LINE__); \
+            abort();                                                                  \
+        }                                                                             \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

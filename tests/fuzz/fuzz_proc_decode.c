@@ -112,9 +112,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     unsigned k = 1 + in[0] % DEPTH;
     bool raw_states = in[1] & 1, raw_checks = in[1] & 2;
-    uint64_t pos0 = rd64(in + 2) >> 8;          /* any position, far from wrapping 64 bits */
+    uint64_t pos0 = rd64(in + 2) >> 8; /* any position, far from wrapping 64 bits */
     uint64_t tail = rd64(in + 10) >> 8;
-    uint64_t punched = tail - tail % PAGE;       /* as the parent leaves it: page aligned, */
+    uint64_t punched = tail - tail % PAGE; /* as the parent leaves it: page aligned, */
     if (tail - punched > cf__pp_spill_guard(RING)) punched = tail; /* within a guard */
 
     /* The parent's side: k queued tasks at pos0.. */
@@ -138,7 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct cf__pslot *s = cf__pp_slot(p, 0, pos);
         memcpy(s, in + HDR + i * PER_SLOT, PER_SLOT);
         uint32_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
-        if (!raw_states) v = (v & (CF__SK_KIND | CF__SK_WAITER)) | (cf__pos_gen(pos) << CF__SK_GEN_SHIFT);
+        if (!raw_states)
+            v = (v & (CF__SK_KIND | CF__SK_WAITER)) | (cf__pos_gen(pos) << CF__SK_GEN_SHIFT);
         atomic_store_explicit(&s->state, v, memory_order_relaxed);
     }
     for (size_t i = 0; i < rest_len && i < RING; i++) p->ressp[(tail + i) % RING] = rest[i];
@@ -152,13 +153,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (s->res_len > RING || s->msg_len > RING) {
             /* no bytes to check over: leave it */
         } else if (s->rflags & CF__PR_SPILL) {
-            if (total <= RING && s->res_pos % RING + total <= RING) b = p->ressp + s->res_pos % RING;
+            if (total <= RING && s->res_pos % RING + total <= RING)
+                b = p->ressp + s->res_pos % RING;
         } else if (total <= SLOT) {
             b = cf__pp_inline(s);
         }
         if (b)
-            s->res_check = cf__pp_res_check(pos, s->res_len, s->res_pos, s->code, s->msg_len, s->rflags, b,
-                                            b + s->res_len);
+            s->res_check = cf__pp_res_check(pos, s->res_len, s->res_pos, s->code, s->msg_len,
+                                            s->rflags, b, b + s->res_len);
     }
 
     /* Collect what passes the checks (the real code). */
@@ -189,13 +191,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const char *msg = NULL;
             struct cf__pslot w;
             memcpy(&w, in + HDR + i * PER_SLOT, sizeof w);
-            if (rc != 0 && cf_future_exception(fs[i], 0.0, &code, &msg) == 0 && msg && w.code != 0 &&
-                strlen(msg) != w.msg_len)
+            if (rc != 0 && cf_future_exception(fs[i], 0.0, &code, &msg) == 0 && msg &&
+                w.code != 0 && strlen(msg) != w.msg_len)
                 abort();
         }
         uint64_t pos = pos0 + i;
         struct cf__prec *r = &ch->rec[pos & (DEPTH - 1)];
-        if (pos >= got && r->f) cf_future_release(r->f); /* not collected: the executor's reference */
+        if (pos >= got && r->f)
+            cf_future_release(r->f); /* not collected: the executor's reference */
         r->f = NULL;
         cf_future_release(fs[i]);
     }

@@ -17,12 +17,12 @@
 #include "sys/config.h"
 #include "sys/topology.h"
 
-#define CHECK(cond)                                                                         \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            fprintf(stdout, "fuzz_topology: %s failed (line %d)\n", #cond, __LINE__);       \
-            abort();                                                                        \
-        }                                                                                   \
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stdout, "fuzz_topology: %s failed (line %d)\n", #cond, __LINE__); \
+            abort();                                                                  \
+        }                                                                             \
     } while (0)
 
 static int memfd = -1;

@@ -71,8 +71,8 @@ struct opts {
     uint64_t seed;
     const char *dump_maps; /* copy /proc/self/maps to PREFIX.<round> */
 };
-static struct opts O = { .seconds = 0, .rounds = 0, .scale = 1, .kills = true, .round_timeout = 0,
-                         .seed = 0x50a4 };
+static struct opts O = {
+    .seconds = 0, .rounds = 0, .scale = 1, .kills = true, .round_timeout = 0, .seed = 0x50a4};
 
 /* Slack allowed after the warm-up round (also in docs/SOAK.md). */
 #define RSS_SLACK_PCT 10
@@ -149,7 +149,7 @@ static void *watchdog(void *arg)
 {
     (void)arg;
     for (;;) {
-        struct timespec ts = { 0, 200 * 1000 * 1000 };
+        struct timespec ts = {0, 200 * 1000 * 1000};
         nanosleep(&ts, NULL);
         double dl = atomic_load_explicit(&wd_deadline, memory_order_relaxed);
         if (dl == 0 || now_s() < dl) continue;
@@ -257,8 +257,8 @@ static long count_kids(void)
 
 static struct figures measure(void)
 {
-    return (struct figures){ read_rss_kib(), count_dir("/proc/self/fd"), count_lines("/proc/self/maps"),
-                             count_kids() };
+    return (struct figures){read_rss_kib(), count_dir("/proc/self/fd"),
+                            count_lines("/proc/self/maps"), count_kids()};
 }
 
 /* ---- tasks and their bookkeeping ---- */
@@ -266,12 +266,12 @@ static struct figures measure(void)
 enum kind { K_PLAIN, K_SLOW, K_ERROR, K_NESTED, K_HOSTILE, K_NKINDS };
 static const char *kind_name(unsigned k)
 {
-    static const char *names[] = { "plain", "slow", "error", "nested", "hostile" };
+    static const char *names[] = {"plain", "slow", "error", "nested", "hostile"};
     return k < K_NKINDS ? names[k] : "?";
 }
 
-#define TASK_ERR 42    /* what K_ERROR tasks fail with */
-#define NESTED_ERR 43  /* a nested task whose children misbehaved */
+#define TASK_ERR 42   /* what K_ERROR tasks fail with */
+#define NESTED_ERR 43 /* a nested task whose children misbehaved */
 #define NCHILD 4
 
 struct targ {
@@ -364,25 +364,23 @@ static int thread_task(const void *arg, size_t len, cf_out *out)
     case K_SLOW:
         if (burn(a.id, 20000) == 0) return 2;
         break;
-    case K_ERROR:
-        return cf_out_error(out, TASK_ERR, "soak: task %u fails on purpose", a.id);
+    case K_ERROR: return cf_out_error(out, TASK_ERR, "soak: task %u fails on purpose", a.id);
     case K_NESTED: {
         int rc = nested(a.id);
         if (rc) return cf_out_error(out, rc, "soak: nested task %u: children misbehaved", a.id);
         break;
     }
-    default:
-        break;
+    default: break;
     }
     return cf_out_i64(out, expect(a.id));
 }
 
 /* Process tasks count in shared memory mapped before any pool. */
 struct shared {
-    _Atomic uint64_t pids[64];   /* (generation << 32) | worker pid */
-    _Atomic uint64_t zygote;     /* (generation << 32) | zygote pid */
+    _Atomic uint64_t pids[64];     /* (generation << 32) | worker pid */
+    _Atomic uint64_t zygote;       /* (generation << 32) | zygote pid */
     _Atomic uint64_t hostile_maps; /* mappings scribbled over */
-    _Atomic unsigned char runs[]; /* per process-task id */
+    _Atomic unsigned char runs[];  /* per process-task id */
 };
 static struct shared *sh;
 static size_t sh_bytes;
@@ -391,7 +389,8 @@ static void note_pid(uint16_t gen)
 {
     uint64_t me = (uint64_t)gen << 32 | (uint32_t)getpid();
     atomic_store_explicit(&sh->pids[(uint32_t)getpid() % 64], me, memory_order_relaxed);
-    atomic_store_explicit(&sh->zygote, (uint64_t)gen << 32 | (uint32_t)getppid(), memory_order_relaxed);
+    atomic_store_explicit(&sh->zygote, (uint64_t)gen << 32 | (uint32_t)getppid(),
+                          memory_order_relaxed);
 }
 
 /* Scribble over every writable shared mapping but ours (--hostile). Raw
@@ -403,7 +402,8 @@ static void scribble(uint32_t id)
     if (fd < 0) return;
     size_t len = 0;
     ssize_t k;
-    while (len < sizeof buf - 1 && (k = read(fd, buf + len, sizeof buf - 1 - len)) > 0) len += (size_t)k;
+    while (len < sizeof buf - 1 && (k = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)k;
     close(fd);
     buf[len] = '\0';
     uint64_t r = 0x9e3779b97f4a7c15ULL ^ id;
@@ -413,8 +413,8 @@ static void scribble(uint32_t id)
         if (nl) *nl = '\0';
         unsigned long lo, hi;
         char perms[8];
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[1] == 'w' && perms[3] == 's' &&
-            (hi <= mine_lo || lo >= mine_hi)) {
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[1] == 'w' &&
+            perms[3] == 's' && (hi <= mine_lo || lo >= mine_hi)) {
             size_t words = (hi - lo) / 8;
             atomic_fetch_add_explicit(&sh->hostile_maps, 1, memory_order_relaxed);
             if (id % 4 == 0) { /* sometimes all of it */
@@ -439,17 +439,13 @@ static int proc_task(const void *arg, size_t len, cf_out *out)
     atomic_fetch_add_explicit(&sh->runs[a.id], 1, memory_order_relaxed);
     switch (a.kind) {
     case K_SLOW: {
-        struct timespec ts = { 0, 200 * 1000 };
+        struct timespec ts = {0, 200 * 1000};
         nanosleep(&ts, NULL);
         break;
     }
-    case K_ERROR:
-        return cf_out_error(out, TASK_ERR, "soak: task %u fails on purpose", a.id);
-    case K_HOSTILE:
-        scribble(a.id);
-        break;
-    default:
-        break;
+    case K_ERROR: return cf_out_error(out, TASK_ERR, "soak: task %u fails on purpose", a.id);
+    case K_HOSTILE: scribble(a.id); break;
+    default: break;
     }
     return cf_out_i64(out, expect(a.id));
 }
@@ -461,7 +457,7 @@ struct counts {
     uint64_t pools, worker_kills, zygote_kills, hostile, hostile_maps;
 };
 
-static size_t n_thread, n_proc;  /* futures per round */
+static size_t n_thread, n_proc; /* futures per round */
 static unsigned char *t_kind, *t_cb_added;
 static unsigned char *p_kind, *p_cb_added;
 static _Atomic unsigned char *p_cbs;
@@ -492,20 +488,21 @@ static void wait_batch(cf_future **all, size_t n_all, unsigned way, struct count
     switch (way % 5) {
     case 0: /* result(), some with a tiny timeout first */
         for (size_t i = 0; i < n; i++) {
-            if (rnd(rs) % 16 == 0 &&
-                cf_future_result(fs[i], 1e-5, NULL, NULL) == CF_ETIMEDOUT)
+            if (rnd(rs) % 16 == 0 && cf_future_result(fs[i], 1e-5, NULL, NULL) == CF_ETIMEDOUT)
                 c->timeouts++;
             (void)cf_future_result(fs[i], CF_FOREVER, NULL, NULL);
         }
         break;
     case 1: /* FIRST_COMPLETED, then the rest */
-        if (cf_wait(tmp, n, CF_FIRST_COMPLETED, 10, &nd) != 0) violation("cf_wait(FIRST_COMPLETED) failed");
+        if (cf_wait(tmp, n, CF_FIRST_COMPLETED, 10, &nd) != 0)
+            violation("cf_wait(FIRST_COMPLETED) failed");
         else if (nd == 0) c->timeouts++;
         if (cf_wait(tmp, n, CF_ALL_COMPLETED, CF_FOREVER, &nd) != 0 || nd != n)
             violation("cf_wait(ALL_COMPLETED) returned with %zu of %zu done", nd, n);
         break;
     case 2: /* FIRST_EXCEPTION with a short timeout, then the rest */
-        if (cf_wait(tmp, n, CF_FIRST_EXCEPTION, 1e-4, &nd) != 0) violation("cf_wait(FIRST_EXCEPTION) failed");
+        if (cf_wait(tmp, n, CF_FIRST_EXCEPTION, 1e-4, &nd) != 0)
+            violation("cf_wait(FIRST_EXCEPTION) failed");
         else if (nd < n) c->timeouts++;
         if (cf_wait(tmp, n, CF_ALL_COMPLETED, CF_FOREVER, &nd) != 0 || nd != n)
             violation("cf_wait(ALL_COMPLETED) returned with %zu of %zu done", nd, n);
@@ -546,7 +543,8 @@ static void check_one(cf_future *f, uint32_t id, unsigned kind, unsigned runs, b
 {
     const char *pool = process ? "process" : "thread";
     if (!cf_future_done(f)) {
-        violation("%s future %u (%s) is not done after its batch was waited for", pool, id, kind_name(kind));
+        violation("%s future %u (%s) is not done after its batch was waited for", pool, id,
+                  kind_name(kind));
         return;
     }
     if (runs > 1) violation("%s task %u (%s) ran %u times", pool, id, kind_name(kind), runs);
@@ -560,9 +558,10 @@ static void check_one(cf_future *f, uint32_t id, unsigned kind, unsigned runs, b
         if (kind == K_HOSTILE) break; /* it may have scribbled its own result */
         if (kind == K_ERROR) violation("%s task %u should have failed but succeeded", pool, id);
         else if (v != expect(id))
-            violation("%s future %u (%s) holds %" PRId64 ", not %" PRId64, pool, id, kind_name(kind), v,
-                      expect(id));
-        if (runs != 1) violation("%s future %u succeeded but its task ran %u times", pool, id, runs);
+            violation("%s future %u (%s) holds %" PRId64 ", not %" PRId64, pool, id,
+                      kind_name(kind), v, expect(id));
+        if (runs != 1)
+            violation("%s future %u succeeded but its task ran %u times", pool, id, runs);
         break;
     case CF_ECANCELLED:
         c->cancelled++;
@@ -575,15 +574,14 @@ static void check_one(cf_future *f, uint32_t id, unsigned kind, unsigned runs, b
         if (kind == K_NESTED && code == NESTED_ERR)
             violation("thread task %u: %s", id, msg ? msg : "(no message)");
         else if (kind != K_ERROR || code != TASK_ERR || !msg || !strstr(msg, "on purpose"))
-            violation("%s future %u (%s) failed with code %d \"%s\"", pool, id, kind_name(kind), code,
-                      msg ? msg : "");
+            violation("%s future %u (%s) failed with code %d \"%s\"", pool, id, kind_name(kind),
+                      code, msg ? msg : "");
         break;
     case CF_EBROKEN:
         c->broken++;
         if (!process) violation("thread future %u is broken", id);
         break;
-    default:
-        violation("%s future %u: result() returned %d", pool, id, rc);
+    default: violation("%s future %u: result() returned %d", pool, id, rc);
     }
 }
 
@@ -597,7 +595,7 @@ static void thread_part(struct counts *c, uint64_t *rs)
     atomic_store_explicit(&t_children, 0, memory_order_relaxed);
     int err = 0;
     cf_executor *ex;
-    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){ .max_workers = O.threads });
+    err = cf_thread_pool_new(&ex, &(cf_thread_pool_opts){.max_workers = O.threads});
     if (!ex) {
         violation("cf_thread_pool_new failed (%d)", err);
         return;
@@ -614,7 +612,7 @@ static void thread_part(struct counts *c, uint64_t *rs)
             uint64_t r = rnd(rs) % 100;
             unsigned kind = r < 88 ? K_PLAIN : r < 91 ? K_SLOW : r < 96 ? K_ERROR : K_NESTED;
             t_kind[id] = (unsigned char)kind;
-            struct targ a = { id, (uint16_t)kind, 0 };
+            struct targ a = {id, (uint16_t)kind, 0};
             int rc = cf_submit(ex, thread_task, &a, sizeof a, &fs[i]);
             if (rc) {
                 violation("thread submit failed: %d", rc);
@@ -649,11 +647,13 @@ static void thread_part(struct counts *c, uint64_t *rs)
     uint64_t kids = atomic_load_explicit(&t_children, memory_order_relaxed);
     c->children += kids;
     if (kids != nested_ok * NCHILD)
-        violation("nested tasks: %" PRIu64 " children ran, expected %" PRIu64, kids, nested_ok * NCHILD);
+        violation("nested tasks: %" PRIu64 " children ran, expected %" PRIu64, kids,
+                  nested_ok * NCHILD);
     for (size_t id = 0; id < n_thread; id++) {
         unsigned got = atomic_load_explicit(&t_cbs[id], memory_order_relaxed);
         if (got != t_cb_added[id])
-            violation("thread future %zu: callback ran %u times (registered %u)", id, got, t_cb_added[id]);
+            violation("thread future %zu: callback ran %u times (registered %u)", id, got,
+                      t_cb_added[id]);
         c->callbacks += got;
     }
 }
@@ -669,7 +669,7 @@ static cf_executor *new_proc_pool(struct counts *c)
      * record from an older pool is never a target. */
     p_gen++;
     cf_executor *ex;
-    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){ .max_workers = O.procs });
+    err = cf_process_pool_new(&ex, &(cf_process_pool_opts){.max_workers = O.procs});
     if (!ex) violation("cf_process_pool_new failed (%d)", err);
     else c->pools++;
     return ex;
@@ -721,9 +721,10 @@ static void proc_part(struct counts *c, uint64_t *rs)
             uint64_t r = rnd(rs) % 10000;
             unsigned kind = r < 8800 ? K_PLAIN : r < 9300 ? K_SLOW : r < 9800 ? K_ERROR : K_PLAIN;
             /* 0.05%, and at least one in every third batch */
-            if (O.hostile && ((r >= 9800 && r < 9805) || (i == n / 2 && b % 3 == 1))) kind = K_HOSTILE;
+            if (O.hostile && ((r >= 9800 && r < 9805) || (i == n / 2 && b % 3 == 1)))
+                kind = K_HOSTILE;
             p_kind[id] = (unsigned char)kind;
-            struct targ a = { id, (uint16_t)kind, p_gen };
+            struct targ a = {id, (uint16_t)kind, p_gen};
             int rc;
             fs[i] = NULL;
             for (int tries = 0; tries < 3; tries++) {
@@ -731,7 +732,8 @@ static void proc_part(struct counts *c, uint64_t *rs)
                 rc = ex ? cf_submit(ex, proc_task, &a, sizeof a, &fs[i]) : CF_EBROKEN;
                 if (rc != CF_EBROKEN) break;
                 /* Broken by a kill or a hostile task: replace the pool. */
-                atomic_store_explicit(&wd_stage, "process pool: replacing a broken pool", memory_order_relaxed);
+                atomic_store_explicit(&wd_stage, "process pool: replacing a broken pool",
+                                      memory_order_relaxed);
                 cf_executor_free(ex);
                 ex = new_proc_pool(c);
                 atomic_store_explicit(&wd_stage, "process pool: submitting", memory_order_relaxed);
@@ -772,7 +774,8 @@ static void proc_part(struct counts *c, uint64_t *rs)
     for (size_t id = 0; id < n_proc; id++) {
         unsigned got = atomic_load_explicit(&p_cbs[id], memory_order_relaxed);
         if (got != p_cb_added[id])
-            violation("process future %zu: callback ran %u times (registered %u)", id, got, p_cb_added[id]);
+            violation("process future %zu: callback ran %u times (registered %u)", id, got,
+                      p_cb_added[id]);
         c->callbacks += got;
     }
 }
@@ -792,13 +795,15 @@ static void dump_maps(long round)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: cfutures-soak [--seconds N | --minutes N] [--rounds N] [--scale X] [--hostile]\n"
-            "                     [--no-kill] [--threads N] [--procs N] [--round-timeout S] [--seed N]\n"
-            "                     [--dump-maps PREFIX]\n"
-            "A round: 10^6 x scale thread-pool futures and 10^5 x scale process-pool futures\n"
-            "(CFUTURES_STRESS_SCALE multiplies the scale). Without --seconds/--minutes/--rounds:\n"
-            "one warm-up round and one checked round.\n");
+    fprintf(
+        stderr,
+        "usage: cfutures-soak [--seconds N | --minutes N] [--rounds N] [--scale X] [--hostile]\n"
+        "                     [--no-kill] [--threads N] [--procs N] [--round-timeout S] [--seed "
+        "N]\n"
+        "                     [--dump-maps PREFIX]\n"
+        "A round: 10^6 x scale thread-pool futures and 10^5 x scale process-pool futures\n"
+        "(CFUTURES_STRESS_SCALE multiplies the scale). Without --seconds/--minutes/--rounds:\n"
+        "one warm-up round and one checked round.\n");
     exit(2);
 }
 
@@ -864,14 +869,15 @@ int main(int argc, char **argv)
            "round limit %.0f s, seed %" PRIu64 "\n",
            n_thread, n_proc, O.hostile ? "hostile tasks, " : "", O.kills ? "kills" : "no kills",
            O.round_timeout, O.seed);
-    printf("slack after the warm-up round: RSS +%d%% +%d MiB, fds +%d, maps +%d%% +%d, children +0%s\n",
+    printf("slack after the warm-up round: RSS +%d%% +%d MiB, fds +%d, maps +%d%% +%d, children "
+           "+0%s\n",
            RSS_SLACK_PCT, RSS_SLACK_KIB / 1024, FD_SLACK, MAPS_SLACK_PCT, MAPS_SLACK,
            CHECK_MEMORY ? "" : " (sanitizer build: RSS and maps not checked)");
     fflush(stdout);
 
     uint64_t rs = O.seed | 1;
     double t0 = now_s();
-    struct figures base = { 0 }, lo = { 0 }, hi = { 0 };
+    struct figures base = {0}, lo = {0}, hi = {0};
     uint64_t total = 0;
     long round = 0;
     bool leak = false;
@@ -882,7 +888,7 @@ int main(int argc, char **argv)
         atomic_store_explicit(&wd_round, round, memory_order_relaxed);
         atomic_store_explicit(&wd_deadline, now_s() + O.round_timeout, memory_order_relaxed);
         double rt = now_s();
-        struct counts tc = { 0 }, pc = { 0 };
+        struct counts tc = {0}, pc = {0};
         thread_part(&tc, &rs);
         proc_part(&pc, &rs);
         atomic_store_explicit(&wd_stage, "measuring", memory_order_relaxed);
@@ -892,16 +898,18 @@ int main(int argc, char **argv)
         if (O.dump_maps) dump_maps(round);
         uint64_t futs = tc.submitted + tc.children + pc.submitted;
         total += futs;
-        printf("round %ld: %.1f s, %.0f futures/s | threads: %" PRIu64 " (+%" PRIu64 " nested) ok %" PRIu64
-               " cancelled %" PRIu64 " failed %" PRIu64 " timeouts %" PRIu64 " callbacks %" PRIu64
-               " | processes: %" PRIu64 " ok %" PRIu64 " cancelled %" PRIu64 " failed %" PRIu64
-               " broken %" PRIu64 " timeouts %" PRIu64 " callbacks %" PRIu64 " pools %" PRIu64
-               " kills %" PRIu64 "+%" PRIu64 "z hostile %" PRIu64 " (%" PRIu64 " maps)"
+        printf("round %ld: %.1f s, %.0f futures/s | threads: %" PRIu64 " (+%" PRIu64
+               " nested) ok %" PRIu64 " cancelled %" PRIu64 " failed %" PRIu64 " timeouts %" PRIu64
+               " callbacks %" PRIu64 " | processes: %" PRIu64 " ok %" PRIu64 " cancelled %" PRIu64
+               " failed %" PRIu64 " broken %" PRIu64 " timeouts %" PRIu64 " callbacks %" PRIu64
+               " pools %" PRIu64 " kills %" PRIu64 "+%" PRIu64 "z hostile %" PRIu64 " (%" PRIu64
+               " maps)"
                " | rss %.1f MiB fds %ld maps %ld children %ld%s\n",
-               round, secs, (double)futs / secs, tc.submitted, tc.children, tc.ok, tc.cancelled, tc.task_err,
-               tc.timeouts, tc.callbacks, pc.submitted, pc.ok, pc.cancelled, pc.task_err, pc.broken,
-               pc.timeouts, pc.callbacks, pc.pools, pc.worker_kills, pc.zygote_kills, pc.hostile, pc.hostile_maps,
-               (double)fg.rss_kib / 1024, fg.fds, fg.maps, fg.kids, round == 1 ? " (warm-up)" : "");
+               round, secs, (double)futs / secs, tc.submitted, tc.children, tc.ok, tc.cancelled,
+               tc.task_err, tc.timeouts, tc.callbacks, pc.submitted, pc.ok, pc.cancelled,
+               pc.task_err, pc.broken, pc.timeouts, pc.callbacks, pc.pools, pc.worker_kills,
+               pc.zygote_kills, pc.hostile, pc.hostile_maps, (double)fg.rss_kib / 1024, fg.fds,
+               fg.maps, fg.kids, round == 1 ? " (warm-up)" : "");
         if (round == 1) {
             base = lo = hi = fg;
         } else {
@@ -910,15 +918,18 @@ int main(int argc, char **argv)
             if (fg.fds > hi.fds) hi.fds = fg.fds;
             if (fg.maps > hi.maps) hi.maps = fg.maps;
             if (fg.kids > hi.kids) hi.kids = fg.kids;
-            if (CHECK_MEMORY && fg.rss_kib > base.rss_kib + base.rss_kib * RSS_SLACK_PCT / 100 + RSS_SLACK_KIB) {
-                violation("RSS grew: %ld KiB after the warm-up, %ld KiB now", base.rss_kib, fg.rss_kib);
+            if (CHECK_MEMORY &&
+                fg.rss_kib > base.rss_kib + base.rss_kib * RSS_SLACK_PCT / 100 + RSS_SLACK_KIB) {
+                violation("RSS grew: %ld KiB after the warm-up, %ld KiB now", base.rss_kib,
+                          fg.rss_kib);
                 leak = true;
             }
             if (fg.fds > base.fds + FD_SLACK) {
                 violation("open fds grew: %ld after the warm-up, %ld now", base.fds, fg.fds);
                 leak = true;
             }
-            if (CHECK_MEMORY && fg.maps > base.maps + base.maps * MAPS_SLACK_PCT / 100 + MAPS_SLACK) {
+            if (CHECK_MEMORY &&
+                fg.maps > base.maps + base.maps * MAPS_SLACK_PCT / 100 + MAPS_SLACK) {
                 violation("mappings grew: %ld after the warm-up, %ld now", base.maps, fg.maps);
                 leak = true;
             }
@@ -931,11 +942,13 @@ int main(int argc, char **argv)
     }
     double all = now_s() - t0;
     long v = atomic_load_explicit(&violations, memory_order_relaxed);
-    printf("summary: %ld rounds in %.1f s, %" PRIu64 " futures, %.0f futures/s; rss %.1f MiB after the "
+    printf("summary: %ld rounds in %.1f s, %" PRIu64
+           " futures, %.0f futures/s; rss %.1f MiB after the "
            "warm-up, %.1f..%.1f MiB after; fds %ld..%ld, maps %ld..%ld, children %ld..%ld; "
            "%ld violation%s%s\n",
            round, all, total, (double)total / all, (double)base.rss_kib / 1024,
-           (double)(round > 1 ? lo.rss_kib : base.rss_kib) / 1024, (double)hi.rss_kib / 1024, base.fds,
-           hi.fds, base.maps, hi.maps, base.kids, hi.kids, v, v == 1 ? "" : "s", leak ? " (growth)" : "");
+           (double)(round > 1 ? lo.rss_kib : base.rss_kib) / 1024, (double)hi.rss_kib / 1024,
+           base.fds, hi.fds, base.maps, hi.maps, base.kids, hi.kids, v, v == 1 ? "" : "s",
+           leak ? " (growth)" : "");
     return v ? 1 : 0;
 }
