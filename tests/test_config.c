@@ -27,28 +27,11 @@ static void clear_env(void)
 static char captured[8192];
 static const char *load_captured(struct cf__config *c)
 {
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(STDERR_FILENO);
-    assert_true(saved >= 0);
-    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    cf_test_stderr cap;
+    cf_test_stderr_begin(&cap);
     cf__config_load(c);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(captured, 1, sizeof captured - 1, tmp);
-    captured[n] = '\0';
-    fclose(tmp);
+    cf_test_stderr_end(&cap, captured, sizeof captured);
     return captured;
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
 }
 
 static void test_defaults(void **state)
@@ -162,7 +145,7 @@ static void test_bad_values_warn_once(void **state)
         clear_env();
         setenv(bads[i].var, bads[i].value, 1);
         const char *out = load_captured(&c);
-        assert_int_equal(count_lines(out), 1);
+        assert_int_equal(cf_test_count_lines(out), 1);
         char needle[256];
         snprintf(needle, sizeof needle, "%s=\"%s\"", bads[i].var, bads[i].value);
         if (!strstr(out, needle) || !strstr(out, bads[i].range) || !strstr(out, "default"))
@@ -382,7 +365,7 @@ static void test_print(void **state)
     assert_non_null(f);
     cf__config_print(&c, f);
     fclose(f);
-    assert_int_equal(count_lines(buf), CF__SET_COUNT);
+    assert_int_equal(cf_test_count_lines(buf), CF__SET_COUNT);
     for (int s = 0; s < CF__SET_COUNT; s++) assert_non_null(strstr(buf, cf__setting_env_name(s)));
     assert_non_null(strstr(buf, "CFUTURES_WORKERS              = 6 (environment)"));
     assert_non_null(strstr(buf, "CFUTURES_STATS                = 1 (code)"));

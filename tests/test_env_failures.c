@@ -37,13 +37,6 @@
 static char tmpdir[64];
 static char out[8192];
 
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
 typedef int child_fn(void);
 
 /* Run fn in a child with stderr in a file; its return value is the child's
@@ -83,7 +76,7 @@ static void expect_one_line(const char *var, const char *value, const char *phra
 {
     char needle[512];
     snprintf(needle, sizeof needle, "%s=\"%s\"", var, value);
-    if (count_lines(out) != 1 || !strstr(out, needle) || !strstr(out, phrase))
+    if (cf_test_count_lines(out) != 1 || !strstr(out, needle) || !strstr(out, phrase))
         fail_msg("wanted one line with %s and \"%s\", got: \"%s\"", needle, phrase, out);
 }
 

@@ -59,29 +59,13 @@ static void expect_names(const char *prefix, int n)
 static char captured[4096];
 static cf_executor *new_pool_captured(const cf_thread_pool_opts *o)
 {
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(STDERR_FILENO);
-    assert_true(saved >= 0);
-    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    cf_test_stderr cap;
+    cf_test_stderr_begin(&cap);
     cf_executor *ex;
-    assert_int_equal(cf_thread_pool_new(&ex, o), 0);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(captured, 1, sizeof captured - 1, tmp);
-    captured[n] = '\0';
-    fclose(tmp);
+    int rc = cf_thread_pool_new(&ex, o);
+    cf_test_stderr_end(&cap, captured, sizeof captured);
+    assert_int_equal(rc, 0);
     return ex;
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
 }
 
 static void test_env_sets_prefix(void **state)
@@ -152,7 +136,7 @@ static void test_bad_env_warns_once(void **state)
     setenv("CFUTURES_THREAD_NAME_PREFIX", "bad/name", 1);
     cf_executor *ex = new_pool_captured(&(cf_thread_pool_opts){.max_workers = 2});
     assert_non_null(ex);
-    assert_int_equal(count_lines(captured), 1);
+    assert_int_equal(cf_test_count_lines(captured), 1);
     assert_non_null(strstr(captured, "CFUTURES_THREAD_NAME_PREFIX=\"bad/name\""));
     assert_non_null(strstr(captured, "using the default cf"));
     expect_names("cf", 2);

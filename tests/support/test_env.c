@@ -1,4 +1,4 @@
-/* cf_test_init: see test_env.h. */
+/* cf_test_init and the stderr capture: see test_env.h. */
 #include "support/test_env.h"
 
 #include <setjmp.h>
@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <unistd.h>
 
 extern char **environ;
 
@@ -40,4 +42,25 @@ void cf_test_init(int argc, char **argv)
     unset_cfutures_env();
     const char *filter = argc > 1 ? argv[1] : getenv("CF_TEST_FILTER");
     if (filter && *filter) cmocka_set_test_filter(filter);
+}
+
+void cf_test_stderr_begin(cf_test_stderr *c)
+{
+    fflush(stderr);
+    c->tmp = tmpfile();
+    assert_non_null(c->tmp);
+    c->saved = dup(STDERR_FILENO);
+    assert_true(c->saved >= 0);
+    assert_true(dup2(fileno(c->tmp), STDERR_FILENO) >= 0);
+}
+
+void cf_test_stderr_end(cf_test_stderr *c, char *buf, size_t size)
+{
+    fflush(stderr);
+    dup2(c->saved, STDERR_FILENO);
+    close(c->saved);
+    rewind(c->tmp);
+    size_t n = fread(buf, 1, size - 1, c->tmp);
+    buf[n] = '\0';
+    fclose(c->tmp);
 }

@@ -3,7 +3,9 @@
 #ifndef CF_TEST_ENV_H
 #define CF_TEST_ENV_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Call first in every test program's main:
@@ -17,6 +19,25 @@
  *   any characters): `test_future done_callbacks` or
  *   `CF_TEST_FILTER='cancel*' ctest -R test_future`. */
 void cf_test_init(int argc, char **argv);
+
+/* What the process writes to stderr between cf_test_stderr_begin and
+ * cf_test_stderr_end goes to a temporary file; _end restores stderr and
+ * copies the text into buf (NUL-terminated, cut at size - 1 bytes). A
+ * redirect that fails fails the cmocka test. */
+typedef struct {
+    FILE *tmp;
+    int saved;
+} cf_test_stderr;
+void cf_test_stderr_begin(cf_test_stderr *c);
+void cf_test_stderr_end(cf_test_stderr *c, char *buf, size_t size);
+
+/* The number of newline characters in s. */
+static inline int cf_test_count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
 
 /* CFUTURES_STRESS_SCALE (read when the test runs) multiplies stress sizes (default 1: a CI-sized run). */
 static inline double cf_test_scale(void)
