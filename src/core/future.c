@@ -470,26 +470,18 @@ void cf_future_release(cf_future *f)
 
 /* ---- queries ---- */
 
-static int wait_done_spin(cf_future *f, cf__deadline deadline, long spin,
-                          bool (*on_wait)(cf_future *));
-
-/* Wait out a done future's delivery (CF__DELIVERING): a few steps of its
- * completer, so no deadline applies. */
-static void settle(cf_future *f)
-{
-    (void)wait_done_spin(f, CF__NO_DEADLINE, cf__wait_spin_ns(), NULL);
-}
-
 /* The word as a query may report it: a done future still delivering is
- * waited for first. acquire on every query: a caller that sees done may
- * read what the completer wrote before completing (pairs with finish()'s
- * release), and everything its delivery did (pairs with fire()'s release
- * clear of DELIVERING). */
+ * waited for first (a few steps of its completer, so no deadline applies).
+ * acquire on every query: a caller that sees done may read what the
+ * completer wrote before completing (pairs with finish()'s release), and
+ * everything its delivery did (pairs with fire()'s release clear of
+ * DELIVERING). */
 static uint32_t query_state(const cf_future *f)
 {
     uint32_t s = load_state(f, memory_order_acquire);
     if (__builtin_expect(s & CF__DELIVERING, 0)) {
-        settle((cf_future *)f); /* never a const object: futures are heap records */
+        /* never a const object: futures are heap records */
+        (void)cf__future_wait_done((cf_future *)f, CF__NO_DEADLINE);
         s = load_state(f, memory_order_acquire);
     }
     return s;

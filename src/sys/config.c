@@ -357,10 +357,6 @@ int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *v, co
 
 /* ---- reading the environment ---- */
 
-/* Largest topology file accepted: hwloc XML of a several-thousand-CPU
- * machine is a few MiB. Shared with the loader (topology.c). */
-#define TOPOLOGY_MAX_BYTES CF__TOPOLOGY_MAX_BYTES
-
 /* What the parser cannot see: the path must name a readable regular file
  * of a sane size (a directory or a FIFO would fail or block in hwloc).
  * stat() never blocks, even on a FIFO. NULL when usable. */
@@ -371,7 +367,7 @@ static const char *topology_file_problem(const char *path)
     if (!S_ISREG(st.st_mode)) return "not a regular file";
     if (access(path, R_OK) != 0) return "not readable";
     if (st.st_size == 0) return "empty file";
-    if (st.st_size > TOPOLOGY_MAX_BYTES) return "larger than 64 MiB";
+    if (st.st_size > CF__TOPOLOGY_MAX_BYTES) return "larger than 64 MiB";
     return NULL;
 }
 
@@ -479,24 +475,30 @@ static int opt_switch(struct cf__config *c, enum cf__setting s, bool *field, enu
     return 0;
 }
 
-/* Reserved room in an option struct must be zero: a non-zero word is an
- * option of a newer library, which this one must not silently ignore. */
-static bool reserved_zero(const uint64_t *r, size_t n)
+/* The start both overlays share: reserved room in an option struct must be
+ * zero (a non-zero word is an option of a newer library, which this one
+ * must not silently ignore); then *t becomes a copy of *c with the worker
+ * count applied. The callers work on the copy so that a failed overlay
+ * leaves *c unchanged. */
+static int opts_begin(struct cf__config *t, const struct cf__config *c, const uint64_t *reserved,
+                      size_t n_reserved, int max_workers)
 {
-    for (size_t i = 0; i < n; i++)
-        if (r[i]) return false;
-    return true;
+    for (size_t i = 0; i < n_reserved; i++)
+        if (reserved[i]) return CF_EINVAL;
+    *t = *c;
+    return opt_workers(t, max_workers);
 }
+#define OPTS_BEGIN(t, c, o)                                                           \
+    opts_begin((t), (c), (o)->reserved, sizeof(o)->reserved / sizeof(o)->reserved[0], \
+               (o)->max_workers)
 
-/* Work on a copy so that a failed overlay leaves *c unchanged. */
 int cf__config_apply_thread_opts(struct cf__config *c, const cf_thread_pool_opts *o)
 {
     if (!c) return CF_EINVAL;
     if (!o) return 0;
-    if (!reserved_zero(o->reserved, sizeof o->reserved / sizeof o->reserved[0])) return CF_EINVAL;
-    struct cf__config t = *c;
+    struct cf__config t;
     int rc;
-    if ((rc = opt_workers(&t, o->max_workers))) return rc;
+    if ((rc = OPTS_BEGIN(&t, c, o))) return rc;
     if (o->pin < CF_PIN_DEFAULT || o->pin > CF_PIN_NONE) return CF_EINVAL;
     if (o->cpu_list) {
         if (strlen(o->cpu_list) >= sizeof t.cpu_list ||
@@ -537,10 +539,9 @@ int cf__config_apply_process_opts(struct cf__config *c, const cf_process_pool_op
 {
     if (!c) return CF_EINVAL;
     if (!o) return 0;
-    if (!reserved_zero(o->reserved, sizeof o->reserved / sizeof o->reserved[0])) return CF_EINVAL;
-    struct cf__config t = *c;
+    struct cf__config t;
     int rc;
-    if ((rc = opt_workers(&t, o->max_workers))) return rc;
+    if ((rc = OPTS_BEGIN(&t, c, o))) return rc;
     if (o->max_tasks_per_child < 0) return CF_EINVAL;
     if (o->max_tasks_per_child > 0) {
         t.max_tasks_per_child = o->max_tasks_per_child;

@@ -214,13 +214,15 @@ static int load_fresh(const struct cf__config *cfg, hwloc_topology_t *out)
     }
     /* hwloc is given the bytes, not the path: it would open a FIFO and
      * block, and it reports a bad file without saying so. */
+    _Static_assert(CF__TOPOLOGY_MAX_BYTES < INT_MAX,
+                   "a file's size (with its NUL) fits hwloc's int");
     const char *why = NULL;
     size_t size = 0;
     char *xml = read_topology_file(cfg->topology, &size, &why);
     int rc = 0, safe;
     if (!xml) {
         rc = CF_ESYS;
-    } else if (size > INT_MAX || (safe = xml_loads_safely(t, xml, size)) == 1) {
+    } else if ((safe = xml_loads_safely(t, xml, size)) == 1) {
         why = "hwloc cannot read it as a topology XML file";
         rc = CF_ESYS;
     } else if (safe == 2) {
