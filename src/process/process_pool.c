@@ -136,6 +136,7 @@
 #include "sync/fence.h"
 #include "sync/futex.h"
 #include "process/proc_pool.h"
+#include "thread/fork.h"
 
 #define ARG_SPILL_DEFAULT (256ull << 20) /* per channel, virtual (MAP_NORESERVE) */
 #define RES_SPILL_DEFAULT (1ull << 30)
@@ -158,23 +159,13 @@ static struct cf__ppool *pool_of(cf_executor *ex)
     return (struct cf__ppool *)ex;
 }
 
-/* Which process this is: bumped in every child of fork() (ours: zygote and
- * workers; or the application's), so a pool object seen in a child is a
- * snapshot, and using it there is refused instead of corrupting the
- * parent's rings. A pool created in a worker belongs to that worker. */
-static _Atomic unsigned proc_gen;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void atfork_child(void)
-{
-    atomic_fetch_add_explicit(&proc_gen, 1, memory_order_relaxed); /* single-threaded child */
-}
-static void atfork_register(void)
-{
-    pthread_atfork(NULL, NULL, atfork_child);
-}
+/* Which process this is (thread/fork.h): a pool object seen in a child of
+ * fork() (ours: zygote and workers; or the application's) is a snapshot,
+ * and using it there is refused instead of corrupting the parent's rings.
+ * A pool created in a worker belongs to that worker. */
 static inline bool foreign(const struct cf__ppool *p)
 {
-    return p->gen != atomic_load_explicit(&proc_gen, memory_order_relaxed);
+    return p->gen != cf__proc_gen();
 }
 
 bool cf__pp_foreign(const struct cf__ppool *p)
@@ -750,8 +741,8 @@ static struct cf__ppool *pool_alloc(const struct cf__config *cfg, const cf_proce
     struct cf__ppool *p = (struct cf__ppool *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     p->raw = raw;
     p->n = n;
-    pthread_once(&atfork_once, atfork_register);
-    p->gen = atomic_load_explicit(&proc_gen, memory_order_relaxed);
+    cf__pool_fork_watch();
+    p->gen = cf__proc_gen();
     p->base.ops = &pp_ops;
     p->base.caps = 0; /* tasks run in other processes: cf_map copies items */
     p->map_window = cfg->map_window;

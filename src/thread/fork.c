@@ -1,7 +1,8 @@
-/* Fork detection for the thread pool: a process generation, bumped in the
- * child of every fork() by a pthread_atfork handler, so a pool can tell
- * that it was made in another process (cf__pool_foreign, thread_pool.h)
- * without a getpid() system call on the submit path. thread_pool.c's
+/* Fork detection for the thread pool and the process pool (fork.h): a
+ * process generation, bumped in the child of every fork() by a
+ * pthread_atfork handler, so a pool can tell that it was made in another
+ * process (cf__pool_foreign, cf__pp_foreign) without a getpid() system
+ * call on the submit path. thread_pool.c's
  * contract says what a pool does in a fork child.
  *
  * Contract: the counter is written only by the child handler, which runs
@@ -9,7 +10,7 @@
  * handler is installed once (pthread_once) by the first pool constructed. */
 #include <pthread.h>
 
-#include "thread/thread_pool.h"
+#include "thread/fork.h"
 
 _Atomic unsigned cf__tp_proc_gen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

@@ -485,7 +485,7 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
     if (!p) return CF_ENOMEM;
     p->raw = raw;
     /* Relaxed: a fork cannot run in this thread meanwhile. */
-    p->gen = atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
+    p->gen = cf__proc_gen();
     atomic_init(&p->flags, 0);
     atomic_init(&p->broken_msg, NULL);
     atomic_init(&p->searching, 0);

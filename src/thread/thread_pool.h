@@ -35,6 +35,7 @@
 #include "core/future.h"
 #include "sync/inject.h"
 #include "sys/topology.h"
+#include "thread/fork.h"
 #include "thread/wake.h"
 
 #define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
@@ -144,16 +145,11 @@ _Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE !=
 #define CF__TLS_IE __attribute__((tls_model("initial-exec")))
 extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
 
-/* Fork detection (fork.c): bumped in the child of every fork() (a
- * pthread_atfork handler that cf__pool_fork_watch installs once). A pool made under another value is the parent's:
- * in a child it has no worker threads, and every call that would need them
- * is refused. */
-extern _Atomic unsigned cf__tp_proc_gen;
-void cf__pool_fork_watch(void); /* before reading the generation for a new pool */
+/* A pool made in another process (fork.h) is the parent's: in a child it
+ * has no worker threads, and every call that would need them is refused. */
 static inline bool cf__pool_foreign(const struct cf__pool *p)
 {
-    /* Relaxed: written only by the single thread of a fresh child. */
-    return p->gen != atomic_load_explicit(&cf__tp_proc_gen, memory_order_relaxed);
+    return p->gen != cf__proc_gen();
 }
 
 /* Test points: a test may install a hook that a worker calls at these
