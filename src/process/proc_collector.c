@@ -372,6 +372,8 @@ static void on_death(struct coll *c, int chan, int pid, int st)
     if (!ch->dead) {
         uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed);
         if (pos < atomic_load_explicit(&ch->head, memory_order_relaxed)) {
+            /* acquire: pairs with the worker's acq_rel CAS to STARTED (as
+             * in cf__pp_sync_running). */
             uint32_t v = atomic_load_explicit(&cf__pp_slot(p, chan, pos)->state,
                                               memory_order_acquire);
             if (cf__sk_kind(v) == CF__SK_STARTED && cf__sk_gen(v) == cf__pos_gen(pos))
