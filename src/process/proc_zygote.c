@@ -237,7 +237,9 @@ _Noreturn void cf__pp_zygote_main(struct cf__ppool *p)
             {.fd = zq.len ? p->rep_wr : -1, .events = POLLOUT},
             {.fd = room ? chld_fd : -1, .events = POLLIN},
         };
-        int r = poll(pfd, 3, 1000);
+        /* Zombies left unreported for want of room: reap again as soon as
+         * there is room (their SIGCHLD was consumed), not a second later. */
+        int r = poll(pfd, 3, more_dead && room ? 0 : 1000);
         if (getppid() != p->parent_pid) leave(p);
         if (r <= 0) continue;
         if (pfd[2].revents) {
