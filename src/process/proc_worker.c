@@ -140,6 +140,9 @@ static uint64_t res_alloc(struct cf__ppool *p, int chan, uint64_t head, uint64_t
         uint64_t t = atomic_load_explicit(&c->res_tail, memory_order_acquire);
         if (t > head || head - t > R) corrupt();                   /* the tail never passes us */
         if (cf__pp_spill_fit(R, head, t, total, &pos)) return pos; /* proc_shm.h */
+        /* acquire: pairs with the collector's seq_cst bump of res_seq
+         * after its store of res_tail; read before the re-check below, so
+         * a bump after that re-check makes the futex wait return. */
         uint32_t seq = atomic_load_explicit(&c->res_seq, memory_order_acquire);
         /* seq_cst store then seq_cst load: Dekker with the collector's
          * seq_cst store of res_tail then load of res_waiting. */
