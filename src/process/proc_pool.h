@@ -62,7 +62,7 @@ struct cf__ppool {
 
     /* Configuration. */
     int n;                         /* workers = channels */
-    unsigned gen;                  /* the process that made it (thread/fork.h) */
+    unsigned gen;                  /* the process that made it (sys/fork.h) */
     uint32_t depth;                /* slots per channel (power of two) */
     size_t slot_size;              /* inline bytes per slot */
     size_t stride;                 /* bytes per slot: header + inline area */

@@ -136,7 +136,7 @@
 #include "sync/fence.h"
 #include "sync/futex.h"
 #include "process/proc_pool.h"
-#include "thread/fork.h"
+#include "sys/fork.h"
 
 #define ARG_SPILL_DEFAULT (256ull << 20) /* per channel, virtual (MAP_NORESERVE) */
 #define RES_SPILL_DEFAULT (1ull << 30)
@@ -159,7 +159,7 @@ static struct cf__ppool *pool_of(cf_executor *ex)
     return (struct cf__ppool *)ex;
 }
 
-/* Which process this is (thread/fork.h): a pool object seen in a child of
+/* Which process this is (sys/fork.h): a pool object seen in a child of
  * fork() (ours: zygote and workers; or the application's) is a snapshot,
  * and using it there is refused instead of corrupting the parent's rings.
  * A pool created in a worker belongs to that worker. */

@@ -4,7 +4,7 @@
  * shares one edge each way, documented: it creates the worker threads
  * (cf__worker_main) and a worker reports its exit here
  * (cf__pool_worker_exit, which may free the pool). Fork detection is in
- * fork.c.
+ * sys/fork.c (shared with the process pool).
  *
  * Contract
  * - A future is the task record: one record per submit, refs = 2 (the

@@ -1,9 +1,9 @@
 /* The work-stealing thread pool's internal objects. The files: thread_pool.c
  * (the executor ops and the pool's life), worker.c (what a worker thread
  * does), wake.c (whom to wake), task.c (the pool's task records and their
- * hook for an outside thread about to block), fork.c (fork detection).
+ * hook for an outside thread about to block); fork detection is sys/fork.c.
  * Calls go thread_pool.c -> task.c, worker.c -> task.c, all three ->
- * wake.c and fork.c; thread_pool.c and worker.c meet only at a worker's
+ * wake.c and sys/fork.c; thread_pool.c and worker.c meet only at a worker's
  * creation (cf__worker_main, and cf__tls_worker, which worker.c sets in
  * its threads and the pool reads to recognise one of its own workers) and
  * its exit (cf__pool_worker_exit): the one documented circle.
@@ -35,7 +35,7 @@
 #include "core/future.h"
 #include "sync/inject.h"
 #include "sys/topology.h"
-#include "thread/fork.h"
+#include "sys/fork.h"
 #include "thread/wake.h"
 
 #define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
@@ -115,7 +115,7 @@ struct cf__pool {
     char prefix[16];
     void *raw; /* this allocation, before alignment */
 
-    unsigned gen; /* cf__tp_proc_gen when made (fork detection) */
+    unsigned gen; /* cf__fork_gen when made (fork detection) */
 
     /* Read-mostly: written at shutdown and when broken. */
     _Alignas(CF__CACHE_LINE) _Atomic uint32_t flags;

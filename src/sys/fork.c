@@ -10,15 +10,15 @@
  * handler is installed once (pthread_once) by the first pool constructed. */
 #include <pthread.h>
 
-#include "thread/fork.h"
+#include "sys/fork.h"
 
-_Atomic unsigned cf__tp_proc_gen;
+_Atomic unsigned cf__fork_gen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void atfork_child(void)
 {
     /* Relaxed: the child has one thread when this runs. */
-    atomic_fetch_add_explicit(&cf__tp_proc_gen, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&cf__fork_gen, 1, memory_order_relaxed);
 }
 
 static void atfork_register(void)
