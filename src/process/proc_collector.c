@@ -19,7 +19,7 @@
  *
  * Concurrency: records are removed (collected) only under the collect lock
  * (p->coll_lock), held by this thread for each step of its loop, or briefly
- * by a thread helping from result() (proc_collect.c), or by a thread in
+ * by a thread helping from result() (proc_ring_parent.c), or by a thread in
  * shutdown(cancel_futures) while it cancels what has not begun
  * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
  * are this thread's alone, under the same lock. Producers only add

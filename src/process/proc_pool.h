@@ -162,7 +162,7 @@ extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
 /* Set while a helper completes futures it collected (callbacks run). */
 extern _Thread_local struct cf__ppool *cf__pp_tls_completing;
 
-/* proc_collect.c: collecting, by whoever holds the collect lock. */
+/* proc_ring_parent.c: collecting, by whoever holds the collect lock. */
 struct cf__pbad { /* what was wrong with a slot (for the message) */
     const char *what;
     uint64_t val;

@@ -37,7 +37,7 @@
  * guard bytes of the ring, so it never writes, on its next lap, into pages
  * still waiting to be punched. A ring's resident part is therefore at most
  * the window + the bytes of its records in flight + the guard + two pages
- * (see cf__pp_punch in proc_collect.c).
+ * (see cf__pp_punch in proc_ring_parent.c).
  *
  * Trust: the parent never reads a pointer from here, and validates every
  * value a worker could have written (state kind and generation, lengths,
