@@ -1,7 +1,11 @@
-/* The process pool's parent-side state, shared by process_pool.c (the
- * executor entry points), proc_collector.c (the collector thread) and
- * proc_zygote.c (the zygote and the worker loop, which run in children and
- * see this struct as a fork snapshot). See process_pool.c for the design. */
+/* The process pool's state: the pool struct, its channels and the
+ * parent's records of filled slots, with the small inline helpers every
+ * part uses (slot addresses, the future's ring position, the collect
+ * lock). The zygote and the workers see this struct as their fork
+ * snapshot. process_pool.c opens with the design; each part declares its
+ * functions in its own header (proc_ring_parent.h, proc_collector.h,
+ * proc_help.h, proc_overflow.h, proc_life.h, proc_zygote.h,
+ * proc_worker.h). */
 #ifndef CF_PROC_POOL_H
 #define CF_PROC_POOL_H
 
@@ -16,6 +20,7 @@
 #include "core/executor.h"
 #include "core/future.h"
 #include "sync/futex.h"
+#include "sys/fork.h"
 #include "process/proc_shm.h"
 
 /* Pool flags (parent-private word). */
@@ -130,54 +135,49 @@ static inline unsigned char *cf__pp_inline(struct cf__pslot *s)
     return (unsigned char *)(s + 1);
 }
 
-/* process_pool.c */
-void cf__pp_unref(struct cf__ppool *p);
-/* True in a fork child of the pool's process (a snapshot: its shared
- * mapping is not there, MADV_DONTFORK). */
-bool cf__pp_foreign(const struct cf__ppool *p);
-void cf__pp_wake_collector(struct cf__ppool *p);
-bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
-                  size_t len, bool held);
-void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f);
-bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos);
-bool cf__pp_try_cancel(cf_future *f);
-void cf__pp_sync_running(cf_future *f);
-bool cf__pp_room(struct cf__ppool *p, int chan, size_t len);
-int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
+/* The future's owner slot word (cf__future_slot_load/store) says where
+ * the task sits in a ring: ((pos + 1) << 16) | chan; 0 while it is not in
+ * a ring (the overflow list). */
+static inline uintptr_t cf__pp_owner_encode(int chan, uint64_t pos)
+{
+    return ((uintptr_t)(pos + 1) << 16) | (uintptr_t)chan;
+}
+/* False for 0 (not in a ring). */
+static inline bool cf__pp_owner_decode(uintptr_t enc, int *chan, uint64_t *pos)
+{
+    *chan = (int)(enc & 0xffff);
+    *pos = (uint64_t)(enc >> 16) - 1;
+    return enc != 0;
+}
 
-/* proc_collector.c */
-void *cf__pp_collector_main(void *pool);
-/* result() from a thread that submitted to a process pool: collect ready
- * results (any channel) while waiting, instead of waiting for the
- * collector thread to wake (cf__tls_wait_helper). */
-int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline);
-/* Collect ready results once, if nobody else is; returns how many. */
-int cf__pp_help_once(struct cf__ppool *p);
-bool cf__pp_feed(struct cf__ppool *p);
-/* Cancel every task no worker has begun (overflow list and QUEUED/HELD
- * slots), in the calling thread; have_lock: it holds the collect lock. */
-void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock);
-void cf__pp_on_cancel(cf_future *f);
-extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
-/* Set while a helper completes futures it collected (callbacks run). */
-extern _Thread_local struct cf__ppool *cf__pp_tls_completing;
+/* The pool a future of this pool belongs to (f->ops points at p->fops). */
+static inline struct cf__ppool *cf__pp_of_future(cf_future *f)
+{
+    return (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
+}
 
-/* proc_ring_parent.c: collecting, by whoever holds the collect lock. */
-struct cf__pbad { /* what was wrong with a slot (for the message) */
-    const char *what;
-    uint64_t val;
-};
-int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
-                       struct cf_out *o, int *code, struct cf__pbad *bad);
-cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
-                            uint64_t pos, bool done);
-/* The consumer of a spill ring (`ring`, `size` bytes) has freed it up to
- * `tail`: give back the pages behind it once a guard's worth has piled up
- * (*punched: where the last punch ended). Call before publishing `tail`. */
-void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_t tail);
+/* True in a fork child of the pool's process (ours: zygote and workers; or
+ * the application's): the pool object there is a snapshot whose shared
+ * mapping is not there (MADV_DONTFORK), and using it is refused instead of
+ * corrupting the parent's rings. A pool created in a worker belongs to
+ * that worker (sys/fork.h). */
+static inline bool cf__pp_foreign(const struct cf__ppool *p)
+{
+    return p->gen != cf__proc_gen();
+}
 
-/* The collect lock (p->coll_lock): the collector thread holds it for each
- * step of its loop, a helper for a few slots (never across a callback). */
+/* The pool's flags as a submit error: broken first, then shut down. */
+static inline int cf__pp_flags_error(uint32_t fl)
+{
+    if (fl & CF__PP_BROKEN) return CF_EBROKEN; /* broken is checked first (SEMANTICS 17) */
+    if (fl & (CF__PP_SHUTDOWN | CF__PP_TERMINATE)) return CF_ESHUTDOWN;
+    return 0;
+}
+
+/* The collect lock (p->coll_lock): whoever holds it reads result slots
+ * and frees them (single consumer per channel): the collector thread for
+ * each step of its loop, a helper for a few slots (never across a
+ * callback), shutdown's cancel sweep for a batch. */
 static inline bool cf__pp_coll_trylock(struct cf__ppool *p)
 {
     uint32_t z = 0;
@@ -202,23 +202,6 @@ static inline void cf__pp_coll_unlock(struct cf__ppool *p)
      * holder (pairs with the acquire of cf__pp_coll_trylock). */
     atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
 }
-
-/* process_pool.c: in a new worker (the zygote's child), unmap every part
- * of the shared mapping that is not the header or channel `chan`'s, and
- * keep the rest out of any fork the worker's tasks make. */
-void cf__pp_shm_isolate(struct cf__ppool *p, int chan);
-
-/* proc_zygote.c: runs in the child of the first fork; never returns. */
-_Noreturn void cf__pp_zygote_main(struct cf__ppool *p);
-/* In a worker, put back the signal settings the zygote changed. */
-void cf__pp_restore_signals(void);
-/* proc_worker.c: a worker's life; never returns. */
-_Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, uint64_t res_pos,
-                                  pid_t zygote);
-/* Descriptors of every live pool, closed by a new zygote (they belong to
- * other pools; a zygote holding them would hide their EOFs). */
-void cf__pp_fd_register(int fd);
-void cf__pp_fd_unregister(int fd);
 
 /* Test hooks, only in the tests' build (CF_TEST_HOOKS): inside a worker,
  * the shared mapping (NULL elsewhere); and a spill ring size override for
