@@ -16,7 +16,7 @@
  * shutdown(cancel_futures) while it cancels what has not begun
  * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
  * are this thread's alone, under the same lock. Producers only add
- * records, under the channel lock.
+ * records, under the channel's fill lock.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
  * which never waits for a helper, so callbacks may call anything (a
@@ -49,7 +49,13 @@ struct coll {
     bool zygote_gone, rep_eof;
     bool term_done, exits_done;
     int64_t kill_deadline; /* terminate: when to follow up with SIGKILL */
+    uint64_t last_rr;      /* p->rr when last looked at: submitters bump it */
+    uint32_t last_helped;  /* p->helpers' entries when last looked at */
 };
+
+#ifdef CF_TEST_HOOKS
+void (*cf__proc_test_coll_nap)(void);
+#endif
 
 static void describe(char *b, size_t n, int pid, int st)
 {
@@ -84,7 +90,7 @@ static void fail_everything(struct coll *c, const char *msg)
     for (int i = 0; i < p->n; i++) {
         struct cf__pchan *ch = &p->ch[i];
         size_t k = 0;
-        pthread_mutex_lock(&ch->lock);
+        cf__pp_fill_lock(ch);
         uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
         for (uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed); pos < h;
              pos++) {
@@ -95,7 +101,7 @@ static void fail_everything(struct coll *c, const char *msg)
         /* release: producers that see it (acquire) see the records cleared */
         atomic_store_explicit(&ch->collected, h, memory_order_release);
         ch->dead = true;
-        pthread_mutex_unlock(&ch->lock);
+        cf__pp_fill_unlock(ch);
         fail_list(p->scratch, k, msg);
     }
     for (cf_future *f; (f = cf__pp_ov_take(p));) {
@@ -208,7 +214,7 @@ static bool collect_chan(struct coll *c, int chan)
  * remove them only under it), taken here unless `have_lock` (the collector
  * thread, or one of its callbacks). Without it, the lock is held for at
  * most CANCEL_BATCH slots at a time and released before the futures are
- * cancelled, so their callbacks never run under it. Each channel lock is
+ * cancelled, so their callbacks never run under it. Each fill lock is
  * taken once before head is read: a submitter that passed the flag check
  * before shutdown set the flag has finished placing by then, and any later
  * one sees the flag (it re-checks under that lock). */
@@ -259,10 +265,10 @@ void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock)
     }
     for (int i = 0; i < p->n; i++) {
         struct cf__pchan *ch = &p->ch[i];
-        pthread_mutex_lock(&ch->lock);
+        cf__pp_fill_lock(ch);
         uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed); /* under its lock */
         bool dead = ch->dead;
-        pthread_mutex_unlock(&ch->lock);
+        cf__pp_fill_unlock(ch);
         if (!dead) cancel_chan(p, i, h, have_lock);
     }
 }
@@ -278,14 +284,14 @@ static bool place_exits(struct coll *c)
         struct cf__pchan *ch = &p->ch[i];
         struct cf__pp_spot at;
         if (ch->exit_placed || ch->dead) continue;
-        pthread_mutex_lock(&ch->lock);
+        cf__pp_fill_lock(ch);
         if (cf__pp_reserve(p, i, 0, &at)) {
             cf__pp_place(p, i, &at, NULL, NULL, NULL, 0, false);
             ch->exit_placed = any = true;
         } else {
             all = false;
         }
-        pthread_mutex_unlock(&ch->lock);
+        cf__pp_fill_unlock(ch);
     }
     c->exits_done = all;
     return any;
@@ -395,7 +401,7 @@ static bool read_reports(struct coll *c)
 /* Wait up to timeout_ms for the eventfd, the zygote's reports or its
  * death, then handle what came (under the collect lock: taken here unless
  * the caller holds it). */
-static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
+static bool poll_events(struct coll *c, int64_t timeout_ns, bool have_lock)
 {
     struct cf__ppool *p = c->p;
     struct pollfd pf[3] = {
@@ -403,7 +409,8 @@ static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
         {.fd = c->rep_eof ? -1 : p->rep_rd, .events = POLLIN},
         {.fd = c->zygote_gone ? -1 : p->zpidfd, .events = POLLIN},
     };
-    int r = poll(pf, 3, timeout_ms);
+    struct timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    int r = ppoll(pf, 3, timeout_ns < 0 ? NULL : &ts, NULL);
     if (r <= 0) return false;
     if (pf[0].revents) {
         uint64_t v;
@@ -510,25 +517,48 @@ static bool step(struct coll *c, bool events)
     return progress;
 }
 
-/* Nothing to do after a spin: announce the sleep, look once more, then
- * sleep in poll() until a waker, a report or the timeout. True when the
- * collector is finished. */
-static bool nap(struct coll *c, bool helped)
+/* Why the collector naps, and for how long at most. */
+enum nap_kind {
+    NAP_IDLE,   /* nothing going on: ring the doorbell, sleep until woken */
+    NAP_HELPED, /* a thread in result() collects; it wakes us when it leaves */
+    NAP_SUBMIT, /* a submitter is active; it collects when its rings fill */
+};
+#define NAP_HELPED_NS 1000000 /* 1 ms */
+#define NAP_SUBMIT_NS 200000  /* 200 us: the longest a result waits once submitters stop */
+#define NAP_FLIGHT_NS 100000000
+
+/* Announce the sleep, look once more, then sleep in poll() until a waker,
+ * a report or the timeout. True when the collector is finished.
+ *
+ * In NAP_HELPED and NAP_SUBMIT the doorbell stays off (workers do not
+ * write the eventfd for every result): someone else collects, and the
+ * timeout bounds how long a result waits if nobody does. That timeout is
+ * the hand-off from a submitter back to us: a submitter never says it has
+ * stopped, so after each nap run() looks again, and once nobody has
+ * submitted for a whole nap it spins and sleeps with the doorbell on, as
+ * when idle. */
+static bool nap(struct coll *c, enum nap_kind kind)
 {
     struct cf__ppool *p = c->p;
     /* seq_cst stores, then the re-scan in step(): Dekker with the wakers
      * (cf__pp_wake_collector, the workers' doorbell), which change
-     * something, then read these words. While a result() helper collects,
-     * the workers need not ring: we nap instead. */
-    atomic_store_explicit(&p->coll_sleep, 1, memory_order_seq_cst);
-    if (!helped) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
+     * something, then read these words. */
+    /* 1: a nap bounded by its timeout; 2: a sleep only a waker ends. */
+    atomic_store_explicit(&p->coll_sleep, kind == NAP_IDLE ? 2 : 1, memory_order_seq_cst);
+    if (kind == NAP_IDLE) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
     CF__FENCE_SEQ_CST(); /* the stores above, before every load of the re-scan */
     cf__pp_coll_lock(p);
     bool progress = step(c, true);
     bool fin = finished(c);
     cf__pp_coll_unlock(p);
     if (!progress && !fin) {
-        int t = helped ? 1 : in_flight(p) || c->kill_deadline != INT64_MAX ? 100 : -1;
+#ifdef CF_TEST_HOOKS
+        if (kind == NAP_SUBMIT && cf__proc_test_coll_nap) cf__proc_test_coll_nap();
+#endif
+        int64_t t = kind == NAP_HELPED                              ? NAP_HELPED_NS
+                    : kind == NAP_SUBMIT                            ? NAP_SUBMIT_NS
+                    : in_flight(p) || c->kill_deadline != INT64_MAX ? NAP_FLIGHT_NS
+                                                                    : -1;
         poll_events(c, t, false);
     }
     atomic_store_explicit(&p->coll_sleep, 0, memory_order_relaxed);
@@ -536,27 +566,46 @@ static bool nap(struct coll *c, bool helped)
     return fin;
 }
 
-/* The loop: collect, feed, handle reports and flags; spin spin_ns when
- * idle (unless a helper collects), then nap. */
+/* Someone else collects now: a thread in result() (NAP_HELPED), or a
+ * submitter or helpers that came and went since we last looked (p->rr,
+ * which only submitters bump, or p->helpers' entries moved: NAP_SUBMIT). */
+static enum nap_kind who_collects(struct coll *c)
+{
+    /* relaxed: hints; a helper that goes to sleep wakes us (coll_sleep),
+     * and one that stops otherwise, or a submitter that stops, is noticed
+     * after one nap (see nap()). */
+    uint64_t h = atomic_load_explicit(&c->p->helpers, memory_order_relaxed);
+    uint64_t rr = atomic_load_explicit(&c->p->rr, memory_order_relaxed);
+    bool came = (uint32_t)(h >> 32) != c->last_helped || rr != c->last_rr;
+    c->last_helped = (uint32_t)(h >> 32);
+    c->last_rr = rr;
+    if ((uint32_t)h) return NAP_HELPED;
+    return came ? NAP_SUBMIT : NAP_IDLE;
+}
+
+/* The loop: collect, feed, handle reports and flags. While someone else
+ * collects (a thread in result(), a submitter) nap between steps, so that
+ * on a small machine the submitter and the workers have the cores; else,
+ * when idle, spin spin_ns, then nap with the doorbell on. */
 static void run(struct coll *c)
 {
     struct cf__ppool *p = c->p;
     int64_t idle_since = 0;
-    unsigned iter = 0;
+    unsigned iter = 0, spins = 0;
     for (;;) {
         cf__pp_coll_lock(p);
         bool progress = step(c, (++iter & 255) == 0);
         bool fin = finished(c);
         cf__pp_coll_unlock(p);
         if (fin) return;
-        if (progress) {
+        enum nap_kind kind = who_collects(c);
+        if (kind == NAP_IDLE && progress) {
             idle_since = 0;
             continue;
         }
-        /* relaxed: a hint; a helper that leaves wakes us (coll_sleep) */
-        bool helped = atomic_load_explicit(&p->helpers, memory_order_relaxed) != 0;
-        if (!helped && p->spin_ns > 0) {
-            int64_t now = cf__now_ns();
+        if (kind == NAP_IDLE && p->spin_ns > 0) {
+            /* The clock is read every 16 rounds, not every round. */
+            int64_t now = !idle_since || (++spins & 15) == 0 ? cf__now_ns() : idle_since;
             if (!idle_since) idle_since = now;
             if (now - idle_since < p->spin_ns) {
                 cf__cpu_relax();
@@ -564,7 +613,7 @@ static void run(struct coll *c)
             }
         }
         idle_since = 0;
-        if (nap(c, helped)) return;
+        if (nap(c, kind)) return;
     }
 }
 
@@ -623,19 +672,29 @@ void *cf__pp_collector_main(void *arg)
 
 /* ---- asked of the collector by other threads ---- */
 
-void cf__pp_wake_collector(struct cf__ppool *p)
+static void wake_if(struct cf__ppool *p, uint32_t min)
 {
     /* seq_cst fence, then the load: pairs with the collector's store of
-     * coll_sleep = 1 and fence before its re-scan (Dekker, in nap()):
-     * either it sees the change our caller made (flags, the overflow list,
-     * a helper leaving), or we see 1 and wake it. */
+     * coll_sleep and fence before its re-scan (Dekker, in nap()): either
+     * it sees the change our caller made (flags, the overflow list, a
+     * helper leaving), or we see it asleep and wake it. */
     CF__FENCE_SEQ_CST();
-    if (atomic_load_explicit(&p->coll_sleep, memory_order_seq_cst) &&
-        atomic_exchange_explicit(&p->coll_sleep, 0, memory_order_seq_cst)) {
+    uint32_t v = atomic_load_explicit(&p->coll_sleep, memory_order_seq_cst);
+    if (v >= min && atomic_exchange_explicit(&p->coll_sleep, 0, memory_order_seq_cst)) {
         uint64_t one = 1;
         ssize_t w = write(p->efd, &one, sizeof one);
         (void)w; /* EAGAIN: the counter is already non-zero, it is awake */
     }
+}
+
+void cf__pp_wake_collector(struct cf__ppool *p)
+{
+    wake_if(p, 1);
+}
+
+void cf__pp_nudge_collector(struct cf__ppool *p)
+{
+    wake_if(p, 2);
 }
 
 int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q)

@@ -10,6 +10,11 @@ void *cf__pp_collector_main(void *pool);
 /* Wake the collector if it sleeps: call after changing something it must
  * act on (flags, the overflow list, a helper leaving). */
 void cf__pp_wake_collector(struct cf__ppool *p);
+/* The same, but only when it sleeps until woken: a nap it takes while
+ * others collect ends by itself within NAP_SUBMIT_NS or NAP_HELPED_NS
+ * (proc_collector.c), which is soon enough for work in the overflow list
+ * and saves a system call per overflowing submit. */
+void cf__pp_nudge_collector(struct cf__ppool *p);
 /* Send a request to the zygote: 0, or CF_ESYS when it is gone. */
 int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
 /* Cancel every task no worker has begun (overflow list and QUEUED/HELD

@@ -98,7 +98,7 @@ int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
     if (cf__pp_tls_collector == p || cf__pp_foreign(p)) return cf__future_wait_done(f, deadline);
     long spin = p->spin_ns > cf__wait_spin_ns() ? p->spin_ns : cf__wait_spin_ns();
     /* relaxed: only tells the collector thread it need not spin now */
-    atomic_fetch_add_explicit(&p->helpers, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->helpers, CF__PP_HELPER, memory_order_relaxed);
     int64_t end = cf__now_ns() + spin;
     if (end > deadline) end = deadline;
     unsigned idle = 0;
@@ -115,7 +115,7 @@ int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
             sched_yield(); /* a loaded machine: let the worker run */
         }
     }
-    atomic_fetch_sub_explicit(&p->helpers, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&p->helpers, 1, memory_order_relaxed); /* the count only */
     if (cf__state_done(cf__future_state(f, memory_order_acquire))) return 0;
     /* Going to sleep: the collector thread completes f. It may be napping
      * (helper mode, no doorbell): wake it so it watches the doorbell again. */

@@ -35,7 +35,6 @@ struct cf__ppool *cf__pp_struct_new(int n, uint32_t depth)
     p->efd = p->req_wr = p->req_rd = p->rep_rd = p->rep_wr = p->zpidfd = -1;
     pthread_mutex_init(&p->ov_lock, NULL);
     for (int i = 0; i < n; i++) {
-        pthread_mutex_init(&p->ch[i].lock, NULL);
         p->ch[i].z_pidfd = -1;
     }
     bool ok = true;
@@ -58,7 +57,6 @@ static void pool_free(struct cf__ppool *p)
     }
     if (p->map && p->map != MAP_FAILED) munmap(p->map, p->map_len);
     for (int i = 0; i < p->n; i++) {
-        pthread_mutex_destroy(&p->ch[i].lock);
         cf__free(p->ch[i].rec, sizeof(struct cf__prec) * p->depth);
     }
     pthread_mutex_destroy(&p->ov_lock);

@@ -4,7 +4,7 @@
  * The future keeps its own copy of the argument meanwhile.
  *
  * Feeding (cf__pp_feed) moves the oldest entries into rings with room, in
- * two steps: the slot is published HELD under the channel lock, then,
+ * two steps: the slot is published HELD under the channel's fill lock, then,
  * after the overflow lock is dropped, released to QUEUED, or to CANCELLED
  * if the future was cancelled meanwhile (cf__pp_release_held and
  * cf__pp_on_cancel pair through a fence, so no cancel is lost). The
@@ -52,21 +52,26 @@ bool cf__pp_ov_empty(struct cf__ppool *p)
     return empty;
 }
 
-/* Place f, HELD, into some ring with room: its channel, or -1. */
+/* Place f, HELD, into some ring with room: its channel, or -1. Caller
+ * holds the overflow lock. */
 static int place_held(struct cf__ppool *p, cf_future *f)
 {
-    uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
+    uint64_t start =
+        p->ov_rr++; /* under the overflow lock (not p->rr: that one is the submitters') */
     for (int k = 0; k < p->n; k++) {
         int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
         struct cf__pchan *ch = &p->ch[chan];
         struct cf__pp_spot at;
         bool placed = false;
-        pthread_mutex_lock(&ch->lock); /* dead and exit_placed change under it */
+        /* Never waits for a submitter: a busy channel is as good as full
+         * now (whoever feeds next tries again). dead and exit_placed
+         * change under this lock. */
+        if (!cf__pp_fill_trylock(ch)) continue;
         if (!ch->dead && !ch->exit_placed && cf__pp_reserve(p, chan, f->arg_len, &at)) {
             cf__pp_place(p, chan, &at, f, f->fn, cf__future_arg(f), f->arg_len, true);
             placed = true;
         }
-        pthread_mutex_unlock(&ch->lock);
+        cf__pp_fill_unlock(ch);
         if (placed) return chan;
     }
     return -1;

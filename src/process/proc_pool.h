@@ -23,6 +23,9 @@
 #include "sys/fork.h"
 #include "process/proc_shm.h"
 
+/* One helper entering p->helpers: one more now, one more ever. */
+#define CF__PP_HELPER ((1ull << 32) | 1u)
+
 /* Pool flags (parent-private word). */
 #define CF__PP_SHUTDOWN 1u  /* no new submissions */
 #define CF__PP_BROKEN 2u    /* a worker died or misbehaved: everything fails */
@@ -40,10 +43,10 @@ struct cf__prec {
 
 struct cf__pchan {
     /* Producer side (submit threads and the collector's feeder). */
-    _Alignas(64) pthread_mutex_t lock; /* guards head, arg_head, rec[] filling */
-    _Atomic uint64_t head;             /* next position to fill */
-    uint64_t arg_head;                 /* arg spill ring: next free position */
-    uint64_t coll_cache;               /* the last `collected` a producer read */
+    _Alignas(64) _Atomic uint32_t fill; /* the fill lock (cf__pp_fill_*): head, arg_head, rec[] */
+    _Atomic uint64_t head;              /* next position to fill */
+    uint64_t arg_head;                  /* arg spill ring: next free position */
+    uint64_t coll_cache;                /* the last `collected` a producer read */
     /* Collector side. */
     _Alignas(64) _Atomic uint64_t collected; /* next position to collect */
     _Atomic uint64_t arg_tail;               /* arg spill ring freed up to here */
@@ -101,12 +104,15 @@ struct cf__ppool {
      * submit; what the collector writes on every step; the rest. */
     _Alignas(64) _Atomic uint32_t flags; /* CF__PP_* (read by every submit) */
     _Atomic size_t ov_count;             /* overflow length (read by every submit) */
-    _Atomic uint64_t rr;                 /* round-robin channel choice */
+    _Atomic uint64_t rr;                 /* submitters' round-robin channel choice (the
+                                          * collector watches it to see them active) */
 
     _Alignas(64) _Atomic uint32_t coll_lock; /* who collects: the collector thread, or a helper */
-    _Atomic uint32_t coll_sleep; /* parent wakers: the collector is (about to be) asleep */
-    _Atomic uint32_t helpers;    /* threads helping in result() right now */
-    _Atomic uint32_t batches;    /* helpers' harvested batches not yet completed */
+    _Atomic uint32_t
+        coll_sleep;           /* the collector is (about to be) asleep: 1 napping, 2 until woken */
+    _Atomic uint64_t helpers; /* result() helpers: low 32 bits how many now, high
+                                  * 32 bits how many ever came (CF__PP_HELPER) */
+    _Atomic uint32_t batches; /* helpers' harvested batches not yet completed */
 
     _Alignas(64) _Atomic uint32_t coll_done; /* futex: 1 once the collector has finished */
     _Atomic int term_signo;
@@ -118,6 +124,7 @@ struct cf__ppool {
     /* Overflow: work that found every ring full, fed by the collector. */
     pthread_mutex_t ov_lock;
     cf_future *ov_head, *ov_tail; /* linked through f->next_queued */
+    uint64_t ov_rr;               /* the feeder's round-robin channel choice */
 
     cf_future **scratch;   /* collector-private: depth entries */
     struct cf__pchan ch[]; /* n channels */
@@ -174,6 +181,39 @@ static inline int cf__pp_flags_error(uint32_t fl)
     return 0;
 }
 
+/* The fill lock of a channel (ch->fill): producers (submitters, the
+ * overflow feeder, the collector placing exit markers or sweeping) hold it
+ * while they reserve and fill the next slot, a few dozen instructions and
+ * never a call that blocks or runs user code. A test-and-set word instead
+ * of a mutex: an uncontended submit pays one exchange and one store, no
+ * system call ever, and a submitter that finds it taken tries another
+ * channel instead of waiting (cf__pp_fill_trylock). */
+static inline bool cf__pp_fill_trylock(struct cf__pchan *ch)
+{
+    /* relaxed look first: a busy word is not written (no line stolen from
+     * its holder). acquire exchange: pairs with the release store in
+     * cf__pp_fill_unlock (the previous holder's head, arg_head, records). */
+    return !atomic_load_explicit(&ch->fill, memory_order_relaxed) &&
+           !atomic_exchange_explicit(&ch->fill, 1, memory_order_acquire);
+}
+
+static inline void cf__pp_fill_lock(struct cf__pchan *ch)
+{
+    /* Holders never block inside; a preempted one is waited for with
+     * sched_yield, which lets it run on a loaded machine. */
+    for (unsigned n = 0; !cf__pp_fill_trylock(ch); n++) {
+        if (n < 64) cf__cpu_relax();
+        else sched_yield();
+    }
+}
+
+static inline void cf__pp_fill_unlock(struct cf__pchan *ch)
+{
+    /* release: what we filled is visible to the next holder (pairs with
+     * the acquire exchange of cf__pp_fill_trylock). */
+    atomic_store_explicit(&ch->fill, 0, memory_order_release);
+}
+
 /* The collect lock (p->coll_lock): whoever holds it reads result slots
  * and frees them (single consumer per channel): the collector thread for
  * each step of its loop, a helper for a few slots (never across a
@@ -216,6 +256,13 @@ void *cf__proc_test_current_slot(void);
 /* Called in the worker after a result is written, before DONE (tests
  * corrupt the header here). Set before the pool is created. */
 extern void (*cf__proc_test_after_result)(void *slot);
+/* Called by a submitter holding channel `chan`'s fill lock, after it
+ * reserved the slot and before it fills it (tests hold the lock here). */
+extern void (*cf__proc_test_in_fill)(int chan);
+/* Called by the collector thread when it is about to sleep in a nap taken
+ * because a submitter is active, after its last look at the rings (tests
+ * hold the hand-off window open here). */
+extern void (*cf__proc_test_coll_nap)(void);
 #endif
 
 #endif

@@ -7,7 +7,7 @@
  * slot and the spill bytes behind it.
  *
  * Who calls what: producers (submitters, the overflow feeder, the
- * collector placing exit markers) hold the channel's lock around
+ * collector placing exit markers) hold the channel's fill lock around
  * reserve+place; readers (the collector thread, a helping thread,
  * shutdown's cancel sweep) hold the collect lock (proc_pool.h); the
  * cancel hooks run in any thread and touch only the shared state word,

@@ -6,7 +6,7 @@
 
 #include "process/proc_pool.h"
 
-/* ---- producing (caller holds the channel's lock) ---- */
+/* ---- producing (caller holds the channel's fill lock, proc_pool.h) ---- */
 
 /* Where the next record of a channel goes: found once by cf__pp_reserve,
  * then used by cf__pp_place. */
@@ -20,7 +20,7 @@ struct cf__pp_spot {
 bool cf__pp_reserve(struct cf__ppool *p, int chan, size_t len, struct cf__pp_spot *at);
 /* Fill the reserved slot with f (or an EXIT marker when f is NULL) and
  * publish it. With `held`, it is published HELD (the worker waits) and
- * cf__pp_release_held() must follow, outside the channel lock. */
+ * cf__pp_release_held() must follow, outside the fill lock. */
 void cf__pp_place(struct cf__ppool *p, int chan, const struct cf__pp_spot *at, cf_future *f,
                   cf_task_fn *fn, const void *arg, size_t len, bool held);
 void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f);

@@ -191,6 +191,39 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uin
                                     (const unsigned char *)rdata, (const unsigned char *)msg);
 }
 
+/* The result buffer of the last task whose result did not fit cf_out's
+ * small area, kept for the next task: a stream of tasks that each return,
+ * say, 64 bytes then allocates nothing in the worker (cf_out_alloc and
+ * cf_out_set reuse a buffer that is large enough). A task that returns a
+ * small result frees it (cf_out drops a heap buffer it no longer needs),
+ * so small results cost nothing either. Only this single-threaded worker
+ * touches it. */
+#define KEEP_MAX (64u << 10)
+static void *kept;
+static size_t kept_cap;
+
+static void out_start(struct cf_out *o)
+{
+    cf__out_init(o);
+    if (!kept) return;
+    o->data = kept; /* len 0: a task that sets nothing returns nothing */
+    o->cap = kept_cap;
+    kept = NULL;
+}
+
+/* After the result was written to the slot: keep a heap buffer that is
+ * not too big, then dispose of the rest. */
+static void out_finish(struct cf_out *o)
+{
+    if (o->data != o->small && o->cap <= KEEP_MAX) {
+        kept = o->data;
+        kept_cap = o->cap;
+        o->data = o->small;
+        o->cap = 0;
+    }
+    cf__out_dispose(o);
+}
+
 static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
                     uint64_t *res_head)
 {
@@ -211,11 +244,11 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
      * this one say, would run the wrong task or the wrong argument). */
     if (s->arg_check != cf__pp_arg_check(pos, fnv, len, apos, af, arg)) corrupt();
     struct cf_out o;
-    cf__out_init(&o);
+    out_start(&o);
     int rc = fn(arg, (size_t)len, &o);
     if (rc == 0 && o.failed) rc = o.failed; /* a result that could not be stored */
     write_result(p, chan, s, pos, rc, &o, res_head);
-    cf__out_dispose(&o);
+    out_finish(&o);
 #ifdef CF_TEST_HOOKS
     if (cf__proc_test_after_result) cf__proc_test_after_result(s);
 #endif

@@ -71,8 +71,10 @@
  * writes into a channel.
  *
  * Shared memory and waiting. One channel per worker: SPSC rings of slots
- * (proc_shm.h), filled by submitters under the channel's mutex (a short
- * critical section: copy the argument, publish the state), taken in order
+ * (proc_shm.h), filled by submitters under the channel's fill lock (a
+ * short critical section: copy the argument, publish the state; a
+ * test-and-set word, and a submitter that finds it taken tries another
+ * channel), taken in order
  * by the worker, collected in order by the parent's collector thread.
  * Whether a task has started is decided by the slot's state word in shared
  * memory (31b): the worker CASes QUEUED->STARTED, try_cancel CASes
@@ -129,8 +131,9 @@
  * come late), counted in p->refs; the last one frees them (proc_life.c).
  *
  * What is not lock-free here, and why: submitters to one channel serialise
- * on its mutex (the rings are SPSC; the critical section is a copy and a
- * store), and the overflow list is a mutex-protected list (a slow path).
+ * on its fill lock (the rings are SPSC; the critical section is a copy and
+ * a store; a spin lock with no system call, proc_pool.h), and the overflow
+ * list is a mutex-protected list (a slow path).
  * Callbacks never run under either. */
 #include <errno.h>
 #include <fcntl.h>
@@ -185,36 +188,36 @@ static inline void install_helper(void)
     }
 }
 
-/* Try each channel once, from a round-robin start: place the task in the
- * first with room. 1 placed (*out set), 0 every ring full, or an error. */
-static int try_rings(struct cf__ppool *p, cf_task_fn *fn, const void *arg, size_t len,
-                     cf_future **out)
+#ifdef CF_TEST_HOOKS
+void (*cf__proc_test_in_fill)(int chan);
+#endif
+
+/* Try each channel once, from a round-robin start, skipping channels
+ * another producer is filling: place f in the first with room. 1 placed,
+ * 0 every ring full or busy, or the flags' error. */
+static int try_rings(struct cf__ppool *p, cf_future *f, const void *arg, size_t len)
 {
+    /* relaxed: only spreads submitters over the channels (the collector
+     * also reads it as a sign that someone is submitting). */
     uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
     for (int k = 0; k < p->n; k++) {
         int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
         struct cf__pchan *ch = &p->ch[chan];
         struct cf__pp_spot at;
-        pthread_mutex_lock(&ch->lock);
+        if (!cf__pp_fill_trylock(ch)) continue; /* busy: another channel, or the next round */
         /* Re-checked under the lock: the collector sets the flag, then
-         * takes each lock to sweep or to place EXIT markers, so nothing
-         * lands behind them. acquire pairs with that seq_cst fetch_or. */
+         * takes each fill lock to sweep or to place EXIT markers, so
+         * nothing lands behind them. acquire pairs with that seq_cst
+         * fetch_or. */
         int rc = cf__pp_flags_error(atomic_load_explicit(&p->flags, memory_order_acquire));
-        if (!rc && !cf__pp_reserve(p, chan, len, &at)) {
-            pthread_mutex_unlock(&ch->lock);
-            continue;
-        }
-        cf_future *f = rc ? NULL : cf__future_new_task(fn, NULL, 0, &p->fops, NULL);
-        if (f) {
-            /* relaxed: a reference taken by a holder of another reference */
-            atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-            cf__pp_place(p, chan, &at, f, fn, arg, len, false);
-        }
-        pthread_mutex_unlock(&ch->lock);
+        bool room = !rc && cf__pp_reserve(p, chan, len, &at);
+#ifdef CF_TEST_HOOKS
+        if (room && cf__proc_test_in_fill) cf__proc_test_in_fill(chan);
+#endif
+        if (room) cf__pp_place(p, chan, &at, f, f->fn, arg, len, false);
+        cf__pp_fill_unlock(ch);
         if (rc) return rc;
-        if (!f) return CF_ENOMEM;
-        *out = f;
-        return 1;
+        if (room) return 1;
     }
     return 0;
 }
@@ -239,9 +242,33 @@ static int submit_overflow(struct cf__ppool *p, cf_task_fn *fn, const void *arg,
         cf__pp_help_once(p);
         cf__pp_feed(p);
     }
-    cf__pp_wake_collector(p);
+    cf__pp_nudge_collector(p);
     *out = f;
     return 0;
+}
+
+/* Place f (no argument copy: the ring gets the bytes) into a ring with
+ * room. When every ring is full, first collect finished results ourselves
+ * (that frees slots) and retry: a fast submitter then keeps the rings full
+ * without the double copy and the collector's feeding that the overflow
+ * list costs. Gives up (0) when older work waits in the overflow list (it
+ * goes first) or after a few microseconds. */
+static int submit_ring(struct cf__ppool *p, cf_future *f, const void *arg, size_t len)
+{
+    int rc = 0;
+    for (int round = 0; round < 64 && atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0;
+         round++) {
+        /* Full: collect ourselves, or (the collector holds the lock, so it
+         * is collecting) give it a moment. In the collector thread itself
+         * it goes straight to the overflow list. */
+        if (round && !cf__pp_help_once(p)) {
+            if (cf__pp_tls_collector == p) break;
+            cf__cpu_relax();
+        }
+        rc = try_rings(p, f, arg, len);
+        if (rc) break;
+    }
+    return rc;
 }
 
 static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
@@ -251,27 +278,23 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     int rc = cf__pp_flags_error(atomic_load_explicit(&p->flags, memory_order_acquire));
     if (rc) return rc;
     if (len > p->arg_max) return CF_ETOOBIG;
-    /* Fast path: straight into a ring with room, unless older work waits
-     * in the overflow list (it goes first). When every ring is full, first
-     * collect finished results ourselves (that frees slots) and retry: a
-     * fast submitter then keeps the rings full without the double copy and
-     * the collector's feeding that the overflow list costs. */
-    for (int round = 0; round < 64 && atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0;
-         round++) {
-        /* Full: collect ourselves, or (the collector holds the lock, so it
-         * is collecting) give it a moment; a few microseconds at most, and
-         * only until the overflow list has work, which later submits join
-         * at once. In the collector thread itself it goes straight there. */
-        if (round && !cf__pp_help_once(p)) {
-            if (cf__pp_tls_collector == p) break;
-            cf__cpu_relax();
-        }
-        rc = try_rings(p, fn, arg, len, out);
-        if (rc) break;
+    /* Allocated before any lock is taken: the fill lock covers only the
+     * slot's filling. */
+    cf_future *f = cf__future_new_task(fn, NULL, 0, &p->fops, NULL);
+    if (!f) return CF_ENOMEM;
+    /* relaxed: a reference taken by a holder of another reference */
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    rc = submit_ring(p, f, arg, len);
+    if (rc <= 0) {
+        /* Not placed: nobody saw f (both references go; on_free drops the
+         * pool's). The overflow list keeps its own copy of the argument. */
+        cf_future_release(f);
+        cf_future_release(f);
+        if (rc == 0) rc = submit_overflow(p, fn, arg, len, &f);
+        if (rc < 0) return rc;
     }
-    if (rc == 0) rc = submit_overflow(p, fn, arg, len, out);
-    if (rc < 0) return rc;
     install_helper();
+    *out = f;
     return 0;
 }
 
