@@ -102,10 +102,16 @@
  * cf__tls_wait_helper): it takes the collect lock when free, takes every
  * plainly DONE and valid result, releases the lock, then completes those
  * futures (their callbacks run in that thread, the completing one, as
- * SEMANTICS 9 allows). While helpers are active the collector thread naps
- * instead of spinning and workers do not ring the doorbell, so a round trip
- * costs no system call and no third thread: on 2 cores the submitter and
- * the worker are the only spinners. Everything unusual (corruption, deaths,
+ * SEMANTICS 9 allows). A submitter whose rings are full collects the same
+ * way before it retries. While helpers are active, and while anyone
+ * submits, the collector thread naps between its steps instead of
+ * spinning, and workers do not ring the doorbell, so a round trip costs no
+ * system call and no third thread: on 2 cores the submitter and the
+ * workers have the cores. The nap is bounded (200 us; 1 ms while a helper
+ * is inside result()): a submitter never says it has stopped, so the
+ * collector looks again after each nap and, once nobody has submitted for
+ * a whole nap, spins and sleeps with the doorbell on as before; a result
+ * that nobody else collects waits at most that long. Everything unusual (corruption, deaths,
  * skipped slots, shutdown, termination) stays with the collector thread,
  * except two things done in the caller's thread: shutdown(cancel_futures)
  * cancels everything not begun before it returns (cf__pp_cancel_unstarted,
