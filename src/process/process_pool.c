@@ -243,38 +243,48 @@ static int submit_overflow(struct cf__ppool *p, cf_task_fn *fn, const void *arg,
         cf_future_release(f);
         return rc;
     }
-    /* Share the collector's work: collect what is done, feed what fits. */
-    if (cf__pp_tls_collector != p) {
-        cf__pp_help_once(p);
-        cf__pp_feed(p);
-    }
+    /* Share the collector's work: feed what fits. */
+    if (cf__pp_tls_collector != p) cf__pp_feed(p);
     cf__pp_nudge_collector(p);
     *out = f;
     return 0;
 }
 
+/* Older work waits in the overflow list: help it into the rings first
+ * (collect, then feed). True when the list is empty now, so that this
+ * submit may go straight to a ring without passing older work. */
+static bool overflow_drained(struct cf__ppool *p)
+{
+    if (atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0) return true;
+    if (cf__pp_tls_collector == p) return false; /* the collector feeds in its own loop */
+    cf__pp_help_once(p);
+    cf__pp_feed(p);
+    return atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0;
+}
+
 /* Place f (no argument copy: the ring gets the bytes) into a ring with
- * room. When every ring is full, first collect finished results ourselves
- * (that frees slots) and retry: a fast submitter then keeps the rings full
- * without the double copy and the collector's feeding that the overflow
- * list costs. Gives up (0) when older work waits in the overflow list (it
- * goes first) or after a few microseconds. */
+ * room. When every ring is full, collect finished results ourselves (that
+ * frees slots) and retry, for the pool's spin time at most (and at least
+ * 64 rounds): a submitter that outruns the workers then keeps the rings
+ * full, waiting about one task's time per submit, without the argument
+ * copy, the locks and the feeding that the overflow list costs. Gives up
+ * (0) when the time is up, when older work waits in the overflow list (it
+ * goes first), and at once in the collector thread. */
 static int submit_ring(struct cf__ppool *p, cf_future *f, const void *arg, size_t len)
 {
-    int rc = 0;
-    for (int round = 0; round < 64 && atomic_load_explicit(&p->ov_count, memory_order_relaxed) == 0;
-         round++) {
-        /* Full: collect ourselves, or (the collector holds the lock, so it
-         * is collecting) give it a moment. In the collector thread itself
-         * it goes straight to the overflow list. */
-        if (round && !cf__pp_help_once(p)) {
-            if (cf__pp_tls_collector == p) break;
-            cf__cpu_relax();
-        }
-        rc = try_rings(p, f, arg, len);
-        if (rc) break;
+    int64_t end = 0;
+    for (unsigned round = 0;; round++) {
+        if (!overflow_drained(p)) return 0;
+        int rc = try_rings(p, f, arg, len);
+        if (rc || cf__pp_tls_collector == p) return rc;
+        if (cf__pp_help_once(p)) continue; /* slots freed: try again now */
+        cf__cpu_relax();
+        if ((round & 63) != 63) continue;
+        int64_t now = cf__now_ns();
+        if (!end) end = now + (p->spin_ns > 0 ? p->spin_ns : 0);
+        if (now >= end) return 0;
+        sched_yield(); /* a loaded machine: let the workers run */
     }
-    return rc;
 }
 
 static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
