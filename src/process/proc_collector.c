@@ -4,26 +4,19 @@
  * carries out shutdown, termination and breakage.
  *
  * Everything read from shared memory is validated before use (SEMANTICS
- * 33): a slot's state must carry the generation of the position being
- * collected and a kind that a correct worker could have written there,
- * after what the parent wrote or last saw in it (illegal_successor: a
- * task seen begun may only be done next, never skipped or sent back);
- * result flags must be known; lengths must fit the slot or the spill ring;
- * a spill position must lie between what the collector has freed and one
- * ring further, with the record contiguous. Futures come from the parent's
- * own records (struct cf__prec), never from shared memory. Anything that
- * fails a check breaks the pool: every future fails with CF_EBROKEN and
- * the workers are killed. Waits cannot hang on a worker's lie either: the
+ * 33) by the ring's parent side (proc_ring_parent.c); anything that fails
+ * a check breaks the pool: every future fails with CF_EBROKEN and the
+ * workers are killed. Waits cannot hang on a worker's lie either: the
  * doorbell word is only a hint (poll() also times out while work is in
  * flight), and worker deaths come from the zygote's report socket.
  *
  * Concurrency: records are removed (collected) only under the collect lock
  * (p->coll_lock), held by this thread for each step of its loop, or briefly
- * by a thread helping from result() (proc_collect.c), or by a thread in
+ * by a thread helping from result() (proc_help.c), or by a thread in
  * shutdown(cancel_futures) while it cancels what has not begun
  * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
  * are this thread's alone, under the same lock. Producers only add
- * records, under the channel lock.
+ * records, under the channel's fill lock.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
  * which never waits for a helper, so callbacks may call anything (a
@@ -44,7 +37,10 @@
 #include "sys/config.h"
 #include "sync/fence.h"
 #include "sync/futex.h"
-#include "process/proc_pool.h"
+#include "process/proc_collector.h"
+#include "process/proc_life.h"
+#include "process/proc_overflow.h"
+#include "process/proc_ring_parent.h"
 
 _Thread_local struct cf__ppool *cf__pp_tls_collector;
 
@@ -53,7 +49,13 @@ struct coll {
     bool zygote_gone, rep_eof;
     bool term_done, exits_done;
     int64_t kill_deadline; /* terminate: when to follow up with SIGKILL */
+    uint64_t last_rr;      /* p->rr when last looked at: submitters bump it */
+    uint32_t last_helped;  /* p->helpers' entries when last looked at */
 };
+
+#ifdef CF_TEST_HOOKS
+void (*cf__proc_test_coll_nap)(void);
+#endif
 
 static void describe(char *b, size_t n, int pid, int st)
 {
@@ -88,7 +90,7 @@ static void fail_everything(struct coll *c, const char *msg)
     for (int i = 0; i < p->n; i++) {
         struct cf__pchan *ch = &p->ch[i];
         size_t k = 0;
-        pthread_mutex_lock(&ch->lock);
+        cf__pp_fill_lock(ch);
         uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
         for (uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed); pos < h;
              pos++) {
@@ -99,16 +101,10 @@ static void fail_everything(struct coll *c, const char *msg)
         /* release: producers that see it (acquire) see the records cleared */
         atomic_store_explicit(&ch->collected, h, memory_order_release);
         ch->dead = true;
-        pthread_mutex_unlock(&ch->lock);
+        cf__pp_fill_unlock(ch);
         fail_list(p->scratch, k, msg);
     }
-    for (;;) {
-        pthread_mutex_lock(&p->ov_lock);
-        cf_future *f = p->ov_head;
-        p->ov_head = p->ov_tail = NULL;
-        atomic_store_explicit(&p->ov_count, 0, memory_order_relaxed);
-        pthread_mutex_unlock(&p->ov_lock);
-        if (!f) break;
+    for (cf_future *f; (f = cf__pp_ov_take(p));) {
         while (f) {
             cf_future *next = f->next_queued;
             fail_list(&f, 1, msg);
@@ -144,94 +140,62 @@ static void corrupted(struct coll *c, int chan, const char *what, uint64_t pos, 
 
 /* ---- collecting ---- */
 
-/* The parent knows which states may follow what it wrote or last saw in a
- * slot of the right generation. An exit marker (EXIT) may only become
- * SKIPPED; a task slot never holds EXIT, and once the parent has seen its
- * task STARTED (r->marked) only STARTED or DONE may follow: a slot that
- * goes back to QUEUED, HELD or CANCELLED, or is SKIPPED, would leave a
- * RUNNING future that never completes. Returns what is wrong, or NULL.
- * (A SKIPPED task slot the parent has not seen begin is judged by the
- * future's state, in collect_chan.) */
-static const char *illegal_successor(const struct cf__prec *r, uint32_t k)
+/* A SKIPPED slot: an exit marker consumed, or a task a canceller won. True
+ * if that holds; false (the pool is broken) otherwise. */
+static bool skipped(struct coll *c, int chan, uint64_t pos, uint32_t v)
 {
-    if (r->is_exit)
-        return k == CF__SK_EXIT || k == CF__SK_SKIPPED || k == CF__SK_DONE
-                   ? NULL
-                   : "slot state (an exit marker's)";
-    if (k == CF__SK_EXIT) return "slot state (exit on a task)";
-    if (r->marked && k != CF__SK_STARTED && k != CF__SK_DONE)
-        return "slot state (went back after its task began)";
-    return NULL;
+    struct cf__pchan *ch = &c->p->ch[chan];
+    struct cf__prec *r = &ch->rec[pos & (c->p->depth - 1)];
+    if (r->is_exit) {
+        ch->exit_consumed = true;
+    } else if (!cf__future_cancel_quiet(r->f) && !cf_future_done(r->f)) {
+        /* Skipped, but the future is RUNNING: someone saw the task begin
+         * (the collector, a helper or running()), so no cancel can have
+         * won the slot. Left alone, the future would never complete; the
+         * break fails it with the rest. */
+        corrupted(c, chan, "slot state (skipped after its task began)", pos, v);
+        return false;
+    }
+    /* Else a canceller won the slot (try_cancel, or shutdown's sweep) and
+     * had not yet made its CAS on the future: cancelled now. A worker that
+     * skips a slot nobody cancelled can only cancel its own task this way,
+     * which it could also do by returning an error. */
+    return true;
 }
 
+/* Collect channel `chan` in order up to the first slot not finished;
+ * complete the futures (callbacks run here, under the collect lock). */
 static bool collect_chan(struct coll *c, int chan)
 {
     struct cf__ppool *p = c->p;
     struct cf__pchan *ch = &p->ch[chan];
-    if (ch->dead) return false;
     bool progress = false;
     uint64_t pos = atomic_load_explicit(&ch->collected, memory_order_relaxed); /* ours */
     /* acquire: pairs with the producer's release store of head (records). */
     uint64_t h = atomic_load_explicit(&ch->head, memory_order_acquire);
-    while (pos < h) {
-        struct cf__pslot *s = cf__pp_slot(p, chan, pos);
-        struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
-        /* acquire: pairs with the worker's release CAS to DONE/SKIPPED (and,
-         * through the release sequence, with our producer's exchange). */
-        uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
-        uint32_t k = cf__sk_kind(v);
-        if (cf__sk_gen(v) != cf__pos_gen(pos) || k == CF__SK_FREE) {
-            corrupted(c, chan, "slot state", pos, v);
+    for (; pos < h && !ch->dead; pos++) { /* dead: a callback broke the pool meanwhile */
+        uint32_t v;
+        const char *what;
+        enum cf__pp_seen seen = cf__pp_look(p, chan, pos, &v, &what);
+        if (seen == CF__PP_NOT_YET) break;
+        if (seen == CF__PP_CORRUPT) {
+            corrupted(c, chan, what, pos, v);
             return true;
-        }
-        const char *illegal = illegal_successor(r, k);
-        if (illegal) {
-            corrupted(c, chan, illegal, pos, v);
-            return true;
-        }
-        if (k == CF__SK_QUEUED || k == CF__SK_CANCELLED || k == CF__SK_EXIT || k == CF__SK_HELD)
-            break;
-        if (k == CF__SK_STARTED) {
-            if (!r->marked) {
-                r->marked = true;
-                if (r->f) cf__future_mark_running(r->f);
-            }
-            break;
         }
         struct cf_out o;
         int code = 0;
-        if (k == CF__SK_DONE) {
-            if (r->is_exit) {
-                corrupted(c, chan, "a result for an exit marker", pos, v);
-                return true;
-            }
-            struct cf__pbad bad;
-            if (cf__pp_take_result(p, chan, s, pos, &o, &code, &bad)) {
-                corrupted(c, chan, bad.what, pos, bad.val);
-                return true;
-            }
-        } else { /* SKIPPED */
-            if (r->is_exit) {
-                ch->exit_consumed = true;
-            } else if (!cf__future_cancel_quiet(r->f) && !cf_future_done(r->f)) {
-                /* Skipped, but the future is RUNNING: someone saw the task
-                 * begin (the collector, a helper or running()), so no
-                 * cancel can have won the slot. Left alone, the future
-                 * would never complete; the break fails it with the rest. */
-                corrupted(c, chan, "slot state (skipped after its task began)", pos, v);
-                return true;
-            }
-            /* Else a canceller won the slot (try_cancel, or shutdown's
-             * sweep) and had not yet made its CAS on the future: cancelled
-             * now. A worker that skips a slot nobody cancelled can only
-             * cancel its own task this way, which it could also do by
-             * returning an error. */
+        struct cf__pbad bad;
+        if (seen == CF__PP_DONE &&
+            cf__pp_take_result(p, chan, cf__pp_slot(p, chan, pos), pos, &o, &code, &bad)) {
+            corrupted(c, chan, bad.what, pos, bad.val);
+            return true;
         }
-        cf_future *f = cf__pp_free_slot(p, chan, s, r, pos++, k == CF__SK_DONE);
+        if (seen == CF__PP_SKIPPED && !skipped(c, chan, pos, v)) return true;
+        cf_future *f = cf__pp_free_slot(p, chan, pos, seen == CF__PP_DONE);
         progress = true;
-        if (k == CF__SK_DONE && cf__future_complete_from_out(f, code, &o) != 0) cf__out_dispose(&o);
+        if (seen == CF__PP_DONE && cf__future_complete_from_out(f, code, &o) != 0)
+            cf__out_dispose(&o);
         if (f) cf_future_release(f);
-        if (ch->dead) break; /* a callback's action broke the pool meanwhile */
     }
     return progress;
 }
@@ -250,72 +214,63 @@ static bool collect_chan(struct coll *c, int chan)
  * remove them only under it), taken here unless `have_lock` (the collector
  * thread, or one of its callbacks). Without it, the lock is held for at
  * most CANCEL_BATCH slots at a time and released before the futures are
- * cancelled, so their callbacks never run under it. Each channel lock is
+ * cancelled, so their callbacks never run under it. Each fill lock is
  * taken once before head is read: a submitter that passed the flag check
  * before shutdown set the flag has finished placing by then, and any later
  * one sees the flag (it re-checks under that lock). */
 #define CANCEL_BATCH 32
 
-void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock)
+/* Cancel what no worker has begun in the slots of channel i that were
+ * filled when we took its lock (below `h`). */
+static void cancel_chan(struct cf__ppool *p, int i, uint64_t h, bool have_lock)
 {
-    pthread_mutex_lock(&p->ov_lock);
-    cf_future *f = p->ov_head;
-    p->ov_head = p->ov_tail = NULL;
-    atomic_store_explicit(&p->ov_count, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&p->ov_lock);
-    while (f) {
-        cf_future *next = f->next_queued;
-        cf_future_cancel(f); /* never in a ring: the future's own CAS decides */
-        cf_future_release(f);
-        f = next;
-    }
-    for (int i = 0; i < p->n; i++) {
-        struct cf__pchan *ch = &p->ch[i];
-        pthread_mutex_lock(&ch->lock);
-        uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed); /* under its lock */
-        bool dead = ch->dead;
-        pthread_mutex_unlock(&ch->lock);
-        if (dead) continue;
-        uint64_t pos = 0;
-        for (;;) {
-            cf_future *batch[CANCEL_BATCH];
-            size_t k = 0;
-            if (!have_lock) cf__pp_coll_lock(p);
-            uint64_t col = atomic_load_explicit(&ch->collected, memory_order_relaxed);
-            if (pos < col) pos = col; /* collected meanwhile: not ours to look at */
-            for (; pos < h && k < CANCEL_BATCH && !ch->dead; pos++) {
-                struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
-                if (!r->f) continue; /* an EXIT marker */
-                struct cf__pslot *s = cf__pp_slot(p, i, pos);
-                if (cf__pp_cancel_slot(s, pos)) {
-                    batch[k++] = cf_future_retain(r->f);
-                    continue;
-                }
-                /* acquire: pairs with the worker's CAS to STARTED */
-                uint32_t v = atomic_load_explicit(&s->state, memory_order_acquire);
-                if (cf__sk_kind(v) == CF__SK_STARTED && cf__sk_gen(v) == cf__pos_gen(pos) &&
-                    !r->marked) {
-                    r->marked = true; /* a worker has begun it: running, never cancelled */
-                    cf__future_mark_running(r->f);
-                }
+    struct cf__pchan *ch = &p->ch[i];
+    uint64_t pos = 0;
+    bool more = true;
+    while (more) {
+        cf_future *batch[CANCEL_BATCH];
+        size_t k = 0;
+        if (!have_lock) cf__pp_coll_lock(p);
+        uint64_t col = atomic_load_explicit(&ch->collected, memory_order_relaxed);
+        if (pos < col) pos = col; /* collected meanwhile: not ours to look at */
+        for (; pos < h && k < CANCEL_BATCH && !ch->dead; pos++) {
+            struct cf__prec *r = &ch->rec[pos & (p->depth - 1)];
+            if (!r->f) continue; /* an EXIT marker */
+            struct cf__pslot *s = cf__pp_slot(p, i, pos);
+            if (cf__pp_cancel_slot(s, pos)) {
+                batch[k++] = cf_future_retain(r->f);
+                continue;
             }
-            bool more = pos < h && !ch->dead;
-            if (!have_lock) cf__pp_coll_unlock(p);
-            /* The slot is ours (CANCELLED): the worker will only skip it,
-             * and the collector cancels the future too if it gets there
-             * first; either way it ends cancelled. */
-            for (size_t j = 0; j < k; j++) {
-                cf__future_cancel_quiet(batch[j]);
-                cf_future_release(batch[j]);
-            }
-            if (!more) break;
+            /* acquire: pairs with the worker's CAS to STARTED */
+            cf__pp_note_started(r, atomic_load_explicit(&s->state, memory_order_acquire), pos);
+        }
+        more = pos < h && !ch->dead;
+        if (!have_lock) cf__pp_coll_unlock(p);
+        /* The slot is ours (CANCELLED): the worker will only skip it, and
+         * the collector cancels the future too if it gets there first;
+         * either way it ends cancelled. */
+        for (size_t j = 0; j < k; j++) {
+            cf__future_cancel_quiet(batch[j]);
+            cf_future_release(batch[j]);
         }
     }
 }
 
-static void cancel_all(struct coll *c)
+void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock)
 {
-    cf__pp_cancel_unstarted(c->p, true);
+    for (cf_future *f = cf__pp_ov_take(p), *next; f; f = next) {
+        next = f->next_queued;
+        cf_future_cancel(f); /* never in a ring: the future's own CAS decides */
+        cf_future_release(f);
+    }
+    for (int i = 0; i < p->n; i++) {
+        struct cf__pchan *ch = &p->ch[i];
+        cf__pp_fill_lock(ch);
+        uint64_t h = atomic_load_explicit(&ch->head, memory_order_relaxed); /* under its lock */
+        bool dead = ch->dead;
+        cf__pp_fill_unlock(ch);
+        if (!dead) cancel_chan(p, i, h, have_lock);
+    }
 }
 
 /* Shutdown: once the overflow list is empty, put an EXIT marker at the end
@@ -323,19 +278,20 @@ static void cancel_all(struct coll *c)
 static bool place_exits(struct coll *c)
 {
     struct cf__ppool *p = c->p;
-    pthread_mutex_lock(&p->ov_lock);
-    bool empty = p->ov_head == NULL;
-    pthread_mutex_unlock(&p->ov_lock);
-    if (!empty) return false;
+    if (!cf__pp_ov_empty(p)) return false;
     bool any = false, all = true;
     for (int i = 0; i < p->n; i++) {
         struct cf__pchan *ch = &p->ch[i];
+        struct cf__pp_spot at;
         if (ch->exit_placed || ch->dead) continue;
-        pthread_mutex_lock(&ch->lock);
-        if (cf__pp_room(p, i, 0) && cf__pp_place(p, i, NULL, NULL, NULL, 0, false))
+        cf__pp_fill_lock(ch);
+        if (cf__pp_reserve(p, i, 0, &at)) {
+            cf__pp_place(p, i, &at, NULL, NULL, NULL, 0, false);
             ch->exit_placed = any = true;
-        else all = false;
-        pthread_mutex_unlock(&ch->lock);
+        } else {
+            all = false;
+        }
+        cf__pp_fill_unlock(ch);
     }
     c->exits_done = all;
     return any;
@@ -445,7 +401,7 @@ static bool read_reports(struct coll *c)
 /* Wait up to timeout_ms for the eventfd, the zygote's reports or its
  * death, then handle what came (under the collect lock: taken here unless
  * the caller holds it). */
-static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
+static bool poll_events(struct coll *c, int64_t timeout_ns, bool have_lock)
 {
     struct cf__ppool *p = c->p;
     struct pollfd pf[3] = {
@@ -453,7 +409,8 @@ static bool poll_events(struct coll *c, int timeout_ms, bool have_lock)
         {.fd = c->rep_eof ? -1 : p->rep_rd, .events = POLLIN},
         {.fd = c->zygote_gone ? -1 : p->zpidfd, .events = POLLIN},
     };
-    int r = poll(pf, 3, timeout_ms);
+    struct timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    int r = ppoll(pf, 3, timeout_ns < 0 ? NULL : &ts, NULL);
     if (r <= 0) return false;
     if (pf[0].revents) {
         uint64_t v;
@@ -485,7 +442,7 @@ static bool handle_flags(struct coll *c)
     bool progress = false;
     if ((fl & CF__PP_TERMINATE) && !c->term_done) {
         c->term_done = true;
-        cancel_all(c);
+        cf__pp_cancel_unstarted(p, true); /* we hold the collect lock */
         int sig = atomic_load_explicit(&p->term_signo, memory_order_relaxed);
         struct cf__zreq q = {.op = CF__ZQ_KILL, .signo = sig};
         if (!c->zygote_gone) cf__pp_zreq(p, &q);
@@ -560,63 +517,112 @@ static bool step(struct coll *c, bool events)
     return progress;
 }
 
-void *cf__pp_collector_main(void *arg)
+/* Why the collector naps, and for how long at most. */
+enum nap_kind {
+    NAP_IDLE,   /* nothing going on: ring the doorbell, sleep until woken */
+    NAP_HELPED, /* a thread in result() collects; it wakes us when it leaves */
+    NAP_SUBMIT, /* a submitter is active; it collects when its rings fill */
+};
+#define NAP_HELPED_NS 1000000 /* 1 ms */
+#define NAP_SUBMIT_NS 200000  /* 200 us: the longest a result waits once submitters stop */
+#define NAP_FLIGHT_NS 100000000
+
+/* Announce the sleep, look once more, then sleep in poll() until a waker,
+ * a report or the timeout. True when the collector is finished.
+ *
+ * In NAP_HELPED and NAP_SUBMIT the doorbell stays off (workers do not
+ * write the eventfd for every result): someone else collects, and the
+ * timeout bounds how long a result waits if nobody does. That timeout is
+ * the hand-off from a submitter back to us: a submitter never says it has
+ * stopped, so after each nap run() looks again, and once nobody has
+ * submitted for a whole nap it spins and sleeps with the doorbell on, as
+ * when idle. */
+static bool nap(struct coll *c, enum nap_kind kind)
 {
-    struct cf__ppool *p = arg;
-    struct coll c = {.p = p, .kill_deadline = INT64_MAX};
-    cf__pp_tls_collector = p;
-    pthread_setname_np(pthread_self(), "cf-proc-coll");
-    int64_t idle_since = 0;
-    unsigned iter = 0;
-    if (p->early_death.op == CF__ZR_DIED) { /* read by the constructor */
-        cf__pp_coll_lock(p);
-        on_death(&c, p->early_death.chan, p->early_death.pid, p->early_death.status);
-        cf__pp_coll_unlock(p);
+    struct cf__ppool *p = c->p;
+    /* seq_cst stores, then the re-scan in step(): Dekker with the wakers
+     * (cf__pp_wake_collector, the workers' doorbell), which change
+     * something, then read these words. */
+    /* 1: a nap bounded by its timeout; 2: a sleep only a waker ends. */
+    atomic_store_explicit(&p->coll_sleep, kind == NAP_IDLE ? 2 : 1, memory_order_seq_cst);
+    if (kind == NAP_IDLE) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
+    CF__FENCE_SEQ_CST(); /* the stores above, before every load of the re-scan */
+    cf__pp_coll_lock(p);
+    bool progress = step(c, true);
+    bool fin = finished(c);
+    cf__pp_coll_unlock(p);
+    if (!progress && !fin) {
+#ifdef CF_TEST_HOOKS
+        if (kind == NAP_SUBMIT && cf__proc_test_coll_nap) cf__proc_test_coll_nap();
+#endif
+        int64_t t = kind == NAP_HELPED                              ? NAP_HELPED_NS
+                    : kind == NAP_SUBMIT                            ? NAP_SUBMIT_NS
+                    : in_flight(p) || c->kill_deadline != INT64_MAX ? NAP_FLIGHT_NS
+                                                                    : -1;
+        poll_events(c, t, false);
     }
+    atomic_store_explicit(&p->coll_sleep, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->hdr->coll_sleeping, 0, memory_order_relaxed);
+    return fin;
+}
+
+/* Someone else collects now: a thread in result() (NAP_HELPED), or a
+ * submitter or helpers that came and went since we last looked (p->rr,
+ * which only submitters bump, or p->helpers' entries moved: NAP_SUBMIT). */
+static enum nap_kind who_collects(struct coll *c)
+{
+    /* relaxed: hints; a helper that goes to sleep wakes us (coll_sleep),
+     * and one that stops otherwise, or a submitter that stops, is noticed
+     * after one nap (see nap()). */
+    uint64_t h = atomic_load_explicit(&c->p->helpers, memory_order_relaxed);
+    uint64_t rr = atomic_load_explicit(&c->p->rr, memory_order_relaxed);
+    bool came = (uint32_t)(h >> 32) != c->last_helped || rr != c->last_rr;
+    c->last_helped = (uint32_t)(h >> 32);
+    c->last_rr = rr;
+    if ((uint32_t)h) return NAP_HELPED;
+    return came ? NAP_SUBMIT : NAP_IDLE;
+}
+
+/* The loop: collect, feed, handle reports and flags. While someone else
+ * collects (a thread in result(), a submitter) nap between steps, so that
+ * on a small machine the submitter and the workers have the cores; else,
+ * when idle, spin spin_ns, then nap with the doorbell on. */
+static void run(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    int64_t idle_since = 0;
+    unsigned iter = 0, spins = 0;
     for (;;) {
         cf__pp_coll_lock(p);
-        bool progress = step(&c, (++iter & 255) == 0);
-        bool fin = finished(&c);
+        bool progress = step(c, (++iter & 255) == 0);
+        bool fin = finished(c);
         cf__pp_coll_unlock(p);
-        if (fin) break;
-        if (progress) {
+        if (fin) return;
+        enum nap_kind kind = who_collects(c);
+        if (kind == NAP_IDLE && progress) {
             idle_since = 0;
             continue;
         }
-        /* relaxed: a hint; a helper that leaves wakes us (coll_sleep) */
-        bool helped = atomic_load_explicit(&p->helpers, memory_order_relaxed) != 0;
-        if (!helped && p->spin_ns > 0) {
-            int64_t now = cf__now_ns();
+        if (kind == NAP_IDLE && p->spin_ns > 0) {
+            /* The clock is read every 16 rounds, not every round. */
+            int64_t now = !idle_since || (++spins & 15) == 0 ? cf__now_ns() : idle_since;
             if (!idle_since) idle_since = now;
             if (now - idle_since < p->spin_ns) {
                 cf__cpu_relax();
                 continue;
             }
         }
-        /* seq_cst stores, then the re-scan in step(): Dekker with the
-         * wakers (cf__pp_wake_collector, the workers' doorbell), which
-         * change something, then read these words. While a result()
-         * helper collects, the workers need not ring: we nap instead. */
-        atomic_store_explicit(&p->coll_sleep, 1, memory_order_seq_cst);
-        if (!helped) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
-        CF__FENCE_SEQ_CST(); /* the stores above, before every load of the re-scan */
-        cf__pp_coll_lock(p);
-        progress = step(&c, true);
-        fin = finished(&c);
-        cf__pp_coll_unlock(p);
-        if (!progress && !fin) {
-            int t = helped ? 1 : in_flight(p) || c.kill_deadline != INT64_MAX ? 100 : -1;
-            poll_events(&c, t, false);
-        }
-        atomic_store_explicit(&p->coll_sleep, 0, memory_order_relaxed);
-        atomic_store_explicit(&p->hdr->coll_sleeping, 0, memory_order_relaxed);
         idle_since = 0;
-        if (fin) break;
+        if (nap(c, kind)) return;
     }
+}
 
-    /* Leave: the zygote goes (it kills and reaps what is left), then
-     * whatever is still in flight fails (nothing, after a clean shutdown). */
-    if (!c.zygote_gone) {
+/* Leave: the zygote goes (it kills and reaps what is left), then whatever
+ * is still in flight fails (nothing, after a clean shutdown). */
+static void leave(struct coll *c)
+{
+    struct cf__ppool *p = c->p;
+    if (!c->zygote_gone) {
         struct cf__zreq q = {.op = CF__ZQ_EXIT};
         cf__pp_zreq(p, &q);
     }
@@ -627,9 +633,9 @@ void *cf__pp_collector_main(void *arg)
      * were stored. */
     uint32_t fl = atomic_load_explicit(&p->flags, memory_order_acquire);
     cf__pp_coll_lock(p);
-    fail_everything(&c, fl & CF__PP_BROKEN ? p->broken_msg ? p->broken_msg : "process pool broken"
-                        : fl & CF__PP_TERMINATE ? "process pool terminated"
-                                                : "process pool shut down");
+    fail_everything(c, fl & CF__PP_BROKEN ? p->broken_msg ? p->broken_msg : "process pool broken"
+                       : fl & CF__PP_TERMINATE ? "process pool terminated"
+                                               : "process pool shut down");
     cf__pp_coll_unlock(p);
     if (p->stats)
         for (int i = 0; i < p->n; i++)
@@ -644,7 +650,61 @@ void *cf__pp_collector_main(void *arg)
     /* release: everything above is visible to shutdown(wait)/terminate */
     atomic_store_explicit(&p->coll_done, 1, memory_order_release);
     cf__futex_wake(&p->coll_done, INT32_MAX, false);
+}
+
+void *cf__pp_collector_main(void *arg)
+{
+    struct cf__ppool *p = arg;
+    struct coll c = {.p = p, .kill_deadline = INT64_MAX};
+    cf__pp_tls_collector = p;
+    pthread_setname_np(pthread_self(), "cf-proc-coll");
+    if (p->early_death.op == CF__ZR_DIED) { /* read by the constructor */
+        cf__pp_coll_lock(p);
+        on_death(&c, p->early_death.chan, p->early_death.pid, p->early_death.status);
+        cf__pp_coll_unlock(p);
+    }
+    run(&c);
+    leave(&c);
     cf__pp_tls_collector = NULL;
     cf__pp_unref(p);
     return NULL;
+}
+
+/* ---- asked of the collector by other threads ---- */
+
+static void wake_if(struct cf__ppool *p, uint32_t min)
+{
+    /* seq_cst fence, then the load: pairs with the collector's store of
+     * coll_sleep and fence before its re-scan (Dekker, in nap()): either
+     * it sees the change our caller made (flags, the overflow list, a
+     * helper leaving), or we see it asleep and wake it. */
+    CF__FENCE_SEQ_CST();
+    uint32_t v = atomic_load_explicit(&p->coll_sleep, memory_order_seq_cst);
+    if (v >= min && atomic_exchange_explicit(&p->coll_sleep, 0, memory_order_seq_cst)) {
+        uint64_t one = 1;
+        ssize_t w = write(p->efd, &one, sizeof one);
+        (void)w; /* EAGAIN: the counter is already non-zero, it is awake */
+    }
+}
+
+void cf__pp_wake_collector(struct cf__ppool *p)
+{
+    wake_if(p, 1);
+}
+
+void cf__pp_nudge_collector(struct cf__ppool *p)
+{
+    wake_if(p, 2);
+}
+
+int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q)
+{
+    for (;;) {
+        /* MSG_NOSIGNAL: a dead zygote is EPIPE here, never a SIGPIPE that
+         * would kill the application. */
+        ssize_t w = send(p->req_wr, q, sizeof *q, MSG_NOSIGNAL);
+        if (w == (ssize_t)sizeof *q) return 0;
+        if (w < 0 && errno == EINTR) continue;
+        return CF_ESYS; /* EPIPE: the zygote is gone; the collector notices */
+    }
 }

@@ -1,7 +1,11 @@
-/* The process pool's parent-side state, shared by process_pool.c (the
- * executor entry points), proc_collector.c (the collector thread) and
- * proc_zygote.c (the zygote and the worker loop, which run in children and
- * see this struct as a fork snapshot). See process_pool.c for the design. */
+/* The process pool's state: the pool struct, its channels and the
+ * parent's records of filled slots, with the small inline helpers every
+ * part uses (slot addresses, the future's ring position, the collect
+ * lock). The zygote and the workers see this struct as their fork
+ * snapshot. process_pool.c opens with the design; each part declares its
+ * functions in its own header (proc_ring_parent.h, proc_collector.h,
+ * proc_help.h, proc_overflow.h, proc_life.h, proc_zygote.h,
+ * proc_worker.h). */
 #ifndef CF_PROC_POOL_H
 #define CF_PROC_POOL_H
 
@@ -16,7 +20,11 @@
 #include "core/executor.h"
 #include "core/future.h"
 #include "sync/futex.h"
+#include "sys/fork.h"
 #include "process/proc_shm.h"
+
+/* One helper entering p->helpers: one more now, one more ever. */
+#define CF__PP_HELPER ((1ull << 32) | 1u)
 
 /* Pool flags (parent-private word). */
 #define CF__PP_SHUTDOWN 1u  /* no new submissions */
@@ -35,10 +43,10 @@ struct cf__prec {
 
 struct cf__pchan {
     /* Producer side (submit threads and the collector's feeder). */
-    _Alignas(64) pthread_mutex_t lock; /* guards head, arg_head, rec[] filling */
-    _Atomic uint64_t head;             /* next position to fill */
-    uint64_t arg_head;                 /* arg spill ring: next free position */
-    uint64_t coll_cache;               /* the last `collected` a producer read */
+    _Alignas(64) _Atomic uint32_t fill; /* the fill lock (cf__pp_fill_*): head, arg_head, rec[] */
+    _Atomic uint64_t head;              /* next position to fill */
+    uint64_t arg_head;                  /* arg spill ring: next free position */
+    uint64_t coll_cache;                /* the last `collected` a producer read */
     /* Collector side. */
     _Alignas(64) _Atomic uint64_t collected; /* next position to collect */
     _Atomic uint64_t arg_tail;               /* arg spill ring freed up to here */
@@ -96,12 +104,15 @@ struct cf__ppool {
      * submit; what the collector writes on every step; the rest. */
     _Alignas(64) _Atomic uint32_t flags; /* CF__PP_* (read by every submit) */
     _Atomic size_t ov_count;             /* overflow length (read by every submit) */
-    _Atomic uint64_t rr;                 /* round-robin channel choice */
+    _Atomic uint64_t rr;                 /* submitters' round-robin channel choice (the
+                                          * collector watches it to see them active) */
 
     _Alignas(64) _Atomic uint32_t coll_lock; /* who collects: the collector thread, or a helper */
-    _Atomic uint32_t coll_sleep; /* parent wakers: the collector is (about to be) asleep */
-    _Atomic uint32_t helpers;    /* threads helping in result() right now */
-    _Atomic uint32_t batches;    /* helpers' harvested batches not yet completed */
+    _Atomic uint32_t
+        coll_sleep;           /* the collector is (about to be) asleep: 1 napping, 2 until woken */
+    _Atomic uint64_t helpers; /* result() helpers: low 32 bits how many now, high
+                                  * 32 bits how many ever came (CF__PP_HELPER) */
+    _Atomic uint32_t batches; /* helpers' harvested batches not yet completed */
 
     _Alignas(64) _Atomic uint32_t coll_done; /* futex: 1 once the collector has finished */
     _Atomic int term_signo;
@@ -113,6 +124,7 @@ struct cf__ppool {
     /* Overflow: work that found every ring full, fed by the collector. */
     pthread_mutex_t ov_lock;
     cf_future *ov_head, *ov_tail; /* linked through f->next_queued */
+    uint64_t ov_rr;               /* the feeder's round-robin channel choice */
 
     cf_future **scratch;   /* collector-private: depth entries */
     struct cf__pchan ch[]; /* n channels */
@@ -130,54 +142,82 @@ static inline unsigned char *cf__pp_inline(struct cf__pslot *s)
     return (unsigned char *)(s + 1);
 }
 
-/* process_pool.c */
-void cf__pp_unref(struct cf__ppool *p);
-/* True in a fork child of the pool's process (a snapshot: its shared
- * mapping is not there, MADV_DONTFORK). */
-bool cf__pp_foreign(const struct cf__ppool *p);
-void cf__pp_wake_collector(struct cf__ppool *p);
-bool cf__pp_place(struct cf__ppool *p, int chan, cf_future *f, cf_task_fn *fn, const void *arg,
-                  size_t len, bool held);
-void cf__pp_release_held(struct cf__ppool *p, int chan, cf_future *f);
-bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos);
-bool cf__pp_try_cancel(cf_future *f);
-void cf__pp_sync_running(cf_future *f);
-bool cf__pp_room(struct cf__ppool *p, int chan, size_t len);
-int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q);
+/* The future's owner slot word (cf__future_slot_load/store) says where
+ * the task sits in a ring: ((pos + 1) << 16) | chan; 0 while it is not in
+ * a ring (the overflow list). */
+static inline uintptr_t cf__pp_owner_encode(int chan, uint64_t pos)
+{
+    return ((uintptr_t)(pos + 1) << 16) | (uintptr_t)chan;
+}
+/* False for 0 (not in a ring). */
+static inline bool cf__pp_owner_decode(uintptr_t enc, int *chan, uint64_t *pos)
+{
+    *chan = (int)(enc & 0xffff);
+    *pos = (uint64_t)(enc >> 16) - 1;
+    return enc != 0;
+}
 
-/* proc_collector.c */
-void *cf__pp_collector_main(void *pool);
-/* result() from a thread that submitted to a process pool: collect ready
- * results (any channel) while waiting, instead of waiting for the
- * collector thread to wake (cf__tls_wait_helper). */
-int cf__pp_wait_helper(void *ctx, cf_future *f, cf__deadline deadline);
-/* Collect ready results once, if nobody else is; returns how many. */
-int cf__pp_help_once(struct cf__ppool *p);
-bool cf__pp_feed(struct cf__ppool *p);
-/* Cancel every task no worker has begun (overflow list and QUEUED/HELD
- * slots), in the calling thread; have_lock: it holds the collect lock. */
-void cf__pp_cancel_unstarted(struct cf__ppool *p, bool have_lock);
-void cf__pp_on_cancel(cf_future *f);
-extern _Thread_local struct cf__ppool *cf__pp_tls_collector;
-/* Set while a helper completes futures it collected (callbacks run). */
-extern _Thread_local struct cf__ppool *cf__pp_tls_completing;
+/* The pool a future of this pool belongs to (f->ops points at p->fops). */
+static inline struct cf__ppool *cf__pp_of_future(cf_future *f)
+{
+    return (struct cf__ppool *)((char *)f->ops - offsetof(struct cf__ppool, fops));
+}
 
-/* proc_collect.c: collecting, by whoever holds the collect lock. */
-struct cf__pbad { /* what was wrong with a slot (for the message) */
-    const char *what;
-    uint64_t val;
-};
-int cf__pp_take_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
-                       struct cf_out *o, int *code, struct cf__pbad *bad);
-cf_future *cf__pp_free_slot(struct cf__ppool *p, int chan, struct cf__pslot *s, struct cf__prec *r,
-                            uint64_t pos, bool done);
-/* The consumer of a spill ring (`ring`, `size` bytes) has freed it up to
- * `tail`: give back the pages behind it once a guard's worth has piled up
- * (*punched: where the last punch ended). Call before publishing `tail`. */
-void cf__pp_punch(unsigned char *ring, uint64_t size, uint64_t *punched, uint64_t tail);
+/* True in a fork child of the pool's process (ours: zygote and workers; or
+ * the application's): the pool object there is a snapshot whose shared
+ * mapping is not there (MADV_DONTFORK), and using it is refused instead of
+ * corrupting the parent's rings. A pool created in a worker belongs to
+ * that worker (sys/fork.h). */
+static inline bool cf__pp_foreign(const struct cf__ppool *p)
+{
+    return p->gen != cf__proc_gen();
+}
 
-/* The collect lock (p->coll_lock): the collector thread holds it for each
- * step of its loop, a helper for a few slots (never across a callback). */
+/* The pool's flags as a submit error: broken first, then shut down. */
+static inline int cf__pp_flags_error(uint32_t fl)
+{
+    if (fl & CF__PP_BROKEN) return CF_EBROKEN; /* broken is checked first (SEMANTICS 17) */
+    if (fl & (CF__PP_SHUTDOWN | CF__PP_TERMINATE)) return CF_ESHUTDOWN;
+    return 0;
+}
+
+/* The fill lock of a channel (ch->fill): producers (submitters, the
+ * overflow feeder, the collector placing exit markers or sweeping) hold it
+ * while they reserve and fill the next slot, a few dozen instructions and
+ * never a call that blocks or runs user code. A test-and-set word instead
+ * of a mutex: an uncontended submit pays one exchange and one store, no
+ * system call ever, and a submitter that finds it taken tries another
+ * channel instead of waiting (cf__pp_fill_trylock). */
+static inline bool cf__pp_fill_trylock(struct cf__pchan *ch)
+{
+    /* relaxed look first: a busy word is not written (no line stolen from
+     * its holder). acquire exchange: pairs with the release store in
+     * cf__pp_fill_unlock (the previous holder's head, arg_head, records). */
+    return !atomic_load_explicit(&ch->fill, memory_order_relaxed) &&
+           !atomic_exchange_explicit(&ch->fill, 1, memory_order_acquire);
+}
+
+static inline void cf__pp_fill_lock(struct cf__pchan *ch)
+{
+    /* Holders never block inside; a preempted one is waited for with
+     * sched_yield, which lets it run on a loaded machine. */
+    for (unsigned n = 0; !cf__pp_fill_trylock(ch); n++) {
+        if (n < 64) cf__cpu_relax();
+        else sched_yield();
+    }
+}
+
+static inline void cf__pp_fill_unlock(struct cf__pchan *ch)
+{
+    /* release: what we filled is visible to the next holder (pairs with
+     * the acquire exchange of cf__pp_fill_trylock). */
+    atomic_store_explicit(&ch->fill, 0, memory_order_release);
+}
+
+/* The collect lock (p->coll_lock): whoever holds it reads result slots
+ * and frees them (single consumer per channel): the collector thread for
+ * each step of its loop, a helper for a few slots (never across a
+ * callback), shutdown's cancel sweep for a batch. */
 static inline bool cf__pp_coll_trylock(struct cf__ppool *p)
 {
     uint32_t z = 0;
@@ -203,23 +243,6 @@ static inline void cf__pp_coll_unlock(struct cf__ppool *p)
     atomic_store_explicit(&p->coll_lock, 0, memory_order_release);
 }
 
-/* process_pool.c: in a new worker (the zygote's child), unmap every part
- * of the shared mapping that is not the header or channel `chan`'s, and
- * keep the rest out of any fork the worker's tasks make. */
-void cf__pp_shm_isolate(struct cf__ppool *p, int chan);
-
-/* proc_zygote.c: runs in the child of the first fork; never returns. */
-_Noreturn void cf__pp_zygote_main(struct cf__ppool *p);
-/* In a worker, put back the signal settings the zygote changed. */
-void cf__pp_restore_signals(void);
-/* proc_worker.c: a worker's life; never returns. */
-_Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, uint64_t res_pos,
-                                  pid_t zygote);
-/* Descriptors of every live pool, closed by a new zygote (they belong to
- * other pools; a zygote holding them would hide their EOFs). */
-void cf__pp_fd_register(int fd);
-void cf__pp_fd_unregister(int fd);
-
 /* Test hooks, only in the tests' build (CF_TEST_HOOKS): inside a worker,
  * the shared mapping (NULL elsewhere); and a spill ring size override for
  * new pools (0: the default). */
@@ -233,6 +256,13 @@ void *cf__proc_test_current_slot(void);
 /* Called in the worker after a result is written, before DONE (tests
  * corrupt the header here). Set before the pool is created. */
 extern void (*cf__proc_test_after_result)(void *slot);
+/* Called by a submitter holding channel `chan`'s fill lock, after it
+ * reserved the slot and before it fills it (tests hold the lock here). */
+extern void (*cf__proc_test_in_fill)(int chan);
+/* Called by the collector thread when it is about to sleep in a nap taken
+ * because a submitter is active, after its last look at the rings (tests
+ * hold the hand-off window open here). */
+extern void (*cf__proc_test_coll_nap)(void);
 #endif
 
 #endif

@@ -37,11 +37,11 @@
  * guard bytes of the ring, so it never writes, on its next lap, into pages
  * still waiting to be punched. A ring's resident part is therefore at most
  * the window + the bytes of its records in flight + the guard + two pages
- * (see cf__pp_punch in proc_collect.c).
+ * (see punch() in proc_ring_parent.c).
  *
  * Trust: the parent never reads a pointer from here, and validates every
  * value a worker could have written (state kind and generation, lengths,
- * spill positions) before using it; see proc_collector.c. */
+ * spill positions) before using it; see proc_ring_parent.c. */
 #ifndef CF_PROC_SHM_H
 #define CF_PROC_SHM_H
 
@@ -108,7 +108,7 @@ static inline uint64_t cf__pp_spill_room(uint64_t ring)
 /* The spill rings' window (bytes): a record that would reach past it
  * starts the next lap instead, at offset 0, when the ring's start is free,
  * so steady traffic keeps reusing the same pages and only what lies past
- * the window is punched out (cf__pp_punch). At most 256 KiB and a quarter
+ * the window is punched out (punch() in proc_ring_parent.c). At most 256 KiB and a quarter
  * of the ring. */
 static inline uint64_t cf__pp_spill_window(uint64_t ring)
 {

@@ -26,7 +26,7 @@
 
 #include "sync/fence.h"
 #include "sync/futex.h"
-#include "process/proc_pool.h"
+#include "process/proc_worker.h"
 
 static void *test_shm;
 static size_t test_shm_len;
@@ -191,6 +191,39 @@ static void write_result(struct cf__ppool *p, int chan, struct cf__pslot *s, uin
                                     (const unsigned char *)rdata, (const unsigned char *)msg);
 }
 
+/* The result buffer of the last task whose result did not fit cf_out's
+ * small area, kept for the next task: a stream of tasks that each return,
+ * say, 64 bytes then allocates nothing in the worker (cf_out_alloc and
+ * cf_out_set reuse a buffer that is large enough). A task that returns a
+ * small result frees it (cf_out drops a heap buffer it no longer needs),
+ * so small results cost nothing either. Only this single-threaded worker
+ * touches it. */
+#define KEEP_MAX (64u << 10)
+static void *kept;
+static size_t kept_cap;
+
+static void out_start(struct cf_out *o)
+{
+    cf__out_init(o);
+    if (!kept) return;
+    o->data = kept; /* len 0: a task that sets nothing returns nothing */
+    o->cap = kept_cap;
+    kept = NULL;
+}
+
+/* After the result was written to the slot: keep a heap buffer that is
+ * not too big, then dispose of the rest. */
+static void out_finish(struct cf_out *o)
+{
+    if (o->data != o->small && o->cap <= KEEP_MAX) {
+        kept = o->data;
+        kept_cap = o->cap;
+        o->data = o->small;
+        o->cap = 0;
+    }
+    cf__out_dispose(o);
+}
+
 static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t pos,
                     uint64_t *res_head)
 {
@@ -211,11 +244,11 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
      * this one say, would run the wrong task or the wrong argument). */
     if (s->arg_check != cf__pp_arg_check(pos, fnv, len, apos, af, arg)) corrupt();
     struct cf_out o;
-    cf__out_init(&o);
+    out_start(&o);
     int rc = fn(arg, (size_t)len, &o);
     if (rc == 0 && o.failed) rc = o.failed; /* a result that could not be stored */
     write_result(p, chan, s, pos, rc, &o, res_head);
-    cf__out_dispose(&o);
+    out_finish(&o);
 #ifdef CF_TEST_HOOKS
     if (cf__proc_test_after_result) cf__proc_test_after_result(s);
 #endif
@@ -230,16 +263,21 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
     doorbell(p);
 }
 
-_Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, uint64_t res_pos,
-                                  pid_t zygote)
+/* Become a worker: die with the zygote, drop its descriptors, put the
+ * application's signal settings back, name the process. */
+static void settle(struct cf__ppool *p, int chan, pid_t zygote, const struct cf__pp_sigs *app_sigs)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (getppid() != zygote) _exit(0); /* the zygote died before the line above */
+    /* The death signal covers a zygote that dies from now on; one that
+     * died since our fork has already left us to another parent. */
+    if (getppid() != zygote) _exit(0);
     close(p->req_rd);
     close(p->rep_wr);
     for (int i = 0; i < p->n; i++)
         if (p->ch[i].z_pidfd >= 0) close(p->ch[i].z_pidfd);
-    cf__pp_restore_signals();
+    sigaction(SIGCHLD, &app_sigs->chld, NULL);
+    sigaction(SIGINT, &app_sigs->intr, NULL);
+    sigprocmask(SIG_SETMASK, &app_sigs->mask, NULL);
     /* Fails only without memory for one more handler (glibc keeps the
      * first 32 in a static block); exit() from a task is then as before. */
     (void)on_exit(exit_from_task, NULL);
@@ -250,6 +288,23 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
     test_pool = p;
     test_shm_len = p->map_len;
     cur_chan = chan;
+}
+
+/* Pass over a CANCELLED slot or an EXIT marker (state v, already read). */
+static void skip(struct cf__ppool *p, struct cf__pslot *s, uint64_t pos, uint32_t v)
+{
+    /* acq_rel: an RMW in the release sequence (see run_one). Only we move
+     * a slot out of CANCELLED or EXIT. */
+    if (!atomic_compare_exchange_strong_explicit(&s->state, &v, cf__sk_make(CF__SK_SKIPPED, pos),
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        corrupt();
+    doorbell(p);
+}
+
+_Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, uint64_t res_pos,
+                                  pid_t zygote, const struct cf__pp_sigs *app_sigs)
+{
+    settle(p, chan, zygote, app_sigs);
 
     if (p->init && p->init(p->init_arg) != 0) _exit(CF__WEXIT_INIT);
 
@@ -261,13 +316,7 @@ _Noreturn void cf__pp_worker_main(struct cf__ppool *p, int chan, uint64_t pos, u
         cur_pos = pos;
         uint32_t k = cf__sk_kind(v);
         if (k == CF__SK_CANCELLED || k == CF__SK_EXIT) {
-            /* acq_rel: an RMW in the release sequence (see run_one). Only
-             * we move a slot out of CANCELLED or EXIT. */
-            if (!atomic_compare_exchange_strong_explicit(
-                    &s->state, &v, cf__sk_make(CF__SK_SKIPPED, pos), memory_order_acq_rel,
-                    memory_order_relaxed))
-                corrupt();
-            doorbell(p);
+            skip(p, s, pos, v);
             if (k == CF__SK_EXIT) _exit(CF__WEXIT_OK);
             pos++;
             continue;

@@ -9,9 +9,16 @@
  * (SIGCHLD through a signalfd, then waitpid), so it never signals a pid
  * that could have been reused: a child's pid stays its own until it is
  * reaped. It holds no descriptor per worker, so forking the n-th worker
- * costs no more than the first. It leaves with _exit when asked, when the request socket reaches EOF, or when its parent is gone
- * (getppid() changes; checked at least once a second), and kills its
- * workers first. Workers die with it (PR_SET_PDEATHSIG).
+ * costs no more than the first. It kills its workers and leaves with
+ * _exit when asked, or when the parent is gone. The parent's going shows
+ * at once as EOF on the request socket, unless a copy of the parent's end
+ * outlives it (a child the application forked without exec keeps it:
+ * SOCK_CLOEXEC acts only on exec); so it also compares getppid() with the
+ * parent's pid after every wake-up of its poll() loop, which wakes at
+ * least once a second: a zygote whose parent died has been re-parented.
+ * It sets no death signal for itself (PR_SET_PDEATHSIG fires when the
+ * forking *thread* exits, and the pool may outlive that thread). Workers
+ * do die with the zygote (PR_SET_PDEATHSIG: the zygote has one thread).
  *
  * No deadlock on the sockets. The parent's sends block when the request
  * socket is full; the zygote never blocks on either socket. Both of its
@@ -26,8 +33,9 @@
  * and a DIED per channel: 2 x workers entries. When leaving, the zygote
  * reports nothing (the parent waits for its exit, not for reports).
  *
- * Also here: the registry of descriptors that belong to live pools, which a
- * new zygote closes so that it does not keep another pool's sockets open. */
+ * A new zygote first closes the descriptors of every other live pool
+ * (proc_life.c keeps the registry), so that it does not keep another
+ * pool's sockets open. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -40,56 +48,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "process/proc_pool.h"
-
-/* ---- the registry: fd + 1 per entry, 0 = empty ---- */
-#define REG_MAX 512
-static _Atomic int fd_registry[REG_MAX];
-
-void cf__pp_fd_register(int fd)
-{
-    for (int i = 0; i < REG_MAX; i++) {
-        int empty = 0;
-        /* relaxed: the registry is only a hint for zygotes forked later;
-         * a pool created concurrently in another thread may miss it. */
-        if (atomic_compare_exchange_strong_explicit(&fd_registry[i], &empty, fd + 1,
-                                                    memory_order_relaxed, memory_order_relaxed))
-            return;
-    }
-}
-
-void cf__pp_fd_unregister(int fd)
-{
-    for (int i = 0; i < REG_MAX; i++) {
-        int want = fd + 1;
-        if (atomic_compare_exchange_strong_explicit(&fd_registry[i], &want, 0, memory_order_relaxed,
-                                                    memory_order_relaxed))
-            return;
-    }
-}
-
-static void close_registered(void)
-{
-    for (int i = 0; i < REG_MAX; i++) {
-        int v = atomic_load_explicit(&fd_registry[i], memory_order_relaxed);
-        if (v > 0) close(v - 1);
-        atomic_store_explicit(&fd_registry[i], 0, memory_order_relaxed);
-    }
-}
+#include "process/proc_life.h"
+#include "process/proc_worker.h"
+#include "process/proc_zygote.h"
 
 /* ---- the zygote ---- */
 
-/* The parent's settings, saved by the zygote before it changes them. */
-static struct sigaction saved_chld, saved_int;
-static sigset_t saved_mask;
+/* The parent's settings, saved by the zygote before it changes them and
+ * handed to every worker, which puts them back. */
+static struct cf__pp_sigs app_sigs;
 static int chld_fd = -1; /* signalfd for SIGCHLD (blocked in the zygote) */
-
-void cf__pp_restore_signals(void)
-{
-    sigaction(SIGCHLD, &saved_chld, NULL);
-    sigaction(SIGINT, &saved_int, NULL);
-    sigprocmask(SIG_SETMASK, &saved_mask, NULL);
-}
 
 /* The zygote's outgoing reports: a FIFO in a private anonymous mapping
  * (no allocator in the zygote). */
@@ -166,7 +134,7 @@ static void spawn(struct cf__ppool *p, const struct cf__zreq *q, pid_t self)
     if (pid == 0) {
         close(chld_fd);
         cf__pp_shm_isolate(p, i); /* the worker keeps only its own channel */
-        cf__pp_worker_main(p, i, q->pos, q->res_pos, self);
+        cf__pp_worker_main(p, i, q->pos, q->res_pos, self, &app_sigs);
     }
     if (pid < 0) {
         report(CF__ZR_SPAWN_FAILED, i, 0, errno);
@@ -198,7 +166,7 @@ static bool serve(struct cf__ppool *p, pid_t self)
 
 _Noreturn void cf__pp_zygote_main(struct cf__ppool *p)
 {
-    close_registered(); /* other pools' descriptors (ours are registered after this fork) */
+    cf__pp_fd_close_registered(); /* other pools' descriptors (ours are registered after this fork) */
     close(p->req_wr);
     close(p->rep_rd);
     prctl(PR_SET_NAME, "cf-zygote", 0, 0, 0);
@@ -207,14 +175,14 @@ _Noreturn void cf__pp_zygote_main(struct cf__ppool *p)
      * terminal is for the parent (we follow it when the request socket
      * closes). Workers get the parent's settings back. */
     struct sigaction dfl = {.sa_handler = SIG_DFL}, ign = {.sa_handler = SIG_IGN};
-    sigaction(SIGCHLD, &dfl, &saved_chld);
-    sigaction(SIGINT, &ign, &saved_int);
+    sigaction(SIGCHLD, &dfl, &app_sigs.chld);
+    sigaction(SIGINT, &ign, &app_sigs.intr);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_SETMASK, &chld, &saved_mask);
+    sigprocmask(SIG_SETMASK, &chld, &app_sigs.mask);
     pid_t self = getpid();
-    if (getppid() != p->parent_pid) _exit(0);
+    if (getppid() != p->parent_pid) _exit(0); /* the parent died since the fork */
     chld_fd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
     /* Never block on a socket (see the top of this file). The descriptions
      * are ours alone: the parent closed its copies of these two ends. */

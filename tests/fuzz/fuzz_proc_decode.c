@@ -37,6 +37,7 @@
 
 #include "cfutures.h"
 #include "core/future.h"
+#include "process/proc_help.h"
 #include "process/proc_pool.h"
 
 #define PAGE 4096u
@@ -74,7 +75,6 @@ static void setup(void)
     p->ch[0].rec = calloc(DEPTH, sizeof(struct cf__prec));
     p->scratch = calloc(DEPTH, sizeof(cf_future *));
     if (!p->ch[0].rec || !p->scratch) abort();
-    pthread_mutex_init(&p->ch[0].lock, NULL);
     pthread_mutex_init(&p->ov_lock, NULL);
     /* [none][hdr][ctl][slots][arg ring][result ring][none] */
     p->map_len = 3 * PAGE + 2 * (size_t)RING;
