@@ -304,19 +304,24 @@ bool cf__pp_feed(struct cf__ppool *p)
             pthread_mutex_unlock(&p->ov_lock);
             break;
         }
-        bool drop = cf_future_done(f);
+        /* The argument shares the record with the outcome (future.h): pin
+         * it while we copy it; a claimed or done future has none left, and
+         * its completer needs nothing more from us. */
+        bool drop = !cf__future_arg_pin(f);
         int placed = -1;
         if (!drop) {
+            size_t len = cf__future_arg_len(f);
             uint64_t start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed);
             for (int k = 0; k < p->n && placed < 0; k++) {
                 int chan = (int)((start + (uint64_t)k) % (uint64_t)p->n);
                 struct cf__pchan *ch = &p->ch[chan];
                 pthread_mutex_lock(&ch->lock); /* dead and exit_placed change under it */
-                if (!ch->dead && !ch->exit_placed && cf__pp_room(p, chan, f->arg_len) &&
-                    cf__pp_place(p, chan, f, f->fn, cf__future_arg(f), f->arg_len, true))
+                if (!ch->dead && !ch->exit_placed && cf__pp_room(p, chan, len) &&
+                    cf__pp_place(p, chan, f, f->fn, cf__future_arg(f), len, true))
                     placed = chan;
                 pthread_mutex_unlock(&ch->lock);
             }
+            cf__future_arg_unpin(f);
         }
         if (drop || placed >= 0) {
             p->ov_head = f->next_queued;
