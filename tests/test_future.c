@@ -1088,6 +1088,56 @@ static void references(void **state)
     assert_null(cf_future_retain(NULL));
 }
 
+/* The argument shares the record's payload with the outcome. A thread
+ * that pins it (the process pool copying an overflow task into a ring)
+ * reads it while a completer claims the future: the completer must not
+ * free or overwrite the argument (nor finish) before the unpin. The test
+ * holds the pin while the completer is claimed and waiting; a completer
+ * that did not wait would free the argument under our read (ASan), or
+ * overwrite it, and the future would be done while pinned. */
+static void *set_result_in_thread(void *arg)
+{
+    int64_t v = 5;
+    return (void *)(intptr_t)cf_future_set_result(arg, &v, sizeof v);
+}
+
+static void arg_pin_holds_off_completer(void **state)
+{
+    (void)state;
+    unsigned char big[100];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (unsigned char)(3 * i);
+    cf_future *t = cf__future_new_task(never_run, big, sizeof big, NULL, NULL);
+    assert_non_null(t);
+    assert_true(cf__future_arg_pin(t));
+    assert_int_equal(cf__future_arg_len(t), sizeof big);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, set_result_in_thread, t), 0);
+    while (!(atomic_load_explicit(&t->state, memory_order_acquire) & CF__CLAIMED)) sched_yield();
+    /* Claimed: a completer that does not wait for us finishes at once. */
+    for (int i = 0; i < 200 && !cf__state_done(atomic_load(&t->state)); i++) usleep(1000);
+    assert_false(cf__state_done(atomic_load(&t->state)));
+    assert_memory_equal(cf__future_arg(t), big, sizeof big);
+    cf__future_arg_unpin(t);
+    void *rc;
+    assert_int_equal(pthread_join(th, &rc), 0);
+    assert_int_equal((intptr_t)rc, 0);
+    int64_t v;
+    assert_int_equal(cf_future_result_i64(t, CF_POLL, &v), 0);
+    assert_int_equal(v, 5);
+    assert_false(cf__future_arg_pin(t)); /* done: the argument is gone */
+    cf_future_release(t);
+    cf_future_release(t);
+
+    /* A claimed future cannot be pinned; a cancelled one keeps its
+     * argument until the last release (LSan checks it is freed). */
+    t = cf__future_new_task(never_run, big, sizeof big, NULL, NULL);
+    assert_true(cf_future_cancel(t));
+    assert_false(cf__future_arg_pin(t));
+    assert_int_equal(cf__future_arg_len(t), sizeof big);
+    cf_future_release(t);
+    cf_future_release(t);
+}
+
 /* Layout and error table. */
 static void layout_and_strings(void **state)
 {
@@ -1125,6 +1175,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(wait_helper_is_called),
         cmocka_unit_test(results_and_exceptions),
         cmocka_unit_test(tasks_through_cf_out),
+        cmocka_unit_test(arg_pin_holds_off_completer),
         cmocka_unit_test(complete_from_out),
         cmocka_unit_test(out_staging),
         cmocka_unit_test(callbacks_order_thread_once),
