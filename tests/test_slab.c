@@ -147,7 +147,7 @@ static void frees_while_owner_carves(void **state)
     cf__slab_free(next);
     cf__slab_free(g_carved[CARVE_AT]);
     assert_int_equal(stats().emptied, s0.emptied); /* all free, but we carve it */
-    cf__slab_thread_exit();                         /* the retirement empties it */
+    cf__slab_thread_exit();                        /* the retirement empties it */
     assert_int_equal(stats().emptied, s0.emptied + 1);
 }
 
@@ -313,12 +313,9 @@ int main(int argc, char **argv)
 {
     cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(carve_contiguous_then_reuse),
-        cmocka_unit_test(frees_while_owner_carves),
-        cmocka_unit_test(retire_after_last_free),
-        cmocka_unit_test(last_free_after_retire),
-        cmocka_unit_test(kept_chunks_are_bounded),
-        cmocka_unit_test(many_threads),
+        cmocka_unit_test(carve_contiguous_then_reuse), cmocka_unit_test(frees_while_owner_carves),
+        cmocka_unit_test(retire_after_last_free),      cmocka_unit_test(last_free_after_retire),
+        cmocka_unit_test(kept_chunks_are_bounded),     cmocka_unit_test(many_threads),
         cmocka_unit_test(thread_exit_retires),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
