@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "sys/alloc.h"
+#include "sys/debug_checks.h"
 #include "cfutures.h"
 #include "support/test_future.h"
 #include "core/future.h"
@@ -1138,6 +1139,48 @@ static void arg_pin_holds_off_completer(void **state)
     cf_future_release(t);
 }
 
+/* A release that finds the count at 1 frees without decrementing: its
+ * load must still order every other holder's use of the record before the
+ * free. Another thread reads the result and drops its reference; we see
+ * the count reach 1 only through relaxed loads (no other synchronisation:
+ * the threads are joined at the end), drop ours, and the next future
+ * reuses the record from this thread's cache and writes it. Under TSan, a
+ * fast path without acquire reports the reader's loads racing those
+ * writes. */
+static void *read_then_release(void *arg)
+{
+    cf_future *f = arg;
+    int64_t v = 0;
+    assert_int_equal(cf_future_result_i64(f, CF_POLL, &v), 0);
+    assert_int_equal(v, 7);
+    cf_future_release(f);
+    return NULL;
+}
+
+static void last_release_orders_other_holders(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 64 };
+    pthread_t t[ROUNDS];
+    cf__future_cache_enable();
+    cf_future *prev = NULL;
+    int reused = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        cf_future *f = cf_test_future();
+        reused += f == prev;
+        prev = f;
+        int64_t v = 7;
+        assert_int_equal(cf_future_set_result(f, &v, sizeof v), 0);
+        cf_future_retain(f);
+        assert_int_equal(pthread_create(&t[i], NULL, read_then_release, f), 0);
+        while (atomic_load_explicit(&f->refs, memory_order_relaxed) != 1) sched_yield();
+        cf_future_release(f);
+    }
+    for (int i = 0; i < ROUNDS; i++) assert_int_equal(pthread_join(t[i], NULL), 0);
+    cf__future_cache_drain();
+    if (!CF__DEBUG_CHECKS) assert_true(reused > 0); /* (debug builds quarantine instead) */
+}
+
 /* Layout and error table. */
 static void layout_and_strings(void **state)
 {
@@ -1176,6 +1219,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(results_and_exceptions),
         cmocka_unit_test(tasks_through_cf_out),
         cmocka_unit_test(arg_pin_holds_off_completer),
+        cmocka_unit_test(last_release_orders_other_holders),
         cmocka_unit_test(complete_from_out),
         cmocka_unit_test(out_staging),
         cmocka_unit_test(callbacks_order_thread_once),
