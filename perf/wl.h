@@ -25,6 +25,10 @@ struct cfb_hold {
 /* Wait (polling, up to 30 s) until *started reaches w; false and r failed
  * if the pool never runs w held tasks at once. */
 bool cfb_wait_started(struct cfb_result *r, _Atomic uint32_t *started, unsigned w);
+/* Write every page of [p, p + len) so it is resident before a measurement
+ * starts. Volatile writes: a memset of calloc'd memory may be removed by
+ * the compiler (the bytes are already zero). */
+void cfb_touch(void *p, size_t len);
 
 int64_t *cfb_iota(long n);        /* 0, 1, ..., n-1; NULL on ENOMEM */
 uint64_t cfb_sum_squares(long n); /* sum of i*i for i < n, mod 2^64 */

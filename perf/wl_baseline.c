@@ -262,7 +262,7 @@ static void future_bytes(struct cfb_result *r)
         free(fs);
         return cfb_fail(r, "out of memory or no threads");
     }
-    memset(fs, 0, ((size_t)n + (size_t)w) * sizeof *fs); /* touch: not counted below */
+    cfb_touch(fs, ((size_t)n + (size_t)w) * sizeof *fs); /* resident: not counted below */
     atomic_store_explicit(&hold.release, 0, memory_order_relaxed);
     atomic_store_explicit(&hold.started, 0, memory_order_relaxed);
     for (int i = 0; i < w; i++) {

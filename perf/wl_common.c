@@ -35,6 +35,13 @@ bool cfb_wait_started(struct cfb_result *r, _Atomic uint32_t *started, unsigned 
     return true;
 }
 
+void cfb_touch(void *p, size_t len)
+{
+    volatile char *b = p;
+    for (size_t i = 0; i < len; i += 4096) b[i] = 0;
+    if (len) b[len - 1] = 0;
+}
+
 int64_t *cfb_iota(long n)
 {
     int64_t *a = malloc((size_t)n * sizeof *a);

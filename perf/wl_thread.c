@@ -321,7 +321,7 @@ static void future_bytes(struct cfb_result *r)
     static struct cfb_hold hold;
     cf_future **fs = calloc((size_t)n + (size_t)w, sizeof *fs);
     if (!fs) return cfb_fail(r, "out of memory");
-    memset(fs, 0, ((size_t)n + (size_t)w) * sizeof *fs); /* touch: not counted below */
+    cfb_touch(fs, ((size_t)n + (size_t)w) * sizeof *fs); /* resident: not counted below */
     cf_executor *ex = cfb_thread_pool(r, w);
     if (!ex) {
         free(fs);

@@ -1,4 +1,5 @@
-/* Futures: one 128-byte record that is both the task and its outcome.
+/* Futures: one 64-byte record that is both the task and its outcome
+ * (layout and payload lifetime: future.h).
  *
  * Contract.
  * - Progress: the state transitions (start, claim, publish, cancel) are
@@ -10,10 +11,11 @@
  *   CAS to start (which also claims the outcome) and one to finish.
  * - Concurrency: every public function may run at the same time as any
  *   other on the same future. Exactly one completer wins the CF__CLAIMED
- *   bit and is then the only writer of the outcome fields (outcome, code,
- *   msg, res, res_len); it publishes them with the release CAS that makes
- *   the state FINISHED, and readers read them only after an acquire load
- *   that saw a done state. Nothing leaves CANCELLED or FINISHED.
+ *   bit and is then the only writer of the outcome (the payload, after the
+ *   argument there is gone, and the outcome and SIZE bits); it publishes it
+ *   with the release CAS that makes the state FINISHED, and readers read
+ *   it only after an acquire load that saw a done state. Nothing leaves
+ *   CANCELLED or FINISHED.
  * - Delivery before report: a future that has listeners when it becomes
  *   done is made done together with CF__DELIVERING, and fire() clears that
  *   bit (release) only after notifying every waiter node. No query reports
@@ -56,6 +58,7 @@
 #include "sys/config.h"
 #include "sys/debug_checks.h"
 #include "sys/probes.h"
+#include "sys/slab.h"
 #include "sync/debug_yield.h"
 
 _Thread_local cf__wait_helper_fn *cf__tls_wait_helper;
@@ -64,16 +67,20 @@ _Thread_local void *cf__tls_wait_helper_ctx;
 void (*cf__test_after_publish)(cf_future *f); /* NULL unless a test sets it */
 #endif
 
-/* Two cache lines, no more (WORKLOADS future_bytes: <= 128 B per task). */
-_Static_assert(sizeof(struct cf_future) == 128, "struct cf_future must stay 128 bytes");
+/* One cache line, and exactly the slab's object size (sys/slab.h). */
+_Static_assert(sizeof(struct cf_future) == 64, "struct cf_future must stay 64 bytes");
+_Static_assert(sizeof(struct cf_future) == CF__SLAB_OBJ, "records are the slab's objects");
 /* The futex syscall needs the state word 4-byte aligned. */
 _Static_assert(offsetof(struct cf_future, state) % 4 == 0 && _Alignof(struct cf_future) >= 4,
                "the futex word must be 4-byte aligned");
-/* The hot fields (state, refs, fn, ops, owner, listeners) share the first
- * cache line; the inline argument and result fill the second. */
-_Static_assert(offsetof(struct cf_future, listeners) < 64, "hot fields in the first line");
-_Static_assert(CF__INLINE_RES >= sizeof(int64_t) && CF__INLINE_RES >= sizeof(void *),
+_Static_assert(offsetof(struct cf_future, p) == 48 && sizeof(union cf__payload) == 16,
+               "the payload is the record's last 16 bytes");
+_Static_assert(CF__REC_INLINE >= sizeof(int64_t) && CF__REC_INLINE >= sizeof(void *),
                "scalar results must fit inline");
+_Static_assert(CF__REC_INLINE < CF__SIZE_HEAP && CF__REC_INLINE <= CF__INLINE_RES,
+               "SIZE tells inline bytes from a heap buffer");
+_Static_assert((CF__FREED_STATE & (CF__SIZE_MASK | CF__OUTCOME_MASK | 0xffu)) == 0,
+               "the freed mark is no live word");
 
 static inline uint32_t load_state(const cf_future *f, memory_order mo)
 {
@@ -117,11 +124,13 @@ static void list_unlock(cf_future *f, bool has_listeners)
 
 /* ---- completion ---- */
 
-/* The word that makes a future done in state `st`, replacing the word s.
- * With listeners (or an adder holding the lock, who may still link one)
- * the future is DELIVERING until fire() has notified them, and SLEEPERS
- * stays until then; without, fire() wakes the sleepers at once and the bit
- * goes. CLAIMED goes either way. */
+/* The word that makes a future done, replacing the word s: `st` is the
+ * new state with its outcome and SIZE bits (FINISHED: the outcome's;
+ * CANCELLED: the argument's, kept from s). With listeners (or an adder
+ * holding the lock, who may still link one) the future is DELIVERING until
+ * fire() has notified them, and SLEEPERS stays until then; without, fire()
+ * wakes the sleepers at once and the bit goes. CLAIMED goes either way,
+ * and so does ARG_PINNED (a pinner's unpin is then a no-op). */
 static inline uint32_t done_word(uint32_t s, uint32_t st)
 {
     uint32_t lst = s & (CF__LIST_LOCK | CF__HAS_LISTENERS);
@@ -200,11 +209,11 @@ static bool claim(cf_future *f)
  * bits can change under us. CLAIMED is cleared, and SLEEPERS too unless
  * the future is now DELIVERING (see done_word): fire() wakes every sleeper
  * and nobody sleeps on a delivered future. */
-static void finish(cf_future *f)
+static void finish(cf_future *f, uint32_t bits)
 {
     uint32_t s = load_state(f, memory_order_relaxed), n;
     do {
-        n = done_word(s, CF__FINISHED);
+        n = done_word(s, CF__FINISHED | bits);
         /* release: publishes the outcome fields written above to every
          * reader whose acquire load (or acquire RMW) sees a done state. */
     } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, n, memory_order_release,
@@ -215,9 +224,52 @@ static void finish(cf_future *f)
     fire(f, s);
 }
 
-/* Move a staged outcome into the (claimed) future; o is left empty. */
-static void take_out(cf_future *f, int code, struct cf_out *o)
+/* The claimer reuses the payload: first the argument must go. A pinner
+ * (cf__future_arg_pin) may still be reading it: its pin was taken before
+ * our claim (a pin needs an unclaimed word), so we wait for the unpin,
+ * a bounded copy. The acquire load pairs with the unpin's release RMW: the
+ * pinner's reads happen before our writes. SIZE still describes the
+ * argument (only finish() changes it). */
+static void arg_drop(cf_future *f)
 {
+    uint32_t s = load_state(f, memory_order_acquire);
+    for (unsigned spins = 0; s & CF__ARG_PINNED; spins++) {
+        if (spins & 63) cf__cpu_relax();
+        else sched_yield();
+        s = load_state(f, memory_order_acquire);
+    }
+    if (cf__state_size(s) == CF__SIZE_HEAP) cf__free(f->p.heap.ptr, (size_t)f->p.heap.len);
+}
+
+static inline uint32_t outcome_bits(enum cf__outcome oc, uint32_t size)
+{
+    return ((uint32_t)oc << CF__OUTCOME_SHIFT) | (size << CF__SIZE_SHIFT);
+}
+
+/* An error outcome into the (claimed) future's payload. */
+static uint32_t put_error(cf_future *f, enum cf__outcome oc, int code, char *msg)
+{
+    f->p.err.msg = msg;
+    f->p.err.code = code;
+    return outcome_bits(oc, 0);
+}
+
+/* Move a staged outcome into the (claimed) future, whose argument is gone
+ * (arg_drop); o is left empty. Returns the outcome and SIZE bits that
+ * finish() publishes. */
+static uint32_t take_out(cf_future *f, int code, struct cf_out *o)
+{
+    if (code == 0 && o->len > CF__REC_INLINE && o->data == o->small) {
+        /* Staged inline in o, too long for the record: a buffer of its own. */
+        void *p = cf__alloc(o->len);
+        if (p) {
+            memcpy(p, o->small, o->len);
+            o->data = p;
+            o->cap = o->len;
+        } else {
+            o->failed = CF_ENOMEM;
+        }
+    }
     if (code == 0 && o->failed) {
         /* The task ignored a failed cf_out_* call: do not pass off a
          * missing result as a success. */
@@ -227,25 +279,23 @@ static void take_out(cf_future *f, int code, struct cf_out *o)
                                 ? "cfutures: the task's result is larger than 4 GiB"
                                 : "cfutures: out of memory storing the task's result");
     }
+    uint32_t bits;
     if (code != 0) {
-        f->outcome = CF__TASK_ERROR;
-        f->code = code;
-        f->msg = o->msg;
+        bits = put_error(f, CF__TASK_ERROR, code, o->msg);
         o->msg = NULL;
+    } else if (o->len == sizeof(int64_t)) {
+        memcpy(f->p.bytes, o->data, sizeof(int64_t)); /* the usual scalar: no call */
+        bits = outcome_bits(CF__OK, sizeof(int64_t));
+    } else if (o->len <= CF__REC_INLINE) {
+        if (o->len) memcpy(f->p.bytes, o->data, o->len);
+        bits = outcome_bits(CF__OK, (uint32_t)o->len);
     } else {
-        f->outcome = CF__OK;
-        f->res_len = (uint32_t)o->len;
-        if (o->len == sizeof(int64_t)) {
-            memcpy(f->res.bytes, o->data, sizeof(int64_t)); /* the usual scalar: no call */
-        } else if (o->len <= CF__INLINE_RES) {
-            if (o->len) memcpy(f->res.bytes, o->data, o->len);
-        } else {
-            f->res.heap = o->data; /* hand over, no copy */
-            f->res_on_heap = 1;
-            o->data = o->small;
-            o->cap = 0;
-            o->len = 0;
-        }
+        f->p.heap.ptr = o->data; /* hand over, no copy */
+        f->p.heap.len = o->len;
+        bits = outcome_bits(CF__OK, CF__SIZE_HEAP);
+        o->data = o->small;
+        o->cap = 0;
+        o->len = 0;
     }
     /* Usually nothing is left to free (inline result, no message). */
     if (o->data != o->small || o->msg) {
@@ -256,17 +306,25 @@ static void take_out(cf_future *f, int code, struct cf_out *o)
         o->code = 0;
         o->failed = 0;
     }
+    return bits;
 }
 
 /* ---- records and references ---- */
 
-/* A per-thread cache of free records (pool workers turn it on): fork-join
- * allocates and frees a record per task, nearly always on the same worker,
- * so the hot path makes no allocator call and reuses lines already in
- * cache. A LIFO list linked through `owner.next_free`, owned by one
- * thread, bounded; a record freed by another thread joins that thread's
- * cache (or goes back to the allocator): records are interchangeable. Under ASan a cached
- * record is poisoned, so a use after free is still reported. */
+/* Records come from per-thread slabs (sys/slab.c): 2 MiB chunks carved in
+ * order, so a burst of submits writes memory that is already resident and
+ * contiguous, with no per-record allocator metadata. Under ASan they come
+ * from libc's malloc one by one instead, so ASan and LSan still see every
+ * record (use after free, leaks); the slab has tests of its own there.
+ *
+ * On top, a per-thread cache of free records (pool workers turn it on):
+ * fork-join allocates and frees a record per task, nearly always on the
+ * same worker, so the hot path reuses lines already in cache (a slab
+ * reuses a record only once its whole chunk is free). A LIFO list linked
+ * through `owner.next_free`, owned by one thread, bounded; a record freed
+ * by another thread joins that thread's cache (or goes back to the slab):
+ * records are interchangeable. Under ASan a cached record is poisoned, so
+ * a use after free is still reported. */
 #define REC_CACHE_MAX 256
 
 struct rec_cache {
@@ -285,6 +343,26 @@ static __attribute__((tls_model("initial-exec"))) _Thread_local struct rec_cache
 #define REC_UNPOISON(f) ((void)0)
 #endif
 
+#ifdef CF_ASAN
+static inline cf_future *rec_new_mem(void)
+{
+    return cf__alloc(sizeof(struct cf_future));
+}
+static inline void rec_release_mem(cf_future *f)
+{
+    cf__free(f, sizeof *f);
+}
+#else
+static inline cf_future *rec_new_mem(void)
+{
+    return cf__slab_alloc();
+}
+static inline void rec_release_mem(cf_future *f)
+{
+    cf__slab_free(f);
+}
+#endif
+
 void cf__future_cache_enable(void)
 {
     tls_rc.on = true;
@@ -297,7 +375,7 @@ void cf__future_cache_drain(void)
         cf_future *f = tls_rc.head;
         REC_UNPOISON(f);
         tls_rc.head = f->owner.next_free;
-        cf__free(f, sizeof *f);
+        rec_release_mem(f);
     }
     tls_rc.n = 0;
 }
@@ -311,7 +389,7 @@ static inline cf_future *rec_alloc(void)
         tls_rc.n--;
         return f;
     }
-    return cf__alloc(sizeof *f);
+    return rec_new_mem();
 }
 
 static inline void rec_dealloc(cf_future *f)
@@ -323,7 +401,7 @@ static inline void rec_dealloc(cf_future *f)
         REC_POISON(f);
         return;
     }
-    cf__free(f, sizeof *f);
+    rec_release_mem(f);
 }
 
 #if CF__DEBUG_CHECKS
@@ -360,36 +438,27 @@ static void check_live(const cf_future *f, const char *call, const char *problem
 #define CHECK_LIVE(f, call) ((void)0)
 #endif
 
-static cf_future *record_new(uint32_t refs, cf_task_fn *fn, const struct cf__future_ops *ops,
-                             void *owner)
+static cf_future *record_new(uint32_t refs, uint32_t size, cf_task_fn *fn,
+                             const struct cf__future_ops *ops, void *owner)
 {
     cf_future *f = rec_alloc();
     if (!f) return NULL;
-    /* Field by field, not "= (struct cf_future){...}": zeroing all 128
-     * bytes compiled to `rep stos`, 60% of this function's time in fib.
-     * The inline argument and result bytes are written before they are
-     * read (arg_len and res_len say how many). */
+    /* Field by field, not "= (struct cf_future){...}": zeroing the whole
+     * record compiled to `rep stos`. The payload is written by the caller
+     * (SIZE says how much of it is meaningful). */
+    atomic_init(&f->state, CF__PENDING | (size << CF__SIZE_SHIFT));
+    atomic_init(&f->refs, refs);
     f->fn = fn;
     f->ops = ops;
     f->owner.executor = owner;
     f->listeners = NULL;
-    f->msg = NULL;
-    f->code = 0;
-    f->arg_len = 0;
-    f->res_len = 0;
-    f->outcome = 0;
-    f->arg_on_heap = 0;
-    f->res_on_heap = 0;
-    f->pad_ = 0;
-    atomic_init(&f->state, CF__PENDING);
-    atomic_init(&f->refs, refs);
     cds_wfcq_node_init(&f->qnode);
     return f;
 }
 
 cf_future *cf__future_new(void)
 {
-    return record_new(1, NULL, NULL, NULL);
+    return record_new(1, 0, NULL, NULL, NULL);
 }
 
 int cf_future_new(cf_future **out)
@@ -403,32 +472,40 @@ cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
                                const struct cf__future_ops *ops, void *owner)
 {
     if (arg_len > UINT32_MAX || (!arg && arg_len)) return NULL;
-    cf_future *f = record_new(2, fn, ops, owner);
-    if (!f) return NULL;
-    if (arg_len == sizeof(int64_t)) {
-        memcpy(f->arg.bytes, arg, sizeof(int64_t)); /* the usual scalar: no call */
-    } else if (arg_len <= CF__INLINE_ARG) {
-        if (arg_len) memcpy(f->arg.bytes, arg, arg_len);
-    } else {
-        void *p = cf__alloc(arg_len);
-        if (!p) {
-            rec_dealloc(f);
-            return NULL;
-        }
-        memcpy(p, arg, arg_len);
-        f->arg.heap = p;
-        f->arg_on_heap = 1;
+    if (arg_len <= CF__REC_INLINE) {
+        cf_future *f = record_new(2, (uint32_t)arg_len, fn, ops, owner);
+        if (!f) return NULL;
+        if (arg_len == sizeof(int64_t)) memcpy(f->p.bytes, arg, sizeof(int64_t)); /* no call */
+        else if (arg_len) memcpy(f->p.bytes, arg, arg_len);
+        return f;
     }
-    f->arg_len = (uint32_t)arg_len;
+    void *p = cf__alloc(arg_len);
+    if (!p) return NULL;
+    cf_future *f = record_new(2, CF__SIZE_HEAP, fn, ops, owner);
+    if (!f) {
+        cf__free(p, arg_len);
+        return NULL;
+    }
+    memcpy(p, arg, arg_len);
+    f->p.heap.ptr = p;
+    f->p.heap.len = arg_len;
     return f;
 }
 
+/* The last reference went: nobody else reads the record. Its final word
+ * says what the payload holds (future.h): a cancelled or never-run task's
+ * argument, a result, or an error. */
 static void record_free(cf_future *f)
 {
     if (f->ops && f->ops->on_free) f->ops->on_free(f);
-    if (f->arg_on_heap) cf__free(f->arg.heap, f->arg_len);
-    if (f->res_on_heap) cf__free(f->res.heap, 0); /* capacity may exceed res_len */
-    cf__free_str(f->msg);
+    uint32_t s = load_state(f, memory_order_relaxed);
+    if ((s & CF__STATE_MASK) == CF__FINISHED && cf__state_outcome(s) != CF__OK) {
+        cf__free_str(f->p.err.msg);
+    } else if (cf__state_size(s) == CF__SIZE_HEAP) {
+        /* A result buffer's capacity may exceed its length: size unknown. */
+        bool result = (s & CF__STATE_MASK) == CF__FINISHED;
+        cf__free(f->p.heap.ptr, result ? 0 : (size_t)f->p.heap.len);
+    }
     /* Callbacks of a future that never completed. (A waiter node cannot be
      * linked here: its waiter holds a reference while it is.) */
     for (struct cf__listener *l = f->listeners, *next; l; l = next) {
@@ -455,6 +532,22 @@ void cf_future_release(cf_future *f)
     if (!f) return;
 #if CF__DEBUG_CHECKS
     check_live(f, "cf_future_release", "released twice");
+#else
+    /* The only holder skips the decrement. We hold a reference, so the
+     * count is at least 1, and a count of 1 means nobody else holds one;
+     * a new one can only be made from a held one (retain), i.e. by us, so
+     * it stays 1 and nobody can free the record meanwhile. acquire: reading
+     * 1, the value the last other holder's release decrement left (the
+     * decrements and increments are RMWs, so that decrement's release
+     * sequence reaches our load), makes every other holder's use of the
+     * record happen before the free, as the fence below does. Saves a
+     * locked RMW whenever the caller drops the last reference (submit,
+     * wait, read, release). Debug builds take the counting path, which
+     * catches a double release. */
+    if (atomic_load_explicit(&f->refs, memory_order_acquire) == 1) {
+        record_free(f);
+        return;
+    }
 #endif
     /* release: our uses of the record happen before the destruction by
      * whoever drops the last reference (pairs with the acquire below). */
@@ -610,14 +703,17 @@ int cf_future_result(cf_future *f, double timeout, const void **data, size_t *le
     CHECK_LIVE(f, "cf_future_result");
     int rc = wait_for(f, timeout);
     if (rc) return rc;
-    /* The caller has synchronised with the completer (acquire in wait_for). */
-    if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED)
-        return CF_ECANCELLED;
-    switch (f->outcome) {
-    case CF__OK:
-        if (data) *data = f->res_on_heap ? f->res.heap : f->res.bytes;
-        if (len) *len = f->res_len;
+    /* The caller has synchronised with the completer (acquire in wait_for):
+     * the outcome and SIZE bits of this word describe the payload. */
+    uint32_t s = load_state(f, memory_order_relaxed);
+    if ((s & CF__STATE_MASK) == CF__CANCELLED) return CF_ECANCELLED;
+    switch (cf__state_outcome(s)) {
+    case CF__OK: {
+        uint32_t z = cf__state_size(s);
+        if (data) *data = z == CF__SIZE_HEAP ? f->p.heap.ptr : f->p.bytes;
+        if (len) *len = z == CF__SIZE_HEAP ? (size_t)f->p.heap.len : z;
         return 0;
+    }
     case CF__TASK_ERROR: return CF_ETASK;
     default: return CF_EBROKEN;
     }
@@ -658,10 +754,11 @@ int cf_future_exception(cf_future *f, double timeout, int *code, const char **ms
     CHECK_LIVE(f, "cf_future_exception");
     int rc = wait_for(f, timeout);
     if (rc) return rc;
-    if ((load_state(f, memory_order_relaxed) & CF__STATE_MASK) == CF__CANCELLED)
-        return CF_ECANCELLED;
-    if (code) *code = f->outcome == CF__OK ? 0 : f->code;
-    if (msg) *msg = f->outcome == CF__OK ? NULL : f->msg;
+    uint32_t s = load_state(f, memory_order_relaxed);
+    if ((s & CF__STATE_MASK) == CF__CANCELLED) return CF_ECANCELLED;
+    bool ok = cf__state_outcome(s) == CF__OK;
+    if (code) *code = ok ? 0 : f->p.err.code;
+    if (msg) *msg = ok ? NULL : f->p.err.msg;
     return 0;
 }
 
@@ -703,7 +800,9 @@ static bool cancel_core(cf_future *f, bool hooks)
         if (st != CF__PENDING || (s & CF__CLAIMED)) return false;
         /* release: what the canceller did before cancelling is visible to
          * whoever sees the cancelled state (as for a result). */
-        if (atomic_compare_exchange_weak_explicit(&f->state, &s, done_word(s, CF__CANCELLED),
+        /* The argument stays (SIZE kept): the last release frees it. */
+        if (atomic_compare_exchange_weak_explicit(&f->state, &s,
+                                                  done_word(s, CF__CANCELLED | (s & CF__SIZE_MASK)),
                                                   memory_order_release, memory_order_relaxed))
             break;
     }
@@ -757,15 +856,11 @@ bool cf__future_run(cf_future *f)
     o.code = 0;
     o.msg = NULL;
     o.failed = 0;
-    int code = f->fn(cf__future_arg(f), f->arg_len, &o);
-    /* Keep no reference to the argument past the run (SEMANTICS 10). */
-    if (f->arg_on_heap) {
-        cf__free(f->arg.heap, f->arg_len);
-        f->arg_on_heap = 0;
-        f->arg_len = 0;
-    }
-    take_out(f, code, &o);
-    finish(f);
+    int code = f->fn(cf__future_arg(f), cf__future_arg_len(f), &o);
+    /* Keep no reference to the argument past the run (SEMANTICS 10); the
+     * result takes its place. */
+    arg_drop(f);
+    finish(f, take_out(f, code, &o));
     return true;
 }
 
@@ -773,8 +868,8 @@ int cf__future_complete_from_out(cf_future *f, int task_code, struct cf_out *o)
 {
     if (!f || !o) return CF_EINVAL;
     if (!claim(f)) return CF_ESTATE;
-    take_out(f, task_code, o);
-    finish(f);
+    arg_drop(f);
+    finish(f, take_out(f, task_code, o));
     return 0;
 }
 
@@ -794,10 +889,8 @@ int cf__future_fail_broken(cf_future *f, const char *fmt, ...)
         cf__free_str(msg);
         return CF_ESTATE;
     }
-    f->outcome = CF__BROKEN;
-    f->code = CF_EBROKEN;
-    f->msg = msg;
-    finish(f);
+    arg_drop(f);
+    finish(f, put_error(f, CF__BROKEN, CF_EBROKEN, msg));
     return 0;
 }
 
@@ -810,7 +903,7 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
     uint32_t s = load_state(f, memory_order_relaxed);
     if (cf__state_done(s) || (s & CF__CLAIMED)) return CF_ESTATE;
     void *heap = NULL;
-    if (len > CF__INLINE_RES) { /* allocate before claiming: a failed call changes nothing */
+    if (len > CF__REC_INLINE) { /* allocate before claiming: a failed call changes nothing */
         if (!(heap = cf__alloc(len))) return CF_ENOMEM;
         memcpy(heap, data, len);
     }
@@ -818,15 +911,14 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
         cf__free(heap, len);
         return CF_ESTATE;
     }
-    f->outcome = CF__OK;
-    f->res_len = (uint32_t)len;
+    arg_drop(f);
     if (heap) {
-        f->res.heap = heap;
-        f->res_on_heap = 1;
+        f->p.heap.ptr = heap;
+        f->p.heap.len = len;
     } else if (len) {
-        memcpy(f->res.bytes, data, len);
+        memcpy(f->p.bytes, data, len);
     }
-    finish(f);
+    finish(f, outcome_bits(CF__OK, heap ? CF__SIZE_HEAP : (uint32_t)len));
     return 0;
 }
 
@@ -843,11 +935,33 @@ int cf_future_set_exception(cf_future *f, int code, const char *msg)
         cf__free_str(copy);
         return CF_ESTATE;
     }
-    f->outcome = CF__TASK_ERROR;
-    f->code = code;
-    f->msg = copy;
-    finish(f);
+    arg_drop(f);
+    finish(f, put_error(f, CF__TASK_ERROR, code, copy));
     return 0;
+}
+
+/* ---- pinning the argument ---- */
+
+bool cf__future_arg_pin(cf_future *f)
+{
+    uint32_t s = load_state(f, memory_order_relaxed);
+    do {
+        if (cf__state_done(s) || (s & CF__CLAIMED)) return false;
+        CF__ASSERT(!(s & CF__ARG_PINNED)); /* one pinner at a time */
+        /* relaxed: the argument was published to us with the record (the
+         * executor's queue or lock); a claimer that follows orders itself
+         * after our reads through the unpin (release) and its acquire. */
+    } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, s | CF__ARG_PINNED,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    return true;
+}
+
+void cf__future_arg_unpin(cf_future *f)
+{
+    /* release: our reads of the argument happen before a claimer's acquire
+     * load (arg_drop) that sees the bit clear, and so before it frees or
+     * overwrites the argument. */
+    atomic_fetch_and_explicit(&f->state, ~CF__ARG_PINNED, memory_order_release);
 }
 
 /* ---- listeners ---- */

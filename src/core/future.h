@@ -1,5 +1,20 @@
 /* Internal view of a future: the record that is at once the task (function
- * and argument) and its outcome, so a submit costs one allocation.
+ * and argument) and its outcome, so a submit costs one allocation. One
+ * cache line: 64 bytes (a _Static_assert in future.c holds it there).
+ *
+ * Layout (byte offsets):
+ *    0  state      the state word (below)
+ *    4  refs       reference count
+ *    8  fn         the task; NULL for cf_future_new
+ *   16  ops        executor hooks or NULL
+ *   24  owner      the executor's word (union cf__future_owner)
+ *   32  listeners  callbacks and waiter nodes, guarded by CF__LIST_LOCK
+ *   40  qnode      the executor's queue link (thread pool: injection queue;
+ *                  process pool: overflow list)
+ *   48  p          16 bytes of payload, ONE of: the argument, the result,
+ *                  or the error (message pointer and code)
+ * The small fields (how the payload is used, how the task ended) live in
+ * spare bits of the state word.
  *
  * The state word (struct cf_future.state):
  *   bits 0-1  CF__PENDING / CF__RUNNING / CF__CANCELLED / CF__FINISHED
@@ -24,10 +39,33 @@
  *             of the completer), so whoever learns "done" learns it after
  *             every as_completed iterator has the future in its done list.
  *             Never set without listeners: the hot path does not see it.
+ *   bit  7    CF__ARG_PINNED: a thread other than the runner is reading the
+ *             argument (cf__future_arg_pin); a claimer waits for the bit
+ *             to clear before it reuses the payload.
+ *   bits 8-9  the outcome (enum cf__outcome) once FINISHED; 0 before.
+ *   bits 10-14 SIZE, what the payload holds: 0..CF__REC_INLINE bytes
+ *             inline (p.bytes), or CF__SIZE_HEAP: a heap buffer (p.heap).
  * A future is done when its state is CANCELLED or FINISHED; nothing leaves
- * those states. The outcome fields (code, msg, result) are written before
- * the release CAS that publishes the done state and read after an acquire
- * load that sees it. */
+ * those states. Every CAS on the word keeps the bits it does not mean to
+ * change (outcome and SIZE included).
+ *
+ * Payload lifetime: who may read it, and why no reader sees the wrong one.
+ * - The ARGUMENT is there from creation (SIZE set before the record is
+ *   published) until a completer claims the future. Its readers are the
+ *   runner, which reads it between its start CAS (which also claims) and
+ *   the end of the task, and a thread holding a pin (the process pool
+ *   copying an overflow task into a ring): a pin is taken only while the
+ *   future is neither claimed nor done, and a claimer waits for the pin to
+ *   go before it frees or overwrites anything. So the argument is read only
+ *   by the claimer itself or before the claimer's first write.
+ * - The OUTCOME (result bytes or buffer, or message and code) is written
+ *   only by the claimer, after it disposed of the argument (arg_drop in
+ *   future.c), and published, together with its SIZE and outcome bits, by
+ *   the release CAS that makes the state FINISHED. Readers read it only
+ *   after an acquire load that saw FINISHED, and read SIZE from that load.
+ * - A CANCELLED future was never claimed: its payload is still the
+ *   argument (SIZE unchanged), which the last release frees.
+ * - The record is freed by the last release, when nobody else can read it. */
 #ifndef CF_FUTURE_INTERNAL_H
 #define CF_FUTURE_INTERNAL_H
 
@@ -53,12 +91,21 @@ enum {
 #define CF__HAS_LISTENERS (1u << 4)
 #define CF__CLAIMED (1u << 5)
 #define CF__DELIVERING (1u << 6)
+#define CF__ARG_PINNED (1u << 7)
+#define CF__OUTCOME_SHIFT 8
+#define CF__OUTCOME_MASK (3u << CF__OUTCOME_SHIFT)
+#define CF__SIZE_SHIFT 10
+#define CF__SIZE_MASK (31u << CF__SIZE_SHIFT)
+#define CF__SIZE_HEAP 31u /* SIZE value: the payload is a heap buffer */
 
 /* How a FINISHED future ended. */
 enum cf__outcome { CF__OK = 0, CF__TASK_ERROR = 1, CF__BROKEN = 2 };
 
-#define CF__INLINE_ARG 24 /* arguments up to this size live in the record */
-#define CF__INLINE_RES 32 /* results up to this size live in the record */
+#define CF__REC_INLINE 16             /* the record's payload: inline argument or result */
+#define CF__INLINE_ARG CF__REC_INLINE /* arguments up to this size live in the record */
+/* What a cf_out stages without a heap buffer. A result up to CF__REC_INLINE
+ * bytes then lives in the record; a larger one moves to a heap buffer. */
+#define CF__INLINE_RES 32
 
 /* One entry of a future's listener list: a done-callback (cb != NULL,
  * cf__alloc'd by add_done_callback) or the link of a waiter node (cb ==
@@ -83,6 +130,19 @@ union cf__future_owner {
 };
 _Static_assert(sizeof(_Atomic uintptr_t) == sizeof(void *), "one word");
 
+/* The payload (see the lifetime rules at the top). */
+union cf__payload {
+    unsigned char bytes[CF__REC_INLINE]; /* SIZE bytes inline */
+    struct {                             /* SIZE == CF__SIZE_HEAP */
+        void *ptr;                       /* cf__alloc'd */
+        uint64_t len;                    /* bytes of the argument or result */
+    } heap;
+    struct {       /* outcome CF__TASK_ERROR or CF__BROKEN (SIZE 0) */
+        char *msg; /* cf__alloc'd or NULL */
+        int32_t code;
+    } err;
+};
+
 struct cf_future {
     _Atomic uint32_t state;
     _Atomic uint32_t refs;
@@ -90,25 +150,11 @@ struct cf_future {
     const struct cf__future_ops *ops; /* executor hooks or NULL */
     union cf__future_owner owner;     /* one meaning at a time: see the union */
     struct cf__listener *listeners;   /* guarded by CF__LIST_LOCK, newest first */
-    char *msg;                        /* error message (cf__alloc'd) or NULL */
-    int32_t code;                     /* task's code, or CF_EBROKEN */
-    uint32_t arg_len;
-    uint32_t res_len;
-    uint8_t outcome; /* enum cf__outcome, valid once FINISHED */
-    uint8_t arg_on_heap, res_on_heap;
-    uint8_t pad_;
-    union {                         /* the queue the executor keeps it in */
-        struct cds_wfcq_node qnode; /* thread pool: injection-queue link */
-        cf_future *next_queued;     /* process pool: overflow-list link */
+    union {                           /* the queue the executor keeps it in */
+        struct cds_wfcq_node qnode;   /* thread pool: injection-queue link */
+        cf_future *next_queued;       /* process pool: overflow-list link */
     };
-    union {
-        unsigned char bytes[CF__INLINE_ARG];
-        void *heap;
-    } arg;
-    union {
-        unsigned char bytes[CF__INLINE_RES];
-        void *heap;
-    } res;
+    union cf__payload p;
 };
 
 /* Where a running task's result is staged; the executor moves it into its
@@ -165,10 +211,36 @@ static inline cf_future *cf__future_of_qnode(struct cds_wfcq_node *node)
 {
     return CF__CONTAINER_OF(node, cf_future, qnode);
 }
+static inline uint32_t cf__state_size(uint32_t s)
+{
+    return (s & CF__SIZE_MASK) >> CF__SIZE_SHIFT;
+}
+/* How a FINISHED future ended, from a word an acquire load returned. */
+static inline enum cf__outcome cf__state_outcome(uint32_t s)
+{
+    return (enum cf__outcome)((s & CF__OUTCOME_MASK) >> CF__OUTCOME_SHIFT);
+}
+/* The argument and its length: for the runner (after its start CAS) or a
+ * thread that holds a pin (cf__future_arg_pin). */
 static inline const void *cf__future_arg(const cf_future *f)
 {
-    return f->arg_on_heap ? f->arg.heap : f->arg.bytes;
+    uint32_t s = atomic_load_explicit((_Atomic uint32_t *)&f->state, memory_order_relaxed);
+    return cf__state_size(s) == CF__SIZE_HEAP ? f->p.heap.ptr : f->p.bytes;
 }
+static inline size_t cf__future_arg_len(const cf_future *f)
+{
+    uint32_t s = atomic_load_explicit((_Atomic uint32_t *)&f->state, memory_order_relaxed);
+    uint32_t z = cf__state_size(s);
+    return z == CF__SIZE_HEAP ? (size_t)f->p.heap.len : z;
+}
+/* Pin the argument of a PENDING, unclaimed future so that a thread other
+ * than its runner may read it (cf__future_arg, _arg_len) until
+ * cf__future_arg_unpin; a completer that claims the future meanwhile waits
+ * for the unpin before it frees or overwrites the argument. False (nothing
+ * pinned) if the future is claimed or done: its argument may be gone. One
+ * pin at a time per future (the caller serialises its pinners). */
+bool cf__future_arg_pin(cf_future *f);
+void cf__future_arg_unpin(cf_future *f);
 
 /* Executors run a task with this: PENDING->RUNNING (returns false, doing
  * nothing, if it was cancelled), run fn, complete the future with its

@@ -67,15 +67,16 @@
 
 /* The argument of a chunk task. In pointer mode `items` points into the
  * caller's array; in copy mode it is NULL and count * arg_len item bytes
- * follow the header. 24 bytes, so a thread-pool chunk's argument lives
- * inline in its task record (no allocation per chunk). */
+ * follow the header. (A pointer-mode chunk's argument is a pointer to
+ * its map_job, which lives inline in the task record: no allocation per
+ * chunk.) */
 struct map_chunk_arg {
     cf_task_fn *fn;
     const unsigned char *items;
     uint32_t arg_len;
     uint32_t count;
 };
-_Static_assert(sizeof(struct map_chunk_arg) <= CF__INLINE_ARG,
+_Static_assert(sizeof(struct map_job *) <= CF__INLINE_ARG,
                "a pointer-mode chunk argument must fit inline in the task record");
 
 /* A chunk's result starts with this header, then one of two layouts, both

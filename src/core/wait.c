@@ -73,7 +73,7 @@ static bool has_error(cf_future *f)
     /* acquire: we read the outcome after seeing FINISHED (pairs with the
      * completer's release CAS). */
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
-    return (s & CF__STATE_MASK) == CF__FINISHED && f->outcome != CF__OK;
+    return (s & CF__STATE_MASK) == CF__FINISHED && cf__state_outcome(s) != CF__OK;
 }
 
 static void ctx_unref(struct wait_ctx *c)

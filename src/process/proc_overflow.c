@@ -67,8 +67,9 @@ static int place_held(struct cf__ppool *p, cf_future *f)
          * now (whoever feeds next tries again). dead and exit_placed
          * change under this lock. */
         if (!cf__pp_fill_trylock(ch)) continue;
-        if (!ch->dead && !ch->exit_placed && cf__pp_reserve(p, chan, f->arg_len, &at)) {
-            cf__pp_place(p, chan, &at, f, f->fn, cf__future_arg(f), f->arg_len, true);
+        size_t len = cf__future_arg_len(f);
+        if (!ch->dead && !ch->exit_placed && cf__pp_reserve(p, chan, len, &at)) {
+            cf__pp_place(p, chan, &at, f, f->fn, cf__future_arg(f), len, true);
             placed = true;
         }
         cf__pp_fill_unlock(ch);
@@ -87,8 +88,15 @@ bool cf__pp_feed(struct cf__ppool *p)
             pthread_mutex_unlock(&p->ov_lock);
             break;
         }
-        bool drop = cf_future_done(f);
-        int placed = drop ? -1 : place_held(p, f);
+        /* The argument shares the record with the outcome (future.h): pin
+         * it while we copy it; a claimed or done future has none left, and
+         * its completer needs nothing more from us. */
+        bool drop = !cf__future_arg_pin(f);
+        int placed = -1;
+        if (!drop) {
+            placed = place_held(p, f);
+            cf__future_arg_unpin(f);
+        }
         if (drop || placed >= 0) {
             p->ov_head = f->next_queued;
             if (!p->ov_head) p->ov_tail = NULL;

@@ -70,6 +70,28 @@ void *cf__alloc_on_node(size_t size, int node)
 #endif
 }
 
+void *cf__alloc_aligned_on_node(size_t size, size_t align, int node)
+{
+#ifdef CF__ALLOC_LIBC
+    (void)arena_for_node(node);
+    return aligned_alloc(align, nz(size));
+#else
+    return mallocx(nz(size), flags_for_node(node) | MALLOCX_ALIGN(align) | MALLOCX_TCACHE_NONE);
+#endif
+}
+
+void cf__free_aligned(void *p, size_t size)
+{
+    if (!p) return;
+#ifdef CF__ALLOC_LIBC
+    (void)size;
+    free(p);
+#else
+    (void)size;
+    dallocx(p, MALLOCX_TCACHE_NONE);
+#endif
+}
+
 void *cf__alloc(size_t size)
 {
     return cf__alloc_on_node(size, cf__tls_node);

@@ -29,4 +29,10 @@ int cf__alloc_thread_node(void);
  * buffers a worker owns, allocated before it starts). */
 void *cf__alloc_on_node(size_t size, int node);
 
+/* size bytes aligned to `align` (a power of two, at most size), on `node`
+ * as cf__alloc_on_node, bypassing the thread cache (big blocks: the
+ * slabs' chunks). Free with cf__free_aligned. */
+void *cf__alloc_aligned_on_node(size_t size, size_t align, int node);
+void cf__free_aligned(void *p, size_t size);
+
 #endif
