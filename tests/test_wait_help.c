@@ -294,11 +294,11 @@ static void worker_takes_it(cf_future *f)
     atomic_store(&gate, 1);
     while (!cf_future_done(f)) sched_yield();
     assert_int_equal(pthread_create(&freer, NULL, free_pool, NULL), 0);
-    /* The free cannot finish while our run is counted. */
-    for (int i = 0; i < 50; i++) {
-        assert_false(atomic_load(&freed));
-        sched_yield();
-    }
+    /* The free cannot finish while our run is counted: give it time to
+     * (it would, without the count, and the waiter would then touch a
+     * freed pool), then go on with the start CAS, which fails. */
+    for (int i = 0; i < 500 && !atomic_load(&freed); i++) usleep(1000);
+    assert_false(atomic_load(&freed));
 }
 
 static void test_waiter_loses_to_worker_then_pool_freed(void **state)
