@@ -50,8 +50,9 @@
  *   all busy (core/help.h: last first, each future passed once), instead
  *   of spinning or sleeping; a task it runs completes like any other (its
  *   notify pushes it on the stack), so the order argument above holds.
- *   Only when nothing is left to run does next() spin (if it cannot help
- *   at all) or sleep.
+ *   When nothing is left to run, next() sleeps at once if every worker
+ *   was busy at its last look (spinning would take a core from them), and
+ *   spins first as before if a worker was idle or it cannot help at all.
  * Design: CPython's as_completed (a waiter installed on every future) with
  * the completed futures handed over on a Treiber stack (R. K. Treiber,
  * "Systems Programming: Coping with Parallelism", IBM RJ 5118, 1986) that
@@ -310,10 +311,10 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         if (as_drain(it)) continue;
         /* Run a task we wait for (its completion lands on the stack). */
         if (it->help.on && cf__help_step(&it->help, it->n - 1, node_future, it->nodes)) continue;
-        /* A bounded spin before the first sleep, only where we cannot
-         * run tasks: on a machine with no spare core it takes the CPU
-         * from the workers whose completions it waits for. */
-        if (!spun && !it->help.on && !cf__tls_wait_helper) {
+        /* A bounded spin before the first sleep, unless every worker is
+         * busy and nothing is left for us to run: then it would only take
+         * a core from the workers whose completions we wait for. */
+        if (!spun && (!it->help.on || it->help.worker_idle) && !cf__tls_wait_helper) {
             spun = true;
             if (as_spin(it)) continue;
         }

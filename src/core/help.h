@@ -23,12 +23,14 @@
 struct cf__help {
     size_t next; /* candidates left: indexes [0, next) */
     bool on;
+    bool worker_idle; /* the last step stopped at CF__RUN_NOT_NOW */
 };
 
 static inline void cf__help_init(struct cf__help *h, size_t n, cf__deadline deadline)
 {
     h->next = n;
     h->on = deadline == CF__NO_DEADLINE && !cf__tls_wait_helper;
+    h->worker_idle = false;
 }
 
 /* Ask f's executor to run f here. */
@@ -48,9 +50,13 @@ static inline bool cf__help_step(struct cf__help *h, size_t limit, cf__help_at_f
                                  const void *coll)
 {
     if (h->next > limit + 1) h->next = limit + 1;
+    h->worker_idle = false;
     while (h->on && h->next > 0) {
         int r = cf__help_try(at(coll, h->next - 1));
-        if (r == CF__RUN_NOT_NOW) return false;
+        if (r == CF__RUN_NOT_NOW) {
+            h->worker_idle = true;
+            return false;
+        }
         if (r == CF__RUN_NEVER) {
             h->on = false;
             return false;
