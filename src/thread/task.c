@@ -14,15 +14,17 @@
  *   the release decrement, and pool_free waits for the count to drop
  *   (cf__pool_hooks_quiesce), so no hook reads a freed pool.
  * - tp_run_awaited reads the pool under the same count, and only after a
- *   seq_cst load found f PENDING (the argument of tp_on_wait), then drops
- *   the count and runs f through cf__future_run, whose start CAS decides
- *   between it and the worker that pops the record later (that worker
- *   then finds f started and only drops the pool's reference; the record
- *   stays queued until then, so the pool cannot be freed while f is
- *   PENDING). After the count is dropped it touches f only, never the
- *   pool: if f was started or cancelled meanwhile the pool may be gone,
- *   and the CAS fails. It never holds the count while a task runs (a task
- *   may free a pool, whose pool_free waits for the count).
+ *   seq_cst load found f PENDING (the argument of tp_on_wait). To run f it
+ *   counts the run in the pool's outside_runs and looks at f again
+ *   (count_run says why), then drops hooks_running and runs f through
+ *   cf__future_run, whose start CAS decides between it and the worker
+ *   that pops the record later (that worker finds f started and only
+ *   drops the pool's reference). shutdown(wait=true) waits for
+ *   outside_runs to drop after joining the workers, so the pool stays
+ *   while the run is counted; the decrement (run_end) happens under
+ *   hooks_running again, since a joiner that sees zero goes on to free
+ *   the pool. hooks_running is never held while a task runs (a task may
+ *   free a pool, whose pool_free waits for the count).
  * - Runs in a thread outside the pool nest on its stack (a task run there
  *   may wait, and run another): bounded as a worker's helping is
  *   (thread_pool.h), at CF__HELP_DEPTH_MAX nested runs and the stack
@@ -145,6 +147,27 @@ static bool pool_saturated(struct cf__pool *p)
            cf__ec_waiters(&p->ec) == 0;
 }
 
+static void outside_runs_drop(struct cf__pool *p);
+
+/* Count a run of f in p (the caller holds hooks_running and saw f
+ * PENDING, so p is there), then look at f again: CF__RUN_RAN if it is
+ * still PENDING (the count holds the pool from here on), else the count
+ * is taken back and CF__RUN_SKIP.
+ * Why the second look: a worker may start f and the workers be joined
+ * between our first look and the increment; the joiner's seq_cst load of
+ * outside_runs then precedes our seq_cst increment in the single total
+ * order, and f's start happens before that load (the join), so our
+ * seq_cst load after the increment sees f started. Otherwise the joiner's
+ * load comes after our increment and it waits for our run. */
+static int count_run(struct cf__pool *p, cf_future *f)
+{
+    atomic_fetch_add_explicit(&p->outside_runs, 1, memory_order_seq_cst);
+    if ((atomic_load_explicit(&f->state, memory_order_seq_cst) & CF__STATE_MASK) == CF__PENDING)
+        return CF__RUN_RAN;
+    outside_runs_drop(p);
+    return CF__RUN_SKIP;
+}
+
 /* May this thread run f here now? Reads the pool under hooks_running. */
 static int may_run_here(cf_future *f)
 {
@@ -157,14 +180,7 @@ static int may_run_here(cf_future *f)
         if (cf__pool_foreign(p) || !cf__exec_can(&p->base, CF__EXEC_CALLER_MAY_RUN))
             verdict = CF__RUN_NEVER;
         else if (!pool_saturated(p)) verdict = CF__RUN_NOT_NOW;
-        else {
-            /* Counted before the pool can go (we hold hooks_running and
-             * f is PENDING): shutdown(wait=true) waits for the count.
-             * Relaxed: the count's own order is enough; the joiner's
-             * seq_cst load pairs with the seq_cst decrement in run_end. */
-            atomic_fetch_add_explicit(&p->outside_runs, 1, memory_order_relaxed);
-            verdict = CF__RUN_RAN;
-        }
+        else verdict = count_run(p, f);
     }
     /* Release: our reads of the pool before pool_free's acquire load. */
     atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
@@ -178,6 +194,15 @@ static void run_end(struct cf__pool *p)
 {
     /* Seq_cst: as in may_run_here. */
     atomic_fetch_add_explicit(&hooks_running, 1, memory_order_seq_cst);
+    outside_runs_drop(p);
+    /* Release: as in may_run_here. */
+    atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
+}
+
+/* Take one run off the count, waking a joiner that waits for zero. The
+ * caller holds hooks_running. */
+static void outside_runs_drop(struct cf__pool *p)
+{
     /* Seq_cst RMW, then seq_cst load of outside_waiting: pairs with the
      * joiner's seq_cst store of outside_waiting and load of the count
      * (store buffering: one of us sees the other). Release also orders
@@ -185,8 +210,6 @@ static void run_end(struct cf__pool *p)
     if (atomic_fetch_sub_explicit(&p->outside_runs, 1, memory_order_seq_cst) == 1 &&
         atomic_load_explicit(&p->outside_waiting, memory_order_seq_cst))
         cf__futex_wake(&p->outside_runs, INT32_MAX, false);
-    /* Release: as in may_run_here. */
-    atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
 }
 
 void cf__pool_outside_runs_wait(struct cf__pool *p)
