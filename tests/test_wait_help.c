@@ -286,24 +286,36 @@ static void *free_pool(void *arg)
     return NULL;
 }
 
-/* In the waiter, after it decided to run f and before its start CAS: let
- * the worker run f to the end, then free the pool from another thread. */
-static void worker_takes_it(cf_future *f)
+static _Atomic int race_point;
+
+/* In the waiter, at race_point (after it saw f PENDING, or after it
+ * counted its run and just before its start CAS): let the worker run f to
+ * the end, then free the pool from another thread. */
+static void worker_takes_it(cf_future *f, int point)
 {
-    atomic_store(&cf__test_run_awaited_hook, NULL);
+    if (point != atomic_load(&race_point)) {
+        /* Held at LOOKED, the waiter must not get as far as its start: if
+         * it does, it counted a run the joiner never saw; the pool is
+         * then freed under it. */
+        for (int i = 0; i < 500 && !atomic_load(&freed); i++) usleep(1000);
+        assert_false(atomic_load(&freed));
+        return;
+    }
+    if (point == CF__TEST_RA_START) atomic_store(&cf__test_run_awaited_hook, NULL);
     atomic_store(&gate, 1);
     while (!cf_future_done(f)) sched_yield();
     assert_int_equal(pthread_create(&freer, NULL, free_pool, NULL), 0);
-    /* The free cannot finish while our run is counted: give it time to
-     * (it would, without the count, and the waiter would then touch a
-     * freed pool), then go on with the start CAS, which fails. */
+    /* The free cannot finish while we look at the pool or our run is
+     * counted: give it time to (it would, without the count, and the
+     * waiter would then touch a freed pool), then go on: the second look
+     * or the start CAS fails. */
     for (int i = 0; i < 500 && !atomic_load(&freed); i++) usleep(1000);
     assert_false(atomic_load(&freed));
 }
 
-static void test_waiter_loses_to_worker_then_pool_freed(void **state)
+static void waiter_loses_to_worker_then_pool_freed(int point)
 {
-    (void)state;
+    atomic_store(&race_point, point);
     pthread_t dog;
     cf_future *g;
     cf_executor *ex = held_pool(NULL, DOG_MS, NULL, &dog, &g);
@@ -314,6 +326,7 @@ static void test_waiter_loses_to_worker_then_pool_freed(void **state)
     int64_t v = 0;
     assert_int_equal(cf_future_result_i64(f, CF_FOREVER, &v), 0);
     assert_int_equal(v, 9);
+    atomic_store(&cf__test_run_awaited_hook, NULL);
     assert_int_equal(atomic_load(&ran_main), 0); /* the worker won: it ran once */
     assert_int_equal(atomic_load(&ran_other), 1);
     pthread_join(freer, NULL); /* the pool is gone: the waiter touched nothing of it */
@@ -322,6 +335,13 @@ static void test_waiter_loses_to_worker_then_pool_freed(void **state)
     assert_int_equal(cf_future_result(g, CF_FOREVER, NULL, NULL), 0);
     cf_future_release(g);
     cf_future_release(f);
+}
+
+static void test_waiter_loses_to_worker_then_pool_freed(void **state)
+{
+    (void)state;
+    waiter_loses_to_worker_then_pool_freed(CF__TEST_RA_START);
+    waiter_loses_to_worker_then_pool_freed(CF__TEST_RA_LOOKED);
 }
 
 int main(int argc, char **argv)

@@ -79,6 +79,21 @@ static bool tp_on_wait(cf_future *f)
 _Atomic(cf__test_run_awaited_fn *) cf__test_run_awaited_hook;
 #endif
 
+/* Test points (task.h): one relaxed load in the tests' build, nothing in
+ * the shipped library. */
+static inline void test_point(cf_future *f, int point)
+{
+#ifdef CF_TEST_HOOKS
+    /* Relaxed: installed before the interleaving it forces. */
+    cf__test_run_awaited_fn *h = atomic_load_explicit(&cf__test_run_awaited_hook,
+                                                      memory_order_relaxed);
+    if (h) h(f, point);
+#else
+    (void)f;
+    (void)point;
+#endif
+}
+
 /* Runs of tasks nested on this (outside) thread's stack, the pool of each,
  * and the lowest frame address from which it may still start one (0: not
  * looked up yet; UINTPTR_MAX: unknown, never). */
@@ -180,7 +195,10 @@ static int may_run_here(cf_future *f)
         if (cf__pool_foreign(p) || !cf__exec_can(&p->base, CF__EXEC_CALLER_MAY_RUN))
             verdict = CF__RUN_NEVER;
         else if (!pool_saturated(p)) verdict = CF__RUN_NOT_NOW;
-        else verdict = count_run(p, f);
+        else {
+            test_point(f, CF__TEST_RA_LOOKED);
+            verdict = count_run(p, f);
+        }
     }
     /* Release: our reads of the pool before pool_free's acquire load. */
     atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
@@ -236,12 +254,7 @@ static int tp_run_awaited(cf_future *f)
         return CF__RUN_SKIP;
     int verdict = may_run_here(f);
     if (verdict != CF__RUN_RAN) return verdict;
-#ifdef CF_TEST_HOOKS
-    /* Relaxed: installed before the interleaving it forces. */
-    cf__test_run_awaited_fn *h = atomic_load_explicit(&cf__test_run_awaited_hook,
-                                                      memory_order_relaxed);
-    if (h) h(f);
-#endif
+    test_point(f, CF__TEST_RA_START);
     /* The pool stays (our run is counted, and shutdown(wait=true) waits
      * for the count), but f may have been started or cancelled meanwhile:
      * the start CAS inside cf__future_run decides. */

@@ -45,9 +45,12 @@ void cf__pool_outside_runs_wait(struct cf__pool *p);
 bool cf__pool_free_after_runs(struct cf__pool *p);
 
 #ifdef CF_TEST_HOOKS
-/* Test point: a thread outside the pool has decided to run f (run_awaited)
- * and dropped its hold on the pool, just before the start CAS. */
-typedef void cf__test_run_awaited_fn(cf_future *f);
+/* Test points of run_awaited in a thread outside the pool: */
+enum {
+    CF__TEST_RA_LOOKED = 1, /* it saw f PENDING, holding hooks_running, before counting a run */
+    CF__TEST_RA_START, /* it counted its run and let go of hooks_running: before the start CAS */
+};
+typedef void cf__test_run_awaited_fn(cf_future *f, int point);
 extern _Atomic(cf__test_run_awaited_fn *) cf__test_run_awaited_hook;
 #endif
 
