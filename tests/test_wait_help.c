@@ -272,6 +272,37 @@ static void test_nesting_bounded(void **state)
     release_pool(ex, dog, g);
 }
 
+/* ---- a task run by a waiting thread frees its own pool ---- */
+
+static int free_own_pool_task(const void *arg, size_t len, cf_out *out)
+{
+    cf_executor *ex;
+    (void)len;
+    memcpy(&ex, arg, sizeof ex);
+    note_thread();
+    atomic_store(&gate, 1); /* the worker must be able to leave */
+    cf_executor_free(ex);   /* joins the worker; the pool goes when this run ends */
+    return cf_out_i64(out, 1);
+}
+
+static void test_task_run_outside_frees_its_pool(void **state)
+{
+    (void)state;
+    pthread_t dog;
+    cf_future *g;
+    cf_executor *ex = held_pool(NULL, DOG_MS, NULL, &dog, &g);
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, free_own_pool_task, &ex, sizeof ex, &f), 0);
+    int64_t v = 0;
+    assert_int_equal(cf_future_result_i64(f, CF_FOREVER, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(atomic_load(&ran_main), 1);
+    pthread_join(dog, NULL);
+    assert_int_equal(cf_future_result(g, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(g);
+    cf_future_release(f);
+}
+
 /* ---- the forced interleaving ---- */
 
 static cf_executor *race_ex;
@@ -353,6 +384,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_as_completed_runs_awaited),
         cmocka_unit_test(test_no_run_with_initializer_timeout_or_opt_out),
         cmocka_unit_test(test_nesting_bounded),
+        cmocka_unit_test(test_task_run_outside_frees_its_pool),
         cmocka_unit_test(test_waiter_loses_to_worker_then_pool_freed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
