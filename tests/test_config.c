@@ -74,6 +74,7 @@ static void test_env_values(void **state)
     setenv("CFUTURES_TOPOLOGY", CF_TEST_DATA_DIR "/laptop-1x1x4x2.xml", 1);
     setenv("CFUTURES_WAIT_SPIN_NS", "5", 1);
     setenv("CFUTURES_THREAD_NAME_PREFIX", "my pool.2", 1);
+    setenv("CFUTURES_WAIT_HELP", "no", 1);
     struct cf__config c;
     assert_string_equal(load_captured(&c), "");
     assert_int_equal(c.workers, 7);
@@ -89,6 +90,7 @@ static void test_env_values(void **state)
     assert_string_equal(c.topology, CF_TEST_DATA_DIR "/laptop-1x1x4x2.xml");
     assert_int_equal(c.wait_spin_ns, 5);
     assert_string_equal(c.thread_name_prefix, "my pool.2");
+    assert_false(c.wait_help);
     for (int s = 0; s < CF__SET_COUNT; s++)
         if (s != CF__SET_CPU_LIST) assert_int_equal(c.source[s], CF__FROM_ENV);
     assert_int_equal(c.source[CF__SET_CPU_LIST], CF__FROM_DEFAULT);

@@ -34,7 +34,10 @@ typedef struct cf_future cf_future;
  * Returns 0; CF_ETASK if the task failed (see cf_future_exception);
  * CF_ECANCELLED; CF_ETIMEDOUT; CF_EBROKEN if the executor failed the future
  * (cf_future_exception names the cause); CF_EINVAL. For a zero-length
- * result *data is a valid non-NULL pointer. */
+ * result *data is a valid non-NULL pointer.
+ * Without a timeout, a thread outside the pool may run a thread-pool task
+ * that nobody has started itself, in this call, while every worker is busy
+ * (not with an initializer or CFUTURES_WAIT_HELP=0; SEMANTICS 22c). */
 CF_API int cf_future_result(cf_future *f, double timeout, const void **data, size_t *len);
 
 /* Typed helpers: CF_EINVAL if the result has another size. */

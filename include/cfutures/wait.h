@@ -1,5 +1,9 @@
 /* cfutures: waiting on many futures (any mix of executors).
- * Both cost O(n) in total, not O(n) per completion. */
+ * Both cost O(n) in total, not O(n) per completion.
+ * Without a timeout, a thread outside the pool may run the awaited
+ * thread-pool tasks that nobody has started itself, last first, while
+ * every worker is busy (not with an initializer or CFUTURES_WAIT_HELP=0;
+ * SEMANTICS 22c): the call then returns once the task it runs is done. */
 #ifndef CFUTURES_WAIT_H
 #define CFUTURES_WAIT_H
 

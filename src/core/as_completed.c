@@ -45,6 +45,14 @@
  *   helper (which runs other tasks: SEMANTICS 22). The producer that
  *   replaces a 3 takes the trigger out of the slot (exchange, so only one
  *   owner) and completes it. The slot holds its own reference.
+ * - A thread outside every pool whose iterator has no deadline runs the
+ *   futures' tasks that nobody has started while the pool's workers are
+ *   all busy (core/help.h: last first, each future passed once), instead
+ *   of spinning or sleeping; a task it runs completes like any other (its
+ *   notify pushes it on the stack), so the order argument above holds.
+ *   When nothing is left to run, next() sleeps at once if every worker
+ *   was busy at its last look (spinning would take a core from them), and
+ *   spins first as before if a worker was idle or it cannot help at all.
  * Design: CPython's as_completed (a waiter installed on every future) with
  * the completed futures handed over on a Treiber stack (R. K. Treiber,
  * "Systems Programming: Coping with Parallelism", IBM RJ 5118, 1986) that
@@ -57,6 +65,7 @@
 #include "sys/config.h"
 #include "core/dedup.h"
 #include "core/future.h"
+#include "core/help.h"
 
 struct cf_as_completed {
     struct cf__waiter w; /* first: notify gets &w */
@@ -67,8 +76,9 @@ struct cf_as_completed {
     cf__deadline deadline;
     size_t n; /* distinct futures */
     size_t yielded;
-    size_t head, tail; /* ready[head..tail): to yield */
-    cf_future **ready; /* n slots: each future enters once */
+    size_t head, tail;    /* ready[head..tail): to yield */
+    cf_future **ready;    /* n slots: each future enters once */
+    struct cf__help help; /* the consumer's cursor over nodes[] */
     size_t bytes;
     struct cf__waiter_node nodes[]; /* n: node i holds future i (our ref) */
 };
@@ -138,10 +148,11 @@ static bool as_drain(cf_as_completed *it)
     return true;
 }
 
-/* Fill in a fresh iterator over the u distinct futures uniq[] (each
- * retained here), not yet registered anywhere. */
-static void as_init(cf_as_completed *it, cf_future **uniq, size_t u, cf_future **ready,
-                    size_t bytes, cf__deadline deadline)
+/* Fill in a fresh iterator over the distinct futures of fs[0..n) (each
+ * retained here, first occurrences in input order, marked in seen), not
+ * yet registered anywhere. */
+static void as_init(cf_as_completed *it, cf_future **fs, size_t n, struct cf__seen *seen,
+                    cf_future **ready, size_t bytes, cf__deadline deadline)
 {
     it->w.notify = as_notify;
     atomic_init(&it->refs, 1);
@@ -149,17 +160,20 @@ static void as_init(cf_as_completed *it, cf_future **uniq, size_t u, cf_future *
     atomic_init(&it->done_stack, NULL);
     atomic_init(&it->trigger, NULL);
     it->deadline = deadline;
-    it->n = u;
     it->yielded = 0;
     it->head = it->tail = 0;
     it->ready = ready;
     it->bytes = bytes;
-    for (size_t i = 0; i < u; i++) {
-        struct cf__waiter_node *node = &it->nodes[i];
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!cf__seen_add(seen, fs[i])) continue; /* a duplicate: yielded once */
+        struct cf__waiter_node *node = &it->nodes[u++];
         node->waiter = &it->w;
-        node->future = cf_future_retain(uniq[i]);
+        node->future = cf_future_retain(fs[i]);
         node->index = 0;
     }
+    it->n = u;
+    cf__help_init(&it->help, u, deadline);
 }
 
 /* The done ones first (index 2: in ready[]), then register on the others
@@ -195,28 +209,26 @@ int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_complete
     if (!out || (!fs && n) || isnan(timeout)) return CF_EINVAL;
     for (size_t i = 0; i < n; i++)
         if (!fs[i]) return CF_EINVAL;
+    uintptr_t lo = 0, hi = 0;
+    if (n > CF__SEEN_SMALL) cf__addr_range(fs, n, &lo, &hi);
     cf__deadline deadline;
     (void)cf__deadline_from_timeout(timeout, &deadline);
 
-    /* One block: the iterator, n nodes, then n ready slots (the ready
-     * slots double as the dedup's duplicate area: at most n-1 entries,
-     * overwritten before use). */
+    /* One block: the iterator, n nodes, then n ready slots. Duplicates
+     * are found with a set (dedup.h), with no copy of the input. */
     if (n > SIZE_MAX / 128) return CF_ENOMEM;
     size_t bytes = sizeof(cf_as_completed) +
                    n * (sizeof(struct cf__waiter_node) + sizeof(cf_future *));
+    struct cf__seen seen;
+    if (cf__seen_init(&seen, n, lo, hi) != 0) return CF_ENOMEM;
     cf_as_completed *it = cf__alloc(bytes);
-    if (!it) return CF_ENOMEM;
-    cf_future **ready = (cf_future **)(void *)&it->nodes[n];
-    cf_future *stack_uniq[16];
-    cf_future **uniq = n <= 16 ? stack_uniq : cf__alloc(n * sizeof *uniq);
-    size_t u = 0;
-    if (!uniq || cf__dedup(fs, n, uniq, ready, &u) != 0) {
-        if (uniq && uniq != stack_uniq) cf__free(uniq, n * sizeof *uniq);
-        cf__free(it, bytes);
+    if (!it) {
+        cf__seen_free(&seen);
         return CF_ENOMEM;
     }
-    as_init(it, uniq, u, ready, bytes, deadline);
-    if (uniq != stack_uniq) cf__free(uniq, n * sizeof *uniq);
+    cf_future **ready = (cf_future **)(void *)&it->nodes[n];
+    as_init(it, fs, n, &seen, ready, bytes, deadline);
+    cf__seen_free(&seen);
 
     as_register(it);
     *out = it;
@@ -278,6 +290,11 @@ static int as_wait_sleeping(cf_as_completed *it)
     return 0;
 }
 
+static cf_future *node_future(const void *coll, size_t i)
+{
+    return ((const struct cf__waiter_node *)coll)[i].future;
+}
+
 int cf_as_completed_next(cf_as_completed *it, cf_future **f)
 {
     if (!it || !f) return CF_EINVAL;
@@ -292,7 +309,12 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **f)
         }
         if (it->yielded == it->n) return CF_END;
         if (as_drain(it)) continue;
-        if (!spun && !cf__tls_wait_helper) { /* a bounded spin before the first sleep */
+        /* Run a task we wait for (its completion lands on the stack). */
+        if (it->help.on && cf__help_step(&it->help, it->n - 1, node_future, it->nodes)) continue;
+        /* A bounded spin before the first sleep, unless every worker is
+         * busy and nothing is left for us to run: then it would only take
+         * a core from the workers whose completions we wait for. */
+        if (!spun && (!it->help.on || it->help.worker_idle) && !cf__tls_wait_helper) {
             spun = true;
             if (as_spin(it)) continue;
         }

@@ -33,6 +33,10 @@
  * - ops->terminate: any thread; NULL if the executor cannot do it.
  * - ops->run_here: the consumer of a cf_map, in its own thread, on a chunk
  *   future it holds a reference to; only if caps has CF__EXEC_CALLER_MAY_RUN.
+ * - f->ops->run_awaited: a thread without a wait helper that waits on f
+ *   with no deadline (cf_future_result, cf_wait, cf_as_completed), on a
+ *   future it holds a reference to, while the executor may be shutting
+ *   down or being freed by another thread (the hook says how it copes).
  * - struct cf__future_ops: from whichever thread calls the future's API
  *   (any thread), concurrently with the executor's own threads; each hook
  *   says what it may assume.
@@ -79,10 +83,12 @@
  * returns its results in the future (a process pool, or a node over MPI). */
 #define CF__EXEC_SHARED_MEMORY (1u << 0)
 /* The consumer of a cf_map may run a queued chunk itself (ops->run_here)
- * rather than sleep until a worker starts it: running a task in a thread
- * that is not the executor's is indistinguishable from a worker running it
- * (no per-worker initializer has set anything up, no broken state to
- * check). Implies CF__EXEC_SHARED_MEMORY. */
+ * rather than sleep until a worker starts it, and a thread outside the
+ * executor that waits on one of its tasks may run it (the run_awaited
+ * hook): running a task in a thread that is not the executor's is
+ * indistinguishable from a worker running it (no per-worker initializer
+ * has set anything up, no broken state to check, and the user has not
+ * turned it off). Implies CF__EXEC_SHARED_MEMORY. */
 #define CF__EXEC_CALLER_MAY_RUN (1u << 1)
 
 /* ---- 1. the executor's table ---- */
@@ -148,6 +154,27 @@ struct cf__future_ops {
      * has begun it there, so running() answers what that copy knows. Must
      * be cheap (a few loads). May be NULL. */
     void (*sync_running)(cf_future *f);
+    /* Called by a thread that waits on f without a deadline and has no
+     * wait helper (a thread outside every pool), before it spins or
+     * sleeps: the executor may run f, a task of its own that nobody has
+     * started, in the calling thread (cf_future_result, cf_wait,
+     * cf_as_completed). The caller holds a reference to f. Only the hook
+     * can tell when the executor's memory may be read (it may be freed by
+     * another thread as soon as f is no longer PENDING), so it checks the
+     * executor's own conditions itself: CF__EXEC_CALLER_MAY_RUN, that the
+     * calling thread is not one of its own, that no worker is idle (an
+     * idle worker should take f), and how deep such runs are nested on
+     * this thread's stack. Returns a cf__run_result. May be NULL (the
+     * same as CF__RUN_NEVER). */
+    int (*run_awaited)(cf_future *f);
+};
+
+/* What run_awaited did. */
+enum cf__run_result {
+    CF__RUN_RAN,     /* f ran here and is done */
+    CF__RUN_SKIP,    /* f was started, cancelled or done: look at another */
+    CF__RUN_NOT_NOW, /* a worker is idle and will take f: wait as usual */
+    CF__RUN_NEVER,   /* this thread may not run this executor's tasks now */
 };
 
 /* ---- 3. the wait helper ---- */

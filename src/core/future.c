@@ -694,6 +694,11 @@ static int wait_for(cf_future *f, double timeout)
             return CF_ETIMEDOUT;
         return cf__future_wait_done(f, dl); /* at once if done and delivered */
     }
+    /* No deadline: the executor may run f here if nobody has started it
+     * (see cf__future_ops.run_awaited); f is then done. */
+    if (dl == CF__NO_DEADLINE && f->ops && f->ops->run_awaited &&
+        f->ops->run_awaited(f) == CF__RUN_RAN)
+        return cf__future_wait_done(f, CF__NO_DEADLINE); /* at once: done */
     /* The executor may ask us to stop spinning (see cf__future_ops). */
     return wait_done_spin(f, dl, cf__wait_spin_ns(), f->ops ? f->ops->on_wait : NULL);
 }

@@ -34,6 +34,17 @@
  *   private "trigger" future through the pool's helper, which runs other
  *   tasks meanwhile (SEMANTICS 22), and the first signal completes the
  *   trigger. A task that cf_waits on its children never idles its worker.
+ * - A thread outside every pool that waits without a deadline runs the
+ *   awaited tasks nobody has started while the pool's workers are all busy
+ *   (core/help.h), last first, before it spins or sleeps; for FIRST_* after
+ *   registering, so the run's own completion signals it.
+ * - ALL_COMPLETED over more than 16 futures takes one pass over them, last
+ *   first (wait_all_pass): wait for each (helping), and mark it in a
+ *   bitmap over the futures' address range to find duplicates (dedup.h).
+ *   With no duplicate and everything done, the partition is the array as
+ *   it is: nothing is copied and no scratch array is made. A duplicate or
+ *   a deadline that passed first falls back to the general path (dedup
+ *   into scratch, partition), which then finds the waiting over.
  * Design: CPython's concurrent.futures.wait (a waiter object installed on
  * every future, counting completions), with a futex word in place of its
  * condition variable, as in the one-shot events of Drepper, "Futexes Are
@@ -45,6 +56,7 @@
 #include "sys/config.h"
 #include "core/dedup.h"
 #include "core/future.h"
+#include "core/help.h"
 
 struct wait_ctx {
     struct cf__waiter w; /* first: notify gets &w */
@@ -132,14 +144,29 @@ static bool satisfied(cf_future **uniq, size_t u, enum cf_return_when when, size
     }
 }
 
-/* Sleep until signalled or the deadline. */
-static void ctx_wait(struct wait_ctx *c, cf__deadline deadline)
+static cf_future *at_index(const void *coll, size_t i)
+{
+    return ((cf_future *const *)coll)[i];
+}
+
+/* Sleep until signalled or the deadline; first, with h, run what we wait
+ * for among uniq[0..u). */
+static void ctx_wait(struct wait_ctx *c, cf__deadline deadline, struct cf__help *h,
+                     cf_future **uniq, size_t u)
 {
     if (c->trigger) { /* a pool worker: help until signalled or timed out */
         cf__wait_helper_fn *help = cf__tls_wait_helper;
         if (help) (void)help(cf__tls_wait_helper_ctx, c->trigger, deadline);
         else (void)cf__future_wait_done(c->trigger, deadline);
         return;
+    }
+    if (h) { /* run awaited tasks until signalled or nothing to run */
+        /* acquire: pairs with ctx_signal's release. */
+        while (atomic_load_explicit(&c->word, memory_order_acquire) != 1 &&
+               cf__help_step(h, u - 1, at_index, uniq))
+            ;
+        /* acquire: as above. */
+        if (atomic_load_explicit(&c->word, memory_order_acquire) == 1) return;
     }
     long spin = cf__wait_spin_ns();
     if (spin > 0) {
@@ -166,17 +193,56 @@ static void ctx_wait(struct wait_ctx *c, cf__deadline deadline)
     }
 }
 
-/* ALL_COMPLETED: wait for each unfinished future in turn, last first
- * (helping where the thread has a helper). Stops at the deadline. */
+/* Wait until fs[i] is done or the deadline: where the thread has a wait
+ * helper through it, else running what h finds among fs[0..i] first.
+ * True if done. */
+static bool wait_one(cf_future **fs, size_t i, cf__deadline deadline, struct cf__help *h)
+{
+    cf_future *f = fs[i];
+    while (!cf_future_done(f)) {
+        cf__wait_helper_fn *help = cf__tls_wait_helper;
+        if (help) {
+            int r = help(cf__tls_wait_helper_ctx, f, deadline);
+            if (r != CF_ETIMEDOUT) r = cf__future_wait_done(f, deadline);
+            return r != CF_ETIMEDOUT;
+        }
+        if (cf__help_step(h, i, at_index, fs)) continue;
+        if (cf__future_wait_done(f, deadline) == CF_ETIMEDOUT) return false;
+    }
+    return true;
+}
+
+/* ALL_COMPLETED: wait for each unfinished future in turn, last first.
+ * Stops at the deadline. */
 static void wait_all(cf_future **uniq, size_t u, cf__deadline deadline)
 {
-    for (size_t i = u; i-- > 0;) {
-        if (cf_future_done(uniq[i])) continue;
-        cf__wait_helper_fn *help = cf__tls_wait_helper;
-        int r = help ? help(cf__tls_wait_helper_ctx, uniq[i], deadline) : 0;
-        if (r != CF_ETIMEDOUT) r = cf__future_wait_done(uniq[i], deadline);
-        if (r == CF_ETIMEDOUT) break;
+    struct cf__help h;
+    cf__help_init(&h, u, deadline);
+    for (size_t i = u; i-- > 0;)
+        if (!wait_one(uniq, i, deadline, &h)) break;
+}
+
+/* ALL_COMPLETED in one pass over fs[0..n) (addresses in [lo, hi]), last
+ * first: wait for each future and mark it. 0 when every future is done
+ * and none is repeated: fs is then its own partition. 1 when the general
+ * path must finish (a duplicate, the deadline, no memory for the set). */
+static int wait_all_pass(cf_future **fs, size_t n, cf__deadline deadline, uintptr_t lo,
+                         uintptr_t hi)
+{
+    struct cf__seen seen;
+    if (cf__seen_init(&seen, n, lo, hi) != 0) return 1;
+    struct cf__help h;
+    cf__help_init(&h, n, deadline);
+    bool dup = false, all = true;
+    for (size_t i = n; i-- > 0;) {
+        if (!cf__seen_add(&seen, fs[i])) dup = true; /* waited for at its other place */
+        else if (!wait_one(fs, i, deadline, &h)) {
+            all = false;
+            break;
+        }
     }
+    cf__seen_free(&seen);
+    return dup || !all;
 }
 
 /* A waiter object for the m futures not done at the scan, or NULL. */
@@ -265,7 +331,9 @@ static int wait_first(cf_future **uniq, size_t u, size_t done, enum cf_return_wh
     struct wait_ctx *c = ctx_new(u - done, when);
     if (!c) return CF_ENOMEM;
     size_t k = ctx_register(c, uniq, u, done);
-    ctx_wait(c, deadline);
+    struct cf__help h;
+    cf__help_init(&h, u, deadline);
+    ctx_wait(c, deadline, h.on ? &h : NULL, uniq, u);
     ctx_unregister(c, k);
     return 0;
 }
@@ -286,25 +354,41 @@ static size_t wait_partition(cf_future **fs, size_t n, cf_future **uniq, size_t 
     return w;
 }
 
-static bool wait_args_ok(cf_future **fs, size_t n, enum cf_return_when when, double timeout)
+/* The arguments are valid; [*lo, *hi] is the futures' address range. */
+static bool wait_args_ok(cf_future **fs, size_t n, enum cf_return_when when, double timeout,
+                         uintptr_t *lo, uintptr_t *hi)
 {
     if ((!fs && n) || isnan(timeout) ||
         (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION && when != CF_ALL_COMPLETED))
         return false;
-    for (size_t i = 0; i < n; i++)
-        if (!fs[i]) return false;
-    return true;
+    uintptr_t a = UINTPTR_MAX, b = 0;
+    bool null = false;
+    for (size_t i = 0; i < n; i++) { /* the pointers only: no record is read */
+        uintptr_t x = (uintptr_t)fs[i];
+        null |= x == 0;
+        a = x < a ? x : a;
+        b = x > b ? x : b;
+    }
+    *lo = a;
+    *hi = b;
+    return !null;
 }
 
 int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, size_t *n_done)
 {
-    if (!wait_args_ok(fs, n, when, timeout)) return CF_EINVAL;
+    uintptr_t lo, hi;
+    if (!wait_args_ok(fs, n, when, timeout, &lo, &hi)) return CF_EINVAL;
     if (n == 0) {
         if (n_done) *n_done = 0;
         return 0;
     }
     cf__deadline deadline;
     (void)cf__deadline_from_timeout(timeout, &deadline);
+    if (when == CF_ALL_COMPLETED && n > CF__SEEN_SMALL && timeout != 0 &&
+        wait_all_pass(fs, n, deadline, lo, hi) == 0) {
+        if (n_done) *n_done = n;
+        return 0;
+    }
 
     /* uniq[] from the front of tmp, duplicates from its back half. */
     if (n > SIZE_MAX / 128) return CF_ENOMEM;

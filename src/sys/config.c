@@ -58,6 +58,7 @@ static const char *const env_names[CF__SET_COUNT] = {
     [CF__SET_TOPOLOGY] = "CFUTURES_TOPOLOGY",
     [CF__SET_WAIT_SPIN_NS] = "CFUTURES_WAIT_SPIN_NS",
     [CF__SET_THREAD_NAME_PREFIX] = "CFUTURES_THREAD_NAME_PREFIX",
+    [CF__SET_WAIT_HELP] = "CFUTURES_WAIT_HELP",
 };
 
 /* What each variable accepts, as the warning states it. */
@@ -79,6 +80,7 @@ static const char *const accepted[CF__SET_COUNT] = {
                          "most 64 MiB, path under 4096 characters",
     [CF__SET_WAIT_SPIN_NS] = "an integer in [0, 1000000000] (nanoseconds; 0 = no spin)",
     [CF__SET_THREAD_NAME_PREFIX] = "1 to 15 printable ASCII characters, no '/'",
+    [CF__SET_WAIT_HELP] = "one of 0, 1, false, true, off, on, no, yes",
 };
 
 /* One flag per variable: set by the first warning. Relaxed is enough: the
@@ -127,6 +129,7 @@ static void defaults(struct cf__config *c)
         1024; /* a worker's ring is its whole queue: 64 sent fast submitters to the overflow list */
     c->max_tasks_per_child = 0;
     c->wait_spin_ns = WAIT_SPIN_DEFAULT;
+    c->wait_help = true;
     strcpy(c->thread_name_prefix, "cf");
     for (int i = 0; i < CF__SET_COUNT; i++) c->source[i] = CF__FROM_DEFAULT;
 }
@@ -149,6 +152,7 @@ static void value_text(const struct cf__config *c, enum cf__setting s, char *buf
     case CF__SET_TOPOLOGY: snprintf(buf, n, "%s", c->topology[0] ? c->topology : "\"\""); break;
     case CF__SET_WAIT_SPIN_NS: snprintf(buf, n, "%ld", c->wait_spin_ns); break;
     case CF__SET_THREAD_NAME_PREFIX: snprintf(buf, n, "%s", c->thread_name_prefix); break;
+    case CF__SET_WAIT_HELP: snprintf(buf, n, "%d", c->wait_help); break;
     default: snprintf(buf, n, "?"); break;
     }
 }
@@ -325,10 +329,11 @@ int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *v, co
         c->source[CF__SET_PIN] = CF__FROM_ENV;
         break;
     case CF__SET_NUMA:
-    case CF__SET_STATS: {
+    case CF__SET_STATS:
+    case CF__SET_WAIT_HELP: {
         bool b;
         if (!parse_bool(v, &b)) return CF_EINVAL;
-        *(s == CF__SET_NUMA ? &c->numa : &c->stats) = b;
+        *(s == CF__SET_NUMA ? &c->numa : s == CF__SET_STATS ? &c->stats : &c->wait_help) = b;
         break;
     }
     case CF__SET_TOPOLOGY:
@@ -415,6 +420,7 @@ void cf__config_load(struct cf__config *c)
         CF__SET_TOPOLOGY,
         CF__SET_WAIT_SPIN_NS,
         CF__SET_THREAD_NAME_PREFIX,
+        CF__SET_WAIT_HELP,
     };
     _Static_assert(sizeof order / sizeof order[0] == CF__SET_COUNT, "every setting is loaded");
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) load_one(c, order[i]);

@@ -29,6 +29,7 @@ enum cf__setting {
     CF__SET_TOPOLOGY,            /* CFUTURES_TOPOLOGY: an hwloc XML file */
     CF__SET_WAIT_SPIN_NS,        /* CFUTURES_WAIT_SPIN_NS: result() spin before futex */
     CF__SET_THREAD_NAME_PREFIX,  /* CFUTURES_THREAD_NAME_PREFIX: workers' "<prefix>-<n>" */
+    CF__SET_WAIT_HELP,           /* CFUTURES_WAIT_HELP: 0|1, a waiter outside runs tasks */
     CF__SET_COUNT
 };
 
@@ -53,6 +54,7 @@ struct cf__config {
     char topology[4096];     /* "" = the machine's own (or HWLOC_* env) */
     long wait_spin_ns;
     char thread_name_prefix[CF__THREAD_NAME_MAX + 1]; /* default "cf" */
+    bool wait_help; /* a thread outside the pool may run the tasks it waits for */
     enum cf__source source[CF__SET_COUNT];
 };
 

@@ -35,4 +35,24 @@ void cf__pool_note_cold_submit(struct cf__pool *p, cf_future *f, int woke);
  * (the pairing is in task.c). */
 void cf__pool_hooks_quiesce(void);
 
+/* shutdown(wait=true), after the workers were joined: wait until no
+ * thread outside the pool runs one of its tasks, except those running on
+ * the calling thread's own stack (a task that shuts its pool down). */
+void cf__pool_outside_runs_wait(struct cf__pool *p);
+/* destroy, after the joins: if the calling thread is running a task of p
+ * as a waiting thread outside it, p must outlive that run: true, and the
+ * end of the outermost such run frees p (cf__pool_free). Else false. */
+bool cf__pool_free_after_runs(struct cf__pool *p);
+
+/* Test points of run_awaited in a thread outside the pool (a test's hook
+ * is called there in the tests' build only, CF_TEST_HOOKS): */
+enum {
+    CF__TEST_RA_LOOKED = 1, /* it saw f PENDING, holding hooks_running, before counting a run */
+    CF__TEST_RA_START, /* it counted its run and let go of hooks_running: before the start CAS */
+};
+#ifdef CF_TEST_HOOKS
+typedef void cf__test_run_awaited_fn(cf_future *f, int point);
+extern _Atomic(cf__test_run_awaited_fn *) cf__test_run_awaited_hook;
+#endif
+
 #endif

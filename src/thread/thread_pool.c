@@ -3,7 +3,10 @@
  * records in task.c; the objects in thread_pool.h. With worker.c this file
  * shares one edge each way, documented: it creates the worker threads
  * (cf__worker_main) and a worker reports its exit here
- * (cf__pool_worker_exit, which may free the pool). Fork detection is in
+ * (cf__pool_worker_exit, which may free the pool). task.c calls back
+ * once: cf__pool_free, for a pool freed from inside a task that a thread
+ * outside the pool was running (the end of that run frees it). Fork
+ * detection is in
  * sys/fork.c (shared with the process pool).
  *
  * Contract
@@ -191,6 +194,7 @@ static void join_all(struct cf__pool *p)
     pthread_mutex_unlock(&p->join_lock);
     for (int i = 0; i < p->n; i++)
         if (p->w[i].started) pthread_join(p->w[i].thread, NULL);
+    cf__pool_outside_runs_wait(p); /* tasks that waiting threads run (task.c) */
     if (p->stats) print_stats(p);
     pthread_mutex_lock(&p->join_lock);
     p->joining = false;
@@ -324,6 +328,15 @@ static void tp_destroy(cf_executor *ex)
         return;
     }
     join_all(p);
+    /* Freed from a task that a waiting thread outside the pool runs (the
+     * run ends on this stack later and still counts itself in the pool):
+     * the end of that run frees it (task.c). */
+    if (cf__pool_free_after_runs(p)) return;
+    pool_free(p);
+}
+
+void cf__pool_free(struct cf__pool *p)
+{
     pool_free(p);
 }
 
@@ -448,8 +461,10 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     }
     p->base.ops = &thread_pool_ops;
     /* Tasks share our memory; without an initializer a task may as well
-     * run in a thread that is not a worker (executor.h). */
-    p->base.caps = CF__EXEC_SHARED_MEMORY | (p->init ? 0 : CF__EXEC_CALLER_MAY_RUN);
+     * run in a thread that is not a worker (executor.h), unless the user
+     * turned that off (CFUTURES_WAIT_HELP=0). */
+    p->base.caps = CF__EXEC_SHARED_MEMORY |
+                   (p->init || !p->cfg.wait_help ? 0 : CF__EXEC_CALLER_MAY_RUN);
 
     p->inj = alloc_lines(sizeof(struct cf__inject) * (size_t)p->n_inj, &p->inj_raw);
     if (!p->inj) return CF_ENOMEM;
@@ -491,6 +506,9 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
     atomic_init(&p->searching, 0);
     cf__ec_init(&p->ec);
     atomic_init(&p->last_parked, -1);
+    atomic_init(&p->outside_runs, 0);
+    atomic_init(&p->outside_waiting, 0);
+    atomic_init(&p->ready, 0);
     pthread_mutex_init(&p->join_lock, NULL);
     pthread_cond_init(&p->join_cv, NULL);
     int rc = pool_setup(p, opts);

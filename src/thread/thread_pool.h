@@ -128,6 +128,15 @@ struct cf__pool {
     /* The worker that parked last (warmest): tried first by wakes. */
     _Alignas(CF__CACHE_LINE) _Atomic int last_parked;
 
+    /* Tasks of this pool that threads outside it are running now
+     * (task.c's run_awaited), and whether a joiner sleeps on that count
+     * (futex). shutdown(wait=true) waits for them after the workers. */
+    _Alignas(CF__CACHE_LINE) _Atomic uint32_t outside_runs;
+    _Atomic uint32_t outside_waiting;
+    /* Workers that have entered their loop (each adds 1 once): until all
+     * have, a waiting thread outside does not take their work (task.c). */
+    _Atomic int ready;
+
     /* Joining, once, by whichever shutdown(wait=true) gets here first. */
     _Alignas(CF__CACHE_LINE) pthread_mutex_t join_lock;
     pthread_cond_t join_cv; /* signalled when a joiner is done */
@@ -171,5 +180,8 @@ void *cf__worker_main(void *arg);
  * With cf__worker_main, the one edge between the two files in each
  * direction: the pool creates workers, a worker reports its exit. */
 void cf__pool_worker_exit(struct cf__worker *w);
+/* thread_pool.c: free a pool that was destroyed from inside a task run by
+ * a thread outside it, once that run is over (task.c). */
+void cf__pool_free(struct cf__pool *p);
 
 #endif

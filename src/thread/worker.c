@@ -655,6 +655,8 @@ void *cf__worker_main(void *arg)
         int rc = p->init(p->init_arg);
         if (rc != 0) mark_broken(p, w, rc);
     }
+    /* Relaxed: a hint for waiting threads outside the pool (task.c). */
+    atomic_fetch_add_explicit(&p->ready, 1, memory_order_relaxed);
     for (;;) {
         cf_future *f = cf__deque_pop(&w->dq);
         if (!f && !(f = idle(w))) break;
