@@ -220,7 +220,7 @@ static void nap_on(struct fj_child *c, cf__deadline until)
     cf__futex_wait(&c->state, FJ_SLEEPING, until, false);
 }
 
-static int wait_taken(struct cf__worker *w, struct fj_child *c)
+static __attribute__((noinline)) int wait_taken(struct cf__worker *w, struct fj_child *c)
 {
     test_point(CF__TEST_FJ_TAKEN, c);
     struct cf__pool *p = w->pool;
@@ -264,9 +264,6 @@ void cf_fj_begin(cf_fj_scope *ps)
     s->outer = tls_scope;
     tls_scope = s;
     s->magic = FJ_OPEN;
-#else
-    s->outer = NULL;
-    s->magic = 0;
 #endif
 }
 
@@ -306,38 +303,60 @@ void cf_fj_fork(cf_fj_scope *ps, cf_fj_child *pc, cf_fj_fn *fn, void *arg)
     SET_MAGIC(s, FJ_OPEN);
 }
 
-/* Take c back from our deque and run it, or wait for whoever took it. */
-static int take_back(struct cf__worker *w, struct fj_child *c)
+/* The join found c not at the bottom of our deque (x: what its pop took
+ * instead, NULL if the deque was empty): run what was pushed after c (it
+ * is ours: futures submitted after the fork and still queued, as a
+ * helping wait would), take c back if it is still there, else wait for
+ * whoever took it. Out of line: the fast path stays small. */
+static __attribute__((noinline)) int join_slow(struct cf__worker *w, struct fj_child *c, void *x,
+                                               bool popped)
 {
     void *me = tagged(c);
-    test_point(CF__TEST_FJ_JOIN, c);
-    for (;;) {
-        /* At or below c's index: c was taken (by a thief, or by our own
-         * helping wait, which also lowered the bottom). */
-        if (cf__deque_bottom(&w->dq) <= c->index) break;
-        void *x = cf__deque_pop(&w->dq);
-        if (x == me) return c->fn(c->arg); /* nobody stole it: run it here */
-        if (!x) break;                     /* empty: c was stolen */
-        cf__worker_run(w, x);              /* pushed after c (or in its slot after it left): ours */
+    if (x) cf__worker_run(w, x);
+    if (!popped || x) {
+        for (;;) {
+            /* At or below c's index: c was taken (by a thief, or by our
+             * own helping wait, which also lowered the bottom). */
+            if (cf__deque_bottom(&w->dq) <= c->index) break;
+            x = cf__deque_pop(&w->dq);
+            if (x == me) return c->fn(c->arg); /* nobody stole it: run it here */
+            if (!x) break;                     /* empty: c was stolen */
+            cf__worker_run(w, x);
+        }
     }
     return wait_taken(w, c);
+}
+
+/* Join the newest child of s (there is one). */
+static inline int join_one(struct fj_scope *s)
+{
+    struct fj_child *c = s->top;
+    s->top = c->prev;
+    if (c->index < 0) return c->rc; /* ran at its fork */
+    struct cf__worker *w = s->w;
+    test_point(CF__TEST_FJ_JOIN, c);
+    /* The usual case: c is the newest item of our deque. Pop it; if the
+     * pop returns c itself, nobody stole it and it runs here. */
+    if (__builtin_expect(cf__deque_bottom(&w->dq) == c->index + 1, 1)) {
+        void *x = cf__deque_pop(&w->dq);
+        if (__builtin_expect(x == tagged(c), 1)) return c->fn(c->arg);
+        return join_slow(w, c, x, true);
+    }
+    return join_slow(w, c, NULL, false);
 }
 
 int cf_fj_join(cf_fj_scope *ps)
 {
     struct fj_scope *s = (struct fj_scope *)ps;
     CHECK_SCOPE(s, "cf_fj_join");
-    struct fj_child *c = s->top;
-    if (!c) return 0;
-    s->top = c->prev;
-    if (c->index < 0) return c->rc;
+    if (!s->top) return 0;
 #if CF__DEBUG_CHECKS
     s->magic = FJ_JOINING;
-    int rc = take_back(s->w, c);
+    int rc = join_one(s);
     s->magic = FJ_OPEN;
     return rc;
 #else
-    return take_back(s->w, c);
+    return join_one(s);
 #endif
 }
 
@@ -347,7 +366,9 @@ int cf_fj_end(cf_fj_scope *ps)
     CHECK_SCOPE(s, "cf_fj_end");
     int first = 0;
     while (s->top) {
-        int rc = cf_fj_join(ps);
+        SET_MAGIC(s, FJ_JOINING);
+        int rc = join_one(s);
+        SET_MAGIC(s, FJ_OPEN);
         if (rc && !first) first = rc;
     }
 #if CF__DEBUG_CHECKS
