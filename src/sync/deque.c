@@ -1,4 +1,5 @@
-/* Chase-Lev work-stealing deque: see deque.h for the contract.
+/* Chase-Lev work-stealing deque: see deque.h for the contract (the
+ * owner's push and pop are inline there; grow and steal are here).
  *
  * The orders follow Le et al. (PPoPP 2013), figure 1, with two deliberate
  * strengthenings that cost nothing on x86 and let ThreadSanitizer (which

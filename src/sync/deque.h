@@ -21,6 +21,11 @@
  *   run). Geometric growth bounds the retired memory by the size of the
  *   current array. Items are owned by whoever pushes them until a pop or
  *   steal hands them out; each pushed item is handed out exactly once.
+ *   Items are opaque non-NULL pointers: the thread pool stores future
+ *   records and fork-join child frames (tagged with bit 0), and every
+ *   taker tells them apart (thread/fork_join.h).
+ * - Inline: push and pop are defined below (they are on the path of every
+ *   nested submit and fork-join); growing and stealing are in deque.c.
  * - Layout: `top` (CAS'd by thieves and the owner) lives on its own cache
  *   line; `bottom` and `array` (written by the owner, read by thieves) on a
  *   second; owner-only bookkeeping on a third. Asserted below. */
@@ -145,7 +150,6 @@ static inline void *cf__deque_pop(struct cf__deque *d)
                atomic_load_explicit(&d->bottom, memory_order_relaxed) + 1);
     return x;
 }
-
 
 /* Anyone: take the oldest item into *out. */
 enum cf__steal_result cf__deque_steal(struct cf__deque *d, void **out);
