@@ -56,10 +56,9 @@ void cf__deque_destroy(struct cf__deque *d)
     atomic_store_explicit(&d->array, NULL, memory_order_relaxed);
 }
 
-/* Owner only: copy the live range [t, b) into an array twice as large
- * (out of line: push, inline in deque.h, calls it only when full). */
-struct cf__deque_array *cf__deque_grow(struct cf__deque *d, struct cf__deque_array *a, int64_t t,
-                                       int64_t b)
+/* Owner only: copy the live range [t, b) into an array twice as large. */
+static struct cf__deque_array *grow(struct cf__deque *d, struct cf__deque_array *a, int64_t t,
+                                    int64_t b)
 {
     struct cf__deque_array *n = array_new((a->mask + 1) * 2, d->node);
     if (!n) return NULL;
@@ -76,6 +75,16 @@ struct cf__deque_array *cf__deque_grow(struct cf__deque *d, struct cf__deque_arr
     a->retired = d->retired;
     d->retired = a;
     return n;
+}
+
+int cf__deque_push_grow(struct cf__deque *d, void *x)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    /* Acquire: as in push (deque.h). */
+    int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    if (b - t > a->mask && !grow(d, a, t, b)) return CF_ENOMEM;
+    return cf__deque_push(d, x); /* room now: thieves only free more */
 }
 
 enum cf__steal_result cf__deque_steal(struct cf__deque *d, void **out)

@@ -83,10 +83,10 @@ static inline int64_t cf__deque_bottom(struct cf__deque *d)
     /* Relaxed: only the owner writes bottom, and only the owner calls this. */
     return atomic_load_explicit(&d->bottom, memory_order_relaxed);
 }
-/* Owner, when push finds the array full: replace it by one twice as large
- * (deque.c). NULL on ENOMEM (the deque is unchanged). */
-struct cf__deque_array *cf__deque_grow(struct cf__deque *d, struct cf__deque_array *a, int64_t t,
-                                       int64_t b);
+/* Owner, when push finds the array full: replace it by one twice as large,
+ * then push x (deque.c; out of line, so the inline push keeps nothing live
+ * across a call). Returns as cf__deque_push. */
+int cf__deque_push_grow(struct cf__deque *d, void *x);
 
 /* The owner's two operations are inline: they are on the path of every
  * nested submit and every fork-join fork and join (the orders are
@@ -102,10 +102,7 @@ static inline int cf__deque_push(struct cf__deque *d, void *x)
      * finished reading is not overwritten before its read (paper, push). */
     int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
     struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    if (__builtin_expect(b - t > a->mask, 0)) {
-        a = cf__deque_grow(d, a, t, b);
-        if (!a) return CF_ENOMEM;
-    }
+    if (__builtin_expect(b - t > a->mask, 0)) return cf__deque_push_grow(d, x);
     atomic_store_explicit(&a->slot[b & a->mask], x, memory_order_relaxed);
     CF__YIELD_POINT(); /* debug builds: slot written, bottom not yet published */
     /* Release: publishes the slot (and everything the pusher wrote into the

@@ -267,6 +267,17 @@ void cf_fj_begin(cf_fj_scope *ps)
 #endif
 }
 
+/* No pool (or the deque could not grow): run the child now; its join
+ * returns the code. Out of line, so the push path saves no registers. */
+static __attribute__((noinline)) void fork_inline(struct fj_scope *s, struct fj_child *c)
+{
+    c->index = -1;
+    SET_MAGIC(s, FJ_JOINING);
+    c->rc = c->fn(c->arg);
+    SET_MAGIC(s, FJ_OPEN);
+    (void)s;
+}
+
 void cf_fj_fork(cf_fj_scope *ps, cf_fj_child *pc, cf_fj_fn *fn, void *arg)
 {
     struct fj_scope *s = (struct fj_scope *)ps;
@@ -277,30 +288,28 @@ void cf_fj_fork(cf_fj_scope *ps, cf_fj_child *pc, cf_fj_fn *fn, void *arg)
     c->prev = s->top;
     s->top = c;
     struct cf__worker *w = s->w;
-    if (w) {
-        int64_t b = cf__deque_bottom(&w->dq);
-        c->index = b;
-        /* Relaxed: published by the push's release store of bottom. */
-        atomic_store_explicit(&c->state, FJ_PENDING, memory_order_relaxed);
-        atomic_store_explicit(&c->thief, 0, memory_order_relaxed);
-        int before = cf__deque_push(&w->dq, tagged(c));
-        if (__builtin_expect(before >= 0, 1)) {
-            /* As a nested submit (thread_pool.c): only a push that made
-             * the deque non-empty checks for an idle worker to wake. */
-            if (before <= 1) {
-                /* Seq_cst fence: the push (release store of bottom)
-                 * before the loads of `searching` and `waiters`; pairs
-                 * with the fence in cf__ec_prepare (worker.c's contract). */
-                CF__FENCE_SEQ_CST();
-                (void)cf__pool_wake_if_idle(w->pool);
-            }
-            return;
-        }
+    if (!w) {
+        fork_inline(s, c);
+        return;
     }
-    c->index = -1; /* no pool, or the deque could not grow: run it now */
-    SET_MAGIC(s, FJ_JOINING);
-    c->rc = fn(arg);
-    SET_MAGIC(s, FJ_OPEN);
+    c->index = cf__deque_bottom(&w->dq);
+    /* Relaxed: published by the push's release store of bottom. */
+    atomic_store_explicit(&c->state, FJ_PENDING, memory_order_relaxed);
+    atomic_store_explicit(&c->thief, 0, memory_order_relaxed);
+    int before = cf__deque_push(&w->dq, tagged(c));
+    if (__builtin_expect(before < 0, 0)) {
+        fork_inline(s, c);
+        return;
+    }
+    /* As a nested submit (thread_pool.c): only a push that made the deque
+     * non-empty checks for an idle worker to wake. */
+    if (before <= 1) {
+        /* Seq_cst fence: the push (release store of bottom) before the
+         * loads of `searching` and `waiters`; pairs with the fence in
+         * cf__ec_prepare (worker.c's contract). */
+        CF__FENCE_SEQ_CST();
+        (void)cf__pool_wake_if_idle(w->pool);
+    }
 }
 
 /* The join found c not at the bottom of our deque (x: what its pop took
