@@ -83,6 +83,8 @@ _Static_assert(_Alignof(struct fj_child) <= _Alignof(cf_fj_child), "cf_fj_child 
 _Static_assert(sizeof(struct fj_scope) <= sizeof(cf_fj_scope), "cf_fj_scope too small");
 _Static_assert(_Alignof(struct fj_scope) <= _Alignof(cf_fj_scope), "cf_fj_scope alignment");
 _Static_assert(_Alignof(cf_fj_child) > CF__FJ_TAG, "the tag bit is free in a frame's address");
+_Static_assert(_Alignof(struct cf_future) > CF__FJ_TAG,
+               "the tag bit is clear in a record's address");
 
 #ifdef CF_TEST_HOOKS
 _Atomic(cf__test_fj_hook_fn *) cf__test_fj_hook;
