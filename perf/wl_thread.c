@@ -128,6 +128,31 @@ static int task_fib(const void *arg, size_t len, cf_out *out)
     return cf_out_i64(out, fib(n));
 }
 
+/* The same recursion through the scoped fork-join (cfutures/fork_join.h):
+ * the child fib(n-1) is a frame on this stack, pushed on the worker's deque
+ * and, unless stolen, run by the join itself. */
+struct fj_fib {
+    int64_t n, result;
+};
+
+static int fj_fib(void *arg)
+{
+    struct fj_fib *a = arg;
+    if (a->n < 2) {
+        a->result = a->n;
+        return 0;
+    }
+    struct fj_fib x = {a->n - 1, 0}, y = {a->n - 2, 0};
+    cf_fj_scope s;
+    cf_fj_child c;
+    cf_fj_begin(&s);
+    cf_fj_fork(&s, &c, fj_fib, &x);
+    int rc = fj_fib(&y);
+    int rc2 = cf_fj_end(&s);
+    a->result = x.result + y.result;
+    return rc ? rc : rc2;
+}
+
 static void fib_bench(struct cfb_result *r)
 {
     int64_t n = cfb_param("CFB_FIB_N", 30, 1);
@@ -152,14 +177,24 @@ static void fib_bench(struct cfb_result *r)
         cf_future_release(f);
     }
     double wall = cfb_now() - t0;
+    /* The scoped fork-join, on the same (warm) pool. */
+    struct fj_fib root = {n, -1};
+    double t1 = cfb_now();
+    int rc_fj = rc ? 0 : cf_fj_run(fib_ex, fj_fib, &root);
+    double wall_fj = cfb_now() - t1;
     cf_executor_free(fib_ex);
     fib_ex = NULL;
     if (rc) return cfb_call_failed(r, "fib root", rc);
+    if (rc_fj) return cfb_call_failed(r, "scoped fib (cf_fj_run)", rc_fj);
+    if (root.result != want)
+        return cfb_fail(r, "scoped fib(%ld) = %ld, expected %ld", (long)n, (long)root.result,
+                        (long)want);
     int err = atomic_load_explicit(&fib_err, memory_order_relaxed);
     if (err) return cfb_call_failed(r, "fib: a nested submit or result", err);
     if (v != want) return cfb_fail(r, "fib(%ld) = %ld, expected %ld", (long)n, (long)v, (long)want);
     r->wall_s = wall;
     cfb_counter(r, "ns_per_call", wall * 1e9 / (double)calls);
+    cfb_counter(r, "ns_per_call_scoped", wall_fj * 1e9 / (double)calls);
 }
 
 /* ---- pingpong, pingpong_cold ---- */

@@ -1,4 +1,5 @@
-/* Chase-Lev work-stealing deque: see deque.h for the contract.
+/* Chase-Lev work-stealing deque: see deque.h for the contract (the
+ * owner's push and pop are inline there; grow and steal are here).
  *
  * The orders follow Le et al. (PPoPP 2013), figure 1, with two deliberate
  * strengthenings that cost nothing on x86 and let ThreadSanitizer (which
@@ -76,59 +77,14 @@ static struct cf__deque_array *grow(struct cf__deque *d, struct cf__deque_array 
     return n;
 }
 
-int cf__deque_push(struct cf__deque *d, void *x)
+int cf__deque_push_grow(struct cf__deque *d, void *x)
 {
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-    /* Acquire: pairs with the thieves' CAS on top, so the slot a thief has
-     * finished reading is not overwritten before its read (paper, push). */
+    /* Acquire: as in push (deque.h). */
     int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
     struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    if (b - t > a->mask) {
-        a = grow(d, a, t, b);
-        if (!a) return CF_ENOMEM;
-    }
-    atomic_store_explicit(&a->slot[b & a->mask], x, memory_order_relaxed);
-    CF__YIELD_POINT(); /* debug builds: slot written, bottom not yet published */
-    /* Release: publishes the slot (and everything the pusher wrote into the
-     * item) to a thief whose acquire load of bottom sees b + 1. */
-    atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
-    int64_t before = b - t; /* t may be stale (older): then an over-estimate */
-    return before > INT32_MAX ? INT32_MAX : (int)(before > 0 ? before : 0);
-}
-
-void *cf__deque_pop(struct cf__deque *d)
-{
-    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
-    struct cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
-    CF__YIELD_POINT(); /* debug builds: bottom lowered, not yet fenced */
-    /* Seq_cst fence: orders the store of bottom before the load of top; it
-     * pairs with the fence in steal between its load of top and of bottom,
-     * so the owner and a thief cannot both take the last item. */
-    CF__FENCE_SEQ_CST();
-    int64_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
-    void *x = NULL;
-    if (t <= b) {
-        x = atomic_load_explicit(&a->slot[b & a->mask], memory_order_relaxed);
-        if (t == b) {
-            /* The last item: race the thieves for it with a CAS on top.
-             * Seq_cst: part of the same total order as the fences. */
-            CF__YIELD_POINT(); /* debug builds: let a thief race for it */
-            if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
-                                                         memory_order_relaxed))
-                x = NULL; /* a thief took it */
-            /* Release (not relaxed as in the paper): TSan-visible publication
-             * of earlier pushes stays intact for later thieves. */
-            atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
-        }
-    } else {
-        /* Empty: restore bottom. Release for the same reason as above. */
-        atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
-    }
-    /* Relaxed, debug builds only: thieves take only below the bottom they saw. */
-    CF__ASSERT(atomic_load_explicit(&d->top, memory_order_relaxed) <=
-               atomic_load_explicit(&d->bottom, memory_order_relaxed) + 1);
-    return x;
+    if (b - t > a->mask && !grow(d, a, t, b)) return CF_ENOMEM;
+    return cf__deque_push(d, x); /* room now: thieves only free more */
 }
 
 enum cf__steal_result cf__deque_steal(struct cf__deque *d, void **out)

@@ -63,6 +63,7 @@
 
 #include "sys/alloc.h"
 #include "sys/probes.h"
+#include "thread/fork_join.h"
 #include "thread/task.h"
 #include "thread/thread_pool.h"
 
@@ -241,7 +242,9 @@ static void cancel_queued(struct cf__pool *p)
             void *x;
             enum cf__steal_result r = cf__deque_steal(d, &x);
             if (r == CF__STEAL_EMPTY) break;
-            if (r == CF__STEAL_OK) {
+            if (r == CF__STEAL_OK && cf__fj_is_frame(x)) {
+                cf__fj_cancel_taken(x); /* a fork-join child: its join gets CF_ECANCELLED */
+            } else if (r == CF__STEAL_OK) {
                 cf_future_cancel(x);
                 cf_future_release(x);
             }

@@ -97,6 +97,7 @@
 
 #include "sys/alloc.h"
 #include "sys/probes.h"
+#include "thread/fork_join.h"
 #include "thread/task.h"
 #include "thread/thread_pool.h"
 
@@ -167,6 +168,10 @@ static void run_nested(struct cf__worker *w, cf_future *f)
 
 static void run_task(struct cf__worker *w, cf_future *f)
 {
+    if (cf__fj_is_frame(f)) { /* a fork-join child frame, not a record */
+        cf__fj_run_taken(w, f);
+        return;
+    }
     struct cf__pool *p = w->pool;
     /* Acquire: pairs with the release fetch_or that set BROKEN after
      * broken_msg was stored. */
@@ -587,6 +592,18 @@ static int wait_helper(void *ctx, cf_future *f, cf__deadline deadline)
         else help_pause(w, f, deadline, wide, &hp);
     }
     return 0;
+}
+
+/* For a fork-join wait (fork_join.c): run an item it took, or look once
+ * for any work as a helping wait does. */
+void cf__worker_run(struct cf__worker *w, void *item)
+{
+    run_task(w, item);
+}
+
+bool cf__worker_help_any(struct cf__worker *w)
+{
+    return help_run_one(w, NULL, true, false);
 }
 
 /* ---- the thread ---- */
