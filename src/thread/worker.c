@@ -367,32 +367,103 @@ static inline bool time_up(int64_t *start, long budget, unsigned round)
     return now - *start >= budget;
 }
 
-/* Spin-search for at most `budget` ns (the caller counted us in
- * `searching`): scan, with exponential back-off, then sched_yield between
- * scans. Returns work (having stopped searching), or NULL when the budget
- * is spent (still counted as searching). */
-static cf_future *search(struct cf__worker *w, long budget)
+/* A searcher found work: it stops searching (and may wake a helper). */
+static cf_future *found(struct cf__worker *w, cf_future *f, bool more)
 {
+    test_point(w, CF__TEST_TP_FOUND_WORK);
+    stop_searching(w, more);
+    return f;
+}
+
+/* What an adaptive spin measures to tell whether it was descheduled
+ * (spin.h): the wall and thread CPU time when it first yielded. */
+struct spin_watch {
+    bool on;      /* adaptive policy: measure (a fixed budget measures nothing) */
+    bool started; /* wall0 and cpu0 are set */
+    int64_t wall0, cpu0;
+};
+
+/* Give the CPU to a runnable thread on it (often the submitter, when there
+ * are more threads than cores). Watched: false if the yield came back
+ * only after CF__SPIN_DESCHED_NS or more - another thread held the CPU that
+ * long, so it is contended. Free to measure: the monotonic clock is read
+ * without a system call. */
+static bool yield_cpu(struct spin_watch *sw)
+{
+    if (!sw->on) {
+        sched_yield();
+        return true;
+    }
+    int64_t t = cf__now_ns();
+    if (!sw->started) {
+        /* The first yield: the spin is no longer short, so one system
+         * call for the thread's CPU time costs nothing that matters. */
+        sw->started = true;
+        sw->wall0 = t;
+        sw->cpu0 = cf__spin_thread_cpu_ns();
+    }
+    sched_yield();
+    return cf__now_ns() - t < CF__SPIN_DESCHED_NS;
+}
+
+/* A spin that timed out: was it off its CPU for CF__SPIN_DESCHED_NS or more
+ * since it first yielded (preempted between yields, where yield_cpu does
+ * not look)? Wall time minus the thread's CPU time over that stretch. */
+static enum cf__spin_outcome timed_out(const struct spin_watch *sw)
+{
+    if (!sw->on || !sw->started || sw->cpu0 < 0) return CF__SPIN_TIMED_OUT;
+    int64_t cpu = cf__spin_thread_cpu_ns();
+    int64_t off = (cf__now_ns() - sw->wall0) - (cpu - sw->cpu0);
+    return cpu >= 0 && off >= CF__SPIN_DESCHED_NS ? CF__SPIN_DESCHEDULED : CF__SPIN_TIMED_OUT;
+}
+
+/* Spin-search for at most `budget` ns (the caller counted us in
+ * `searching` and its first scan found nothing): scan, with exponential
+ * back-off, then sched_yield between scans. Returns work (having stopped
+ * searching), or NULL when the budget is spent or (adaptive) the spin was
+ * descheduled (still counted as searching). *how: how it ended. */
+static cf_future *spin(struct cf__worker *w, long budget, enum cf__spin_outcome *how)
+{
+    struct spin_watch sw = {.on = w->spin.mode != CF__SPIN_FIXED};
     int64_t start = 0;
     unsigned backoff = 0, round = 0;
-    for (;;) {
-        bool more = false;
-        cf_future *f = scan(w, &more);
-        if (f) {
-            test_point(w, CF__TEST_TP_FOUND_WORK);
-            stop_searching(w, more);
-            return f;
-        }
-        if (time_up(&start, budget, ++round)) return NULL;
+    while (!time_up(&start, budget, ++round)) {
         if (backoff < BACKOFF_MAX) {
             for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
             backoff++;
-        } else {
-            /* Let a runnable thread on this CPU (often the submitter,
-             * when there are more threads than cores) have it. */
-            sched_yield();
+        } else if (!yield_cpu(&sw)) {
+            *how = CF__SPIN_DESCHEDULED; /* park now: someone else wants this CPU */
+            return NULL;
+        }
+        bool more = false;
+        cf_future *f = scan(w, &more);
+        if (f) {
+            *how = CF__SPIN_PAID;
+            return found(w, f, more);
         }
     }
+    *how = timed_out(&sw);
+    return NULL;
+}
+
+/* An idle worker's search (the caller counted us in `searching`): one scan;
+ * if that finds nothing and we may spin, a spin as long as the spin policy
+ * allows (spin.c), whose outcome the policy then learns from. Returns work
+ * (having stopped searching), or NULL (still counted as searching). */
+static cf_future *search(struct cf__worker *w, bool may_spin)
+{
+    bool more = false;
+    cf_future *f = scan(w, &more);
+    if (f) return found(w, f, more); /* no spin was needed: nothing to learn */
+    long budget = may_spin ? cf__spin_next(&w->spin) : 0;
+    test_point(w, CF__TEST_TP_SPIN_DECIDED);
+    if (budget <= 0) return NULL;
+    enum cf__spin_outcome how;
+    f = spin(w, budget, &how);
+    w->spin.outcome = (uint8_t)how;
+    test_point(w, CF__TEST_TP_SPIN_END);
+    cf__spin_record(&w->spin, (enum cf__spin_outcome)w->spin.outcome);
+    return f;
 }
 
 enum park_result { PARKED, WORK_SEEN, MAY_EXIT };
@@ -435,6 +506,9 @@ static bool hand_off_search(struct cf__worker *w)
 {
     struct cf__pool *p = w->pool;
     w->handoff = false;
+    /* Spinning is off (the CPUs are contended): the woken worker would
+     * only take a CPU from someone else to scan once and park again. */
+    if (w->spin.mode == CF__SPIN_OFF) return false;
     return cf__ec_waiters(&p->ec) > 0 && cf__pool_wake_one(p) >= 0;
 }
 
@@ -451,9 +525,9 @@ static cf_future *idle(struct cf__worker *w)
          * parking re-check, so idle workers do not take the CPU from
          * threads that have work. */
         int searchers = atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
-        long budget = searchers < p->max_searching && !handed_off ? p->spin_ns : 0;
+        bool may_spin = searchers < p->max_searching && !handed_off;
         handed_off = false;
-        cf_future *f = search(w, budget);
+        cf_future *f = search(w, may_spin);
         if (f) return f;
         if (park(w) == MAY_EXIT) return NULL;
     }
@@ -648,6 +722,8 @@ void *cf__worker_main(void *arg)
     cf__alloc_set_thread_node(p->cfg.numa ? w->numa_node : -1);
     cf__future_cache_enable(); /* records: no allocator call on the hot path */
     w->help_floor = help_floor_of_this_thread();
+    /* Adaptive unless a budget was set (environment or code). */
+    cf__spin_init(&w->spin, p->spin_ns, p->cfg.source[CF__SET_SPIN_NS] != CF__FROM_DEFAULT);
     cf__tls_worker = w;
     cf__tls_wait_helper = wait_helper;
     cf__tls_wait_helper_ctx = w;

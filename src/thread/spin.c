@@ -1,0 +1,116 @@
+/* The idle spin policy: spin.h has the contract; the rules are here.
+ *
+ * A spin trades CPU time for latency: a task a spinning worker finds starts
+ * at once, one that arrives after the worker parked waits for a futex wake
+ * (a few to tens of microseconds). That trade is good only while
+ *   (a) spins find work: otherwise the CPU time buys nothing, and
+ *   (b) nobody else wants the CPU: on an oversubscribed host a spinning
+ *       worker takes its CPU from runnable threads - often the very thread
+ *       that feeds it - and, worse, it is descheduled while it still counts
+ *       as searching, so submitters wake nobody (the searcher is expected
+ *       to find the task) and the task waits for the searcher's next time
+ *       slice: milliseconds instead of microseconds.
+ * Each worker therefore keeps its own policy (workers are pinned, and the
+ * load on their CPUs differs):
+ *
+ *   ON     budget in [floor, ceil] (ceil: the pool's spin_ns, 50 us by
+ *          default; floor: ceil / 16). A spin that PAID doubles the budget,
+ *          one that TIMED_OUT halves it: bursty work keeps the full spin,
+ *          a pool that only sees work now and then spins briefly.
+ *   OFF    entered by a DESCHEDULED spin (worker.c: a sched_yield that
+ *          returned after CF__SPIN_DESCHED_NS or more, or a spin whose wall
+ *          time exceeded its thread CPU time by that much). The next
+ *          `skip` idle periods park at once; then one probe spins for the
+ *          floor budget. A probe that is descheduled again starts the next,
+ *          longer back-off; any other outcome turns spinning back ON at the
+ *          floor budget.
+ *   back-off  skip_len starts at CF__SPIN_SKIP_MIN idle periods and doubles
+ *          with every descheduled spin, up to CF__SPIN_SKIP_MAX; every
+ *          CF__SPIN_CLEAN_RUN clean spins in a row halve it again. So a host
+ *          that stays busy is probed rarely (each failed probe costs one
+ *          slow round trip), while a single stray preemption on a quiet
+ *          machine costs only a few parks.
+ *   FIXED  CFUTURES_SPIN_NS or the spin_ns option was given: that budget,
+ *          always; nothing adapts.
+ */
+#include <time.h>
+
+#include "thread/spin.h"
+
+void cf__spin_init(struct cf__spin *s, long spin_ns, bool fixed)
+{
+    *s = (struct cf__spin){
+        .budget = spin_ns,
+        .ceil = spin_ns,
+        .floor = spin_ns / 16 > 0 ? spin_ns / 16 : spin_ns,
+        .skip_len = CF__SPIN_SKIP_MIN,
+        .mode = fixed || spin_ns <= 0 ? CF__SPIN_FIXED : CF__SPIN_ON,
+    };
+}
+
+/* The budget for this idle period (before it is remembered in `granted`). */
+static long next_budget(struct cf__spin *s)
+{
+    if (s->mode != CF__SPIN_OFF) return s->budget;
+    if (s->skip > 0) {
+        s->skip--;
+        s->skipped++;
+        return 0;
+    }
+    s->probes++;
+    return s->floor;
+}
+
+long cf__spin_next(struct cf__spin *s)
+{
+    return s->granted = next_budget(s);
+}
+
+/* A descheduled spin: park at once for the current back-off, and make the
+ * next one longer. */
+static void back_off(struct cf__spin *s)
+{
+    s->mode = CF__SPIN_OFF;
+    s->skip = s->skip_len;
+    s->skip_len = s->skip_len * 2 < CF__SPIN_SKIP_MAX ? s->skip_len * 2 : CF__SPIN_SKIP_MAX;
+    s->clean = 0;
+}
+
+/* A spin that was not descheduled: a long enough run of them forgives one
+ * step of the back-off. */
+static void clean_spin(struct cf__spin *s)
+{
+    if (++s->clean < CF__SPIN_CLEAN_RUN) return;
+    s->clean = 0;
+    s->skip_len = s->skip_len / 2 > CF__SPIN_SKIP_MIN ? s->skip_len / 2 : CF__SPIN_SKIP_MIN;
+}
+
+void cf__spin_record(struct cf__spin *s, enum cf__spin_outcome how)
+{
+    if (s->mode == CF__SPIN_FIXED) return;
+    switch (how) {
+    case CF__SPIN_DESCHEDULED:
+        s->descheduled++;
+        back_off(s);
+        return;
+    case CF__SPIN_PAID:
+        s->paid++;
+        if (s->mode == CF__SPIN_OFF) s->budget = s->floor; /* a probe: start small */
+        else s->budget = s->budget * 2 < s->ceil ? s->budget * 2 : s->ceil;
+        break;
+    case CF__SPIN_TIMED_OUT:
+        s->timed_out++;
+        if (s->mode == CF__SPIN_OFF) s->budget = s->floor;
+        else s->budget = s->budget / 2 > s->floor ? s->budget / 2 : s->floor;
+        break;
+    }
+    s->mode = CF__SPIN_ON;
+    clean_spin(s);
+}
+
+int64_t cf__spin_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
