@@ -14,9 +14,11 @@
  * load on their CPUs differs):
  *
  *   ON     budget in [floor, ceil] (ceil: the pool's spin_ns, 50 us by
- *          default; floor: ceil / 16). A spin that PAID doubles the budget,
- *          one that TIMED_OUT halves it: bursty work keeps the full spin,
- *          a pool that only sees work now and then spins briefly.
+ *          default; floor: ceil / 16), starting at the floor. A spin that
+ *          PAID doubles the budget, one that TIMED_OUT halves it: a steady
+ *          stream of work with short gaps reaches the full spin in a few
+ *          rounds, a pool that only sees work now and then spins briefly
+ *          (so an idle pool's last spin after a burst is short too).
  *   OFF    entered by a DESCHEDULED spin (worker.c: a sched_yield that
  *          returned after CF__SPIN_DESCHED_NS or more, or a spin whose wall
  *          time exceeded its thread CPU time by that much). The next
@@ -39,10 +41,13 @@
 
 void cf__spin_init(struct cf__spin *s, long spin_ns, bool fixed)
 {
+    long floor = spin_ns / 16 > 0 ? spin_ns / 16 : spin_ns;
     *s = (struct cf__spin){
-        .budget = spin_ns,
+        /* Adaptive: start short, grow as spins pay. A pool that only ever
+         * sees a burst now and then spins a few microseconds after it. */
+        .budget = fixed ? spin_ns : floor,
         .ceil = spin_ns,
-        .floor = spin_ns / 16 > 0 ? spin_ns / 16 : spin_ns,
+        .floor = floor,
         .skip_len = CF__SPIN_SKIP_MIN,
         .mode = fixed || spin_ns <= 0 ? CF__SPIN_FIXED : CF__SPIN_ON,
     };

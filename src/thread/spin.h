@@ -36,7 +36,7 @@ enum cf__spin_mode {
 /* Off-CPU time during a spin that counts as "the CPU is wanted by someone
  * else". A system call that does not switch takes about a microsecond; a
  * thread that got the CPU meanwhile held it for at least this long. */
-#define CF__SPIN_DESCHED_NS 20000
+#define CF__SPIN_DESCHED_NS 100000
 /* Idle periods that park at once after the first descheduled spin; each
  * further one doubles it, up to CF__SPIN_SKIP_MAX. */
 #define CF__SPIN_SKIP_MIN 8u
