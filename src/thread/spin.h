@@ -34,8 +34,12 @@ enum cf__spin_mode {
 };
 
 /* Off-CPU time during a spin that counts as "the CPU is wanted by someone
- * else". A system call that does not switch takes about a microsecond; a
- * thread that got the CPU meanwhile held it for at least this long. */
+ * else". A sched_yield that does not switch takes about a microsecond; one
+ * that lets the thread feeding us run for a moment comes back within tens
+ * of microseconds (that is the yield doing its job); this long means a
+ * thread that wanted the CPU for a whole time slice got it - and a
+ * searcher off its CPU that long delays the tasks it was expected to find
+ * by ten wake-ups' worth. */
 #define CF__SPIN_DESCHED_NS 100000
 /* Idle periods that park at once after the first descheduled spin; each
  * further one doubles it, up to CF__SPIN_SKIP_MAX. */

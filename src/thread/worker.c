@@ -8,10 +8,14 @@
  *   deque, where others can steal it), then stealing from the other
  *   workers in the placement's steal order (same L3, same node, then at
  *   most `steal_attempts` remote victims per round, nearest node first).
- * - Idle: a worker that finds nothing counts itself in `searching` and
- *   spins (scanning, with exponential back-off, then sched_yield) for at
- *   most cfg.spin_ns - at most max(1, n/2) workers spin at once, the others
- *   go straight to parking - then parks on the pool's event count.
+ * - Idle: a worker that finds nothing counts itself in `searching`, scans
+ *   once more and then spins (scanning, with exponential back-off, then
+ *   sched_yield) for as long as its spin policy allows (spin.c: adaptive,
+ *   at most cfg.spin_ns, off while its CPU is contended; or fixed when
+ *   set) - at most max(1, n/2) workers spin at once, the others go
+ *   straight to parking - then parks on the pool's event count. An
+ *   adaptive spin also stops early when a sched_yield came back late (the
+ *   worker was descheduled: someone else wants the CPU).
  *   Submitters wake a parked worker only when their push made a queue
  *   non-empty and nobody is searching (thread_pool.c); the last searcher to
  *   stop searching because it found work looks again and wakes one more if
