@@ -19,9 +19,10 @@
  *          stream of work with short gaps reaches the full spin in a few
  *          rounds, a pool that only sees work now and then spins briefly
  *          (so an idle pool's last spin after a burst is short too).
- *   OFF    entered by a DESCHEDULED spin (worker.c: a sched_yield that
- *          returned after CF__SPIN_DESCHED_NS or more, or a spin whose wall
- *          time exceeded its thread CPU time by that much). The next
+ *   OFF    entered by a DESCHEDULED spin (worker.c: once it yields, the
+ *          worker was off its CPU for CF__SPIN_DESCHED_NS or more between
+ *          two looks at the clock: in a sched_yield, or preempted in the
+ *          scan between two). The next
  *          `skip` idle periods park at once; then one probe spins for the
  *          floor budget. A probe that is descheduled again starts the next,
  *          longer back-off; any other outcome turns spinning back ON at the
@@ -35,8 +36,6 @@
  *   FIXED  CFUTURES_SPIN_NS or the spin_ns option was given: that budget,
  *          always; nothing adapts.
  */
-#include <time.h>
-
 #include "thread/spin.h"
 
 void cf__spin_init(struct cf__spin *s, long spin_ns, bool fixed)
@@ -111,11 +110,4 @@ void cf__spin_record(struct cf__spin *s, enum cf__spin_outcome how)
     }
     s->mode = CF__SPIN_ON;
     clean_spin(s);
-}
-
-int64_t cf__spin_thread_cpu_ns(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1;
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }

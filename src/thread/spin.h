@@ -68,8 +68,5 @@ void cf__spin_init(struct cf__spin *s, long spin_ns, bool fixed);
 long cf__spin_next(struct cf__spin *s);
 /* How the spin that cf__spin_next allowed (budget > 0) ended. */
 void cf__spin_record(struct cf__spin *s, enum cf__spin_outcome how);
-/* The calling thread's CPU time, ns (CLOCK_THREAD_CPUTIME_ID; a system
- * call), or -1. */
-int64_t cf__spin_thread_cpu_ns(void);
 
 #endif

@@ -380,45 +380,34 @@ static cf_future *found(struct cf__worker *w, cf_future *f, bool more)
 }
 
 /* What an adaptive spin measures to tell whether it was descheduled
- * (spin.h): the wall and thread CPU time when it first yielded. */
+ * (spin.h): the time between its looks at the clock once it yields. */
 struct spin_watch {
-    bool on;      /* adaptive policy: measure (a fixed budget measures nothing) */
-    bool started; /* wall0 and cpu0 are set */
-    int64_t wall0, cpu0;
+    bool on;          /* adaptive policy: measure (a fixed budget measures nothing) */
+    int64_t last;     /* the clock after the previous yield (0: none yet) */
+    int64_t scan_min; /* the shortest scan between two yields so far */
 };
 
 /* Give the CPU to a runnable thread on it (often the submitter, when there
- * are more threads than cores). Watched: false if the yield came back
- * only after CF__SPIN_DESCHED_NS or more - another thread held the CPU that
- * long, so it is contended. Free to measure: the monotonic clock is read
- * without a system call. */
+ * are more threads than cores). Watched: false if the worker was off its
+ * CPU for CF__SPIN_DESCHED_NS or more since the previous yield returned -
+ * in this yield, or preempted in the scan before it (that scan took that
+ * much longer than the shortest one) - so another thread wanted the CPU.
+ * No system call but the yield: the monotonic clock is read in user
+ * space. */
 static bool yield_cpu(struct spin_watch *sw)
 {
     if (!sw->on) {
         sched_yield();
         return true;
     }
-    int64_t t = cf__now_ns();
-    if (!sw->started) {
-        /* The first yield: the spin is no longer short, so one system
-         * call for the thread's CPU time costs nothing that matters. */
-        sw->started = true;
-        sw->wall0 = t;
-        sw->cpu0 = cf__spin_thread_cpu_ns();
-    }
+    int64_t before = cf__now_ns();
+    if (sw->last != 0 && before - sw->last < sw->scan_min) sw->scan_min = before - sw->last;
     sched_yield();
-    return cf__now_ns() - t < CF__SPIN_DESCHED_NS;
-}
-
-/* A spin that timed out: was it off its CPU for CF__SPIN_DESCHED_NS or more
- * since it first yielded (preempted between yields, where yield_cpu does
- * not look)? Wall time minus the thread's CPU time over that stretch. */
-static enum cf__spin_outcome timed_out(const struct spin_watch *sw)
-{
-    if (!sw->on || !sw->started || sw->cpu0 < 0) return CF__SPIN_TIMED_OUT;
-    int64_t cpu = cf__spin_thread_cpu_ns();
-    int64_t off = (cf__now_ns() - sw->wall0) - (cpu - sw->cpu0);
-    return cpu >= 0 && off >= CF__SPIN_DESCHED_NS ? CF__SPIN_DESCHEDULED : CF__SPIN_TIMED_OUT;
+    int64_t after = cf__now_ns();
+    int64_t since = after - (sw->last != 0 ? sw->last : before);
+    int64_t off = since - (sw->scan_min != INT64_MAX ? sw->scan_min : 0);
+    sw->last = after;
+    return off < CF__SPIN_DESCHED_NS;
 }
 
 /* Spin-search for at most `budget` ns (the caller counted us in
@@ -428,7 +417,7 @@ static enum cf__spin_outcome timed_out(const struct spin_watch *sw)
  * descheduled (still counted as searching). *how: how it ended. */
 static cf_future *spin(struct cf__worker *w, long budget, enum cf__spin_outcome *how)
 {
-    struct spin_watch sw = {.on = w->spin.mode != CF__SPIN_FIXED};
+    struct spin_watch sw = {.on = w->spin.mode != CF__SPIN_FIXED, .scan_min = INT64_MAX};
     int64_t start = 0;
     unsigned backoff = 0, round = 0;
     while (!time_up(&start, budget, ++round)) {
@@ -446,7 +435,7 @@ static cf_future *spin(struct cf__worker *w, long budget, enum cf__spin_outcome 
             return found(w, f, more);
         }
     }
-    *how = timed_out(&sw);
+    *how = CF__SPIN_TIMED_OUT;
     return NULL;
 }
 
