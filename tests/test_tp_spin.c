@@ -5,8 +5,9 @@
  * rules inside a live one-worker pool: the pool's test hook decides how
  * every spin "ended" (so nothing depends on the clock or on how busy the
  * machine is) and logs every decision the worker makes; the test checks
- * that a descheduled spin turns spinning off (the worker then parks
- * without spinning), that probes come after the back-off and that a clean
+ * that a descheduled spin turns spinning off (the worker then only
+ * glances: a short spin that never yields and teaches the policy nothing),
+ * that probes come after the back-off and that a clean
  * probe turns spinning back on; and that a fixed budget never adapts. No
  * timing assertions: the 10 s limits are hang detectors. */
 #include <errno.h>
@@ -54,12 +55,14 @@ static void test_rules_budget_adapts(void **state)
     assert_int_equal(s.mode, CF__SPIN_ON);
 }
 
-/* n idle periods that must park at once. */
+/* n idle periods that must only glance (a short spin that never yields
+ * and is not reported). */
 static void expect_skips(struct cf__spin *s, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         assert_int_equal(s->mode, CF__SPIN_OFF);
-        assert_int_equal(cf__spin_next(s), 0);
+        assert_int_equal(cf__spin_next(s), CF__SPIN_GLANCE_NS);
+        assert_true(s->glance);
     }
 }
 
@@ -83,7 +86,7 @@ static void test_rules_descheduled_backs_off(void **state)
     /* The back-off remembers: the next descheduled spin skips longer. */
     cf__spin_record(&s, CF__SPIN_DESCHEDULED);
     expect_skips(&s, 4 * CF__SPIN_SKIP_MIN);
-    assert_int_equal(s.skipped, (7 * CF__SPIN_SKIP_MIN));
+    assert_int_equal(s.glances, (7 * CF__SPIN_SKIP_MIN));
     assert_int_equal(s.probes, 2);
     assert_int_equal(s.descheduled, 3);
 }
@@ -137,6 +140,7 @@ static void test_rules_fixed_never_adapts(void **state)
 struct decision {
     long granted;
     int mode; /* when it was made */
+    bool glance;
 };
 
 static struct decision log_[MAX_DECISIONS];
@@ -154,8 +158,9 @@ static void scripted(struct cf__worker *w, int point)
     if (atomic_load(&closing)) return;
     if (point == CF__TEST_TP_SPIN_DECIDED) {
         int i = n_decisions++;
-        if (i < MAX_DECISIONS) log_[i] = (struct decision){w->spin.granted, w->spin.mode};
-        if (w->spin.granted <= 0) sem_post(&decided); /* parks without spinning */
+        if (i < MAX_DECISIONS)
+            log_[i] = (struct decision){w->spin.granted, w->spin.mode, w->spin.glance};
+        if (w->spin.granted <= 0 || w->spin.glance) sem_post(&decided); /* nothing to report */
     } else if (point == CF__TEST_TP_SPIN_END) {
         n_ends++;
         int i = n_decisions - 1;
@@ -218,6 +223,8 @@ static void expect(int from, int to, long granted, int mode)
     for (int i = from; i < to; i++) {
         assert_int_equal(log_[i].granted, granted);
         assert_int_equal(log_[i].mode, mode);
+        /* Spinning off: only glances between the probes. */
+        assert_int_equal(log_[i].glance, mode == CF__SPIN_OFF && granted == CF__SPIN_GLANCE_NS);
     }
 }
 
@@ -234,17 +241,17 @@ static void test_pool_backs_off_and_recovers(void **state)
     pool_done(ex);
 
     assert_int_equal(n_decisions, after + 2);
-    expect(0, 1, FLOOR, CF__SPIN_ON);   /* start: short; timed out */
-    expect(1, 2, FLOOR, CF__SPIN_ON);   /* descheduled: spinning off */
-    expect(2, probe1, 0, CF__SPIN_OFF); /* parks at once */
+    expect(0, 1, FLOOR, CF__SPIN_ON);                    /* start: short; timed out */
+    expect(1, 2, FLOOR, CF__SPIN_ON);                    /* descheduled: spinning off */
+    expect(2, probe1, CF__SPIN_GLANCE_NS, CF__SPIN_OFF); /* glances only */
     expect(probe1, probe1 + 1, FLOOR, CF__SPIN_OFF);
-    expect(probe1 + 1, probe2, 0, CF__SPIN_OFF); /* a twice longer back-off */
+    expect(probe1 + 1, probe2, CF__SPIN_GLANCE_NS, CF__SPIN_OFF); /* twice as long */
     expect(probe2, probe2 + 1, FLOOR, CF__SPIN_OFF);
     expect(after, after + 1, FLOOR, CF__SPIN_ON);         /* the clean probe turned it back on */
     expect(after + 1, after + 2, 2 * FLOOR, CF__SPIN_ON); /* and a spin that paid grows it */
-    /* A spin ends only where one was granted. */
+    /* A spin is reported only where one was granted, never a glance. */
     int spun = 0;
-    for (int i = 0; i < n_decisions; i++) spun += log_[i].granted > 0;
+    for (int i = 0; i < n_decisions; i++) spun += log_[i].granted > 0 && !log_[i].glance;
     assert_int_equal(n_ends, spun);
 }
 

@@ -22,17 +22,20 @@
  *   OFF    entered by a DESCHEDULED spin (worker.c: once it yields, the
  *          worker was off its CPU for CF__SPIN_DESCHED_NS or more between
  *          two looks at the clock: in a sched_yield, or preempted in the
- *          scan between two). The next
- *          `skip` idle periods park at once; then one probe spins for the
- *          floor budget. A probe that is descheduled again starts the next,
+ *          scan between two). The next `skip` idle periods only glance
+ *          (CF__SPIN_GLANCE_NS of pauses and scans, no yield, nothing
+ *          learned) before they park; then one probe spins for the floor
+ *          budget. A probe that is descheduled again starts the next,
  *          longer back-off; any other outcome turns spinning back ON at the
  *          floor budget.
  *   back-off  skip_len starts at CF__SPIN_SKIP_MIN idle periods and doubles
  *          with every descheduled spin, up to CF__SPIN_SKIP_MAX; every
- *          CF__SPIN_CLEAN_RUN clean spins in a row halve it again. So a host
- *          that stays busy is probed rarely (each failed probe costs one
- *          slow round trip), while a single stray preemption on a quiet
- *          machine costs only a few parks.
+ *          CF__SPIN_CLEAN_RUN clean spins in a row halve it again (many:
+ *          a searcher descheduled for a time slice delays the work it was
+ *          expected to find by milliseconds, hundreds of wake-ups' worth).
+ *          So a host that stays busy is probed rarely (each failed probe
+ *          costs one slow round trip), while a single stray preemption on
+ *          a quiet machine costs only a few glances.
  *   FIXED  CFUTURES_SPIN_NS or the spin_ns option was given: that budget,
  *          always; nothing adapts.
  */
@@ -55,11 +58,13 @@ void cf__spin_init(struct cf__spin *s, long spin_ns, bool fixed)
 /* The budget for this idle period (before it is remembered in `granted`). */
 static long next_budget(struct cf__spin *s)
 {
+    s->glance = false;
     if (s->mode != CF__SPIN_OFF) return s->budget;
     if (s->skip > 0) {
         s->skip--;
-        s->skipped++;
-        return 0;
+        s->glances++;
+        s->glance = true;
+        return CF__SPIN_GLANCE_NS;
     }
     s->probes++;
     return s->floor;
@@ -70,7 +75,7 @@ long cf__spin_next(struct cf__spin *s)
     return s->granted = next_budget(s);
 }
 
-/* A descheduled spin: park at once for the current back-off, and make the
+/* A descheduled spin: only glance for the current back-off, and make the
  * next one longer. */
 static void back_off(struct cf__spin *s)
 {

@@ -8,10 +8,10 @@
  *   stats printer reads the counters after the worker was joined.
  * - Called by worker.c only when a worker is idle: its first scan found
  *   nothing. cf__spin_next gives the budget of this idle period's spin (0:
- *   park at once); if it was > 0, the worker reports how that spin ended
- *   with cf__spin_record. Nothing here is part of the no-lost-wake-up
- *   argument (worker.c): a budget only decides how long a worker looks
- *   before it parks, and parking is always safe.
+ *   park at once); if it was > 0 and not a glance, the worker reports how
+ *   that spin ended with cf__spin_record. Nothing here is part of the
+ *   no-lost-wake-up argument (worker.c): a budget only decides how long a
+ *   worker looks before it parks, and parking is always safe.
  * - No clock is read here; worker.c measures and reports. */
 #ifndef CF_THREAD_SPIN_H
 #define CF_THREAD_SPIN_H
@@ -29,7 +29,7 @@ enum cf__spin_outcome {
 
 enum cf__spin_mode {
     CF__SPIN_ON,    /* spinning pays: the budget adapts within [floor, ceil] */
-    CF__SPIN_OFF,   /* the CPU is contended: park at once, probe now and then */
+    CF__SPIN_OFF,   /* the CPU is contended: only glance, probe now and then */
     CF__SPIN_FIXED, /* CFUTURES_SPIN_NS or the spin_ns option: always `budget` */
 };
 
@@ -41,32 +41,41 @@ enum cf__spin_mode {
  * searcher off its CPU that long delays the tasks it was expected to find
  * by ten wake-ups' worth. */
 #define CF__SPIN_DESCHED_NS 100000
-/* Idle periods that park at once after the first descheduled spin; each
+/* OFF: instead of a spin, an idle period glances this long: pauses and
+ * scans without ever yielding. Shorter than any time slice, it rarely
+ * loses its CPU (and never gives it away while counted as searching), and
+ * it still catches a task from a feeder that runs on another CPU and
+ * answers within microseconds, without the cost of a wake. */
+#define CF__SPIN_GLANCE_NS 2000
+/* Idle periods that only glance after the first descheduled spin; each
  * further one doubles it, up to CF__SPIN_SKIP_MAX. */
 #define CF__SPIN_SKIP_MIN 8u
 #define CF__SPIN_SKIP_MAX 1024u
 /* Clean spins in a row (not descheduled) that halve the back-off again. */
-#define CF__SPIN_CLEAN_RUN 32u
+#define CF__SPIN_CLEAN_RUN 256u
 
 struct cf__spin {
     long budget;       /* ns: the next spin's budget (ON, FIXED) */
     long ceil, floor;  /* ON: the budget's range */
-    uint32_t skip;     /* OFF: idle periods left that park at once before a probe */
+    uint32_t skip;     /* OFF: idle periods left that only glance before a probe */
     uint32_t skip_len; /* the back-off the next descheduled spin starts */
     uint32_t clean;    /* clean spins in a row */
     uint8_t mode;      /* enum cf__spin_mode */
     long granted;      /* what the last cf__spin_next returned */
+    bool glance;       /* ... and it is a glance: no yields, nothing to report */
     uint8_t outcome;   /* the spin being reported (worker.c; a test hook may change it) */
     /* Counters (the pool's stats line; written by the owner only). */
-    uint64_t paid, timed_out, descheduled, skipped, probes;
+    uint64_t paid, timed_out, descheduled, glances, probes;
 };
 
 /* A worker's policy: adaptive with spin_ns as its ceiling, or (fixed) always
  * spin_ns. */
 void cf__spin_init(struct cf__spin *s, long spin_ns, bool fixed);
-/* The budget of this idle period's spin, in ns; 0: park at once. */
+/* The budget of this idle period's spin, in ns; 0: park at once. With
+ * s->glance set, a glance: spin without yielding and report nothing. */
 long cf__spin_next(struct cf__spin *s);
-/* How the spin that cf__spin_next allowed (budget > 0) ended. */
+/* How the spin that cf__spin_next allowed (budget > 0, not a glance)
+ * ended. */
 void cf__spin_record(struct cf__spin *s, enum cf__spin_outcome how);
 
 #endif

@@ -176,9 +176,9 @@ static void print_stats(struct cf__pool *p)
         const struct cf__spin *sp = &p->w[i].spin;
         fprintf(stderr,
                 "cfutures: %s-%d spins: paid %llu, timed out %llu, descheduled %llu; "
-                "parked without spinning %llu, probes %llu\n",
+                "glances (spinning off) %llu, probes %llu\n",
                 p->prefix, i, (unsigned long long)sp->paid, (unsigned long long)sp->timed_out,
-                (unsigned long long)sp->descheduled, (unsigned long long)sp->skipped,
+                (unsigned long long)sp->descheduled, (unsigned long long)sp->glances,
                 (unsigned long long)sp->probes);
     }
 }

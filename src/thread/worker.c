@@ -359,10 +359,12 @@ static void stop_searching(struct cf__worker *w, bool more)
     if (more || any_work(p)) (void)cf__pool_wake_one(p);
 }
 
-static inline bool time_up(int64_t *start, long budget, unsigned round)
+static inline bool time_up(int64_t *start, long budget, unsigned round, bool every)
 {
     if (budget <= 0) return true;
-    if (*start != 0 && round % 8 != 0) return false; /* the clock is read every 8th round only */
+    /* The clock is read every 8th round only, or every round of a
+     * glance (a few rounds in all). */
+    if (*start != 0 && !every && round % 8 != 0) return false;
     int64_t now = cf__now_ns();
     if (*start == 0) {
         *start = now;
@@ -412,18 +414,19 @@ static bool yield_cpu(struct spin_watch *sw)
 
 /* Spin-search for at most `budget` ns (the caller counted us in
  * `searching` and its first scan found nothing): scan, with exponential
- * back-off, then sched_yield between scans. Returns work (having stopped
- * searching), or NULL when the budget is spent or (adaptive) the spin was
- * descheduled (still counted as searching). *how: how it ended. */
+ * back-off, then (unless a glance) sched_yield between scans. Returns work
+ * (having stopped searching), or NULL when the budget is spent or
+ * (adaptive) the spin was descheduled (still counted as searching). *how:
+ * how it ended. */
 static cf_future *spin(struct cf__worker *w, long budget, enum cf__spin_outcome *how)
 {
     struct spin_watch sw = {.on = w->spin.mode != CF__SPIN_FIXED, .scan_min = INT64_MAX};
     int64_t start = 0;
     unsigned backoff = 0, round = 0;
-    while (!time_up(&start, budget, ++round)) {
-        if (backoff < BACKOFF_MAX) {
+    while (!time_up(&start, budget, ++round, w->spin.glance)) {
+        if (backoff < BACKOFF_MAX || w->spin.glance) {
             for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
-            backoff++;
+            if (backoff < BACKOFF_MAX) backoff++;
         } else if (!yield_cpu(&sw)) {
             *how = CF__SPIN_DESCHEDULED; /* park now: someone else wants this CPU */
             return NULL;
@@ -453,6 +456,7 @@ static cf_future *search(struct cf__worker *w, bool may_spin)
     if (budget <= 0) return NULL;
     enum cf__spin_outcome how;
     f = spin(w, budget, &how);
+    if (w->spin.glance) return f; /* spinning is off: a glance teaches nothing */
     w->spin.outcome = (uint8_t)how;
     test_point(w, CF__TEST_TP_SPIN_END);
     cf__spin_record(&w->spin, (enum cf__spin_outcome)w->spin.outcome);
