@@ -27,7 +27,7 @@
 
 #define HANG_S 10 /* a hang detector */
 #define CEIL 50000L
-#define FLOOR (CEIL / 16)
+#define FLOOR (CEIL / 4)
 
 /* ---- the rules ---- */
 

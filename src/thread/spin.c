@@ -14,8 +14,11 @@
  * load on their CPUs differs):
  *
  *   ON     budget in [floor, ceil] (ceil: the pool's spin_ns, 50 us by
- *          default; floor: ceil / 16), starting at the floor. A spin that
- *          PAID doubles the budget, one that TIMED_OUT halves it: a steady
+ *          default; floor: ceil / 4, which still covers a feeder's wake-up
+ *          from a futex sleep, so a round trip that went cold once can
+ *          catch the next submit and climb back), starting at the floor.
+ *          A spin that PAID doubles the budget, one that TIMED_OUT halves
+ *          it: a steady
  *          stream of work with short gaps reaches the full spin in a few
  *          rounds, a pool that only sees work now and then spins briefly
  *          (so an idle pool's last spin after a burst is short too).
@@ -43,10 +46,10 @@
 
 void cf__spin_init(struct cf__spin *s, long spin_ns, bool fixed)
 {
-    long floor = spin_ns / 16 > 0 ? spin_ns / 16 : spin_ns;
+    long floor = spin_ns / 4 > 0 ? spin_ns / 4 : spin_ns;
     *s = (struct cf__spin){
         /* Adaptive: start short, grow as spins pay. A pool that only ever
-         * sees a burst now and then spins a few microseconds after it. */
+         * sees a burst now and then spins a quarter of the ceiling after it. */
         .budget = fixed ? spin_ns : floor,
         .ceil = spin_ns,
         .floor = floor,
