@@ -18,10 +18,10 @@
  *          from a futex sleep, so a round trip that went cold once can
  *          catch the next submit and climb back), starting at the floor.
  *          A spin that PAID doubles the budget, one that TIMED_OUT halves
- *          it: a steady
- *          stream of work with short gaps reaches the full spin in a few
- *          rounds, a pool that only sees work now and then spins briefly
- *          (so an idle pool's last spin after a burst is short too).
+ *          it: a steady stream of work with short gaps reaches the full
+ *          spin in a few rounds, a pool that only sees work now and then
+ *          spins briefly (so an idle pool's last spin after a burst is
+ *          short too).
  *   OFF    entered by a DESCHEDULED spin (worker.c: once it yields, the
  *          worker was off its CPU for CF__SPIN_DESCHED_NS or more between
  *          two looks at the clock: in a sched_yield, or preempted in the
