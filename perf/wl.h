@@ -37,6 +37,16 @@ uint64_t cfb_sum_squares(long n); /* sum of i*i for i < n, mod 2^64 */
  * their sum. */
 void cfb_pingpong_counters(struct cfb_result *r, uint64_t *ns, size_t m, bool p999);
 
+/* pingpong_loaded: n CPU-bound threads of the benchmark's own (not pinned:
+ * the scheduler spreads them as it would any other busy process) that keep
+ * the CPUs busy until cfb_load_stop. NULL if no thread could be started. */
+struct cfb_load;
+struct cfb_load *cfb_load_start(int n);
+void cfb_load_stop(struct cfb_load *load);
+/* How many load threads pingpong_loaded runs: CFB_LOAD_THREADS, else one
+ * per worker (W: two on a 2-core machine). */
+int cfb_load_threads(void);
+
 /* Sleep secs with the pool idle and report cpu_ms_per_s: the process CPU
  * time over that interval (the sleeping caller uses none). */
 void cfb_idle_measure(struct cfb_result *r, double secs);

@@ -120,11 +120,14 @@ static void fib_skip(struct cfb_result *r)
 
 /* ---- pingpong, pingpong_cold ---- */
 
-static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
+/* As cfutures' pingpong_run (wl_thread.c), on the baseline pool. */
+static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999, int load)
 {
     uint64_t *ns = malloc((size_t)m * sizeof *ns);
-    struct bl_pool *p = ns ? pool(r) : NULL;
+    struct cfb_load *busy = ns && load > 0 ? cfb_load_start(load) : NULL;
+    struct bl_pool *p = ns && (load == 0 || busy) ? pool(r) : NULL;
     if (!p) {
+        cfb_load_stop(busy);
         free(ns);
         return cfb_fail(r, "out of memory or no threads");
     }
@@ -147,19 +150,25 @@ static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
         ns[i] = t1 - t0;
     }
     bl_pool_free(p);
+    cfb_load_stop(busy);
     if (r->status == CFB_OK) cfb_pingpong_counters(r, ns, (size_t)m, p999);
     free(ns);
 }
 
 static void pingpong(struct cfb_result *r)
 {
-    pingpong_run(r, cfb_size("CFB_PINGPONG_M", 200000, 1), 0, true);
+    pingpong_run(r, cfb_size("CFB_PINGPONG_M", 200000, 1), 0, true, 0);
 }
 
 static void pingpong_cold(struct cfb_result *r)
 {
     pingpong_run(r, cfb_size("CFB_PINGPONG_COLD_M", 2000, 1),
-                 (long)cfb_param("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false);
+                 (long)cfb_param("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false, 0);
+}
+
+static void pingpong_loaded(struct cfb_result *r)
+{
+    pingpong_run(r, cfb_size("CFB_PINGPONG_LOADED_M", 20000, 1), 0, true, cfb_load_threads());
 }
 
 /* ---- map: what a pool without map does (and CPython's map does):
@@ -339,6 +348,7 @@ const struct cfb_workload cfb_bl_thread_workloads[] = {
     {"baseline/fib", fib_skip},
     {"baseline/pingpong", pingpong},
     {"baseline/pingpong_cold", pingpong_cold},
+    {"baseline/pingpong_loaded", pingpong_loaded},
     {"baseline/map", map_bench},
     {"baseline/as_completed", as_completed},
     {"baseline/future_bytes", future_bytes},

@@ -1,4 +1,5 @@
 /* cfutures-bench: helpers shared by the cfutures and baseline bodies. */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "wl.h"
@@ -74,4 +75,49 @@ void cfb_idle_measure(struct cfb_result *r, double secs)
     double c1 = cfb_cpu_now(), t1 = cfb_now();
     r->wall_s = t1 - t0;
     cfb_counter(r, "cpu_ms_per_s", (c1 - c0) * 1e3 / (t1 - t0));
+}
+
+struct cfb_load {
+    _Atomic uint32_t stop;
+    int n;
+    pthread_t th[];
+};
+
+/* A busy loop of integer arithmetic (no system calls, no memory traffic),
+ * until stop is set. */
+static void *load_body(void *arg)
+{
+    struct cfb_load *l = arg;
+    uint64_t x = (uint64_t)(uintptr_t)&x;
+    /* Relaxed: a flag; nothing else is read on its strength. */
+    while (!atomic_load_explicit(&l->stop, memory_order_relaxed))
+        for (int i = 0; i < 4096; i++) x = x * 6364136223846793005u + 1442695040888963407u;
+    return (void *)(uintptr_t)(x | 1);
+}
+
+struct cfb_load *cfb_load_start(int n)
+{
+    struct cfb_load *l = malloc(sizeof *l + (size_t)n * sizeof l->th[0]);
+    if (!l) return NULL;
+    atomic_init(&l->stop, 0);
+    for (l->n = 0; l->n < n; l->n++)
+        if (pthread_create(&l->th[l->n], NULL, load_body, l) != 0) break;
+    if (l->n == 0) {
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void cfb_load_stop(struct cfb_load *l)
+{
+    if (!l) return;
+    atomic_store_explicit(&l->stop, 1, memory_order_relaxed);
+    for (int i = 0; i < l->n; i++) pthread_join(l->th[i], NULL);
+    free(l);
+}
+
+int cfb_load_threads(void)
+{
+    return (int)cfb_param("CFB_LOAD_THREADS", cfb_workers(), 0);
 }

@@ -199,12 +199,20 @@ static void fib_bench(struct cfb_result *r)
 
 /* ---- pingpong, pingpong_cold ---- */
 
-static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
+/* m timed round trips; sleep_ns (untimed) before each; with `load`
+ * CPU-bound threads busy from before the pool is made until it is freed. */
+static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999, int load)
 {
     uint64_t *ns = malloc((size_t)m * sizeof *ns);
     if (!ns) return cfb_fail(r, "out of memory");
+    struct cfb_load *busy = load > 0 ? cfb_load_start(load) : NULL;
+    if (load > 0 && !busy) {
+        free(ns);
+        return cfb_fail(r, "pingpong_loaded: cannot start the load threads");
+    }
     cf_executor *ex = cfb_thread_pool(r, 0);
     if (!ex) {
+        cfb_load_stop(busy);
         free(ns);
         return;
     }
@@ -228,19 +236,25 @@ static void pingpong_run(struct cfb_result *r, long m, long sleep_ns, bool p999)
         ns[i] = t1 - t0;
     }
     cf_executor_free(ex);
+    cfb_load_stop(busy);
     if (r->status == CFB_OK) cfb_pingpong_counters(r, ns, (size_t)m, p999);
     free(ns);
 }
 
 static void pingpong(struct cfb_result *r)
 {
-    pingpong_run(r, cfb_size("CFB_PINGPONG_M", 200000, 1), 0, true);
+    pingpong_run(r, cfb_size("CFB_PINGPONG_M", 200000, 1), 0, true, 0);
 }
 
 static void pingpong_cold(struct cfb_result *r)
 {
     pingpong_run(r, cfb_size("CFB_PINGPONG_COLD_M", 2000, 1),
-                 (long)cfb_param("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false);
+                 (long)cfb_param("CFB_COLD_SLEEP_US", 1000, 0) * 1000, false, 0);
+}
+
+static void pingpong_loaded(struct cfb_result *r)
+{
+    pingpong_run(r, cfb_size("CFB_PINGPONG_LOADED_M", 20000, 1), 0, true, cfb_load_threads());
 }
 
 /* ---- map ---- */
@@ -453,7 +467,14 @@ static void idle_cpu(struct cfb_result *r)
 }
 
 const struct cfb_workload cfb_cf_thread_workloads[] = {
-    {"submit_flat", submit_flat},     {"fib", fib_bench},     {"pingpong", pingpong},
-    {"pingpong_cold", pingpong_cold}, {"map", map_bench},     {"as_completed", as_completed},
-    {"future_bytes", future_bytes},   {"idle_cpu", idle_cpu}, {NULL, NULL},
+    {"submit_flat", submit_flat},
+    {"fib", fib_bench},
+    {"pingpong", pingpong},
+    {"pingpong_cold", pingpong_cold},
+    {"pingpong_loaded", pingpong_loaded},
+    {"map", map_bench},
+    {"as_completed", as_completed},
+    {"future_bytes", future_bytes},
+    {"idle_cpu", idle_cpu},
+    {NULL, NULL},
 };

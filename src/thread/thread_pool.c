@@ -176,6 +176,14 @@ static void print_stats(struct cf__pool *p)
                 L(steals_tried), L(steals_local), L(steals_remote), L(injected_taken), L(parks),
                 L(wakeups));
 #undef L
+        /* Read after the worker was joined (its owner-private policy). */
+        const struct cf__spin *sp = &p->w[i].spin;
+        fprintf(stderr,
+                "cfutures: %s-%d spins: paid %llu, timed out %llu, descheduled %llu; "
+                "glances (spinning off) %llu, probes %llu\n",
+                p->prefix, i, (unsigned long long)sp->paid, (unsigned long long)sp->timed_out,
+                (unsigned long long)sp->descheduled, (unsigned long long)sp->glances,
+                (unsigned long long)sp->probes);
     }
 }
 

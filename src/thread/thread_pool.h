@@ -2,11 +2,12 @@
  * (the executor ops and the pool's life), worker.c (what a worker thread
  * does), wake.c (whom to wake), task.c (the pool's task records and their
  * hook for an outside thread about to block); fork detection is sys/fork.c.
- * Calls go thread_pool.c -> task.c, worker.c -> task.c, all three ->
- * wake.c and sys/fork.c; thread_pool.c and worker.c meet only at a worker's
- * creation (cf__worker_main, and cf__tls_worker, which worker.c sets in
- * its threads and the pool reads to recognise one of its own workers) and
- * its exit (cf__pool_worker_exit): the one documented circle.
+ * Calls go thread_pool.c -> task.c, worker.c -> task.c and spin.c (the
+ * idle spin policy), all three -> wake.c and sys/fork.c; thread_pool.c and
+ * worker.c meet only at a worker's creation (cf__worker_main, and
+ * cf__tls_worker, which worker.c sets in its threads and the pool reads to
+ * recognise one of its own workers) and its exit (cf__pool_worker_exit):
+ * the one documented circle.
  *
  * Who touches what
  * - struct cf__worker: `dq` (see deque.h for its own layout); the line with
@@ -36,6 +37,7 @@
 #include "sync/inject.h"
 #include "sys/topology.h"
 #include "sys/fork.h"
+#include "thread/spin.h"
 #include "thread/wake.h"
 
 #define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
@@ -78,6 +80,7 @@ struct cf__worker {
     int depth;            /* tasks running on this thread's stack (nested by waits) */
     int64_t mark;         /* own deque's bottom when the innermost one started */
     uintptr_t help_floor; /* a wait runs no task with its frame below this */
+    struct cf__spin spin; /* how long it spins when idle (spin.h) */
     pthread_t thread;
     bool started;
     bool exited; /* under the pool's join_lock */
@@ -167,6 +170,9 @@ static inline bool cf__pool_foreign(const struct cf__pool *p)
  * shipped library the points compile to nothing. */
 enum {
     CF__TEST_TP_FOUND_WORK = 1, /* a searcher found work, before it stops searching */
+    CF__TEST_TP_SPIN_DECIDED,   /* idle: the spin policy chose w->spin.granted */
+    CF__TEST_TP_SPIN_END,       /* a spin ended as w->spin.outcome (the hook may change
+                                   it), before the policy records it */
 };
 #ifdef CF_TEST_HOOKS
 typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);

@@ -8,10 +8,14 @@
  *   deque, where others can steal it), then stealing from the other
  *   workers in the placement's steal order (same L3, same node, then at
  *   most `steal_attempts` remote victims per round, nearest node first).
- * - Idle: a worker that finds nothing counts itself in `searching` and
- *   spins (scanning, with exponential back-off, then sched_yield) for at
- *   most cfg.spin_ns - at most max(1, n/2) workers spin at once, the others
- *   go straight to parking - then parks on the pool's event count.
+ * - Idle: a worker that finds nothing counts itself in `searching`, scans
+ *   once more and then spins (scanning, with exponential back-off, then
+ *   sched_yield) for as long as its spin policy allows (spin.c: adaptive,
+ *   at most cfg.spin_ns, off while its CPU is contended; or fixed when
+ *   set) - at most max(1, n/2) workers spin at once, the others go
+ *   straight to parking - then parks on the pool's event count. An
+ *   adaptive spin also stops early when a sched_yield came back late (the
+ *   worker was descheduled: someone else wants the CPU).
  *   Submitters wake a parked worker only when their push made a queue
  *   non-empty and nobody is searching (thread_pool.c); the last searcher to
  *   stop searching because it found work looks again and wakes one more if
@@ -360,10 +364,12 @@ static void stop_searching(struct cf__worker *w, bool more)
     if (more || any_work(p)) (void)cf__pool_wake_one(p);
 }
 
-static inline bool time_up(int64_t *start, long budget, unsigned round)
+static inline bool time_up(int64_t *start, long budget, unsigned round, bool every)
 {
     if (budget <= 0) return true;
-    if (*start != 0 && round % 8 != 0) return false; /* the clock is read every 8th round only */
+    /* The clock is read every 8th round only, or every round of a
+     * glance (a few rounds in all). */
+    if (*start != 0 && !every && round % 8 != 0) return false;
     int64_t now = cf__now_ns();
     if (*start == 0) {
         *start = now;
@@ -372,32 +378,94 @@ static inline bool time_up(int64_t *start, long budget, unsigned round)
     return now - *start >= budget;
 }
 
-/* Spin-search for at most `budget` ns (the caller counted us in
- * `searching`): scan, with exponential back-off, then sched_yield between
- * scans. Returns work (having stopped searching), or NULL when the budget
- * is spent (still counted as searching). */
-static cf_future *search(struct cf__worker *w, long budget)
+/* A searcher found work: it stops searching (and may wake a helper). */
+static cf_future *found(struct cf__worker *w, cf_future *f, bool more)
 {
+    test_point(w, CF__TEST_TP_FOUND_WORK);
+    stop_searching(w, more);
+    return f;
+}
+
+/* What an adaptive spin measures to tell whether it was descheduled
+ * (spin.h): the time between its looks at the clock once it yields. */
+struct spin_watch {
+    bool on;          /* adaptive policy: measure (a fixed budget measures nothing) */
+    int64_t last;     /* the clock after the previous yield (0: none yet) */
+    int64_t scan_min; /* the shortest scan between two yields so far */
+};
+
+/* Give the CPU to a runnable thread on it (often the submitter, when there
+ * are more threads than cores). Watched: false if the worker was off its
+ * CPU for CF__SPIN_DESCHED_NS or more since the previous yield returned -
+ * in this yield, or preempted in the scan before it (that scan took that
+ * much longer than the shortest one) - so another thread wanted the CPU.
+ * No system call but the yield: the monotonic clock is read in user
+ * space. */
+static bool yield_cpu(struct spin_watch *sw)
+{
+    if (!sw->on) {
+        sched_yield();
+        return true;
+    }
+    int64_t before = cf__now_ns();
+    if (sw->last != 0 && before - sw->last < sw->scan_min) sw->scan_min = before - sw->last;
+    sched_yield();
+    int64_t after = cf__now_ns();
+    int64_t since = after - (sw->last != 0 ? sw->last : before);
+    int64_t off = since - (sw->scan_min != INT64_MAX ? sw->scan_min : 0);
+    sw->last = after;
+    return off < CF__SPIN_DESCHED_NS;
+}
+
+/* Spin-search for at most `budget` ns (the caller counted us in
+ * `searching` and its first scan found nothing): scan, with exponential
+ * back-off, then (unless a glance) sched_yield between scans. Returns work
+ * (having stopped searching), or NULL when the budget is spent or
+ * (adaptive) the spin was descheduled (still counted as searching). *how:
+ * how it ended. */
+static cf_future *spin(struct cf__worker *w, long budget, enum cf__spin_outcome *how)
+{
+    struct spin_watch sw = {.on = w->spin.mode != CF__SPIN_FIXED, .scan_min = INT64_MAX};
     int64_t start = 0;
     unsigned backoff = 0, round = 0;
-    for (;;) {
+    while (!time_up(&start, budget, ++round, w->spin.glance)) {
+        if (backoff < BACKOFF_MAX || w->spin.glance) {
+            for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
+            if (backoff < BACKOFF_MAX) backoff++;
+        } else if (!yield_cpu(&sw)) {
+            *how = CF__SPIN_DESCHEDULED; /* park now: someone else wants this CPU */
+            return NULL;
+        }
         bool more = false;
         cf_future *f = scan(w, &more);
         if (f) {
-            test_point(w, CF__TEST_TP_FOUND_WORK);
-            stop_searching(w, more);
-            return f;
-        }
-        if (time_up(&start, budget, ++round)) return NULL;
-        if (backoff < BACKOFF_MAX) {
-            for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
-            backoff++;
-        } else {
-            /* Let a runnable thread on this CPU (often the submitter,
-             * when there are more threads than cores) have it. */
-            sched_yield();
+            *how = CF__SPIN_PAID;
+            return found(w, f, more);
         }
     }
+    *how = CF__SPIN_TIMED_OUT;
+    return NULL;
+}
+
+/* An idle worker's search (the caller counted us in `searching`): one scan;
+ * if that finds nothing and we may spin, a spin as long as the spin policy
+ * allows (spin.c), whose outcome the policy then learns from. Returns work
+ * (having stopped searching), or NULL (still counted as searching). */
+static cf_future *search(struct cf__worker *w, bool may_spin)
+{
+    bool more = false;
+    cf_future *f = scan(w, &more);
+    if (f) return found(w, f, more); /* no spin was needed: nothing to learn */
+    long budget = may_spin ? cf__spin_next(&w->spin) : 0;
+    test_point(w, CF__TEST_TP_SPIN_DECIDED);
+    if (budget <= 0) return NULL;
+    enum cf__spin_outcome how;
+    f = spin(w, budget, &how);
+    if (w->spin.glance) return f; /* spinning is off: a glance teaches nothing */
+    w->spin.outcome = (uint8_t)how;
+    test_point(w, CF__TEST_TP_SPIN_END);
+    cf__spin_record(&w->spin, (enum cf__spin_outcome)w->spin.outcome);
+    return f;
 }
 
 enum park_result { PARKED, WORK_SEEN, MAY_EXIT };
@@ -440,6 +508,9 @@ static bool hand_off_search(struct cf__worker *w)
 {
     struct cf__pool *p = w->pool;
     w->handoff = false;
+    /* Spinning is off (the CPUs are contended): the woken worker would
+     * only take a CPU from someone else to scan once and park again. */
+    if (w->spin.mode == CF__SPIN_OFF) return false;
     return cf__ec_waiters(&p->ec) > 0 && cf__pool_wake_one(p) >= 0;
 }
 
@@ -456,9 +527,9 @@ static cf_future *idle(struct cf__worker *w)
          * parking re-check, so idle workers do not take the CPU from
          * threads that have work. */
         int searchers = atomic_fetch_add_explicit(&p->searching, 1, memory_order_relaxed);
-        long budget = searchers < p->max_searching && !handed_off ? p->spin_ns : 0;
+        bool may_spin = searchers < p->max_searching && !handed_off;
         handed_off = false;
-        cf_future *f = search(w, budget);
+        cf_future *f = search(w, may_spin);
         if (f) return f;
         if (park(w) == MAY_EXIT) return NULL;
     }
@@ -665,6 +736,8 @@ void *cf__worker_main(void *arg)
     cf__alloc_set_thread_node(p->cfg.numa ? w->numa_node : -1);
     cf__future_cache_enable(); /* records: no allocator call on the hot path */
     w->help_floor = help_floor_of_this_thread();
+    /* Adaptive unless a budget was set (environment or code). */
+    cf__spin_init(&w->spin, p->spin_ns, p->cfg.source[CF__SET_SPIN_NS] != CF__FROM_DEFAULT);
     cf__tls_worker = w;
     cf__tls_wait_helper = wait_helper;
     cf__tls_wait_helper_ctx = w;
