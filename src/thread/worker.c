@@ -224,9 +224,34 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     return first;
 }
 
+/* Take a batch from an outside submitter's slot (subslot.h): at most
+ * CF__SUBSLOT_TAKE_MAX of its oldest tasks, half of what it holds. The
+ * oldest is returned, the rest go to our deque newest first (as in
+ * take_batch: our pops run them in submission order, thieves take the
+ * newest). Bounded batches keep our deque short, so a second worker takes
+ * its own batch from the slot instead of fighting us over one deque. */
+static cf_future *take_slots(struct cf__worker *w, bool *more)
+{
+    struct cf__pool *p = w->pool;
+    cf_future *got[CF__SUBSLOT_TAKE_MAX];
+    /* Start at a different bit per worker: with many submitters, workers
+     * spread over their slots. */
+    int k = cf__subslots_take(p->subs, got, CF__SUBSLOT_TAKE_MAX, (unsigned)w->id * 37u, more);
+    if (k == 0) return NULL;
+    for (int i = k - 1; i >= 1; i--) {
+        if (cf__deque_push(&w->dq, got[i]) < 0)
+            cf__inject_push(&p->inj[w->slot], &got[i]->qnode); /* could not grow the deque */
+        else *more = true;
+    }
+    if (stats_on(p)) stat_add(&w->st.injected_taken, (uint64_t)k);
+    return got[0];
+}
+
 static cf_future *take_injected(struct cf__worker *w, bool *more)
 {
     struct cf__pool *p = w->pool;
+    cf_future *f = take_slots(w, more);
+    if (f) return f;
     for (int k = 0; k < p->n_inj; k++) {
         struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
         if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
@@ -301,6 +326,30 @@ static cf_future *steal_any(struct cf__worker *w, bool *more)
     return NULL;
 }
 
+cf_future *cf__pool_take_one(struct cf__pool *p)
+{
+    cf_future *f;
+    bool more = false;
+    if (cf__subslots_take(p->subs, &f, 1, 0, &more) == 1) {
+        if (more) {
+            /* Work we saw is left behind and we run only this one: like a
+             * worker's ramp-up, make sure a worker comes for it. Seq_cst
+             * fence: as in help_run_one (a submitter's half). */
+            CF__FENCE_SEQ_CST();
+            (void)cf__pool_wake_if_idle(p);
+        }
+        return f;
+    }
+    for (int k = 0; k < p->n_inj; k++) {
+        struct cf__inject *q = &p->inj[k];
+        if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
+        struct cds_wfcq_node *node = cf__inject_take_one(q);
+        cf__inject_unlock(q);
+        if (node) return cf__future_of_qnode(node);
+    }
+    return NULL;
+}
+
 /* One pass over everything but the own deque. *more: evidence that more
  * work is queued (used for the ramp-up wake). */
 static cf_future *scan(struct cf__worker *w, bool *more)
@@ -316,6 +365,7 @@ static bool any_work(struct cf__pool *p)
 {
     for (int k = 0; k < p->n_inj; k++)
         if (!cf__inject_empty(&p->inj[k])) return true;
+    if (cf__subslots_any(p->subs)) return true; /* every slot, active or not */
     for (int i = 0; i < p->n; i++)
         if (cf__deque_size_hint(&p->w[i].dq) > 0) return true;
     return false;
@@ -405,7 +455,9 @@ static enum park_result park(struct cf__worker *w)
     struct cf__pool *p = w->pool;
     /* Relaxed: ordered before the re-check by cf__ec_prepare's fence. */
     atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
+    test_point(w, CF__TEST_TP_PARK_DECIDED);
     cf__ec_prepare(&p->ec, &w->park);
+    test_point(w, CF__TEST_TP_PARK_PREPARED);
     if (any_work(p)) {
         cf__ec_cancel(&p->ec, &w->park);
         return WORK_SEEN;
