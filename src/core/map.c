@@ -771,6 +771,40 @@ int cf_map_next_i64(cf_map_iter *it, int64_t *v)
     return 0;
 }
 
+int cf_map_next_batch(cf_map_iter *it, size_t max, const void **data, size_t *len, size_t *stride,
+                      size_t *count)
+{
+    const void *d = NULL;
+    size_t l = 0, st = 0, k = 0;
+    int rc = CF_EINVAL;
+    if (it && count && max > 0) {
+        it->exc_valid = false;
+        size_t i = it->cur_item;
+        rc = 0;
+        if (!(i < it->cur_count && it->res_uniform)) {
+            /* Not inside a loaded uniform chunk: one item the slow way
+             * (which loads the next chunk, waiting for it, if needed). */
+            rc = map_next_slow(it, &d, &l);
+            k = rc == 0 || rc == CF_ETASK || rc == CF_ECANCELLED || rc == CF_EBROKEN;
+            i = it->cur_item - k; /* that item */
+        }
+        if (rc == 0 && it->res_uniform && !it->chunk_err) {
+            /* The rest of a uniform chunk, from item i on, as one array. */
+            size_t left = it->cur_count - i;
+            k = left < max ? left : max;
+            st = it->res_stride;
+            l = it->res_item_len;
+            d = it->res + it->res_off + i * st;
+            it->cur_item = i + k;
+        }
+    }
+    if (data) *data = d;
+    if (len) *len = l;
+    if (stride) *stride = st;
+    if (count) *count = k;
+    return rc;
+}
+
 int cf_map_exception(cf_map_iter *it, int *code, const char **msg)
 {
     if (!it) return CF_EINVAL;
