@@ -18,6 +18,10 @@
  * - Chunk size: opts.chunksize, else about n / (8 x workers), capped so a
  *   chunk stays short. Window: opts.window, else the executor's
  *   (ops->default_window), else 4 x workers.
+ * - While chunks remain to be submitted the executor hears of the map
+ *   (ops->map_active), so it can keep a worker looking for them.
+ * - Results: cf_map_next one at a time, or cf_map_next_batch the rest of a
+ *   uniform chunk as one array (one call per chunk).
  * - One deadline, taken at cf_map (SEMANTICS 24). When it passes while we
  *   wait for a chunk, every chunk not yet yielded is cancelled and the
  *   iterator keeps answering CF_ETIMEDOUT.
@@ -427,7 +431,8 @@ struct cf_map_iter {
     size_t arg_len, n;
     size_t chunk, n_chunks, window;
     bool copy;
-    bool help; /* the consumer may run chunks itself (map_help) */
+    bool help;   /* the consumer may run chunks itself (map_help) */
+    bool active; /* counted in the executor's map_active */
     bool timed_out;
     cf__deadline deadline;
 
@@ -499,6 +504,12 @@ static void map_refill(cf_map_iter *it)
         if (s->err != 0) s->f = NULL;
         it->next_submit++;
     }
+    /* Every chunk is submitted: no more will come for a worker to look
+     * out for (ops->map_active). */
+    if (it->active && (it->next_submit == it->n_chunks || it->timed_out)) {
+        it->active = false;
+        it->ex->ops->map_active(it->ex, -1);
+    }
 }
 
 /* Cancel every outstanding chunk that has not started (running ones go on:
@@ -527,6 +538,7 @@ static void map_release_outstanding(cf_map_iter *it)
 
 static void map_destroy(cf_map_iter *it)
 {
+    if (it->active) it->ex->ops->map_active(it->ex, -1);
     map_cancel_outstanding(it);
     map_release_outstanding(it);
     /* Nothing runs any more: the job buffers are ours. */
@@ -900,6 +912,11 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     it->copy = copy;
     it->help = map_may_help(ex, copy, deadline);
     it->deadline = deadline;
+    /* Before the first submit: a worker stays on the look-out for chunks. */
+    if (ex->ops->map_active && n > 0) {
+        ex->ops->map_active(ex, 1);
+        it->active = true;
+    }
 
     map_refill(it);
     /* A call that fails changes nothing it can undo: if any of the first

@@ -392,9 +392,16 @@ static int tp_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, siz
     return 0;
 }
 
+/* cf_map's window when its options give none: the configured one, else
+ * 16 chunks per worker. A chunk's results stay in its window slot's
+ * buffer, so the window bounds memory (16 x workers x chunk x result
+ * bytes: 1 MiB for 8-byte results on 2 workers); a window this wide lets
+ * workers run well ahead of a consumer that reads in bursts. */
+#define TP_MAP_WINDOW_PER_WORKER 16
 static size_t tp_default_window(const cf_executor *ex)
 {
-    return ((const struct cf__pool *)ex)->cfg.map_window;
+    const struct cf__pool *p = (const struct cf__pool *)ex;
+    return p->cfg.map_window ? p->cfg.map_window : (size_t)TP_MAP_WINDOW_PER_WORKER * (size_t)p->n;
 }
 
 /* CF__EXEC_CALLER_MAY_RUN (set without an initializer): a cf_map consumer
@@ -407,6 +414,16 @@ static bool tp_run_here(cf_executor *ex, cf_future *f)
     return cf__future_run(f);
 }
 
+/* A cf_map starts (+1) or ends (-1) on this pool: while one runs, one
+ * worker keeps searching past its spin budget (worker.c, keep_searching),
+ * so a chunk the consumer submits is taken at once, without a wake-up. */
+static void tp_map_active(cf_executor *ex, int delta)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    /* Relaxed: a hint for the spin policy, not part of any protocol. */
+    atomic_fetch_add_explicit(&p->maps, delta, memory_order_relaxed);
+}
+
 static const struct cf__executor_ops thread_pool_ops = {
     .submit = tp_submit,
     .shutdown = tp_shutdown,
@@ -416,6 +433,7 @@ static const struct cf__executor_ops thread_pool_ops = {
     .terminate = NULL,
     .default_window = tp_default_window,
     .run_here = tp_run_here,
+    .map_active = tp_map_active,
 };
 
 /* ---- construction ---- */
@@ -528,6 +546,8 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
     atomic_init(&p->flags, 0);
     atomic_init(&p->broken_msg, NULL);
     atomic_init(&p->searching, 0);
+    atomic_init(&p->maps, 0);
+    atomic_init(&p->map_keeper, -1);
     cf__ec_init(&p->ec);
     atomic_init(&p->last_parked, -1);
     pthread_mutex_init(&p->join_lock, NULL);

@@ -126,6 +126,11 @@ struct cf__pool {
 
     /* Workers looking for work (spinning), not parked. */
     _Alignas(CF__CACHE_LINE) _Atomic int searching;
+    /* cf_map iterators running on this pool (ops->map_active), and the
+     * worker that keeps searching past its spin budget meanwhile (-1: none;
+     * worker.c, keep_searching). Read by searchers. */
+    _Atomic int maps;
+    _Atomic int map_keeper;
 
     struct cf__eventcount ec; /* parked workers (each on its own slot) */
     /* The worker that parked last (warmest): tried first by wakes. */

@@ -417,10 +417,46 @@ static inline bool time_up(int64_t *start, long budget, unsigned round)
     return now - *start >= budget;
 }
 
+/* Past its spin budget, may this searcher go on searching? While a cf_map
+ * runs on the pool (ops->map_active) one worker does, the keeper: the
+ * consumer submits a chunk each time it moves on, and a searcher takes it
+ * at once where a parked worker would need a wake-up (a system call for
+ * the consumer, tens of microseconds in a VM). Not once the pool is shut
+ * down (the map may never be freed). The keeper's scans yield the CPU
+ * between rounds like any long search. */
+static bool keep_searching(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    /* Relaxed, all: a spin-policy hint (parking is correct at any time). */
+    if (atomic_load_explicit(&p->maps, memory_order_relaxed) <= 0 ||
+        (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_SHUTDOWN)) {
+        int me = w->id;
+        (void)atomic_compare_exchange_strong_explicit(&p->map_keeper, &me, -1, memory_order_relaxed,
+                                                      memory_order_relaxed);
+        return false;
+    }
+    int k = atomic_load_explicit(&p->map_keeper, memory_order_relaxed);
+    if (k == w->id) return true;
+    return k < 0 && atomic_compare_exchange_strong_explicit(
+                        &p->map_keeper, &k, w->id, memory_order_relaxed, memory_order_relaxed);
+}
+
+/* The keeper found work: another worker may keep searching meanwhile. */
+static inline void leave_keeper(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    int me = w->id;
+    /* Relaxed: a hint (keep_searching). */
+    if (atomic_load_explicit(&p->map_keeper, memory_order_relaxed) == me)
+        (void)atomic_compare_exchange_strong_explicit(&p->map_keeper, &me, -1, memory_order_relaxed,
+                                                      memory_order_relaxed);
+}
+
 /* Spin-search for at most `budget` ns (the caller counted us in
- * `searching`): scan, with exponential back-off, then sched_yield between
- * scans. Returns work (having stopped searching), or NULL when the budget
- * is spent (still counted as searching). */
+ * `searching`), or longer as the map keeper (keep_searching): scan, with
+ * exponential back-off, then sched_yield between scans. Returns work
+ * (having stopped searching), or NULL when the budget is spent (still
+ * counted as searching). */
 static cf_future *search(struct cf__worker *w, long budget)
 {
     int64_t start = 0;
@@ -430,10 +466,11 @@ static cf_future *search(struct cf__worker *w, long budget)
         cf_future *f = scan(w, &more);
         if (f) {
             test_point(w, CF__TEST_TP_FOUND_WORK);
+            leave_keeper(w);
             stop_searching(w, more);
             return f;
         }
-        if (time_up(&start, budget, ++round)) return NULL;
+        if (time_up(&start, budget, ++round) && !keep_searching(w)) return NULL;
         if (backoff < BACKOFF_MAX) {
             for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
             backoff++;
