@@ -452,6 +452,21 @@ static inline void leave_keeper(struct cf__worker *w)
                                                       memory_order_relaxed);
 }
 
+/* The keeper has found nothing for KEEPER_IDLE_NS: the map's consumer is
+ * not moving on (it computes, or forgot the iterator); stop burning a CPU
+ * (the next chunk then wakes a worker as usual). The clock is read every
+ * 8th round. */
+#define KEEPER_IDLE_NS 2000000
+static bool keeper_tired(struct cf__worker *w, int64_t *since, unsigned round)
+{
+    if (*since != 0 && round % 8 != 0) return false;
+    int64_t now = cf__now_ns();
+    if (*since == 0) *since = now;
+    if (now - *since < KEEPER_IDLE_NS) return false;
+    leave_keeper(w);
+    return true;
+}
+
 /* Spin-search for at most `budget` ns (the caller counted us in
  * `searching`), or longer as the map keeper (keep_searching): scan, with
  * exponential back-off, then sched_yield between scans. Returns work
@@ -459,7 +474,7 @@ static inline void leave_keeper(struct cf__worker *w)
  * counted as searching). */
 static cf_future *search(struct cf__worker *w, long budget)
 {
-    int64_t start = 0;
+    int64_t start = 0, kept_since = 0;
     unsigned backoff = 0, round = 0;
     for (;;) {
         bool more = false;
@@ -470,7 +485,9 @@ static cf_future *search(struct cf__worker *w, long budget)
             stop_searching(w, more);
             return f;
         }
-        if (time_up(&start, budget, ++round) && !keep_searching(w)) return NULL;
+        if (time_up(&start, budget, ++round) &&
+            !(keep_searching(w) && !keeper_tired(w, &kept_since, round)))
+            return NULL;
         if (backoff < BACKOFF_MAX) {
             for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
             backoff++;
