@@ -188,6 +188,67 @@ static void test_two_takers_same_old_end(void **state)
     teardown();
 }
 
+/* ---- growing and shrinking the ring ---- */
+
+enum { GROW_N = 3000 };
+static int order[GROW_N];
+static _Atomic int order_n;
+static sem_t blocker_go;
+
+static int blocker_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    return sem_wait_limited(&blocker_go) == 0 ? 0 : 1;
+}
+
+static int record_task(const void *arg, size_t len, cf_out *out)
+{
+    (void)len, (void)out;
+    int i;
+    memcpy(&i, arg, sizeof i);
+    /* One worker: runs one at a time; the test reads after the waits. */
+    order[atomic_fetch_add(&order_n, 1)] = i;
+    return 0;
+}
+
+/* A backlog larger than the first ring: the ring grows (the queued tasks
+ * copied), one worker still runs them in submission order, and the next
+ * push into the empty slot goes back to the smallest ring. */
+static void test_ring_grows_and_shrinks(void **state)
+{
+    (void)state;
+    sem_init(&blocker_go, 0, 0);
+    atomic_store(&order_n, 0);
+    cf_executor *ex = pool_of(1);
+    struct cf__pool *p = (struct cf__pool *)ex;
+    cf_future *blocker, **fs = calloc(GROW_N, sizeof *fs);
+    assert_non_null(fs);
+    assert_int_equal(cf_submit(ex, blocker_task, NULL, 0, &blocker), 0);
+    for (int i = 0; i < GROW_N; i++)
+        assert_int_equal(cf_submit(ex, record_task, &i, sizeof i, &fs[i]), 0);
+    struct cf__subslot *s = atomic_load(&p->subs->tab[0]);
+    assert_non_null(s);
+    assert_true(s->size > 0); /* grew: the worker was held by the blocker */
+    sem_post(&blocker_go);
+    assert_int_equal(cf_future_result(blocker, CF_FOREVER, NULL, NULL), 0);
+    for (int i = 0; i < GROW_N; i++) {
+        assert_int_equal(cf_future_result(fs[i], CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(fs[i]);
+    }
+    for (int i = 0; i < GROW_N; i++) assert_int_equal(order[i], i);
+    int last = GROW_N - 1;
+    cf_future *f;
+    atomic_store(&order_n, 0);
+    assert_int_equal(cf_submit(ex, record_task, &last, sizeof last, &f), 0);
+    assert_int_equal(s->size, 0); /* the slot was empty: back to the small ring */
+    assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(f);
+    cf_future_release(blocker);
+    free(fs);
+    cf_executor_free(ex);
+    sem_destroy(&blocker_go);
+}
+
 /* ---- the registry ---- */
 
 static int add_task(const void *arg, size_t len, cf_out *out)
@@ -313,6 +374,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_slot_fills_before_parker_announces),
         cmocka_unit_test(test_slot_fills_after_parker_announces),
         cmocka_unit_test(test_two_takers_same_old_end),
+        cmocka_unit_test(test_ring_grows_and_shrinks),
         cmocka_unit_test(test_exited_threads_slots_reused),
         cmocka_unit_test(test_more_threads_than_slots),
         cmocka_unit_test(test_thread_outlives_pool),

@@ -1,7 +1,7 @@
 /* Outside-submitter slots: see subslot.h for the layout and invariants.
  *
  * Contract
- * - Progress: push is wait-free but for a ring growth (one allocation, a
+ * - Progress: push is wait-free but for a change of ring (an allocation, a
  *   copy of the queued pointers); a take is lock-free (its CAS fails only
  *   because another taker took something). Claiming and releasing a slot
  *   (a thread's first submit to a pool, its exit) take the registry lock:
@@ -67,7 +67,6 @@ static struct cf__subslot_ring *ring_new(int64_t cap)
     struct cf__subslot_ring *r = cf__alloc(bytes);
     if (!r) return NULL;
     r->mask = cap - 1;
-    r->retired = NULL;
     for (int64_t i = 0; i < cap; i++) atomic_init(&r->item[i], NULL);
     return r;
 }
@@ -78,35 +77,31 @@ static void ring_free(struct cf__subslot_ring *r)
                     (size_t)(r->mask + 1) * sizeof(_Atomic(cf_future *)));
 }
 
-/* Producer: a ring twice as large holding [from, t); the old one is
- * retired (a taker may still read it). NULL at the maximum or on ENOMEM. */
-static struct cf__subslot_ring *grow(struct cf__subslot *s, struct cf__subslot_ring *r,
-                                     int64_t from, int64_t t)
+/* Producer: make rings[size] current, with the indices [from, t) copied
+ * into it (none when the slot is empty). NULL on ENOMEM. */
+static struct cf__subslot_ring *switch_ring(struct cf__subslot *s, int size, int64_t from,
+                                            int64_t t)
 {
-    if (r->mask + 1 >= CF__SUBSLOT_CAP_MAX) return NULL;
-    struct cf__subslot_ring *n = ring_new((r->mask + 1) * 2);
-    if (!n) return NULL;
+    struct cf__subslot_ring *r = atomic_load_explicit(&s->ring, memory_order_relaxed);
+    struct cf__subslot_ring *n = s->rings[size];
+    if (!n && !(n = s->rings[size] = ring_new((int64_t)CF__SUBSLOT_CAP0 << size))) return NULL;
     for (int64_t i = from; i < t; i++)
         /* Relaxed: only we write items; takers read n after the release
          * store of `ring` below (their acquire load). */
         atomic_store_explicit(&n->item[i & n->mask],
                               atomic_load_explicit(&r->item[i & r->mask], memory_order_relaxed),
                               memory_order_relaxed);
-    /* Release: a taker that loads n sees the copied items. */
+    /* Release: a taker that loads n sees the copied items. Takers still
+     * reading r keep it: it is freed with the slot (subslot.h). */
     atomic_store_explicit(&s->ring, n, memory_order_release);
-    r->retired = s->retired;
-    s->retired = r;
+    s->size = size;
     return n;
 }
 
 static void slot_free(struct cf__subslot *s)
 {
-    ring_free(atomic_load_explicit(&s->ring, memory_order_relaxed));
-    while (s->retired) {
-        struct cf__subslot_ring *r = s->retired;
-        s->retired = r->retired;
-        ring_free(r);
-    }
+    for (int i = 0; i < CF__SUBSLOT_SIZES; i++)
+        if (s->rings[i]) ring_free(s->rings[i]);
     cf__free(s, sizeof *s);
 }
 
@@ -118,11 +113,19 @@ int cf__subslot_push(struct cf__subslots *ss, struct cf__subslot *s, cf_future *
     /* Relaxed: only we write tail and ring. */
     int64_t t = atomic_load_explicit(&s->tail, memory_order_relaxed);
     struct cf__subslot_ring *r = atomic_load_explicit(&s->ring, memory_order_relaxed);
-    if (t - s->head_seen > r->mask) {
+    /* On a larger ring, look whether the slot is empty. Acquire: as below
+     * (the items takers read before moving head). */
+    if (s->size > 0 && (s->head_seen = atomic_load_explicit(&s->head, memory_order_acquire)) >= t) {
+        /* Empty (head <= t): back to the smallest ring, whose lines are
+         * warm. Cannot fail: rings[0] exists. */
+        r = switch_ring(s, 0, t, t);
+    } else if (t - s->head_seen > r->mask) {
         /* Acquire: takers read the items we are about to overwrite before
          * their CAS moved head past them (pairs with that CAS). */
         s->head_seen = atomic_load_explicit(&s->head, memory_order_acquire);
-        if (t - s->head_seen > r->mask && !(r = grow(s, r, s->head_seen, t))) return -1;
+        if (t - s->head_seen > r->mask && (s->size + 1 >= CF__SUBSLOT_SIZES ||
+                                           !(r = switch_ring(s, s->size + 1, s->head_seen, t))))
+            return -1;
     }
     atomic_store_explicit(&r->item[t & r->mask], f, memory_order_relaxed);
     /* Seq_cst: publishes the item and the task (release), and orders the
@@ -357,7 +360,8 @@ static struct cf__subslot *claim(struct cf__subslots *ss)
     atomic_init(&s->tail, 0);
     atomic_init(&s->ring, r);
     s->head_seen = 0;
-    s->retired = NULL;
+    s->size = 0;
+    s->rings[0] = r;
     s->owned = true;
     s->index = n;
     /* Release: takers that load tab[n] or n see the slot initialised. */

@@ -19,9 +19,18 @@
  *   read it late loses its CAS (head moved past that index).
  * - A taker takes [h, h + k) with one CAS of head from h; whatever it read
  *   from the ring is valid if and only if that CAS succeeds.
- * - Rings only grow (x2, up to CF__SUBSLOT_CAP_MAX), and a replaced ring is
- *   retired, not freed, until the pool is freed: a taker may still read it.
- *   A full ring at the maximum makes the submit use the injection queue.
+ * - A full ring is replaced by one twice as large (up to
+ *   CF__SUBSLOT_CAP_MAX; beyond, the submit uses the injection queue), the
+ *   queued pointers copied; a push that finds the slot empty (head_seen ==
+ *   tail, exact: head_seen <= head <= tail) goes back to the smallest
+ *   ring, so a burst leaves no large ring cycling through cold lines. A
+ *   ring no longer current is kept, not freed, until the pool is freed (a
+ *   taker may still read it), and is used again by a later growth: at
+ *   most one ring of each size, less than twice the largest in all. A
+ *   taker that read a stale ring loses its CAS: the producer changes
+ *   rings only when the slot is empty or after copying every index from
+ *   head_seen on, so a ring loaded after tail holds every index below it
+ *   that is still queued.
  * - Bit i of `active` is set whenever slot i may hold items that no taker
  *   has seen (set by the producer after its fence when its push found the
  *   slot empty; cleared by a taker that found the slot empty, which then
@@ -50,10 +59,11 @@
 #define CF__SUBSLOT_CAP_MAX ((int64_t)1 << 20) /* largest ring (8 MiB of pointers) */
 #define CF__SUBSLOT_TAKE_MAX 32                /* most tasks one take moves */
 
+#define CF__SUBSLOT_SIZES 13 /* ring sizes CAP0 << 0 .. CAP0 << 12 = CAP_MAX */
+
 struct cf__subslot_ring {
-    int64_t mask;                     /* capacity - 1 */
-    struct cf__subslot_ring *retired; /* the producer's list of replaced rings */
-    _Atomic(cf_future *) item[];      /* atomics: a late taker may read an item
+    int64_t mask;                /* capacity - 1 */
+    _Atomic(cf_future *) item[]; /* atomics: a late taker may read an item
                                          the producer overwrites; its CAS fails */
 };
 
@@ -64,10 +74,11 @@ struct cf__subslot {
     _Alignas(CF__CACHE_LINE) _Atomic int64_t tail;
     _Atomic(struct cf__subslot_ring *) ring;
     /* The producer's (owner's) line. */
-    _Alignas(CF__CACHE_LINE) int64_t head_seen; /* a head value it read (<= head) */
-    struct cf__subslot_ring *retired;           /* freed with the slot */
-    bool owned;                                 /* under the registry lock */
-    int index;                                  /* its bit in `active` */
+    _Alignas(CF__CACHE_LINE) int64_t head_seen;        /* a head value it read (<= head) */
+    int size;                                          /* rings[size] is current */
+    struct cf__subslot_ring *rings[CF__SUBSLOT_SIZES]; /* freed with the slot */
+    bool owned;                                        /* under the registry lock */
+    int index;                                         /* its bit in `active` */
 };
 _Static_assert(sizeof(struct cf__subslot) % CF__CACHE_LINE == 0, "whole lines");
 
