@@ -255,7 +255,7 @@ static cf_future *take_injected(struct cf__worker *w, bool *more)
     for (int k = 0; k < p->n_inj; k++) {
         struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
         if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
-        cf_future *f = take_batch(w, q, more); /* unlocks q */
+        f = take_batch(w, q, more); /* unlocks q */
         if (f) return f;
     }
     return NULL;
