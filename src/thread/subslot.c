@@ -28,8 +28,10 @@
  *   our task, reports `more`, and worker.c wakes a helper for it or takes
  *   it itself (the ramp-up wake), as for a batch left in a deque.
  * - Bits of `active`. The producer sets the bit after its fence (a relaxed
- *   load first; the RMW only if it is clear). A taker that finds the slot
- *   empty clears it with a seq_cst RMW and then re-reads head and tail
+ *   load first; the RMW only if it is clear). A worker about to park
+ *   clears the bits of the slots it finds empty (cf__subslots_retire_idle;
+ *   scans leave them set, so a busy slot costs no RMW on `active`), each
+ *   with a seq_cst RMW, and then re-reads head and tail
  *   (seq_cst): if the producer's fence came first in S, the re-read sees
  *   its task and the taker sets the bit back; if the clear came first, the
  *   producer's load after its fence sees the bit clear and sets it. So a
@@ -39,9 +41,11 @@
  *   searcher's scans of every slot cover: they read tail, and set the bit
  *   of a slot they find holding work.
  * - Cost for workers: a scan reads `active` (one line for 64 slots) and
- *   visits only slots with their bit set; idle slots cost nothing until the
- *   full scans of parking and of the last searcher, which read two words
- *   per slot made (at most 64).
+ *   visits only slots with their bit set: those that held work since the
+ *   last time a worker parked (two loads each, cache hits while the slot
+ *   stays empty); a slot idle since then costs nothing until the full
+ *   scans of parking and of the last searcher, which read two words per
+ *   slot made (at most 64).
  * - Shutdown: the seq_cst store of tail is the "publish, then full
  *   barrier" of thread_pool.c's shutdown protocol: the submitter's seq_cst
  *   load of `flags` follows it in S, and a worker's exit check fences
@@ -216,13 +220,28 @@ int cf__subslots_take(struct cf__subslots *ss, cf_future **out, int max, unsigne
         /* Acquire: pairs with the release store that made slot i. */
         struct cf__subslot *s = atomic_load_explicit(&ss->tab[i], memory_order_acquire);
         if (!s) continue;
-        for (int tries = 0; tries < 2; tries++) {
-            int k = cf__subslot_take(s, out, max, more);
-            if (k) return k;
-            if (!retire_bit(ss, s)) break;
-        }
+        /* Empty: its bit stays set until a parker retires it (clearing it
+         * here would cost the producer an RMW on `active`, and both sides
+         * a cache-line transfer, on every push into a slot kept busy). */
+        int k = cf__subslot_take(s, out, max, more);
+        if (k) return k;
     }
     return 0;
+}
+
+void cf__subslots_retire_idle(struct cf__subslots *ss)
+{
+    /* Relaxed: retire_bit re-checks with seq_cst loads after its RMW. */
+    uint64_t act = atomic_load_explicit(&ss->active, memory_order_relaxed);
+    while (act) {
+        int i = __builtin_ctzll(act);
+        act &= act - 1;
+        /* Acquire: pairs with the release store that made slot i. */
+        struct cf__subslot *s = atomic_load_explicit(&ss->tab[i], memory_order_acquire);
+        if (s && atomic_load_explicit(&s->head, memory_order_relaxed) >=
+                     atomic_load_explicit(&s->tail, memory_order_relaxed))
+            (void)retire_bit(ss, s);
+    }
 }
 
 bool cf__subslots_any(struct cf__subslots *ss)

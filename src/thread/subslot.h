@@ -33,8 +33,8 @@
  *   that is still queued.
  * - Bit i of `active` is set whenever slot i may hold items that no taker
  *   has seen (set by the producer after its fence when its push found the
- *   slot empty; cleared by a taker that found the slot empty, which then
- *   re-checks and sets it back if an item arrived). Workers look only at
+ *   slot empty; cleared by a worker about to park that found the slot
+ *   empty, which then re-checks and sets it back if an item arrived). Workers look only at
  *   slots whose bit is set: one load for all 64 slots, however many
  *   threads ever submitted. Whoever must not miss an item (a parker's
  *   re-check, the exit check, the last searcher's look) scans every slot.
@@ -128,6 +128,9 @@ typedef void cf__test_subslot_hook_fn(struct cf__subslot *s);
 extern _Atomic(cf__test_subslot_hook_fn *) cf__test_subslot_hook;
 #endif
 
+/* A worker about to park (after its fence): clear the bits of the slots
+ * that are empty, each re-checked after its clear (subslot.c). */
+void cf__subslots_retire_idle(struct cf__subslots *ss);
 /* Any taker: the same from slot s only (0 if it looked empty). */
 int cf__subslot_take(struct cf__subslot *s, cf_future **out, int max, bool *more);
 /* Anything queued in any slot (every slot, not only active ones)? Loads

@@ -512,6 +512,7 @@ static enum park_result park(struct cf__worker *w)
     test_point(w, CF__TEST_TP_PARK_DECIDED);
     cf__ec_prepare(&p->ec, &w->park);
     test_point(w, CF__TEST_TP_PARK_PREPARED);
+    cf__subslots_retire_idle(p->subs); /* before the re-check (subslot.c) */
     if (any_work(p)) {
         cf__ec_cancel(&p->ec, &w->park);
         return WORK_SEEN;
