@@ -102,10 +102,17 @@ static struct cf__subslot_ring *switch_ring(struct cf__subslot *s, int size, int
     return n;
 }
 
+static void rings_free(struct cf__subslot *s)
+{
+    for (int i = 0; i < CF__SUBSLOT_SIZES; i++) {
+        if (s->rings[i]) ring_free(s->rings[i]);
+        s->rings[i] = NULL;
+    }
+}
+
 static void slot_free(struct cf__subslot *s)
 {
-    for (int i = 0; i < CF__SUBSLOT_SIZES; i++)
-        if (s->rings[i]) ring_free(s->rings[i]);
+    rings_free(s);
     cf__free(s, sizeof *s);
 }
 
@@ -287,10 +294,12 @@ static bool registered(const struct cf__subslots *ss, uint64_t uid)
     return false;
 }
 
-/* Under reg_lock: give e's slot back if its pool is still alive. */
+/* Under reg_lock: give e's slot back if its pool is still alive; if the
+ * pool was freed, the slot was left to us (an orphan): free it. */
 static void release_ent(struct tcache_ent *e)
 {
     if (e->s && registered(e->ss, e->uid)) e->s->owned = false;
+    else if (e->s && e->s->orphan) slot_free(e->s);
     *e = (struct tcache_ent){0};
 }
 
@@ -340,14 +349,31 @@ void cf__subslots_destroy(struct cf__subslots *ss)
     else if (reg_head == ss) reg_head = ss->reg_next;
     if (ss->reg_next) ss->reg_next->reg_prev = ss->reg_prev;
     ss->reg_next = ss->reg_prev = NULL;
-    pthread_mutex_unlock(&reg_lock);
+    /* A slot a live thread owns is not freed here: the pool may be freed
+     * from one of its own tasks while the thread that submitted that task
+     * is still inside its push, about to read `head` (subslot_push reads
+     * it after publishing). Its rings go (that read touches none), the
+     * slot is left as an orphan, and its owner frees it when it exits or
+     * next looks at its cache (release_ent); a slot of the calling thread
+     * is freed at once. */
     int n = atomic_load_explicit(&ss->n, memory_order_relaxed);
     for (int i = 0; i < n; i++) {
         struct cf__subslot *s = atomic_load_explicit(&ss->tab[i], memory_order_relaxed);
-        if (s) slot_free(s);
         atomic_store_explicit(&ss->tab[i], NULL, memory_order_relaxed);
+        if (!s) continue;
+        int mine = -1;
+        for (int k = 0; k < TCACHE; k++)
+            if (tcache[k].s == s && tcache[k].ss == ss && tcache[k].uid == ss->uid) mine = k;
+        if (s->owned && mine < 0) {
+            rings_free(s);
+            s->orphan = true;
+        } else {
+            if (mine >= 0) tcache[mine] = (struct tcache_ent){0};
+            slot_free(s);
+        }
     }
     atomic_store_explicit(&ss->n, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&reg_lock);
 }
 
 /* Under reg_lock: a free slot of ss, or a new one. */
@@ -402,8 +428,7 @@ static __attribute__((noinline)) struct cf__subslot *mine_slow(struct cf__subslo
     pthread_mutex_lock(&reg_lock);
     /* Entries of freed pools are dropped; then the oldest is evicted. */
     for (int i = 0; i < TCACHE; i++)
-        if (tcache[i].ss && !registered(tcache[i].ss, tcache[i].uid))
-            tcache[i] = (struct tcache_ent){0};
+        if (tcache[i].ss && !registered(tcache[i].ss, tcache[i].uid)) release_ent(&tcache[i]);
     /* NULL (every slot owned, or no memory) is cached too: this thread
      * then uses the injection queue without coming back here each time. */
     struct cf__subslot *s = claim(ss);

@@ -78,7 +78,9 @@ struct cf__subslot {
     int size;                                          /* rings[size] is current */
     struct cf__subslot_ring *rings[CF__SUBSLOT_SIZES]; /* freed with the slot */
     bool owned;                                        /* under the registry lock */
-    int index;                                         /* its bit in `active` */
+    bool orphan; /* its pool was freed while a thread owned it: that
+                    thread frees it (subslot.c, cf__subslots_destroy) */
+    int index;   /* its bit in `active` */
 };
 _Static_assert(sizeof(struct cf__subslot) % CF__CACHE_LINE == 0, "whole lines");
 
