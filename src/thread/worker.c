@@ -238,6 +238,11 @@ static cf_future *take_slots(struct cf__worker *w, bool *more)
      * spread over their slots. */
     int k = cf__subslots_take(p->subs, got, CF__SUBSLOT_TAKE_MAX, (unsigned)w->id * 37u, more);
     if (k == 0) return NULL;
+    /* The records of a backlog are cold (written long ago by the
+     * submitter): start fetching them all now, so the misses overlap
+     * instead of stalling each task in turn. Write intent: running a task
+     * CASes its state word. */
+    for (int i = 0; i < k; i++) __builtin_prefetch(got[i], 1);
     for (int i = k - 1; i >= 1; i--) {
         if (cf__deque_push(&w->dq, got[i]) < 0)
             cf__inject_push(&p->inj[w->slot], &got[i]->qnode); /* could not grow the deque */
