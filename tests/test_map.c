@@ -273,6 +273,112 @@ static void test_item_errors(void **state)
     cf_executor_free(ex);
 }
 
+/* ---- cf_map_next_batch ---- */
+
+/* Items 0..n-1 through square_or_fail (failures at x % 10 == 8 and
+ * x % 5 == 3), read by batches of at most `max`, every third call through
+ * cf_map_next instead: the same sequence of outcomes as reading one at a
+ * time, a uniform chunk comes whole (up to max), and a batch never spans
+ * two chunks. */
+static void check_batches(cf_executor *ex, size_t n, size_t chunk, size_t max)
+{
+    int64_t *args = malloc(n * sizeof *args);
+    assert_non_null(args);
+    for (size_t i = 0; i < n; i++) args[i] = (int64_t)i;
+    cf_map_iter *it;
+    cf_map_opts o = {.chunksize = chunk};
+    assert_int_equal(cf_map(ex, square_or_fail, args, sizeof *args, n, &o, &it), 0);
+    size_t i = 0, calls = 0;
+    for (;;) {
+        const void *data;
+        size_t len, stride, count;
+        int rc;
+        if (++calls % 3 == 0) {
+            rc = cf_map_next(it, &data, &len);
+            count = rc == CF_END ? 0 : 1;
+            stride = len;
+        } else {
+            rc = cf_map_next_batch(it, max, &data, &len, &stride, &count);
+        }
+        if (rc == CF_END) {
+            assert_int_equal(count, 0);
+            break;
+        }
+        assert_true(i < n);
+        bool fails = i % 10 == 8 || i % 5 == 3;
+        if (fails) {
+            assert_int_equal(rc, CF_ETASK);
+            assert_int_equal(count, 1);
+            int code;
+            assert_int_equal(cf_map_exception(it, &code, NULL), 0);
+            assert_int_equal(code, (int)(100 + i));
+            i++;
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_true(count >= 1 && count <= max);
+        assert_int_equal(len, sizeof(int64_t));
+        assert_true(i / chunk == (i + count - 1) / chunk); /* one chunk */
+        for (size_t k = 0; k < count; k++, i++) {
+            int64_t v;
+            memcpy(&v, (const unsigned char *)data + k * stride, sizeof v);
+            assert_int_equal(v, (int64_t)(i * i));
+        }
+    }
+    assert_int_equal(i, n);
+    size_t count = 7;
+    assert_int_equal(cf_map_next_batch(it, 1, NULL, NULL, NULL, &count), CF_END);
+    assert_int_equal(count, 0);
+    assert_int_equal(cf_map_next_batch(it, 0, NULL, NULL, NULL, &count), CF_EINVAL);
+    assert_int_equal(cf_map_next_batch(it, 1, NULL, NULL, NULL, NULL), CF_EINVAL);
+    cf_map_free(it);
+    free(args);
+}
+
+/* Squares only: every chunk is uniform, so each batch is the rest of its
+ * chunk (or max). */
+static void check_uniform_batches(cf_executor *ex, size_t n, size_t chunk)
+{
+    int64_t *args = malloc(n * sizeof *args);
+    assert_non_null(args);
+    for (size_t i = 0; i < n; i++) args[i] = (int64_t)i;
+    cf_map_iter *it;
+    cf_map_opts o = {.chunksize = chunk};
+    assert_int_equal(cf_map(ex, square, args, sizeof *args, n, &o, &it), 0);
+    const void *data;
+    size_t len, stride, count, i = 0, calls = 0;
+    while (cf_map_next_batch(it, SIZE_MAX, &data, &len, &stride, &count) == 0) {
+        calls++;
+        assert_int_equal(count, i + chunk <= n ? chunk : n - i);
+        assert_int_equal(stride, 8);
+        for (size_t k = 0; k < count; k++, i++)
+            assert_int_equal(((const int64_t *)data)[k], (int64_t)(i * i));
+    }
+    assert_int_equal(i, n);
+    assert_int_equal(calls, (n + chunk - 1) / chunk);
+    cf_map_free(it);
+    free(args);
+}
+
+static void test_next_batch(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    struct wrap_ex w; /* copy mode: results travel as records or packed */
+    wrap_init(&w, ex, true);
+    size_t chunks[] = {1, 7, 10, 64, 1000};
+    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+        check_batches(ex, 2000, chunks[c], 5);
+        check_batches(ex, 2000, chunks[c], SIZE_MAX);
+        check_batches(&w.base, 2000, chunks[c], 3);
+        check_uniform_batches(ex, 2000, chunks[c]);
+        check_uniform_batches(&w.base, 2000, chunks[c]);
+    }
+    assert_int_equal(cf_map_next_batch(NULL, 1, NULL, NULL, NULL, NULL), CF_EINVAL);
+    wrap_release(&w);
+    cf_executor_free(ex);
+}
+
 /* ---- the window (SEMANTICS 25) ---- */
 
 static atomic_size_t g_consumed; /* items the consumer has received */
@@ -1040,6 +1146,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_many),
         cmocka_unit_test(test_result_sizes),
         cmocka_unit_test(test_item_errors),
+        cmocka_unit_test(test_next_batch),
         cmocka_unit_test(test_window),
         cmocka_unit_test(test_nested),
         cmocka_unit_test(test_timeout_cancels),

@@ -145,6 +145,20 @@ CF_API int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_
  * later calls return CF_ETIMEDOUT); CF_END after the last item. */
 CF_API int cf_map_next(cf_map_iter *it, const void **data, size_t *len);
 CF_API int cf_map_next_i64(cf_map_iter *it, int64_t *v);
+/* The next results in input order, up to max (>= 1) at once: as many as
+ * are ready in a row without waiting again, which is the rest of the
+ * current chunk when every item in it succeeded with a result of one size
+ * (the common case), else one. On 0: *count (>= 1) results, result i at
+ * (const char *)*data + i * *stride, *len bytes each (8-byte aligned),
+ * all valid until the next call on the iterator; one call per chunk
+ * instead of one per item. Otherwise the code cf_map_next would return
+ * for the next item: CF_ETASK, CF_ECANCELLED or CF_EBROKEN consume that
+ * one item (*count = 1, cf_map_exception describes it); CF_END,
+ * CF_ETIMEDOUT and CF_EINVAL (it or count NULL, max 0) consume nothing
+ * (*count = 0). data, len and stride may be NULL. Mixing it with
+ * cf_map_next on one iterator is allowed. */
+CF_API int cf_map_next_batch(cf_map_iter *it, size_t max, const void **data, size_t *len,
+                             size_t *stride, size_t *count);
 /* After cf_map_next returned CF_ETASK or CF_EBROKEN: that item's code and
  * message (valid until the next call). CF_ESTATE otherwise. */
 CF_API int cf_map_exception(cf_map_iter *it, int *code, const char **msg);

@@ -113,6 +113,12 @@ struct cf__executor_ops {
      * finds it started and skips it. Returns true if it ran it here, false
      * if it was already started, cancelled or not this executor's. */
     bool (*run_here)(cf_executor *ex, cf_future *f);
+    /* cf_map calls it with +1 when an iterator starts and -1 when it is
+     * freed: while any map runs, the executor may keep a worker looking for
+     * its chunks instead of parking (each chunk is submitted when the
+     * consumer moves on, so one arrives every few microseconds). May be
+     * NULL. Any thread. */
+    void (*map_active)(cf_executor *ex, int delta);
 };
 
 /* Every executor struct starts with this. */

@@ -18,6 +18,10 @@
  * - Chunk size: opts.chunksize, else about n / (8 x workers), capped so a
  *   chunk stays short. Window: opts.window, else the executor's
  *   (ops->default_window), else 4 x workers.
+ * - While chunks remain to be submitted the executor hears of the map
+ *   (ops->map_active), so it can keep a worker looking for them.
+ * - Results: cf_map_next one at a time, or cf_map_next_batch the rest of a
+ *   uniform chunk as one array (one call per chunk).
  * - One deadline, taken at cf_map (SEMANTICS 24). When it passes while we
  *   wait for a chunk, every chunk not yet yielded is cancelled and the
  *   iterator keeps answering CF_ETIMEDOUT.
@@ -428,7 +432,8 @@ struct cf_map_iter {
     size_t arg_len, n;
     size_t chunk, n_chunks, window;
     bool copy;
-    bool help; /* the consumer may run chunks itself (map_help) */
+    bool help;   /* the consumer may run chunks itself (map_help) */
+    bool active; /* counted in the executor's map_active */
     bool timed_out;
     cf__deadline deadline;
 
@@ -500,6 +505,12 @@ static void map_refill(cf_map_iter *it)
         if (s->err != 0) s->f = NULL;
         it->next_submit++;
     }
+    /* Every chunk is submitted: no more will come for a worker to look
+     * out for (ops->map_active). */
+    if (it->active && (it->next_submit == it->n_chunks || it->timed_out)) {
+        it->active = false;
+        it->ex->ops->map_active(it->ex, -1);
+    }
 }
 
 /* Cancel every outstanding chunk that has not started (running ones go on:
@@ -528,6 +539,7 @@ static void map_release_outstanding(cf_map_iter *it)
 
 static void map_destroy(cf_map_iter *it)
 {
+    if (it->active) it->ex->ops->map_active(it->ex, -1);
     map_cancel_outstanding(it);
     map_release_outstanding(it);
     /* Nothing runs any more: the job buffers are ours. */
@@ -772,6 +784,40 @@ int cf_map_next_i64(cf_map_iter *it, int64_t *v)
     return 0;
 }
 
+int cf_map_next_batch(cf_map_iter *it, size_t max, const void **data, size_t *len, size_t *stride,
+                      size_t *count)
+{
+    const void *d = NULL;
+    size_t l = 0, st = 0, k = 0;
+    int rc = CF_EINVAL;
+    if (it && count && max > 0) {
+        it->exc_valid = false;
+        size_t i = it->cur_item;
+        rc = 0;
+        if (!(i < it->cur_count && it->res_uniform)) {
+            /* Not inside a loaded uniform chunk: one item the slow way
+             * (which loads the next chunk, waiting for it, if needed). */
+            rc = map_next_slow(it, &d, &l);
+            k = rc == 0 || rc == CF_ETASK || rc == CF_ECANCELLED || rc == CF_EBROKEN;
+            i = it->cur_item - k; /* that item */
+        }
+        if (rc == 0 && it->res_uniform && !it->chunk_err) {
+            /* The rest of a uniform chunk, from item i on, as one array. */
+            size_t left = it->cur_count - i;
+            k = left < max ? left : max;
+            st = it->res_stride;
+            l = it->res_item_len;
+            d = it->res + it->res_off + i * st;
+            it->cur_item = i + k;
+        }
+    }
+    if (data) *data = d;
+    if (len) *len = l;
+    if (stride) *stride = st;
+    if (count) *count = k;
+    return rc;
+}
+
 int cf_map_exception(cf_map_iter *it, int *code, const char **msg)
 {
     if (!it) return CF_EINVAL;
@@ -867,6 +913,11 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     it->copy = copy;
     it->help = map_may_help(ex, copy, deadline);
     it->deadline = deadline;
+    /* Before the first submit: a worker stays on the look-out for chunks. */
+    if (ex->ops->map_active && n > 0) {
+        ex->ops->map_active(ex, 1);
+        it->active = true;
+    }
 
     map_refill(it);
     /* A call that fails changes nothing it can undo: if any of the first

@@ -6,7 +6,8 @@
  * - Algorithm: liburcu's wfcqueue (urcu/wfcqueue.h, Desnoyers and
  *   Jiangshan): enqueue exchanges the tail and then links the old tail to
  *   the new node; the take splices the whole queue out with
- *   __cds_wfcq_splice_nonblocking.
+ *   __cds_wfcq_splice_nonblocking, or removes one node (take_one: a
+ *   waiting thread outside the pool that runs one task).
  * - Concurrency: any number of threads may push at once (wait-free: one
  *   exchange and one store). Takes are serialised by the `taking`
  *   try-flag: a thread that cannot get it goes elsewhere (it never waits).
@@ -94,6 +95,13 @@ static inline struct cds_wfcq_node *cf__batch_next(struct cf__inject_batch *b)
 {
     return ___cds_wfcq_dequeue_blocking(&b->head, &b->tail);
 }
+/* Caller holds q->taking. The oldest node, removed from q; NULL if q is
+ * empty or a producer is half-way through linking it. */
+static inline struct cds_wfcq_node *cf__inject_take_one(struct cf__inject *q)
+{
+    struct cds_wfcq_node *n = ___cds_wfcq_dequeue_nonblocking(&q->head, &q->tail);
+    return n == CDS_WFCQ_WOULDBLOCK ? NULL : n;
+}
 
 #else /* CF_TSAN: the same algorithm with __atomic builtins */
 
@@ -154,6 +162,33 @@ static inline struct cds_wfcq_node *cf__batch_next(struct cf__inject_batch *b)
      * wait for a producer that exchanged the tail but has not linked yet. */
     while ((next = __atomic_load_n(&n->next, __ATOMIC_ACQUIRE)) == NULL) cf__cpu_relax();
     b->head.node.next = next;
+    return n;
+}
+
+static inline struct cds_wfcq_node *cf__inject_take_one(struct cf__inject *q)
+{
+    if (cf__inject_empty(q)) return NULL;
+    /* Acquire: pairs with the producer's release link store. */
+    struct cds_wfcq_node *n = __atomic_load_n(&q->head.node.next, __ATOMIC_ACQUIRE);
+    if (!n) return NULL; /* a producer is between its two steps */
+    struct cds_wfcq_node *next = __atomic_load_n(&n->next, __ATOMIC_ACQUIRE);
+    if (!next) {
+        /* n looks like the last node: detach it by moving the tail back to
+         * head. Seq_cst CAS: a producer's exchange either came first (the
+         * CAS fails and that producer links n->next) or comes after and
+         * links to head. */
+        __atomic_store_n(&q->head.node.next, NULL, __ATOMIC_RELAXED);
+        struct cds_wfcq_node *expect = n;
+        if (__atomic_compare_exchange_n(&q->tail.p, &expect, &q->head.node, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST))
+            return n;
+        next = __atomic_load_n(&n->next, __ATOMIC_ACQUIRE);
+        if (!next) { /* that producer has not linked yet: leave n queued */
+            __atomic_store_n(&q->head.node.next, n, __ATOMIC_RELAXED);
+            return NULL;
+        }
+    }
+    __atomic_store_n(&q->head.node.next, next, __ATOMIC_RELAXED);
     return n;
 }
 

@@ -17,11 +17,14 @@
  *   an outside submitter allocates from jemalloc.
  * - Submit from one of this pool's workers (nested work) pushes onto that
  *   worker's deque, even after shutdown, so fork-join is never cut in half.
- *   Submit from any other thread goes to the injection queue of its NUMA
- *   node; it is refused after shutdown (CF_ESHUTDOWN) and on a broken pool
- *   (CF_EBROKEN, checked first).
+ *   Submit from any other thread goes to that thread's own slot
+ *   (subslot.h: an array ring, one per outside submitter thread), or, when
+ *   it has none (64 threads hold one) or its ring is full at its largest,
+ *   to the injection queue of its NUMA node; it is refused after shutdown
+ *   (CF_ESHUTDOWN) and on a broken pool (CF_EBROKEN, checked first).
  * - Shutdown vs. outside submit (no read-modify-write on the submit path):
- *     submitter: enqueue (its exchange is a full barrier) ; load `flags`
+ *     submitter: enqueue (the injection queue's exchange is a full
+ *                barrier, the slot's store of tail is seq_cst) ; load `flags`
  *                (seq_cst); if SHUTDOWN or BROKEN is set, withdraw: cancel
  *                the future (it then never runs) and fail the submit - or,
  *                if a worker already started it, keep it and succeed.
@@ -137,8 +140,14 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
     if (fl & CF__POOL_SHUTDOWN) return CF_ESHUTDOWN;
     cf_future *f = cf__pool_task_new(p, fn, arg, len);
     if (!f) return CF_ENOMEM;
-    bool was_empty = cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
-    /* Seq_cst, after the enqueue's full barrier: the submitter's half of
+    /* The caller's own slot (subslot.h); the injection queue when it has
+     * none or its ring is full at its largest. */
+    struct cf__subslot *s = cf__subslot_mine(p->subs);
+    int in_slot = s ? cf__subslot_push(p->subs, s, f) : -1;
+    bool was_empty = in_slot >= 0 ? in_slot == 1
+                                  : cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
+    /* Seq_cst, after the enqueue's full barrier (the slot's seq_cst store
+     * of tail, or the injection queue's exchange): the submitter's half of
      * the shutdown protocol (contract above). */
     fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
     if (__builtin_expect(fl & (CF__POOL_BROKEN | CF__POOL_SHUTDOWN), 0) && cf_future_cancel(f)) {
@@ -148,13 +157,23 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         return fl & CF__POOL_BROKEN ? CF_EBROKEN : CF_ESHUTDOWN;
     }
     CF__PROBE2(submit, p, f);
-    /* Wake-up check only when the queue was empty: a batch take splices the
-     * whole queue, so a non-empty queue already has a taker coming (the one
-     * woken or searching when it became non-empty; inject.h's exchange
-     * decides this exactly). No extra fence: the enqueue's exchange is a
-     * full barrier (inject.h), the publish-then-fence half of the event
-     * count protocol. */
+    /* Wake-up check only when the queue was empty: a non-empty queue
+     * already has a taker coming. For the injection queue, a batch take
+     * splices the whole queue (the one woken or searching when it became
+     * non-empty takes ours too; inject.h's exchange decides this exactly),
+     * and its exchange is the full barrier of the event count protocol.
+     * For a slot, the taker of an older task sees ours and reports more
+     * work (subslot.c's proof); on the empty-to-non-empty push we fence. */
     if (was_empty) {
+        if (in_slot >= 0) {
+            /* Seq_cst fence: the slot's publication before the loads of
+             * `active`, `searching` and `waiters` (the slot's store of
+             * tail is no fence); pairs with the parker's fence and the
+             * last searcher's (worker.c) and a taker's clear of the bit
+             * (subslot.c). */
+            CF__FENCE_SEQ_CST();
+            cf__subslot_announce(p->subs, s);
+        }
         int woke = cf__pool_wake_if_idle(p);
         if (woke >= 0) cf__pool_note_cold_submit(p, f, woke);
     }
@@ -244,6 +263,21 @@ static void cancel_queued(struct cf__pool *p)
             }
         }
     }
+    /* Every slot, active or not (a withdrawn task's slot may never have
+     * been announced). */
+    int n_subs = p->subs ? atomic_load_explicit(&p->subs->n, memory_order_acquire) : 0;
+    for (int i = 0; i < n_subs; i++) {
+        /* Acquire: pairs with the release store that made slot i. */
+        struct cf__subslot *s = atomic_load_explicit(&p->subs->tab[i], memory_order_acquire);
+        cf_future *got[CF__SUBSLOT_TAKE_MAX];
+        bool more = false;
+        int k;
+        while (s && (k = cf__subslot_take(s, got, CF__SUBSLOT_TAKE_MAX, &more)) > 0)
+            for (int j = 0; j < k; j++) {
+                cf_future_cancel(got[j]);
+                cf_future_release(got[j]);
+            }
+    }
     for (int i = 0; p->w && i < p->n; i++) {
         struct cf__deque *d = &p->w[i].dq;
         for (;;) {
@@ -284,6 +318,8 @@ static void pool_free(struct cf__pool *p)
         for (int i = 0; i < p->n; i++) cf__deque_destroy(&p->w[i].dq);
     if (p->w_raw) cf__free(p->w_raw, 0);
     if (p->inj_raw) cf__free(p->inj_raw, 0);
+    if (p->subs) cf__subslots_destroy(p->subs);
+    if (p->subs_raw) cf__free(p->subs_raw, 0);
     if (p->cpu_worker) cf__free(p->cpu_worker, sizeof(int) * (size_t)p->n_cpu_worker);
     if (p->have_place) cf__placement_free(&p->place);
     if (p->have_topo) hwloc_topology_destroy(p->topo);
@@ -380,9 +416,16 @@ static int tp_stats(const cf_executor *ex, cf_worker_stats *out, size_t cap, siz
     return 0;
 }
 
+/* cf_map's window when its options give none: the configured one, else
+ * 16 chunks per worker. A chunk's results stay in its window slot's
+ * buffer, so the window bounds memory (16 x workers x chunk x result
+ * bytes: 1 MiB for 8-byte results on 2 workers); a window this wide lets
+ * workers run well ahead of a consumer that reads in bursts. */
+#define TP_MAP_WINDOW_PER_WORKER 16
 static size_t tp_default_window(const cf_executor *ex)
 {
-    return ((const struct cf__pool *)ex)->cfg.map_window;
+    const struct cf__pool *p = (const struct cf__pool *)ex;
+    return p->cfg.map_window ? p->cfg.map_window : (size_t)TP_MAP_WINDOW_PER_WORKER * (size_t)p->n;
 }
 
 /* CF__EXEC_CALLER_MAY_RUN (set without an initializer): a cf_map consumer
@@ -395,6 +438,16 @@ static bool tp_run_here(cf_executor *ex, cf_future *f)
     return cf__future_run(f);
 }
 
+/* A cf_map starts (+1) or ends (-1) on this pool: while one runs, one
+ * worker keeps searching past its spin budget (worker.c, keep_searching),
+ * so a chunk the consumer submits is taken at once, without a wake-up. */
+static void tp_map_active(cf_executor *ex, int delta)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    /* Relaxed: a hint for the spin policy, not part of any protocol. */
+    atomic_fetch_add_explicit(&p->maps, delta, memory_order_relaxed);
+}
+
 static const struct cf__executor_ops thread_pool_ops = {
     .submit = tp_submit,
     .shutdown = tp_shutdown,
@@ -404,6 +457,7 @@ static const struct cf__executor_ops thread_pool_ops = {
     .terminate = NULL,
     .default_window = tp_default_window,
     .run_here = tp_run_here,
+    .map_active = tp_map_active,
 };
 
 /* ---- construction ---- */
@@ -480,6 +534,9 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->inj = alloc_lines(sizeof(struct cf__inject) * (size_t)p->n_inj, &p->inj_raw);
     if (!p->inj) return CF_ENOMEM;
     for (int k = 0; k < p->n_inj; k++) cf__inject_init(&p->inj[k]);
+    p->subs = alloc_lines(sizeof(struct cf__subslots), &p->subs_raw);
+    if (!p->subs) return CF_ENOMEM;
+    cf__subslots_init(p->subs);
     p->w = alloc_lines(sizeof(struct cf__worker) * (size_t)p->n, &p->w_raw);
     if (!p->w) return CF_ENOMEM;
     rc = map_cpus(p);
@@ -515,6 +572,8 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
     atomic_init(&p->flags, 0);
     atomic_init(&p->broken_msg, NULL);
     atomic_init(&p->searching, 0);
+    atomic_init(&p->maps, 0);
+    atomic_init(&p->map_keeper, -1);
     cf__ec_init(&p->ec);
     atomic_init(&p->last_parked, -1);
     atomic_init(&p->outside_runs, 0);

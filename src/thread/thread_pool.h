@@ -38,6 +38,7 @@
 #include "sys/topology.h"
 #include "sys/fork.h"
 #include "thread/spin.h"
+#include "thread/subslot.h"
 #include "thread/wake.h"
 
 #define CF__POOL_SHUTDOWN 1u /* no more submissions from outside */
@@ -107,6 +108,8 @@ struct cf__pool {
     struct cf__inject *inj; /* n_inj entries (one per NUMA node slot) */
     void *inj_raw;
     int n_inj;
+    struct cf__subslots *subs; /* outside submitters' slots (subslot.h) */
+    void *subs_raw;
     int steal_attempts;
     int max_searching; /* workers that may spin at once: max(1, n / 2) */
     int n_cpu_worker;  /* cpu_worker[os cpu]: the worker pinned there, or -1 */
@@ -126,6 +129,11 @@ struct cf__pool {
 
     /* Workers looking for work (spinning), not parked. */
     _Alignas(CF__CACHE_LINE) _Atomic int searching;
+    /* cf_map iterators running on this pool (ops->map_active), and the
+     * worker that keeps searching past its spin budget meanwhile (-1: none;
+     * worker.c, keep_searching). Read by searchers. */
+    _Atomic int maps;
+    _Atomic int map_keeper;
 
     struct cf__eventcount ec; /* parked workers (each on its own slot) */
     /* The worker that parked last (warmest): tried first by wakes. */
@@ -170,14 +178,25 @@ static inline bool cf__pool_foreign(const struct cf__pool *p)
  * shipped library the points compile to nothing. */
 enum {
     CF__TEST_TP_FOUND_WORK = 1, /* a searcher found work, before it stops searching */
+    CF__TEST_TP_PARK_DECIDED,   /* a parker left `searching`, before it announces itself */
+    CF__TEST_TP_PARK_PREPARED,  /* a parker announced itself, before its re-check */
     CF__TEST_TP_SPIN_DECIDED,   /* idle: the spin policy chose w->spin.granted */
     CF__TEST_TP_SPIN_END,       /* a spin ended as w->spin.outcome (the hook may change
-                                   it), before the policy records it */
+                                    it), before the policy records it */
 };
 #ifdef CF_TEST_HOOKS
 typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
 extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
 #endif
+
+/* worker.c: one queued task of p, taken by any thread (a waiting thread
+ * outside the pool that runs queued work): the oldest of an outside
+ * submitter's slot, else the oldest of an injection queue. The caller
+ * owns the pool's reference: it runs the task (cf__future_run; a task
+ * another thread started or that was cancelled is skipped) and releases
+ * it. NULL when nothing is queued there (tasks in workers' deques are left
+ * to the workers). */
+cf_future *cf__pool_take_one(struct cf__pool *p);
 
 /* worker.c: a worker thread's body (the pool's constructor starts it). */
 void *cf__worker_main(void *arg);

@@ -233,13 +233,43 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     return first;
 }
 
+/* Take a batch from an outside submitter's slot (subslot.h): at most
+ * CF__SUBSLOT_TAKE_MAX of its oldest tasks, half of what it holds. The
+ * oldest is returned, the rest go to our deque newest first (as in
+ * take_batch: our pops run them in submission order, thieves take the
+ * newest). Bounded batches keep our deque short, so a second worker takes
+ * its own batch from the slot instead of fighting us over one deque. */
+static cf_future *take_slots(struct cf__worker *w, bool *more)
+{
+    struct cf__pool *p = w->pool;
+    cf_future *got[CF__SUBSLOT_TAKE_MAX];
+    /* Start at a different bit per worker: with many submitters, workers
+     * spread over their slots. */
+    int k = cf__subslots_take(p->subs, got, CF__SUBSLOT_TAKE_MAX, (unsigned)w->id * 37u, more);
+    if (k == 0) return NULL;
+    /* The records of a backlog are cold (written long ago by the
+     * submitter): start fetching them all now, so the misses overlap
+     * instead of stalling each task in turn. Write intent: running a task
+     * CASes its state word. */
+    for (int i = 0; i < k; i++) __builtin_prefetch(got[i], 1);
+    for (int i = k - 1; i >= 1; i--) {
+        if (cf__deque_push(&w->dq, got[i]) < 0)
+            cf__inject_push(&p->inj[w->slot], &got[i]->qnode); /* could not grow the deque */
+        else *more = true;
+    }
+    if (stats_on(p)) stat_add(&w->st.injected_taken, (uint64_t)k);
+    return got[0];
+}
+
 static cf_future *take_injected(struct cf__worker *w, bool *more)
 {
     struct cf__pool *p = w->pool;
+    cf_future *f = take_slots(w, more);
+    if (f) return f;
     for (int k = 0; k < p->n_inj; k++) {
         struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
         if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
-        cf_future *f = take_batch(w, q, more); /* unlocks q */
+        f = take_batch(w, q, more); /* unlocks q */
         if (f) return f;
     }
     return NULL;
@@ -310,6 +340,30 @@ static cf_future *steal_any(struct cf__worker *w, bool *more)
     return NULL;
 }
 
+cf_future *cf__pool_take_one(struct cf__pool *p)
+{
+    cf_future *f;
+    bool more = false;
+    if (cf__subslots_take(p->subs, &f, 1, 0, &more) == 1) {
+        if (more) {
+            /* Work we saw is left behind and we run only this one: like a
+             * worker's ramp-up, make sure a worker comes for it. Seq_cst
+             * fence: as in help_run_one (a submitter's half). */
+            CF__FENCE_SEQ_CST();
+            (void)cf__pool_wake_if_idle(p);
+        }
+        return f;
+    }
+    for (int k = 0; k < p->n_inj; k++) {
+        struct cf__inject *q = &p->inj[k];
+        if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
+        struct cds_wfcq_node *node = cf__inject_take_one(q);
+        cf__inject_unlock(q);
+        if (node) return cf__future_of_qnode(node);
+    }
+    return NULL;
+}
+
 /* One pass over everything but the own deque. *more: evidence that more
  * work is queued (used for the ramp-up wake). */
 static cf_future *scan(struct cf__worker *w, bool *more)
@@ -325,6 +379,7 @@ static bool any_work(struct cf__pool *p)
 {
     for (int k = 0; k < p->n_inj; k++)
         if (!cf__inject_empty(&p->inj[k])) return true;
+    if (cf__subslots_any(p->subs)) return true; /* every slot, active or not */
     for (int i = 0; i < p->n; i++)
         if (cf__deque_size_hint(&p->w[i].dq) > 0) return true;
     return false;
@@ -378,10 +433,61 @@ static inline bool time_up(int64_t *start, long budget, unsigned round, bool eve
     return now - *start >= budget;
 }
 
+/* Past its spin budget, may this searcher go on searching? While a cf_map
+ * runs on the pool (ops->map_active) one worker does, the keeper: the
+ * consumer submits a chunk each time it moves on, and a searcher takes it
+ * at once where a parked worker would need a wake-up (a system call for
+ * the consumer, tens of microseconds in a VM). Not once the pool is shut
+ * down (the map may never be freed). The keeper's scans yield the CPU
+ * between rounds like any long search. */
+static bool keep_searching(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    /* Relaxed, all: a spin-policy hint (parking is correct at any time). */
+    if (atomic_load_explicit(&p->maps, memory_order_relaxed) <= 0 ||
+        (atomic_load_explicit(&p->flags, memory_order_relaxed) & CF__POOL_SHUTDOWN)) {
+        int me = w->id;
+        (void)atomic_compare_exchange_strong_explicit(&p->map_keeper, &me, -1, memory_order_relaxed,
+                                                      memory_order_relaxed);
+        return false;
+    }
+    int k = atomic_load_explicit(&p->map_keeper, memory_order_relaxed);
+    if (k == w->id) return true;
+    return k < 0 && atomic_compare_exchange_strong_explicit(
+                        &p->map_keeper, &k, w->id, memory_order_relaxed, memory_order_relaxed);
+}
+
+/* The keeper found work: another worker may keep searching meanwhile. */
+static inline void leave_keeper(struct cf__worker *w)
+{
+    struct cf__pool *p = w->pool;
+    int me = w->id;
+    /* Relaxed: a hint (keep_searching). */
+    if (atomic_load_explicit(&p->map_keeper, memory_order_relaxed) == me)
+        (void)atomic_compare_exchange_strong_explicit(&p->map_keeper, &me, -1, memory_order_relaxed,
+                                                      memory_order_relaxed);
+}
+
+/* The keeper has found nothing for KEEPER_IDLE_NS: the map's consumer is
+ * not moving on (it computes, or forgot the iterator); stop burning a CPU
+ * (the next chunk then wakes a worker as usual). The clock is read every
+ * 8th round. */
+#define KEEPER_IDLE_NS 2000000
+static bool keeper_tired(struct cf__worker *w, int64_t *since, unsigned round)
+{
+    if (*since != 0 && round % 8 != 0) return false;
+    int64_t now = cf__now_ns();
+    if (*since == 0) *since = now;
+    if (now - *since < KEEPER_IDLE_NS) return false;
+    leave_keeper(w);
+    return true;
+}
+
 /* A searcher found work: it stops searching (and may wake a helper). */
 static cf_future *found(struct cf__worker *w, cf_future *f, bool more)
 {
     test_point(w, CF__TEST_TP_FOUND_WORK);
+    leave_keeper(w);
     stop_searching(w, more);
     return f;
 }
@@ -422,17 +528,23 @@ static bool yield_cpu(struct spin_watch *sw)
  * back-off, then (unless a glance) sched_yield between scans. Returns work
  * (having stopped searching), or NULL when the budget is spent or
  * (adaptive) the spin was descheduled (still counted as searching). *how:
- * how it ended. */
+ * how it ended. The map keeper (keep_searching) goes on past the budget. */
 static cf_future *spin(struct cf__worker *w, long budget, enum cf__spin_outcome *how)
 {
     struct spin_watch sw = {.on = w->spin.mode != CF__SPIN_FIXED, .scan_min = INT64_MAX};
-    int64_t start = 0;
+    int64_t start = 0, kept_since = 0;
     unsigned backoff = 0, round = 0;
-    while (!time_up(&start, budget, ++round, w->spin.glance)) {
+    for (;;) {
+        ++round;
+        /* A glance never keeps searching: it never yields the CPU. */
+        if (time_up(&start, budget, round, w->spin.glance) &&
+            (w->spin.glance || !keep_searching(w) || keeper_tired(w, &kept_since, round)))
+            break;
         if (backoff < BACKOFF_MAX || w->spin.glance) {
             for (unsigned i = 0; i < (1u << backoff); i++) cf__cpu_relax();
             if (backoff < BACKOFF_MAX) backoff++;
         } else if (!yield_cpu(&sw)) {
+            leave_keeper(w);
             *how = CF__SPIN_DESCHEDULED; /* park now: someone else wants this CPU */
             return NULL;
         }
@@ -478,7 +590,10 @@ static enum park_result park(struct cf__worker *w)
     struct cf__pool *p = w->pool;
     /* Relaxed: ordered before the re-check by cf__ec_prepare's fence. */
     atomic_fetch_sub_explicit(&p->searching, 1, memory_order_relaxed);
+    test_point(w, CF__TEST_TP_PARK_DECIDED);
     cf__ec_prepare(&p->ec, &w->park);
+    test_point(w, CF__TEST_TP_PARK_PREPARED);
+    cf__subslots_retire_idle(p->subs); /* before the re-check (subslot.c) */
     if (any_work(p)) {
         cf__ec_cancel(&p->ec, &w->park);
         return WORK_SEEN;
