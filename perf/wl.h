@@ -3,7 +3,9 @@
 #ifndef CFB_WL_H
 #define CFB_WL_H
 
+#ifndef __cplusplus /* the C++ peer (peer_tbb.cc) uses none of the atomics */
 #include <stdatomic.h>
+#endif
 #include <stdint.h>
 
 #include "cfb.h"
@@ -17,6 +19,7 @@ struct cfb_spin_arg {
  * from the seeded generator; *total_ns gets their sum. NULL on ENOMEM. */
 struct cfb_spin_arg *cfb_spin_args(long n, uint64_t *total_ns);
 
+#ifndef __cplusplus
 /* future_bytes: tasks that hold a worker until release is set. */
 struct cfb_hold {
     _Atomic uint32_t release;
@@ -25,6 +28,7 @@ struct cfb_hold {
 /* Wait (polling, up to 30 s) until *started reaches w; false and r failed
  * if the pool never runs w held tasks at once. */
 bool cfb_wait_started(struct cfb_result *r, _Atomic uint32_t *started, unsigned w);
+#endif
 
 int64_t *cfb_iota(long n);        /* 0, 1, ..., n-1; NULL on ENOMEM */
 uint64_t cfb_sum_squares(long n); /* sum of i*i for i < n, mod 2^64 */
