@@ -1,8 +1,9 @@
 // cfutures-bench: the Google Benchmark harness. It only registers the C
 // workload bodies (perf/wl_*.c), hands their measured wall time to the
 // library as manual time, reports their counters, and at the end prints
-// cfutures' ratio to the baseline measured in the same run (with
-// CFB_REPS > 1, the medians of the repetitions). A failed check
+// cfutures' ratio to the baseline measured in the same run, and to oneTBB
+// where the peer was built (with CFB_REPS > 1, the medians of the
+// repetitions). A failed check
 // makes the exit status non-zero; the one deliberate skip (baseline/fib)
 // does not.
 #include <benchmark/benchmark.h>
@@ -111,27 +112,40 @@ bool higher_is_better(const std::string &counter)
     return counter == "efficiency" || counter.rfind("speedup", 0) == 0;
 }
 
+// The median of counter `counter` of workload `name`, or false if it did
+// not run (or failed).
+bool median_of(const std::string &name, const std::string &counter, double *v)
+{
+    auto o = g_outcomes.find(name);
+    if (o == g_outcomes.end()) return false;
+    for (auto &kv : o->second.counters)
+        if (kv.first == counter) return *v = median(kv.second), true;
+    return false;
+}
+
 void print_ratios()
 {
-    fprintf(stderr, "\n%-14s %-16s %14s %14s %8s\n", "workload", "counter", "cfutures", "baseline",
-            "ratio");
+    fprintf(stderr, "\n%-14s %-16s %12s %12s %8s %12s %8s\n", "workload", "counter", "cfutures",
+            "baseline", "ratio", "oneTBB", "cf/tbb");
     for (const std::string &name : g_ran) {
         auto c = g_outcomes.find(name);
-        auto b = g_outcomes.find("baseline/" + name);
         if (c == g_outcomes.end()) continue;
         for (auto &kv : c->second.counters) {
-            double mine = median(kv.second), base = 0;
-            bool have = false;
-            if (b != g_outcomes.end())
-                for (auto &bk : b->second.counters)
-                    if (bk.first == kv.first) base = median(bk.second), have = true;
-            if (have && base != 0)
-                fprintf(stderr, "%-14s %-16s %14.4g %14.4g %8.3f  (%s is better)\n", name.c_str(),
-                        kv.first.c_str(), mine, base, mine / base,
-                        higher_is_better(kv.first) ? "higher" : "lower");
-            else
-                fprintf(stderr, "%-14s %-16s %14.4g %14s %8s\n", name.c_str(), kv.first.c_str(),
-                        mine, have ? "0" : "-", "-");
+            double mine = median(kv.second), base = 0, tbb = 0;
+            bool have_base = median_of("baseline/" + name, kv.first, &base) && base != 0;
+            bool have_tbb = median_of("tbb/" + name, kv.first, &tbb) && tbb != 0;
+            char b[16] = "-", br[16] = "-", t[16] = "-", tr[16] = "-";
+            if (have_base) {
+                snprintf(b, sizeof b, "%.4g", base);
+                snprintf(br, sizeof br, "%.3f", mine / base);
+            }
+            if (have_tbb) {
+                snprintf(t, sizeof t, "%.4g", tbb);
+                snprintf(tr, sizeof tr, "%.3f", mine / tbb);
+            }
+            fprintf(stderr, "%-14s %-16s %12.4g %12s %8s %12s %8s  (%s is better)\n", name.c_str(),
+                    kv.first.c_str(), mine, b, br, t, tr,
+                    higher_is_better(kv.first) ? "higher" : "lower");
         }
     }
 }
@@ -164,13 +178,15 @@ int main(int argc, char **argv)
     signal(SIGALRM, on_alarm);
     signal(SIGPIPE, SIG_IGN); // a dead fork+pipes worker must fail a write, not kill us
 
-    // Each cfutures workload, then its baseline.
+    // Each cfutures workload, then its baseline, then oneTBB's (if built).
     for (const cfb_workload *w = cfb_cf_thread_workloads; w->name; w++) {
         add(w, iters, reps, timeout);
         g_ran.push_back(w->name);
         if (const cfb_workload *b = find(cfb_bl_thread_workloads,
                                          std::string("baseline/") + w->name))
             add(b, iters, reps, timeout);
+        if (const cfb_workload *t = find(cfb_tbb_thread_workloads, std::string("tbb/") + w->name))
+            add(t, iters, reps, timeout);
     }
     for (const cfb_workload *w = cfb_proc_workloads; w->name; w++) {
         add(w, iters, reps, timeout);
@@ -179,6 +195,8 @@ int main(int argc, char **argv)
     benchmark::AddCustomContext("cfb_workers", std::to_string(cfb_workers()));
     if (const char *s = getenv("CFB_SCALE")) benchmark::AddCustomContext("cfb_scale", s);
     benchmark::AddCustomContext("cfb_reps", std::to_string(reps));
+    const char *tbb = cfb_tbb_version();
+    benchmark::AddCustomContext("cfb_tbb", tbb ? tbb : "not built");
     // What the machine gives right now: W on an idle machine, 1 when a
     // shared host lets us run on one CPU only (then no pool can scale).
     if (env_long("CFB_CAPACITY", 1, 0)) { // 0: skip (e.g. under perf record)

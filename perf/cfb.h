@@ -46,6 +46,12 @@ struct cfb_workload {
 extern const struct cfb_workload cfb_cf_thread_workloads[];
 extern const struct cfb_workload cfb_bl_thread_workloads[];
 extern const struct cfb_workload cfb_proc_workloads[];
+/* The peer the speed targets are set against: the same thread-pool
+ * workloads on oneTBB ("tbb/<name>", peer_tbb.cc), run after the baseline.
+ * Empty, and cfb_tbb_version() NULL, when the bench was built without
+ * oneTBB; else the version of the oneTBB library in use. */
+extern const struct cfb_workload cfb_tbb_thread_workloads[];
+const char *cfb_tbb_version(void);
 
 /* ---- helpers for the bodies (cfb_util.c) ---- */
 

@@ -3,7 +3,9 @@
 #ifndef CFB_WL_H
 #define CFB_WL_H
 
+#ifndef __cplusplus /* the C++ peer (peer_tbb.cc) uses none of the atomics */
 #include <stdatomic.h>
+#endif
 #include <stdint.h>
 
 #include "cfb.h"
@@ -17,6 +19,7 @@ struct cfb_spin_arg {
  * from the seeded generator; *total_ns gets their sum. NULL on ENOMEM. */
 struct cfb_spin_arg *cfb_spin_args(long n, uint64_t *total_ns);
 
+#ifndef __cplusplus
 /* future_bytes: tasks that hold a worker until release is set. */
 struct cfb_hold {
     _Atomic uint32_t release;
@@ -29,6 +32,7 @@ bool cfb_wait_started(struct cfb_result *r, _Atomic uint32_t *started, unsigned 
  * starts. Volatile writes: a memset of calloc'd memory may be removed by
  * the compiler (the bytes are already zero). */
 void cfb_touch(void *p, size_t len);
+#endif
 
 int64_t *cfb_iota(long n);        /* 0, 1, ..., n-1; NULL on ENOMEM */
 uint64_t cfb_sum_squares(long n); /* sum of i*i for i < n, mod 2^64 */
