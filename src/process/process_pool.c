@@ -132,6 +132,7 @@
 #include <unistd.h>
 
 #include "sys/alloc.h"
+#include "sys/cgroup.h"
 #include "sys/config.h"
 #include "sync/fence.h"
 #include "sync/futex.h"
@@ -630,15 +631,16 @@ static const struct cf__executor_ops pp_ops = {
 
 /* ---- construction ---- */
 
+/* The CPUs of the affinity mask, capped by the cgroups' CPU quota. */
 static int allowed_cpus(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
         int n = CPU_COUNT(&set);
-        if (n > 0) return n;
+        if (n > 0) return cf__cgroup_cpu_cap(n);
     }
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    return n > 0 ? cf__cgroup_cpu_cap((int)n) : 1;
 }
 
 int cf__pp_zreq(struct cf__ppool *p, const struct cf__zreq *q)
@@ -914,6 +916,7 @@ fail_sys:
 fail:;
     int saved = errno;
     *err = rc ? rc : CF_ENOMEM;
+    cf__config_report_failure(&cfg, *err, "process pool"); /* one line if the environment's */
     if (p) {
         close_if(&p->req_rd);
         close_if(&p->rep_wr);
