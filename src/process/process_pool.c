@@ -916,7 +916,7 @@ fail_sys:
 fail:;
     int saved = errno;
     *err = rc ? rc : CF_ENOMEM;
-    cf__config_report_failure(&cfg, *err, "process pool"); /* one line if the environment's */
+    cf__config_report_failure(&cfg, *err, true); /* one line if the environment's */
     if (p) {
         close_if(&p->req_rd);
         close_if(&p->rep_wr);

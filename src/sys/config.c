@@ -447,18 +447,17 @@ void cf__config_warn(const struct cf__config *c, enum cf__setting s, const char 
     failure_said = true;
 }
 
-void cf__config_report_failure(const struct cf__config *c, int rc, const char *pool)
+void cf__config_report_failure(const struct cf__config *c, int rc, bool process_pool)
 {
     bool said = failure_said;
     failure_said = false;
     if (!c || said || (rc != CF_ENOMEM && rc != CF_ESYS)) return;
     static const enum cf__setting sizes[] = {CF__SET_WORKERS, CF__SET_SLOT_SIZE,
                                              CF__SET_RING_DEPTH};
-    bool process = pool && strstr(pool, "process");
     char names[400] = "";
     size_t len = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        if (c->source[sizes[i]] != CF__FROM_ENV || (!process && sizes[i] != CF__SET_WORKERS))
+        if (c->source[sizes[i]] != CF__FROM_ENV || (!process_pool && sizes[i] != CF__SET_WORKERS))
             continue;
         char nv[128];
         name_value(c, sizes[i], nv, sizeof nv);
@@ -468,7 +467,7 @@ void cf__config_report_failure(const struct cf__config *c, int rc, const char *p
     if (!len) return;
     fprintf(stderr,
             "cfutures: %s: the %s cannot be made this large (%s); the pool is not created\n", names,
-            pool ? pool : "pool",
+            process_pool ? "process pool" : "thread pool",
             rc == CF_ENOMEM ? "out of memory"
                             : "the system refused a thread, a process, memory or a descriptor");
 }

@@ -84,9 +84,9 @@ void cf__config_warn(const struct cf__config *c, enum cf__setting s, const char 
  * (CF_ENOMEM, CF_ESYS) names the sizes set by the environment
  * (CFUTURES_WORKERS; for the process pool also CFUTURES_SLOT_SIZE and
  * CFUTURES_RING_DEPTH); when none was, nothing is printed (the caller has
- * the code). `pool` names the constructor ("thread pool"). Call it once per
- * failed constructor, from the thread that ran it. */
-void cf__config_report_failure(const struct cf__config *c, int rc, const char *pool);
+ * the code). Call it once per failed constructor, from the thread that ran
+ * it. */
+void cf__config_report_failure(const struct cf__config *c, int rc, bool process_pool);
 
 /* Overlay options from code; CF_EINVAL if an option is out of range (the
  * constructor then fails). NULL opts: nothing to overlay. */

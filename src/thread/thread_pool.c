@@ -509,7 +509,7 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
     }
     if (have_attr) pthread_attr_destroy(&attr);
     if (rc) {
-        cf__config_report_failure(&p->cfg, rc, "thread pool"); /* one line if the environment's */
+        cf__config_report_failure(&p->cfg, rc, false); /* one line if the environment's */
         /* Started workers (if any) see SHUTDOWN with nothing queued and
          * leave; then everything is freed. */
         tp_shutdown(&p->base, true, false);
