@@ -96,7 +96,7 @@ static int tighter(int a, int b)
 static int walk_up(const char *root, const char *mount, const char *rel, bool v2)
 {
     char dir[PATH_CAP];
-    int base = snprintf(dir, sizeof dir, "%s%s", root, strcmp(mount, "/") ? mount : "");
+    int base = snprintf(dir, sizeof dir, "%s%s", root, strcmp(mount, "/") != 0 ? mount : "");
     if (base < 0 || (size_t)base >= sizeof dir) return 0;
     if ((size_t)snprintf(dir + base, sizeof dir - (size_t)base, "%s", rel) >=
         sizeof dir - (size_t)base)
@@ -133,7 +133,7 @@ static bool has_item(const char *list, const char *item)
     size_t n = strlen(item);
     for (const char *p = list; p; p = strchr(p, ',')) {
         if (*p == ',') p++;
-        if (!strncmp(p, item, n) && (p[n] == ',' || p[n] == '\0' || p[n] == '\n')) return true;
+        if (strncmp(p, item, n) == 0 && (p[n] == ',' || p[n] == '\0' || p[n] == '\n')) return true;
     }
     return false;
 }
@@ -153,7 +153,7 @@ static void own_cgroups(const char *root, char *v2, char *v1, size_t size)
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2 || c2[1] != '/') continue;
         *c2 = '\0';
-        if (c1 == c2 - 1 && !strcmp(line, "0:")) snprintf(v2, size, "%s", c2 + 1);
+        if (c1 == c2 - 1 && strcmp(line, "0:") == 0) snprintf(v2, size, "%s", c2 + 1);
         else if (has_item(c1 + 1, "cpu")) snprintf(v1, size, "%s", c2 + 1);
     }
     fclose(f);
@@ -163,9 +163,9 @@ static void own_cgroups(const char *root, char *v2, char *v1, size_t size)
  * is not below it). */
 static const char *below(const char *cg, const char *mroot)
 {
-    if (!strcmp(mroot, "/")) return strcmp(cg, "/") ? cg : "";
+    if (strcmp(mroot, "/") == 0) return strcmp(cg, "/") != 0 ? cg : "";
     size_t n = strlen(mroot);
-    if (strncmp(cg, mroot, n) || (cg[n] != '/' && cg[n] != '\0')) return "";
+    if (strncmp(cg, mroot, n) != 0 || (cg[n] != '/' && cg[n] != '\0')) return "";
     return cg + n;
 }
 
@@ -185,13 +185,13 @@ int cf__cgroup_cpu_limit_at(const char *root)
         char *field[6], *save = NULL, *tok = strtok_r(line, " \n", &save);
         int k = 0;
         for (; tok && k < 6; tok = strtok_r(NULL, " \n", &save)) field[k++] = tok;
-        while (tok && strcmp(tok, "-")) tok = strtok_r(NULL, " \n", &save);
+        while (tok && strcmp(tok, "-") != 0) tok = strtok_r(NULL, " \n", &save);
         char *type = tok ? strtok_r(NULL, " \n", &save) : NULL;
         char *source = type ? strtok_r(NULL, " \n", &save) : NULL;
         char *super = source ? strtok_r(NULL, " \n", &save) : NULL;
         if (k < 5 || !super) continue;
-        bool is_v2 = !strcmp(type, "cgroup2") && v2[0];
-        bool is_v1 = !strcmp(type, "cgroup") && v1[0] && has_item(super, "cpu");
+        bool is_v2 = strcmp(type, "cgroup2") == 0 && v2[0];
+        bool is_v1 = strcmp(type, "cgroup") == 0 && v1[0] && has_item(super, "cpu");
         if (!is_v2 && !is_v1) continue;
         unescape(field[3]);
         unescape(field[4]);
