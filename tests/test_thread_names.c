@@ -96,34 +96,46 @@ static void test_code_wins_over_env(void **state)
     unsetenv("CFUTURES_THREAD_NAME_PREFIX");
 }
 
+/* One line on stderr that names `from` and says what the prefix became. */
+static void expect_cut_line(const char *from, const char *kept)
+{
+    char cut[64];
+    snprintf(cut, sizeof cut, "cut to \"%s\"", kept);
+    if (cf_test_count_lines(captured) != 1 || !strstr(captured, from) || !strstr(captured, cut))
+        fail_msg("wanted one line naming %s and saying %s, got: \"%s\"", from, cut, captured);
+}
+
 /* 15 bytes hold "<prefix>-<N>": 13 prefix characters for N < 10, 12 for
- * N < 100; before, every prefix was cut to 8. */
+ * N < 100; before, every prefix was cut to 8. A prefix that is cut says so
+ * in one line (once per process), naming where it came from. */
 static void test_long_prefix_cut_only_as_needed(void **state)
 {
     (void)state;
     setenv("CFUTURES_THREAD_NAME_PREFIX", "abcdefghijklmno", 1); /* 15: the most accepted */
     cf_executor *ex = new_pool_captured(&(cf_thread_pool_opts){.max_workers = 2});
     assert_non_null(ex);
-    assert_string_equal(captured, "");
+    expect_cut_line("CFUTURES_THREAD_NAME_PREFIX=\"abcdefghijklmno\"", "abcdefghijklm");
     expect_names("abcdefghijklm", 2);
+    cf_executor_free(ex);
+    ex = new_pool_captured(&(cf_thread_pool_opts){.max_workers = 2});
+    assert_non_null(ex);
+    assert_string_equal(captured, ""); /* said once */
     cf_executor_free(ex);
     unsetenv("CFUTURES_THREAD_NAME_PREFIX");
 
     /* In code a longer prefix is accepted and cut the same way; with 12
      * workers the largest N has two digits, so one more goes. */
-    assert_int_equal(cf_thread_pool_new(
-                         &ex, &(cf_thread_pool_opts){.max_workers = 12,
-                                                     .thread_name_prefix = "0123456789abcdefghij"}),
-                     0);
+    ex = new_pool_captured(
+        &(cf_thread_pool_opts){.max_workers = 12, .thread_name_prefix = "0123456789abcdefghij"});
     assert_non_null(ex);
+    expect_cut_line("thread_name_prefix option", "0123456789ab");
     expect_names("0123456789ab", 12);
     cf_executor_free(ex);
 
-    /* A short prefix is not touched. */
-    assert_int_equal(cf_thread_pool_new(
-                         &ex, &(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "x"}),
-                     0);
+    /* A short prefix is not touched, and nothing is said. */
+    ex = new_pool_captured(&(cf_thread_pool_opts){.max_workers = 2, .thread_name_prefix = "x"});
     assert_non_null(ex);
+    assert_string_equal(captured, "");
     expect_names("x", 2);
     cf_executor_free(ex);
 }

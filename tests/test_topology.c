@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sys/cgroup.h"
 #include "sys/config.h"
 #include "sys/topology.h"
 #include "support/test_env.h"
@@ -453,7 +454,7 @@ static void test_this_machine(void **state)
     assert_true(hwloc_topology_is_thissystem(s.topo));
     int cores = hwloc_get_nbobjs_by_type(s.topo, HWLOC_OBJ_CORE);
     if (cores <= 0) cores = hwloc_get_nbobjs_by_type(s.topo, HWLOC_OBJ_PU);
-    assert_int_equal(s.p.n_workers, cores);
+    assert_int_equal(s.p.n_workers, cf__cgroup_cpu_cap(cores)); /* a container's quota caps it */
     pthread_t th;
     void *ok;
     assert_int_equal(pthread_create(&th, NULL, pin_thread, &s), 0);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sys/cgroup.h"
 #include "sys/config.h"
 #include "sys/topology.h"
 
@@ -62,6 +63,11 @@ int main(int argc, char **argv)
                                                                                         : "no",
            this_machine ? "" : " (the topology is not this machine: nothing is bound)");
     printf("remote steal attempts per round: %d\n", cf__steal_attempts(&cfg, p.n_workers));
+    int quota = cf__cgroup_cpu_limit();
+    if (quota > 0)
+        printf("cgroup CPU quota: %d CPU%s (caps the default worker count%s)\n", quota,
+               quota == 1 ? "" : "s", this_machine ? "" : "; not applied to another machine");
+    else printf("cgroup CPU quota: none\n");
     cf__placement_free(&p);
     hwloc_topology_destroy(topo);
     return 0;

@@ -102,6 +102,13 @@ typedef struct cf_process_pool_opts {
  * word), CF_ENOMEM or CF_ESYS; on failure *out is set to NULL (when out is
  * not NULL) and nothing is left running. */
 CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts);
+/* The process pool's workers are forked when it is created, so they see the
+ * program's memory as it was then: a global written, or memory allocated,
+ * after cf_process_pool_new is not seen by tasks (a worker that replaces
+ * another sees the same snapshot, not today's memory). Only a MAP_SHARED
+ * mapping made before the pool is shared. What a task needs must be in its
+ * argument bytes or exist before the pool; its result comes back as bytes.
+ * Functions are named by address, the same in every worker. */
 CF_API int cf_process_pool_new(cf_executor **out, const cf_process_pool_opts *opts);
 
 /* Schedule fn(copy of arg, arg_len). arg may be NULL only if arg_len is 0.

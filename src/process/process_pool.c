@@ -155,6 +155,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sys/cgroup.h"
 #include "sys/config.h"
 #include "sync/futex.h"
 #include "process/proc_collector.h"
@@ -416,17 +417,16 @@ static const struct cf__executor_ops pp_ops = {
 
 /* ---- construction ---- */
 
-/* ---- construction ---- */
-
+/* The CPUs of the affinity mask, capped by the cgroups' CPU quota. */
 static int allowed_cpus(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
         int n = CPU_COUNT(&set);
-        if (n > 0) return n;
+        if (n > 0) return cf__cgroup_cpu_cap(n);
     }
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    return n > 0 ? cf__cgroup_cpu_cap((int)n) : 1;
 }
 
 static size_t round_up(size_t x, size_t a)
@@ -612,7 +612,10 @@ int cf_process_pool_new(cf_executor **out, const cf_process_pool_opts *opts)
     struct cf__config cfg;
     cf__config_load(&cfg);
     int rc = cf__config_apply_process_opts(&cfg, opts);
-    if (rc) return rc;
+    if (rc) {
+        cf__config_report_failure(&cfg, rc, true);
+        return rc;
+    }
     struct cf__ppool *p = NULL;
     rc = pool_alloc(&cfg, opts, &p);
     if (!rc) rc = open_channels(p);
@@ -624,6 +627,7 @@ int cf_process_pool_new(cf_executor **out, const cf_process_pool_opts *opts)
         return 0;
     }
     int saved = errno; /* kept through the clean-up: it names what the system refused */
+    cf__config_report_failure(&cfg, rc, true); /* one line if the environment's */
     if (p) {
         close_if(&p->req_rd);
         close_if(&p->rep_wr);

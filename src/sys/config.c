@@ -87,6 +87,12 @@ static const char *const accepted[CF__SET_COUNT] = {
  * flag only deduplicates a message and guards no other data. */
 static _Atomic unsigned char warned[CF__SET_COUNT];
 
+/* Set when cf__config_warn explained a failure on this thread; cleared by
+ * cf__config_load (a constructor's start) and read by
+ * cf__config_report_failure (its end). A constructor runs in one thread,
+ * so its own thread's flag is the one that matters. */
+static _Thread_local bool failure_said;
+
 const char *cf__setting_env_name(enum cf__setting s)
 {
     return (unsigned)s < CF__SET_COUNT ? env_names[s] : "CFUTURES_?";
@@ -131,6 +137,7 @@ static void defaults(struct cf__config *c)
     c->wait_spin_ns = WAIT_SPIN_DEFAULT;
     c->wait_help = true;
     strcpy(c->thread_name_prefix, "cf");
+    c->thread_name_prefix_len = 2;
     for (int i = 0; i < CF__SET_COUNT; i++) c->source[i] = CF__FROM_DEFAULT;
 }
 
@@ -351,6 +358,7 @@ int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *v, co
         if (strlen(v) >= sizeof c->thread_name_prefix || !cf__thread_name_prefix_ok(v))
             return CF_EINVAL;
         strcpy(c->thread_name_prefix, v);
+        c->thread_name_prefix_len = strlen(v);
         break;
     default:
         if (parse_integer(c, s, v)) return CF_EINVAL;
@@ -402,6 +410,7 @@ static void load_one(struct cf__config *c, enum cf__setting s)
 
 void cf__config_load(struct cf__config *c)
 {
+    failure_said = false; /* a constructor starts: nothing said about it yet */
     defaults(c);
     /* CFUTURES_CPUS before CFUTURES_PIN: a list implies pin=list, and
      * pin=list needs a list. */
@@ -426,15 +435,71 @@ void cf__config_load(struct cf__config *c)
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) load_one(c, order[i]);
 }
 
+/* `NAME="value"` of setting s, quoted and cut for a one-line message. */
+static void name_value(const struct cf__config *c, enum cf__setting s, char *out, size_t size)
+{
+    char v[4200], shown[80];
+    value_text(c, s, v, sizeof v);
+    sanitize(v, shown, sizeof shown);
+    snprintf(out, size, "%s=\"%s\"", env_names[s], shown);
+}
+
 void cf__config_warn(const struct cf__config *c, enum cf__setting s, const char *what)
 {
     if (!c || (unsigned)s >= CF__SET_COUNT || c->source[s] != CF__FROM_ENV) return;
-    if (atomic_exchange_explicit(&warned[s], 1, memory_order_relaxed)) return;
-    char v[4200];
-    value_text(c, s, v, sizeof v);
+    char nv[128];
+    name_value(c, s, nv, sizeof nv);
+    fprintf(stderr, "cfutures: %s: %s\n", nv, what);
+    failure_said = true;
+}
+
+void cf__config_report_failure(const struct cf__config *c, int rc, bool process_pool)
+{
+    bool said = failure_said;
+    failure_said = false;
+    if (!c || said || (rc != CF_ENOMEM && rc != CF_ESYS)) return;
+    static const enum cf__setting sizes[] = {CF__SET_WORKERS, CF__SET_SLOT_SIZE,
+                                             CF__SET_RING_DEPTH};
+    char names[400] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (c->source[sizes[i]] != CF__FROM_ENV || (!process_pool && sizes[i] != CF__SET_WORKERS))
+            continue;
+        char nv[128];
+        name_value(c, sizes[i], nv, sizeof nv);
+        int n = snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", nv);
+        if (n > 0 && (size_t)n < sizeof names - len) len += (size_t)n;
+    }
+    if (!len) return;
+    fprintf(stderr,
+            "cfutures: %s: the %s cannot be made this large (%s); the pool is not created\n", names,
+            process_pool ? "process pool" : "thread pool",
+            rc == CF_ENOMEM ? "out of memory"
+                            : "the system refused a thread, a process, memory or a descriptor");
+}
+
+void cf__config_thread_name_prefix(const struct cf__config *c, int n_workers, char *out,
+                                   size_t size)
+{
+    cf__thread_name_prefix_fit(out, size, c->thread_name_prefix, n_workers);
+    size_t kept = strlen(out);
+    if (kept >= c->thread_name_prefix_len) return;
+    /* One flag for the variable, one for the option (a cut prefix warns
+     * once per process, however many pools are made with it). */
+    static _Atomic unsigned char env_cut_warned, option_cut_warned;
+    enum cf__source from = c->source[CF__SET_THREAD_NAME_PREFIX];
+    _Atomic unsigned char *flag = from == CF__FROM_ENV ? &env_cut_warned : &option_cut_warned;
+    /* Relaxed: the flag only deduplicates a message. */
+    if (atomic_exchange_explicit(flag, 1, memory_order_relaxed)) return;
     char shown[80];
-    sanitize(v, shown, sizeof shown);
-    fprintf(stderr, "cfutures: %s=\"%s\": %s\n", env_names[s], shown, what);
+    sanitize(c->thread_name_prefix, shown, sizeof shown);
+    fprintf(stderr,
+            "cfutures: %s%s%s (%zu characters) cut to \"%.*s\": a Linux thread name holds 15 "
+            "bytes, and \"%s-%d\" is the last worker's name\n",
+            from == CF__FROM_ENV ? "CFUTURES_THREAD_NAME_PREFIX=\""
+                                 : "the thread_name_prefix option \"",
+            shown, c->thread_name_prefix_len > CF__THREAD_NAME_MAX ? "...\"" : "\"",
+            c->thread_name_prefix_len, (int)kept, out, out, n_workers - 1);
 }
 
 /* Shared by both pool kinds: 0 leaves the setting alone, CF_SPIN_NONE means
@@ -535,6 +600,7 @@ int cf__config_apply_thread_opts(struct cf__config *c, const cf_thread_pool_opts
         /* Longer than a thread name can hold is cut, as the OS would. */
         if (!cf__thread_name_prefix_ok(o->thread_name_prefix)) return CF_EINVAL;
         snprintf(t.thread_name_prefix, sizeof t.thread_name_prefix, "%s", o->thread_name_prefix);
+        t.thread_name_prefix_len = strlen(o->thread_name_prefix);
         t.source[CF__SET_THREAD_NAME_PREFIX] = CF__FROM_CODE;
     }
     *c = t;

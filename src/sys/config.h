@@ -55,6 +55,7 @@ struct cf__config {
     long wait_spin_ns;
     char thread_name_prefix[CF__THREAD_NAME_MAX + 1]; /* default "cf" */
     bool wait_help; /* a thread outside the pool may run the tasks it waits for */
+    size_t thread_name_prefix_len; /* as given (an option may be longer than the field) */
     enum cf__source source[CF__SET_COUNT];
 };
 
@@ -72,11 +73,22 @@ void cf__config_load(struct cf__config *c);
 int cf__config_parse(struct cf__config *c, enum cf__setting s, const char *value, const char **why);
 
 /* One line on stderr about setting s ("cfutures: NAME="value": what"),
- * only when its value came from the environment, at most once per variable
- * and process (shared with the "ignoring" warnings). For a value that
- * parsed but fails later (a listed CPU missing, an XML file hwloc
- * rejects). */
+ * only when its value came from the environment. For a value that parsed
+ * but makes the constructor fail (a listed CPU missing, an XML file hwloc
+ * rejects): printed for every such failure, not once per process like the
+ * "ignoring" warnings, and remembered (per thread) so that
+ * cf__config_report_failure does not say it again. */
 void cf__config_warn(const struct cf__config *c, enum cf__setting s, const char *what);
+
+/* The constructor of a pool made from c is failing with rc: when the cause
+ * is the environment and no line said so yet (cf__config_warn), print one
+ * line naming the variables. Running out of memory or of a system resource
+ * (CF_ENOMEM, CF_ESYS) names the sizes set by the environment
+ * (CFUTURES_WORKERS; for the process pool also CFUTURES_SLOT_SIZE and
+ * CFUTURES_RING_DEPTH); when none was, nothing is printed (the caller has
+ * the code). Call it once per failed constructor, from the thread that ran
+ * it. */
+void cf__config_report_failure(const struct cf__config *c, int rc, bool process_pool);
 
 /* Overlay options from code; CF_EINVAL if an option is out of range (the
  * constructor then fails). NULL opts: nothing to overlay. */
@@ -98,6 +110,14 @@ bool cf__thread_name_prefix_ok(const char *s);
 /* The prefix as workers are named by it: cut only as far as "<prefix>-<N>"
  * needs to fit a Linux thread name for the largest N of n_workers. */
 void cf__thread_name_prefix_fit(char *out, size_t size, const char *prefix, int n_workers);
+
+/* cf__thread_name_prefix_fit on c's prefix, and one line on stderr when it
+ * had to be cut (as given, an option may be cut twice: to the 15 bytes of
+ * the field, then for the worker number), naming where it came from
+ * (CFUTURES_THREAD_NAME_PREFIX or the thread_name_prefix option); once
+ * per process for each of the two. */
+void cf__config_thread_name_prefix(const struct cf__config *c, int n_workers, char *out,
+                                   size_t size);
 
 /* Remote steal attempts per round for a pool of n_workers: the setting if
  * non-zero, else 2 x (n_workers - 1), at least 1. */

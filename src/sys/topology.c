@@ -29,6 +29,7 @@
 #include "sys/topology.h"
 
 #include "sys/alloc.h"
+#include "sys/cgroup.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -542,10 +543,14 @@ static hwloc_obj_t nth_pu(hwloc_topology_t t, hwloc_obj_t u, int r)
 
 /* One per unit by default, but no more than a worker count may be set to
  * (a topology file may describe 8192 cores; the steal orders alone grow
- * with the square of the count). */
-static int default_workers(int units)
+ * with the square of the count), nor than the CPU time the process's
+ * cgroups grant it (a container's CPU quota: more workers would only be
+ * throttled). The quota belongs to this machine: a topology of another
+ * one (a file, HWLOC_SYNTHETIC) is not capped by it. */
+static int default_workers(hwloc_topology_t t, int units)
 {
-    return units < CF__MAX_WORKERS ? units : CF__MAX_WORKERS;
+    int n = units < CF__MAX_WORKERS ? units : CF__MAX_WORKERS;
+    return hwloc_topology_is_thissystem(t) ? cf__cgroup_cpu_cap(n) : n;
 }
 
 static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struct cf__placement *p)
@@ -570,7 +575,9 @@ static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struc
             T_FREE(cpus);
             return CF_EINVAL;
         }
-        p->n_workers = cfg->workers > 0 ? cfg->workers : default_workers(n);
+        /* A list names its CPUs: one worker each, quota or not. */
+        p->n_workers = cfg->workers > 0 ? cfg->workers
+                                        : (n < CF__MAX_WORKERS ? n : CF__MAX_WORKERS);
         p->w = T_CALLOC(p->n_workers, struct cf__worker_place);
         if (!p->w) rc = CF_ENOMEM;
         for (int i = 0; !rc && i < p->n_workers; i++) {
@@ -590,7 +597,7 @@ static int place_workers(hwloc_topology_t t, const struct cf__config *cfg, struc
         return CF_EINVAL;
     }
     int rc = cfg->pin == CF_PIN_SCATTER ? scatter(t, u, nu) : 0;
-    p->n_workers = cfg->workers > 0 ? cfg->workers : default_workers(nu);
+    p->n_workers = cfg->workers > 0 ? cfg->workers : default_workers(t, nu);
     p->w = T_CALLOC(p->n_workers, struct cf__worker_place);
     if (!rc && !p->w) rc = CF_ENOMEM;
     for (int i = 0; !rc && i < p->n_workers; i++) {

@@ -519,7 +519,7 @@ static int pool_setup(struct cf__pool *p, const cf_thread_pool_opts *opts)
     p->spin_ns = p->cfg.spin_ns;
     p->max_searching = p->n / 2 > 1 ? p->n / 2 : 1;
     p->stats = p->cfg.stats;
-    cf__thread_name_prefix_fit(p->prefix, sizeof p->prefix, p->cfg.thread_name_prefix, p->n);
+    cf__config_thread_name_prefix(&p->cfg, p->n, p->prefix, sizeof p->prefix);
     if (opts) {
         p->init = opts->initializer;
         p->init_arg = opts->initializer_arg;
@@ -597,6 +597,7 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
     }
     if (have_attr) pthread_attr_destroy(&attr);
     if (rc) {
+        cf__config_report_failure(&p->cfg, rc, false); /* one line if the environment's */
         /* Started workers (if any) see SHUTDOWN with nothing queued and
          * leave; then everything is freed. */
         tp_shutdown(&p->base, true, false);
