@@ -54,7 +54,7 @@ struct cf__config {
     char topology[4096];     /* "" = the machine's own (or HWLOC_* env) */
     long wait_spin_ns;
     char thread_name_prefix[CF__THREAD_NAME_MAX + 1]; /* default "cf" */
-    bool wait_help; /* a thread outside the pool may run the tasks it waits for */
+    bool wait_help;                /* a thread outside the pool may run the tasks it waits for */
     size_t thread_name_prefix_len; /* as given (an option may be longer than the field) */
     enum cf__source source[CF__SET_COUNT];
 };
