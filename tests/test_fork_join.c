@@ -561,14 +561,70 @@ static void test_debug_checks(void **state)
     expect_abort(other_thread_joins, "cf_fj_join", "other than the one that began it");
 }
 
+/* ---- the root of cf_fj_run runs on a worker ---- */
+
+static _Atomic int workers_release, workers_held;
+static pthread_t root_caller;
+
+static int hold_worker(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len, (void)out;
+    atomic_fetch_add(&workers_held, 1);
+    while (!atomic_load(&workers_release)) usleep(1000);
+    return 0;
+}
+
+static void *release_workers_later(void *arg)
+{
+    (void)arg;
+    usleep(100 * 1000); /* while cf_fj_run's caller waits for its root */
+    atomic_store(&workers_release, 1);
+    return NULL;
+}
+
+static int root_on_caller(void *arg)
+{
+    (void)arg;
+    return pthread_equal(pthread_self(), root_caller) ? 1 : 0;
+}
+
+/* Every worker busy when cf_fj_run is called from outside: the caller,
+ * waiting for the root, must not run it itself (its forks would then run
+ * inline, serially); the root waits for a worker. */
+static void test_root_waits_for_a_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2);
+    atomic_store(&workers_release, 0);
+    atomic_store(&workers_held, 0);
+    cf_future *h[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(cf_submit(ex, hold_worker, NULL, 0, &h[i]), 0);
+    while (atomic_load(&workers_held) < 2) usleep(1000);
+    root_caller = pthread_self();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_workers_later, NULL), 0);
+    assert_int_equal(cf_fj_run(ex, root_on_caller, NULL), 0);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(cf_future_result(h[i], CF_FOREVER, NULL, NULL), 0);
+        cf_future_release(h[i]);
+    }
+    cf_executor_free(ex);
+}
+
 int main(int argc, char **argv)
 {
     cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_outside_runs_inline),    cmocka_unit_test(test_fib_pools),
-        cmocka_unit_test(test_errors_reach_join),      cmocka_unit_test(test_stolen_before_join),
-        cmocka_unit_test(test_stolen_owner_leapfrogs), cmocka_unit_test(test_deep_recursion),
-        cmocka_unit_test(test_futures_in_scope),       cmocka_unit_test(test_cancelled_by_shutdown),
+        cmocka_unit_test(test_outside_runs_inline),
+        cmocka_unit_test(test_fib_pools),
+        cmocka_unit_test(test_errors_reach_join),
+        cmocka_unit_test(test_stolen_before_join),
+        cmocka_unit_test(test_stolen_owner_leapfrogs),
+        cmocka_unit_test(test_deep_recursion),
+        cmocka_unit_test(test_futures_in_scope),
+        cmocka_unit_test(test_cancelled_by_shutdown),
+        cmocka_unit_test(test_root_waits_for_a_worker),
         cmocka_unit_test(test_debug_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

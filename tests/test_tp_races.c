@@ -10,13 +10,22 @@
  * only if the searcher, as it stops searching, notices the queued work and
  * wakes a parked worker. A 10 s limit on each blocking wait is a hang
  * detector, not a timing assertion: without the hand-off check the task
- * never starts at all. */
+ * never starts at all.
+ *
+ * The pool freed by a task while its submitter is still inside cf_submit:
+ * the submitter is held (the submit hook) after its task is queued until
+ * the task has freed the pool and the workers have had time to leave; it
+ * then reads the pool's flags and wakes a worker. Without the submit mark
+ * the last worker frees the pool meanwhile (AddressSanitizer reports the
+ * use after free); with it, the free waits for the submit to end. */
 #include <errno.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -228,6 +237,62 @@ static void test_pairs_on_idle_pool(void **state)
     cf_executor_free(ex);
 }
 
+static _Atomic int task_freed_pool;
+static pthread_t held_submitter;
+
+static void hold_submit_until_freed(struct cf__pool *p)
+{
+    (void)p;
+    if (!pthread_equal(pthread_self(), held_submitter)) return;
+    for (int i = 0; i < HANG_S * 1000 && !atomic_load(&task_freed_pool); i++) usleep(1000);
+    assert_true(atomic_load(&task_freed_pool));
+    usleep(50 * 1000); /* the workers leave; the last one frees the pool */
+}
+
+static int free_own_pool(const void *arg, size_t len, cf_out *out)
+{
+    (void)len, (void)out;
+    cf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    cf_executor_free(ex);
+    atomic_store(&task_freed_pool, 1);
+    return 0;
+}
+
+static int thread_count(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    assert_non_null(f);
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1) break;
+    fclose(f);
+    return n;
+}
+
+static void test_pool_freed_by_task_during_submit(void **state)
+{
+    (void)state;
+    /* A sanitizer starts its helper thread with the first thread the
+     * process makes: make one first, so the count below is stable. */
+    cf_executor_free(pool3());
+    int before = thread_count();
+    cf_executor *ex = pool3();
+    atomic_store(&task_freed_pool, 0);
+    held_submitter = pthread_self();
+    atomic_store(&cf__test_tp_submit_hook, hold_submit_until_freed);
+    cf_future *f;
+    int rc = cf_submit(ex, free_own_pool, &ex, sizeof ex, &f);
+    atomic_store(&cf__test_tp_submit_hook, NULL);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cf_future_result(f, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(f);
+    /* The workers leave on their own (detached), the last freeing the
+     * pool: wait until they have. */
+    while (thread_count() > before) usleep(1000);
+}
+
 int main(int argc, char **argv)
 {
     cf_test_init(argc, argv); /* run one case: test_x <name> */
@@ -235,6 +300,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_handoff_injected),
         cmocka_unit_test(test_handoff_nested),
         cmocka_unit_test(test_pairs_on_idle_pool),
+        cmocka_unit_test(test_pool_freed_by_task_during_submit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

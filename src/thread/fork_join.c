@@ -409,6 +409,11 @@ static int run_root(const void *arg, size_t len, cf_out *out)
     return 0;
 }
 
+bool cf__fj_is_root(const cf_future *f)
+{
+    return f->fn == run_root;
+}
+
 int cf_fj_run(cf_executor *ex, cf_fj_fn *fn, void *arg)
 {
     if (!ex || !fn) return CF_EINVAL;

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/future.h"
+
 struct cf__worker;
 
 /* A deque item is a future record (a cf_future *, at least 8-byte aligned)
@@ -24,6 +26,11 @@ void cf__fj_run_taken(struct cf__worker *w, void *item);
 /* Shutdown with cancel_futures took a tagged frame from a deque: complete
  * it without running it; its join returns CF_ECANCELLED. Any thread. */
 void cf__fj_cancel_taken(void *item);
+
+/* Is f the root task of a cf_fj_run from outside the pool? A thread
+ * outside the pool that waits for it must not run it: there its forks
+ * would run inline, the whole computation serially (task.c). */
+bool cf__fj_is_root(const cf_future *f);
 
 /* worker.c: run one item taken from a deque (a future or a frame). */
 void cf__worker_run(struct cf__worker *w, void *item);

@@ -251,6 +251,18 @@ void cf__subslots_retire_idle(struct cf__subslots *ss)
     }
 }
 
+bool cf__subslots_submitting(struct cf__subslots *ss)
+{
+    /* Acquire: pairs with the release store of n (tab[0, n) are set). */
+    int n = atomic_load_explicit(&ss->n, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        struct cf__subslot *s = atomic_load_explicit(&ss->tab[i], memory_order_acquire);
+        /* Acquire: pairs with the release store that ends a submit. */
+        if (s && atomic_load_explicit(&s->submitting, memory_order_acquire)) return true;
+    }
+    return false;
+}
+
 bool cf__subslots_any(struct cf__subslots *ss)
 {
     /* Acquire: pairs with the release store of n (tab[0, n) are set). */

@@ -77,7 +77,10 @@ struct cf__subslot {
     _Alignas(CF__CACHE_LINE) int64_t head_seen;        /* a head value it read (<= head) */
     int size;                                          /* rings[size] is current */
     struct cf__subslot_ring *rings[CF__SUBSLOT_SIZES]; /* freed with the slot */
-    bool owned;                                        /* under the registry lock */
+    /* 1 while the owner is inside a submit to the pool (thread_pool.c,
+     * submit_begin): the pool is not freed under it. */
+    _Atomic uint32_t submitting;
+    bool owned;  /* under the registry lock */
     bool orphan; /* its pool was freed while a thread owned it: that
                     thread frees it (subslot.c, cf__subslots_destroy) */
     int index;   /* its bit in `active` */
@@ -95,6 +98,11 @@ struct cf__subslots {
     uint64_t uid;
     struct cf__subslots *reg_next, *reg_prev;
 };
+
+/* Is some slot's owner inside a submit (its `submitting` set)? Acquire
+ * loads: a false answer orders the ends of those submits before the
+ * caller's next accesses (thread_pool.c, submits_quiesce). */
+bool cf__subslots_submitting(struct cf__subslots *ss);
 
 /* Register a pool's slots (empty). 0. Thread-safe. */
 void cf__subslots_init(struct cf__subslots *ss);

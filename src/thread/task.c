@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "sync/fence.h"
+#include "thread/fork_join.h"
 #include "thread/task.h"
 #include "thread/thread_pool.h"
 
@@ -252,6 +253,7 @@ static int tp_run_awaited(cf_future *f)
     /* Relaxed: a pre-check that saves the count; may_run_here decides. */
     if ((atomic_load_explicit(&f->state, memory_order_relaxed) & CF__STATE_MASK) != CF__PENDING)
         return CF__RUN_SKIP;
+    if (cf__fj_is_root(f)) return CF__RUN_SKIP; /* a worker runs it (fork_join.h) */
     int verdict = may_run_here(f);
     if (verdict != CF__RUN_RAN) return verdict;
     test_point(f, CF__TEST_RA_START);

@@ -124,32 +124,70 @@ static int slot_of_caller(struct cf__pool *p)
     return s >= 0 && s < p->n_inj ? s : 0;
 }
 
-static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
+/* An outside submit keeps the pool alive until it returns. Once its task
+ * is queued, a worker may run it, and the task may free the pool
+ * (cf_executor_free from a task: the last worker to leave frees it) while
+ * the submitter still reads the flags and wakes a worker. So the submit
+ * marks itself first - in its slot, owner-written, or in a pool counter
+ * when it has none - and pool_free waits for every mark to clear
+ * (submits_quiesce).
+ * Relaxed mark: sequenced before the enqueue, whose publication (the
+ * slot's seq_cst store, the injection queue's exchange) the taker
+ * acquires; the task, the free and pool_free's acquire load follow it. */
+static inline void submit_begin(struct cf__pool *p, struct cf__subslot *s)
 {
-    struct cf__pool *p = (struct cf__pool *)ex;
-    if (cf__pool_foreign(p))
-        return CF_ENOTSUP; /* the parent's pool, in a fork child: no workers here */
-    if (len > UINT32_MAX) return CF_ETOOBIG;
-    struct cf__worker *w = cf__tls_worker;
-    if (w && w->pool == p) return submit_nested(p, w, fn, arg, len, out);
+    if (s) atomic_store_explicit(&s->submitting, 1, memory_order_relaxed);
+    else atomic_fetch_add_explicit(&p->slotless_submits, 1, memory_order_relaxed);
+}
 
-    /* Relaxed pre-check: fail fast (no allocation) when the pool is
-     * plainly closed; the seq_cst load after the enqueue is the real test. */
-    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_relaxed);
-    if (fl & CF__POOL_BROKEN) return CF_EBROKEN;
-    if (fl & CF__POOL_SHUTDOWN) return CF_ESHUTDOWN;
-    cf_future *f = cf__pool_task_new(p, fn, arg, len);
-    if (!f) return CF_ENOMEM;
+/* The last access of a submit to the pool. Release: the submit's reads
+ * of the pool before pool_free's acquire load sees the mark clear. */
+static inline void submit_end(struct cf__pool *p, struct cf__subslot *s)
+{
+    if (s) atomic_store_explicit(&s->submitting, 0, memory_order_release);
+    else atomic_fetch_sub_explicit(&p->slotless_submits, 1, memory_order_release);
+}
+
+/* Wait for outside submits still inside the pool (submit_begin). Brief:
+ * a submit past its enqueue only checks the flags and wakes a worker. */
+static void submits_quiesce(struct cf__pool *p)
+{
+    /* Acquire loads: pair with submit_end's release. */
+    while (atomic_load_explicit(&p->slotless_submits, memory_order_acquire) != 0 ||
+           (p->subs && cf__subslots_submitting(p->subs)))
+        sched_yield();
+}
+
+#ifdef CF_TEST_HOOKS
+_Atomic(cf__test_tp_submit_hook_fn *) cf__test_tp_submit_hook;
+#endif
+
+static inline void test_submit_point(struct cf__pool *p)
+{
+#ifdef CF_TEST_HOOKS
+    /* Relaxed: installed before the interleaving it forces. */
+    cf__test_tp_submit_hook_fn *h = atomic_load_explicit(&cf__test_tp_submit_hook,
+                                                         memory_order_relaxed);
+    if (__builtin_expect(h != NULL, 0)) h(p);
+#else
+    (void)p;
+#endif
+}
+
+/* Queue f from outside the pool and wake a worker if needed (the caller
+ * has marked the submit: submit_begin). */
+static int submit_outside(struct cf__pool *p, struct cf__subslot *s, cf_future *f)
+{
     /* The caller's own slot (subslot.h); the injection queue when it has
      * none or its ring is full at its largest. */
-    struct cf__subslot *s = cf__subslot_mine(p->subs);
     int in_slot = s ? cf__subslot_push(p->subs, s, f) : -1;
     bool was_empty = in_slot >= 0 ? in_slot == 1
                                   : cf__inject_push(&p->inj[slot_of_caller(p)], &f->qnode);
+    test_submit_point(p);
     /* Seq_cst, after the enqueue's full barrier (the slot's seq_cst store
      * of tail, or the injection queue's exchange): the submitter's half of
      * the shutdown protocol (contract above). */
-    fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_seq_cst);
     if (__builtin_expect(fl & (CF__POOL_BROKEN | CF__POOL_SHUTDOWN), 0) && cf_future_cancel(f)) {
         /* Raced with shutdown or breakage: withdrawn before it started.
          * The queue keeps the pool's reference until someone drops it. */
@@ -177,8 +215,31 @@ static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         int woke = cf__pool_wake_if_idle(p);
         if (woke >= 0) cf__pool_note_cold_submit(p, f, woke);
     }
-    *out = f;
     return 0;
+}
+
+static int tp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
+{
+    struct cf__pool *p = (struct cf__pool *)ex;
+    if (cf__pool_foreign(p))
+        return CF_ENOTSUP; /* the parent's pool, in a fork child: no workers here */
+    if (len > UINT32_MAX) return CF_ETOOBIG;
+    struct cf__worker *w = cf__tls_worker;
+    if (w && w->pool == p) return submit_nested(p, w, fn, arg, len, out);
+
+    /* Relaxed pre-check: fail fast (no allocation) when the pool is
+     * plainly closed; the seq_cst load after the enqueue is the real test. */
+    uint32_t fl = atomic_load_explicit(&p->flags, memory_order_relaxed);
+    if (fl & CF__POOL_BROKEN) return CF_EBROKEN;
+    if (fl & CF__POOL_SHUTDOWN) return CF_ESHUTDOWN;
+    cf_future *f = cf__pool_task_new(p, fn, arg, len);
+    if (!f) return CF_ENOMEM;
+    struct cf__subslot *s = cf__subslot_mine(p->subs);
+    submit_begin(p, s);
+    int rc = submit_outside(p, s, f);
+    submit_end(p, s); /* p may be freed from here on */
+    if (rc == 0) *out = f;
+    return rc;
 }
 
 /* ---- shutdown and destroy ---- */
@@ -313,6 +374,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 static void pool_free(struct cf__pool *p)
 {
     cf__pool_hooks_quiesce(); /* no task hook still reads this pool (task.c) */
+    submits_quiesce(p);       /* no outside submit still reads it */
     cancel_queued(p);
     if (p->w)
         for (int i = 0; i < p->n; i++) cf__deque_destroy(&p->w[i].dq);

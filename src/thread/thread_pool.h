@@ -144,6 +144,9 @@ struct cf__pool {
      * (futex). shutdown(wait=true) waits for them after the workers. */
     _Alignas(CF__CACHE_LINE) _Atomic uint32_t outside_runs;
     _Atomic uint32_t outside_waiting;
+    /* Outside submits in progress that have no slot of their own (a slot's
+     * owner marks its slot instead: subslot.h, `submitting`). */
+    _Atomic uint32_t slotless_submits;
     /* Workers that have entered their loop (each adds 1 once): until all
      * have, a waiting thread outside does not take their work (task.c). */
     _Atomic int ready;
@@ -187,6 +190,10 @@ enum {
 #ifdef CF_TEST_HOOKS
 typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
 extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
+/* Called by an outside submit once its task is queued, before it reads
+ * the pool's flags and wakes a worker (thread_pool.c). */
+typedef void cf__test_tp_submit_hook_fn(struct cf__pool *p);
+extern _Atomic(cf__test_tp_submit_hook_fn *) cf__test_tp_submit_hook;
 #endif
 
 /* worker.c: one queued task of p, taken by any thread (a waiting thread
