@@ -566,9 +566,9 @@ static void test_debug_checks(void **state)
 static _Atomic int workers_release, workers_held;
 static pthread_t root_caller;
 
-static int hold_worker(const void *arg, size_t len, cf_out *out)
+static int hold_worker(const void *arg, size_t len, cf_out *res)
 {
-    (void)arg, (void)len, (void)out;
+    (void)arg, (void)len, (void)res;
     atomic_fetch_add(&workers_held, 1);
     while (!atomic_load(&workers_release)) usleep(1000);
     return 0;
