@@ -16,8 +16,8 @@
  * calls that cannot fail return their answer directly: cf_future_cancel
  * and the bool state queries, cf_future_retain (its argument),
  * cf_executor_workers (a count, or CF_EINVAL), cf_as_completed_remaining,
- * cf_strerror and cf_version; cf_*_free and cf_future_release return
- * nothing. */
+ * cf_strerror and cf_version; cf_*_free, cf_future_release and
+ * cf_trim_memory return nothing. */
 #ifndef CFUTURES_H
 #define CFUTURES_H
 
@@ -36,6 +36,12 @@ extern "C" {
 /* The library's CF_VERSION_STRING, which may differ from the header's
  * when a program runs against another build of the shared library. */
 CF_API const char *cf_version(void);
+/* Give back the memory cfutures keeps for reuse: up to 64 MiB of empty
+ * future-record chunks per NUMA node, kept after a burst so that the next
+ * one finds its records resident. Records in use are untouched. Any
+ * thread, any time (a service after a burst, a benchmark before it reads
+ * the resident set size). */
+CF_API void cf_trim_memory(void);
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cfb.h"
+#include "cfutures.h"
 
 #define CFB_STR_(x) #x
 #define CFB_STR(x) CFB_STR_(x)
@@ -132,6 +133,7 @@ void cfb_purge_memory(void)
     /* The perf program links jemalloc (the library's allocator), which also
      * serves malloc: purge its dirty pages so freed memory of earlier
      * workloads does not hide RSS growth. */
+    cf_trim_memory(); /* the library's kept record chunks, too */
     mallctl("arena." CFB_STR(MALLCTL_ARENAS_ALL) ".purge", NULL, NULL, NULL, 0);
     malloc_trim(0);
 }

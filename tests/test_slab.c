@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cfutures.h"
 #include "support/test_env.h"
 #include "sys/slab.h"
 
@@ -110,6 +111,29 @@ static void carve_contiguous_then_reuse(void **state)
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_ptr_equal(cf__slab_chunk_of(objs[0]), chunk);
     assert_ptr_equal(objs[0], (char *)chunk + CF__SLAB_OBJ);
+    free_all(&(struct free_job){objs, 100});
+}
+
+/* cf_trim_memory gives every kept chunk back; the next carve takes a
+ * fresh one. */
+static void trim_returns_kept_chunks(void **state)
+{
+    (void)state;
+    void *objs[100];
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, carve_and_retire, objs), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    free_all(&(struct free_job){objs, 100}); /* emptied: kept */
+    struct cf__slab_stats s0 = stats();
+    assert_true(s0.kept >= 1);
+    cf_trim_memory();
+    struct cf__slab_stats s1 = stats();
+    assert_int_equal(s1.kept, 0);
+    assert_int_equal(s1.returned - s0.returned, s0.kept);
+    assert_int_equal(pthread_create(&t, NULL, carve_and_retire, objs), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    struct cf__slab_stats s2 = stats();
+    assert_int_equal(s2.fresh - s1.fresh, 1);
     free_all(&(struct free_job){objs, 100});
 }
 
@@ -316,7 +340,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(carve_contiguous_then_reuse), cmocka_unit_test(frees_while_owner_carves),
         cmocka_unit_test(retire_after_last_free),      cmocka_unit_test(last_free_after_retire),
         cmocka_unit_test(kept_chunks_are_bounded),     cmocka_unit_test(many_threads),
-        cmocka_unit_test(thread_exit_retires),
+        cmocka_unit_test(thread_exit_retires),         cmocka_unit_test(trim_returns_kept_chunks),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cf__slab_thread_exit();

@@ -1,5 +1,6 @@
 /* The one table of error names (cfutures/error.h), and the version string. */
 #include "cfutures.h"
+#include "sys/slab.h"
 
 /* Indexed by -code. */
 static const char *const cf__error_names[] = {
@@ -31,4 +32,9 @@ const char *cf_strerror(int code)
 const char *cf_version(void)
 {
     return CF_VERSION_STRING; /* cfutures/version.h, generated from project() */
+}
+
+CF_API void cf_trim_memory(void)
+{
+    cf__slab_trim();
 }

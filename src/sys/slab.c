@@ -247,3 +247,26 @@ void cf__slab_free(void *obj)
      * under g_lock); acquire, if we are that thread. */
     if (atomic_fetch_sub_explicit(&c->live, 1, memory_order_acq_rel) == 1) chunk_empty(c);
 }
+
+void cf__slab_trim(void)
+{
+    struct chunk *all = NULL;
+    pthread_mutex_lock(&g_lock);
+    for (int i = 0; i <= CF__NUMA_MAX_NODES; i++) {
+        while (g_kept[i].head) {
+            struct chunk *c = g_kept[i].head;
+            g_kept[i].head = c->next;
+            c->next = all;
+            all = c;
+        }
+        g_kept[i].n = 0;
+    }
+    pthread_mutex_unlock(&g_lock);
+    while (all) { /* outside the lock: freeing may return pages to the system */
+        struct chunk *c = all;
+        all = c->next;
+        count(&st_returned);
+        UNPOISON(c, CF__SLAB_CHUNK);
+        cf__free_aligned(c, CF__SLAB_CHUNK);
+    }
+}

@@ -60,6 +60,10 @@ void cf__slab_free(void *obj);
  * they come back with the chunk). Done by itself when a thread exits. */
 void cf__slab_thread_exit(void);
 
+/* Give every kept empty chunk back to the allocator (cf_trim_memory).
+ * Any thread. */
+void cf__slab_trim(void);
+
 /* The chunk an object belongs to (tests). */
 static inline void *cf__slab_chunk_of(const void *obj)
 {

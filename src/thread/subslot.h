@@ -56,10 +56,10 @@
 
 #define CF__SUBSLOT_MAX 64                     /* slots per pool (bits of `active`) */
 #define CF__SUBSLOT_CAP0 256                   /* a new slot's ring */
-#define CF__SUBSLOT_CAP_MAX ((int64_t)1 << 20) /* largest ring (8 MiB of pointers) */
+#define CF__SUBSLOT_CAP_MAX ((int64_t)1 << 16) /* largest ring (512 KiB of pointers) */
 #define CF__SUBSLOT_TAKE_MAX 32                /* most tasks one take moves */
 
-#define CF__SUBSLOT_SIZES 13 /* ring sizes CAP0 << 0 .. CAP0 << 12 = CAP_MAX */
+#define CF__SUBSLOT_SIZES 9 /* ring sizes CAP0 << 0 .. CAP0 << 8 = CAP_MAX */
 
 struct cf__subslot_ring {
     int64_t mask;                /* capacity - 1 */
