@@ -807,6 +807,7 @@ class thread_pool_options
     thread_pool_options &thread_name_prefix(std::string prefix)
     {
         prefix_ = std::move(prefix);
+        has_prefix_ = true;
         return *this;
     }
     thread_pool_options &pin(cf_pin_policy policy)
@@ -817,6 +818,7 @@ class thread_pool_options
     thread_pool_options &cpu_list(std::string cpus)
     {
         cpus_ = std::move(cpus);
+        has_cpus_ = true;
         return *this;
     }
     thread_pool_options &spin(std::chrono::nanoseconds ns)
@@ -848,14 +850,15 @@ class thread_pool_options
     cf_thread_pool_opts c_opts() const
     {
         cf_thread_pool_opts o = o_;
-        if (prefix_) o.thread_name_prefix = prefix_->c_str();
-        if (cpus_) o.cpu_list = cpus_->c_str();
+        if (has_prefix_) o.thread_name_prefix = prefix_.c_str();
+        if (has_cpus_) o.cpu_list = cpus_.c_str();
         return o;
     }
 
   private:
     cf_thread_pool_opts o_{};
-    std::optional<std::string> prefix_, cpus_;
+    std::string prefix_, cpus_;
+    bool has_prefix_ = false, has_cpus_ = false;
 };
 
 class process_pool_options
