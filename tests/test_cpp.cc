@@ -317,6 +317,26 @@ static void test_then()
     cf::future<void> v2 = v.then([&where] { where = std::this_thread::get_id(); });
     v2.get();
     CHECK(where == here);
+    /* Not yet done: the continuation runs in the worker that completes it. */
+    gate held;
+    cf::future<int> gated = pool.submit([&held] {
+        held.wait();
+        return 1;
+    });
+    held.await_arrivals(1);
+    std::thread::id in_worker;
+    cf::future<int> after_gate = gated.then([&in_worker](int x) {
+        in_worker = std::this_thread::get_id();
+        return x + 1;
+    });
+    held.release();
+    CHECK(after_gate.get() == 2);
+    CHECK(in_worker != here && in_worker != std::thread::id());
+    /* The first future's handle may go at once: the continuation keeps it. */
+    cf::future<int> chained = pool.submit([] { return 5; }).then([](int x) { return x * 2; });
+    CHECK(chained.get() == 10);
+    CHECK(cf::when_all(pool.submit([] { return 1; }), pool.submit([] {
+          })).wait(std::chrono::hours(1)));
     cf::future<int> thrower = v.then([t = tracked()]() -> int { throw std::domain_error("then"); });
     CHECK_THROWS(std::domain_error, thrower.get(), (void)e);
 
