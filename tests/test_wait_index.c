@@ -23,6 +23,18 @@
 #include "support/test_env.h"
 #include "support/test_future.h"
 
+#ifdef CF_TSAN
+/* jemalloc's fork handler takes every arena's locks at once, more than
+ * ThreadSanitizer's lock-order detector can track (it aborts on a CHECK)
+ * when a process pool is made after a thread pool ran; data races are
+ * still reported. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "detect_deadlocks=0";
+}
+#endif
+
 struct shared {
     _Atomic uint32_t gate; /* gate_task waits until it is non-zero */
 };
