@@ -204,7 +204,8 @@ static void *client_main(void *p)
     struct client *c = p;
     c->rc = 1;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(c->port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(c->port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int64_t *sent_at = calloc(c->requests, sizeof *sent_at);
     if (fd < 0 || !sent_at || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) goto out;
@@ -276,7 +277,9 @@ int main(int argc, char **argv)
         return 1;
     }
     struct server srv = {.listen_fd = lfd, .ex = ex, .requests = requests};
-    struct client cli = {.port = ntohs(a.sin_port), .requests = requests, .in_flight = in_flight,
+    struct client cli = {.port = ntohs(a.sin_port),
+                         .requests = requests,
+                         .in_flight = in_flight,
                          .latency_ns = calloc(requests, sizeof(int64_t))};
     if (!cli.latency_ns) {
         cf_executor_free(ex);
@@ -296,8 +299,8 @@ int main(int argc, char **argv)
         printf("service: %llu requests answered, all correct (%s pool, %llu in flight)\n",
                (unsigned long long)requests, process ? "process" : "thread",
                (unsigned long long)in_flight);
-        printf("service: round trip p50 %.1f us, p99 %.1f us\n",
-               cli.latency_ns[requests / 2] / 1e3, cli.latency_ns[(requests * 99) / 100] / 1e3);
+        printf("service: round trip p50 %.1f us, p99 %.1f us\n", cli.latency_ns[requests / 2] / 1e3,
+               cli.latency_ns[(requests * 99) / 100] / 1e3);
     } else {
         fprintf(stderr, "service: FAILED (%llu wrong answers)\n", (unsigned long long)cli.wrong);
     }
