@@ -53,6 +53,11 @@
  *   When nothing is left to run, next() sleeps at once if every worker
  *   was busy at its last look (spinning would take a core from them), and
  *   spins first as before if a worker was idle or it cannot help at all.
+ * - Positions (cf_as_completed_next_index): node i is made for the i-th
+ *   distinct future, and its bookkeeping word keeps, beside its state, the
+ *   position of that future's first occurrence in the caller's array;
+ *   ready[] holds nodes, so a yield reads the position with the future.
+ *   Only the consumer touches that word.
  * Design: CPython's as_completed (a waiter installed on every future) with
  * the completed futures handed over on a Treiber stack (R. K. Treiber,
  * "Systems Programming: Coping with Parallelism", IBM RJ 5118, 1986) that

@@ -45,6 +45,13 @@
  *   it is: nothing is copied and no scratch array is made. A duplicate or
  *   a deadline that passed first falls back to the general path (dedup
  *   into scratch, partition), which then finds the waiting over.
+ * - cf_wait_mask runs the same waits and only reads fs: with no duplicate
+ *   the general path works on fs itself (no scratch copy), with one it
+ *   works on a copy of the distinct futures; the report reads each
+ *   distinct future's state once (a second set, of the done ones, gives
+ *   the positions of a repeated future the same bit). The ALL_COMPLETED
+ *   one-pass path serves it too: all done and none repeated is a mask of
+ *   n ones.
  * Design: CPython's concurrent.futures.wait (a waiter object installed on
  * every future, counting completions), with a futex word in place of its
  * condition variable, as in the one-shot events of Drepper, "Futexes Are
