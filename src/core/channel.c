@@ -70,6 +70,7 @@
 #include <unistd.h>
 
 #include "sys/alloc.h"
+#include "sync/debug_yield.h"
 #include "core/channel.h"
 #include "core/future.h"
 
@@ -131,7 +132,8 @@ static void ch_push(cf_channel *ch, struct cf__waiter_node *wn)
     } while (!atomic_compare_exchange_weak_explicit(&ch->stack, &head, &wn->link_,
                                                     memory_order_acq_rel, memory_order_relaxed));
     /* The node may be drained and freed from here on: do not touch it. */
-    if (head) return; /* not the first: its pusher signals (W) */
+    if (head) return;  /* not the first: its pusher signals (W) */
+    CF__YIELD_POINT(); /* a drain may take the node before the write */
 #ifdef CF_TEST_HOOKS
     if (cf__test_channel_before_write) cf__test_channel_before_write(ch);
 #endif
@@ -246,6 +248,7 @@ int cf_channel_drain(cf_channel *ch, cf_future **futures, uint64_t *tags, size_t
     bool reset = !ch->ready;
     if (reset) { /* reset first, then take: the order W rests on */
         ch_reset(ch);
+        CF__YIELD_POINT(); /* a push may land between the reset and the take */
 #ifdef CF_TEST_HOOKS
         if (cf__test_channel_after_reset) cf__test_channel_after_reset(ch);
 #endif
