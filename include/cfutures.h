@@ -27,6 +27,7 @@
 #include "cfutures/future.h"
 #include "cfutures/executor.h"
 #include "cfutures/wait.h"
+#include "cfutures/channel.h"
 #include "cfutures/fork_join.h"
 #include "cfutures/version.h"
 

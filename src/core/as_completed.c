@@ -53,6 +53,11 @@
  *   When nothing is left to run, next() sleeps at once if every worker
  *   was busy at its last look (spinning would take a core from them), and
  *   spins first as before if a worker was idle or it cannot help at all.
+ * - Positions (cf_as_completed_next_index): node i is made for the i-th
+ *   distinct future, and its bookkeeping word keeps, beside its state, the
+ *   position of that future's first occurrence in the caller's array;
+ *   ready[] holds nodes, so a yield reads the position with the future.
+ *   Only the consumer touches that word.
  * Design: CPython's as_completed (a waiter installed on every future) with
  * the completed futures handed over on a Treiber stack (R. K. Treiber,
  * "Systems Programming: Coping with Parallelism", IBM RJ 5118, 1986) that
@@ -76,12 +81,28 @@ struct cf_as_completed {
     cf__deadline deadline;
     size_t n; /* distinct futures */
     size_t yielded;
-    size_t head, tail;    /* ready[head..tail): to yield */
-    cf_future **ready;    /* n slots: each future enters once */
-    struct cf__help help; /* the consumer's cursor over nodes[] */
+    size_t head, tail;              /* ready[head..tail): to yield */
+    struct cf__waiter_node **ready; /* n slots: each node enters once */
+    struct cf__help help;           /* the consumer's cursor over nodes[] */
     size_t bytes;
     struct cf__waiter_node nodes[]; /* n: node i holds future i (our ref) */
 };
+/* A node's index word: its state in the low two bits (0 not registered, 1
+ * linked, 2 in ready[]) and, above them, the position of the future's
+ * first occurrence in the caller's array (cf_as_completed_next_index).
+ * Only the consumer reads or writes it; completers never do. */
+#define AS_LINKED ((size_t)1)
+#define AS_READY ((size_t)2)
+#define AS_STATE_MASK ((size_t)3)
+#define AS_POS_SHIFT 2
+static inline size_t as_state(const struct cf__waiter_node *node)
+{
+    return node->index & AS_STATE_MASK;
+}
+static inline void as_set_state(struct cf__waiter_node *node, size_t state)
+{
+    node->index = (node->index & ~AS_STATE_MASK) | state;
+}
 /* Layout: refs, word, trigger and done_stack are written by every
  * completer; they sit together in the first 48 bytes so a completion
  * dirties one line (two at worst: cf__alloc aligns to 16 bytes, not 64).
@@ -144,7 +165,7 @@ static bool as_drain(cf_as_completed *it)
         l = next;
     }
     for (; prev; prev = prev->next)
-        it->ready[it->tail++] = CF__CONTAINER_OF(prev, struct cf__waiter_node, link_)->future;
+        it->ready[it->tail++] = CF__CONTAINER_OF(prev, struct cf__waiter_node, link_);
     return true;
 }
 
@@ -152,7 +173,7 @@ static bool as_drain(cf_as_completed *it)
  * retained here, first occurrences in input order, marked in seen), not
  * yet registered anywhere. */
 static void as_init(cf_as_completed *it, cf_future **fs, size_t n, struct cf__seen *seen,
-                    cf_future **ready, size_t bytes, cf__deadline deadline)
+                    struct cf__waiter_node **ready, size_t bytes, cf__deadline deadline)
 {
     it->w.notify = as_notify;
     atomic_init(&it->refs, 1);
@@ -170,36 +191,36 @@ static void as_init(cf_as_completed *it, cf_future **fs, size_t n, struct cf__se
         struct cf__waiter_node *node = &it->nodes[u++];
         node->waiter = &it->w;
         node->future = cf_future_retain(fs[i]);
-        node->index = 0;
+        node->index = i << AS_POS_SHIFT; /* not registered yet */
     }
     it->n = u;
     cf__help_init(&it->help, u, deadline);
 }
 
-/* The done ones first (index 2: in ready[]), then register on the others
- * (index 1: linked). */
+/* The done ones first (AS_READY: in ready[]), then register on the others
+ * (AS_LINKED). */
 static void as_register(cf_as_completed *it)
 {
     for (size_t i = 0; i < it->n; i++) {
         if (cf_future_done(it->nodes[i].future)) {
-            it->ready[it->tail++] = it->nodes[i].future;
-            it->nodes[i].index = 2;
+            it->ready[it->tail++] = &it->nodes[i];
+            as_set_state(&it->nodes[i], AS_READY);
         }
     }
     for (size_t i = 0; i < it->n; i++) {
         struct cf__waiter_node *node = &it->nodes[i];
-        if (node->index) continue;
+        if (as_state(node)) continue;
         /* relaxed: taken before the node is published by the list
          * unlock's release, so a notify's decrement is ordered after it. */
         atomic_fetch_add_explicit(&it->refs, 1, memory_order_relaxed);
         if (cf__waiter_node_add(node->future, node)) {
-            node->index = 1;
+            as_set_state(node, AS_LINKED);
         } else {
             /* Done meanwhile: no notify will come. relaxed: not the last
              * reference (ours is dropped with release by as_unref). */
             atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
-            it->ready[it->tail++] = node->future;
-            node->index = 2;
+            it->ready[it->tail++] = node;
+            as_set_state(node, AS_READY);
         }
     }
 }
@@ -216,9 +237,9 @@ int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_complete
 
     /* One block: the iterator, n nodes, then n ready slots. Duplicates
      * are found with a set (dedup.h), with no copy of the input. */
-    if (n > SIZE_MAX / 128) return CF_ENOMEM;
+    if (n > SIZE_MAX / 128 || n > (SIZE_MAX >> AS_POS_SHIFT)) return CF_ENOMEM;
     size_t bytes = sizeof(cf_as_completed) +
-                   n * (sizeof(struct cf__waiter_node) + sizeof(cf_future *));
+                   n * (sizeof(struct cf__waiter_node) + sizeof(struct cf__waiter_node *));
     struct cf__seen seen;
     if (cf__seen_init(&seen, n, lo, hi) != 0) return CF_ENOMEM;
     cf_as_completed *it = cf__alloc(bytes);
@@ -226,7 +247,7 @@ int cf_as_completed_new(cf_future **fs, size_t n, double timeout, cf_as_complete
         cf__seen_free(&seen);
         return CF_ENOMEM;
     }
-    cf_future **ready = (cf_future **)(void *)&it->nodes[n];
+    struct cf__waiter_node **ready = (struct cf__waiter_node **)(void *)&it->nodes[n];
     as_init(it, fs, n, &seen, ready, bytes, deadline);
     cf__seen_free(&seen);
 
@@ -297,14 +318,22 @@ static cf_future *node_future(const void *coll, size_t i)
 
 int cf_as_completed_next(cf_as_completed *it, cf_future **f)
 {
-    if (!it || !f) return CF_EINVAL;
+    if (!f) return CF_EINVAL;
+    return cf_as_completed_next_index(it, f, NULL);
+}
+
+int cf_as_completed_next_index(cf_as_completed *it, cf_future **f, size_t *index)
+{
+    if (!it || (!f && !index)) return CF_EINVAL;
     bool spun = false;
     for (;;) {
         if (it->head < it->tail) {
-            *f = it->ready[it->head++];
+            struct cf__waiter_node *node = it->ready[it->head++];
             it->yielded++;
             /* Waits out the end of its delivery (rare, short): see Order. */
-            (void)cf_future_done(*f);
+            (void)cf_future_done(node->future);
+            if (f) *f = node->future;
+            if (index) *index = node->index >> AS_POS_SHIFT;
             return 0;
         }
         if (it->yielded == it->n) return CF_END;
@@ -340,7 +369,7 @@ void cf_as_completed_free(cf_as_completed *it)
     for (size_t i = 0; i < u; i++) {
         struct cf__waiter_node *node = &it->nodes[i];
         /* done: the completer owns the node (no need for the lock) */
-        if (node->index == 1 && !cf_future_done(node->future) &&
+        if (as_state(node) == AS_LINKED && !cf_future_done(node->future) &&
             cf__waiter_node_remove(node->future, node))
             /* relaxed: not the last reference (ours goes in as_unref,
              * with release). */

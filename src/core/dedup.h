@@ -94,6 +94,32 @@ static inline bool cf__seen_add(struct cf__seen *s, cf_future *f)
     }
 }
 
+/* Is f marked? (Marks nothing.) */
+static inline bool cf__seen_has(const struct cf__seen *s, cf_future *f)
+{
+    switch (s->kind) {
+    case CF__SEEN_BITMAP: {
+        uintptr_t a = (uintptr_t)f;
+        if (a < s->base) return false;
+        size_t bit = (a - s->base) >> CF__SEEN_SHIFT;
+        if ((bit >> 6) >= s->bytes / sizeof(uint64_t)) return false;
+        return (s->map[bit >> 6] >> (bit & 63)) & 1;
+    }
+    case CF__SEEN_HASH: {
+        cf_future *const *table = (cf_future *const *)(void *)s->map;
+        size_t mask = ((size_t)1 << s->hash_bits) - 1;
+        size_t h = (size_t)(((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ull) >>
+                            (64 - s->hash_bits));
+        while (table[h] && table[h] != f) h = (h + 1) & mask;
+        return table[h] == f;
+    }
+    default:
+        for (size_t j = 0; j < s->n; j++)
+            if (s->few[j] == f) return true;
+        return false;
+    }
+}
+
 static inline void cf__seen_free(struct cf__seen *s)
 {
     if (s->map) cf__free(s->map, s->bytes);

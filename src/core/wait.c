@@ -45,6 +45,13 @@
  *   it is: nothing is copied and no scratch array is made. A duplicate or
  *   a deadline that passed first falls back to the general path (dedup
  *   into scratch, partition), which then finds the waiting over.
+ * - cf_wait_mask runs the same waits and only reads fs: with no duplicate
+ *   the general path works on fs itself (no scratch copy), with one it
+ *   works on a copy of the distinct futures; the report reads each
+ *   distinct future's state once (a second set, of the done ones, gives
+ *   the positions of a repeated future the same bit). The ALL_COMPLETED
+ *   one-pass path serves it too: all done and none repeated is a mask of
+ *   n ones.
  * Design: CPython's concurrent.futures.wait (a waiter object installed on
  * every future, counting completions), with a futex word in place of its
  * condition variable, as in the one-shot events of Drepper, "Futexes Are
@@ -126,7 +133,7 @@ static void wait_notify(struct cf__waiter *w, struct cf__waiter_node *node)
 }
 
 /* Does the condition hold for these distinct futures right now? */
-static bool satisfied(cf_future **uniq, size_t u, enum cf_return_when when, size_t *n_done)
+static bool satisfied(cf_future *const *uniq, size_t u, enum cf_return_when when, size_t *n_done)
 {
     size_t done = 0;
     bool err = false;
@@ -152,7 +159,7 @@ static cf_future *at_index(const void *coll, size_t i)
 /* Sleep until signalled or the deadline; first, with h, run what we wait
  * for among uniq[0..u). */
 static void ctx_wait(struct wait_ctx *c, cf__deadline deadline, struct cf__help *h,
-                     cf_future **uniq, size_t u)
+                     cf_future *const *uniq, size_t u)
 {
     if (c->trigger) { /* a pool worker: help until signalled or timed out */
         cf__wait_helper_fn *help = cf__tls_wait_helper;
@@ -196,7 +203,7 @@ static void ctx_wait(struct wait_ctx *c, cf__deadline deadline, struct cf__help 
 /* Wait until fs[i] is done or the deadline: where the thread has a wait
  * helper through it, else running what h finds among fs[0..i] first.
  * True if done. */
-static bool wait_one(cf_future **fs, size_t i, cf__deadline deadline, struct cf__help *h)
+static bool wait_one(cf_future *const *fs, size_t i, cf__deadline deadline, struct cf__help *h)
 {
     cf_future *f = fs[i];
     while (!cf_future_done(f)) {
@@ -214,7 +221,7 @@ static bool wait_one(cf_future **fs, size_t i, cf__deadline deadline, struct cf_
 
 /* ALL_COMPLETED: wait for each unfinished future in turn, last first.
  * Stops at the deadline. */
-static void wait_all(cf_future **uniq, size_t u, cf__deadline deadline)
+static void wait_all(cf_future *const *uniq, size_t u, cf__deadline deadline)
 {
     struct cf__help h;
     cf__help_init(&h, u, deadline);
@@ -226,7 +233,7 @@ static void wait_all(cf_future **uniq, size_t u, cf__deadline deadline)
  * first: wait for each future and mark it. 0 when every future is done
  * and none is repeated: fs is then its own partition. 1 when the general
  * path must finish (a duplicate, the deadline, no memory for the set). */
-static int wait_all_pass(cf_future **fs, size_t n, cf__deadline deadline, uintptr_t lo,
+static int wait_all_pass(cf_future *const *fs, size_t n, cf__deadline deadline, uintptr_t lo,
                          uintptr_t hi)
 {
     struct cf__seen seen;
@@ -267,7 +274,7 @@ static struct wait_ctx *ctx_new(size_t m, enum cf_return_when when)
  * used. Each of the futures not done at the scan (`done` were done then)
  * yields exactly one event: its notify, a failed add, or (done between the
  * scan and here) the `late` count at the end. */
-static size_t ctx_register(struct wait_ctx *c, cf_future **uniq, size_t u, size_t done)
+static size_t ctx_register(struct wait_ctx *c, cf_future *const *uniq, size_t u, size_t done)
 {
     size_t k = 0, done_now = 0;
     bool late_err = false;
@@ -325,7 +332,7 @@ static void ctx_unregister(struct wait_ctx *c, size_t k)
 
 /* FIRST_COMPLETED / FIRST_EXCEPTION: register a waiter on the futures not
  * done (u - done of them), sleep until signalled or the deadline. */
-static int wait_first(cf_future **uniq, size_t u, size_t done, enum cf_return_when when,
+static int wait_first(cf_future *const *uniq, size_t u, size_t done, enum cf_return_when when,
                       cf__deadline deadline)
 {
     struct wait_ctx *c = ctx_new(u - done, when);
@@ -336,6 +343,21 @@ static int wait_first(cf_future **uniq, size_t u, size_t done, enum cf_return_wh
     ctx_wait(c, deadline, h.on ? &h : NULL, uniq, u);
     ctx_unregister(c, k);
     return 0;
+}
+
+/* The general path over the distinct futures uniq[0..u): wait until
+ * `when` holds, the deadline passes, or at once for a poll. 0 or
+ * CF_ENOMEM. */
+static int wait_distinct(cf_future *const *uniq, size_t u, enum cf_return_when when, double timeout,
+                         cf__deadline deadline)
+{
+    size_t done;
+    if (satisfied(uniq, u, when, &done) || timeout == 0) return 0; /* nothing to wait for */
+    if (when == CF_ALL_COMPLETED) {
+        wait_all(uniq, u, deadline);
+        return 0;
+    }
+    return wait_first(uniq, u, done, when, deadline);
 }
 
 /* Write the partition as it stands now (each state read once) into fs:
@@ -355,7 +377,7 @@ static size_t wait_partition(cf_future **fs, size_t n, cf_future **uniq, size_t 
 }
 
 /* The arguments are valid; [*lo, *hi] is the futures' address range. */
-static bool wait_args_ok(cf_future **fs, size_t n, enum cf_return_when when, double timeout,
+static bool wait_args_ok(cf_future *const *fs, size_t n, enum cf_return_when when, double timeout,
                          uintptr_t *lo, uintptr_t *hi)
 {
     if ((!fs && n) || isnan(timeout) ||
@@ -396,18 +418,117 @@ int cf_wait(cf_future **fs, size_t n, enum cf_return_when when, double timeout, 
     cf_future **tmp = n <= 16 ? stack_tmp : cf__alloc(2 * n * sizeof *tmp);
     if (!tmp) return CF_ENOMEM;
     cf_future **uniq = tmp, **dups = tmp + n;
-    size_t u, done;
+    size_t u;
     int rc = cf__dedup(fs, n, uniq, dups, &u);
+    if (rc == 0) rc = wait_distinct(uniq, u, when, timeout, deadline);
     if (rc == 0) {
-        if (satisfied(uniq, u, when, &done) || timeout == 0)
-            ; /* nothing to wait for */
-        else if (when == CF_ALL_COMPLETED) wait_all(uniq, u, deadline);
-        else rc = wait_first(uniq, u, done, when, deadline);
-    }
-    if (rc == 0) {
-        done = wait_partition(fs, n, uniq, u, dups);
+        size_t done = wait_partition(fs, n, uniq, u, dups);
         if (n_done) *n_done = done;
     }
     if (tmp != stack_tmp) cf__free(tmp, 2 * n * sizeof *tmp);
+    return rc;
+}
+
+/* ---- cf_wait_mask: the same wait, reported as bits over fs's positions ----
+ * fs is only read. Without a duplicate (the usual case) the general path
+ * runs on fs itself, so nothing is copied; a duplicate costs one array of
+ * the distinct futures and a second set (the done ones) to give every
+ * position of a future the same bit. */
+
+/* The distinct futures of fs[0..n) (addresses in [lo, hi]): *uniq is fs
+ * itself when none is repeated, else *copy (first occurrences in input
+ * order, cf__alloc'd with n slots, the caller frees it). 0 or CF_ENOMEM. */
+static int mask_distinct(cf_future *const *fs, size_t n, uintptr_t lo, uintptr_t hi,
+                         cf_future *const **uniq, size_t *u, cf_future ***copy)
+{
+    struct cf__seen seen;
+    if (cf__seen_init(&seen, n, lo, hi) != 0) return CF_ENOMEM;
+    cf_future **c = NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool first = cf__seen_add(&seen, fs[i]);
+        if (c) {
+            if (first) c[k++] = fs[i];
+        } else if (!first) { /* the first duplicate: copy what came before */
+            c = cf__alloc(n * sizeof *c);
+            if (!c) {
+                cf__seen_free(&seen);
+                return CF_ENOMEM;
+            }
+            memcpy(c, fs, i * sizeof *c);
+            k = i;
+        }
+    }
+    cf__seen_free(&seen);
+    *copy = c;
+    *uniq = c ? c : fs;
+    *u = c ? k : n;
+    return 0;
+}
+
+/* Each distinct future's state read once: the bits of fs[0..n) (done may
+ * be NULL) and the count of distinct done futures in *n_done. uniq == fs
+ * when no future is repeated. 0 or CF_ENOMEM (nothing written). */
+static int mask_report(cf_future *const *fs, size_t n, cf_future *const *uniq, size_t u,
+                       uintptr_t lo, uintptr_t hi, uint64_t *done, size_t *n_done)
+{
+    size_t count = 0;
+    if (uniq == fs) { /* every position is its own future */
+        if (done) memset(done, 0, CF_WAIT_MASK_WORDS(n) * sizeof *done);
+        for (size_t i = 0; i < n; i++) {
+            if (!cf_future_done(fs[i])) continue;
+            count++;
+            if (done) done[i / 64] |= (uint64_t)1 << (i % 64);
+        }
+        *n_done = count;
+        return 0;
+    }
+    struct cf__seen settled; /* the distinct futures seen done */
+    if (cf__seen_init(&settled, n, lo, hi) != 0) return CF_ENOMEM;
+    for (size_t j = 0; j < u; j++) {
+        if (!cf_future_done(uniq[j])) continue;
+        count++;
+        (void)cf__seen_add(&settled, uniq[j]);
+    }
+    if (done) {
+        memset(done, 0, CF_WAIT_MASK_WORDS(n) * sizeof *done);
+        for (size_t i = 0; i < n; i++)
+            if (cf__seen_has(&settled, fs[i])) done[i / 64] |= (uint64_t)1 << (i % 64);
+    }
+    cf__seen_free(&settled);
+    *n_done = count;
+    return 0;
+}
+
+int cf_wait_mask(cf_future *const *fs, size_t n, enum cf_return_when when, double timeout,
+                 uint64_t *done, size_t *n_done)
+{
+    uintptr_t lo, hi;
+    if (!wait_args_ok(fs, n, when, timeout, &lo, &hi)) return CF_EINVAL;
+    size_t count = 0;
+    if (n == 0) {
+        if (n_done) *n_done = 0;
+        return 0;
+    }
+    cf__deadline deadline;
+    (void)cf__deadline_from_timeout(timeout, &deadline);
+    if (when == CF_ALL_COMPLETED && n > CF__SEEN_SMALL && timeout != 0 &&
+        wait_all_pass(fs, n, deadline, lo, hi) == 0) {
+        /* every future done, none repeated: every bit set */
+        if (done) {
+            memset(done, 0xff, (n / 64) * sizeof *done);
+            if (n % 64) done[n / 64] = ((uint64_t)1 << (n % 64)) - 1;
+        }
+        if (n_done) *n_done = n;
+        return 0;
+    }
+    cf_future *const *uniq;
+    cf_future **copy = NULL;
+    size_t u;
+    int rc = mask_distinct(fs, n, lo, hi, &uniq, &u, &copy);
+    if (rc == 0) rc = wait_distinct(uniq, u, when, timeout, deadline);
+    if (rc == 0) rc = mask_report(fs, n, uniq, u, lo, hi, done, &count);
+    if (copy) cf__free(copy, n * sizeof *copy);
+    if (rc == 0 && n_done) *n_done = count;
     return rc;
 }
