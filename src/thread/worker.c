@@ -233,19 +233,35 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     return first;
 }
 
-/* Take a batch from an outside submitter's slot (subslot.h): at most
- * CF__SUBSLOT_TAKE_MAX of its oldest tasks, half of what it holds. The
- * oldest is returned, the rest go to our deque newest first (as in
- * take_batch: our pops run them in submission order, thieves take the
- * newest). Bounded batches keep our deque short, so a second worker takes
- * its own batch from the slot instead of fighting us over one deque. */
+/* Outside work starts first in, first out (docs/ORDER.md): with two or
+ * more workers, a worker takes ONE task at a time from a submitter's slot
+ * or an injection queue, the oldest, and starts it at once. A batch moved
+ * into our deque would break the order twice: thieves take a deque's
+ * other end (the newest of the batch), and a second worker taking the
+ * next batch starts it while ours still waits behind our current task.
+ * Taken one at a time, one submitter's tasks are taken in submission order
+ * (the slot's head CAS, the queue's lock) and each is started by the
+ * worker that took it, so when a task starts, every older task of its
+ * submitter has been taken, and at most one per other worker is not yet
+ * started. A single worker has nobody to race with: it keeps batches. */
+static inline bool take_in_order(const struct cf__pool *p)
+{
+    return p->n >= 2;
+}
+
+/* Take from an outside submitter's slot (subslot.h): one task when order
+ * matters (take_in_order), else a batch of at most CF__SUBSLOT_TAKE_MAX of
+ * its oldest tasks, half of what it holds. The oldest is returned, the
+ * rest go to our deque newest first (our pops run them in submission
+ * order). */
 static cf_future *take_slots(struct cf__worker *w, bool *more)
 {
     struct cf__pool *p = w->pool;
     cf_future *got[CF__SUBSLOT_TAKE_MAX];
+    int max = take_in_order(p) ? 1 : CF__SUBSLOT_TAKE_MAX;
     /* Start at a different bit per worker: with many submitters, workers
      * spread over their slots. */
-    int k = cf__subslots_take(p->subs, got, CF__SUBSLOT_TAKE_MAX, (unsigned)w->id * 37u, more);
+    int k = cf__subslots_take(p->subs, got, max, (unsigned)w->id * 37u, more);
     if (k == 0) return NULL;
     /* The records of a backlog are cold (written long ago by the
      * submitter): start fetching them all now, so the misses overlap
@@ -269,6 +285,14 @@ static cf_future *take_injected(struct cf__worker *w, bool *more)
     for (int k = 0; k < p->n_inj; k++) {
         struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
         if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
+        if (take_in_order(p)) {
+            struct cds_wfcq_node *node = cf__inject_take_one(q);
+            cf__inject_unlock(q);
+            if (!node) continue;
+            if (!cf__inject_empty(q)) *more = true; /* the ramp-up wake */
+            if (stats_on(p)) stat_inc(&w->st.injected_taken);
+            return cf__future_of_qnode(node);
+        }
         f = take_batch(w, q, more); /* unlocks q */
         if (f) return f;
     }
