@@ -299,6 +299,28 @@ static cf_future *take_injected(struct cf__worker *w, bool *more)
     return NULL;
 }
 
+/* Taking one outside task at a time (take_in_order), a worker that just
+ * ran one looks at the slots again before it goes idle: one CAS, without
+ * the searching protocol's counter and fences, which would otherwise be
+ * paid per task instead of per batch. Tasks left behind (more) are this
+ * worker's to take on its next pass, as a batch in its deque would be, so
+ * no task depends on the wake below; it only brings in a parked worker to
+ * share them (the ramp-up wake), looked at only when someone is parked
+ * (relaxed: a hint; a worker that parks later re-checks every slot after
+ * its fence and stays up while they hold work). */
+static cf_future *take_next_outside(struct cf__worker *w)
+{
+    bool more = false;
+    cf_future *f = take_slots(w, &more);
+    if (f && more && cf__ec_waiters(&w->pool->ec) > 0) {
+        /* Seq_cst fence: as in help_run_one (a submitter's half of the
+         * protocol before the loads of `searching` and `waiters`). */
+        CF__FENCE_SEQ_CST();
+        (void)cf__pool_wake_if_idle(w->pool);
+    }
+    return f;
+}
+
 static cf_future *steal_from(struct cf__worker *w, int victim, bool remote, bool *more)
 {
     struct cf__pool *p = w->pool;
@@ -888,6 +910,7 @@ void *cf__worker_main(void *arg)
     atomic_fetch_add_explicit(&p->ready, 1, memory_order_relaxed);
     for (;;) {
         cf_future *f = cf__deque_pop(&w->dq);
+        if (!f && take_in_order(p)) f = take_next_outside(w);
         if (!f && !(f = idle(w))) break;
         run_task(w, f);
     }
