@@ -3,7 +3,7 @@
  * Every worker is held inside a gate task while one thread outside the
  * pool submits N tasks; then the gates open and the workers race for the
  * backlog. Each task records which worker started it and when (a global
- * start counter). What the pool promises (docs/ORDER.md):
+ * start counter). What the pool promises (docs/SUBMIT.md):
  * - each worker starts one submitter's tasks in submission order;
  * - when task k starts, fewer than W (workers) tasks submitted before it
  *   by the same thread have not started: each of those was already taken

@@ -233,7 +233,7 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     return first;
 }
 
-/* Outside work starts first in, first out (docs/ORDER.md): with two or
+/* Outside work starts first in, first out (docs/SUBMIT.md): with two or
  * more workers, a worker takes ONE task at a time from a submitter's slot
  * or an injection queue, the oldest, and starts it at once. A batch moved
  * into our deque would break the order twice: thieves take a deque's
@@ -308,11 +308,15 @@ static cf_future *take_injected(struct cf__worker *w, bool *more)
  * share them (the ramp-up wake), looked at only when someone is parked
  * (relaxed: a hint; a worker that parks later re-checks every slot after
  * its fence and stays up while they hold work). */
+#define OUTSIDE_WAKE_EVERY 16u
 static cf_future *take_next_outside(struct cf__worker *w)
 {
     bool more = false;
     cf_future *f = take_slots(w, &more);
-    if (f && more && cf__ec_waiters(&w->pool->ec) > 0) {
+    /* Once per OUTSIDE_WAKE_EVERY takes, as a batch take did: a worker
+     * woken for a backlog takes its share without a wake per task. */
+    if (f && more && (w->outside_takes++ % OUTSIDE_WAKE_EVERY) == 0 &&
+        cf__ec_waiters(&w->pool->ec) > 0) {
         /* Seq_cst fence: as in help_run_one (a submitter's half of the
          * protocol before the loads of `searching` and `waiters`). */
         CF__FENCE_SEQ_CST();
@@ -909,8 +913,17 @@ void *cf__worker_main(void *arg)
     /* Relaxed: a hint for waiting threads outside the pool (task.c). */
     atomic_fetch_add_explicit(&p->ready, 1, memory_order_relaxed);
     for (;;) {
-        cf_future *f = cf__deque_pop(&w->dq);
-        if (!f && take_in_order(p)) f = take_next_outside(w);
+        cf_future *f;
+        if (take_in_order(p)) {
+            /* Outside tasks come one at a time, and our deque is then
+             * empty: skip the pop's fence when it plainly is. Exact for the
+             * owner: only we push, and top never moves back, so a top at
+             * or past our bottom means empty. */
+            f = cf__deque_size_hint(&w->dq) > 0 ? cf__deque_pop(&w->dq) : NULL;
+            if (!f) f = take_next_outside(w);
+        } else {
+            f = cf__deque_pop(&w->dq);
+        }
         if (!f && !(f = idle(w))) break;
         run_task(w, f);
     }
