@@ -386,16 +386,11 @@ int main(int argc, char **argv)
 {
     cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(context_threads),
-        cmocka_unit_test(context_processes),
-        cmocka_unit_test(callback_threads),
-        cmocka_unit_test(callback_processes),
-        cmocka_unit_test(callback_thread),
-        cmocka_unit_test(callback_shutdown),
-        cmocka_unit_test(submit_ex_bad_input),
-        cmocka_unit_test(cancel_request_threads),
-        cmocka_unit_test(cancel_request_processes),
-        cmocka_unit_test(outside_task_never_requested),
+        cmocka_unit_test(context_threads),          cmocka_unit_test(context_processes),
+        cmocka_unit_test(callback_threads),         cmocka_unit_test(callback_processes),
+        cmocka_unit_test(callback_thread),          cmocka_unit_test(callback_shutdown),
+        cmocka_unit_test(submit_ex_bad_input),      cmocka_unit_test(cancel_request_threads),
+        cmocka_unit_test(cancel_request_processes), cmocka_unit_test(outside_task_never_requested),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

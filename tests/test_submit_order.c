@@ -41,7 +41,7 @@ struct record {
     _Atomic int gates_in;
     _Atomic int64_t next_start;
     _Atomic int done;
-    int busy_yields; /* how long each task lasts */
+    int busy_yields;          /* how long each task lasts */
     int64_t start[MAX_TASKS]; /* start[i]: the global start rank of task i */
     int64_t who[MAX_TASKS];   /* start[i]: the thread (or process) that ran it */
 };

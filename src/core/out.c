@@ -171,6 +171,8 @@ bool cf_out_cancel_requested(const cf_out *o)
      * request_cancel, or the process pool's on the worker's channel), so
      * what the canceller wrote before cancel() is visible to the task. */
     if (o->future)
-        return (atomic_load_explicit(&o->future->state, memory_order_acquire) & CF__CANCEL_REQ) != 0;
-    return o->cancel_word && atomic_load_explicit(o->cancel_word, memory_order_acquire) == o->cancel_key;
+        return (atomic_load_explicit(&o->future->state, memory_order_acquire) & CF__CANCEL_REQ) !=
+               0;
+    return o->cancel_word &&
+           atomic_load_explicit(o->cancel_word, memory_order_acquire) == o->cancel_key;
 }

@@ -52,8 +52,8 @@ static bool opts_ok(const cf_submit_opts *o)
 }
 
 /* Submit fn with the context in front of its argument. */
-static int submit_with_ctx(cf_executor *ex, cf_task_fn *fn, void *ctx, const void *arg,
-                           size_t len, cf_future **f)
+static int submit_with_ctx(cf_executor *ex, cf_task_fn *fn, void *ctx, const void *arg, size_t len,
+                           cf_future **f)
 {
     struct ctx_head h = {fn, ctx};
     if (len > SIZE_MAX - sizeof h) return CF_ETOOBIG;

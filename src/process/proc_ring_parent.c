@@ -225,9 +225,8 @@ void cf__pp_request_cancel(cf_future *f)
     uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
     /* release: pairs with the task's acquire load (cf_out_cancel_requested),
      * so what the canceller wrote before cancel() is visible to it. */
-    while (cur < pos + 1 && !atomic_compare_exchange_weak_explicit(w, &cur, pos + 1,
-                                                                   memory_order_release,
-                                                                   memory_order_relaxed))
+    while (cur < pos + 1 && !atomic_compare_exchange_weak_explicit(
+                                w, &cur, pos + 1, memory_order_release, memory_order_relaxed))
         ;
 }
 

@@ -3,9 +3,11 @@
  *
  * Contract
  * - Finding work, in order: the worker's own deque (LIFO: the child it just
- *   pushed is hot in cache), the injection queues (its node's first; one
- *   worker at a time splices a whole queue and pushes the batch into its own
- *   deque, where others can steal it), then stealing from the other
+ *   pushed is hot in cache), the outside submitters' slots and the
+ *   injection queues (its node's first; with two or more workers one task
+ *   at a time, the oldest, so outside work starts in submission order -
+ *   take_in_order; a single worker takes a batch into its own deque),
+ *   then stealing from the other
  *   workers in the placement's steal order (same L3, same node, then at
  *   most `steal_attempts` remote victims per round, nearest node first).
  * - Idle: a worker that finds nothing counts itself in `searching`, scans
