@@ -73,16 +73,16 @@ struct cf__worker {
     /* Owner-private. */
     _Alignas(CF__CACHE_LINE) struct cf__pool *pool;
     int id;
-    int slot;               /* its node's injection queue */
-    int cpu, numa_node;     /* placement, for stats */
-    uint64_t rng;           /* victim choice */
-    bool handoff;           /* woken by a submitter on its own CPU: hand the
+    int slot;             /* its node's injection queue */
+    int cpu, numa_node;   /* placement, for stats */
+    uint64_t rng;         /* victim choice */
+    bool handoff;         /* woken by a submitter on its own CPU: hand the
                             searching role to a worker elsewhere (worker.c) */
-    int depth;              /* tasks running on this thread's stack (nested by waits) */
-    int64_t mark;           /* own deque's bottom when the innermost one started */
-    uintptr_t help_floor;   /* a wait runs no task with its frame below this */
-    unsigned outside_takes; /* outside tasks taken one by one (worker.c) */
-    struct cf__spin spin;   /* how long it spins when idle (spin.h) */
+    int depth;            /* tasks running on this thread's stack (nested by waits) */
+    int64_t mark;         /* own deque's bottom when the innermost one started */
+    uintptr_t help_floor; /* a wait runs no task with its frame below this */
+    unsigned out_takes;   /* outside tasks taken one by one (worker.c) */
+    struct cf__spin spin; /* how long it spins when idle (spin.h) */
     pthread_t thread;
     bool started;
     bool exited; /* under the pool's join_lock */

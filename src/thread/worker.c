@@ -317,7 +317,7 @@ static cf_future *take_next_outside(struct cf__worker *w)
     cf_future *f = take_slots(w, &more);
     /* Once per OUTSIDE_WAKE_EVERY takes, as a batch take did: a worker
      * woken for a backlog takes its share without a wake per task. */
-    if (f && more && (w->outside_takes++ % OUTSIDE_WAKE_EVERY) == 0 &&
+    if (f && more && (w->out_takes++ % OUTSIDE_WAKE_EVERY) == 0 &&
         cf__ec_waiters(&w->pool->ec) > 0) {
         /* Seq_cst fence: as in help_run_one (a submitter's half of the
          * protocol before the loads of `searching` and `waiters`). */
