@@ -253,9 +253,8 @@ static inline bool take_in_order(const struct cf__pool *p)
 
 /* Take from an outside submitter's slot (subslot.h): one task when order
  * matters (take_in_order), else a batch of at most CF__SUBSLOT_TAKE_MAX of
- * its oldest tasks, half of what it holds. The oldest is returned, the
- * rest go to our deque newest first (our pops run them in submission
- * order). */
+ * its oldest tasks (what is reserved). The oldest is returned, the rest
+ * go to our deque newest first (our pops run them in submission order). */
 static cf_future *take_slots(struct cf__worker *w, bool *more)
 {
     struct cf__pool *p = w->pool;
