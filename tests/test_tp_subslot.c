@@ -8,7 +8,7 @@
  *   announced itself (the submitter wakes it). Either way the task must
  *   start: the parker's re-check has to look at every slot.
  * - Two takers on one slot's old end: a worker is held between reading the
- *   oldest task and its CAS of head while another thread takes that same
+ *   oldest task and its CAS of taken while another thread takes that same
  *   task; the worker's CAS must fail and it must take the next one. Every
  *   task runs exactly once.
  * - The registry: threads that come and go reuse slots; more concurrent

@@ -118,6 +118,43 @@ CF_API int cf_process_pool_new(cf_executor **out, const cf_process_pool_opts *op
 CF_API int cf_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t arg_len,
                      cf_future **out);
 
+/* Options of one submission (cf_submit_ex); a zeroed struct (or NULL) is
+ * a plain cf_submit. */
+typedef struct cf_submit_opts {
+    /* Handed to the task: cf_out_context(out) returns it (task.h says what
+     * it means in a process pool). NULL: none. Costs 16 argument bytes. */
+    void *context;
+    /* Run on_done(f, on_done_arg) once, when the future is done: finished,
+     * failed, or cancelled (cf_future_cancel, shutdown with
+     * cancel_futures, a process pool's terminate), so a fire-and-forget
+     * caller always hears of it. It runs in the thread that completes or
+     * cancels the future: a pool worker (thread pool), the collector
+     * thread or a thread waiting in cf_future_result (process pool), the
+     * thread that cancels; or, if the task was already done when the
+     * callback was attached (just after the task was queued), in the
+     * submitting thread before cf_submit_ex returns. It may call any
+     * cfutures function. NULL: none. */
+    cf_done_fn *on_done;
+    void *on_done_arg;
+    uint64_t reserved[5]; /* room for new options: must be zero */
+} cf_submit_opts;
+
+/* All defaults; the same as a zeroed struct. */
+#define CF_SUBMIT_OPTS_INIT \
+    {                       \
+        0                   \
+    }
+
+/* cf_submit with options. out may be NULL (fire and forget): then the
+ * caller gets no reference; the library keeps one until on_done (if any)
+ * has returned, and drops it then, so the future passed to on_done is
+ * valid during the call (retain it to keep it). With out, *out gets the
+ * caller's reference as with cf_submit. Errors as cf_submit, and CF_EINVAL
+ * for a non-zero reserved word, CF_ENOMEM; a failed call never runs fn or
+ * on_done. */
+CF_API int cf_submit_ex(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t arg_len,
+                        const cf_submit_opts *opts, cf_future **out);
+
 typedef struct cf_map_opts {
     /* One deadline for the whole map, taken when cf_map() is called, and
      * only if has_timeout is true: a zeroed struct has NO deadline. With

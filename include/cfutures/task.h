@@ -16,6 +16,7 @@
 #ifndef CFUTURES_TASK_H
 #define CFUTURES_TASK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "export.h"
@@ -48,6 +49,25 @@ CF_API int cf_out_error(cf_out *out, int code, const char *fmt, ...) CF_PRINTF(3
 CF_API int cf_out_i64(cf_out *out, int64_t v);
 CF_API int cf_out_f64(cf_out *out, double v);
 CF_API int cf_out_ptr(cf_out *out, const void *p); /* meaningful in threads only */
+
+/* The context pointer given to cf_submit_ex (cf_submit_opts.context), or
+ * NULL (plain cf_submit, cf_map items). In a thread pool it is the pointer
+ * itself. In a process pool it is the same address in the worker process,
+ * whose memory is a copy of the parent's as it was when the pool was made:
+ * it points at what was there then (a global, or memory allocated before
+ * cf_process_pool_new), never at what the parent has written since, and
+ * writes through it stay in the worker. */
+CF_API void *cf_out_context(const cf_out *out);
+
+/* True once cf_future_cancel() was called on this task's future while the
+ * task was running. A running task is never interrupted (cancel() still
+ * returns false); this is only a request, which a long task may poll to
+ * stop early (returning an error code of its own, say). Cheap: one load.
+ * Once true it stays true for this run. What the canceller wrote before
+ * cancel() is visible to the task after it saw true. In a process pool
+ * the request reaches the worker through shared memory. False for cf_map
+ * items. */
+CF_API bool cf_out_cancel_requested(const cf_out *out);
 
 #ifdef __cplusplus
 }

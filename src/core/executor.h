@@ -173,6 +173,13 @@ struct cf__future_ops {
      * this thread's stack. Returns a cf__run_result. May be NULL (the
      * same as CF__RUN_NEVER). */
     int (*run_awaited)(cf_future *f);
+    /* Called by cf_future_cancel() on a future whose task has begun (it
+     * refused to cancel it): an executor whose task runs elsewhere (the
+     * process pool's worker) passes the request on to where the task can
+     * poll it (cf_out_cancel_requested). A task run with cf__future_run
+     * needs nothing: the future's own word carries the request. Any
+     * thread; the task may have finished meanwhile. May be NULL. */
+    void (*request_cancel)(cf_future *f);
 };
 
 /* What run_awaited did. */

@@ -779,11 +779,28 @@ bool cf_future_cancel(cf_future *f)
      * cancel_core decides the state. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if ((s & CF__STATE_MASK) == CF__PENDING && !(s & CF__CLAIMED) && f->ops && f->ops->try_cancel &&
-        !f->ops->try_cancel(f))
+        !f->ops->try_cancel(f)) {
+        /* Begun where the executor keeps its copy: pass the request on. */
+        if (f->ops->request_cancel) f->ops->request_cancel(f);
         /* Someone else may have cancelled it meanwhile: report that only
          * once delivered (query_state). */
         return cf_future_cancelled(f);
+    }
     return cancel_core(f, true);
+}
+
+/* cancel() found f RUNNING: the task is not interrupted, but it may poll
+ * the request (cf_out_cancel_requested). Release CAS: what the canceller
+ * wrote before cancel() is visible to a task whose acquire load sees the
+ * bit. Only on a RUNNING word: the done word drops the bit. */
+static void request_cancel(cf_future *f, uint32_t s)
+{
+    while ((s & CF__STATE_MASK) == CF__RUNNING && !(s & CF__CANCEL_REQ)) {
+        if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | CF__CANCEL_REQ,
+                                                  memory_order_release, memory_order_relaxed))
+            break;
+    }
+    if (f->ops && f->ops->request_cancel) f->ops->request_cancel(f);
 }
 
 bool cf__future_cancel_quiet(cf_future *f)
@@ -802,7 +819,10 @@ static bool cancel_core(cf_future *f, bool hooks)
             (void)query_state(f);
             return true;
         }
-        if (st != CF__PENDING || (s & CF__CLAIMED)) return false;
+        if (st != CF__PENDING || (s & CF__CLAIMED)) {
+            if (hooks && st == CF__RUNNING) request_cancel(f, s);
+            return false;
+        }
         /* release: what the canceller did before cancelling is visible to
          * whoever sees the cancelled state (as for a result). */
         /* The argument stays (SIZE kept): the last release frees it. */
@@ -861,6 +881,9 @@ bool cf__future_run(cf_future *f)
     o.code = 0;
     o.msg = NULL;
     o.failed = 0;
+    o.ctx = NULL;
+    o.future = f;
+    o.cancel_word = NULL;
     int code = f->fn(cf__future_arg(f), cf__future_arg_len(f), &o);
     /* Keep no reference to the argument past the run (SEMANTICS 10); the
      * result takes its place. */
@@ -971,6 +994,40 @@ void cf__future_arg_unpin(cf_future *f)
 
 /* ---- listeners ---- */
 
+struct cf__listener *cf__listener_new(cf_done_fn *cb, void *ud)
+{
+    struct cf__listener *l = cf__alloc(sizeof *l);
+    if (!l) return NULL;
+    l->cb = cb;
+    l->ud = ud;
+    return l;
+}
+
+void cf__listener_free(struct cf__listener *l)
+{
+    if (l) cf__free(l, sizeof *l);
+}
+
+void cf__future_add_listener(cf_future *f, struct cf__listener *l)
+{
+    cf_done_fn *cb = l->cb;
+    void *ud = l->ud;
+    /* The lock's acquire CAS read the word; if it is done, it synchronised
+     * with the completing release CAS (all later changes are RMWs, which
+     * continue its release sequence), so cb may read the outcome. */
+    uint32_t s = list_lock(f);
+    if (cf__state_done(s)) {
+        list_unlock(f, f->listeners != NULL);
+        cf__free(l, sizeof *l);
+        (void)cf_future_done(f); /* waits out a delivery */
+        cb(f, ud);
+        return;
+    }
+    l->next = f->listeners;
+    f->listeners = l;
+    list_unlock(f, true);
+}
+
 int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
 {
     CHECK_LIVE(f, "cf_future_add_done_callback");
@@ -981,24 +1038,9 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ud)
         cb(f, ud);
         return 0;
     }
-    struct cf__listener *l = cf__alloc(sizeof *l);
+    struct cf__listener *l = cf__listener_new(cb, ud);
     if (!l) return CF_ENOMEM; /* cb is never called */
-    l->cb = cb;
-    l->ud = ud;
-    /* The lock's acquire CAS read the word; if it is done, it synchronised
-     * with the completing release CAS (all later changes are RMWs, which
-     * continue its release sequence), so cb may read the outcome. */
-    uint32_t s = list_lock(f);
-    if (cf__state_done(s)) {
-        list_unlock(f, f->listeners != NULL);
-        cf__free(l, sizeof *l);
-        (void)cf_future_done(f); /* waits out a delivery */
-        cb(f, ud);
-        return 0;
-    }
-    l->next = f->listeners;
-    f->listeners = l;
-    list_unlock(f, true);
+    cf__future_add_listener(f, l);
     return 0;
 }
 

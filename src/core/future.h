@@ -45,6 +45,10 @@
  *   bits 8-9  the outcome (enum cf__outcome) once FINISHED; 0 before.
  *   bits 10-14 SIZE, what the payload holds: 0..CF__REC_INLINE bytes
  *             inline (p.bytes), or CF__SIZE_HEAP: a heap buffer (p.heap).
+ *   bit  15   CF__CANCEL_REQ: cf_future_cancel() was called while the task
+ *             ran; the task may poll it (cf_out_cancel_requested). Set
+ *             only on a RUNNING word, by a release CAS; the task's
+ *             acquire load pairs with it. The done word drops it.
  * A future is done when its state is CANCELLED or FINISHED; nothing leaves
  * those states. Every CAS on the word keeps the bits it does not mean to
  * change (outcome and SIZE included).
@@ -97,6 +101,7 @@ enum {
 #define CF__SIZE_SHIFT 10
 #define CF__SIZE_MASK (31u << CF__SIZE_SHIFT)
 #define CF__SIZE_HEAP 31u /* SIZE value: the payload is a heap buffer */
+#define CF__CANCEL_REQ (1u << 15)
 
 /* How a FINISHED future ended. */
 enum cf__outcome { CF__OK = 0, CF__TASK_ERROR = 1, CF__BROKEN = 2 };
@@ -166,6 +171,15 @@ struct cf_out {
     int code;   /* set by cf_out_error */
     char *msg;  /* set by cf_out_error (cf__alloc'd) */
     int failed; /* an allocation inside cf_out_* failed */
+    /* What the task may ask (cf_out_context, cf_out_cancel_requested),
+     * set by whoever runs it: the context of cf_submit_ex, and where a
+     * cancel request shows: the future's CF__CANCEL_REQ bit (a task run in
+     * this process), or a word that holds cancel_key once the request is
+     * made (the process pool's worker). All NULL: no context, never. */
+    void *ctx;
+    cf_future *future;
+    const _Atomic uint64_t *cancel_word;
+    uint64_t cancel_key;
     unsigned char small[CF__INLINE_RES];
 };
 
@@ -282,6 +296,14 @@ static inline bool cf__state_settled(uint32_t s)
 {
     return cf__state_done(s) && !(s & CF__DELIVERING);
 }
+
+/* cf_future_add_done_callback in two steps, for a caller that must not
+ * fail once it has done something else (cf_submit_ex): make the node
+ * (NULL when out of memory), then hang it on f, which cannot fail (if f is
+ * done, cb runs at once in the caller and the node is freed). */
+struct cf__listener *cf__listener_new(cf_done_fn *cb, void *ud);
+void cf__future_add_listener(cf_future *f, struct cf__listener *l);
+void cf__listener_free(struct cf__listener *l);
 
 /* ---- waiting on many futures (cf_wait, cf_as_completed) ----
  * A waiter owns one node per future. cf__waiter_node_add() links a node

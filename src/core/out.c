@@ -3,12 +3,16 @@
  * A result starts in o->small (CF__INLINE_RES bytes, no allocation); a
  * larger one lives in a cf__alloc'd buffer that the executor hands over to
  * the future without copying. A cf_out belongs to the one thread running
- * the task: nothing here is shared, so nothing here is atomic.
+ * the task: nothing here is shared, so nothing here is atomic, except the
+ * word a cancel request shows in (cf_out_cancel_requested), which the
+ * canceller writes from another thread or process.
  *
  * o->failed records the outcome of the last result-setting call (0, or
  * CF_ENOMEM / CF_ETOOBIG): a task that ignores a failed cf_out_set and
  * returns 0 does not pass off a stale result as its own. */
 #include <limits.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +28,10 @@ void cf__out_init(struct cf_out *o)
     o->code = 0;
     o->msg = NULL;
     o->failed = 0;
+    o->ctx = NULL;
+    o->future = NULL;
+    o->cancel_word = NULL;
+    o->cancel_key = 0;
 }
 
 static void out_drop_buffer(struct cf_out *o)
@@ -149,4 +157,22 @@ int cf_out_error(cf_out *o, int code, const char *fmt, ...)
     o->msg = msg;
     o->code = code;
     return code;
+}
+
+void *cf_out_context(const cf_out *o)
+{
+    return o ? o->ctx : NULL;
+}
+
+bool cf_out_cancel_requested(const cf_out *o)
+{
+    if (!o) return false;
+    /* Acquire, both: pairs with the canceller's release CAS (future.c's
+     * request_cancel, or the process pool's on the worker's channel), so
+     * what the canceller wrote before cancel() is visible to the task. */
+    if (o->future)
+        return (atomic_load_explicit(&o->future->state, memory_order_acquire) & CF__CANCEL_REQ) !=
+               0;
+    return o->cancel_word &&
+           atomic_load_explicit(o->cancel_word, memory_order_acquire) == o->cancel_key;
 }

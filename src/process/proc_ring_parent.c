@@ -212,6 +212,24 @@ void cf__pp_sync_running(cf_future *f)
         cf__future_mark_running(f);
 }
 
+void cf__pp_request_cancel(cf_future *f)
+{
+    struct cf__ppool *p = cf__pp_of_future(f);
+    int chan;
+    uint64_t pos;
+    if (cf__pp_foreign(p)) return;
+    if (!cf__pp_owner_decode(cf__future_slot_load(f, memory_order_relaxed), &chan, &pos)) return;
+    _Atomic uint64_t *w = &p->ctl[chan].cancel_req;
+    /* Relaxed: the CAS decides. Raise only: a slower request for an older
+     * task must not overwrite a newer one. */
+    uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
+    /* release: pairs with the task's acquire load (cf_out_cancel_requested),
+     * so what the canceller wrote before cancel() is visible to it. */
+    while (cur < pos + 1 && !atomic_compare_exchange_weak_explicit(
+                                w, &cur, pos + 1, memory_order_release, memory_order_relaxed))
+        ;
+}
+
 /* ---- reading slots back ---- */
 
 void cf__pp_note_started(struct cf__prec *r, uint32_t state, uint64_t pos)

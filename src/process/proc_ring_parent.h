@@ -32,6 +32,9 @@ bool cf__pp_cancel_slot(struct cf__pslot *s, uint64_t pos);
 void cf__pp_on_cancel(cf_future *f);
 bool cf__pp_try_cancel(cf_future *f);
 void cf__pp_sync_running(cf_future *f);
+/* request_cancel: cf_future_cancel() refused f, begun in a worker: tell
+ * the task through its channel's cancel_req (proc_shm.h). */
+void cf__pp_request_cancel(cf_future *f);
 
 /* ---- collecting (caller holds the collect lock) ---- */
 

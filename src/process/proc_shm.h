@@ -218,12 +218,20 @@ static inline uint32_t cf__pp_res_check(uint64_t pos, uint64_t rlen, uint64_t rp
 
 /* Per-channel control words, one page per channel (so that only the
  * channel's own worker maps them), written by the parent (res_tail,
- * res_seq) and by the worker (res_waiting). */
+ * res_seq, cancel_req) and by the worker (res_waiting).
+ * cancel_req is 1 + the ring position of the latest begun task whose
+ * future someone asked to cancel (cf_out_cancel_requested): the parent
+ * raises it with a release CAS and never lowers it (a late request for an
+ * older task cannot hide a newer one); the task's acquire load compares it
+ * with its own position. Only the parent's CAS reads it: a value a worker
+ * scribbled there can only keep that worker's own tasks from hearing a
+ * request. */
 struct cf__pchan_ctl {
     _Atomic uint64_t res_tail;    /* parent: result spill freed up to here */
     _Atomic uint32_t res_seq;     /* parent: bumped after freeing; worker futex-waits on it */
     _Atomic uint32_t res_waiting; /* worker: 1 while it waits for result spill space */
-    char pad_[4096 - 16];
+    _Atomic uint64_t cancel_req;  /* parent: 1 + position of a task asked to stop */
+    char pad_[4096 - 24];
 };
 _Static_assert(sizeof(struct cf__pchan_ctl) == 4096, "one page per channel");
 

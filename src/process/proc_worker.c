@@ -245,6 +245,9 @@ static void run_one(struct cf__ppool *p, int chan, struct cf__pslot *s, uint64_t
     if (s->arg_check != cf__pp_arg_check(pos, fnv, len, apos, af, arg)) corrupt();
     struct cf_out o;
     out_start(&o);
+    /* A cancel request for this task shows in the channel's word. */
+    o.cancel_word = &p->ctl[chan].cancel_req;
+    o.cancel_key = pos + 1;
     int rc = fn(arg, (size_t)len, &o);
     if (rc == 0 && o.failed) rc = o.failed; /* a result that could not be stored */
     write_result(p, chan, s, pos, rc, &o, res_head);

@@ -451,6 +451,7 @@ static int pool_alloc(const struct cf__config *cfg, const cf_process_pool_opts *
     p->fops.on_cancel = cf__pp_on_cancel;
     p->fops.try_cancel = cf__pp_try_cancel;
     p->fops.sync_running = cf__pp_sync_running;
+    p->fops.request_cancel = cf__pp_request_cancel;
     p->fops.on_free = cf__pp_on_free;
     p->slot_size = cfg->slot_size;
     p->stride = sizeof(struct cf__pslot) + round_up(p->slot_size, 64);

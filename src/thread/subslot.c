@@ -2,36 +2,42 @@
  *
  * Contract
  * - Progress: push is wait-free but for a change of ring (an allocation, a
- *   copy of the queued pointers); a take is lock-free (its CAS fails only
- *   because another taker took something). Claiming and releasing a slot
+ *   copy of the queued pointers); a take is lock-free (its CASes fail only
+ *   because another taker reserved or took something). Claiming and releasing a slot
  *   (a thread's first submit to a pool, its exit) take the registry lock:
  *   rare, never on the path of a later submit.
  * - The producer (thread_pool.c's submit) per task: store the item, then
  *   `tail` with a seq_cst store, then a seq_cst load of `head`. A taker:
- *   load head, load tail (acquire: the items and the tasks they point to
- *   were written before), read the items, CAS head (seq_cst); a take that
- *   leaves the slot empty in its view re-reads tail (seq_cst).
+ *   load taken, load head (acquire); if every reserved task is taken,
+ *   reserve the next batch: load tail (acquire: the items and the tasks
+ *   they point to were written before), CAS head (seq_cst; a reserve that
+ *   leaves the slot empty in its view re-reads tail, seq_cst); then read
+ *   the oldest reserved items and CAS taken (seq_cst). Reserving only
+ *   moves the line the producer reads once per batch; tasks are taken,
+ *   whoever reserved them, in the order of `taken`.
  * - Wake-up (worker.c's no-lost-wake-up argument needs every queued task
  *   to be seen by a worker that is searching or that the submitter wakes).
  *   The push reports "was empty" when the head it reads after publishing
  *   has reached the index it wrote (head >= t: every older task had been
- *   taken); only then does the submitter fence, set the slot's bit and run
- *   the wake-up check, exactly as for a push that made the injection queue
- *   non-empty. Otherwise some older task i < t was not taken when the
- *   producer looked. Proof that its taker sees ours: the producer's store
- *   of tail (W) precedes its load of head (R) in the single total order S
- *   of seq_cst operations; R did not read the taker's CAS of head past i
- *   (C), so R precedes C in S (a seq_cst load reads the last store before
- *   it in S); the taker's re-read of tail after C therefore follows W in S
- *   and reads t + 1 or later. A taker whose view of the slot became empty
- *   after its take (the only kind that could be the "last") thus sees
- *   our task, reports `more`, and worker.c wakes a helper for it or takes
- *   it itself (the ramp-up wake), as for a batch left in a deque.
+ *   reserved, and its reserver goes on taking what it reserved: it reports
+ *   `more` while reserved tasks are left); only then does the submitter
+ *   fence, set the slot's bit and run the wake-up check, exactly as for a
+ *   push that made the injection queue non-empty. Otherwise some older
+ *   task i < t was not reserved when the producer looked. Proof that its
+ *   reserver sees ours: the producer's store of tail (W) precedes its load
+ *   of head (R) in the single total order S of seq_cst operations; R did
+ *   not read the reserver's CAS of head past i (C), so R precedes C in S
+ *   (a seq_cst load reads the last store before it in S); the reserver's
+ *   re-read of tail after C therefore follows W in S and reads t + 1 or
+ *   later. A reserver whose view of the slot became empty (the only kind
+ *   that could be the "last") thus sees our task, reports `more`, and
+ *   worker.c wakes a helper for it or takes it itself (the ramp-up wake),
+ *   as for a batch left in a deque.
  * - Bits of `active`. The producer sets the bit after its fence (a relaxed
  *   load first; the RMW only if it is clear). A worker about to park
  *   clears the bits of the slots it finds empty (cf__subslots_retire_idle;
  *   scans leave them set, so a busy slot costs no RMW on `active`), each
- *   with a seq_cst RMW, and then re-reads head and tail
+ *   with a seq_cst RMW, and then re-reads taken and tail
  *   (seq_cst): if the producer's fence came first in S, the re-read sees
  *   its task and the taker sets the bit back; if the clear came first, the
  *   producer's load after its fence sees the bit clear and sets it. So a
@@ -124,18 +130,21 @@ int cf__subslot_push(struct cf__subslots *ss, struct cf__subslot *s, cf_future *
     /* Relaxed: only we write tail and ring. */
     int64_t t = atomic_load_explicit(&s->tail, memory_order_relaxed);
     struct cf__subslot_ring *r = atomic_load_explicit(&s->ring, memory_order_relaxed);
-    /* On a larger ring, look whether the slot is empty. Acquire: as below
-     * (the items takers read before moving head). */
-    if (s->size > 0 && (s->head_seen = atomic_load_explicit(&s->head, memory_order_acquire)) >= t) {
-        /* Empty (head <= t): back to the smallest ring, whose lines are
+    /* On a larger ring, look whether the slot is empty: everything
+     * reserved (head, the line read after every push anyway), then
+     * everything taken. Acquire: as below (the items takers read before
+     * moving taken). */
+    if (s->size > 0 && (s->head_seen = atomic_load_explicit(&s->head, memory_order_acquire)) >= t &&
+        (s->taken_seen = atomic_load_explicit(&s->taken, memory_order_acquire)) >= t) {
+        /* Empty (taken == t): back to the smallest ring, whose lines are
          * warm. Cannot fail: rings[0] exists. */
         r = switch_ring(s, 0, t, t);
-    } else if (t - s->head_seen > r->mask) {
+    } else if (t - s->taken_seen > r->mask) {
         /* Acquire: takers read the items we are about to overwrite before
-         * their CAS moved head past them (pairs with that CAS). */
-        s->head_seen = atomic_load_explicit(&s->head, memory_order_acquire);
-        if (t - s->head_seen > r->mask && (s->size + 1 >= CF__SUBSLOT_SIZES ||
-                                           !(r = switch_ring(s, s->size + 1, s->head_seen, t))))
+         * their CAS moved taken past them (pairs with that CAS). */
+        s->taken_seen = atomic_load_explicit(&s->taken, memory_order_acquire);
+        if (t - s->taken_seen > r->mask && (s->size + 1 >= CF__SUBSLOT_SIZES ||
+                                            !(r = switch_ring(s, s->size + 1, s->taken_seen, t))))
             return -1;
     }
     atomic_store_explicit(&r->item[t & r->mask], f, memory_order_relaxed);
@@ -160,25 +169,57 @@ void cf__subslot_announce(struct cf__subslots *ss, struct cf__subslot *s)
 
 /* ---- takers ---- */
 
+/* Reserve the next batch of tasks, [h, h + k), for takers (any taker,
+ * not only us). False if nothing is queued beyond h. The reservation is
+ * C in the contract's proof: a reserve that leaves the slot empty in our
+ * view re-reads tail and reports more. */
+static bool reserve(struct cf__subslot *s, int64_t h, bool *more)
+{
+    /* Acquire: pairs with the producer's seq_cst (release) store of tail;
+     * the items below it, and their tasks, are visible to us and, through
+     * our CAS of head (release), to a taker whose acquire load of head
+     * reads it. */
+    int64_t t = atomic_load_explicit(&s->tail, memory_order_acquire);
+    if (h >= t) return false;
+    int64_t avail = t - h, k = avail < CF__SUBSLOT_TAKE_MAX ? avail : CF__SUBSLOT_TAKE_MAX;
+    /* Seq_cst: C in the contract's proof; a failed CAS means another taker
+     * reserved (it made progress) and we look again. */
+    if (atomic_compare_exchange_strong_explicit(&s->head, &h, h + k, memory_order_seq_cst,
+                                                memory_order_relaxed)) {
+        /* The reserved records are cold (written long ago by the
+         * producer): start fetching them all now, so that their misses
+         * overlap instead of stalling each take in turn. Write intent:
+         * running a task CASes its state word. Acquire: as in the take;
+         * an item is only a prefetch address here. */
+        struct cf__subslot_ring *r = atomic_load_explicit(&s->ring, memory_order_acquire);
+        for (int64_t i = 0; i < k; i++)
+            __builtin_prefetch(
+                atomic_load_explicit(&r->item[(h + i) & r->mask], memory_order_relaxed), 1);
+        if (k < avail) *more = true;
+        /* Seq_cst: the re-read of the proof (our view became empty). */
+        else if (atomic_load_explicit(&s->tail, memory_order_seq_cst) > h + k) *more = true;
+    }
+    return true;
+}
+
 int cf__subslot_take(struct cf__subslot *s, cf_future **out, int max, bool *more)
 {
     for (;;) {
         /* Relaxed: the CAS below decides. */
-        int64_t h = atomic_load_explicit(&s->head, memory_order_relaxed);
-        /* Acquire: pairs with the producer's seq_cst (release) store of
-         * tail; the items below it, and their tasks, are visible. */
-        int64_t t = atomic_load_explicit(&s->tail, memory_order_acquire);
-        if (h >= t) return 0;
-        /* Acquire, after tail: a ring at least as new as the one that
-         * held index t - 1 (the producer stored it before publishing). */
+        int64_t c = atomic_load_explicit(&s->taken, memory_order_relaxed);
+        /* Acquire: pairs with the reserver's seq_cst CAS of head; the items
+         * below head, and their tasks, are visible (see reserve). */
+        int64_t h = atomic_load_explicit(&s->head, memory_order_acquire);
+        if (c >= h) {
+            if (!reserve(s, h, more)) return 0;
+            continue;
+        }
+        /* Acquire, after head: a ring at least as new as the one that held
+         * index h - 1 (the producer stored it before publishing tail). */
         struct cf__subslot_ring *r = atomic_load_explicit(&s->ring, memory_order_acquire);
-        int64_t avail = t - h;
-        /* Half of what is there (at least one, at most max): the rest is
-         * left for other takers. */
-        int64_t k = (avail + 1) / 2;
-        if (k > max) k = max;
+        int64_t k = h - c < max ? h - c : max;
         for (int64_t i = 0; i < k; i++) /* Relaxed: valid only if the CAS succeeds (subslot.h). */
-            out[i] = atomic_load_explicit(&r->item[(h + i) & r->mask], memory_order_relaxed);
+            out[i] = atomic_load_explicit(&r->item[(c + i) & r->mask], memory_order_relaxed);
 #ifdef CF_TEST_HOOKS
         /* Relaxed: installed before the interleaving it forces. */
         cf__test_subslot_hook_fn *hook = atomic_load_explicit(&cf__test_subslot_hook,
@@ -186,13 +227,11 @@ int cf__subslot_take(struct cf__subslot *s, cf_future **out, int max, bool *more
         if (__builtin_expect(hook != NULL, 0)) hook(s);
 #endif
         /* Seq_cst: releases our reads of the items to the producer (who
-         * reuses their places after an acquire load of head), and is C in
-         * the contract's proof. */
-        if (atomic_compare_exchange_weak_explicit(&s->head, &h, h + k, memory_order_seq_cst,
+         * reuses their places after an acquire load of taken), and orders
+         * the take in S with the parkers' re-checks (retire_bit). */
+        if (atomic_compare_exchange_weak_explicit(&s->taken, &c, c + k, memory_order_seq_cst,
                                                   memory_order_relaxed)) {
-            if (k < avail) *more = true;
-            /* Seq_cst: the re-read of the proof (our view became empty). */
-            else if (atomic_load_explicit(&s->tail, memory_order_seq_cst) > h + k) *more = true;
+            if (c + k < h) *more = true; /* reserved tasks left for the next take */
             return (int)k;
         }
         cf__cpu_relax(); /* another taker won: it made progress */
@@ -208,8 +247,8 @@ static bool retire_bit(struct cf__subslots *ss, struct cf__subslot *s)
     atomic_fetch_and_explicit(&ss->active, ~bit, memory_order_seq_cst);
     /* Seq_cst: the re-check after the clear. */
     int64_t t = atomic_load_explicit(&s->tail, memory_order_seq_cst);
-    int64_t h = atomic_load_explicit(&s->head, memory_order_seq_cst);
-    if (h >= t) return false;
+    int64_t c = atomic_load_explicit(&s->taken, memory_order_seq_cst);
+    if (c >= t) return false;
     atomic_fetch_or_explicit(&ss->active, bit, memory_order_seq_cst);
     return true;
 }
@@ -245,7 +284,7 @@ void cf__subslots_retire_idle(struct cf__subslots *ss)
         act &= act - 1;
         /* Acquire: pairs with the release store that made slot i. */
         struct cf__subslot *s = atomic_load_explicit(&ss->tab[i], memory_order_acquire);
-        if (s && atomic_load_explicit(&s->head, memory_order_relaxed) >=
+        if (s && atomic_load_explicit(&s->taken, memory_order_relaxed) >=
                      atomic_load_explicit(&s->tail, memory_order_relaxed))
             (void)retire_bit(ss, s);
     }
@@ -271,7 +310,7 @@ bool cf__subslots_any(struct cf__subslots *ss)
         struct cf__subslot *s = atomic_load_explicit(&ss->tab[i], memory_order_acquire);
         /* Relaxed: ordered by the caller's fence (worker.c). */
         if (s && atomic_load_explicit(&s->tail, memory_order_relaxed) >
-                     atomic_load_explicit(&s->head, memory_order_relaxed)) {
+                     atomic_load_explicit(&s->taken, memory_order_relaxed)) {
             /* Make sure the scans that follow look at it: its producer may
              * be between its fence and cf__subslot_announce (or withdrew
              * the task on shutdown without announcing it). */
@@ -414,9 +453,11 @@ static struct cf__subslot *claim(struct cf__subslots *ss)
     }
     memset(s, 0, sizeof *s);
     atomic_init(&s->head, 0);
+    atomic_init(&s->taken, 0);
     atomic_init(&s->tail, 0);
     atomic_init(&s->ring, r);
     s->head_seen = 0;
+    s->taken_seen = 0;
     s->size = 0;
     s->rings[0] = r;
     s->owned = true;

@@ -1,6 +1,8 @@
 /* The thread pool's outside-submitter slots: a thread that is not one of
  * the pool's workers submits into an array ring of its own (its slot), and
- * workers take from the ring's old end, several tasks per CAS. An array
+ * workers take from the ring's old end: they reserve a batch per CAS of
+ * `head` and take reserved tasks one at a time (or a batch) per CAS of
+ * `taken`, so tasks are taken in submission order. An array
  * instead of the injection queue's linked list: the producer's stores are
  * sequential, the takers read consecutive pointers (no chase through cold
  * records) and take bounded batches (no million-entry splice into one
@@ -10,27 +12,36 @@
  * - One producer per slot at a time: the thread that owns it (claimed under
  *   the registry lock, released when the thread exits or evicts it from its
  *   small per-thread cache). Only the owner writes `tail`, the ring's items
- *   and the producer line. Any number of takers CAS `head`.
- * - head <= tail; the items of indices [head, tail) are queued, in
- *   submission order; index i lives at ring->item[i & mask] of every ring
- *   that was current while i was queued. Indices are 64-bit, never wrap.
- * - The producer writes item[t & mask] only when t - head_seen <= mask,
- *   head_seen <= head: the item it overwrites was taken, and a taker that
- *   read it late loses its CAS (head moved past that index).
- * - A taker takes [h, h + k) with one CAS of head from h; whatever it read
- *   from the ring is valid if and only if that CAS succeeds.
+ *   and the producer line. Any number of takers CAS `head` and `taken`.
+ * - Two indices on the takers' side: `head` (reserved: a taker moves it a
+ *   batch at a time, and the producer reads it after every push) and
+ *   `taken` (taken: a taker moves it past the tasks it runs, oldest first,
+ *   one at a time when the start order matters; the producer reads it only
+ *   when its ring may be full or empty). taken <= head <= tail; the items
+ *   of indices [taken, tail) are queued, in submission order; index i lives
+ *   at ring->item[i & mask] of every ring that was current while i was
+ *   queued. Indices are 64-bit, never wrap. Reserving takes nothing: any
+ *   taker takes reserved tasks, so the order in which tasks are taken is
+ *   the order of `taken`, whoever reserved them, and the takers' per-task
+ *   CAS is on a line the producer does not read on every push.
+ * - The producer writes item[t & mask] only when t - taken_seen <= mask,
+ *   taken_seen <= taken: the item it overwrites was taken, and a taker
+ *   that read it late loses its CAS (taken moved past that index).
+ * - A taker takes [c, c + k) with one CAS of taken from c (c + k <= head);
+ *   whatever it read from the ring is valid if and only if that CAS
+ *   succeeds.
  * - A full ring is replaced by one twice as large (up to
  *   CF__SUBSLOT_CAP_MAX; beyond, the submit uses the injection queue), the
- *   queued pointers copied; a push that finds the slot empty (head_seen ==
- *   tail, exact: head_seen <= head <= tail) goes back to the smallest
+ *   queued pointers copied; a push that finds the slot empty (taken_seen ==
+ *   tail, exact: taken_seen <= taken <= tail) goes back to the smallest
  *   ring, so a burst leaves no large ring cycling through cold lines. A
  *   ring no longer current is kept, not freed, until the pool is freed (a
  *   taker may still read it), and is used again by a later growth: at
  *   most one ring of each size, less than twice the largest in all. A
  *   taker that read a stale ring loses its CAS: the producer changes
  *   rings only when the slot is empty or after copying every index from
- *   head_seen on, so a ring loaded after tail holds every index below it
- *   that is still queued.
+ *   taken_seen on, so a ring loaded after head (whose reserver loaded
+ *   tail) holds every index below head that is still queued.
  * - Bit i of `active` is set whenever slot i may hold items that no taker
  *   has seen (set by the producer after its fence when its push found the
  *   slot empty; cleared by a worker about to park that found the slot
@@ -68,13 +79,16 @@ struct cf__subslot_ring {
 };
 
 struct cf__subslot {
-    /* Takers CAS it. */
+    /* Takers CAS it: reserved up to here, a batch at a time. */
     _Alignas(CF__CACHE_LINE) _Atomic int64_t head;
+    /* Takers CAS it: taken up to here, one task (or a batch) at a time. */
+    _Alignas(CF__CACHE_LINE) _Atomic int64_t taken;
     /* Written by the producer, read by takers. */
     _Alignas(CF__CACHE_LINE) _Atomic int64_t tail;
     _Atomic(struct cf__subslot_ring *) ring;
     /* The producer's (owner's) line. */
     _Alignas(CF__CACHE_LINE) int64_t head_seen;        /* a head value it read (<= head) */
+    int64_t taken_seen;                                /* a taken value it read (<= taken) */
     int size;                                          /* rings[size] is current */
     struct cf__subslot_ring *rings[CF__SUBSLOT_SIZES]; /* freed with the slot */
     /* 1 while the owner is inside a submit to the pool (thread_pool.c,

@@ -81,6 +81,7 @@ struct cf__worker {
     int depth;            /* tasks running on this thread's stack (nested by waits) */
     int64_t mark;         /* own deque's bottom when the innermost one started */
     uintptr_t help_floor; /* a wait runs no task with its frame below this */
+    unsigned out_takes;   /* outside tasks taken one by one (worker.c) */
     struct cf__spin spin; /* how long it spins when idle (spin.h) */
     pthread_t thread;
     bool started;

@@ -3,9 +3,11 @@
  *
  * Contract
  * - Finding work, in order: the worker's own deque (LIFO: the child it just
- *   pushed is hot in cache), the injection queues (its node's first; one
- *   worker at a time splices a whole queue and pushes the batch into its own
- *   deque, where others can steal it), then stealing from the other
+ *   pushed is hot in cache), the outside submitters' slots and the
+ *   injection queues (its node's first; with two or more workers one task
+ *   at a time, the oldest, so outside work starts in submission order -
+ *   take_in_order; a single worker takes a batch into its own deque),
+ *   then stealing from the other
  *   workers in the placement's steal order (same L3, same node, then at
  *   most `steal_attempts` remote victims per round, nearest node first).
  * - Idle: a worker that finds nothing counts itself in `searching`, scans
@@ -233,19 +235,34 @@ static cf_future *take_batch(struct cf__worker *w, struct cf__inject *q, bool *m
     return first;
 }
 
-/* Take a batch from an outside submitter's slot (subslot.h): at most
- * CF__SUBSLOT_TAKE_MAX of its oldest tasks, half of what it holds. The
- * oldest is returned, the rest go to our deque newest first (as in
- * take_batch: our pops run them in submission order, thieves take the
- * newest). Bounded batches keep our deque short, so a second worker takes
- * its own batch from the slot instead of fighting us over one deque. */
+/* Outside work starts first in, first out (docs/SUBMIT.md): with two or
+ * more workers, a worker takes ONE task at a time from a submitter's slot
+ * or an injection queue, the oldest, and starts it at once. A batch moved
+ * into our deque would break the order twice: thieves take a deque's
+ * other end (the newest of the batch), and a second worker taking the
+ * next batch starts it while ours still waits behind our current task.
+ * Taken one at a time, one submitter's tasks are taken in submission order
+ * (the slot's head CAS, the queue's lock) and each is started by the
+ * worker that took it, so when a task starts, every older task of its
+ * submitter has been taken, and at most one per other worker is not yet
+ * started. A single worker has nobody to race with: it keeps batches. */
+static inline bool take_in_order(const struct cf__pool *p)
+{
+    return p->n >= 2;
+}
+
+/* Take from an outside submitter's slot (subslot.h): one task when order
+ * matters (take_in_order), else a batch of at most CF__SUBSLOT_TAKE_MAX of
+ * its oldest tasks (what is reserved). The oldest is returned, the rest
+ * go to our deque newest first (our pops run them in submission order). */
 static cf_future *take_slots(struct cf__worker *w, bool *more)
 {
     struct cf__pool *p = w->pool;
     cf_future *got[CF__SUBSLOT_TAKE_MAX];
+    int max = take_in_order(p) ? 1 : CF__SUBSLOT_TAKE_MAX;
     /* Start at a different bit per worker: with many submitters, workers
      * spread over their slots. */
-    int k = cf__subslots_take(p->subs, got, CF__SUBSLOT_TAKE_MAX, (unsigned)w->id * 37u, more);
+    int k = cf__subslots_take(p->subs, got, max, (unsigned)w->id * 37u, more);
     if (k == 0) return NULL;
     /* The records of a backlog are cold (written long ago by the
      * submitter): start fetching them all now, so the misses overlap
@@ -269,10 +286,44 @@ static cf_future *take_injected(struct cf__worker *w, bool *more)
     for (int k = 0; k < p->n_inj; k++) {
         struct cf__inject *q = &p->inj[(w->slot + k) % p->n_inj];
         if (cf__inject_empty(q) || !cf__inject_try_lock(q)) continue;
+        if (take_in_order(p)) {
+            struct cds_wfcq_node *node = cf__inject_take_one(q);
+            cf__inject_unlock(q);
+            if (!node) continue;
+            if (!cf__inject_empty(q)) *more = true; /* the ramp-up wake */
+            if (stats_on(p)) stat_inc(&w->st.injected_taken);
+            return cf__future_of_qnode(node);
+        }
         f = take_batch(w, q, more); /* unlocks q */
         if (f) return f;
     }
     return NULL;
+}
+
+/* Taking one outside task at a time (take_in_order), a worker that just
+ * ran one looks at the slots again before it goes idle: one CAS, without
+ * the searching protocol's counter and fences, which would otherwise be
+ * paid per task instead of per batch. Tasks left behind (more) are this
+ * worker's to take on its next pass, as a batch in its deque would be, so
+ * no task depends on the wake below; it only brings in a parked worker to
+ * share them (the ramp-up wake), looked at only when someone is parked
+ * (relaxed: a hint; a worker that parks later re-checks every slot after
+ * its fence and stays up while they hold work). */
+#define OUTSIDE_WAKE_EVERY 16u
+static cf_future *take_next_outside(struct cf__worker *w)
+{
+    bool more = false;
+    cf_future *f = take_slots(w, &more);
+    /* Once per OUTSIDE_WAKE_EVERY takes, as a batch take did: a worker
+     * woken for a backlog takes its share without a wake per task. */
+    if (f && more && (w->out_takes++ % OUTSIDE_WAKE_EVERY) == 0 &&
+        cf__ec_waiters(&w->pool->ec) > 0) {
+        /* Seq_cst fence: as in help_run_one (a submitter's half of the
+         * protocol before the loads of `searching` and `waiters`). */
+        CF__FENCE_SEQ_CST();
+        (void)cf__pool_wake_if_idle(w->pool);
+    }
+    return f;
 }
 
 static cf_future *steal_from(struct cf__worker *w, int victim, bool remote, bool *more)
@@ -863,7 +914,17 @@ void *cf__worker_main(void *arg)
     /* Relaxed: a hint for waiting threads outside the pool (task.c). */
     atomic_fetch_add_explicit(&p->ready, 1, memory_order_relaxed);
     for (;;) {
-        cf_future *f = cf__deque_pop(&w->dq);
+        cf_future *f;
+        if (take_in_order(p)) {
+            /* Outside tasks come one at a time, and our deque is then
+             * empty: skip the pop's fence when it plainly is. Exact for the
+             * owner: only we push, and top never moves back, so a top at
+             * or past our bottom means empty. */
+            f = cf__deque_size_hint(&w->dq) > 0 ? cf__deque_pop(&w->dq) : NULL;
+            if (!f) f = take_next_outside(w);
+        } else {
+            f = cf__deque_pop(&w->dq);
+        }
         if (!f && !(f = idle(w))) break;
         run_task(w, f);
     }
