@@ -28,6 +28,10 @@ install(TARGETS cfutures EXPORT cfuturesTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime NAMELINK_COMPONENT dev)
 install(TARGETS cfutures_static EXPORT cfuturesStaticTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
+if(TARGET cfutures_noudev)
+  install(TARGETS cfutures_noudev EXPORT cfuturesStaticTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
+endif()
 if(TARGET cfutures-info)
   install(TARGETS cfutures-info RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT dev)
 endif()
@@ -36,6 +40,14 @@ install(EXPORT cfuturesStaticTargets NAMESPACE cfutures:: DESTINATION ${CF_CMAKE
   COMPONENT dev)
 
 include(CMakePackageConfigHelpers)
+# The static component finds jemalloc only in a CF_JEMALLOC build.
+if(CF_JEMALLOC)
+  set(CF_CONFIG_JEMALLOC_DEP "\"JEMALLOC;jemalloc\"")
+  set(CF_JEMALLOC_DEV ", libjemalloc-dev")
+else()
+  set(CF_CONFIG_JEMALLOC_DEP "")
+  set(CF_JEMALLOC_DEV "")
+endif()
 configure_package_config_file(cmake/cfuturesConfig.cmake.in
   ${PROJECT_BINARY_DIR}/cfuturesConfig.cmake
   INSTALL_DESTINATION ${CF_CMAKE_DIR})
@@ -59,20 +71,30 @@ install(FILES ${PROJECT_BINARY_DIR}/cfuturesConfig.cmake
 #   --static` would pass -ludev on, which needs libudev-dev, missing on most
 #   machines. libcfutures.a only calls hwloc, and libhwloc.so already
 #   brings its libudev.so.1, so `-lhwloc` alone is what a static link of
-#   cfutures needs (a fully -static program would need libhwloc.a, and
-#   then libudev.a, which Debian does not ship).
-# urcu and jemalloc keep their own private libraries (none today), read
-# from their .pc files. -lc first: see the object libraries in
-# CMakeLists.txt (glibc stays the program's malloc).
+#   cfutures needs. A fully -static program links libhwloc.a, which calls
+#   libudev, of which Debian ships no static library: -lcfutures-noudev
+#   right after -lhwloc answers those calls (static/no_udev.c); the linker
+#   takes it only in that case.
+# urcu (and jemalloc, with CF_JEMALLOC) keep their own private libraries
+# (none today), read from their .pc files. With CF_JEMALLOC, -lc first:
+# see the object libraries in CMakeLists.txt (glibc stays the program's
+# malloc).
 set(CF_PC_LIBS_PRIVATE)
-foreach(lib ${URCU_STATIC_LIBRARIES} ${HWLOC_LIBRARIES} ${JEMALLOC_STATIC_LIBRARIES} m pthread)
+set(CF_PC_NOUDEV)
+if(TARGET cfutures_noudev)
+  set(CF_PC_NOUDEV cfutures-noudev)
+endif()
+foreach(lib ${URCU_STATIC_LIBRARIES} ${HWLOC_LIBRARIES} ${CF_PC_NOUDEV} ${JEMALLOC_STATIC_LIBRARIES}
+    m pthread)
   list(APPEND CF_PC_LIBS_PRIVATE -l${lib})
 endforeach()
 # A library named twice keeps its last place (a static link reads left to right).
 list(REVERSE CF_PC_LIBS_PRIVATE)
 list(REMOVE_DUPLICATES CF_PC_LIBS_PRIVATE)
 list(REVERSE CF_PC_LIBS_PRIVATE)
-list(PREPEND CF_PC_LIBS_PRIVATE -lc)
+if(CF_JEMALLOC)
+  list(PREPEND CF_PC_LIBS_PRIVATE -lc)
+endif()
 set(CF_PC_LIBDIRS_PRIVATE)
 foreach(dir ${URCU_LIBRARY_DIRS} ${HWLOC_LIBRARY_DIRS} ${JEMALLOC_LIBRARY_DIRS})
   if(NOT dir IN_LIST CMAKE_C_IMPLICIT_LINK_DIRECTORIES)
@@ -119,7 +141,7 @@ if(PROJECT_IS_TOP_LEVEL)
   set(CPACK_DEBIAN_PACKAGE_MAINTAINER "the cfutures authors")
   set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libcfutures${CF_SOVERSION})
   set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
-  # dpkg-shlibdeps: liburcu8, libhwloc15, libjemalloc2, libc6 at the
+  # dpkg-shlibdeps: liburcu8, libhwloc15, libc6 (libjemalloc2 with CF_JEMALLOC) at the
   # versions this build linked against; a shlibs file and the ldconfig
   # trigger for the library.
   set(CPACK_DEBIAN_RUNTIME_PACKAGE_SHLIBDEPS ON)
@@ -129,7 +151,10 @@ if(PROJECT_IS_TOP_LEVEL)
   set(CPACK_DEBIAN_DEV_PACKAGE_SHLIBDEPS ON) # cfutures-info
   set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libcfutures${CF_SOVERSION} (= ${PROJECT_VERSION})")
   # Only a static link (libcfutures.a) needs the dependencies' dev packages.
-  set(CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS "liburcu-dev, libhwloc-dev, libjemalloc-dev")
+  set(CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS "liburcu-dev, libhwloc-dev")
+  if(CF_JEMALLOC)
+    string(APPEND CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS ", libjemalloc-dev")
+  endif()
   set(CPACK_COMPONENT_RUNTIME_DESCRIPTION "concurrent.futures for C: the shared library")
   set(CPACK_COMPONENT_DEV_DESCRIPTION
     "concurrent.futures for C: headers, static library, pkg-config and CMake files")

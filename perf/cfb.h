@@ -72,8 +72,9 @@ double cfb_now(void);      /* CLOCK_MONOTONIC, seconds */
 uint64_t cfb_now_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
 double cfb_cpu_now(void);  /* CLOCK_PROCESS_CPUTIME_ID, seconds */
 long cfb_rss_bytes(void);  /* resident set from /proc/self/statm; -1 on error */
-/* Give freed memory back to the OS (jemalloc purge of every arena, and
- * malloc_trim), so an RSS difference counts only what is live. */
+/* Give freed memory back to the OS (malloc_trim, and with CF_JEMALLOC a
+ * purge of every jemalloc arena), so an RSS difference counts only what is
+ * live. */
 void cfb_purge_memory(void);
 void cfb_sleep_ns(long ns);
 /* Busy-spin until ns nanoseconds of CLOCK_MONOTONIC have passed. */

@@ -1,6 +1,8 @@
 /* cfutures-bench: environment, clocks, memory and the shared work kernels. */
 #include <errno.h>
+#ifdef CF_JEMALLOC
 #include <jemalloc/jemalloc.h>
+#endif
 #include <linux/futex.h>
 #include <malloc.h>
 #include <math.h>
@@ -130,11 +132,13 @@ long cfb_rss_bytes(void)
 
 void cfb_purge_memory(void)
 {
-    /* The perf program links jemalloc (the library's allocator), which also
-     * serves malloc: purge its dirty pages so freed memory of earlier
-     * workloads does not hide RSS growth. */
-    cf_trim_memory(); /* the library's kept record chunks, too */
+    cf_trim_memory(); /* the library's kept record chunks */
+#ifdef CF_JEMALLOC
+    /* Built with CF_JEMALLOC, the library allocates from jemalloc's arenas:
+     * purge their dirty pages so freed memory of earlier workloads does not
+     * hide RSS growth. */
     mallctl("arena." CFB_STR(MALLCTL_ARENAS_ALL) ".purge", NULL, NULL, NULL, 0);
+#endif
     malloc_trim(0);
 }
 

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,22 @@ static void round_trips(void **state)
     cf__free(r, 64);
 }
 
+/* Aligned ordinary blocks: aligned as asked (libc's malloc promises 16
+ * bytes only), usable, freed with cf__free. */
+static void aligned_blocks(void **state)
+{
+    (void)state;
+    for (size_t align = 8; align <= 4096; align *= 2) {
+        for (size_t n = 1; n <= 5000; n = n * 3 + 7) {
+            unsigned char *p = cf__alloc_aligned(n, align);
+            assert_non_null(p);
+            assert_int_equal((uintptr_t)p % align, 0);
+            memset(p, 0x33, n);
+            cf__free(p, n);
+        }
+    }
+}
+
 static void thread_node(void **state)
 {
     (void)state;
@@ -73,7 +90,7 @@ static void thread_node(void **state)
     cf__free(p, 256);
     void *q = cf__alloc_on_node(4096, 0);
     assert_non_null(q);
-    cf__free(q, 4096);
+    cf__free_on_node(q, 4096);
     cf__alloc_set_thread_node(-7);
     assert_int_equal(cf__alloc_thread_node(), -1);
 }
@@ -84,6 +101,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(malloc_is_not_jemalloc),
         cmocka_unit_test(round_trips),
+        cmocka_unit_test(aligned_blocks),
         cmocka_unit_test(thread_node),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

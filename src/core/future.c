@@ -332,7 +332,7 @@ struct rec_cache {
     unsigned n;
     bool on;
 };
-static __attribute__((tls_model("initial-exec"))) _Thread_local struct rec_cache tls_rc;
+static _Thread_local struct rec_cache tls_rc;
 
 #ifdef CF_ASAN
 #include <sanitizer/asan_interface.h>

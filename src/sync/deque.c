@@ -17,7 +17,7 @@
 static struct cf__deque_array *array_new(int64_t cap, int node)
 {
     size_t bytes = sizeof(struct cf__deque_array) + (size_t)cap * sizeof(_Atomic(void *));
-    struct cf__deque_array *a = node >= 0 ? cf__alloc_on_node(bytes, node) : cf__alloc(bytes);
+    struct cf__deque_array *a = cf__alloc_on_node(bytes, node);
     if (!a) return NULL;
     a->mask = cap - 1;
     a->retired = NULL;
@@ -27,7 +27,8 @@ static struct cf__deque_array *array_new(int64_t cap, int node)
 
 static void array_free(struct cf__deque_array *a)
 {
-    cf__free(a, sizeof(struct cf__deque_array) + (size_t)(a->mask + 1) * sizeof(_Atomic(void *)));
+    cf__free_on_node(a, sizeof(struct cf__deque_array) +
+                            (size_t)(a->mask + 1) * sizeof(_Atomic(void *)));
 }
 
 int cf__deque_init(struct cf__deque *d, size_t capacity, int node)

@@ -1,35 +1,42 @@
-/* Per-NUMA-node jemalloc arenas.
+/* Memory bound to a NUMA node: our own mappings, and (CF_JEMALLOC) one
+ * jemalloc arena per node.
  *
- * Why arenas with extent hooks (rather than binding each record): jemalloc
- * carves small records out of extents it asks its hooks for, so binding
- * every extent when it is mapped puts every record of the arena on the node
- * at no per-allocation cost. The hooks mmap anonymous memory, bind the range
- * with hwloc_set_area_membind(HWLOC_MEMBIND_BIND) before any page is
- * touched (the kernel then faults pages in on the node), and give memory
- * back with munmap. Binding that the system refuses (no NUMA support, a
- * container without mbind) is counted and otherwise ignored: the memory is
- * still valid, just not placed.
+ * Binding a mapping: mmap anonymous memory, bind the range with
+ * hwloc_set_area_membind(HWLOC_MEMBIND_BIND) before any page is touched
+ * (the kernel then faults pages in on the node), give it back with munmap.
+ * Binding that the system refuses (no NUMA support, a container without
+ * mbind) is counted and otherwise ignored: the memory is still valid, just
+ * not placed. cf__numa_map hands such mappings out directly (the slabs'
+ * chunks and the deque buffers, in the default build).
  *
- * Contract: cf__numa_arena may be called from any thread at any time. Once
- * a node's arena exists it is one atomic load (lock-free); creating it,
- * once per node, takes a mutex: a one-time slow path where racing creators
- * would waste arenas, and where TSan cannot see jemalloc's own
- * synchronisation of a new arena without it. The hwloc topology used for
- * binding is this machine's, loaded once (racers each load one, a CAS keeps
- * one) and never freed: it lives as long as the arenas, which jemalloc
- * never frees either. Hooks are called by jemalloc from any thread,
- * concurrently: they touch only their arguments, the read-only topology
- * and relaxed counters. Design: jemalloc's extent hooks (its manual,
- * "arena.<i>.extent_hooks"), one arena per NUMA node. */
+ * With CF_JEMALLOC, why arenas with extent hooks (rather than binding each
+ * record): jemalloc carves small blocks out of extents it asks its hooks
+ * for, so binding every extent when it is mapped puts every block of the
+ * arena on the node at no per-allocation cost. Design: jemalloc's extent
+ * hooks (its manual, "arena.<i>.extent_hooks"), one arena per NUMA node.
+ *
+ * Contract: everything here may be called from any thread at any time.
+ * Mapping is lock-free apart from loading the topology once. The hwloc
+ * topology used for binding is this machine's, loaded once (racers each
+ * load one, a CAS keeps one) and never freed: it lives as long as the
+ * mappings, and the arenas, which jemalloc never frees either. With
+ * CF_JEMALLOC, once a node's arena exists finding it is one atomic load
+ * (lock-free); creating it, once per node, takes a mutex: a one-time slow
+ * path where racing creators would waste arenas, and where TSan cannot see
+ * jemalloc's own synchronisation of a new arena without it. Hooks are
+ * called by jemalloc from any thread, concurrently: they touch only their
+ * arguments, the read-only topology and relaxed counters. */
 #include "sys/numa_alloc.h"
 
 #include <hwloc.h>
 #include <pthread.h>
-#include <jemalloc/jemalloc.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#ifdef CF_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 /* ---- this machine's topology, loaded once ---- */
 
@@ -85,20 +92,6 @@ void cf__numa_alloc_stats(struct cf__numa_alloc_stats *out)
     out->bind_failed = atomic_load_explicit(&st_bind_failed, memory_order_relaxed);
 }
 
-/* ---- extent hooks: one static hooks struct per node; the node is the
- * struct's index, so the hooks need no other state ---- */
-
-struct node_hooks {
-    extent_hooks_t hooks; /* first: jemalloc passes &hooks back to us */
-};
-
-static struct node_hooks g_hooks[CF__NUMA_MAX_NODES];
-
-static int hooks_node(extent_hooks_t *h)
-{
-    return (int)((struct node_hooks *)(void *)h - g_hooks);
-}
-
 static size_t page_size(void)
 {
     long p = sysconf(_SC_PAGESIZE);
@@ -131,6 +124,54 @@ static void *map_aligned(void *new_addr, size_t size, size_t alignment)
     return p;
 }
 
+size_t cf__numa_page_round(size_t size)
+{
+    size_t page = page_size();
+    return (size + page - 1) & ~(page - 1);
+}
+
+/* Bind the untouched mapping [p, p+size) to `node` (-1: leave it alone),
+ * counting the outcome. */
+static void bind_to_node(void *p, size_t size, int node)
+{
+    if (node < 0) return;
+    hwloc_obj_t n = node_obj(node);
+    if (n && hwloc_set_area_membind(machine(), p, size, n->nodeset, HWLOC_MEMBIND_BIND,
+                                    HWLOC_MEMBIND_BYNODESET) == 0)
+        atomic_fetch_add_explicit(&st_bound, 1, memory_order_relaxed);
+    else atomic_fetch_add_explicit(&st_bind_failed, 1, memory_order_relaxed);
+}
+
+void *cf__numa_map(size_t size, size_t align, int node)
+{
+    if (!size || size % page_size() != 0) return NULL;
+    void *p = map_aligned(NULL, size, align);
+    if (!p) return NULL;
+    atomic_fetch_add_explicit(&st_extents, 1, memory_order_relaxed); /* statistics only */
+    bind_to_node(p, size, node);
+    return p;
+}
+
+void cf__numa_unmap(void *p, size_t size)
+{
+    if (p) munmap(p, size);
+}
+
+#ifdef CF_JEMALLOC
+/* ---- extent hooks: one static hooks struct per node; the node is the
+ * struct's index, so the hooks need no other state ---- */
+
+struct node_hooks {
+    extent_hooks_t hooks; /* first: jemalloc passes &hooks back to us */
+};
+
+static struct node_hooks g_hooks[CF__NUMA_MAX_NODES];
+
+static int hooks_node(extent_hooks_t *h)
+{
+    return (int)((struct node_hooks *)(void *)h - g_hooks);
+}
+
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                         bool *zero, bool *commit, unsigned arena_ind)
 {
@@ -138,11 +179,7 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     void *p = map_aligned(new_addr, size, alignment);
     if (!p) return NULL;
     atomic_fetch_add_explicit(&st_extents, 1, memory_order_relaxed);
-    hwloc_obj_t n = node_obj(hooks_node(h));
-    if (n && hwloc_set_area_membind(machine(), p, size, n->nodeset, HWLOC_MEMBIND_BIND,
-                                    HWLOC_MEMBIND_BYNODESET) == 0)
-        atomic_fetch_add_explicit(&st_bound, 1, memory_order_relaxed);
-    else atomic_fetch_add_explicit(&st_bind_failed, 1, memory_order_relaxed);
+    bind_to_node(p, size, hooks_node(h));
     *zero = true;   /* fresh anonymous pages read as zero */
     *commit = true; /* and are committed (Linux overcommits) */
     return p;
@@ -277,6 +314,8 @@ unsigned cf__numa_bind_thread(int node)
     if (a && mallctl("thread.arena", NULL, NULL, &a, sizeof a) != 0) return 0;
     return a;
 }
+
+#endif /* CF_JEMALLOC */
 
 int cf__numa_node_of(const void *p, size_t len)
 {

@@ -48,7 +48,7 @@
  *   chunk stays in use while any of its objects is alive, so one long-lived
  *   record holds its whole chunk: fine for futures, which are short-lived.
  * - NUMA: a chunk comes from the allocator on the taking thread's node
- *   (cf__alloc_thread_node, the node arena of numa_alloc.c when set), and
+ *   (cf__alloc_thread_node: a mapping bound to that node when set), and
  *   goes back to that node's list when emptied, whichever thread empties it.
  * - Threads: any thread may allocate. A thread that exits retires its chunk
  *   (a pthread key's destructor); after fork() the child keeps the forking
@@ -75,8 +75,8 @@ struct chunk {
 _Static_assert(sizeof(struct chunk) == CF__SLAB_OBJ, "the header is one object");
 _Static_assert(CF__SLAB_PER_CHUNK < BIAS, "the bias exceeds a chunk's objects");
 
-__attribute__((tls_model("initial-exec"))) _Thread_local struct cf__slab_tls cf__slab_tls;
-static __attribute__((tls_model("initial-exec"))) _Thread_local struct chunk *tls_chunk;
+_Thread_local struct cf__slab_tls cf__slab_tls;
+static _Thread_local struct chunk *tls_chunk;
 
 #ifdef CF_TEST_HOOKS
 void (*cf__test_slab_carve)(void *obj);
@@ -149,7 +149,7 @@ static void chunk_empty(struct chunk *c)
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static bool g_key_ok;
-static __attribute__((tls_model("initial-exec"))) _Thread_local bool tls_registered;
+static _Thread_local bool tls_registered;
 
 static void exit_destructor(void *unused)
 {

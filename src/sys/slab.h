@@ -21,7 +21,7 @@
 struct cf__slab_tls {
     char *cur, *end; /* next object and the end of the current chunk */
 };
-extern __attribute__((tls_model("initial-exec"))) _Thread_local struct cf__slab_tls cf__slab_tls;
+extern _Thread_local struct cf__slab_tls cf__slab_tls;
 
 void *cf__slab_alloc_slow(void);
 

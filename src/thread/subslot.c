@@ -335,8 +335,7 @@ struct tcache_ent {
     uint64_t uid;
     struct cf__subslot *s;
 };
-/* Initial-exec TLS: one %fs-relative load on the submit path. */
-static __attribute__((tls_model("initial-exec"))) _Thread_local struct tcache_ent tcache[TCACHE];
+static _Thread_local struct tcache_ent tcache[TCACHE];
 
 static bool registered(const struct cf__subslots *ss, uint64_t uid)
 {
@@ -439,13 +438,9 @@ static struct cf__subslot *claim(struct cf__subslots *ss)
         }
     }
     if (n >= CF__SUBSLOT_MAX) return NULL;
-    void *raw = cf__alloc(sizeof(struct cf__subslot));
+    void *raw = cf__alloc_aligned(sizeof(struct cf__subslot), CF__CACHE_LINE);
     if (!raw) return NULL;
     struct cf__subslot *s = raw;
-    if ((uintptr_t)raw % CF__CACHE_LINE != 0) { /* jemalloc aligns this size; be sure */
-        cf__free(raw, sizeof *s);
-        return NULL;
-    }
     struct cf__subslot_ring *r = ring_new(CF__SUBSLOT_CAP0);
     if (!r) {
         cf__free(raw, sizeof *s);

@@ -51,8 +51,8 @@ static _Atomic int hooks_running;
  * wake a parked worker (a cold start), and whether that worker is pinned
  * to the submitter's CPU. Only such a wait does more than spin: in a hot
  * round trip the hook costs one TLS compare. */
-static CF__TLS_IE _Thread_local cf_future *tls_cold_submit;
-static CF__TLS_IE _Thread_local bool tls_cold_local;
+static _Thread_local cf_future *tls_cold_submit;
+static _Thread_local bool tls_cold_local;
 
 static bool tp_on_wait(cf_future *f)
 {

@@ -164,10 +164,9 @@ _Static_assert(offsetof(struct cf__pool, searching) / CF__CACHE_LINE !=
                    offsetof(struct cf__pool, flags) / CF__CACHE_LINE,
                "searching count off the read-mostly line");
 
-/* The worker the calling thread is, or NULL (worker.c). Initial-exec TLS:
- * one %fs-relative load instead of a __tls_get_addr call per submit. */
-#define CF__TLS_IE __attribute__((tls_model("initial-exec")))
-extern CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
+/* The worker the calling thread is, or NULL (worker.c). No thread-local of
+ * the library is initial-exec (docs/LINKING.md: it would stop a dlopen). */
+extern _Thread_local struct cf__worker *cf__tls_worker;
 
 /* A pool made in another process (fork.h) is the parent's: in a child it
  * has no worker threads, and every call that would need them is refused. */

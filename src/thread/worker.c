@@ -107,7 +107,7 @@
 #include "thread/task.h"
 #include "thread/thread_pool.h"
 
-CF__TLS_IE _Thread_local struct cf__worker *cf__tls_worker;
+_Thread_local struct cf__worker *cf__tls_worker;
 #ifdef CF_TEST_HOOKS
 _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
 #endif
