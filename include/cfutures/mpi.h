@@ -51,11 +51,11 @@ extern "C" {
 #define CF_MPI_THREAD_LEVEL MPI_THREAD_SERIALIZED
 
 typedef struct cf_mpi_opts {
-    int window;         /* tasks in flight per serving rank (credits); 0: 64,
+    int window;           /* tasks in flight per serving rank (credits); 0: 64,
                            or CFUTURES_MPI_WINDOW */
-    int threads;        /* worker threads per serving rank; 0: one per
+    int threads;          /* worker threads per serving rank; 0: one per
                            allowed core, or CFUTURES_MPI_THREADS */
-    size_t chunk_bytes; /* largest message of a big argument or result; 0:
+    size_t chunk_bytes;   /* largest message of a big argument or result; 0:
                            16 MiB, or CFUTURES_MPI_CHUNK; at most INT_MAX */
     uint64_t reserved[6]; /* room for new options: must be zero */
 } cf_mpi_opts;
@@ -72,8 +72,7 @@ typedef struct cf_mpi_opts {
  * CF_ENOTSUP (MPI not initialised, or with a thread level below
  * CF_MPI_THREAD_LEVEL), CF_ENOMEM, CF_ESYS, CF_EBROKEN (an MPI call or a
  * serving rank's pool failed during setup). */
-CF_API int cf_mpi_executor_new(cf_executor **out, MPI_Comm comm, int root,
-                               const cf_mpi_opts *opts);
+CF_API int cf_mpi_executor_new(cf_executor **out, MPI_Comm comm, int root, const cf_mpi_opts *opts);
 
 #ifdef __cplusplus
 }

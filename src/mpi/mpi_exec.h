@@ -29,8 +29,8 @@ struct cf__mpi_setup {
  * serving rank's worker count (workers[rank], 0 for the root). Starts the
  * progress thread. 0, CF_ENOMEM or CF_ESYS (then nothing was started; the
  * caller still owns comm). */
-int cf__mpi_root_new(cf_executor **out, const struct cf__mpi_setup *s,
-                     struct cf__mpi_modules *mods, const int *workers);
+int cf__mpi_root_new(cf_executor **out, const struct cf__mpi_setup *s, struct cf__mpi_modules *mods,
+                     const int *workers);
 
 /* Serving rank: run tasks from the root on pool until it says shutdown.
  * biases[i] is this process's bias for the root's module i (+1; 0: not

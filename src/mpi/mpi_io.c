@@ -43,8 +43,8 @@ int cf__mpi_out_add(struct cf__mpi_out *o, const struct cf__mpi_rec *rec, const 
     if (!bulk && r.len) memcpy(o->buf + o->len + sizeof r, body, (size_t)r.len);
     o->len += add;
     if (bulk) {
-        o->bulk[o->n_bulk++] = (struct cf__mpi_bulk){.data = body, .len = r.len, .done = done,
-                                                     .ctx = ctx};
+        o->bulk[o->n_bulk++] = (struct cf__mpi_bulk){
+            .data = body, .len = r.len, .done = done, .ctx = ctx};
     } else if (done) {
         done(ctx); /* copied: the caller's body is free */
     }

@@ -37,17 +37,17 @@ enum cf__mpi_kind {
 #define CF__MPI_F_BROKEN 4u /* RESULT: the serving rank's pool failed it */
 #define CF__MPI_NO_MOD UINT32_MAX
 
-#define CF__MPI_INLINE_MAX (64u * 1024u)  /* larger bodies go in BULK messages */
+#define CF__MPI_INLINE_MAX (64u * 1024u)   /* larger bodies go in BULK messages */
 #define CF__MPI_BATCH_FLUSH (256u * 1024u) /* send a batch once it is this big */
 
 struct cf__mpi_rec {
     uint32_t kind;
     uint32_t flags;
-    uint64_t id;  /* the root's task record */
-    uint64_t len; /* body bytes: argument, result, or error message */
-    int32_t code; /* RESULT: the task's code (0: success) */
-    uint32_t mod; /* TASK: module of fn */
-    uint64_t off; /* TASK: offset of fn in it */
+    uint64_t id;        /* the root's task record */
+    uint64_t len;       /* body bytes: argument, result, or error message */
+    int32_t code;       /* RESULT: the task's code (0: success) */
+    uint32_t mod;       /* TASK: module of fn */
+    uint64_t off;       /* TASK: offset of fn in it */
     uint32_t inner_mod; /* TASK of a cf_map chunk: module of the item function,
                            else CF__MPI_NO_MOD */
     uint32_t pad_;

@@ -211,8 +211,8 @@ static int setup_serving(struct cf__mpi_setup *s, cf_executor **pool, uintptr_t 
     int rc = 0;
     /* Every step below still takes part in the collectives that follow. */
     if (!packed) rc = CF_ENOMEM;
-    if (len && MPI_Bcast(packed ? packed : NULL, (int)len, MPI_BYTE, s->root, s->comm) !=
-                   MPI_SUCCESS)
+    if (len &&
+        MPI_Bcast(packed ? packed : NULL, (int)len, MPI_BYTE, s->root, s->comm) != MPI_SUCCESS)
         rc = CF_EBROKEN;
     struct cf__mpi_modules local = {0};
     *biases = NULL;
@@ -233,15 +233,13 @@ static int setup_serving(struct cf__mpi_setup *s, cf_executor **pool, uintptr_t 
         memcpy(mine, &w, sizeof w);
         for (size_t i = 0; i < *n_biases; i++) mine[sizeof(int) + i] = (*biases)[i] != 0;
     }
-    if (MPI_Gather(mine, (int)per, MPI_BYTE, NULL, 0, MPI_BYTE, s->root, s->comm) !=
-        MPI_SUCCESS)
+    if (MPI_Gather(mine, (int)per, MPI_BYTE, NULL, 0, MPI_BYTE, s->root, s->comm) != MPI_SUCCESS)
         rc = CF_EBROKEN;
     free(mine);
     return rc;
 }
 
-CF_API int cf_mpi_executor_new(cf_executor **out, MPI_Comm comm, int root,
-                               const cf_mpi_opts *opts)
+CF_API int cf_mpi_executor_new(cf_executor **out, MPI_Comm comm, int root, const cf_mpi_opts *opts)
 {
     if (out) *out = NULL;
     int inited = 0, finalized = 0;
@@ -250,8 +248,7 @@ CF_API int cf_mpi_executor_new(cf_executor **out, MPI_Comm comm, int root,
     if (!inited || finalized) return CF_ENOTSUP; /* no collective is possible */
     if (comm == MPI_COMM_NULL) return CF_EINVAL;
     struct cf__mpi_setup s = {.root = root};
-    if (MPI_Comm_size(comm, &s.size) != MPI_SUCCESS ||
-        MPI_Comm_rank(comm, &s.rank) != MPI_SUCCESS)
+    if (MPI_Comm_size(comm, &s.size) != MPI_SUCCESS || MPI_Comm_rank(comm, &s.rank) != MPI_SUCCESS)
         return CF_EINVAL;
     /* Checks each rank makes alone, agreed on before anything else. */
     int rc = 0, provided = MPI_THREAD_SINGLE;
@@ -286,7 +283,8 @@ CF_API int cf_mpi_executor_new(cf_executor **out, MPI_Comm comm, int root,
                 /* The serving ranks are serving already: stop them. */
                 struct cf__mpi_rec rec = {.kind = CF__MPI_SHUTDOWN};
                 for (int r = 0; r < s.size; r++)
-                    if (r != root) MPI_Send(&rec, sizeof rec, MPI_BYTE, r, CF__MPI_TAG_BATCH, s.comm);
+                    if (r != root)
+                        MPI_Send(&rec, sizeof rec, MPI_BYTE, r, CF__MPI_TAG_BATCH, s.comm);
             }
             cf__mpi_modules_free(&mods);
             MPI_Comm_free(&s.comm);

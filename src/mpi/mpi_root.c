@@ -58,8 +58,8 @@ struct mpi_task {
     int pending; /* progress thread: replies still expected */
     struct cf__mpi_rec rec;
     void *arg;
-    struct mpi_task *next;        /* submit queue, then the ready list */
-    struct mpi_task *cancel_next; /* the cancel-request list */
+    struct mpi_task *next;          /* submit queue, then the ready list */
+    struct mpi_task *cancel_next;   /* the cancel-request list */
     struct mpi_task *fprev, *fnext; /* progress thread: in flight */
 };
 
@@ -169,19 +169,16 @@ static bool hook_try_cancel(cf_future *f)
                 return true;
             continue;
         case T_CANCELLED:
-        case T_CANCEL_OK:
-            return true;
+        case T_CANCEL_OK: return true;
         case T_REFUSED:
-        case T_DONE:
-            return false;
+        case T_DONE: return false;
         case T_SENT:
             if (tls_progress_of == x) return false;
             lock(x);
             /* Under mu so the progress thread, which changes SENT only under
              * mu or with a CAS, sees the request with the state. */
-            if (atomic_compare_exchange_strong_explicit(&t->state, &s, T_CANCEL_REQ,
-                                                        memory_order_acq_rel,
-                                                        memory_order_acquire)) {
+            if (atomic_compare_exchange_strong_explicit(
+                    &t->state, &s, T_CANCEL_REQ, memory_order_acq_rel, memory_order_acquire)) {
                 atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed); /* the list's */
                 t->cancel_next = x->cancels;
                 x->cancels = t;
@@ -199,8 +196,7 @@ static bool hook_try_cancel(cf_future *f)
             unlock(x);
             if (s == T_CANCEL_REQ) return false; /* the executor is gone */
             continue;
-        default:
-            return false;
+        default: return false;
         }
     }
 }
@@ -438,9 +434,8 @@ static void on_cancel_ack(struct mpi_exec *x, int src, const struct cf__mpi_rec 
         atomic_store_explicit(&t->state, T_CANCEL_OK, memory_order_release);
         wake_cancellers(x);
         (void)cf_future_cancel(t->f); /* the hook says yes now */
-    } else if (atomic_compare_exchange_strong_explicit(&t->state, &s, T_REFUSED,
-                                                       memory_order_acq_rel,
-                                                       memory_order_acquire)) {
+    } else if (atomic_compare_exchange_strong_explicit(
+                   &t->state, &s, T_REFUSED, memory_order_acq_rel, memory_order_acquire)) {
         wake_cancellers(x);
     }
     task_settle(x, t);
@@ -527,9 +522,8 @@ static void fail_everything(struct mpi_exec *x, int code)
     static const struct cf__mpi_rec bye = {.kind = CF__MPI_SHUTDOWN};
     for (int r = 0; r < x->s.size; r++) {
         MPI_Request req;
-        if (r != x->s.root &&
-            MPI_Isend(&bye, sizeof bye, MPI_BYTE, r, CF__MPI_TAG_BATCH, x->s.comm, &req) ==
-                MPI_SUCCESS)
+        if (r != x->s.root && MPI_Isend(&bye, sizeof bye, MPI_BYTE, r, CF__MPI_TAG_BATCH, x->s.comm,
+                                        &req) == MPI_SUCCESS)
             MPI_Request_free(&req);
     }
     fprintf(stderr, "%s\n", msg);
@@ -734,8 +728,8 @@ static const struct cf__executor_ops mpi_ops = {
     .stats = mpi_stats,
 };
 
-int cf__mpi_root_new(cf_executor **out, const struct cf__mpi_setup *s,
-                     struct cf__mpi_modules *mods, const int *workers)
+int cf__mpi_root_new(cf_executor **out, const struct cf__mpi_setup *s, struct cf__mpi_modules *mods,
+                     const int *workers)
 {
     struct mpi_exec *x = calloc(1, sizeof *x);
     if (!x) return CF_ENOMEM;

@@ -24,8 +24,8 @@ struct srv;
 
 struct srv_task {
     uint64_t id;
-    cf_future *lf;  /* the pool's future */
-    bool cancelled; /* acknowledged to the root as cancelled */
+    cf_future *lf;                /* the pool's future */
+    bool cancelled;               /* acknowledged to the root as cancelled */
     struct srv_task *prev, *next; /* live list (loop thread) */
     struct srv_task *done_next;   /* completion list (under mu) */
     struct srv *sv;
@@ -40,9 +40,9 @@ struct srv {
     struct cf__mpi_out out;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool sleeping;          /* under mu */
-    struct srv_task *done;  /* under mu */
-    struct srv_task *live;  /* loop thread */
+    bool sleeping;         /* under mu */
+    struct srv_task *done; /* under mu */
+    struct srv_task *live; /* loop thread */
     long n_live;
     bool stop;
 };
@@ -135,8 +135,7 @@ static int start_task(struct srv *sv, const struct cf__mpi_rec *rec, const unsig
         cf_task_fn *inner = NULL;
         if (rec->inner_mod < sv->n_biases && sv->biases[rec->inner_mod])
             inner = (cf_task_fn *)(sv->biases[rec->inner_mod] - 1 + (uintptr_t)rec->inner_off);
-        if (!inner || sv->s->map_fn_at == SIZE_MAX ||
-            rec->len < sv->s->map_fn_at + sizeof inner) {
+        if (!inner || sv->s->map_fn_at == SIZE_MAX || rec->len < sv->s->map_fn_at + sizeof inner) {
             fn = NULL;
         } else {
             if (!own) {
