@@ -34,6 +34,13 @@ if(CF_BUILD_EXAMPLES)
   target_link_libraries(primes_mpi PRIVATE cfutures-mpi m)
 endif()
 
+# The MPI workloads beside a hand-written MPI master/worker
+# (perf/mpi/cfutures-mpi-bench.c; run it under mpirun -n 3).
+if(CF_BUILD_PERF)
+  add_executable(cfutures-mpi-bench ${PROJECT_SOURCE_DIR}/perf/mpi/cfutures-mpi-bench.c)
+  target_link_libraries(cfutures-mpi-bench PRIVATE cfutures-mpi m)
+endif()
+
 # ---- tests: every tests/mpi/test_mpi_*.c runs under mpirun -n 3 and -n 2 ----
 if(CF_BUILD_TESTS AND NOT MPIEXEC_EXECUTABLE)
   message(WARNING "cfutures: no mpiexec/mpirun found (Debian: openmpi-bin): the MPI tests are not built")

@@ -2,6 +2,7 @@
 #include "mpi/mpi_io.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,4 +219,46 @@ bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct c
     *body = buf + *at;
     *at += (size_t)rec->len;
     return true;
+}
+
+/* ---- pacing ---- */
+
+#define PACE_SPIN_MIN 50000L
+#define PACE_SPIN_MAX 1000000L
+#define PACE_NAP_MIN 20000L
+
+static long elapsed_ns(const struct timespec *a, const struct timespec *b)
+{
+    return (b->tv_sec - a->tv_sec) * 1000000000L + (b->tv_nsec - a->tv_nsec);
+}
+
+void cf__mpi_pace_init(struct cf__mpi_pace *p)
+{
+    clock_gettime(CLOCK_MONOTONIC, &p->last);
+    p->spin_ns = PACE_SPIN_MIN;
+    p->nap_ns = PACE_NAP_MIN;
+}
+
+void cf__mpi_pace_event(struct cf__mpi_pace *p)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    long q = elapsed_ns(&p->last, &t);
+    long spin = q > PACE_SPIN_MAX / 4 ? PACE_SPIN_MAX : 4 * q;
+    p->spin_ns = spin < PACE_SPIN_MIN ? PACE_SPIN_MIN : spin;
+    p->last = t;
+    p->nap_ns = PACE_NAP_MIN;
+}
+
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (elapsed_ns(&p->last, &t) < p->spin_ns) {
+        sched_yield(); /* a polling loop must not starve a rank on the same core */
+        return 0;
+    }
+    long n = p->nap_ns;
+    p->nap_ns = n * 2 > cap_ns ? cap_ns : n * 2;
+    return n;
 }

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 enum { CF__MPI_TAG_BATCH = 0x4346, CF__MPI_TAG_BULK = 0x4347 };
 
@@ -118,6 +119,20 @@ int cf__mpi_recv_bulk(struct cf__mpi_io *io, int src, uint64_t len, void **data)
  * BULK); false at the end or on a malformed record. */
 bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct cf__mpi_rec *rec,
                       const unsigned char **body);
+
+/* How a loop that cannot block in MPI waits for the next message: after
+ * an event it polls (yielding the CPU between polls) for four times the
+ * quiet time that preceded the event, between 50 us and 1 ms, so a steady
+ * exchange (a ping-pong) finds its next message while polling; then it
+ * naps, 20 us doubling to the caller's cap, waking early when signalled. */
+struct cf__mpi_pace {
+    struct timespec last; /* the last event */
+    long spin_ns, nap_ns;
+};
+void cf__mpi_pace_init(struct cf__mpi_pace *p);
+void cf__mpi_pace_event(struct cf__mpi_pace *p);
+/* Nothing happened: 0 (polled again after a sched_yield) or ns to nap. */
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns);
 
 /* Record an MPI error (rc) in io->err; returns CF_EBROKEN. */
 int cf__mpi_fail(struct cf__mpi_io *io, int rc, const char *what, int peer);

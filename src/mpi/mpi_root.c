@@ -14,9 +14,9 @@
  * back while nobody waits (callbacks, cf_as_completed started later), and
  * with one MPI caller the library needs no more than SERIALIZED from MPI.
  * It never busy-waits when nothing is in flight: it sleeps on the
- * condition variable until a submit, cancel or shutdown. While tasks are in
- * flight it polls (MPI_Iprobe) for 50 us after the last event, then sleeps
- * between polls, 20 us doubling to 1 ms, and a submit wakes it at once.
+ * condition variable until a submit, cancel or shutdown. While replies are
+ * expected it polls (MPI_Iprobe) after each event, then naps between polls
+ * up to 1 ms (struct cf__mpi_pace), and a submit wakes it at once.
  *
  * Memory. A task record (struct mpi_task) is referenced by its future (the
  * on_free hook drops it), by the executor until every reply it expects
@@ -529,20 +529,7 @@ static void fail_everything(struct mpi_exec *x, int code)
     fprintf(stderr, "%s\n", msg);
 }
 
-static void now(struct timespec *ts)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-}
-static long since_ns(const struct timespec *a)
-{
-    struct timespec b;
-    now(&b);
-    return (b.tv_sec - a->tv_sec) * 1000000000L + (b.tv_nsec - a->tv_nsec);
-}
-
-#define SPIN_NS 50000L    /* poll this long after the last event */
-#define NAP_MIN_NS 20000L /* then sleep between polls, doubling */
-#define NAP_MAX_NS 1000000L
+#define NAP_MAX_NS 1000000L /* the longest nap while replies are expected */
 
 /* Sleep until woken (forever when nothing is in flight) or nap_ns. */
 static void nap(struct mpi_exec *x, long nap_ns, bool forever)
@@ -584,9 +571,8 @@ static void *progress(void *arg)
 {
     struct mpi_exec *x = arg;
     tls_progress_of = x;
-    struct timespec last;
-    now(&last);
-    long nap_ns = NAP_MIN_NS;
+    struct cf__mpi_pace pace;
+    cf__mpi_pace_init(&pace);
     int rc = 0;
     for (;;) {
         lock(x);
@@ -630,16 +616,15 @@ static void *progress(void *arg)
             continue;
         }
         if (work) {
-            now(&last);
-            nap_ns = NAP_MIN_NS;
+            cf__mpi_pace_event(&pace);
             continue;
         }
         if (x->n_expect == 0 && sends == 0 && !x->ready_head) {
             nap(x, 0, true);
-            now(&last);
-        } else if (since_ns(&last) >= SPIN_NS) {
-            nap(x, nap_ns, false);
-            if (nap_ns < NAP_MAX_NS) nap_ns *= 2;
+            cf__mpi_pace_event(&pace);
+        } else {
+            long ns = cf__mpi_pace_idle(&pace, NAP_MAX_NS);
+            if (ns) nap(x, ns, false);
         }
     }
     if (rc) fail_everything(x, rc);

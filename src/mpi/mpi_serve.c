@@ -5,10 +5,11 @@
  * is the only one here that calls MPI (MPI_THREAD_FUNNELED would do on a
  * serving rank). The pool's workers run the tasks; a task's done-callback
  * (in the worker) puts it on the completion list under `mu` and wakes the
- * loop if it sleeps. The loop polls the root with MPI_Iprobe for 50 us
- * after the last event, then sleeps between polls, 20 us doubling to 1 ms
- * while tasks run here and to 2 ms when idle (Open MPI's blocking receive
- * would spin a core instead). */
+ * loop if it sleeps. Between events the loop polls the root with
+ * MPI_Iprobe, then naps (struct cf__mpi_pace): up to 1 ms while tasks run
+ * here, up to 16 ms when idle (Open MPI's blocking receive would spin a
+ * core instead; the first task after a long idle time may wait that long
+ * to be noticed). */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -216,12 +217,8 @@ static int receive(struct srv *sv, bool *work)
     return 0;
 }
 
-static long since_ns(const struct timespec *a)
-{
-    struct timespec b;
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    return (b.tv_sec - a->tv_sec) * 1000000000L + (b.tv_nsec - a->tv_nsec);
-}
+#define NAP_BUSY_MAX 1000000L  /* tasks run here: their completions wake us */
+#define NAP_IDLE_MAX 16000000L /* nothing here: only the root can bring work */
 
 static void nap(struct srv *sv, long ns)
 {
@@ -241,9 +238,8 @@ static void nap(struct srv *sv, long ns)
 
 static int loop(struct srv *sv)
 {
-    struct timespec last;
-    clock_gettime(CLOCK_MONOTONIC, &last);
-    long nap_ns = 20000;
+    struct cf__mpi_pace pace;
+    cf__mpi_pace_init(&pace);
     for (;;) {
         bool work = false;
         int rc = drain_completions(sv, &work);
@@ -254,12 +250,10 @@ static int loop(struct srv *sv)
         if ((rc = receive(sv, &work))) return rc;
         if (sv->stop && sv->n_live == 0 && sends == 0 && cf__mpi_out_empty(&sv->out)) return 0;
         if (work || !cf__mpi_out_empty(&sv->out)) {
-            clock_gettime(CLOCK_MONOTONIC, &last);
-            nap_ns = 20000;
-        } else if (since_ns(&last) >= 50000) {
-            nap(sv, nap_ns);
-            long cap = sv->n_live ? 1000000 : 2000000;
-            nap_ns = nap_ns * 2 > cap ? cap : nap_ns * 2;
+            cf__mpi_pace_event(&pace);
+        } else {
+            long ns = cf__mpi_pace_idle(&pace, sv->n_live ? NAP_BUSY_MAX : NAP_IDLE_MAX);
+            if (ns) nap(sv, ns);
         }
     }
 }
