@@ -70,6 +70,16 @@ if(CF_BUILD_TESTS AND MPIEXEC_EXECUTABLE)
     ENVIRONMENT "${CF_MPI_TEST_ENV}"
     PASS_REGULAR_EXPRESSION "process rank [12] with PID [0-9]+ on node [^ ]+ exited on signal"
     FAIL_REGULAR_EXPRESSION "UNEXPECTED")
+  # Spawn mode: one process started by mpirun spawns two serving copies.
+  add_executable(spawn_mpi ${PROJECT_SOURCE_DIR}/tests/mpi/spawn_mpi.c)
+  target_link_libraries(spawn_mpi PRIVATE cfutures-mpi)
+  add_test(NAME test_mpi_spawn COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe
+    ${MPIEXEC_NUMPROC_FLAG} 1 $<TARGET_FILE:spawn_mpi>)
+  # Open MPI 4.1's shared-memory transport does not connect spawned
+  # processes: this one keeps the default transports (TCP).
+  set_tests_properties(test_mpi_spawn PROPERTIES TIMEOUT 120 LABELS mpi
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;ASAN_OPTIONS=detect_leaks=0"
+    PASS_REGULAR_EXPRESSION "spawn: ok")
 endif()
 
 # Installed as its own component, `mpi` (not in the two Debian packages,

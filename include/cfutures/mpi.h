@@ -36,6 +36,7 @@
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "error.h"
 #include "executor.h"
 #include "export.h"
 
@@ -73,6 +74,19 @@ typedef struct cf_mpi_opts {
  * CF_MPI_THREAD_LEVEL), CF_ENOMEM, CF_ESYS, CF_EBROKEN (an MPI call or a
  * serving rank's pool failed during setup). */
 CF_API int cf_mpi_executor_new(cf_executor **out, MPI_Comm comm, int root, const cf_mpi_opts *opts);
+
+/* Spawn mode (mpi4py's MPIPoolExecutor): start n serving processes of this
+ * same program with MPI_Comm_spawn and make the executor over them. Every
+ * process of the program calls it at the same point: in the process that
+ * MPI started it spawns and returns 0 with the executor; in a spawned
+ * process (MPI_Comm_get_parent is not null) it serves and returns
+ * CF_MPI_SERVED. argv is passed to the spawned processes (NULL: none).
+ * Called by one process of its own (collective over MPI_COMM_SELF).
+ * Errors: CF_EINVAL (n < 1), CF_ENOTSUP (thread level, or MPI cannot spawn
+ * here: Open MPI needs a launcher, e.g. `mpirun -n 1 ./app`, and free slots
+ * or --oversubscribe; the reason is printed on stderr), and as
+ * cf_mpi_executor_new. */
+CF_API int cf_mpi_executor_spawn(cf_executor **out, int n, char **argv, const cf_mpi_opts *opts);
 
 #ifdef __cplusplus
 }
