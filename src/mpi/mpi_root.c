@@ -402,8 +402,8 @@ static int on_result(struct mpi_exec *x, int src, const struct cf__mpi_rec *rec,
     int s = atomic_exchange_explicit(&t->state, T_DONE, memory_order_acq_rel);
     if (rec->code == 0) {
         int rc = cf_future_set_result(t->f, body, (size_t)rec->len);
-        if (rc == CF_ENOMEM)
-            cf_future_set_exception(t->f, CF_ENOMEM, "cfutures-mpi: no memory for the result");
+        if (rc != 0 && rc != CF_ESTATE) /* never left pending: fail it instead */
+            cf_future_set_exception(t->f, rc, "cfutures-mpi: the result could not be stored");
     } else {
         char *msg = NULL;
         if (rec->len && (msg = malloc((size_t)rec->len + 1))) {
