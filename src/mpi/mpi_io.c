@@ -235,19 +235,32 @@ static long elapsed_ns(const struct timespec *a, const struct timespec *b)
 void cf__mpi_pace_init(struct cf__mpi_pace *p)
 {
     clock_gettime(CLOCK_MONOTONIC, &p->last);
+    p->waiting_reply = false;
     p->spin_ns = PACE_SPIN_MIN;
     p->nap_ns = PACE_NAP_MIN;
 }
 
 void cf__mpi_pace_event(struct cf__mpi_pace *p)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    long q = elapsed_ns(&p->last, &t);
-    long spin = q > PACE_SPIN_MAX / 4 ? PACE_SPIN_MAX : 4 * q;
-    p->spin_ns = spin < PACE_SPIN_MIN ? PACE_SPIN_MIN : spin;
-    p->last = t;
+    clock_gettime(CLOCK_MONOTONIC, &p->last);
     p->nap_ns = PACE_NAP_MIN;
+}
+
+void cf__mpi_pace_sent(struct cf__mpi_pace *p)
+{
+    if (p->waiting_reply) return; /* measure from the first unanswered send */
+    clock_gettime(CLOCK_MONOTONIC, &p->sent);
+    p->waiting_reply = true;
+}
+
+void cf__mpi_pace_arrival(struct cf__mpi_pace *p)
+{
+    cf__mpi_pace_event(p);
+    if (!p->waiting_reply) return;
+    p->waiting_reply = false;
+    long q = elapsed_ns(&p->sent, &p->last);
+    long spin = q > PACE_SPIN_MAX / 2 ? PACE_SPIN_MAX : 2 * q;
+    p->spin_ns = spin < PACE_SPIN_MIN ? PACE_SPIN_MIN : spin;
 }
 
 long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns)

@@ -120,17 +120,23 @@ int cf__mpi_recv_bulk(struct cf__mpi_io *io, int src, uint64_t len, void **data)
 bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct cf__mpi_rec *rec,
                       const unsigned char **body);
 
-/* How a loop that cannot block in MPI waits for the next message: after
- * an event it polls (yielding the CPU between polls) for four times the
- * quiet time that preceded the event, between 50 us and 1 ms, so a steady
- * exchange (a ping-pong) finds its next message while polling; then it
- * naps, 20 us doubling to the caller's cap, waking early when signalled. */
+/* How a loop that cannot block in MPI waits for the next message. After
+ * each event it polls (yielding the CPU between polls), then naps, 20 us
+ * doubling to the caller's cap, waking early when signalled. It polls for
+ * twice the time its peer last took to answer (from a send of ours to the
+ * next message in), between 50 us and 1 ms: a steady exchange (a
+ * ping-pong) then finds its next message while polling, and a slow peer
+ * costs no more than 1 ms of polling per event. */
 struct cf__mpi_pace {
     struct timespec last; /* the last event */
+    struct timespec sent; /* our last send, if waiting_reply */
+    bool waiting_reply;
     long spin_ns, nap_ns;
 };
 void cf__mpi_pace_init(struct cf__mpi_pace *p);
-void cf__mpi_pace_event(struct cf__mpi_pace *p);
+void cf__mpi_pace_event(struct cf__mpi_pace *p);   /* anything happened */
+void cf__mpi_pace_sent(struct cf__mpi_pace *p);    /* we sent to the peer */
+void cf__mpi_pace_arrival(struct cf__mpi_pace *p); /* a message came in */
 /* Nothing happened: 0 (polled again after a sched_yield) or ns to nap. */
 long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns);
 

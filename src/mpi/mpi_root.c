@@ -598,13 +598,21 @@ static void *progress(void *arg)
             task_unref(t); /* the list's reference */
         }
         if (rc) break;
-        if ((rc = dispatch(x)) || (rc = flush_all(x))) break;
+        if ((rc = dispatch(x))) break;
+        for (int r = 0; r < x->s.size; r++)
+            if (!cf__mpi_out_empty(&x->out[r])) cf__mpi_pace_sent(&pace);
+        if ((rc = flush_all(x))) break;
         int sends = cf__mpi_sends_progress(&x->io);
         if (sends < 0) {
             rc = sends;
             break;
         }
-        if ((rc = receive(x, &work))) break;
+        bool got = false;
+        if ((rc = receive(x, &got))) break;
+        if (got) {
+            cf__mpi_pace_arrival(&pace);
+            work = true;
+        }
         if (shutting && !x->ready_head && x->n_expect == 0) {
             lock(x);
             bool empty = !x->q_head && !x->cancels;

@@ -241,13 +241,15 @@ static int loop(struct srv *sv)
     struct cf__mpi_pace pace;
     cf__mpi_pace_init(&pace);
     for (;;) {
-        bool work = false;
+        bool work = false, got = false;
         int rc = drain_completions(sv, &work);
+        if (!cf__mpi_out_empty(&sv->out)) cf__mpi_pace_sent(&pace);
         if (!rc) rc = cf__mpi_flush(&sv->io, &sv->out, sv->s->root);
         if (rc) return rc;
         int sends = cf__mpi_sends_progress(&sv->io);
         if (sends < 0) return sends;
-        if ((rc = receive(sv, &work))) return rc;
+        if ((rc = receive(sv, &got))) return rc;
+        if (got) cf__mpi_pace_arrival(&pace);
         if (sv->stop && sv->n_live == 0 && sends == 0 && cf__mpi_out_empty(&sv->out)) return 0;
         if (work || !cf__mpi_out_empty(&sv->out)) {
             cf__mpi_pace_event(&pace);
