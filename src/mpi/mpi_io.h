@@ -38,8 +38,8 @@ enum cf__mpi_kind {
 #define CF__MPI_F_BROKEN 4u /* RESULT: the serving rank's pool failed it */
 #define CF__MPI_NO_MOD UINT32_MAX
 
-#define CF__MPI_INLINE_MAX (64u * 1024u)   /* larger bodies go in BULK messages */
-#define CF__MPI_BATCH_FLUSH (256u * 1024u) /* send a batch once it is this big */
+#define CF__MPI_INLINE_MAX ((uint64_t)64 << 10) /* larger bodies go in BULK messages */
+#define CF__MPI_BATCH_FLUSH ((size_t)256 << 10) /* send a batch once it is this big */
 
 struct cf__mpi_rec {
     uint32_t kind;

@@ -498,7 +498,10 @@ static void fail_everything(struct mpi_exec *x, int code)
     x->cancels = NULL;
     unlock(x);
     *x->ready_tail = q;
-    for (; c; c = c->cancel_next) task_unref(c);
+    for (struct mpi_task *n; c; c = n) {
+        n = c->cancel_next;
+        task_unref(c); /* the list's reference */
+    }
     for (struct mpi_task *t = x->ready_head, *n; t; t = n) {
         n = t->next;
         atomic_store_explicit(&t->state, T_DONE, memory_order_release);
@@ -510,21 +513,25 @@ static void fail_everything(struct mpi_exec *x, int code)
     x->ready_tail = &x->ready_head;
     while (x->flight) {
         struct mpi_task *t = x->flight;
+        /* Reference counted: the executor's reference keeps t until below. */
+        // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
+        flight_unlink(x, t);
         atomic_store_explicit(&t->state, T_DONE, memory_order_release);
         cf_future_set_exception(t->f, CF_EBROKEN, msg);
-        x->n_expect -= t->pending - 1;
-        t->pending = 1;
-        task_settle(x, t);
+        x->n_expect -= t->pending; /* no reply will be read */
+        cf_future_release(t->f);
+        task_unref(t);
     }
     cf__mpi_sends_abandon(&x->io);
     /* Best effort, not waited for: let the serving ranks that still listen
      * stop, so the job can end instead of waiting for them. */
     static const struct cf__mpi_rec bye = {.kind = CF__MPI_SHUTDOWN};
+    // NOLINTNEXTLINE(clang-analyzer-optin.mpi.MPI-Checker): requests freed, not waited for
     for (int r = 0; r < x->s.size; r++) {
-        MPI_Request req;
-        if (r != x->s.root && MPI_Isend(&bye, sizeof bye, MPI_BYTE, r, CF__MPI_TAG_BATCH, x->s.comm,
-                                        &req) == MPI_SUCCESS)
-            MPI_Request_free(&req);
+        if (r == x->s.root) continue;
+        MPI_Request req; /* freed below, never waited for */
+        int rc = MPI_Isend(&bye, sizeof bye, MPI_BYTE, r, CF__MPI_TAG_BATCH, x->s.comm, &req);
+        if (rc == MPI_SUCCESS) MPI_Request_free(&req);
     }
     fprintf(stderr, "%s\n", msg);
 }

@@ -140,7 +140,7 @@ static int start_task(struct srv *sv, const struct cf__mpi_rec *rec, const unsig
             fn = NULL;
         } else {
             if (!own) {
-                if (!(own = malloc((size_t)rec->len))) return CF_ENOMEM;
+                if (!body || !(own = malloc((size_t)rec->len))) return CF_ENOMEM;
                 memcpy(own, body, (size_t)rec->len);
                 body = own;
             }
@@ -172,7 +172,7 @@ static int start_task(struct srv *sv, const struct cf__mpi_rec *rec, const unsig
     if (sv->live) sv->live->prev = t;
     sv->live = t;
     sv->n_live++;
-    if ((rc = cf_future_add_done_callback(t->lf, on_done, t))) {
+    if (cf_future_add_done_callback(t->lf, on_done, t) != 0) {
         /* Cannot be told when it ends: wait for it here. */
         (void)cf_future_result(t->lf, CF_FOREVER, NULL, NULL);
         on_done(t->lf, t);
