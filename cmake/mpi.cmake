@@ -47,10 +47,16 @@ if(CF_BUILD_TESTS AND NOT MPIEXEC_EXECUTABLE)
 endif()
 if(CF_BUILD_TESTS AND MPIEXEC_EXECUTABLE)
   file(GLOB CF_MPI_TESTS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/mpi/test_mpi_*.c)
+  # A module test_mpi_exec loads on the root after making its executor.
+  add_library(cf_mpi_late_plugin MODULE ${PROJECT_SOURCE_DIR}/tests/mpi/plugin/late_plugin.c)
+  target_link_libraries(cf_mpi_late_plugin PRIVATE cfutures)
   foreach(src ${CF_MPI_TESTS})
     get_filename_component(name ${src} NAME_WE)
     add_executable(${name} ${src})
-    target_compile_definitions(${name} PRIVATE _GNU_SOURCE=1)
+    add_dependencies(${name} cf_mpi_late_plugin)
+    target_compile_definitions(${name} PRIVATE _GNU_SOURCE=1
+      CF_MPI_LATE_PLUGIN="$<TARGET_FILE:cf_mpi_late_plugin>")
+    target_link_libraries(${name} PRIVATE ${CMAKE_DL_LIBS})
     target_link_libraries(${name} PRIVATE cfutures-mpi PkgConfig::CMOCKA)
     foreach(np 3 2)
       add_test(NAME ${name}_n${np} COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe

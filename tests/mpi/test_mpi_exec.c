@@ -9,6 +9,7 @@
  * directory the root makes: a gate task announces that it started by
  * creating a file and waits until another exists. */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -211,6 +212,21 @@ static void test_unnameable_function_fails_at_submit(void **state)
     cf_future *f = NULL;
     assert_int_equal(cf_submit(ex, (cf_task_fn *)(void *)not_code, NULL, 0, &f), CF_ENOTSUP);
     assert_null(f);
+}
+
+/* A module loaded on the root after the executor was made is not loaded
+ * on the serving ranks: its functions are refused at submit. */
+static void test_module_loaded_later_fails_at_submit(void **state)
+{
+    (void)state;
+    void *h = dlopen(CF_MPI_LATE_PLUGIN, RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(h);
+    cf_task_fn *fn = (cf_task_fn *)dlsym(h, "late_plugin_task");
+    assert_non_null(fn);
+    cf_future *f = NULL;
+    assert_int_equal(cf_submit(ex, fn, NULL, 0, &f), CF_ENOTSUP);
+    assert_null(f);
+    dlclose(h);
 }
 
 static void test_wait_and_as_completed(void **state)
@@ -497,6 +513,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_task_error_crosses_ranks),
             cmocka_unit_test(test_sizes),
             cmocka_unit_test(test_unnameable_function_fails_at_submit),
+            cmocka_unit_test(test_module_loaded_later_fails_at_submit),
             cmocka_unit_test(test_wait_and_as_completed),
             cmocka_unit_test(test_map_order_and_errors),
             cmocka_unit_test(test_callbacks),
