@@ -233,6 +233,7 @@ bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct c
 #define PACE_SPIN_MIN 50000L
 #define PACE_SPIN_MAX 1000000L
 #define PACE_NAP_MIN 20000L
+#define PACE_QUIET_NS 100000000L
 
 static long elapsed_ns(const struct timespec *a, const struct timespec *b)
 {
@@ -270,14 +271,16 @@ void cf__mpi_pace_arrival(struct cf__mpi_pace *p)
     p->spin_ns = spin < PACE_SPIN_MIN ? PACE_SPIN_MIN : spin;
 }
 
-long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns)
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    if (elapsed_ns(&p->last, &t) < p->spin_ns) {
+    long quiet = elapsed_ns(&p->last, &t);
+    if (quiet < p->spin_ns) {
         sched_yield(); /* a polling loop must not starve a rank on the same core */
         return 0;
     }
+    if (quiet >= PACE_QUIET_NS) cap_ns = cap_quiet_ns;
     long n = p->nap_ns;
     p->nap_ns = n * 2 > cap_ns ? cap_ns : n * 2;
     return n;

@@ -126,7 +126,9 @@ bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct c
  * twice the time its peer last took to answer (from a send of ours to the
  * next message in), between 50 us and 1 ms: a steady exchange (a
  * ping-pong) then finds its next message while polling, and a slow peer
- * costs no more than 1 ms of polling per event. */
+ * costs no more than 1 ms of polling per event. Naps stay short (the
+ * caller's cap, 1 ms) while events are recent: a long nap would make the
+ * peer's answer look slow, shorten nothing and feed on itself. */
 struct cf__mpi_pace {
     struct timespec last; /* the last event */
     struct timespec sent; /* our last send, if waiting_reply */
@@ -137,8 +139,11 @@ void cf__mpi_pace_init(struct cf__mpi_pace *p);
 void cf__mpi_pace_event(struct cf__mpi_pace *p);   /* anything happened */
 void cf__mpi_pace_sent(struct cf__mpi_pace *p);    /* we sent to the peer */
 void cf__mpi_pace_arrival(struct cf__mpi_pace *p); /* a message came in */
-/* Nothing happened: 0 (polled again after a sched_yield) or ns to nap. */
-long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns);
+/* Nothing happened: 0 (polled again after a sched_yield) or ns to nap, at
+ * most cap_ns, or cap_quiet_ns once nothing has happened for 100 ms (a
+ * longer nap costs latency only to the first message after a quiet time,
+ * and saves wake-ups while idle). */
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns);
 
 /* Record an MPI error (rc) in io->err; returns CF_EBROKEN. */
 int cf__mpi_fail(struct cf__mpi_io *io, int rc, const char *what, int peer);

@@ -13,10 +13,12 @@
  * Why a thread and not helping from waiting threads: results must stream
  * back while nobody waits (callbacks, cf_as_completed started later), and
  * with one MPI caller the library needs no more than SERIALIZED from MPI.
- * It never busy-waits when nothing is in flight: it sleeps on the
- * condition variable until a submit, cancel or shutdown. While replies are
- * expected it polls (MPI_Iprobe) after each event, then naps between polls
- * up to 1 ms (struct cf__mpi_pace), and a submit wakes it at once.
+ * After each event it polls for a short while (struct cf__mpi_pace: twice
+ * the serving ranks' last answer time, 50 us to 1 ms, yielding the CPU
+ * between polls). Then, with nothing in flight, it sleeps on the condition
+ * variable until a submit, cancel or shutdown (no CPU at all while idle);
+ * with replies expected, it naps between polls up to 1 ms, and a submit
+ * wakes it at once.
  *
  * Memory. A task record (struct mpi_task) is referenced by its future (the
  * on_free hook drops it), by the executor until every reply it expects
@@ -634,12 +636,16 @@ static void *progress(void *arg)
             cf__mpi_pace_event(&pace);
             continue;
         }
+        /* Poll a little even with nothing in flight: the next submit of
+         * a steady caller comes soon, and waking from the condition
+         * variable costs more than that. */
+        long ns = cf__mpi_pace_idle(&pace, NAP_MAX_NS, NAP_MAX_NS);
+        if (ns == 0) continue;
         if (x->n_expect == 0 && sends == 0 && !x->ready_head) {
             nap(x, 0, true);
             cf__mpi_pace_event(&pace);
         } else {
-            long ns = cf__mpi_pace_idle(&pace, NAP_MAX_NS);
-            if (ns) nap(x, ns, false);
+            nap(x, ns, false);
         }
     }
     if (rc) fail_everything(x, rc);

@@ -6,10 +6,10 @@
  * serving rank). The pool's workers run the tasks; a task's done-callback
  * (in the worker) puts it on the completion list under `mu` and wakes the
  * loop if it sleeps. Between events the loop polls the root with
- * MPI_Iprobe, then naps (struct cf__mpi_pace): up to 1 ms while tasks run
- * here, up to 16 ms when idle (Open MPI's blocking receive would spin a
- * core instead; the first task after a long idle time may wait that long
- * to be noticed). */
+ * MPI_Iprobe, then naps (struct cf__mpi_pace): up to 1 ms, and up to 16 ms
+ * once idle for 100 ms with no task here (Open MPI's blocking receive would
+ * spin a core instead; the first task after a long idle time may wait that
+ * long to be noticed). */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -217,8 +217,8 @@ static int receive(struct srv *sv, bool *work)
     return 0;
 }
 
-#define NAP_BUSY_MAX 1000000L  /* tasks run here: their completions wake us */
-#define NAP_IDLE_MAX 16000000L /* nothing here: only the root can bring work */
+#define NAP_MAX 1000000L        /* while events are recent */
+#define NAP_QUIET_MAX 16000000L /* after 100 ms without any */
 
 static void nap(struct srv *sv, long ns)
 {
@@ -254,7 +254,9 @@ static int loop(struct srv *sv)
         if (work || !cf__mpi_out_empty(&sv->out)) {
             cf__mpi_pace_event(&pace);
         } else {
-            long ns = cf__mpi_pace_idle(&pace, sv->n_live ? NAP_BUSY_MAX : NAP_IDLE_MAX);
+            /* Running tasks wake the loop when they end: only the root's
+             * messages wait for the nap to end. */
+            long ns = cf__mpi_pace_idle(&pace, NAP_MAX, sv->n_live ? NAP_MAX : NAP_QUIET_MAX);
             if (ns) nap(sv, ns);
         }
     }
