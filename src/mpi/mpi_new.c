@@ -152,6 +152,18 @@ static int agree(MPI_Comm comm, int rc)
 }
 
 /* Root: send settings and modules; gather the serving ranks' answers. */
+/* How many ranks of our communicator share this node (collective). */
+static int ranks_on_node(MPI_Comm comm)
+{
+    MPI_Comm node;
+    int n = 1;
+    if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS)
+        return 1;
+    MPI_Comm_size(node, &n);
+    MPI_Comm_free(&node);
+    return n;
+}
+
 static int setup_root(struct cf__mpi_setup *s, struct cf__mpi_modules *mods, int *workers)
 {
     int rc = cf__mpi_modules_scan(mods);
@@ -169,6 +181,7 @@ static int setup_root(struct cf__mpi_setup *s, struct cf__mpi_modules *mods, int
     if (len && MPI_Bcast(packed, (int)len, MPI_BYTE, s->root, s->comm) != MPI_SUCCESS)
         rc = CF_EBROKEN;
     free(packed);
+    (void)ranks_on_node(s->comm); /* the serving ranks' collective (placement) */
     size_t per = sizeof(int) + mods->n;
     unsigned char *mine = calloc(1, per), *all = calloc((size_t)s->size, per);
     if (!mine || !all) rc = rc ? rc : CF_ENOMEM;
@@ -224,6 +237,9 @@ static int setup_serving(struct cf__mpi_setup *s, cf_executor **pool, uintptr_t 
     cf_thread_pool_opts po = CF_THREAD_POOL_OPTS_INIT;
     po.max_workers = s->threads;
     po.thread_name_prefix = "cf-mpi";
+    /* Several ranks on one node would each pin their workers to the same
+     * first cores: leave the placement of their threads to the kernel. */
+    if (ranks_on_node(s->comm) > 1) po.pin = CF_PIN_NONE;
     *pool = NULL;
     if (!rc) rc = cf_thread_pool_new(pool, &po);
     size_t per = sizeof(int) + *n_biases;
