@@ -96,6 +96,8 @@ if(CF_INSTALL)
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT mpi)
   install(EXPORT cfuturesMpiTargets NAMESPACE cfutures::
     DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfutures COMPONENT mpi)
+  # Relocatable, as cfutures.pc: the prefix is found from the file's place.
+  file(RELATIVE_PATH CF_MPI_PC_UP /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
   configure_file(${PROJECT_SOURCE_DIR}/cmake/cfutures-mpi.pc.in
     ${PROJECT_BINARY_DIR}/cfutures-mpi.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/cfutures-mpi.pc
