@@ -43,7 +43,7 @@ void cf__mpi_modules_free(struct cf__mpi_modules *t);
  * send; *len gets the size. NULL on ENOMEM. */
 unsigned char *cf__mpi_modules_pack(const struct cf__mpi_modules *t, size_t *len);
 /* For each of the root's packed modules, this process's bias, or 0 if it
- * has no module with that key: *biases (cf__alloc'd, *n entries). */
+ * has no module with that key: *biases (malloc'd, *n entries). */
 int cf__mpi_modules_match(const struct cf__mpi_modules *local, const unsigned char *packed,
                           size_t len, uintptr_t **biases, size_t *n);
 
