@@ -240,7 +240,7 @@ typedef struct cf_worker_stats {
     uint64_t tasks_run;
     uint64_t steals_tried, steals_ok;
     uint64_t steals_local, steals_remote; /* successful, by NUMA distance */
-    uint64_t injected_taken;              /* tasks taken from injection queues */
+    uint64_t injected_taken;              /* tasks taken from outside submitters */
     uint64_t parks, wakeups;
     int cpu, numa_node;   /* where it is pinned; -1 if not */
     uint64_t reserved[8]; /* room for new counters: written 0 */
