@@ -11,13 +11,20 @@
  *   cf_executor_free(ex);
  *
  * Public names start with cf_ / CF_; environment variables with CFUTURES_.
- * Every call that can fail returns 0 or a negative CF_E* code
- * (cfutures/error.h) and hands what it makes out through a pointer. The
- * calls that cannot fail return their answer directly: cf_future_cancel
- * and the bool state queries, cf_future_retain (its argument),
- * cf_executor_workers (a count, or CF_EINVAL), cf_as_completed_remaining,
- * cf_strerror and cf_version; cf_*_free, cf_future_release and
- * cf_trim_memory return nothing. */
+ * Every call returns 0 or a negative CF_E* code (cfutures/error.h) and
+ * hands what it makes out through a pointer, except these, which return
+ * their answer directly:
+ * - cf_future_cancel and the bool queries (cf_future_cancelled, _running,
+ *   _done, cf_out_cancel_requested, cf_wait_mask_test);
+ * - cf_future_retain (its argument), cf_out_context (the pointer),
+ *   cf_executor_workers (a count, or CF_EINVAL), cf_channel_fd (the
+ *   descriptor, or CF_EINVAL), cf_as_completed_remaining and
+ *   cf_channel_pending (counts), cf_strerror and cf_version (strings);
+ * - cf_out_error, which returns the task's own code it was given, and
+ *   cf_fj_join, cf_fj_end and cf_fj_run, which return a fork-join
+ *   function's own code (any int) or a negative CF_E* code;
+ * - cf_*_free, cf_future_release, cf_fj_begin, cf_fj_fork and
+ *   cf_trim_memory, which return nothing. */
 #ifndef CFUTURES_H
 #define CFUTURES_H
 

@@ -14,8 +14,8 @@
  *   free the pool; ~future drops its reference (the task still runs).
  * - Thread pool: any callable and arguments; they are moved into one heap
  *   object whose address travels as the task's argument bytes. The callable
- *   is destroyed in the worker right after it runs, or at once when the
- *   future is cancelled or failed before it ran. Results that are trivially
+ *   is destroyed in the thread that ran it right after it runs, or at once
+ *   when the future is cancelled or failed before it ran. Results that are trivially
  *   copyable travel as the C future's result bytes; others live in the heap
  *   object, which the future handle shares.
  * - Process pool: a plain function pointer, trivially copyable arguments and
@@ -1390,9 +1390,11 @@ class thread_pool : public executor
     {
     }
 
-    /* Run fn(args...) on a worker: a future of its (decayed) result. fn and
-     * args are moved (or copied) into the task; fn runs once, as an rvalue
-     * with its arguments as rvalues (as std::thread does). */
+    /* Run fn(args...) on a worker (or on a thread that waits for it without
+     * a timeout while every worker is busy: docs/SEMANTICS.md item 22c): a
+     * future of its (decayed) result. fn and args are moved (or copied)
+     * into the task; fn runs once, as an rvalue with its arguments as
+     * rvalues (as std::thread does). */
     template <class F, class... A>
     future<detail::thread_result_t<F, A...>> submit(F &&fn, A &&...args)
     {

@@ -590,7 +590,7 @@ static void test_max_workers(void **state)
     cf_executor_free(c);
 }
 
-/* The environment sets defaults; an option set in code wins (16b). */
+/* The environment sets defaults; an option set in code wins (SEMANTICS 16b). */
 static void test_options_override_env(void **state)
 {
     (void)state;

@@ -63,8 +63,8 @@ typedef struct cf_thread_pool_opts {
     enum cf_pin_policy pin;
     const char *cpu_list; /* NULL: none; e.g. "0-3,8" (OS indexes), implies
                                        CF_PIN_LIST when pin is CF_PIN_DEFAULT */
-    long spin_ns;         /* idle spin before parking; 0: the default spin,
-                                       NOT "no spin" (that is CF_SPIN_NONE) */
+    long spin_ns;         /* idle spin before parking; 0: the default (adaptive)
+                                       spin, NOT "no spin" (that is CF_SPIN_NONE) */
     int steal_attempts;   /* remote steal attempts per round; 0 default */
     size_t map_window;    /* default cf_map window in tasks; 0 default */
     enum cf_switch numa;  /* NUMA-aware steal order and memory */
@@ -83,7 +83,7 @@ typedef struct cf_process_pool_opts {
     cf_init_fn *initializer; /* runs in each worker process */
     void *initializer_arg;   /* a fork snapshot in the worker */
     int max_tasks_per_child; /* 0: unlimited; < 0: CF_EINVAL */
-    size_t slot_size;        /* inline result bytes per ring slot; 0 default */
+    size_t slot_size;        /* inline argument/result bytes per ring slot; 0 default */
     size_t ring_depth;       /* slots per worker ring; 0 default */
     long spin_ns;            /* as in cf_thread_pool_opts */
     size_t map_window;       /* as in cf_thread_pool_opts */
@@ -113,8 +113,10 @@ CF_API int cf_process_pool_new(cf_executor **out, const cf_process_pool_opts *op
 
 /* Schedule fn(copy of arg, arg_len). arg may be NULL only if arg_len is 0.
  * On success *out gets a new reference. Errors: CF_EINVAL, CF_ENOMEM,
- * CF_EBROKEN (checked first), CF_ESHUTDOWN, CF_ENOTSUP (the executor was
- * made before a fork() and this is the child); a failed submit never runs fn. */
+ * CF_ETOOBIG (arg_len above what the pool accepts: 4 GiB - 1 on a thread
+ * pool, docs/SEMANTICS.md item 27 on a process pool), CF_EBROKEN (checked
+ * first), CF_ESHUTDOWN, CF_ENOTSUP (the executor was made before a fork()
+ * and this is the child); a failed submit never runs fn. */
 CF_API int cf_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t arg_len,
                      cf_future **out);
 
@@ -238,7 +240,7 @@ typedef struct cf_worker_stats {
     uint64_t tasks_run;
     uint64_t steals_tried, steals_ok;
     uint64_t steals_local, steals_remote; /* successful, by NUMA distance */
-    uint64_t injected_taken;              /* tasks taken from injection queues */
+    uint64_t injected_taken;              /* tasks taken from outside submitters */
     uint64_t parks, wakeups;
     int cpu, numa_node;   /* where it is pinned; -1 if not */
     uint64_t reserved[8]; /* room for new counters: written 0 */

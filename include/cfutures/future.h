@@ -5,7 +5,8 @@
  * word, after a short spin, and costs nothing unless someone sleeps.
  *
  * Ownership: every function that hands out a cf_future* (cf_submit,
- * cf_future_new, cf_future_retain) gives the caller one reference, to be
+ * cf_submit_ex with out, cf_future_new, cf_future_retain,
+ * cf_channel_drain) gives the caller one reference, to be
  * dropped with cf_future_release(). Pointers handed out by result() and
  * exception() stay valid while the caller holds a reference.
  *
@@ -37,7 +38,8 @@ typedef struct cf_future cf_future;
  * result *data is a valid non-NULL pointer.
  * Without a timeout, a thread outside the pool may run a thread-pool task
  * that nobody has started itself, in this call, while every worker is busy
- * (not with an initializer or CFUTURES_WAIT_HELP=0; SEMANTICS 22c). */
+ * (not with an initializer or CFUTURES_WAIT_HELP=0; docs/SEMANTICS.md,
+ * item 22c). */
 CF_API int cf_future_result(cf_future *f, double timeout, const void **data, size_t *len);
 
 /* Typed helpers: CF_EINVAL if the result has another size. */
@@ -55,7 +57,8 @@ CF_API int cf_future_exception(cf_future *f, double timeout, int *code, const ch
 /* Cancel a PENDING future: true, and every waiter (result, cf_wait,
  * cf_as_completed) wakes at once and the callbacks run in this thread.
  * False if it is RUNNING or FINISHED; true again (nothing re-run) if it was
- * already cancelled. A running task is never interrupted. */
+ * already cancelled. A running task is never interrupted; it can see the
+ * request with cf_out_cancel_requested (task.h). */
 CF_API bool cf_future_cancel(cf_future *f);
 CF_API bool cf_future_cancelled(const cf_future *f);
 CF_API bool cf_future_running(const cf_future *f);

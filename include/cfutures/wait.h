@@ -3,7 +3,8 @@
  * Without a timeout, a thread outside the pool may run the awaited
  * thread-pool tasks that nobody has started itself, last first, while
  * every worker is busy (not with an initializer or CFUTURES_WAIT_HELP=0;
- * SEMANTICS 22c): the call then returns once the task it runs is done. */
+ * docs/SEMANTICS.md, item 22c): the call then returns once the task it
+ * runs is done. */
 #ifndef CFUTURES_WAIT_H
 #define CFUTURES_WAIT_H
 

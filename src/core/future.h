@@ -199,10 +199,10 @@ static inline void cf__out_reset(struct cf_out *o)
     o->failed = 0;
 }
 
-/* A new PENDING task record with refs = 2 (the caller's and the
- * executor's) and a copy of arg. NULL on ENOMEM or arg_len > UINT32_MAX. */
 /* cf_future_new's future, or NULL when out of memory. */
 cf_future *cf__future_new(void);
+/* A new PENDING task record with refs = 2 (the caller's and the
+ * executor's) and a copy of arg. NULL on ENOMEM or arg_len > UINT32_MAX. */
 cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
                                const struct cf__future_ops *ops, void *owner);
 /* The executor pointer given to cf__future_new_task. */

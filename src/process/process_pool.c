@@ -27,14 +27,17 @@
  * that do not share the parent's layout do not exist (we never exec).
  *
  * Why starting workers is safe when the parent runs threads that hold locks
- * (32, CPython gh-90622): the zygote is single-threaded, so each fork it
- * makes copies a process in which no other thread can hold anything. Only
- * the very first fork (parent -> zygote) copies a multi-threaded process.
- * It relies on: glibc's fork, which takes its malloc and stdio-list locks
- * around the fork; jemalloc's pthread_atfork handlers, which do the same
- * for its arenas (cfutures' records come from jemalloc); cfutures having no
- * global lock at all (the per-pool locks of other pools are never touched
- * by a zygote or a worker); and the zygote calling nothing but system
+ * (SEMANTICS 32, CPython gh-90622): the zygote is single-threaded, so each
+ * fork it makes copies a process in which no other thread can hold
+ * anything. Only the very first fork (parent -> zygote) copies a
+ * multi-threaded process. It relies on: glibc's fork, which takes its
+ * malloc and stdio-list locks around the fork; with CF_JEMALLOC,
+ * jemalloc's pthread_atfork handlers, which do the same for its arenas;
+ * cfutures' own process-wide locks (the record slabs' in sys/slab.c, the
+ * submitter-slot registry's in thread/subslot.c), which their atfork
+ * handlers take around every fork in the same way (the per-pool locks of
+ * other pools are never touched by a zygote or a worker); and the zygote
+ * calling nothing but system
  * calls (poll, read, write, fork, waitpid, kill, close, prctl, _exit). What
  * it cannot fix: a lock of the application's own (or a FILE's) held by
  * another thread at that one instant stays held in every worker; create

@@ -14,7 +14,8 @@
  *   caller's and the pool's); the worker that takes it runs it
  *   (cf__future_run) and drops the pool's reference. Workers keep a cache
  *   of free records (future.c), so nested submits make no allocator call;
- *   an outside submitter allocates from jemalloc.
+ *   an outside submitter takes its record from its own thread's slab
+ *   (sys/slab.c).
  * - Submit from one of this pool's workers (nested work) pushes onto that
  *   worker's deque, even after shutdown, so fork-join is never cut in half.
  *   Submit from any other thread goes to that thread's own slot
