@@ -138,15 +138,24 @@ static inline uint32_t done_word(uint32_t s, uint32_t st)
     return lst | st | CF__DELIVERING | (s & CF__SLEEPERS);
 }
 
+static void fire_listeners(cf_future *f);
+
 /* After the CAS that made f done (old = the word it replaced): notify the
  * waiter nodes, end the delivery (waking sleepers), then run callbacks in
- * registration order, all in this thread and with no lock held. */
-static void fire(cf_future *f, uint32_t old)
+ * registration order, all in this thread and with no lock held. Inline:
+ * the usual future has no listeners, and then only sleepers are woken. */
+static inline void fire(cf_future *f, uint32_t old)
 {
-    if (!(old & (CF__LIST_LOCK | CF__HAS_LISTENERS))) {
+    if (__builtin_expect(!(old & (CF__LIST_LOCK | CF__HAS_LISTENERS)), 1)) {
         if (old & CF__SLEEPERS) cf__futex_wake(&f->state, INT32_MAX, false);
         return;
     }
+    fire_listeners(f);
+}
+
+/* fire() for a future that had listeners (or an adder holding the lock). */
+static void fire_listeners(cf_future *f)
+{
 #ifdef CF_TEST_HOOKS
     if (cf__test_after_publish) cf__test_after_publish(f);
 #endif
@@ -209,7 +218,7 @@ static bool claim(cf_future *f)
  * bits can change under us. CLAIMED is cleared, and SLEEPERS too unless
  * the future is now DELIVERING (see done_word): fire() wakes every sleeper
  * and nobody sleeps on a delivered future. */
-static void finish(cf_future *f, uint32_t bits)
+static inline void finish(cf_future *f, uint32_t bits)
 {
     uint32_t s = load_state(f, memory_order_relaxed), n;
     do {
@@ -452,7 +461,7 @@ static cf_future *record_new(uint32_t refs, uint32_t size, cf_task_fn *fn,
     f->ops = ops;
     f->owner.executor = owner;
     f->listeners = NULL;
-    cds_wfcq_node_init(&f->qnode);
+    f->qnode.next = NULL; /* cds_wfcq_node_init, without a call into liburcu */
     return f;
 }
 
@@ -495,7 +504,7 @@ cf_future *cf__future_new_task(cf_task_fn *fn, const void *arg, size_t arg_len,
 /* The last reference went: nobody else reads the record. Its final word
  * says what the payload holds (future.h): a cancelled or never-run task's
  * argument, a result, or an error. */
-static void record_free(cf_future *f)
+static inline void record_free(cf_future *f)
 {
     if (f->ops && f->ops->on_free) f->ops->on_free(f);
     uint32_t s = load_state(f, memory_order_relaxed);
@@ -674,21 +683,44 @@ int cf__future_wait_done(cf_future *f, cf__deadline deadline)
     return wait_done_spin(f, deadline, cf__wait_spin_ns(), NULL);
 }
 
-/* 0 once f is done, CF_ETIMEDOUT, or CF_EINVAL. */
-static int wait_for(cf_future *f, double timeout)
+static int wait_for_slow(cf_future *f, double timeout, uint32_t s);
+
+/* 0 once f is done, CF_ETIMEDOUT, or CF_EINVAL. Inline: the usual wait
+ * inside a pool task (no timeout, f not done: the helper runs it or other
+ * work) costs no call but the helper's. */
+static inline int wait_for(cf_future *f, double timeout)
 {
     if (!f || isnan(timeout)) return CF_EINVAL;
     /* acquire: as in query_state. */
     uint32_t s = load_state(f, memory_order_acquire);
     if (cf__state_settled(s)) return 0;
+    cf__wait_helper_fn *help = cf__tls_wait_helper;
+    if (help && timeout < 0 && !cf__state_done(s)) {
+        /* A pool worker: run other tasks while f is not done. With no
+         * deadline the helper returns once f is done. */
+        (void)help(cf__tls_wait_helper_ctx, f, CF__NO_DEADLINE);
+        /* acquire: as in query_state; the usual way out (done, delivered). */
+        if (cf__state_settled(load_state(f, memory_order_acquire))) return 0;
+        return cf__future_wait_done(f, CF__NO_DEADLINE); /* done: waits out a delivery */
+    }
+    return wait_for_slow(f, timeout, s);
+}
+
+/* wait_for with a timeout, outside a pool, or on a future that is done
+ * but still delivering (s: the word wait_for read). */
+static int wait_for_slow(cf_future *f, double timeout, uint32_t s)
+{
     if (cf__state_done(s)) return cf__future_wait_done(f, CF__NO_DEADLINE); /* delivering */
     if (timeout == 0) return CF_ETIMEDOUT;                                  /* poll */
-    cf__deadline dl;
-    (void)cf__deadline_from_timeout(timeout, &dl); /* cannot fail: not NaN */
+    cf__deadline dl = CF__NO_DEADLINE; /* a negative timeout: no call */
+    if (timeout >= 0) (void)cf__deadline_from_timeout(timeout, &dl); /* cannot fail: not NaN */
     cf__wait_helper_fn *help = cf__tls_wait_helper;
     if (help) {
         /* A pool worker: run other tasks while f is not done. */
         int rc = help(cf__tls_wait_helper_ctx, f, dl);
+        /* acquire: as in query_state; the usual way out (done, delivered)
+         * without a second wait's call. */
+        if (rc == 0 && cf__state_settled(load_state(f, memory_order_acquire))) return 0;
         /* relaxed: only picks the way out; the wait below acquires. */
         if (rc == CF_ETIMEDOUT && !cf__state_done(load_state(f, memory_order_relaxed)))
             return CF_ETIMEDOUT;
@@ -703,9 +735,11 @@ static int wait_for(cf_future *f, double timeout)
     return wait_done_spin(f, dl, cf__wait_spin_ns(), f->ops ? f->ops->on_wait : NULL);
 }
 
-int cf_future_result(cf_future *f, double timeout, const void **data, size_t *len)
+/* cf_future_result's body: inline in the typed results too, which are on
+ * every fork-join wait's path (no second call, nor a PLT hop through the
+ * shared library). */
+static inline int result_of(cf_future *f, double timeout, const void **data, size_t *len)
 {
-    CHECK_LIVE(f, "cf_future_result");
     int rc = wait_for(f, timeout);
     if (rc) return rc;
     /* The caller has synchronised with the completer (acquire in wait_for):
@@ -724,12 +758,18 @@ int cf_future_result(cf_future *f, double timeout, const void **data, size_t *le
     }
 }
 
+int cf_future_result(cf_future *f, double timeout, const void **data, size_t *len)
+{
+    CHECK_LIVE(f, "cf_future_result");
+    return result_of(f, timeout, data, len);
+}
+
 static int result_sized(cf_future *f, double timeout, void *v, size_t size)
 {
     if (!v) return CF_EINVAL;
     const void *data;
     size_t len;
-    int rc = cf_future_result(f, timeout, &data, &len);
+    int rc = result_of(f, timeout, &data, &len); /* the caller checked f is live */
     if (rc) return rc;
     if (len != size) return CF_EINVAL;
     memcpy(v, data, size);

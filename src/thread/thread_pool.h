@@ -186,10 +186,15 @@ enum {
     CF__TEST_TP_SPIN_DECIDED,   /* idle: the spin policy chose w->spin.granted */
     CF__TEST_TP_SPIN_END,       /* a spin ended as w->spin.outcome (the hook may change
                                     it), before the policy records it */
+    CF__TEST_TP_OWN_POPPED,     /* a waiting task popped the awaited task off its own
+                                    deque (cf__test_tp_awaited), before running it */
 };
 #ifdef CF_TEST_HOOKS
 typedef void cf__test_tp_hook_fn(struct cf__worker *w, int point);
 extern _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
+/* The task at CF__TEST_TP_OWN_POPPED: set by the worker just before it
+ * calls the hook there (only that worker's hook call reads it). */
+extern _Thread_local cf_future *cf__test_tp_awaited;
 /* Called by an outside submit once its task is queued, before it reads
  * the pool's flags and wakes a worker (thread_pool.c). */
 typedef void cf__test_tp_submit_hook_fn(struct cf__pool *p);

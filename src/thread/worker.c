@@ -110,6 +110,7 @@
 _Thread_local struct cf__worker *cf__tls_worker;
 #ifdef CF_TEST_HOOKS
 _Atomic(cf__test_tp_hook_fn *) cf__test_tp_hook;
+_Thread_local cf_future *cf__test_tp_awaited;
 #endif
 
 #define HELP_NAP_NS 100000 /* a waiting task re-scans for work this often */
@@ -762,6 +763,12 @@ static bool help_run_one(struct cf__worker *w, cf_future *f, bool wide, bool min
 {
     cf_future *g = wide ? cf__deque_pop(&w->dq) : pop_own(w);
     if (g) {
+#ifdef CF_TEST_HOOKS
+        if (g == f) { /* the awaited task itself, off our own deque */
+            cf__test_tp_awaited = f;
+            test_point(w, CF__TEST_TP_OWN_POPPED);
+        }
+#endif
         run_task(w, g);
         return true;
     }
