@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -278,7 +279,12 @@ static void test_pool_freed_by_task_during_submit(void **state)
      * process makes: make one first, so the count below is stable. */
     cf_executor_free(pool3());
     int before = thread_count();
+    /* The submitter is held before its wake-up check: the workers must
+     * find the task by searching, so they spin (fixed, long) instead of
+     * parking. */
+    setenv("CFUTURES_SPIN_NS", "1000000000", 1);
     cf_executor *ex = pool3();
+    unsetenv("CFUTURES_SPIN_NS");
     atomic_store(&task_freed_pool, 0);
     held_submitter = pthread_self();
     atomic_store(&cf__test_tp_submit_hook, hold_submit_until_freed);
