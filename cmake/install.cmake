@@ -84,7 +84,13 @@ set(CF_PC_NOUDEV)
 if(TARGET cfutures_noudev)
   set(CF_PC_NOUDEV cfutures-noudev)
 endif()
-foreach(lib ${URCU_STATIC_LIBRARIES} ${HWLOC_LIBRARIES} ${CF_PC_NOUDEV} ${JEMALLOC_STATIC_LIBRARIES}
+# Only a CF_JEMALLOC build names jemalloc (a tree once configured with it
+# keeps pkg-config's cached JEMALLOC_* variables).
+set(CF_PC_JEMALLOC)
+if(CF_JEMALLOC)
+  set(CF_PC_JEMALLOC ${JEMALLOC_STATIC_LIBRARIES})
+endif()
+foreach(lib ${URCU_STATIC_LIBRARIES} ${HWLOC_LIBRARIES} ${CF_PC_NOUDEV} ${CF_PC_JEMALLOC}
     m pthread)
   list(APPEND CF_PC_LIBS_PRIVATE -l${lib})
 endforeach()
