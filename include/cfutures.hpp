@@ -52,7 +52,6 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -664,7 +663,6 @@ template <class C, bool Indices> class as_completed_range
         std::vector<cf_future *> fs;
         for (auto &f : futs) {
             if (!f.valid()) detail::throw_code(CF_EINVAL, "empty cf::future");
-            index_.emplace(f.native(), elems_.size());
             elems_.push_back(&f);
             fs.push_back(f.native());
         }
@@ -673,7 +671,7 @@ template <class C, bool Indices> class as_completed_range
     }
     as_completed_range(as_completed_range &&o) noexcept
         : it_(std::exchange(o.it_, nullptr)), elems_(std::move(o.elems_)),
-          index_(std::move(o.index_)), cur_(o.cur_), done_(o.done_), started_(o.started_)
+          cur_(o.cur_), done_(o.done_), started_(o.started_)
     {
     }
     as_completed_range(const as_completed_range &) = delete;
@@ -747,19 +745,17 @@ template <class C, bool Indices> class as_completed_range
   private:
     void advance()
     {
-        cf_future *f = nullptr;
-        int rc = cf_as_completed_next(it_, &f);
+        /* The C iterator reports the input position itself. */
+        int rc = cf_as_completed_next_index(it_, nullptr, &cur_);
         if (rc == CF_END) {
             done_ = true;
             return;
         }
         if (rc != 0) detail::throw_code(rc);
-        cur_ = index_.at(f);
     }
 
     cf_as_completed *it_ = nullptr;
     std::vector<future_type *> elems_;
-    std::unordered_map<cf_future *, size_t> index_;
     size_t cur_ = 0;
     bool done_ = false;
     bool started_ = false;
