@@ -670,8 +670,8 @@ template <class C, bool Indices> class as_completed_range
         else detail::check(cf_as_completed_new(fs.data(), fs.size(), timeout, &it_));
     }
     as_completed_range(as_completed_range &&o) noexcept
-        : it_(std::exchange(o.it_, nullptr)), elems_(std::move(o.elems_)),
-          cur_(o.cur_), done_(o.done_), started_(o.started_)
+        : it_(std::exchange(o.it_, nullptr)), elems_(std::move(o.elems_)), cur_(o.cur_),
+          done_(o.done_), started_(o.started_)
     {
     }
     as_completed_range(const as_completed_range &) = delete;
