@@ -2,7 +2,6 @@
 #include "mpi/mpi_io.h"
 
 #include <limits.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +233,7 @@ bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct c
 #define PACE_SPIN_MAX 1000000L
 #define PACE_NAP_MIN 20000L
 #define PACE_QUIET_NS 100000000L
+#define PACE_IDLE_NS 2000000000L
 
 static long elapsed_ns(const struct timespec *a, const struct timespec *b)
 {
@@ -244,6 +244,7 @@ void cf__mpi_pace_init(struct cf__mpi_pace *p)
 {
     clock_gettime(CLOCK_MONOTONIC, &p->last);
     p->waiting_reply = false;
+    p->polls = 0;
     p->spin_ns = PACE_SPIN_MIN;
     p->nap_ns = PACE_NAP_MIN;
 }
@@ -271,16 +272,19 @@ void cf__mpi_pace_arrival(struct cf__mpi_pace *p)
     p->spin_ns = spin < PACE_SPIN_MIN ? PACE_SPIN_MIN : spin;
 }
 
-long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns)
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, long cap_idle_ns,
+                       bool *yield)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     long quiet = elapsed_ns(&p->last, &t);
     if (quiet < p->spin_ns) {
-        sched_yield(); /* a polling loop must not starve a rank on the same core */
+        *yield = ++p->polls % CF__MPI_YIELD_EVERY == 0;
         return 0;
     }
-    if (quiet >= PACE_QUIET_NS) cap_ns = cap_quiet_ns;
+    *yield = false;
+    if (quiet >= PACE_IDLE_NS) cap_ns = cap_idle_ns;
+    else if (quiet >= PACE_QUIET_NS) cap_ns = cap_quiet_ns;
     long n = p->nap_ns;
     p->nap_ns = n * 2 > cap_ns ? cap_ns : n * 2;
     return n;

@@ -121,29 +121,39 @@ bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct c
                       const unsigned char **body);
 
 /* How a loop that cannot block in MPI waits for the next message. After
- * each event it polls (yielding the CPU between polls), then naps, 20 us
+ * each event it polls (yielding the CPU every few polls), then naps, 20 us
  * doubling to the caller's cap, waking early when signalled. It polls for
  * twice the time its peer last took to answer (from a send of ours to the
  * next message in), between 50 us and 1 ms: a steady exchange (a
  * ping-pong) then finds its next message while polling, and a slow peer
  * costs no more than 1 ms of polling per event. Naps stay short (the
  * caller's cap, 1 ms) while events are recent: a long nap would make the
- * peer's answer look slow, shorten nothing and feed on itself. */
+ * peer's answer look slow, shorten nothing and feed on itself. The caller
+ * owns the struct (one thread at a time: the holder of its MPI token). */
+/* A polling loop yields the CPU once every this many empty polls: every
+ * poll would hand the CPU away for a whole time slice to any thread
+ * sharing it far too often (three ranks on two cores, a ping-pong went
+ * from 9 to 25 us), never would starve a rank on the same core. */
+#define CF__MPI_YIELD_EVERY 8u
+
 struct cf__mpi_pace {
     struct timespec last; /* the last event */
     struct timespec sent; /* our last send, if waiting_reply */
     bool waiting_reply;
+    unsigned polls; /* polls since the start, for the yield rhythm */
     long spin_ns, nap_ns;
 };
 void cf__mpi_pace_init(struct cf__mpi_pace *p);
 void cf__mpi_pace_event(struct cf__mpi_pace *p);   /* anything happened */
 void cf__mpi_pace_sent(struct cf__mpi_pace *p);    /* we sent to the peer */
 void cf__mpi_pace_arrival(struct cf__mpi_pace *p); /* a message came in */
-/* Nothing happened: 0 (polled again after a sched_yield) or ns to nap, at
- * most cap_ns, or cap_quiet_ns once nothing has happened for 100 ms (a
- * longer nap costs latency only to the first message after a quiet time,
- * and saves wake-ups while idle). */
-long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns);
+/* Nothing happened: 0 (poll again; first yield the CPU if *yield, which
+ * the caller does after it let go of its MPI token) or ns to nap, at most
+ * cap_ns, cap_quiet_ns once nothing has happened for 100 ms, cap_idle_ns
+ * once nothing has for 2 s (a longer nap costs latency only to the first
+ * message after a quiet time, and saves wake-ups while idle). */
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, long cap_idle_ns,
+                       bool *yield);
 
 /* Record an MPI error (rc) in io->err; returns CF_EBROKEN. */
 int cf__mpi_fail(struct cf__mpi_io *io, int rc, const char *what, int peer);

@@ -1,33 +1,61 @@
 /* The root's side of the MPI executor: submit, cancel, shutdown, and the
- * progress thread that makes every MPI call.
+ * progress engine that makes every MPI call.
+ *
+ * The MPI token. Whoever holds x->tok makes the executor's MPI calls and
+ * owns the progress state (the ready and in-flight lists, the credits, the
+ * outgoing batches, x->io, x->pace): MPI_THREAD_SERIALIZED asks exactly
+ * that MPI calls never overlap, and the mutex also orders them. Two kinds
+ * of thread take it:
+ * - the progress thread, always there, which runs rounds (take what other
+ *   threads queued, dispatch within each serving rank's credit window,
+ *   send, receive, complete futures) whenever nobody else does;
+ * - a thread that waits on one of the executor's futures without a
+ *   deadline (the run_awaited hook): instead of sleeping until the
+ *   progress thread wakes it, it runs rounds itself (a "driver") until its
+ *   future is done, or nothing has happened for the pace's polling window
+ *   (struct cf__mpi_pace), or it completed a future someone else listens
+ *   to (a cf_wait over several futures must look again). A round trip
+ *   then wakes no thread on the root: the waiter sends the task and
+ *   receives its result. A driver takes the token with a trylock only:
+ *   it never blocks behind the progress thread, it spins on its future.
+ * Lock order: tok before mu; mu is never held while taking tok.
  *
  * Threads. Any thread may submit, cancel or shut down; they hand their
- * work to the progress thread through a mutex-guarded queue and wake it
- * (a condition variable, signalled only while it sleeps). The progress
- * thread alone calls MPI (so MPI_THREAD_SERIALIZED suffices), dispatches
- * tasks within each serving rank's credit window, receives results and
- * completes the futures; their done-callbacks run in it. A callback must
- * therefore not wait for another future of this executor (nothing else
- * would receive its result): it may submit, cancel, or wait with a timeout.
+ * work over through a mutex-guarded queue (mu) and wake the progress
+ * thread only when it sleeps for good (x->sleeping && !x->lazy). The
+ * progress thread keeps out of a driver's way: while x->drivers > 0 it
+ * naps (up to 1 ms, not woken by submits), and for DRIVE_RECENT_NS after
+ * the last driver left it naps rather than sleeping for good, so that a
+ * submitter who is about to wait and drive (a ping-pong) does not pay a
+ * futex wake of the progress thread per task; a task queued by a thread
+ * that does not wait then waits at most one nap (1 ms) to be sent. A
+ * driver that leaves with work outstanding (replies expected, tasks
+ * queued, a shutdown) sets x->kick and wakes the progress thread: the
+ * nap checks kick under mu, so the wake is never lost. Completions, and
+ * so done-callbacks, run in whichever thread holds the token: the
+ * progress thread or a driver. A callback must therefore not wait without
+ * a timeout for another future of this executor (it would wait for
+ * itself): it may submit, cancel, or wait with a timeout. Such a thread
+ * has tls_progress_of == x while it holds the token.
  *
- * Why a thread and not helping from waiting threads: results must stream
- * back while nobody waits (callbacks, cf_as_completed started later), and
- * with one MPI caller the library needs no more than SERIALIZED from MPI.
- * After each event it polls for a short while (struct cf__mpi_pace: twice
- * the serving ranks' last answer time, 50 us to 1 ms, yielding the CPU
- * between polls). Then, with nothing in flight, it sleeps on the condition
- * variable until a submit, cancel or shutdown (no CPU at all while idle);
- * with replies expected, it naps between polls up to 1 ms, and a submit
- * wakes it at once.
+ * After each event the token holder polls for a short while (the pace:
+ * twice the serving ranks' last answer time, 50 us to 1 ms, yielding the
+ * CPU between polls). Then the progress thread, with nothing in flight,
+ * sleeps on the condition variable until a submit, cancel or shutdown
+ * wakes it (no CPU at all while idle); with replies expected it naps
+ * between polls, up to 1 ms, and a submit wakes it at once.
  *
  * Memory. A task record (struct mpi_task) is referenced by its future (the
  * on_free hook drops it), by the executor until every reply it expects
  * has arrived, by a pending cancel request and by a pending bulk send of
  * its argument. The executor's memory is referenced by cf_executor_free
- * and by every task record, so a future's hooks may use it after the
- * executor was freed by its user. */
+ * and by every task record, so a future's hooks (a driver among them) may
+ * use it after the executor was freed by its user. Once the progress
+ * thread has finished (the communicator freed) or failed, x->closed is
+ * set under the token and no driver calls MPI again. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,14 +106,27 @@ struct mpi_exec {
     struct mpi_task *q_head, **q_tail;
     struct mpi_task *cancels;
     bool sleeping, shutting, cancel_all, exited, joined, free_on_exit, broken;
+    bool lazy; /* the progress thread's sleep ends by itself: submits do not wake it */
+    bool kick; /* a driver left work outstanding: the progress thread must not sleep */
     pthread_t thread;
-    /* progress thread only */
+    /* Waiters driving progress (relaxed: a hint for the progress thread,
+     * which keeps out of their way; the token orders the real work). */
+    _Atomic int drivers;
+    _Atomic int64_t last_drive_ns; /* when the last driver left (relaxed: a hint) */
+    pthread_mutex_t tok;           /* the MPI token (see the top of the file) */
+    /* under tok */
+    bool closed;        /* finished or failed: no more MPI calls */
+    int fail_rc;        /* a driver's round failed: the progress thread fails everything */
+    cf_future *drive_f; /* what the driver holding tok waits for, or NULL */
+    bool others_done;   /* that driver completed a future somebody listens to */
+    struct cf__mpi_pace pace;
     struct mpi_task *ready_head, **ready_tail;
     struct mpi_task *flight;
     int *inflight;
     long n_inflight; /* tasks holding a credit */
     long n_expect;   /* replies still expected, over every task */
     int next_rank;
+    int hot_rank; /* the rank whose result came last (its loop is awake), or -1 */
     struct cf__mpi_out *out;
     struct cf__mpi_io io;
     /* written by the progress thread, read by stats (relaxed counters) */
@@ -94,6 +135,13 @@ struct mpi_exec {
 
 static _Thread_local struct mpi_exec *tls_progress_of;
 
+/* Test hook: a program may define it (tests/mpi/test_mpi_drive.c does);
+ * while it returns true the progress thread runs no round, so only
+ * waiters progress. Weak and undefined in production: the check is one
+ * load of a null address. Default visibility, so that the definition in
+ * the executable binds to it. */
+__attribute__((weak, visibility("default"))) bool cf__test_mpi_hold_progress(void);
+
 /* ---- memory ---- */
 
 static void exec_unref(struct mpi_exec *x)
@@ -101,6 +149,7 @@ static void exec_unref(struct mpi_exec *x)
     /* acq_rel: the last one sees every write of the others before freeing. */
     if (atomic_fetch_sub_explicit(&x->mem_refs, 1, memory_order_acq_rel) != 1) return;
     pthread_mutex_destroy(&x->mu);
+    pthread_mutex_destroy(&x->tok);
     pthread_cond_destroy(&x->cv);
     pthread_cond_destroy(&x->done_cv);
     cf__mpi_modules_free(&x->mods);
@@ -203,9 +252,12 @@ static bool hook_try_cancel(cf_future *f)
     }
 }
 
+static int hook_run_awaited(cf_future *f); /* waiters drive progress (below) */
+
 static const struct cf__future_ops task_ops = {
     .on_free = hook_on_free,
     .try_cancel = hook_try_cancel,
+    .run_awaited = hook_run_awaited,
 };
 
 /* ---- submit ---- */
@@ -257,7 +309,8 @@ static int mpi_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t a
     if (rc == 0) {
         *x->q_tail = t;
         x->q_tail = &t->next;
-        if (x->sleeping) pthread_cond_signal(&x->cv);
+        /* A lazy sleep ends by itself, and a driver takes the queue. */
+        if (x->sleeping && !x->lazy) pthread_cond_signal(&x->cv);
     }
     unlock(x);
     if (rc) {
@@ -315,6 +368,10 @@ static int pick_rank(struct mpi_exec *x)
         if (r == x->s.root || x->inflight[r] >= x->s.window) continue;
         if (best < 0 || x->inflight[r] < x->inflight[best]) best = r;
     }
+    /* A tie goes to the rank that answered last: its loop (and the pool
+     * worker that ran the task) is still awake, the others may nap. */
+    int h = x->hot_rank;
+    if (best >= 0 && h >= 0 && h != best && x->inflight[h] == x->inflight[best]) best = h;
     if (best >= 0) x->next_rank = (best + 1) % x->s.size;
     return best;
 }
@@ -402,6 +459,12 @@ static int on_result(struct mpi_exec *x, int src, const struct cf__mpi_rec *rec,
         body = bulk;
     }
     int s = atomic_exchange_explicit(&t->state, T_DONE, memory_order_acq_rel);
+    x->hot_rank = src;
+    /* relaxed: a hint (someone waits on or listens to this future); the
+     * completion below orders what the listener reads. */
+    if (t->f != x->drive_f &&
+        (atomic_load_explicit(&t->f->state, memory_order_relaxed) & CF__HAS_LISTENERS))
+        x->others_done = true;
     if (rec->code == 0) {
         int rc = cf_future_set_result(t->f, body, (size_t)rec->len);
         if (rc != 0 && rc != CF_ESTATE) /* never left pending: fail it instead */
@@ -539,14 +602,35 @@ static void fail_everything(struct mpi_exec *x, int code)
 }
 
 #define NAP_MAX_NS 1000000L /* the longest nap while replies are expected */
+/* After a driver left, the progress thread naps instead of sleeping for
+ * good this long (see the top of the file). */
+#define DRIVE_RECENT_NS 20000000L
 
-/* Sleep until woken (forever when nothing is in flight) or nap_ns. */
-static void nap(struct mpi_exec *x, long nap_ns, bool forever)
+enum nap_kind {
+    NAP_TIMED,   /* replies expected: up to nap_ns, a submit wakes it */
+    NAP_DRIVER,  /* a waiter drives: up to nap_ns, only a cancel or a kick wakes it */
+    NAP_LAZY,    /* nothing in flight, a driver was here lately: as NAP_DRIVER */
+    NAP_FOREVER, /* nothing in flight: until a submit, cancel or shutdown */
+};
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sleep until woken, or nap_ns (not for NAP_FOREVER). */
+static void nap(struct mpi_exec *x, long nap_ns, enum nap_kind k)
 {
     lock(x);
-    if (!x->q_head && !x->cancels && !x->cancel_all && !(forever && x->shutting)) {
+    /* While a waiter drives, the queue is its business. */
+    bool queued = k != NAP_DRIVER && x->q_head;
+    if (!x->kick && !queued && !x->cancels && !x->cancel_all &&
+        !(k == NAP_FOREVER && x->shutting)) {
         x->sleeping = true;
-        if (forever) {
+        x->lazy = k == NAP_DRIVER || k == NAP_LAZY;
+        if (k == NAP_FOREVER) {
             pthread_cond_wait(&x->cv, &x->mu);
         } else {
             struct timespec ts;
@@ -557,7 +641,9 @@ static void nap(struct mpi_exec *x, long nap_ns, bool forever)
             pthread_cond_timedwait(&x->cv, &x->mu, &ts);
         }
         x->sleeping = false;
+        x->lazy = false;
     }
+    x->kick = false;
     unlock(x);
 }
 
@@ -576,52 +662,73 @@ static int finish(struct mpi_exec *x)
     return rc;
 }
 
+/* One round of progress (tok held): take what other threads queued,
+ * dispatch, send, receive. *work: something happened; *sends: sends still
+ * pending; *shutting: a shutdown was asked for. */
+static int round_once(struct mpi_exec *x, bool *work, int *sends, bool *shutting)
+{
+    lock(x);
+    struct mpi_task *q = x->q_head, *cancels = x->cancels;
+    x->q_head = NULL;
+    x->q_tail = &x->q_head;
+    x->cancels = NULL;
+    bool cancel_all = x->cancel_all;
+    *shutting = x->shutting;
+    x->cancel_all = false;
+    unlock(x);
+    *work = q || cancels || cancel_all;
+    *sends = 0;
+    if (q) {
+        *x->ready_tail = q;
+        while (q->next) q = q->next;
+        x->ready_tail = &q->next;
+    }
+    int rc = 0;
+    if (cancel_all && (rc = cancel_everything(x))) return rc;
+    for (struct mpi_task *t = cancels, *n; t; t = n) {
+        n = t->cancel_next;
+        if (!rc && atomic_load_explicit(&t->state, memory_order_acquire) == T_CANCEL_REQ &&
+            t->pending > 0)
+            rc = send_cancel(x, t);
+        task_unref(t); /* the list's reference */
+    }
+    if (rc) return rc;
+    if ((rc = dispatch(x))) return rc;
+    for (int r = 0; r < x->s.size; r++)
+        if (!cf__mpi_out_empty(&x->out[r])) cf__mpi_pace_sent(&x->pace);
+    if ((rc = flush_all(x))) return rc;
+    int n = cf__mpi_sends_progress(&x->io);
+    if (n < 0) return n;
+    *sends = n;
+    bool got = false;
+    if ((rc = receive(x, &got))) return rc;
+    if (got) {
+        cf__mpi_pace_arrival(&x->pace);
+        *work = true;
+    }
+    if (*work) cf__mpi_pace_event(&x->pace);
+    return 0;
+}
+
 static void *progress(void *arg)
 {
     struct mpi_exec *x = arg;
     tls_progress_of = x;
-    struct cf__mpi_pace pace;
-    cf__mpi_pace_init(&pace);
     int rc = 0;
+    pthread_mutex_lock(&x->tok);
     for (;;) {
-        lock(x);
-        struct mpi_task *q = x->q_head, *cancels = x->cancels;
-        x->q_head = NULL;
-        x->q_tail = &x->q_head;
-        x->cancels = NULL;
-        bool cancel_all = x->cancel_all, shutting = x->shutting;
-        x->cancel_all = false;
-        unlock(x);
-        bool work = q || cancels || cancel_all;
-        if (q) {
-            *x->ready_tail = q;
-            while (q->next) q = q->next;
-            x->ready_tail = &q->next;
+        if ((rc = x->fail_rc)) break;
+        /* relaxed: a hint; the token orders the work itself. */
+        if (atomic_load_explicit(&x->drivers, memory_order_relaxed) > 0 ||
+            (cf__test_mpi_hold_progress && cf__test_mpi_hold_progress())) {
+            pthread_mutex_unlock(&x->tok);
+            nap(x, NAP_MAX_NS, NAP_DRIVER);
+            pthread_mutex_lock(&x->tok);
+            continue;
         }
-        if (cancel_all && (rc = cancel_everything(x))) break;
-        for (struct mpi_task *t = cancels, *n; t; t = n) {
-            n = t->cancel_next;
-            if (atomic_load_explicit(&t->state, memory_order_acquire) == T_CANCEL_REQ &&
-                t->pending > 0 && (rc = send_cancel(x, t)))
-                break;
-            task_unref(t); /* the list's reference */
-        }
-        if (rc) break;
-        if ((rc = dispatch(x))) break;
-        for (int r = 0; r < x->s.size; r++)
-            if (!cf__mpi_out_empty(&x->out[r])) cf__mpi_pace_sent(&pace);
-        if ((rc = flush_all(x))) break;
-        int sends = cf__mpi_sends_progress(&x->io);
-        if (sends < 0) {
-            rc = sends;
-            break;
-        }
-        bool got = false;
-        if ((rc = receive(x, &got))) break;
-        if (got) {
-            cf__mpi_pace_arrival(&pace);
-            work = true;
-        }
+        bool work, shutting;
+        int sends;
+        if ((rc = round_once(x, &work, &sends, &shutting))) break;
         if (shutting && !x->ready_head && x->n_expect == 0) {
             lock(x);
             bool empty = !x->q_head && !x->cancels;
@@ -632,23 +739,31 @@ static void *progress(void *arg)
             }
             continue;
         }
-        if (work) {
-            cf__mpi_pace_event(&pace);
-            continue;
-        }
+        if (work) continue;
         /* Poll a little even with nothing in flight: the next submit of
          * a steady caller comes soon, and waking from the condition
          * variable costs more than that. */
-        long ns = cf__mpi_pace_idle(&pace, NAP_MAX_NS, NAP_MAX_NS);
-        if (ns == 0) continue;
-        if (x->n_expect == 0 && sends == 0 && !x->ready_head) {
-            nap(x, 0, true);
-            cf__mpi_pace_event(&pace);
+        bool yield;
+        long ns = cf__mpi_pace_idle(&x->pace, NAP_MAX_NS, NAP_MAX_NS, NAP_MAX_NS, &yield);
+        if (ns == 0 && !yield) continue;
+        bool idle = x->n_expect == 0 && sends == 0 && !x->ready_head;
+        pthread_mutex_unlock(&x->tok);
+        if (ns == 0) {
+            sched_yield(); /* a polling loop must not starve a rank on the same core */
+        } else if (!idle) {
+            nap(x, ns, NAP_TIMED);
         } else {
-            nap(x, ns, false);
+            /* relaxed: a hint, as above */
+            int64_t since = mono_ns() -
+                            atomic_load_explicit(&x->last_drive_ns, memory_order_relaxed);
+            nap(x, NAP_MAX_NS, since < DRIVE_RECENT_NS ? NAP_LAZY : NAP_FOREVER);
         }
+        pthread_mutex_lock(&x->tok);
+        if (idle && ns) cf__mpi_pace_event(&x->pace);
     }
     if (rc) fail_everything(x, rc);
+    x->closed = true;
+    pthread_mutex_unlock(&x->tok);
     lock(x);
     x->exited = true;
     bool free_it = x->free_on_exit;
@@ -657,6 +772,85 @@ static void *progress(void *arg)
     tls_progress_of = NULL;
     if (free_it) exec_unref(x);
     return NULL;
+}
+
+/* ---- waiters drive progress ---- */
+
+static bool future_done(cf_future *f)
+{
+    /* acquire: pairs with the completer's release; the caller then reads
+     * the outcome through the future's API, which acquires again. */
+    return cf__state_done(atomic_load_explicit(&f->state, memory_order_acquire));
+}
+
+/* The run_awaited hook (core/executor.h), which a thread that waits on f
+ * without a deadline calls before it spins and sleeps: here it drives
+ * progress itself instead (see the top of the file), polling and napping
+ * on the pace as the progress thread would, until f is done. CF__RUN_RAN
+ * once f is done; CF__RUN_NOT_NOW when it stopped first (it completed a
+ * future somebody else listens to, or the executor failed or finished:
+ * the caller then waits as usual); CF__RUN_NEVER in a thread that holds
+ * the token already (a callback: nobody else could progress). */
+static int hook_run_awaited(cf_future *f)
+{
+    struct mpi_task *t = task_of(f);
+    struct mpi_exec *x = t->ex; /* alive: f holds t, t holds x's memory */
+    if (tls_progress_of == x) return CF__RUN_NEVER;
+    /* relaxed: a hint for the progress thread (see struct mpi_exec) */
+    atomic_fetch_add_explicit(&x->drivers, 1, memory_order_relaxed);
+    bool outstanding = true; /* unknown until we held the token */
+    for (unsigned i = 0; !future_done(f); i++) {
+        bool work = false, stop = false, held = false, yield = false;
+        long ns = 0;
+        if (pthread_mutex_trylock(&x->tok) == 0) {
+            held = true;
+            if (x->closed || x->fail_rc) {
+                pthread_mutex_unlock(&x->tok);
+                break;
+            }
+            tls_progress_of = x;
+            x->drive_f = f;
+            x->others_done = false;
+            bool shutting;
+            int sends;
+            int rc = round_once(x, &work, &sends, &shutting);
+            if (rc) x->fail_rc = rc; /* the progress thread fails everything */
+            outstanding = rc || x->n_expect > 0 || x->ready_head;
+            stop = rc || x->others_done;
+            x->drive_f = NULL;
+            tls_progress_of = NULL;
+            if (!work && !stop)
+                ns = cf__mpi_pace_idle(&x->pace, NAP_MAX_NS, NAP_MAX_NS, NAP_MAX_NS, &yield);
+            pthread_mutex_unlock(&x->tok);
+        }
+        if (stop) break;
+        if (work) continue;
+        if (!held) {
+            /* Another thread holds the token (the progress thread backs
+             * off at its next round): spin, yielding now and then. */
+            if (i % CF__MPI_YIELD_EVERY == CF__MPI_YIELD_EVERY - 1) sched_yield();
+            continue;
+        }
+        if (ns == 0) {
+            if (yield) sched_yield(); /* three ranks on two cores: let a serving rank run */
+            continue;
+        }
+        /* Quiet for the pace's polling window: nap until f is done (by
+         * anyone) or ns pass, as the progress thread would. Meanwhile we
+         * are not a driver: the progress thread may run rounds. */
+        atomic_fetch_sub_explicit(&x->drivers, 1, memory_order_relaxed);
+        (void)cf_future_result(f, (double)ns * 1e-9, NULL, NULL);
+        atomic_fetch_add_explicit(&x->drivers, 1, memory_order_relaxed);
+    }
+    atomic_fetch_sub_explicit(&x->drivers, 1, memory_order_relaxed);
+    atomic_store_explicit(&x->last_drive_ns, mono_ns(), memory_order_relaxed);
+    lock(x);
+    if (outstanding || x->q_head || x->cancels || x->cancel_all || x->shutting) {
+        x->kick = true;
+        if (x->sleeping) pthread_cond_signal(&x->cv);
+    }
+    unlock(x);
+    return future_done(f) ? CF__RUN_RAN : CF__RUN_NOT_NOW;
 }
 
 /* ---- the executor's table ---- */
@@ -685,13 +879,15 @@ static void mpi_destroy(cf_executor *ex)
 {
     struct mpi_exec *x = (struct mpi_exec *)ex;
     if (tls_progress_of == x) {
-        /* From a callback in the progress thread: it frees the memory
-         * when its loop ends. */
+        /* From a callback that runs where the token is held (the progress
+         * thread, or a waiter driving it): the progress thread frees the
+         * memory when its loop ends, and nobody joins it. */
         lock(x);
         x->free_on_exit = true;
+        bool joined = x->joined;
         x->joined = true;
         unlock(x);
-        pthread_detach(pthread_self());
+        if (!joined) pthread_detach(x->thread);
         return;
     }
     lock(x);
@@ -757,8 +953,13 @@ int cf__mpi_root_new(cf_executor **out, const struct cf__mpi_setup *s, struct cf
     x->io.chunk = s->chunk;
     x->q_tail = &x->q_head;
     x->ready_tail = &x->ready_head;
+    x->hot_rank = -1;
+    cf__mpi_pace_init(&x->pace);
+    atomic_init(&x->drivers, 0);
+    atomic_init(&x->last_drive_ns, 0);
     atomic_init(&x->mem_refs, 1);
     pthread_mutex_init(&x->mu, NULL);
+    pthread_mutex_init(&x->tok, NULL);
     pthread_cond_init(&x->cv, NULL);
     pthread_cond_init(&x->done_cv, NULL);
     x->mods = *mods;

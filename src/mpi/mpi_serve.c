@@ -1,16 +1,28 @@
 /* A serving rank: receive tasks from the root, run them on this rank's
  * thread pool, send the results back.
  *
- * Threads. The thread that called cf_mpi_executor_new runs this loop and
- * is the only one here that calls MPI (MPI_THREAD_FUNNELED would do on a
- * serving rank). The pool's workers run the tasks; a task's done-callback
- * (in the worker) puts it on the completion list under `mu` and wakes the
- * loop if it sleeps. Between events the loop polls the root with
- * MPI_Iprobe, then naps (struct cf__mpi_pace): up to 1 ms, and up to 16 ms
- * once idle for 100 ms with no task here (Open MPI's blocking receive would
- * spin a core instead; the first task after a long idle time may wait that
- * long to be noticed). */
+ * The MPI token. Whoever holds sv->tok calls MPI for this rank and owns
+ * the loop's state (io, out, the live list, pace): the thread that called
+ * cf_mpi_executor_new runs the loop and holds it except while it yields
+ * or naps; a pool worker whose task just ended (on_done) takes it with a
+ * trylock and sends the result itself, so a short task's result leaves
+ * without waiting for the loop to notice. MPI_THREAD_SERIALIZED, which
+ * the constructor asks of every rank, allows any thread to call MPI when
+ * the calls never overlap, which the token makes so. A worker that does
+ * not get the token pushes the task on the completion list (under mu) and
+ * wakes the loop if it sleeps; the loop checks the list under mu before
+ * it sleeps, so no completion waits for a nap. A worker holds the token
+ * while n_live counts its task, so the loop cannot end (and free this
+ * struct) while a worker still uses it. Once the loop has ended
+ * (sv->closed, under the token) a worker only queues.
+ *
+ * Between events the loop polls the root with MPI_Iprobe, then naps
+ * (struct cf__mpi_pace): up to 1 ms, and up to 16 ms once idle for 100 ms
+ * with no task here, and up to 64 ms after 2 s (Open MPI's blocking
+ * receive would spin a core instead; the first task after a long idle
+ * time may wait that long to be noticed). */
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,21 +55,55 @@ struct srv {
     pthread_cond_t cv;
     bool sleeping;         /* under mu */
     struct srv_task *done; /* under mu */
-    struct srv_task *live; /* loop thread */
+    pthread_mutex_t tok;   /* the MPI token (see the top of the file) */
+    /* under tok */
+    struct srv_task *live;
     long n_live;
     bool stop;
+    bool closed; /* the loop has ended: no more MPI calls */
+    int fail_rc; /* a worker's send failed: the loop stops with it */
+    struct cf__mpi_pace pace;
 };
 
+static int send_done(struct srv *sv);
+
+static void push_done(struct srv *sv, struct srv_task *t, bool wake)
+{
+    pthread_mutex_lock(&sv->mu);
+    t->done_next = sv->done;
+    sv->done = t;
+    if (wake && sv->sleeping) pthread_cond_signal(&sv->cv);
+    pthread_mutex_unlock(&sv->mu);
+}
+
+/* A task ended (in a pool worker, or in the loop thread when it had ended
+ * before its callback was added). With the token, send its result now;
+ * else leave it to the loop. */
 static void on_done(cf_future *f, void *ud)
 {
     (void)f;
     struct srv_task *t = ud;
     struct srv *sv = t->sv;
-    pthread_mutex_lock(&sv->mu);
-    t->done_next = sv->done;
-    sv->done = t;
-    if (sv->sleeping) pthread_cond_signal(&sv->cv);
-    pthread_mutex_unlock(&sv->mu);
+    if (pthread_mutex_trylock(&sv->tok) != 0) {
+        push_done(sv, t, true);
+        return;
+    }
+    bool sent = false;
+    if (!sv->closed && !sv->fail_rc) {
+        push_done(sv, t, false);
+        int rc = send_done(sv);
+        if (rc) sv->fail_rc = rc;
+        sent = !rc;
+    } else {
+        push_done(sv, t, false);
+    }
+    /* A failure must reach the loop: wake it (the task stays queued). */
+    if (!sent) {
+        pthread_mutex_lock(&sv->mu);
+        if (sv->sleeping) pthread_cond_signal(&sv->cv);
+        pthread_mutex_unlock(&sv->mu);
+    }
+    pthread_mutex_unlock(&sv->tok);
 }
 
 static void release_cb(void *ctx)
@@ -217,8 +263,24 @@ static int receive(struct srv *sv, bool *work)
     return 0;
 }
 
+/* Completed tasks' results into the batch, and the batch to the root
+ * (tok held). */
+static int send_done(struct srv *sv)
+{
+    bool work = false;
+    int rc = drain_completions(sv, &work);
+    if (rc) return rc;
+    if (cf__mpi_out_empty(&sv->out)) return 0;
+    cf__mpi_pace_sent(&sv->pace);
+    cf__mpi_pace_event(&sv->pace);
+    if ((rc = cf__mpi_flush(&sv->io, &sv->out, sv->s->root))) return rc;
+    int sends = cf__mpi_sends_progress(&sv->io);
+    return sends < 0 ? sends : 0;
+}
+
 #define NAP_MAX 1000000L        /* while events are recent */
 #define NAP_QUIET_MAX 16000000L /* after 100 ms without any */
+#define NAP_IDLE_MAX 64000000L  /* after 2 s without any */
 
 static void nap(struct srv *sv, long ns)
 {
@@ -238,28 +300,43 @@ static void nap(struct srv *sv, long ns)
 
 static int loop(struct srv *sv)
 {
-    struct cf__mpi_pace pace;
-    cf__mpi_pace_init(&pace);
+    cf__mpi_pace_init(&sv->pace);
+    pthread_mutex_lock(&sv->tok);
+    int rc;
     for (;;) {
+        if ((rc = sv->fail_rc)) break;
         bool work = false, got = false;
-        int rc = drain_completions(sv, &work);
-        if (!cf__mpi_out_empty(&sv->out)) cf__mpi_pace_sent(&pace);
+        rc = drain_completions(sv, &work);
+        if (!cf__mpi_out_empty(&sv->out)) cf__mpi_pace_sent(&sv->pace);
         if (!rc) rc = cf__mpi_flush(&sv->io, &sv->out, sv->s->root);
-        if (rc) return rc;
+        if (rc) break;
         int sends = cf__mpi_sends_progress(&sv->io);
-        if (sends < 0) return sends;
-        if ((rc = receive(sv, &got))) return rc;
-        if (got) cf__mpi_pace_arrival(&pace);
-        if (sv->stop && sv->n_live == 0 && sends == 0 && cf__mpi_out_empty(&sv->out)) return 0;
-        if (work || !cf__mpi_out_empty(&sv->out)) {
-            cf__mpi_pace_event(&pace);
-        } else {
-            /* Running tasks wake the loop when they end: only the root's
-             * messages wait for the nap to end. */
-            long ns = cf__mpi_pace_idle(&pace, NAP_MAX, sv->n_live ? NAP_MAX : NAP_QUIET_MAX);
-            if (ns) nap(sv, ns);
+        if (sends < 0) {
+            rc = sends;
+            break;
         }
+        if ((rc = receive(sv, &got))) break;
+        if (got) cf__mpi_pace_arrival(&sv->pace);
+        if (sv->stop && sv->n_live == 0 && sends == 0 && cf__mpi_out_empty(&sv->out)) break;
+        if (work || got || !cf__mpi_out_empty(&sv->out)) {
+            cf__mpi_pace_event(&sv->pace);
+            continue;
+        }
+        /* Running tasks send their results or wake the loop when they
+         * end: only the root's messages wait for the nap to end. */
+        bool yield;
+        long ns = cf__mpi_pace_idle(&sv->pace, NAP_MAX, sv->n_live ? NAP_MAX : NAP_QUIET_MAX,
+                                    sv->n_live ? NAP_MAX : NAP_IDLE_MAX, &yield);
+        if (ns == 0 && !yield) continue;
+        /* Let a worker take the token meanwhile. */
+        pthread_mutex_unlock(&sv->tok);
+        if (ns) nap(sv, ns);
+        else sched_yield(); /* a polling loop must not starve a rank on the same core */
+        pthread_mutex_lock(&sv->tok);
     }
+    sv->closed = true;
+    pthread_mutex_unlock(&sv->tok);
+    return rc;
 }
 
 int cf__mpi_serve(const struct cf__mpi_setup *s, cf_executor *pool, const uintptr_t *biases,
@@ -269,6 +346,7 @@ int cf__mpi_serve(const struct cf__mpi_setup *s, cf_executor *pool, const uintpt
     sv.io.comm = s->comm;
     sv.io.chunk = s->chunk;
     pthread_mutex_init(&sv.mu, NULL);
+    pthread_mutex_init(&sv.tok, NULL);
     pthread_cond_init(&sv.cv, NULL);
     int rc = loop(&sv);
     if (rc) {
@@ -276,11 +354,14 @@ int cf__mpi_serve(const struct cf__mpi_setup *s, cf_executor *pool, const uintpt
                 rc == CF_ENOMEM ? "out of memory" : sv.io.err);
         cf__mpi_sends_abandon(&sv.io);
         /* Tasks still running finish in the pool, which the caller frees;
-         * their results have nowhere to go. */
+         * their results have nowhere to go (sv.closed: the workers only
+         * queue them). */
         (void)cf_executor_shutdown(pool, true, true);
         bool ignored;
+        pthread_mutex_lock(&sv.tok);
         sv.stop = true;
         (void)drain_completions(&sv, &ignored);
+        pthread_mutex_unlock(&sv.tok);
     } else {
         rc = cf__mpi_sends_drain(&sv.io);
     }
@@ -290,6 +371,7 @@ int cf__mpi_serve(const struct cf__mpi_setup *s, cf_executor *pool, const uintpt
     free(sv.io.idx);
     free(sv.io.rbuf);
     pthread_mutex_destroy(&sv.mu);
+    pthread_mutex_destroy(&sv.tok);
     pthread_cond_destroy(&sv.cv);
     return rc ? CF_EBROKEN : CF_MPI_SERVED;
 }
