@@ -84,13 +84,13 @@ struct mpi_task {
     struct mpi_exec *ex;
     _Atomic int state; /* enum task_state */
     _Atomic int refs;
-    int rank;    /* progress thread: where it was sent */
-    int pending; /* progress thread: replies still expected */
+    int rank;    /* under tok: where it was sent */
+    int pending; /* under tok: replies still expected */
     struct cf__mpi_rec rec;
-    void *arg;
+    void *arg; /* the argument's copy, right after the record */
     struct mpi_task *next;          /* submit queue, then the ready list */
     struct mpi_task *cancel_next;   /* the cancel-request list */
-    struct mpi_task *fprev, *fnext; /* progress thread: in flight */
+    struct mpi_task *fprev, *fnext; /* under tok: in flight */
 };
 
 struct mpi_exec {
@@ -170,8 +170,7 @@ static void task_unref(struct mpi_task *t)
     /* acq_rel: as exec_unref. */
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
     struct mpi_exec *x = t->ex;
-    free(t->arg);
-    free(t);
+    free(t); /* and its argument */
     exec_unref(x);
 }
 
@@ -279,16 +278,14 @@ static int mpi_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t a
         rc = cf__mpi_name(&x->mods, inner, &rec.inner_mod, &rec.inner_off);
         if (rc) return rc;
     }
-    struct mpi_task *t = calloc(1, sizeof *t);
+    /* One allocation: the record, then its argument's copy. */
+    struct mpi_task *t = malloc(sizeof *t + arg_len);
     if (!t) return CF_ENOMEM;
-    if (arg_len && !(t->arg = malloc(arg_len))) {
-        free(t);
-        return CF_ENOMEM;
-    }
+    memset(t, 0, sizeof *t);
+    t->arg = t + 1;
     if (arg_len) memcpy(t->arg, arg, arg_len);
     cf_future *f;
     if (cf_future_new(&f) != 0) {
-        free(t->arg);
         free(t);
         return CF_ENOMEM;
     }

@@ -89,6 +89,13 @@ static void on_done(cf_future *f, void *ud)
         return;
     }
     bool sent = false;
+    if (sv->n_live > 1) {
+        /* Others still run: the loop sends this result with theirs, in
+         * one message (a busy rank batches, a lone task goes at once). */
+        pthread_mutex_unlock(&sv->tok);
+        push_done(sv, t, true);
+        return;
+    }
     if (!sv->closed && !sv->fail_rc) {
         push_done(sv, t, false);
         int rc = send_done(sv);
