@@ -232,8 +232,7 @@ bool cf__mpi_next_rec(const unsigned char *buf, size_t len, size_t *at, struct c
 #define PACE_SPIN_MIN 50000L
 #define PACE_SPIN_MAX 1000000L
 #define PACE_NAP_MIN 20000L
-#define PACE_QUIET_NS 100000000L
-#define PACE_IDLE_NS 2000000000L
+#define PACE_QUIET_SHARE 8
 
 static long elapsed_ns(const struct timespec *a, const struct timespec *b)
 {
@@ -272,8 +271,7 @@ void cf__mpi_pace_arrival(struct cf__mpi_pace *p)
     p->spin_ns = spin < PACE_SPIN_MIN ? PACE_SPIN_MIN : spin;
 }
 
-long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, long cap_idle_ns,
-                       bool *yield)
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, bool *yield)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -283,8 +281,9 @@ long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, l
         return 0;
     }
     *yield = false;
-    if (quiet >= PACE_IDLE_NS) cap_ns = cap_idle_ns;
-    else if (quiet >= PACE_QUIET_NS) cap_ns = cap_quiet_ns;
+    /* Quiet for long: a nap of up to an eighth of the quiet time. */
+    long far = quiet / PACE_QUIET_SHARE;
+    if (far > cap_ns) cap_ns = far < cap_quiet_ns ? far : cap_quiet_ns;
     long n = p->nap_ns;
     p->nap_ns = n * 2 > cap_ns ? cap_ns : n * 2;
     return n;

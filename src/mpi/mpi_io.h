@@ -148,12 +148,12 @@ void cf__mpi_pace_event(struct cf__mpi_pace *p);   /* anything happened */
 void cf__mpi_pace_sent(struct cf__mpi_pace *p);    /* we sent to the peer */
 void cf__mpi_pace_arrival(struct cf__mpi_pace *p); /* a message came in */
 /* Nothing happened: 0 (poll again; first yield the CPU if *yield, which
- * the caller does after it let go of its MPI token) or ns to nap, at most
- * cap_ns, cap_quiet_ns once nothing has happened for 100 ms, cap_idle_ns
- * once nothing has for 2 s (a longer nap costs latency only to the first
- * message after a quiet time, and saves wake-ups while idle). */
-long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, long cap_idle_ns,
-                       bool *yield);
+ * the caller does after it let go of its MPI token) or ns to nap: at most
+ * cap_ns, or, once nothing has happened for a while, an eighth of the time
+ * since the last event, up to cap_quiet_ns. A longer nap costs latency
+ * only to the first message after a quiet time (at most an eighth of that
+ * time), and saves wake-ups while idle. */
+long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, bool *yield);
 
 /* Record an MPI error (rc) in io->err; returns CF_EBROKEN. */
 int cf__mpi_fail(struct cf__mpi_io *io, int rc, const char *what, int peer);

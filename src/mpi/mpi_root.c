@@ -87,7 +87,7 @@ struct mpi_task {
     int rank;    /* under tok: where it was sent */
     int pending; /* under tok: replies still expected */
     struct cf__mpi_rec rec;
-    void *arg; /* the argument's copy, right after the record */
+    void *arg;                      /* the argument's copy, right after the record */
     struct mpi_task *next;          /* submit queue, then the ready list */
     struct mpi_task *cancel_next;   /* the cancel-request list */
     struct mpi_task *fprev, *fnext; /* under tok: in flight */
@@ -741,7 +741,7 @@ static void *progress(void *arg)
          * a steady caller comes soon, and waking from the condition
          * variable costs more than that. */
         bool yield;
-        long ns = cf__mpi_pace_idle(&x->pace, NAP_MAX_NS, NAP_MAX_NS, NAP_MAX_NS, &yield);
+        long ns = cf__mpi_pace_idle(&x->pace, NAP_MAX_NS, NAP_MAX_NS, &yield);
         if (ns == 0 && !yield) continue;
         bool idle = x->n_expect == 0 && sends == 0 && !x->ready_head;
         pthread_mutex_unlock(&x->tok);
@@ -816,8 +816,7 @@ static int hook_run_awaited(cf_future *f)
             stop = rc || x->others_done;
             x->drive_f = NULL;
             tls_progress_of = NULL;
-            if (!work && !stop)
-                ns = cf__mpi_pace_idle(&x->pace, NAP_MAX_NS, NAP_MAX_NS, NAP_MAX_NS, &yield);
+            if (!work && !stop) ns = cf__mpi_pace_idle(&x->pace, NAP_MAX_NS, NAP_MAX_NS, &yield);
             pthread_mutex_unlock(&x->tok);
         }
         if (stop) break;

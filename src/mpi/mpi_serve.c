@@ -17,10 +17,11 @@
  * (sv->closed, under the token) a worker only queues.
  *
  * Between events the loop polls the root with MPI_Iprobe, then naps
- * (struct cf__mpi_pace): up to 1 ms, and up to 16 ms once idle for 100 ms
- * with no task here, and up to 64 ms after 2 s (Open MPI's blocking
- * receive would spin a core instead; the first task after a long idle
- * time may wait that long to be noticed). */
+ * (struct cf__mpi_pace): up to 1 ms while events are recent or a task
+ * runs here; with no task here, up to an eighth of the time since the
+ * last event, at most 64 ms (reached after 512 ms of quiet). Open MPI's
+ * blocking receive would spin a core instead; the first task after a
+ * quiet time q may wait up to q/8 (64 ms at most) to be noticed. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -285,9 +286,8 @@ static int send_done(struct srv *sv)
     return sends < 0 ? sends : 0;
 }
 
-#define NAP_MAX 1000000L        /* while events are recent */
-#define NAP_QUIET_MAX 16000000L /* after 100 ms without any */
-#define NAP_IDLE_MAX 64000000L  /* after 2 s without any */
+#define NAP_MAX 1000000L        /* while events are recent, or a task runs here */
+#define NAP_QUIET_MAX 64000000L /* no task here: 1/8 of the quiet time, at most this */
 
 static void nap(struct srv *sv, long ns)
 {
@@ -333,7 +333,7 @@ static int loop(struct srv *sv)
          * end: only the root's messages wait for the nap to end. */
         bool yield;
         long ns = cf__mpi_pace_idle(&sv->pace, NAP_MAX, sv->n_live ? NAP_MAX : NAP_QUIET_MAX,
-                                    sv->n_live ? NAP_MAX : NAP_IDLE_MAX, &yield);
+                                    &yield);
         if (ns == 0 && !yield) continue;
         /* Let a worker take the token meanwhile. */
         pthread_mutex_unlock(&sv->tok);
