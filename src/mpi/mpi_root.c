@@ -796,6 +796,9 @@ static int hook_run_awaited(cf_future *f)
     /* relaxed: a hint for the progress thread (see struct mpi_exec) */
     atomic_fetch_add_explicit(&x->drivers, 1, memory_order_relaxed);
     bool outstanding = true; /* unknown until we held the token */
+    /* A callback of another executor's driver may drive this one: restore
+     * what its thread is to that executor afterwards. */
+    struct mpi_exec *outer = tls_progress_of;
     for (unsigned i = 0; !future_done(f); i++) {
         bool work = false, stop = false, held = false, yield = false;
         long ns = 0;
@@ -815,7 +818,7 @@ static int hook_run_awaited(cf_future *f)
             outstanding = rc || x->n_expect > 0 || x->ready_head;
             stop = rc || x->others_done;
             x->drive_f = NULL;
-            tls_progress_of = NULL;
+            tls_progress_of = outer;
             if (!work && !stop) ns = cf__mpi_pace_idle(&x->pace, NAP_MAX_NS, NAP_MAX_NS, &yield);
             pthread_mutex_unlock(&x->tok);
         }

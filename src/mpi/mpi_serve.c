@@ -5,15 +5,18 @@
  * the loop's state (io, out, the live list, pace): the thread that called
  * cf_mpi_executor_new runs the loop and holds it except while it yields
  * or naps; a pool worker whose task just ended (on_done) takes it with a
- * trylock and sends the result itself, so a short task's result leaves
- * without waiting for the loop to notice. MPI_THREAD_SERIALIZED, which
- * the constructor asks of every rank, allows any thread to call MPI when
- * the calls never overlap, which the token makes so. A worker that does
- * not get the token pushes the task on the completion list (under mu) and
- * wakes the loop if it sleeps; the loop checks the list under mu before
- * it sleeps, so no completion waits for a nap. A worker holds the token
- * while n_live counts its task, so the loop cannot end (and free this
- * struct) while a worker still uses it. Once the loop has ended
+ * trylock and, when that task is the rank's only one, sends the result
+ * itself, so a lone task's result leaves without waiting for the loop to
+ * notice (a busy rank's results wait for the loop, which sends them
+ * together). MPI_THREAD_SERIALIZED, which the constructor asks of every
+ * rank, allows any thread to call MPI when the calls never overlap, which
+ * the token makes so. A worker that does not send pushes the task on the
+ * completion list (under mu) and wakes the loop if it sleeps; the loop
+ * checks the list under mu before it sleeps, so no completion waits for a
+ * nap. A worker touches this struct only under the token or mu, and only
+ * while n_live still counts its task (the loop decrements it when it
+ * takes the task off the list, under both), so the loop cannot end (and
+ * free the struct) while a worker still uses it. Once the loop has ended
  * (sv->closed, under the token) a worker only queues.
  *
  * Between events the loop polls the root with MPI_Iprobe, then naps
