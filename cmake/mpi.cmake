@@ -117,18 +117,24 @@ if(CF_BUILD_TESTS AND MPIEXEC_EXECUTABLE)
     PASS_REGULAR_EXPRESSION "spawn: ok")
 endif()
 
-# Installed as its own component, `mpi` (not in the two Debian packages,
-# whose contents tools/check-packages pins): `cmake --install . --component
-# mpi`. The header cfutures/mpi.h comes with the dev component's headers.
+# Installed as two components of its own, one per Debian package (cmake/
+# install.cmake makes them with cpack when the library is built):
+#   mpi      libcfutures-mpi.so.<SOVERSION> (package libcfutures-mpi<SOVERSION>)
+#   mpi-dev  cfutures/mpi.h, libcfutures-mpi.so, cfutures-mpi.pc and the
+#            CMake targets that find_package(cfutures COMPONENTS mpi)
+#            loads (package libcfutures-mpi-dev)
+# `cmake --install . --component mpi` (and mpi-dev) installs them alone.
 if(CF_INSTALL)
   install(TARGETS cfutures-mpi EXPORT cfuturesMpiTargets
-    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT mpi)
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT mpi NAMELINK_COMPONENT mpi-dev)
   install(EXPORT cfuturesMpiTargets NAMESPACE cfutures::
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfutures COMPONENT mpi)
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfutures COMPONENT mpi-dev)
+  install(FILES ${PROJECT_SOURCE_DIR}/include/cfutures/mpi.h
+    DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cfutures COMPONENT mpi-dev)
   # Relocatable, as cfutures.pc: the prefix is found from the file's place.
   file(RELATIVE_PATH CF_MPI_PC_UP /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
   configure_file(${PROJECT_SOURCE_DIR}/cmake/cfutures-mpi.pc.in
     ${PROJECT_BINARY_DIR}/cfutures-mpi.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/cfutures-mpi.pc
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT mpi)
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT mpi-dev)
 endif()
