@@ -2,7 +2,8 @@
 # packages (cpack). Included by the top CMakeLists.txt; off with
 # CF_INSTALL=OFF (the default when cfutures is a subproject).
 #
-# Two components, one per Debian package:
+# Two components, one per Debian package (and two more, mpi and mpi-dev,
+# when libcfutures-mpi is built: cmake/mpi.cmake):
 #   runtime  libcfutures.so.<SOVERSION> and its versioned name
 #            (package libcfutures<SOVERSION>, e.g. libcfutures0.2);
 #   dev      headers, libcfutures.so (the link-time name), libcfutures.a,
@@ -14,8 +15,9 @@ endif()
 
 set(CF_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/cfutures)
 
+# cfutures/mpi.h belongs to libcfutures-mpi's dev component (cmake/mpi.cmake).
 install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev
-  PATTERN "*.in" EXCLUDE)
+  PATTERN "*.in" EXCLUDE PATTERN "mpi.h" EXCLUDE)
 install(FILES ${PROJECT_BINARY_DIR}/include/cfutures/version.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cfutures COMPONENT dev)
 
@@ -160,6 +162,38 @@ if(PROJECT_IS_TOP_LEVEL)
   set(CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS "liburcu-dev, libhwloc-dev")
   if(CF_JEMALLOC)
     string(APPEND CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS ", libjemalloc-dev")
+  endif()
+  # libcfutures-mpi, when built: its library, and its dev files beside
+  # libcfutures-dev's. dpkg-shlibdeps cannot name libcfutures' package (it
+  # is not installed while packaging): the dependencies are written here,
+  # Open MPI's runtime found from the package that holds the library
+  # libcfutures-mpi links.
+  if(TARGET cfutures-mpi)
+    list(APPEND CPACK_COMPONENTS_ALL mpi mpi-dev)
+    set(CF_MPI_RUNTIME_DEB)
+    find_program(CF_DPKG_QUERY dpkg-query)
+    list(GET MPI_C_LIBRARIES 0 CF_MPI_LIB)
+    if(CF_DPKG_QUERY AND CF_MPI_LIB)
+      get_filename_component(CF_MPI_LIB_REAL ${CF_MPI_LIB} REALPATH)
+      execute_process(COMMAND ${CF_DPKG_QUERY} -S ${CF_MPI_LIB_REAL}
+        OUTPUT_VARIABLE CF_MPI_OWNER ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
+      string(REGEX REPLACE "[:,].*" "" CF_MPI_RUNTIME_DEB "${CF_MPI_OWNER}")
+    endif()
+    set(CPACK_DEBIAN_MPI_PACKAGE_NAME libcfutures-mpi${CF_SOVERSION})
+    set(CPACK_DEBIAN_MPI_PACKAGE_SECTION libs)
+    set(CPACK_DEBIAN_MPI_PACKAGE_DEPENDS
+      "libcfutures${CF_SOVERSION} (= ${PROJECT_VERSION}), libc6")
+    if(CF_MPI_RUNTIME_DEB)
+      string(APPEND CPACK_DEBIAN_MPI_PACKAGE_DEPENDS ", ${CF_MPI_RUNTIME_DEB}")
+    endif()
+    set(CPACK_DEBIAN_MPI-DEV_PACKAGE_NAME libcfutures-mpi-dev)
+    set(CPACK_DEBIAN_MPI-DEV_PACKAGE_SECTION libdevel)
+    set(CPACK_DEBIAN_MPI-DEV_PACKAGE_DEPENDS
+      "libcfutures-mpi${CF_SOVERSION} (= ${PROJECT_VERSION}), libcfutures-dev (= ${PROJECT_VERSION}), libopenmpi-dev")
+    set(CPACK_COMPONENT_MPI_DESCRIPTION
+      "concurrent.futures for C: the executor over MPI, shared library")
+    set(CPACK_COMPONENT_MPI-DEV_DESCRIPTION
+      "concurrent.futures for C: the executor over MPI, header, pkg-config and CMake files")
   endif()
   set(CPACK_COMPONENT_RUNTIME_DESCRIPTION "concurrent.futures for C: the shared library")
   set(CPACK_COMPONENT_DEV_DESCRIPTION

@@ -21,6 +21,9 @@ target_include_directories(cfutures-mpi PUBLIC
 target_link_libraries(cfutures-mpi PUBLIC cfutures MPI::MPI_C PRIVATE Threads::Threads ${CMAKE_DL_LIBS})
 target_link_options(cfutures-mpi PRIVATE -Wl,--no-undefined)
 add_library(cfutures::cfutures-mpi ALIAS cfutures-mpi)
+if(CF_HAVE_SDT_H) # the root's USDT probes (src/mpi/mpi_hooks.h)
+  target_compile_definitions(cfutures-mpi PRIVATE CF_HAVE_SDT=1)
+endif()
 
 # mpirun as root (CI containers) needs Open MPI's consent. The tests run on
 # one host: shared memory only (btl self,vader), which also keeps Open MPI's
@@ -50,6 +53,18 @@ if(CF_BUILD_TESTS AND MPIEXEC_EXECUTABLE)
   # A module test_mpi_exec loads on the root after making its executor.
   add_library(cf_mpi_late_plugin MODULE ${PROJECT_SOURCE_DIR}/tests/mpi/plugin/late_plugin.c)
   target_link_libraries(cf_mpi_late_plugin PRIVATE cfutures)
+  # The same sources with the test hooks in (src/mpi/mpi_hooks.h), never
+  # installed: test_mpi_hooks*.c link it instead of libcfutures-mpi.so.
+  add_library(cfutures_mpi_hooks STATIC ${CF_MPI_SOURCES})
+  target_compile_definitions(cfutures_mpi_hooks PRIVATE CFUTURES_BUILDING=1 _GNU_SOURCE=1
+    PUBLIC CF_TEST_HOOKS=1)
+  if(CF_HAVE_SDT_H)
+    target_compile_definitions(cfutures_mpi_hooks PRIVATE CF_HAVE_SDT=1)
+  endif()
+  target_include_directories(cfutures_mpi_hooks PRIVATE ${PROJECT_SOURCE_DIR}/src
+    $<TARGET_PROPERTY:PkgConfig::URCU,INTERFACE_INCLUDE_DIRECTORIES>)
+  target_link_libraries(cfutures_mpi_hooks PUBLIC cfutures MPI::MPI_C Threads::Threads
+    ${CMAKE_DL_LIBS})
   foreach(src ${CF_MPI_TESTS})
     get_filename_component(name ${src} NAME_WE)
     add_executable(${name} ${src})
@@ -57,7 +72,12 @@ if(CF_BUILD_TESTS AND MPIEXEC_EXECUTABLE)
     target_compile_definitions(${name} PRIVATE _GNU_SOURCE=1
       CF_MPI_LATE_PLUGIN="$<TARGET_FILE:cf_mpi_late_plugin>")
     target_link_libraries(${name} PRIVATE ${CMAKE_DL_LIBS})
-    target_link_libraries(${name} PRIVATE cfutures-mpi PkgConfig::CMOCKA)
+    if(name MATCHES "^test_mpi_hooks")
+      target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src)
+      target_link_libraries(${name} PRIVATE cfutures_mpi_hooks PkgConfig::CMOCKA)
+    else()
+      target_link_libraries(${name} PRIVATE cfutures-mpi PkgConfig::CMOCKA)
+    endif()
     foreach(np 3 2)
       add_test(NAME ${name}_n${np} COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe
         ${MPIEXEC_NUMPROC_FLAG} ${np} $<TARGET_FILE:${name}>)
@@ -66,6 +86,15 @@ if(CF_BUILD_TESTS AND MPIEXEC_EXECUTABLE)
         ENVIRONMENT "${CF_MPI_TEST_ENV}")
     endforeach()
   endforeach()
+  # The root's USDT probes are in the shipped library (test_mpi_hooks
+  # counts their firings through its hook; this checks the ELF notes).
+  find_program(CF_READELF readelf)
+  if(CF_HAVE_SDT_H AND CF_READELF)
+    add_test(NAME test_mpi_probe_notes COMMAND sh -c
+      "${CF_READELF} -n \"$1\" | grep -E 'Name: (submit|start|finish)$' | sort -u | wc -l | grep -qx 3"
+      sh $<TARGET_FILE:cfutures-mpi>)
+    set_tests_properties(test_mpi_probe_notes PROPERTIES LABELS mpi)
+  endif()
   # A serving rank that dies ends the job with mpirun's message naming it
   # (docs/MPI.md, "Failures"); the root must never be left waiting.
   add_executable(rank_death_mpi ${PROJECT_SOURCE_DIR}/tests/mpi/rank_death_mpi.c)
@@ -88,18 +117,24 @@ if(CF_BUILD_TESTS AND MPIEXEC_EXECUTABLE)
     PASS_REGULAR_EXPRESSION "spawn: ok")
 endif()
 
-# Installed as its own component, `mpi` (not in the two Debian packages,
-# whose contents tools/check-packages pins): `cmake --install . --component
-# mpi`. The header cfutures/mpi.h comes with the dev component's headers.
+# Installed as two components of its own, one per Debian package (cmake/
+# install.cmake makes them with cpack when the library is built):
+#   mpi      libcfutures-mpi.so.<SOVERSION> (package libcfutures-mpi<SOVERSION>)
+#   mpi-dev  cfutures/mpi.h, libcfutures-mpi.so, cfutures-mpi.pc and the
+#            CMake targets that find_package(cfutures COMPONENTS mpi)
+#            loads (package libcfutures-mpi-dev)
+# `cmake --install . --component mpi` (and mpi-dev) installs them alone.
 if(CF_INSTALL)
   install(TARGETS cfutures-mpi EXPORT cfuturesMpiTargets
-    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT mpi)
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT mpi NAMELINK_COMPONENT mpi-dev)
   install(EXPORT cfuturesMpiTargets NAMESPACE cfutures::
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfutures COMPONENT mpi)
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cfutures COMPONENT mpi-dev)
+  install(FILES ${PROJECT_SOURCE_DIR}/include/cfutures/mpi.h
+    DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cfutures COMPONENT mpi-dev)
   # Relocatable, as cfutures.pc: the prefix is found from the file's place.
   file(RELATIVE_PATH CF_MPI_PC_UP /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
   configure_file(${PROJECT_SOURCE_DIR}/cmake/cfutures-mpi.pc.in
     ${PROJECT_BINARY_DIR}/cfutures-mpi.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/cfutures-mpi.pc
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT mpi)
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT mpi-dev)
 endif()

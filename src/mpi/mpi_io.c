@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cfutures.h"
+#include "mpi/mpi_hooks.h"
 
 /* What a pending send keeps alive: a buffer to free, or a done callback
  * run when the last of `pieces` requests completed. */
@@ -88,7 +89,9 @@ static int post(struct cf__mpi_io *io, const void *data, size_t len, int peer, i
     cap = io->cap;
     if (grow((void **)&io->idx, &cap, io->n + 1, sizeof *io->idx)) return CF_ENOMEM;
     io->cap = cap;
-    int rc = MPI_Isend(data, (int)len, MPI_BYTE, peer, tag, io->comm, &io->req[io->n]);
+    int rc = cf__mpi_inject("MPI_Isend", peer); /* tests only: a failure on demand */
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Isend(data, (int)len, MPI_BYTE, peer, tag, io->comm, &io->req[io->n]);
     if (rc != MPI_SUCCESS) return cf__mpi_fail(io, rc, "MPI_Isend", peer);
     io->hold[io->n++] = h;
     return 0;

@@ -65,6 +65,7 @@
 #include "core/executor.h"
 #include "core/future.h" /* the hook fields of struct cf_future */
 #include "mpi/mpi_exec.h"
+#include "mpi/mpi_hooks.h" /* the root's probes */
 #include "mpi/mpi_io.h"
 
 enum task_state {
@@ -304,6 +305,7 @@ static int mpi_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t a
     lock(x);
     rc = x->broken ? CF_EBROKEN : x->shutting ? CF_ESHUTDOWN : 0;
     if (rc == 0) {
+        CF__MPI_PROBE2(submit, ex, f); /* before the progress thread can see t */
         *x->q_tail = t;
         x->q_tail = &t->next;
         /* A lazy sleep ends by itself, and a driver takes the queue. */
@@ -391,6 +393,7 @@ static int dispatch(struct mpi_exec *x)
             continue;
         }
         t->rank = r;
+        CF__MPI_PROBE2(start, r, t->f); /* sent to rank r */
         t->pending = 1;
         x->n_expect++;
         t->rec.id = (uint64_t)(uintptr_t)t;
@@ -456,6 +459,7 @@ static int on_result(struct mpi_exec *x, int src, const struct cf__mpi_rec *rec,
         body = bulk;
     }
     int s = atomic_exchange_explicit(&t->state, T_DONE, memory_order_acq_rel);
+    CF__MPI_PROBE2(finish, src, t->f);
     x->hot_rank = src;
     /* relaxed: a hint (someone waits on or listens to this future); the
      * completion below orders what the listener reads. */
