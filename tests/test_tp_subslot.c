@@ -331,7 +331,7 @@ static void test_more_threads_than_slots(void **state)
 }
 
 static cf_executor *gone_ex;
-static sem_t pool_gone;
+static sem_t pool_gone, submitted;
 
 static void *submit_then_outlive(void *arg)
 {
@@ -342,6 +342,7 @@ static void *submit_then_outlive(void *arg)
         (void)cf_future_result_i64(f, CF_FOREVER, &r);
         cf_future_release(f);
     }
+    sem_post(&submitted); /* the pool may be freed now, not before */
     sem_wait(&pool_gone); /* exits after the pool was freed */
     return (void *)(intptr_t)r;
 }
@@ -352,11 +353,15 @@ static void test_thread_outlives_pool(void **state)
 {
     (void)state;
     sem_init(&pool_gone, 0, 0);
+    sem_init(&submitted, 0, 0);
     gone_ex = pool_of(1);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, submit_then_outlive, NULL), 0);
-    usleep(20000);
-    cf_executor_free(gone_ex); /* waits for the task; the thread keeps its cache entry */
+    /* Wait for the thread's submit: a sleep here let a slow run (ASan, a
+     * busy machine) submit to the freed pool, a use after free of the test's
+     * own making. */
+    sem_wait(&submitted);
+    cf_executor_free(gone_ex); /* the thread keeps its cache entry */
     cf_executor *ex2 = pool_of(1);
     cf_future *f;
     int64_t v = 41, r = 0;
@@ -370,6 +375,7 @@ static void test_thread_outlives_pool(void **state)
     assert_int_equal((intptr_t)ret, 2);
     cf_executor_free(ex2);
     sem_destroy(&pool_gone);
+    sem_destroy(&submitted);
 }
 
 int main(int argc, char **argv)
