@@ -31,8 +31,8 @@
  *   worker has started it, it runs that chunk through ops->run_here, which
  *   claims it with the same CAS a worker's run uses, so a chunk runs once
  *   and never after a cancel. At once only while chunks are known to be
- *   short (the last one loaded ran under MAP_HELP_MAX_NS; none is known at
- *   first): helping saves a worker's wake-up, but it adds a thread beside
+ *   short (one of the last two loaded ran under MAP_HELP_MAX_NS; none is
+ *   known at first): helping saves a worker's wake-up, but it adds a thread beside
  *   the workers for as long as the chunk runs, so with long items it would
  *   run more of them at once than the pool has workers (a 1-worker pool
  *   running two items on two CPUs). Otherwise the consumer first gives the
@@ -75,8 +75,8 @@
 #define MAP_CHUNK_MAX_BYTES ((size_t)64 * 1024)
 /* Default window when neither the options nor the executor set one. */
 #define MAP_WINDOW_PER_WORKER 4
-/* The consumer runs a chunk itself only while the last chunk it loaded
- * ran shorter than this: a few wake-up latencies of a worker (tens of
+/* The consumer runs a chunk itself at once only while one of the last two
+ * chunks it loaded ran shorter than this: a few wake-up latencies of a worker (tens of
  * microseconds in a VM), which is what helping saves. Longer chunks are
  * left to the workers, so a map never runs more items at once than the
  * pool has workers for longer than about this. */
@@ -466,9 +466,12 @@ struct cf_map_iter {
     size_t arg_len, n;
     size_t chunk, n_chunks, window;
     bool copy;
-    bool help;            /* the consumer may run chunks itself (map_help) */
-    uint32_t last_run_ns; /* run time of the last chunk loaded; UINT32_MAX: none yet */
-    bool active;          /* counted in the executor's map_active */
+    bool help; /* the consumer may run chunks itself (map_help) */
+    /* Run times of the last two chunks loaded (UINT32_MAX: none yet); the
+     * shorter one says whether chunks are short (map_help), so one chunk
+     * that was preempted while it ran does not stop the helping. */
+    uint32_t run_ns[2];
+    bool active; /* counted in the executor's map_active */
     bool timed_out;
     cf__deadline deadline;
 
@@ -651,7 +654,8 @@ static bool map_may_help(const cf_executor *ex, bool copy, cf__deadline deadline
 static void map_help(cf_map_iter *it)
 {
     cf_future *f = it->ring[it->cur % it->window].f;
-    if (it->last_run_ns > MAP_HELP_MAX_NS) {
+    uint32_t shorter = it->run_ns[0] < it->run_ns[1] ? it->run_ns[0] : it->run_ns[1];
+    if (shorter > MAP_HELP_MAX_NS) {
         /* Unknown or long: the workers first (MAP_HELP_WAIT_NS). A timed
          * wait, so the executor's own waiter rule does not run it either. */
         (void)cf_future_result(f, (double)MAP_HELP_WAIT() / 1e9, NULL, NULL);
@@ -679,8 +683,11 @@ static int map_load_chunk(cf_map_iter *it)
         int rc = cf_future_result(s->f, map_time_left(it), &data, &len);
         if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
         if (rc == 0) {
-            if (!it->copy) it->last_run_ns = s->run_ns; /* map_job_run measured it */
-            if (len == 0 && !it->copy) {                /* a uniform result left in the job */
+            if (!it->copy) { /* map_job_run measured it */
+                it->run_ns[1] = it->run_ns[0];
+                it->run_ns[0] = s->run_ns;
+            }
+            if (len == 0 && !it->copy) { /* a uniform result left in the job */
                 data = s->job.buf;
                 len = s->job.len;
             }
@@ -957,7 +964,7 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     it->window = window;
     it->copy = copy;
     it->help = map_may_help(ex, copy, deadline);
-    it->last_run_ns = UINT32_MAX;
+    it->run_ns[0] = it->run_ns[1] = UINT32_MAX;
     it->deadline = deadline;
     /* Before the first submit: a worker stays on the look-out for chunks. */
     if (ex->ops->map_active && n > 0) {
