@@ -76,10 +76,10 @@
 /* Default window when neither the options nor the executor set one. */
 #define MAP_WINDOW_PER_WORKER 4
 /* The consumer runs a chunk itself at once only while one of the last two
- * chunks it loaded ran shorter than this: a few wake-up latencies of a worker (tens of
- * microseconds in a VM), which is what helping saves. Longer chunks are
- * left to the workers, so a map never runs more items at once than the
- * pool has workers for longer than about this. */
+ * chunks it loaded ran shorter than this: a few wake-up latencies of a
+ * worker (tens of microseconds in a VM), which is what helping saves.
+ * Longer chunks are left to the workers (MAP_HELP_WAIT_NS), so running
+ * one beside every worker oversubscribes the CPUs only briefly. */
 #define MAP_HELP_MAX_NS 100000u
 /* How long the consumer leaves a chunk of unknown or long run time to the
  * workers before it runs the chunk itself: far longer than a wake-up, so
