@@ -1062,7 +1062,9 @@ static void test_helping_follows_the_capability(void **state)
     wrap_release(&w);
 
     /* Granted, with the pool's only worker held: the consumer runs every
-     * chunk itself, or the map would never end. */
+     * chunk itself, or the map would never end (the first once it has
+     * given the workers a moment, its length being unknown; the rest, known
+     * to be short, at once). */
     wrap_init(&w, inner, false);
     w.base.ops = &wrap_help_ops;
     w.base.caps = CF__EXEC_SHARED_MEMORY | CF__EXEC_CALLER_MAY_RUN;
@@ -1080,6 +1082,75 @@ static void test_helping_follows_the_capability(void **state)
     cf_future_release(held);
     wrap_release(&w);
     cf_executor_free(inner);
+}
+
+/* Spins for `ms` milliseconds of wall time. */
+static void spin_ms(double ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((double)(t.tv_sec - t0.tv_sec) * 1e3 + (double)(t.tv_nsec - t0.tv_nsec) / 1e6 < ms);
+}
+
+/* Items running now, and the most seen at once. */
+static atomic_int g_running, g_max_running;
+
+static int slow_square(const void *arg, size_t len, cf_out *out)
+{
+    int now = atomic_fetch_add_explicit(&g_running, 1, memory_order_relaxed) + 1;
+    int max = atomic_load_explicit(&g_max_running, memory_order_relaxed);
+    while (now > max &&
+           !atomic_compare_exchange_weak_explicit(&g_max_running, &max, now, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
+    spin_ms(1);
+    atomic_fetch_sub_explicit(&g_running, 1, memory_order_relaxed);
+    return counted_square(arg, len, out);
+}
+
+#ifdef CF_TEST_HOOKS
+extern int64_t cf__test_map_help_wait_ns;
+#endif
+
+/* Long items are left to the workers: a consumer that ran them beside the
+ * workers would run more items at once than the pool has workers (on this
+ * 1-worker pool, two on two CPUs, as it did when it ran any chunk that no
+ * worker had started yet: the first one at least, submitted while the
+ * worker was still waking up). The consumer's wait before it runs a
+ * chunk of unknown or long run time is made very long, so that on a slow
+ * machine too the worker has started every chunk by then. */
+static void test_long_items_left_to_workers(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+#ifdef CF_TEST_HOOKS
+    cf__test_map_help_wait_ns = (int64_t)10 * 1000 * 1000 * 1000;
+#endif
+    cf_executor *ex = pool(1);
+    int64_t xs[N];
+    for (int i = 0; i < N; i++) xs[i] = i;
+    for (int round = 0; round < 3; round++) {
+        atomic_store_explicit(&g_on_consumer, 0, memory_order_relaxed);
+        atomic_store_explicit(&g_max_running, 0, memory_order_relaxed);
+        g_consumer = pthread_self();
+        cf_map_iter *it;
+        assert_int_equal(
+            cf_map(ex, slow_square, xs, sizeof *xs, N, &(cf_map_opts){.chunksize = 1}, &it), 0);
+        for (int64_t i = 0; i < N; i++) {
+            int64_t y;
+            assert_int_equal(cf_map_next_i64(it, &y), 0);
+            assert_int_equal(y, i * i);
+        }
+        assert_int_equal(cf_map_next_i64(it, NULL), CF_END);
+        cf_map_free(it);
+        assert_int_equal(atomic_load_explicit(&g_on_consumer, memory_order_relaxed), 0);
+        assert_int_equal(atomic_load_explicit(&g_max_running, memory_order_relaxed), 1);
+    }
+    cf_executor_free(ex);
+#ifdef CF_TEST_HOOKS
+    cf__test_map_help_wait_ns = 0;
+#endif
 }
 
 /* A pipeline: the last item waits until the consumer has received item 0.
@@ -1160,6 +1231,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_consumer_helps),
         cmocka_unit_test(test_consumer_helps_only_with_what_it_needs),
         cmocka_unit_test(test_helping_follows_the_capability),
+        cmocka_unit_test(test_long_items_left_to_workers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,7 +30,14 @@
  *   with no deadline, rather than sleep on the chunk it needs next while no
  *   worker has started it, it runs that chunk through ops->run_here, which
  *   claims it with the same CAS a worker's run uses, so a chunk runs once
- *   and never after a cancel.
+ *   and never after a cancel. At once only while chunks are known to be
+ *   short (one of the last two loaded ran under MAP_HELP_MAX_NS; none is
+ *   known at first): helping saves a worker's wake-up, but it adds a thread beside
+ *   the workers for as long as the chunk runs, so with long items it would
+ *   run more of them at once than the pool has workers (a 1-worker pool
+ *   running two items on two CPUs). Otherwise the consumer first gives the
+ *   workers MAP_HELP_WAIT_NS to start the chunk, and runs it only if none
+ *   did (every worker is held elsewhere), so the map still ends.
  * - No atomics here: the futures synchronise. A chunk's result bytes are written before its
  *   future publishes FINISHED (release) and read after cf_future_result
  *   observed it (acquire).
@@ -68,6 +75,25 @@
 #define MAP_CHUNK_MAX_BYTES ((size_t)64 * 1024)
 /* Default window when neither the options nor the executor set one. */
 #define MAP_WINDOW_PER_WORKER 4
+/* The consumer runs a chunk itself at once only while one of the last two
+ * chunks it loaded ran shorter than this: a few wake-up latencies of a
+ * worker (tens of microseconds in a VM), which is what helping saves.
+ * Longer chunks are left to the workers (MAP_HELP_WAIT_NS), so running
+ * one beside every worker oversubscribes the CPUs only briefly. */
+#define MAP_HELP_MAX_NS 100000u
+/* How long the consumer leaves a chunk of unknown or long run time to the
+ * workers before it runs the chunk itself: far longer than a wake-up, so
+ * it runs one only when no worker is free to. */
+#define MAP_HELP_WAIT_NS 1000000
+
+#ifdef CF_TEST_HOOKS
+/* Tests only: replaces MAP_HELP_WAIT_NS when non-zero. Set it while no map
+ * runs. */
+int64_t cf__test_map_help_wait_ns;
+#define MAP_HELP_WAIT() (cf__test_map_help_wait_ns ? cf__test_map_help_wait_ns : MAP_HELP_WAIT_NS)
+#else
+#define MAP_HELP_WAIT() MAP_HELP_WAIT_NS
+#endif
 
 /* The argument of a chunk task. In pointer mode `items` points into the
  * caller's array; in copy mode it is NULL and count * arg_len item bytes
@@ -80,7 +106,7 @@ struct map_chunk_arg {
     uint32_t arg_len;
     uint32_t count;
 };
-_Static_assert(sizeof(struct map_job *) <= CF__INLINE_ARG,
+_Static_assert(sizeof(void *) <= CF__INLINE_ARG,
                "a pointer-mode chunk argument must fit inline in the task record");
 
 /* A chunk's result starts with this header, then one of two layouts, both
@@ -109,8 +135,8 @@ static inline size_t round8(size_t x)
  * in pointer mode (NULL means copy mode). */
 static const unsigned char map_no_items[1];
 
-/* A pointer-mode chunk: its argument is a pointer to this, which lives in
- * the iterator's ring slot. The consumer writes the first four fields
+/* A pointer-mode chunk: what its runner reads and writes, in the
+ * iterator's ring slot (its argument is a pointer to that slot). The consumer writes the first four fields
  * before submitting the chunk (the executor's queue publishes them); the
  * runner writes buf, cap and len, which the consumer reads only after the
  * chunk's future is done (its release CAS publishes them), and the slot is
@@ -124,6 +150,19 @@ struct map_job {
     size_t cap;
     size_t len; /* bytes of a uniform result in buf; 0 = none */
 };
+
+/* A ring slot is written by the consumer (at submit and when it moves on)
+ * and by the runner of its chunk (job.buf/cap/len and run_ns, once at the
+ * chunk's end): once per chunk each, not per item, so slots are not padded
+ * apart; a slot fits one line's worth of bytes. A pointer-mode chunk's
+ * argument is a pointer to its slot. */
+struct map_slot {
+    cf_future *f;       /* NULL if the submit failed */
+    int err;            /* then: why */
+    uint32_t run_ns;    /* pointer mode: how long the chunk ran (saturated) */
+    struct map_job job; /* pointer mode */
+};
+_Static_assert(sizeof(struct map_slot) <= 64, "a ring slot fits 64 bytes");
 
 /* ---- the chunk task (runs in a worker thread or process) ---- */
 
@@ -387,20 +426,26 @@ static int map_chunk_run(const void *arg, size_t arg_len, cf_out *out)
     return map_out_adopt(out, &r);
 }
 
-/* Pointer mode (thread pools): the argument is a struct map_job * in the
+/* Pointer mode (thread pools): the argument is a struct map_slot * in the
  * iterator's ring. A uniform chunk leaves its results in the job's buffer,
  * which the ring slot keeps from chunk to chunk (no allocation, no page
  * faults, warm lines), and returns an empty result meaning "in the job";
- * any other chunk returns its records as in copy mode. */
+ * any other chunk returns its records as in copy mode. The chunk's run
+ * time goes to the slot too, for the consumer's helping policy
+ * (map_help_pays): two clock reads a chunk. */
 static int map_job_run(const void *arg, size_t arg_len, cf_out *out)
 {
-    struct map_job *job;
-    if (arg_len != sizeof job)
+    struct map_slot *slot;
+    if (arg_len != sizeof slot)
         return cf_out_error(out, CF_EINVAL, "cf_map: malformed chunk argument");
-    memcpy(&job, arg, sizeof job);
+    memcpy(&slot, arg, sizeof slot);
+    struct map_job *job = &slot->job;
+    int64_t t0 = cf__now_ns();
     struct map_buf u = {.data = job->buf, .cap = job->cap}, r = {0};
     bool uniform;
     int rc = map_run_items(job->fn, job->items, job->arg_len, job->count, &u, &r, &uniform);
+    int64_t took = cf__now_ns() - t0;
+    slot->run_ns = took < 0 ? 0 : took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
     /* The buffer stays the slot's, grown or not. */
     job->buf = u.data;
     job->cap = u.cap;
@@ -414,17 +459,6 @@ static int map_job_run(const void *arg, size_t arg_len, cf_out *out)
 
 /* ---- the iterator (runs in the consumer) ---- */
 
-/* A ring slot is written by the consumer (at submit and when it moves on)
- * and by the runner of its chunk (job.buf/cap/len, once at the chunk's
- * end): once per chunk each, not per item, so slots are not padded apart;
- * a slot fits one line's worth of bytes. */
-struct map_slot {
-    cf_future *f;       /* NULL if the submit failed */
-    int err;            /* then: why */
-    struct map_job job; /* pointer mode */
-};
-_Static_assert(sizeof(struct map_slot) <= 64, "a ring slot fits 64 bytes");
-
 struct cf_map_iter {
     cf_executor *ex;
     cf_task_fn *fn;
@@ -432,7 +466,11 @@ struct cf_map_iter {
     size_t arg_len, n;
     size_t chunk, n_chunks, window;
     bool copy;
-    bool help;   /* the consumer may run chunks itself (map_help) */
+    bool help; /* the consumer may run chunks itself (map_help) */
+    /* Run times of the last two chunks loaded (UINT32_MAX: none yet); the
+     * shorter one says whether chunks are short (map_help), so one chunk
+     * that was preempted while it ran does not stop the helping. */
+    uint32_t run_ns[2];
     bool active; /* counted in the executor's map_active */
     bool timed_out;
     cf__deadline deadline;
@@ -474,13 +512,15 @@ static int map_submit_chunk(cf_map_iter *it, size_t c, cf_future **f)
         .fn = it->fn, .arg_len = (uint32_t)it->arg_len, .count = (uint32_t)count};
     cf_executor *ex = it->ex;
     if (!it->copy) {
-        struct map_job *job = &it->ring[c % it->window].job;
+        struct map_slot *slot = &it->ring[c % it->window];
+        struct map_job *job = &slot->job;
         job->fn = it->fn;
         job->items = it->args ? it->args + first * it->arg_len : map_no_items;
         job->arg_len = (uint32_t)it->arg_len;
         job->count = (uint32_t)count;
         job->len = 0;
-        return ex->ops->submit(ex, map_job_run, &job, sizeof job, f);
+        slot->run_ns = UINT32_MAX;
+        return ex->ops->submit(ex, map_job_run, &slot, sizeof slot, f);
     }
     size_t bytes = sizeof h + count * it->arg_len; /* bounded in cf_map */
     unsigned char stack[256];
@@ -613,7 +653,15 @@ static bool map_may_help(const cf_executor *ex, bool copy, cf__deadline deadline
  * consumer to move on (a pipeline), which no worker would. */
 static void map_help(cf_map_iter *it)
 {
-    (void)it->ex->ops->run_here(it->ex, it->ring[it->cur % it->window].f);
+    cf_future *f = it->ring[it->cur % it->window].f;
+    uint32_t shorter = it->run_ns[0] < it->run_ns[1] ? it->run_ns[0] : it->run_ns[1];
+    if (shorter > MAP_HELP_MAX_NS) {
+        /* Unknown or long: the workers first (MAP_HELP_WAIT_NS). A timed
+         * wait, so the executor's own waiter rule does not run it either. */
+        (void)cf_future_result(f, (double)MAP_HELP_WAIT() / 1e9, NULL, NULL);
+        if (cf_future_done(f)) return;
+    }
+    (void)it->ex->ops->run_here(it->ex, f);
 }
 
 /* Wait for chunk `cur` and make its items current. 0 or CF_ETIMEDOUT. */
@@ -635,6 +683,10 @@ static int map_load_chunk(cf_map_iter *it)
         int rc = cf_future_result(s->f, map_time_left(it), &data, &len);
         if (rc == CF_ETIMEDOUT) return CF_ETIMEDOUT;
         if (rc == 0) {
+            if (!it->copy) { /* map_job_run measured it */
+                it->run_ns[1] = it->run_ns[0];
+                it->run_ns[0] = s->run_ns;
+            }
             if (len == 0 && !it->copy) { /* a uniform result left in the job */
                 data = s->job.buf;
                 len = s->job.len;
@@ -912,6 +964,7 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const void *args, size_t arg_len, si
     it->window = window;
     it->copy = copy;
     it->help = map_may_help(ex, copy, deadline);
+    it->run_ns[0] = it->run_ns[1] = UINT32_MAX;
     it->deadline = deadline;
     /* Before the first submit: a worker stays on the look-out for chunks. */
     if (ex->ops->map_active && n > 0) {
