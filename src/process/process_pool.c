@@ -291,6 +291,23 @@ static int submit_ring(struct cf__ppool *p, cf_future *f, const void *arg, size_
     }
 }
 
+/* A submitter collects as it goes: every HARVEST_EVERY submits it takes
+ * what the workers have finished (cf__pp_help_once, which completes those
+ * futures in this thread), so that in a burst the results flow back
+ * through the submitting thread and the collector thread, seeing helpers
+ * harvest, stays asleep (proc_collector.c) instead of taking a CPU from
+ * the workers. Not in the collector thread, nor while this thread
+ * completes a harvested batch (a callback that submits would nest). */
+#define HARVEST_EVERY 8
+
+static inline void harvest_as_we_go(struct cf__ppool *p)
+{
+    /* relaxed: only paces the harvests (rr was just bumped by us) */
+    if ((atomic_load_explicit(&p->rr, memory_order_relaxed) & (HARVEST_EVERY - 1)) == 0 &&
+        cf__pp_tls_collector != p && cf__pp_tls_completing != p)
+        cf__pp_help_once(p);
+}
+
 static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
 {
     struct cf__ppool *p = pool_of(ex);
@@ -312,6 +329,8 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         cf_future_release(f);
         if (rc == 0) rc = submit_overflow(p, fn, arg, len, &f);
         if (rc < 0) return rc;
+    } else {
+        harvest_as_we_go(p);
     }
     install_helper();
     *out = f;
