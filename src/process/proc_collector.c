@@ -17,6 +17,13 @@
  * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
  * are this thread's alone, under the same lock. Producers only add
  * records, under the channel's fill lock.
+ * The collector defers to helpers: a step after helpers harvested
+ * (p->harvests moved since its last step, and none raised p->coll_attn)
+ * collects nothing; everything else in the step (feeding, reports, flags)
+ * still runs. Invariant that keeps a result from being left behind: the
+ * collector defers only in steps followed by a bounded nap (or another
+ * step), never in the last look before a sleep that only a waker ends;
+ * so once helpers stop, the next step or nap's end collects.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
  * which never waits for a helper, so callbacks may call anything (a

@@ -7,6 +7,13 @@
  * allows. Anything unusual (a skipped slot, a state or result that fails
  * validation) is left to the collector thread, which it wakes.
  *
+ * A submitter also harvests every few submits (process_pool.c). Each
+ * harvest that takes anything bumps p->harvests (the collector leaves the
+ * rings to helpers while it moves) and starts at the next channel, so
+ * while helpers keep harvesting every channel's results are taken; a slot
+ * left for the collector raises p->coll_attn (read under the collect
+ * lock) before the wake.
+ *
  * The collector thread waits for every helper's batch (p->batches) before
  * it reports the pool finished, so shutdown(wait) returns only once every
  * future is done. While helpers are active the collector naps instead of

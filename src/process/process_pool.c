@@ -106,11 +106,15 @@
  * plainly DONE and valid result, releases the lock, then completes those
  * futures (their callbacks run in that thread, the completing one, as
  * SEMANTICS 9 allows). A submitter whose rings are full collects the same
- * way before it retries. While helpers are active, and while anyone
- * submits, the collector thread naps between its steps instead of
- * spinning, and workers do not ring the doorbell, so a round trip costs no
- * system call and no third thread: on 2 cores the submitter and the
- * workers have the cores. The nap is bounded (200 us; 1 ms while a helper
+ * way before it retries, and also every HARVEST_EVERY submits (below), so
+ * that in a burst results flow back through the submitting thread. While
+ * helpers are active, and while anyone submits, the collector thread naps
+ * between its steps instead of spinning, and workers do not ring the
+ * doorbell, so a round trip costs no system call and no third thread: on
+ * 2 cores the submitter and the workers have the cores. After a nap in
+ * which helpers harvested, the collector leaves the rings to them for
+ * that step (proc_collector.c, defer_to_helpers), unless one of them left
+ * it a slot (p->coll_attn). The nap is bounded (200 us; 1 ms while a helper
  * is inside result()): a submitter never says it has stopped, so the
  * collector looks again after each nap and, once nobody has submitted for
  * a whole nap, spins and sleeps with the doorbell on as before; a result
