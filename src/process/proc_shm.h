@@ -224,7 +224,7 @@ static inline uint64_t cf__pp_mix_bytes(uint64_t h, const unsigned char *b, uint
     uint64_t n = len < CF__PCHECK_BYTES ? len : CF__PCHECK_BYTES, i = 0;
     uint64_t s[4] = {h, h ^ CF__PK1, h ^ CF__PK2, h ^ CF__PK3};
     for (; i + 64 <= n; i += 64)
-        for (int l = 0; l < 4; l++)
+        for (size_t l = 0; l < 4; l++)
             s[l] = cf__pp_mum(cf__pp_word(b + i + 16 * l) ^ s[l],
                               cf__pp_word(b + i + 16 * l + 8) ^ k[l]);
     unsigned l = 0; /* fewer than 64 bytes left: at most four chunks */
