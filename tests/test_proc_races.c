@@ -4,6 +4,10 @@
  *   leaves the collecting to the submitter; a submitter never says it has
  *   stopped, so a result that arrives while the collector sleeps in such a
  *   nap must still be collected, with nobody waiting in result();
+ * - the collector's deferring to helpers: while helpers harvest (a
+ *   submitter every few submits, a thread in result()) the collector
+ *   leaves the rings to them; once they stop, a result that arrives in
+ *   that window must still be collected, with nobody helping any more;
  * - the channel's fill lock, which replaced a mutex per submit: a second
  *   submitter that finds a channel being filled does not touch it (it
  *   tries another channel, then the overflow list), and both tasks run
@@ -30,11 +34,13 @@
 #include <cmocka.h>
 
 #include "cfutures.h"
+#include "process/proc_help.h"
 #include "process/proc_pool.h"
 #include "support/test_env.h"
 
 struct shared {
-    _Atomic uint32_t gate; /* gated_task returns once it is non-zero */
+    _Atomic uint32_t gate;  /* gated_task returns once it is non-zero */
+    _Atomic uint32_t gate2; /* gated_task2 likewise */
 };
 static struct shared *sh;
 
@@ -76,6 +82,13 @@ static int gated_task(const void *arg, size_t len, cf_out *out)
     (void)arg, (void)len;
     while (!atomic_load_explicit(&sh->gate, memory_order_acquire)) sched_yield();
     return cf_out_i64(out, 42);
+}
+
+static int gated_task2(const void *arg, size_t len, cf_out *out)
+{
+    (void)arg, (void)len;
+    while (!atomic_load_explicit(&sh->gate2, memory_order_acquire)) sched_yield();
+    return cf_out_i64(out, 43);
 }
 
 /* ---- the hand-off ---- */
@@ -124,6 +137,80 @@ static void test_result_collected_after_submitter_stops(void **state)
     cf_future_release(f);
     cf_executor_free(ex);
     cf__proc_test_coll_nap = NULL;
+}
+
+/* ---- the collector defers to helpers ---- */
+
+static _Atomic int defer_held, defer_release;
+
+/* The collector leaves a step to helpers: hold it there (the first time). */
+static void hold_defer(void)
+{
+    if (atomic_exchange_explicit(&defer_held, 1, memory_order_acq_rel)) return;
+    while (!atomic_load_explicit(&defer_release, memory_order_acquire)) sched_yield();
+}
+
+static bool slot_done_within(cf_executor *ex, uint64_t pos, int64_t ns)
+{
+    struct cf__pslot *s = cf__pp_slot((struct cf__ppool *)ex, 0, pos);
+    int64_t end = now_ns() + ns;
+    while (cf__sk_kind(atomic_load_explicit(&s->state, memory_order_acquire)) != CF__SK_DONE) {
+        if (now_ns() > end) return false;
+        pause_briefly();
+    }
+    return true;
+}
+
+static void test_collector_collects_after_helpers_stop(void **state)
+{
+    (void)state;
+    atomic_store(&sh->gate, 0);
+    atomic_store(&sh->gate2, 0);
+    atomic_store(&nap_held, 0);
+    atomic_store(&nap_release, 0);
+    atomic_store(&defer_held, 0);
+    atomic_store(&defer_release, 0);
+    cf__proc_test_coll_nap = hold_nap; /* before the collector thread exists */
+    cf__proc_test_coll_defer = hold_defer;
+    cf_executor *ex = one_worker_pool();
+    struct cf__ppool *p = (struct cf__ppool *)ex;
+    cf_future *a = NULL, *b = NULL;
+    /* A submit: the collector naps (a submitter is active); hold it there,
+     * after its last look, so that the result of A is ours to harvest. */
+    assert_int_equal(cf_submit(ex, gated_task, NULL, 0, &a), 0);
+    int64_t end = now_ns() + 10 * 1000000000ll;
+    while (!atomic_load_explicit(&nap_held, memory_order_acquire) && now_ns() < end)
+        pause_briefly();
+    assert_true(atomic_load(&nap_held));
+    atomic_store_explicit(&sh->gate, 1, memory_order_release);
+    assert_true(slot_done_within(ex, 0, 10 * 1000000000ll));
+    /* A helper harvests: the collector's next step defers to helpers. */
+    assert_int_equal(cf__pp_help_once(p), 1);
+    assert_true(cf_future_done(a));
+    assert_int_equal(cf_submit(ex, gated_task2, NULL, 0, &b), 0);
+    atomic_store_explicit(&nap_release, 1, memory_order_release);
+    while (!atomic_load_explicit(&defer_held, memory_order_acquire) && now_ns() < end)
+        pause_briefly();
+    assert_true(atomic_load(&defer_held));
+    /* The window: the collector has decided to leave this step to the
+     * helpers, and they have stopped (nobody submits, harvests or waits
+     * in result() any more). B's result arrives now. */
+    atomic_store_explicit(&sh->gate2, 1, memory_order_release);
+    assert_true(slot_done_within(ex, 1, 10 * 1000000000ll));
+    assert_false(cf_future_done(b)); /* nobody has collected it yet */
+    atomic_store_explicit(&defer_release, 1, memory_order_release);
+    /* The collector must take it by itself. */
+    assert_true(done_within(b, 5 * 1000000000ll));
+    int64_t v = 0;
+    assert_int_equal(cf_future_result_i64(b, CF_POLL, &v), 0);
+    assert_int_equal(v, 43);
+    assert_int_equal(cf_future_result_i64(a, CF_POLL, &v), 0);
+    assert_int_equal(v, 42);
+    cf_future_release(a);
+    cf_future_release(b);
+    cf_executor_free(ex);
+    cf__proc_test_coll_nap = NULL;
+    cf__proc_test_coll_defer = NULL;
 }
 
 /* ---- the fill lock ---- */
@@ -340,6 +427,7 @@ int main(int argc, char **argv)
     cf_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_result_collected_after_submitter_stops),
+        cmocka_unit_test(test_collector_collects_after_helpers_stop),
         cmocka_unit_test(test_fill_lock_keeps_a_second_submitter_out),
         cmocka_unit_test(test_fill_lock_many_submitters),
         cmocka_unit_test(test_result_sizes_in_any_order),

@@ -17,6 +17,13 @@
  * (cf__pp_cancel_unstarted); the breakage sweep and the zygote's reports
  * are this thread's alone, under the same lock. Producers only add
  * records, under the channel's fill lock.
+ * The collector defers to helpers: a step after helpers harvested
+ * (p->harvests moved since its last step, and none raised p->coll_attn)
+ * collects nothing; everything else in the step (feeding, reports, flags)
+ * still runs. Invariant that keeps a result from being left behind: the
+ * collector defers only in steps followed by a bounded nap (or another
+ * step), never in the last look before a sleep that only a waker ends;
+ * so once helpers stop, the next step or nap's end collects.
  * Channel and overflow locks are never held while a future is completed or
  * cancelled; the collect lock is held across callbacks only in this thread,
  * which never waits for a helper, so callbacks may call anything (a
@@ -51,10 +58,14 @@ struct coll {
     int64_t kill_deadline; /* terminate: when to follow up with SIGKILL */
     uint64_t last_rr;      /* p->rr when last looked at: submitters bump it */
     uint32_t last_helped;  /* p->helpers' entries when last looked at */
+    uint32_t last_harvest; /* p->harvests at the last step */
+    uint32_t seen_harvest; /* p->harvests when who_collects last looked */
+    int64_t active_at;     /* when a submitter or helper was last seen (0: not lately) */
 };
 
 #ifdef CF_TEST_HOOKS
 void (*cf__proc_test_coll_nap)(void);
+void (*cf__proc_test_coll_defer)(void);
 #endif
 
 static void describe(char *b, size_t n, int pid, int st)
@@ -506,11 +517,39 @@ static bool in_flight(const struct cf__ppool *p)
     return false;
 }
 
-static bool step(struct coll *c, bool events)
+/* Whether to leave the rings to helpers for this step (collect lock
+ * held): yes when they harvested since our last step (a submitter that
+ * harvests as it goes, a thread in result()) and none of them left a slot
+ * for us (coll_attn). Two collectors taking turns on the same slots would
+ * only pull the records, futures and result bytes between two CPUs, and
+ * take a CPU from the workers. A result is not left behind: helpers start
+ * each harvest at the next channel, and once a whole interval between our
+ * steps passes without a harvest (a nap, at most NAP_SUBMIT_NS or
+ * NAP_HELPED_NS), we collect again. */
+static bool defer_to_helpers(struct coll *c, bool may_defer)
+{
+    struct cf__ppool *p = c->p;
+    /* relaxed, both: written under the collect lock, which we hold. */
+    uint32_t h = atomic_load_explicit(&p->harvests, memory_order_relaxed);
+    bool attn = atomic_load_explicit(&p->coll_attn, memory_order_relaxed);
+    if (attn) atomic_store_explicit(&p->coll_attn, 0, memory_order_relaxed);
+    bool defer = may_defer && h != c->last_harvest && !attn;
+    c->last_harvest = h;
+#ifdef CF_TEST_HOOKS
+    if (defer && cf__proc_test_coll_defer) cf__proc_test_coll_defer();
+#endif
+    return defer;
+}
+
+/* One round of the collector's work (collect lock held). may_defer: the
+ * rings may be left to helpers (defer_to_helpers); never in the last look
+ * before a sleep that only a waker ends. */
+static bool step(struct coll *c, bool events, bool may_defer)
 {
     struct cf__ppool *p = c->p;
     bool progress = false;
-    for (int i = 0; i < p->n; i++) progress |= collect_chan(c, i);
+    if (!defer_to_helpers(c, may_defer))
+        for (int i = 0; i < p->n; i++) progress |= collect_chan(c, i);
     if (atomic_load_explicit(&p->ov_count, memory_order_relaxed)) progress |= cf__pp_feed(p);
     if (events) progress |= poll_events(c, 0, true);
     progress |= handle_flags(c);
@@ -548,7 +587,7 @@ static bool nap(struct coll *c, enum nap_kind kind)
     if (kind == NAP_IDLE) atomic_store_explicit(&p->hdr->coll_sleeping, 1, memory_order_seq_cst);
     CF__FENCE_SEQ_CST(); /* the stores above, before every load of the re-scan */
     cf__pp_coll_lock(p);
-    bool progress = step(c, true);
+    bool progress = step(c, true, kind != NAP_IDLE);
     bool fin = finished(c);
     cf__pp_coll_unlock(p);
     if (!progress && !fin) {
@@ -576,11 +615,21 @@ static enum nap_kind who_collects(struct coll *c)
      * after one nap (see nap()). */
     uint64_t h = atomic_load_explicit(&c->p->helpers, memory_order_relaxed);
     uint64_t rr = atomic_load_explicit(&c->p->rr, memory_order_relaxed);
-    bool came = (uint32_t)(h >> 32) != c->last_helped || rr != c->last_rr;
+    uint32_t hv = atomic_load_explicit(&c->p->harvests, memory_order_relaxed);
+    bool came = (uint32_t)(h >> 32) != c->last_helped || rr != c->last_rr || hv != c->seen_harvest;
     c->last_helped = (uint32_t)(h >> 32);
     c->last_rr = rr;
+    c->seen_harvest = hv;
     if ((uint32_t)h) return NAP_HELPED;
-    return came ? NAP_SUBMIT : NAP_IDLE;
+    /* A submitter seen within the last nap's length still counts: our
+     * steps take a microsecond, and a submitter descheduled for that long
+     * (4 runnable parties on 2 CPUs) must not make us spin and collect
+     * in its place. Whatever it leaves is collected at our next step,
+     * after at most one nap, as before. */
+    int64_t now = came || c->active_at ? cf__now_ns() : 0;
+    if (came) c->active_at = now;
+    else if (c->active_at && now - c->active_at >= NAP_SUBMIT_NS) c->active_at = 0;
+    return c->active_at ? NAP_SUBMIT : NAP_IDLE;
 }
 
 /* The loop: collect, feed, handle reports and flags. While someone else
@@ -594,7 +643,7 @@ static void run(struct coll *c)
     unsigned iter = 0, spins = 0;
     for (;;) {
         cf__pp_coll_lock(p);
-        bool progress = step(c, (++iter & 255) == 0);
+        bool progress = step(c, (++iter & 255) == 0, true);
         bool fin = finished(c);
         cf__pp_coll_unlock(p);
         if (fin) return;

@@ -7,6 +7,13 @@
  * allows. Anything unusual (a skipped slot, a state or result that fails
  * validation) is left to the collector thread, which it wakes.
  *
+ * A submitter also harvests every few submits (process_pool.c). Each
+ * harvest that takes anything bumps p->harvests (the collector leaves the
+ * rings to helpers while it moves) and starts at the next channel, so
+ * while helpers keep harvesting every channel's results are taken; a slot
+ * left for the collector raises p->coll_attn (read under the collect
+ * lock) before the wake.
+ *
  * The collector thread waits for every helper's batch (p->batches) before
  * it reports the pool finished, so shutdown(wait) returns only once every
  * future is done. While helpers are active the collector naps instead of
@@ -74,10 +81,25 @@ int cf__pp_help_once(struct cf__ppool *p)
     bool odd = false;
     b.n = 0;
     if (!cf__pp_coll_trylock(p)) return 0;
-    for (int chan = 0; chan < p->n && b.n < HARVEST_MAX; chan++) odd |= harvest_chan(p, chan, &b);
-    /* relaxed: ordered by the lock release below and read by the
-     * collector under the lock or after (see its leaving) */
-    if (b.n) atomic_fetch_add_explicit(&p->batches, 1, memory_order_relaxed);
+    /* Start each harvest at the next channel, so that while helpers keep
+     * harvesting (and the collector defers to them) every channel's
+     * results are taken, not only the first channel's. relaxed: written
+     * under the collect lock, which orders it. */
+    uint32_t first = atomic_load_explicit(&p->harvests, memory_order_relaxed);
+    for (int k = 0; k < p->n && b.n < HARVEST_MAX; k++)
+        odd |= harvest_chan(p, (int)((first + (uint32_t)k) % (uint32_t)p->n), &b);
+    if (b.n) {
+        /* relaxed: ordered by the lock release below and read by the
+         * collector under the lock or after (see its leaving) */
+        atomic_fetch_add_explicit(&p->batches, 1, memory_order_relaxed);
+        /* relaxed: a hint to the collector that helpers collect (it
+         * defers its own collecting while this moves, proc_collector.c) */
+        atomic_fetch_add_explicit(&p->harvests, 1, memory_order_relaxed);
+    }
+    /* relaxed: a slot we leave for the collector, who reads the flag
+     * under the collect lock (ordered by our release of it); the wake
+     * below makes a sleeping collector look now. */
+    if (odd) atomic_store_explicit(&p->coll_attn, 1, memory_order_relaxed);
     cf__pp_coll_unlock(p);
     if (odd) cf__pp_wake_collector(p);
     if (!b.n) return 0;

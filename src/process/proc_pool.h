@@ -109,10 +109,12 @@ struct cf__ppool {
 
     _Alignas(64) _Atomic uint32_t coll_lock; /* who collects: the collector thread, or a helper */
     _Atomic uint32_t
-        coll_sleep;           /* the collector is (about to be) asleep: 1 napping, 2 until woken */
-    _Atomic uint64_t helpers; /* result() helpers: low 32 bits how many now, high
+        coll_sleep;            /* the collector is (about to be) asleep: 1 napping, 2 until woken */
+    _Atomic uint64_t helpers;  /* result() helpers: low 32 bits how many now, high
                                   * 32 bits how many ever came (CF__PP_HELPER) */
-    _Atomic uint32_t batches; /* helpers' harvested batches not yet completed */
+    _Atomic uint32_t batches;  /* helpers' harvested batches not yet completed */
+    _Atomic uint32_t harvests; /* batches helpers ever harvested (the collector defers to them) */
+    _Atomic uint32_t coll_attn; /* a helper left a slot for the collector: collect now */
 
     _Alignas(64) _Atomic uint32_t coll_done; /* futex: 1 once the collector has finished */
     _Atomic int term_signo;
@@ -263,6 +265,10 @@ extern void (*cf__proc_test_in_fill)(int chan);
  * because a submitter is active, after its last look at the rings (tests
  * hold the hand-off window open here). */
 extern void (*cf__proc_test_coll_nap)(void);
+/* Called by the collector thread when it leaves the rings to helpers for
+ * one step because they harvested since its last look (tests hold the
+ * window open here). */
+extern void (*cf__proc_test_coll_defer)(void);
 #endif
 
 #endif

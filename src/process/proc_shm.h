@@ -175,44 +175,91 @@ _Static_assert(sizeof(struct cf__pslot) == 64, "a slot header is one cache line"
  * as much as copying them). */
 #define CF__PCHECK_BYTES (64u << 10)
 
-static inline uint64_t cf__pp_mix(uint64_t h, uint64_t v)
+/* The hash behind the checks. Each step folds a 64x64->128-bit product
+ * (low half xor high half), and the bytes go through four independent
+ * lanes of 16 bytes each, so a 64-byte record costs four multiplies that
+ * run side by side instead of a chain of one per word: both sides compute
+ * a check on every task (the parent over the argument, the worker over the
+ * result) and verify the other's, so its latency is paid four times per
+ * task. Not a defence against intent (see above): a word equal to its
+ * lane's constant zeroes that lane's product, which a stray write hits
+ * with probability 2^-64. */
+#define CF__PK0 0xa0761d6478bd642full
+#define CF__PK1 0xe7037ed1a0b428dbull
+#define CF__PK2 0x8ebc6af09c88c6e3ull
+#define CF__PK3 0x589965cc75374cc3ull
+
+static inline uint64_t cf__pp_mum(uint64_t a, uint64_t b)
 {
-    h ^= v;
-    h *= 0x100000001b3ull;
-    return h ^ (h >> 29);
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 r = (unsigned __int128)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+#else
+    uint64_t h = a * 0x100000001b3ull ^ b;
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 29) ^ (b * 0xc4ceb9fe1a85ec53ull);
+#endif
 }
 
+static inline uint64_t cf__pp_word(const unsigned char *b)
+{
+    uint64_t w;
+    __builtin_memcpy(&w, b, 8);
+    return w;
+}
+
+/* Bytes [0, n) of b (n < 16) as two words, zero padded. */
+static inline void cf__pp_tail16(const unsigned char *b, uint64_t n, uint64_t *w0, uint64_t *w1)
+{
+    unsigned char t[16] = {0};
+    __builtin_memcpy(t, b, (size_t)n);
+    *w0 = cf__pp_word(t);
+    *w1 = cf__pp_word(t + 8);
+}
+
+/* The first CF__PCHECK_BYTES bytes of b, and len, folded into h. */
 static inline uint64_t cf__pp_mix_bytes(uint64_t h, const unsigned char *b, uint64_t len)
 {
-    uint64_t n = len < CF__PCHECK_BYTES ? len : CF__PCHECK_BYTES, i = 0, w;
-    for (; i + 8 <= n; i += 8) {
-        __builtin_memcpy(&w, b + i, 8);
-        h = cf__pp_mix(h, w);
-    }
+    static const uint64_t k[4] = {CF__PK0, CF__PK1, CF__PK2, CF__PK3};
+    uint64_t n = len < CF__PCHECK_BYTES ? len : CF__PCHECK_BYTES, i = 0;
+    uint64_t s[4] = {h, h ^ CF__PK1, h ^ CF__PK2, h ^ CF__PK3};
+    for (; i + 64 <= n; i += 64)
+        for (size_t l = 0; l < 4; l++)
+            s[l] = cf__pp_mum(cf__pp_word(b + i + 16 * l) ^ s[l],
+                              cf__pp_word(b + i + 16 * l + 8) ^ k[l]);
+    unsigned l = 0; /* fewer than 64 bytes left: at most four chunks */
+    for (; i + 16 <= n; i += 16, l++)
+        s[l] = cf__pp_mum(cf__pp_word(b + i) ^ s[l], cf__pp_word(b + i + 8) ^ k[l]);
     if (i < n) {
-        w = 0;
-        __builtin_memcpy(&w, b + i, (size_t)(n - i));
-        h = cf__pp_mix(h, w);
+        uint64_t w0, w1;
+        cf__pp_tail16(b + i, n - i, &w0, &w1);
+        s[l] = cf__pp_mum(w0 ^ s[l], w1 ^ k[l] ^ (n - i));
     }
-    return cf__pp_mix(h, len);
+    return cf__pp_mum(cf__pp_mum(s[0] ^ CF__PK2, s[1] ^ CF__PK3) ^ len,
+                      cf__pp_mum(s[2] ^ CF__PK0, s[3] ^ CF__PK1) ^ CF__PK0);
 }
 
 static inline uint32_t cf__pp_arg_check(uint64_t pos, uint64_t fn, uint64_t len, uint64_t apos,
                                         uint32_t aflags, const unsigned char *bytes)
 {
-    uint64_t h = cf__pp_mix(0xcbf29ce484222325ull, pos);
-    h = cf__pp_mix(cf__pp_mix(cf__pp_mix(h, fn), apos), aflags);
+    uint64_t h = cf__pp_mum(pos ^ CF__PK0, fn ^ CF__PK1) ^
+                 cf__pp_mum(apos ^ CF__PK2, ((uint64_t)aflags << 32 | 0x61726773u) ^ CF__PK3);
     h = cf__pp_mix_bytes(h, bytes, len);
     return (uint32_t)(h ^ (h >> 32));
 }
 
+/* A result with no message (mlen 0) hashes no message bytes: mlen is in
+ * the header's part, so a message length changed after the fact still
+ * fails the check. */
 static inline uint32_t cf__pp_res_check(uint64_t pos, uint64_t rlen, uint64_t rpos, int32_t code,
                                         uint32_t mlen, uint32_t rflags, const unsigned char *res,
                                         const unsigned char *msg)
 {
-    uint64_t h = cf__pp_mix(0x84222325cbf29ce4ull, pos);
-    h = cf__pp_mix(cf__pp_mix(cf__pp_mix(h, rpos), (uint32_t)code), rflags);
-    h = cf__pp_mix_bytes(cf__pp_mix_bytes(h, res, rlen), msg, mlen);
+    uint64_t hdr = (uint64_t)(uint32_t)code | (uint64_t)rflags << 32 | (uint64_t)0x7265u << 48;
+    uint64_t h = cf__pp_mum(pos ^ CF__PK3, rpos ^ CF__PK2) ^
+                 cf__pp_mum(hdr ^ CF__PK1, ((uint64_t)mlen << 32 | (rlen & 0xffffffffu)) ^ CF__PK0);
+    h = cf__pp_mix_bytes(h, res, rlen);
+    if (mlen) h = cf__pp_mix_bytes(h, msg, mlen);
     return (uint32_t)(h ^ (h >> 32));
 }
 

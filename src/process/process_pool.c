@@ -106,11 +106,15 @@
  * plainly DONE and valid result, releases the lock, then completes those
  * futures (their callbacks run in that thread, the completing one, as
  * SEMANTICS 9 allows). A submitter whose rings are full collects the same
- * way before it retries. While helpers are active, and while anyone
- * submits, the collector thread naps between its steps instead of
- * spinning, and workers do not ring the doorbell, so a round trip costs no
- * system call and no third thread: on 2 cores the submitter and the
- * workers have the cores. The nap is bounded (200 us; 1 ms while a helper
+ * way before it retries, and also every HARVEST_EVERY submits (below), so
+ * that in a burst results flow back through the submitting thread. While
+ * helpers are active, and while anyone submits, the collector thread naps
+ * between its steps instead of spinning, and workers do not ring the
+ * doorbell, so a round trip costs no system call and no third thread: on
+ * 2 cores the submitter and the workers have the cores. After a nap in
+ * which helpers harvested, the collector leaves the rings to them for
+ * that step (proc_collector.c, defer_to_helpers), unless one of them left
+ * it a slot (p->coll_attn). The nap is bounded (200 us; 1 ms while a helper
  * is inside result()): a submitter never says it has stopped, so the
  * collector looks again after each nap and, once nobody has submitted for
  * a whole nap, spins and sleeps with the doorbell on as before; a result
@@ -291,6 +295,23 @@ static int submit_ring(struct cf__ppool *p, cf_future *f, const void *arg, size_
     }
 }
 
+/* A submitter collects as it goes: every HARVEST_EVERY submits it takes
+ * what the workers have finished (cf__pp_help_once, which completes those
+ * futures in this thread), so that in a burst the results flow back
+ * through the submitting thread and the collector thread, seeing helpers
+ * harvest, stays asleep (proc_collector.c) instead of taking a CPU from
+ * the workers. Not in the collector thread, nor while this thread
+ * completes a harvested batch (a callback that submits would nest). */
+#define HARVEST_EVERY 8
+
+static inline void harvest_as_we_go(struct cf__ppool *p)
+{
+    /* relaxed: only paces the harvests (rr was just bumped by us) */
+    if ((atomic_load_explicit(&p->rr, memory_order_relaxed) & (HARVEST_EVERY - 1)) == 0 &&
+        cf__pp_tls_collector != p && cf__pp_tls_completing != p)
+        cf__pp_help_once(p);
+}
+
 static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t len, cf_future **out)
 {
     struct cf__ppool *p = pool_of(ex);
@@ -312,6 +333,8 @@ static int pp_submit(cf_executor *ex, cf_task_fn *fn, const void *arg, size_t le
         cf_future_release(f);
         if (rc == 0) rc = submit_overflow(p, fn, arg, len, &f);
         if (rc < 0) return rc;
+    } else {
+        harvest_as_we_go(p);
     }
     install_helper();
     *out = f;
