@@ -17,7 +17,16 @@
  * the task has freed the pool and the workers have had time to leave; it
  * then reads the pool's flags and wakes a worker. Without the submit mark
  * the last worker frees the pool meanwhile (AddressSanitizer reports the
- * use after free); with it, the free waits for the submit to end. */
+ * use after free); with it, the free waits for the submit to end.
+ *
+ * The searcher that does not run: a worker counted in `searching` is held
+ * (the hook at its spin decision) as if the submitter's own thread kept it
+ * off its CPU, while the other worker is parked. A burst from outside then
+ * finds a searcher at its first push and wakes nobody, and no later push
+ * looks (the slot is not empty). Only the submitter's stall check (a
+ * backlog nobody took from for CF__SUBSLOT_STALL_EVERY pushes) wakes the
+ * parked worker; without it no task of the burst starts before the held
+ * worker is let go (the hang limit). */
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -299,6 +308,83 @@ static void test_pool_freed_by_task_during_submit(void **state)
     while (thread_count() > before) usleep(1000);
 }
 
+static _Atomic int spin_hold_armed;
+static sem_t spin_held, spin_release;
+
+/* Holds the first worker that reaches its spin decision after arming: it
+ * is counted in `searching` and runs nothing. */
+static void hold_at_spin(struct cf__worker *w, int point)
+{
+    (void)w;
+    if (point != CF__TEST_TP_SPIN_DECIDED) return;
+    int one = 1;
+    if (!atomic_compare_exchange_strong(&spin_hold_armed, &one, 0)) return;
+    sem_post(&spin_held);
+    sem_wait(&spin_release);
+}
+
+static int return_arg(const void *arg, size_t len, cf_out *out)
+{
+    int64_t v;
+    (void)len;
+    memcpy(&v, arg, sizeof v);
+    return cf_out_i64(out, v);
+}
+
+static void test_burst_behind_held_searcher(void **state)
+{
+    (void)state;
+    enum { BURST = 4 * CF__SUBSLOT_STALL_EVERY };
+    sem_init(&spin_held, 0, 0);
+    sem_init(&spin_release, 0, 0);
+    cf_thread_pool_opts o = {.max_workers = 2, .pin = CF_PIN_NONE};
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+    struct cf__pool *p = (struct cf__pool *)ex;
+    wait_all_parked(ex);
+    atomic_store(&spin_hold_armed, 1);
+    atomic_store(&cf__test_tp_hook, hold_at_spin);
+    /* One task wakes a worker; when it has run it, it searches (held). */
+    cf_future *first;
+    int64_t v = -1;
+    assert_int_equal(cf_submit(ex, return_arg, &v, sizeof v, &first), 0);
+    assert_int_equal(sem_wait_limited(&spin_held), 0);
+    assert_int_equal(cf_future_result(first, CF_FOREVER, NULL, NULL), 0);
+    cf_future_release(first);
+    /* The other worker parks (it may have been woken meanwhile). */
+    for (int i = 0; i < HANG_S * 1000 && atomic_load(&p->ec.waiters) != 1; i++) usleep(1000);
+    assert_int_equal(atomic_load(&p->ec.waiters), 1);
+    assert_int_equal(atomic_load(&p->searching), 1);
+
+    cf_future *fs[BURST];
+    for (int64_t i = 0; i < BURST; i++)
+        assert_int_equal(cf_submit(ex, return_arg, &i, sizeof i, &fs[i]), 0);
+    /* The oldest STALL_EVERY tasks were queued before the stall check
+     * woke the parked worker, which takes in submission order: they start
+     * while the searcher is still held. A deadline: a waiting thread then
+     * runs no task itself. (The youngest tasks may wait for the held
+     * worker: the submitter no longer pushes, so nothing looks again.) */
+    size_t done = 0;
+    int rc = cf_wait(fs, CF__SUBSLOT_STALL_EVERY, CF_ALL_COMPLETED, HANG_S, &done);
+    sem_post(&spin_release);
+    atomic_store(&cf__test_tp_hook, NULL);
+    assert_int_equal(rc, 0);
+    assert_int_equal(done, CF__SUBSLOT_STALL_EVERY);
+    assert_int_equal(cf_wait(fs, BURST, CF_ALL_COMPLETED, CF_FOREVER, &done), 0);
+    assert_int_equal(done, BURST);
+    int64_t sum = 0; /* cf_wait permutes fs */
+    for (int64_t i = 0; i < BURST; i++) {
+        int64_t got = -1;
+        assert_int_equal(cf_future_result_i64(fs[i], 0, &got), 0);
+        sum += got;
+        cf_future_release(fs[i]);
+    }
+    assert_int_equal(sum, (int64_t)BURST * (BURST - 1) / 2);
+    cf_executor_free(ex);
+    sem_destroy(&spin_held);
+    sem_destroy(&spin_release);
+}
+
 int main(int argc, char **argv)
 {
     cf_test_init(argc, argv); /* run one case: test_x <name> */
@@ -307,6 +393,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_handoff_nested),
         cmocka_unit_test(test_pairs_on_idle_pool),
         cmocka_unit_test(test_pool_freed_by_task_during_submit),
+        cmocka_unit_test(test_burst_behind_held_searcher),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

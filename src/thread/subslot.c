@@ -158,6 +158,20 @@ int cf__subslot_push(struct cf__subslots *ss, struct cf__subslot *s, cf_future *
     return h >= t;
 }
 
+bool cf__subslot_stalled(struct cf__subslot *s)
+{
+    /* Relaxed: only we write tail. */
+    int64_t t = atomic_load_explicit(&s->tail, memory_order_relaxed);
+    if (t < s->stall_at) return false;
+    s->stall_at = t + CF__SUBSLOT_STALL_EVERY;
+    /* Relaxed: a hint that decides only whether to make an extra wake-up;
+     * nothing is read through it. */
+    int64_t taken = atomic_load_explicit(&s->taken, memory_order_relaxed);
+    bool stalled = taken == s->stall_taken && t - taken >= CF__SUBSLOT_STALL_EVERY;
+    s->stall_taken = taken;
+    return stalled;
+}
+
 void cf__subslot_announce(struct cf__subslots *ss, struct cf__subslot *s)
 {
     uint64_t bit = (uint64_t)1 << s->index;
@@ -453,6 +467,8 @@ static struct cf__subslot *claim(struct cf__subslots *ss)
     atomic_init(&s->ring, r);
     s->head_seen = 0;
     s->taken_seen = 0;
+    s->stall_at = 0;
+    s->stall_taken = 0;
     s->size = 0;
     s->rings[0] = r;
     s->owned = true;

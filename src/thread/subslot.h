@@ -49,6 +49,10 @@
  *   slots whose bit is set: one load for all 64 slots, however many
  *   threads ever submitted. Whoever must not miss an item (a parker's
  *   re-check, the exit check, the last searcher's look) scans every slot.
+ * - The stall look (cf__subslot_stalled) is the producer's alone: every
+ *   CF__SUBSLOT_STALL_EVERY pushes it reads `taken` (relaxed) and compares
+ *   it with its last look. It orders nothing and decides only whether the
+ *   submitter makes an extra wake-up (wake.c); no item is read through it.
  * - Memory: slots live until the pool is freed (a slot released by an
  *   exiting thread is claimed again by the next new submitter, its queued
  *   items still taken by workers). The per-thread cache names a pool by
@@ -69,6 +73,7 @@
 #define CF__SUBSLOT_CAP0 256                   /* a new slot's ring */
 #define CF__SUBSLOT_CAP_MAX ((int64_t)1 << 16) /* largest ring (512 KiB of pointers) */
 #define CF__SUBSLOT_TAKE_MAX 32                /* most tasks one take moves */
+#define CF__SUBSLOT_STALL_EVERY 256            /* pushes between stall looks */
 
 #define CF__SUBSLOT_SIZES 9 /* ring sizes CAP0 << 0 .. CAP0 << 8 = CAP_MAX */
 
@@ -87,9 +92,11 @@ struct cf__subslot {
     _Alignas(CF__CACHE_LINE) _Atomic int64_t tail;
     _Atomic(struct cf__subslot_ring *) ring;
     /* The producer's (owner's) line. */
-    _Alignas(CF__CACHE_LINE) int64_t head_seen;        /* a head value it read (<= head) */
-    int64_t taken_seen;                                /* a taken value it read (<= taken) */
-    int size;                                          /* rings[size] is current */
+    _Alignas(CF__CACHE_LINE) int64_t head_seen; /* a head value it read (<= head) */
+    int64_t taken_seen;                         /* a taken value it read (<= taken) */
+    int64_t stall_at;    /* the tail at which the producer next looks for a stall */
+    int64_t stall_taken; /* the taken value it read at its last look */
+    int size;            /* rings[size] is current */
     struct cf__subslot_ring *rings[CF__SUBSLOT_SIZES]; /* freed with the slot */
     /* 1 while the owner is inside a submit to the pool (thread_pool.c,
      * submit_begin): the pool is not freed under it. */
@@ -135,6 +142,14 @@ struct cf__subslot *cf__subslot_mine(struct cf__subslots *ss);
  * (nothing was queued: use the injection queue). The publication is a
  * seq_cst store (subslot.c says why). */
 int cf__subslot_push(struct cf__subslots *ss, struct cf__subslot *s, cf_future *f);
+/* Producer, after a push that returned 0: true once per
+ * CF__SUBSLOT_STALL_EVERY pushes if no taker took anything since the last
+ * look while at least that many tasks wait. A hint (relaxed load of
+ * taken): the caller then wakes a parked worker even though a worker
+ * counts as searching (a searcher that takes nothing for that long is not
+ * running, e.g. it shares the producer's CPU). */
+bool cf__subslot_stalled(struct cf__subslot *s);
+
 /* Producer, after a push that returned 1 and the caller's seq_cst fence:
  * make sure workers' scans look at s. */
 void cf__subslot_announce(struct cf__subslots *ss, struct cf__subslot *s);

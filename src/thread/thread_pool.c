@@ -215,6 +215,10 @@ static int submit_outside(struct cf__pool *p, struct cf__subslot *s, cf_future *
         }
         int woke = cf__pool_wake_if_idle(p);
         if (woke >= 0) cf__pool_note_cold_submit(p, f, woke);
+    } else if (in_slot == 0 && __builtin_expect(cf__subslot_stalled(s), 0)) {
+        /* A burst that nobody has taken from for a while: the searcher we
+         * saw is not running (wake.c). */
+        (void)cf__pool_wake_for_backlog(p);
     }
     return 0;
 }
@@ -621,6 +625,19 @@ static int worker_attr(pthread_attr_t *attr)
     return 0;
 }
 
+/* A new pool's first use should not pay for its threads' start: until a
+ * new thread has run (in a VM, up to milliseconds after pthread_create),
+ * set itself up and counted itself in `ready`, it neither takes work nor
+ * is parked where a submit can wake it, so a burst submitted right away
+ * queues behind the scheduler. Wait for that here, giving the CPU to the
+ * starting threads. Not with an initializer: that is user code, which may
+ * wait for something the creating thread does after we return. */
+static void workers_await_ready(struct cf__pool *p)
+{
+    /* Relaxed: we only wait for the count; nothing is read through it. */
+    while (atomic_load_explicit(&p->ready, memory_order_relaxed) < p->n) sched_yield();
+}
+
 CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts)
 {
     if (!out) return CF_EINVAL;
@@ -659,6 +676,7 @@ CF_API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts
         }
     }
     if (have_attr) pthread_attr_destroy(&attr);
+    if (rc == 0 && !p->init) workers_await_ready(p);
     if (rc) {
         cf__config_report_failure(&p->cfg, rc, false); /* one line if the environment's */
         /* Started workers (if any) see SHUTDOWN with nothing queued and

@@ -24,6 +24,13 @@
  *   at once instead of spinning (the woken worker needs its CPU); if the
  *   worker woken was elsewhere, it also wakes its own CPU's worker if that
  *   one is parked. Latency choices, not part of worker.c's argument.
+ * - A backlog that nobody takes (cf__pool_wake_for_backlog): a submitter
+ *   whose slot kept growing for CF__SUBSLOT_STALL_EVERY pushes with nothing
+ *   taken wakes a parked worker whatever `searching` says. The searcher it
+ *   saw is not running: typically the worker pinned to the submitter's own
+ *   CPU, which the submitter itself keeps off that CPU until it blocks
+ *   (milliseconds of a burst). It prefers a worker on another CPU. An
+ *   extra wake-up only: it removes none of worker.c's.
  * Reads of the pool: `searching`, `last_parked` and the event count (hints,
  * relaxed), the read-only CPU-to-worker map. Nothing is written but the
  * woken slot. */
@@ -60,6 +67,18 @@ int cf__pool_wake_one(struct cf__pool *p)
      * one argument list, and a constant argument would break perf probe. */
     if (woke >= 0) CF__PROBE1(notify, 1);
     return woke;
+}
+
+int cf__pool_wake_for_backlog(struct cf__pool *p)
+{
+    if (cf__ec_waiters(&p->ec) == 0) return -1;
+    int mine = worker_on_cpu(p, sched_getcpu());
+    for (int i = 0; i < p->n; i++)
+        if (i != mine && cf__ec_notify_slot(&p->w[i].park, CF__EC_NOTIFIED)) return i;
+    /* Only ours is parked: it shares our CPU, but it runs when we block or
+     * the scheduler shares the CPU, and the batch it takes wakes no one. */
+    if (mine >= 0 && cf__ec_notify_slot(&p->w[mine].park, CF__EC_NOTIFIED)) return mine;
+    return -1;
 }
 
 void cf__pool_wake_all(struct cf__pool *p)

@@ -23,6 +23,11 @@ int cf__pool_wake_one(struct cf__pool *p);
 /* Publish-then-wake: after work became visible (the caller fenced), wake a
  * parked worker if nobody is searching. Returns the worker woken, or -1. */
 int cf__pool_wake_if_idle(struct cf__pool *p);
+/* A submitter's backlog went untaken for a while (subslot.h,
+ * cf__subslot_stalled): wake one parked worker whatever `searching` says,
+ * preferring one that is not pinned to the caller's CPU. Returns the
+ * worker woken, or -1. No fence needed: an extra wake-up. */
+int cf__pool_wake_for_backlog(struct cf__pool *p);
 /* Wake every parked worker (shutdown, broken); the caller has fenced. */
 void cf__pool_wake_all(struct cf__pool *p);
 /* An outside thread is about to block on a task of p that is still PENDING
