@@ -126,11 +126,30 @@ static void transitions(void **state)
     assert_null(msg);
     cf_future_release(f);
 
+    /* RUNNING -> FINISHED as broken by the executor (cf_future_set_broken):
+     * the result is CF_EBROKEN, the code CF_EBROKEN, the message a copy. */
+    f = cf_test_future();
+    assert_int_equal(cf_future_set_running_or_notify_cancel(f), 0);
+    char lost[] = "worker on host b lost";
+    assert_int_equal(cf_future_set_broken(f, lost), 0);
+    lost[0] = 'W';
+    assert_int_equal(cf_future_set_broken(f, "again"), CF_ESTATE);
+    assert_int_equal(cf_future_set_exception(f, 2, "late"), CF_ESTATE);
+    assert_int_equal(cf_future_result(f, CF_POLL, NULL, NULL), CF_EBROKEN);
+    code = 0;
+    msg = NULL;
+    assert_int_equal(cf_future_exception(f, CF_POLL, &code, &msg), 0);
+    assert_int_equal(code, CF_EBROKEN);
+    assert_string_equal(msg, "worker on host b lost");
+    cf_future_release(f);
+    assert_int_equal(cf_future_set_broken(NULL, "x"), CF_EINVAL);
+
     /* CANCELLED stays CANCELLED. */
     f = cf_test_future();
     assert_true(cf_future_cancel(f));
     assert_int_equal(cf_future_set_result(f, &one, sizeof one), CF_ESTATE);
     assert_int_equal(cf_future_set_exception(f, 1, "x"), CF_ESTATE);
+    assert_int_equal(cf_future_set_broken(f, "x"), CF_ESTATE);
     assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_ECANCELLED);
     assert_false(cf__future_mark_running(f));
     assert_true(cf_future_cancelled(f));

@@ -86,6 +86,12 @@ CF_API int cf_future_set_running_or_notify_cancel(cf_future *f);
 CF_API int cf_future_set_result(cf_future *f, const void *data, size_t len);
 /* code must be non-zero; msg is copied and may be NULL. */
 CF_API int cf_future_set_exception(cf_future *f, int code, const char *msg);
+/* PENDING or RUNNING -> FINISHED as failed by the executor, not by the task
+ * (a lost worker, a broken transport): cf_future_result then returns
+ * CF_EBROKEN and cf_future_exception gives code CF_EBROKEN and msg (copied;
+ * may be NULL), as for a future the library's own pools break. CF_ESTATE if
+ * done, CF_EINVAL, CF_ENOMEM. */
+CF_API int cf_future_set_broken(cf_future *f, const char *msg);
 
 #ifdef __cplusplus
 }

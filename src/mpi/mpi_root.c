@@ -476,7 +476,8 @@ static int on_result(struct mpi_exec *x, int src, const struct cf__mpi_rec *rec,
             memcpy(msg, body, (size_t)rec->len);
             msg[rec->len] = 0;
         }
-        cf_future_set_exception(t->f, rec->flags & CF__MPI_F_BROKEN ? CF_EBROKEN : rec->code, msg);
+        if (rec->flags & CF__MPI_F_BROKEN) cf_future_set_broken(t->f, msg);
+        else cf_future_set_exception(t->f, rec->code, msg);
         free(msg);
     }
     free(bulk);
@@ -571,7 +572,7 @@ static void fail_everything(struct mpi_exec *x, int code)
     for (struct mpi_task *t = x->ready_head, *n; t; t = n) {
         n = t->next;
         atomic_store_explicit(&t->state, T_DONE, memory_order_release);
-        cf_future_set_exception(t->f, CF_EBROKEN, msg);
+        cf_future_set_broken(t->f, msg);
         cf_future_release(t->f);
         task_unref(t);
     }
@@ -583,7 +584,7 @@ static void fail_everything(struct mpi_exec *x, int code)
         // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
         flight_unlink(x, t);
         atomic_store_explicit(&t->state, T_DONE, memory_order_release);
-        cf_future_set_exception(t->f, CF_EBROKEN, msg);
+        cf_future_set_broken(t->f, msg);
         x->n_expect -= t->pending; /* no reply will be read */
         cf_future_release(t->f);
         task_unref(t);

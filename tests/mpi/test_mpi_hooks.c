@@ -193,7 +193,7 @@ static int inject_isend_failure(const char *what, int peer)
 /* f failed because the executor broke, naming the call and the rank. */
 static void assert_broken(cf_future *f, int peer)
 {
-    assert_int_equal(cf_future_result(f, LONG_WAIT, NULL, NULL), CF_ETASK);
+    assert_int_equal(cf_future_result(f, LONG_WAIT, NULL, NULL), CF_EBROKEN);
     int code = 0;
     const char *msg = NULL;
     assert_int_equal(cf_future_exception(f, 0, &code, &msg), 0);
@@ -245,7 +245,7 @@ static void test_mpi_failure_breaks_every_pending_future(void **state)
     /* Every future fails, though no task has finished (the gate is shut):
      * the ones running on serving ranks, the one whose send failed, and
      * those queued at the root. */
-    assert_int_equal(cf_future_result(later[0], LONG_WAIT, NULL, NULL), CF_ETASK);
+    assert_int_equal(cf_future_result(later[0], LONG_WAIT, NULL, NULL), CF_EBROKEN);
     int peer = atomic_load(&failed_peer);
     assert_true(peer >= 1 && peer <= n_serving);
     for (int i = 0; i < n_serving; i++) assert_broken(run[i], peer);
