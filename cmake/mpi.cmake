@@ -30,7 +30,8 @@ endif()
 # TCP transport, whose own lock order ThreadSanitizer reports, out of the
 # TSan tree. Open MPI leaks by design at exit: no LeakSanitizer there.
 set(CF_MPI_TEST_ENV OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  OMPI_MCA_btl=self,vader ASAN_OPTIONS=detect_leaks=0)
+  OMPI_MCA_btl=self,vader ASAN_OPTIONS=detect_leaks=0
+  TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/mpi/tsan.supp)
 
 if(CF_BUILD_EXAMPLES)
   add_executable(primes_mpi ${PROJECT_SOURCE_DIR}/examples/mpi/primes_mpi.c)
