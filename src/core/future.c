@@ -990,10 +990,10 @@ int cf_future_set_result(cf_future *f, const void *data, size_t len)
     return 0;
 }
 
-int cf_future_set_broken(cf_future *f, const char *msg)
+/* The two public ways to fail a future: the task's error (CF_ETASK from
+ * cf_future_result) or the executor's (CF_EBROKEN). */
+static int set_error(cf_future *f, enum cf__outcome oc, int code, const char *msg)
 {
-    CHECK_LIVE(f, "cf_future_set_broken");
-    if (!f) return CF_EINVAL;
     /* relaxed: an early way out that saves the copy; claim() decides. */
     uint32_t s = load_state(f, memory_order_relaxed);
     if (cf__state_done(s) || (s & CF__CLAIMED)) return CF_ESTATE;
@@ -1004,26 +1004,22 @@ int cf_future_set_broken(cf_future *f, const char *msg)
         return CF_ESTATE;
     }
     arg_drop(f);
-    finish(f, put_error(f, CF__BROKEN, CF_EBROKEN, copy));
+    finish(f, put_error(f, oc, code, copy));
     return 0;
+}
+
+int cf_future_set_broken(cf_future *f, const char *msg)
+{
+    CHECK_LIVE(f, "cf_future_set_broken");
+    if (!f) return CF_EINVAL;
+    return set_error(f, CF__BROKEN, CF_EBROKEN, msg);
 }
 
 int cf_future_set_exception(cf_future *f, int code, const char *msg)
 {
     CHECK_LIVE(f, "cf_future_set_exception");
     if (!f || code == 0) return CF_EINVAL;
-    /* relaxed: an early way out that saves the copy; claim() decides. */
-    uint32_t s = load_state(f, memory_order_relaxed);
-    if (cf__state_done(s) || (s & CF__CLAIMED)) return CF_ESTATE;
-    char *copy = NULL;
-    if (msg && !(copy = cf__strdup(msg))) return CF_ENOMEM;
-    if (!claim(f)) {
-        cf__free_str(copy);
-        return CF_ESTATE;
-    }
-    arg_drop(f);
-    finish(f, put_error(f, CF__TASK_ERROR, code, copy));
-    return 0;
+    return set_error(f, CF__TASK_ERROR, code, msg);
 }
 
 /* ---- pinning the argument ---- */

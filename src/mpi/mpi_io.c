@@ -291,3 +291,13 @@ long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, b
     p->nap_ns = n * 2 > cap_ns ? cap_ns : n * 2;
     return n;
 }
+
+struct timespec cf__mpi_nap_until(long ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ns;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    return ts;
+}

@@ -154,6 +154,8 @@ void cf__mpi_pace_arrival(struct cf__mpi_pace *p); /* a message came in */
  * only to the first message after a quiet time (at most an eighth of that
  * time), and saves wake-ups while idle. */
 long cf__mpi_pace_idle(struct cf__mpi_pace *p, long cap_ns, long cap_quiet_ns, bool *yield);
+/* A nap of ns as pthread_cond_timedwait's absolute CLOCK_REALTIME time. */
+struct timespec cf__mpi_nap_until(long ns);
 
 /* Record an MPI error (rc) in io->err; returns CF_EBROKEN. */
 int cf__mpi_fail(struct cf__mpi_io *io, int rc, const char *what, int peer);

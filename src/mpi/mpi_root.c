@@ -635,11 +635,7 @@ static void nap(struct mpi_exec *x, long nap_ns, enum nap_kind k)
         if (k == NAP_FOREVER) {
             pthread_cond_wait(&x->cv, &x->mu);
         } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += nap_ns;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
+            struct timespec ts = cf__mpi_nap_until(nap_ns);
             pthread_cond_timedwait(&x->cv, &x->mu, &ts);
         }
         x->sleeping = false;

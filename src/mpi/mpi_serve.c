@@ -297,11 +297,7 @@ static void nap(struct srv *sv, long ns)
     pthread_mutex_lock(&sv->mu);
     if (!sv->done) {
         sv->sleeping = true;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += ns;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        struct timespec ts = cf__mpi_nap_until(ns);
         pthread_cond_timedwait(&sv->cv, &sv->mu, &ts);
         sv->sleeping = false;
     }
