@@ -28,11 +28,12 @@
 #include <cfutures.h>
 #include <cfutures/mpi.h>
 
+#include "support/file_gates.h"
+
 #define LONG_WAIT 60.0 /* a hang fails the case instead of blocking */
 
-static cf_executor *ex;   /* the default executor (cases of group 1) */
-static int n_serving;     /* ranks that serve */
-static char gate_dir[64]; /* the root's directory for file gates */
+static cf_executor *ex; /* the default executor (cases of group 1) */
+static int n_serving;   /* ranks that serve */
 
 /* ---- tasks ---- */
 
@@ -80,44 +81,7 @@ static int pid_task(const void *arg, size_t len, cf_out *out)
     return cf_out_i64(out, getpid());
 }
 
-/* Argument: "<dir>/<name>\0<dir>/<gate>\0". Creates the first file, then
- * waits (at most a minute) until the second exists; returns the pid. */
-static int gate_task(const void *arg, size_t len, cf_out *out)
-{
-    const char *started = arg;
-    const char *gate = started + strlen(started) + 1;
-    if ((size_t)(gate - started) >= len) return cf_out_error(out, CF_EINVAL, "bad gate argument");
-    int fd = open(started, O_CREAT | O_WRONLY, 0600);
-    if (fd >= 0) close(fd);
-    for (int i = 0; i < 60000 && access(gate, F_OK) != 0; i++) usleep(1000);
-    return cf_out_i64(out, getpid());
-}
-
 /* ---- helpers ---- */
-
-static size_t gate_arg(char *buf, size_t cap, const char *name, const char *gate)
-{
-    int a = snprintf(buf, cap, "%s/%s", gate_dir, name);
-    int b = snprintf(buf + a + 1, cap - (size_t)a - 1, "%s/%s", gate_dir, gate);
-    return (size_t)a + 1 + (size_t)b + 1;
-}
-
-static void touch(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", gate_dir, name);
-    int fd = open(path, O_CREAT | O_WRONLY, 0600);
-    assert_true(fd >= 0);
-    close(fd);
-}
-
-static void await_file(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", gate_dir, name);
-    for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++) usleep(1000);
-    assert_int_equal(access(path, F_OK), 0);
-}
 
 static cf_future *submit_i64(cf_executor *e, cf_task_fn *fn, int64_t x)
 {
@@ -402,7 +366,7 @@ static void fill(const char *round, cf_future **run, cf_future **remote, cf_futu
     }
     for (int i = 0; i < n_serving; i++) {
         snprintf(name, sizeof name, "%s-run-%d", round, i);
-        await_file(name);
+        gate_await_file(name);
     }
     for (int i = 0; i < n_serving; i++) {
         snprintf(name, sizeof name, "%s-remote-%d", round, i);
@@ -436,7 +400,7 @@ static void test_cancel_until_begun(void **state)
      * the progress thread on the serving rank's answer). */
     for (int i = 0; i < 10000 && atomic_load(&callbacks) < n_serving; i++) usleep(1000);
     assert_int_equal(atomic_load(&callbacks), n_serving);
-    touch("open-c");
+    gate_touch("open-c");
     for (int i = 0; i < n_serving; i++) {
         assert_true(result_i64(run[i]) > 0);
         assert_int_equal(cf_future_result(remote[i], 0, NULL, NULL), CF_ECANCELLED);
@@ -465,7 +429,7 @@ static void test_shutdown_cancel_futures(void **state)
         assert_int_equal(cf_future_result(local[i], LONG_WAIT, NULL, NULL), CF_ECANCELLED);
         assert_int_equal(cf_future_result(remote[i], LONG_WAIT, NULL, NULL), CF_ECANCELLED);
     }
-    touch("open-s");
+    gate_touch("open-s");
     assert_int_equal(cf_executor_shutdown(small, true, false), 0);
     for (int i = 0; i < n_serving; i++) {
         /* Begun: it finished before shutdown(wait) returned. */
@@ -475,21 +439,6 @@ static void test_shutdown_cancel_futures(void **state)
         cf_future_release(remote[i]);
         cf_future_release(local[i]);
     }
-}
-
-static void remove_dir(void)
-{
-    DIR *d = opendir(gate_dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(path, sizeof path, "%s/%s", gate_dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(gate_dir);
 }
 
 int main(int argc, char **argv)
@@ -533,9 +482,7 @@ int main(int argc, char **argv)
     o.threads = 1;
     rc = cf_mpi_executor_new(&small, MPI_COMM_WORLD, 0, &o);
     if (rc == 0) {
-        strcpy(gate_dir, "/tmp/cf-mpi-test-XXXXXX");
-        if (!mkdtemp(gate_dir)) {
-            perror("mkdtemp");
+        if (gates_make("/tmp/cf-mpi-test-XXXXXX") != 0) {
             failed++;
         } else {
             const struct CMUnitTest group2[] = {
@@ -545,7 +492,7 @@ int main(int argc, char **argv)
             failed += cmocka_run_group_tests_name("mpi executor, window 2", group2, NULL, NULL);
         }
         cf_executor_free(small);
-        remove_dir();
+        gates_remove();
     } else if (rc != CF_MPI_SERVED) {
         fprintf(stderr, "cf_mpi_executor_new (small): %s\n", cf_strerror(rc));
         failed++;

@@ -32,12 +32,12 @@
 #include <cfutures/mpi.h>
 
 #include "mpi/mpi_hooks.h"
+#include "support/file_gates.h"
 
 #define LONG_WAIT 60.0 /* a hang fails the case instead of blocking */
 #define N_PROBED 24
 
 static int n_serving;
-static char gate_dir[64];
 
 /* ---- tasks ---- */
 
@@ -47,43 +47,6 @@ static int square_task(const void *arg, size_t len, cf_out *out)
     if (len != sizeof x) return cf_out_error(out, CF_EINVAL, "square wants an int64");
     memcpy(&x, arg, sizeof x);
     return cf_out_i64(out, x * x);
-}
-
-/* Argument: "<dir>/<name>\0<dir>/<gate>\0". Creates the first file, then
- * waits (at most a minute) until the second exists. */
-static int gate_task(const void *arg, size_t len, cf_out *out)
-{
-    const char *started = arg;
-    const char *gate = started + strlen(started) + 1;
-    if ((size_t)(gate - started) >= len) return cf_out_error(out, CF_EINVAL, "bad gate argument");
-    int fd = open(started, O_CREAT | O_WRONLY, 0600);
-    if (fd >= 0) close(fd);
-    for (int i = 0; i < 60000 && access(gate, F_OK) != 0; i++) usleep(1000);
-    return cf_out_i64(out, getpid());
-}
-
-static size_t gate_arg(char *buf, size_t cap, const char *name, const char *gate)
-{
-    int a = snprintf(buf, cap, "%s/%s", gate_dir, name);
-    int b = snprintf(buf + a + 1, cap - (size_t)a - 1, "%s/%s", gate_dir, gate);
-    return (size_t)a + 1 + (size_t)b + 1;
-}
-
-static void touch(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", gate_dir, name);
-    int fd = open(path, O_CREAT | O_WRONLY, 0600);
-    assert_true(fd >= 0);
-    close(fd);
-}
-
-static void await_file(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", gate_dir, name);
-    for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++) usleep(1000);
-    assert_int_equal(access(path, F_OK), 0);
 }
 
 /* ---- the probes ---- */
@@ -223,7 +186,7 @@ static void test_mpi_failure_breaks_every_pending_future(void **state)
     }
     for (int i = 0; i < n_serving; i++) {
         snprintf(name, sizeof name, "run-%d", i);
-        await_file(name);
+        gate_await_file(name);
     }
     /* Every serving rank runs a task: the next send is the next task's,
      * and it fails. */
@@ -255,26 +218,11 @@ static void test_mpi_failure_breaks_every_pending_future(void **state)
     assert_int_equal(cf_submit(ex, square_task, &x, sizeof x, &f), CF_EBROKEN);
     atomic_store_explicit(&cf__test_mpi_inject, NULL, memory_order_relaxed);
     /* Let the serving ranks' tasks end: they were told to stop. */
-    touch("open");
+    gate_touch("open");
     assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
     cf_executor_free(ex);
     for (int i = 0; i < n_serving; i++) cf_future_release(run[i]);
     for (int i = 0; i < n_later; i++) cf_future_release(later[i]);
-}
-
-static void remove_dir(void)
-{
-    DIR *d = opendir(gate_dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(path, sizeof path, "%s/%s", gate_dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(gate_dir);
 }
 
 int main(int argc, char **argv)
@@ -300,9 +248,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "at most 8 serving ranks\n");
         failed++;
     } else {
-        strcpy(gate_dir, "/tmp/cf-mpi-hooks-XXXXXX");
-        if (!mkdtemp(gate_dir)) {
-            perror("mkdtemp");
+        if (gates_make("/tmp/cf-mpi-hooks-XXXXXX") != 0) {
             failed++;
         } else {
             const struct CMUnitTest cases[] = {
@@ -315,7 +261,7 @@ int main(int argc, char **argv)
     /* The broken executor could not wait for the serving ranks' tasks:
      * they may still look for the gate file until every rank is here. */
     MPI_Barrier(MPI_COMM_WORLD);
-    if (rank == 0 && gate_dir[0]) remove_dir();
+    if (rank == 0) gates_remove();
     MPI_Finalize();
     return failed ? 1 : 0;
 }
