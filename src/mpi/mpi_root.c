@@ -68,6 +68,15 @@
 #include "mpi/mpi_hooks.h" /* the root's probes */
 #include "mpi/mpi_io.h"
 
+/* A task's `state`. Who moves it: a canceller (QUEUED->CANCELLED,
+ * SENT->CANCEL_REQ), the thread doing the root's MPI work (QUEUED->SENT,
+ * CANCEL_REQ->CANCEL_OK or REFUSED, anything->DONE) and a failing executor
+ * (->DONE). Orders, for every access to it in this file: each change is a
+ * CAS or exchange with acq_rel or a store with release, and each read is an
+ * acquire, so a thread that sees a state also sees what its writer did
+ * before (the cancel list, the future's completion, the counts under mu).
+ * The CASes on QUEUED (cancel against send) and on SENT (cancel request
+ * against the result's DONE) pair with each other: exactly one wins. */
 enum task_state {
     T_QUEUED,     /* at the root, not sent: cancel decides here */
     T_SENT,       /* at a serving rank */
